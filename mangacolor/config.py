@@ -1,0 +1,105 @@
+"""Typed configuration: one class per stage, presets as YAML data (`configs/demo.yaml`, `configs/paper.yaml`).
+
+The CLI and the Dagster assets read the same preset through `load_preset`, so a stage behaves the
+same whether it runs from `mangacolor ...` or from the UI. Stage classes that belong to a network
+(StyleGAN, pSp, the colorizer, CUT) live beside their training loop; the preset holds one section
+per stage and `stage_config(preset, name, cls)` validates it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, Field
+
+from mangacolor.data.sources import SourceConfig
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PRESET_DIR = PROJECT_ROOT / "configs"
+
+T = TypeVar("T")
+
+
+class IngestConfig(BaseModel):
+    dedup_distance: int | None = Field(16, description="max dHash-256 bit distance of a near-duplicate; null disables")
+
+
+class SplitConfig(BaseModel):
+    seed: int = 0
+    holdout_fraction: float = Field(0.2, ge=0, lt=1, description="used when holdout_count is null")
+    holdout_count: int | None = Field(None, description="paper: 5,000 black-and-white pages")
+
+
+class DemoDataConfig(BaseModel):
+    seed: int = 0
+    scale: float = 1.0
+
+
+def resolve_preset_path(name_or_path: str | Path) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") and p.exists():
+        return p
+    candidate = PRESET_DIR / f"{name_or_path}.yaml"
+    if candidate.exists():
+        return candidate
+    known = ", ".join(sorted(q.stem for q in PRESET_DIR.glob("*.yaml")))
+    raise FileNotFoundError(f"no preset {name_or_path!r}: expected a YAML file path or one of: {known}")
+
+
+def _substitute(value: Any, variables: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        for key, repl in variables.items():
+            value = value.replace("{" + key + "}", repl)
+        return value
+    if isinstance(value, list):
+        return [_substitute(v, variables) for v in value]
+    if isinstance(value, dict):
+        return {k: _substitute(v, variables) for k, v in value.items()}
+    return value
+
+
+def load_preset(name_or_path: str | Path = "demo", overrides: dict | None = None, **variables: str) -> dict:
+    """The preset as a dict, `{project}`/`{demo_data}`/... placeholders filled, overrides merged."""
+    path = resolve_preset_path(name_or_path)
+    raw = yaml.safe_load(path.read_text()) or {}
+    merged = _deep_merge(raw, overrides or {})
+    variables.setdefault("project", str(PROJECT_ROOT))
+    variables.setdefault("demo_data", str(Path(merged.get("demo_data", "demo_data")).expanduser()
+                                          if Path(merged.get("demo_data", "demo_data")).is_absolute()
+                                          else PROJECT_ROOT / merged.get("demo_data", "demo_data")))
+    return _substitute(merged, variables)
+
+
+def _deep_merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def stage_config(preset: dict, section: str, cls: type[T]) -> T:
+    """Validate one preset section into its stage class (pydantic model or dataclass)."""
+    values = preset.get(section) or {}
+    if isinstance(cls, type) and issubclass(cls, BaseModel):
+        return cls.model_validate(values)
+    if dataclasses.is_dataclass(cls):
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - names
+        if unknown:
+            raise ValueError(f"preset section {section!r}: unknown keys {sorted(unknown)} for {cls.__name__} (known: {sorted(names)})")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    return cls(**values)
+
+
+def sources(preset: dict) -> list[SourceConfig]:
+    return [SourceConfig.model_validate(s) for s in preset.get("sources", [])]
+
+
+def manga109_source(preset: dict) -> SourceConfig | None:
+    m = preset.get("manga109")
+    if not m:
+        return None
+    return SourceConfig(name="manga109", role="bw", kind="manga109", uri=m["uri"], storage_options=m.get("storage_options", {}))

@@ -1,0 +1,213 @@
+"""Where pages come from: configured sources, listed by title, read as untrusted bytes.
+
+A source is data in a preset (`SourceConfig`): a folder or any fsspec URL prefix with one folder
+per title (CBZ/ZIP chapter archives inside are expanded), a Danbooru-style metadata table filtered
+by tags, or the official Manga109 layout. Every kind yields `SourceItem`s: a title, a page name, the
+URI it came from and a loader; an item that cannot even be loaded carries the reason instead.
+The black-and-white and colour ingests, the sensor that discovers titles and the observation that
+fingerprints titles all go through `list_titles` / `iter_items` / `title_fingerprint`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import posixpath
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import fsspec
+import pandas as pd
+from pydantic import BaseModel, Field
+
+from mangacolor.data.archives import ARCHIVE_EXTENSIONS, IMAGE_EXTENSIONS, natural_key, read_archive
+
+PAPER_DANBOORU_TAGS = ["colored", "colorized", "comic"]
+
+
+class SourceConfig(BaseModel):
+    """One place pages come from. `role` says which ingest reads it."""
+
+    name: str
+    role: Literal["color", "bw"]
+    kind: Literal["folder", "danbooru", "manga109"] = "folder"
+    uri: str = Field(description="local folder or fsspec URL prefix (s3://bucket/prefix)")
+    storage_options: dict = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=lambda: list(PAPER_DANBOORU_TAGS), description="danbooru: keep images with any of these tags")
+    title: str = Field("danbooru", description="danbooru: the partition its images form")
+    titles: list[str] | None = Field(None, description="only these titles (default: all found)")
+
+
+@dataclass
+class SourceItem:
+    title: str
+    page: str
+    source_uri: str
+    load: Callable[[], bytes] | None
+    problem: str | None = None
+
+
+def _fs(cfg: SourceConfig):
+    fs, root = fsspec.core.url_to_fs(cfg.uri, **cfg.storage_options)
+    return fs, root.rstrip("/")
+
+
+def _ext(name: str) -> str:
+    dot = name.rfind(".")
+    return name[dot:].lower() if dot >= 0 else ""
+
+
+def _stem(name: str) -> str:
+    base = posixpath.basename(name)
+    dot = base.rfind(".")
+    return base[:dot] if dot > 0 else base
+
+
+def _full_uri(fs, path: str) -> str:
+    protocol = fs.protocol[0] if isinstance(fs.protocol, tuple) else fs.protocol
+    return path if protocol in ("file", "local") else f"{protocol}://{path}"
+
+
+def list_titles(cfg: SourceConfig) -> list[str]:
+    if cfg.kind == "danbooru":
+        titles = [cfg.title]
+    elif cfg.kind == "manga109":
+        fs, root = _fs(cfg)
+        books = posixpath.join(root, "books.txt")
+        if not fs.exists(books):
+            raise FileNotFoundError(f"{cfg.uri}: no books.txt; expected the Manga109 layout (books.txt, images/<title>/<NNN>.jpg)")
+        titles = [t.strip() for t in fs.cat_file(books).decode("utf-8-sig").splitlines() if t.strip()]
+    else:
+        fs, root = _fs(cfg)
+        if not fs.exists(root):
+            raise FileNotFoundError(f"source {cfg.name!r}: {cfg.uri} does not exist")
+        titles = []
+        for entry in fs.ls(root, detail=True):
+            name = posixpath.basename(entry["name"].rstrip("/"))
+            if name.startswith("."):
+                continue
+            if entry["type"] == "directory":
+                titles.append(name)
+            elif _ext(name) in ARCHIVE_EXTENSIONS:
+                titles.append(_stem(name))
+    if cfg.titles is not None:
+        titles = [t for t in titles if t in cfg.titles]
+    return sorted(set(titles), key=natural_key)
+
+
+def _archive_items(fs, path: str, title: str, prefix: str) -> Iterator[SourceItem]:
+    uri = _full_uri(fs, path)
+    try:
+        members = read_archive(fs.cat_file(path))
+    except ValueError as exc:
+        yield SourceItem(title, prefix or _stem(path), uri, lambda p=path: fs.cat_file(p), problem=str(exc))
+        return
+    for m in members:
+        # A member name is untrusted text: it names the page, it never becomes a path.
+        stem = posixpath.splitext(m.name)[0].lstrip("/\\")
+        page = posixpath.join(prefix, stem) if prefix else stem
+        if m.data is None:
+            yield SourceItem(title, page, f"{uri}#{m.name}", None, problem=m.reason)
+        else:
+            yield SourceItem(title, page, f"{uri}#{m.name}", lambda d=m.data: d)
+
+
+def _folder_items(cfg: SourceConfig, title: str) -> Iterator[SourceItem]:
+    fs, root = _fs(cfg)
+    base = posixpath.join(root, title)
+    if not fs.isdir(base):
+        for ext in sorted(ARCHIVE_EXTENSIONS):
+            if fs.exists(base + ext):
+                yield from _archive_items(fs, base + ext, title, "")
+                return
+        raise FileNotFoundError(f"source {cfg.name!r}: no title {title!r} under {cfg.uri}")
+    files = sorted(fs.find(base), key=natural_key)
+    for path in files:
+        rel = posixpath.relpath(path, base)
+        if any(part.startswith(".") for part in rel.split("/")):
+            continue
+        ext = _ext(rel)
+        if ext in ARCHIVE_EXTENSIONS:
+            yield from _archive_items(fs, path, title, posixpath.splitext(rel)[0])
+        elif ext in IMAGE_EXTENSIONS:
+            yield SourceItem(title, posixpath.splitext(rel)[0], _full_uri(fs, path), lambda p=path: fs.cat_file(p))
+        else:
+            yield SourceItem(title, rel, _full_uri(fs, path), lambda p=path: fs.cat_file(p), problem=f"not an image file ({ext or 'no extension'})")
+
+
+def read_table(fs, path: str) -> pd.DataFrame:
+    data = fs.cat_file(path)
+    return pd.read_parquet(io.BytesIO(data)) if path.endswith(".parquet") else pd.read_csv(io.BytesIO(data))
+
+
+def danbooru_selection(table: pd.DataFrame, tags: list[str]) -> pd.DataFrame:
+    """Rows whose space-separated `tags` contain any of `tags` (the paper: colored, colorized, comic)."""
+    wanted = set(tags)
+    keep = table["tags"].fillna("").map(lambda t: bool(wanted & set(str(t).split())))
+    return table[keep].sort_values("id", key=lambda s: s.astype(str).map(natural_key))
+
+
+def _danbooru_items(cfg: SourceConfig) -> Iterator[SourceItem]:
+    fs, root = _fs(cfg)
+    for name in ("metadata.parquet", "metadata.csv"):
+        table_path = posixpath.join(root, name)
+        if fs.exists(table_path):
+            break
+    else:
+        raise FileNotFoundError(f"{cfg.uri}: no metadata.parquet or metadata.csv (columns id, file, tags)")
+    table = read_table(fs, table_path)
+    missing = {"id", "file", "tags"} - set(table.columns)
+    if missing:
+        raise ValueError(f"{table_path}: metadata table lacks columns {sorted(missing)}")
+    for row in danbooru_selection(table, cfg.tags).itertuples():
+        rel = str(row.file)
+        if rel.startswith("/") or ".." in rel.split("/"):
+            yield SourceItem(cfg.title, str(row.id), rel, None, problem=f"unsafe file path {rel!r} in metadata table")
+            continue
+        path = posixpath.join(root, rel)
+        yield SourceItem(cfg.title, str(row.id), _full_uri(fs, path), lambda p=path: fs.cat_file(p))
+
+
+def _manga109_items(cfg: SourceConfig, title: str) -> Iterator[SourceItem]:
+    fs, root = _fs(cfg)
+    base = posixpath.join(root, "images", title)
+    if not fs.isdir(base):
+        raise FileNotFoundError(f"{cfg.uri}: books.txt lists {title!r} but images/{title}/ is missing")
+    for path in sorted(fs.find(base), key=natural_key):
+        rel = posixpath.relpath(path, base)
+        if _ext(rel) in IMAGE_EXTENSIONS:
+            yield SourceItem(title, posixpath.splitext(rel)[0], _full_uri(fs, path), lambda p=path: fs.cat_file(p))
+
+
+def iter_items(cfg: SourceConfig, title: str) -> Iterator[SourceItem]:
+    """The pages of one title of one source, in reading order."""
+    if cfg.kind == "danbooru":
+        yield from _danbooru_items(cfg)
+    elif cfg.kind == "manga109":
+        yield from _manga109_items(cfg, title)
+    else:
+        yield from _folder_items(cfg, title)
+
+
+def title_fingerprint(cfg: SourceConfig, title: str) -> str:
+    """Content hash of everything a title's ingest would read: changes iff a page changes."""
+    h = hashlib.sha256()
+    for item in iter_items(cfg, title):
+        h.update(item.page.encode())
+        h.update(b"\0")
+        if item.load is not None:
+            h.update(hashlib.sha256(item.load()).digest())
+        h.update((item.problem or "").encode())
+    return h.hexdigest()[:16]
+
+
+def titles_by_role(sources: list[SourceConfig], role: str) -> dict[str, list[SourceConfig]]:
+    """title -> the sources of `role` that hold it (a title may be split over several sources)."""
+    out: dict[str, list[SourceConfig]] = {}
+    for cfg in sources:
+        if cfg.role != role:
+            continue
+        for title in list_titles(cfg):
+            out.setdefault(title, []).append(cfg)
+    return out

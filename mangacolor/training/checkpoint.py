@@ -1,0 +1,167 @@
+"""The one checkpoint format of mangacolor: every training loop saves and resumes through it.
+
+A checkpoint is a folder `step-00001234/` holding
+  - `weights.safetensors`: every module's state dict, keys prefixed by the module's name (`g.`, `d.`),
+  - `optim.pt`: optimiser state dicts (plain tensors and numbers: loads with `weights_only=True`),
+  - `state.json`: step, caller's extra state and the Python / NumPy RNG states,
+  - `rng.safetensors`: the torch CPU (and CUDA) RNG states.
+It is written under a temporary name and renamed into place, so a run killed mid-save leaves the
+previous checkpoint intact; `restore` picks the newest complete one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+WEIGHTS = "weights.safetensors"
+
+
+def _flatten(modules: dict[str, torch.nn.Module]) -> dict[str, torch.Tensor]:
+    flat = {}
+    for name, module in modules.items():
+        for key, value in module.state_dict().items():
+            # safetensors refuses shared or non-contiguous storage: save an independent copy.
+            flat[f"{name}.{key}"] = value.detach().cpu().contiguous().clone()
+    return flat
+
+
+def save_weights(path: str | Path, module_or_state: torch.nn.Module | dict, metadata: dict | None = None) -> Path:
+    """Atomically write a state dict as safetensors; metadata values are stored as JSON strings."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = module_or_state.state_dict() if isinstance(module_or_state, torch.nn.Module) else module_or_state
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
+    meta = {k: json.dumps(v) for k, v in (metadata or {}).items()}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a safetensors file written by `save_weights`: (state dict, metadata)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"weights file not found: {path} (expected a .safetensors file written by mangacolor)")
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        raw = f.metadata() or {}
+    meta = {}
+    for k, v in raw.items():
+        try:
+            meta[k] = json.loads(v)
+        except (json.JSONDecodeError, TypeError):
+            meta[k] = v
+    return load_file(str(path)), meta
+
+
+def _rng_state() -> tuple[dict, dict[str, torch.Tensor]]:
+    np_state = np.random.get_state()
+    py = random.getstate()
+    state = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+    }
+    tensors = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"torch_cuda_{i}"] = s
+    return state, tensors
+
+
+def _set_rng_state(state: dict, tensors: dict[str, torch.Tensor]) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+    torch.set_rng_state(tensors["torch_cpu"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("torch_cuda_")]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+class Checkpointer:
+    """Save / restore training state in `directory`, keeping the newest `keep_last` checkpoints."""
+
+    def __init__(self, directory: str | Path, keep_last: int = 2):
+        self.directory = Path(directory)
+        self.keep_last = keep_last
+
+    def checkpoints(self) -> list[Path]:
+        if not self.directory.exists():
+            return []
+        done = [p for p in self.directory.glob("step-*") if (p / "state.json").exists()]
+        return sorted(done, key=lambda p: int(p.name.split("-")[1]))
+
+    def latest(self) -> Path | None:
+        found = self.checkpoints()
+        return found[-1] if found else None
+
+    def save(
+        self,
+        step: int,
+        modules: dict[str, torch.nn.Module],
+        optimizers: dict[str, torch.optim.Optimizer] | None = None,
+        extra: dict | None = None,
+    ) -> Path:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        final = self.directory / f"step-{step:08d}"
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.directory))
+        try:
+            save_file(_flatten(modules), str(tmp / WEIGHTS))
+            torch.save({k: o.state_dict() for k, o in (optimizers or {}).items()}, tmp / "optim.pt")
+            rng, rng_tensors = _rng_state()
+            save_file({k: v.contiguous() for k, v in rng_tensors.items()}, str(tmp / "rng.safetensors"))
+            # state.json last: its presence marks a complete checkpoint.
+            (tmp / "state.json").write_text(json.dumps({"step": step, "extra": extra or {}, "rng": rng}))
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        for old in self.checkpoints()[: -self.keep_last] if self.keep_last > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def restore(
+        self,
+        modules: dict[str, torch.nn.Module],
+        optimizers: dict[str, torch.optim.Optimizer] | None = None,
+        restore_rng: bool = True,
+    ) -> dict | None:
+        """Load the newest checkpoint into `modules` / `optimizers`; None when there is none."""
+        path = self.latest()
+        if path is None:
+            return None
+        flat = load_file(str(path / WEIGHTS))
+        for name, module in modules.items():
+            prefix = f"{name}."
+            state = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
+            if not state and any(True for _ in module.state_dict()):
+                raise KeyError(f"checkpoint {path} has no weights for module {name!r} (has: {sorted({k.split('.')[0] for k in flat})})")
+            module.load_state_dict(state)
+        opt_states = torch.load(path / "optim.pt", map_location="cpu", weights_only=True)
+        for name, opt in (optimizers or {}).items():
+            if name in opt_states:
+                opt.load_state_dict(opt_states[name])
+        state = json.loads((path / "state.json").read_text())
+        if restore_rng:
+            _set_rng_state(state["rng"], load_file(str(path / "rng.safetensors")))
+        return {"step": state["step"], "extra": state["extra"], "path": str(path)}

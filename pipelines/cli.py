@@ -1,0 +1,44 @@
+"""Entry point of the `mangacolor` command: the library's commands plus `demo` and `ui`, which need Dagster."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from mangacolor.cli import build_parser
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from pipelines.demo import run_demo
+
+    return run_demo(select=args.select, preset=args.preset, seed=args.seed)
+
+
+def _cmd_ui(args: argparse.Namespace) -> int:
+    from pipelines.demo import prepare_dagster_home
+
+    home = prepare_dagster_home()
+    os.environ["DAGSTER_HOME"] = str(home)
+    cmd = ["dagster", "dev", "-w", "workspace.yaml", "-p", str(args.port)]
+    print(f"DAGSTER_HOME={home}\n$ {' '.join(cmd)}", flush=True)
+    os.execvp(cmd[0], cmd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    p = sub.add_parser("demo", help="run the whole asset graph in-process on the generated demo corpus")
+    p.add_argument("--select", default=None, help="a Dagster asset selection, e.g. 'page_pairs+' or 'key:color_pages'")
+    p.add_argument("--preset", default="demo")
+    p.add_argument("--seed", type=int, default=0, help="demo corpus seed")
+    p.set_defaults(func=_cmd_demo)
+    p = sub.add_parser("ui", help="open the Dagster UI on the project's instance (DAGSTER_HOME=.dagster_home)")
+    p.add_argument("--port", type=int, default=3000)
+    p.set_defaults(func=_cmd_ui)
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""The Dagster `Definitions` of mangacolor: assets, checks, sensors, schedules and the local resources.
+
+Local defaults need nothing installed: artifacts under `<project>/artifacts`, MLflow in
+`<project>/mlflow.db`. Environment variables switch a deployment without code changes:
+MANGACOLOR_PRESET (demo | paper | a YAML path), MANGACOLOR_ARTIFACT_ROOT (a folder or s3://...),
+MLFLOW_TRACKING_URI, MANGACOLOR_DEVICE / MANGACOLOR_PRECISION.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from assets import ingest
+from assets.resources import DeviceResource, MlflowResource, SettingsResource, StoreResource, default_tracking_uri
+from mangacolor.config import PROJECT_ROOT, load_preset
+
+ASSET_MODULES = [ingest]
+
+
+def build_resources(preset: str | None = None, artifact_root: str | None = None, tracking_uri: str | None = None) -> dict:
+    preset = preset or os.environ.get("MANGACOLOR_PRESET", "demo")
+    loaded = load_preset(preset)
+    root = artifact_root or os.environ.get("MANGACOLOR_ARTIFACT_ROOT") or loaded["artifact_root"]
+    device = loaded.get("device", {})
+    return {
+        "settings": SettingsResource(preset=preset),
+        "store": StoreResource(artifact_root=root),
+        "device": DeviceResource(
+            device=os.environ.get("MANGACOLOR_DEVICE", device.get("name", "auto")),
+            precision=os.environ.get("MANGACOLOR_PRECISION", device.get("precision", "auto")),
+            seed=int(device.get("seed", 0)),
+        ),
+        "mlflow": MlflowResource(
+            tracking_uri=tracking_uri or default_tracking_uri(PROJECT_ROOT),
+            artifact_location=os.environ.get("MANGACOLOR_MLFLOW_ARTIFACTS") or (PROJECT_ROOT / "mlartifacts").resolve().as_uri(),
+        ),
+    }
+
+
+def build_definitions(**resource_overrides) -> dg.Definitions:
+    loaded = dg.load_assets_from_modules(ASSET_MODULES)
+    checks = dg.load_asset_checks_from_modules(ASSET_MODULES)
+    sensors = [ingest.title_sensor]
+    automation = dg.AutomationConditionSensorDefinition(
+        "eager_data_stages", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.STOPPED,
+        description="Materializes the cheap data stages when their inputs change (training stages run on request).",
+    )
+    return dg.Definitions(
+        assets=loaded,
+        asset_checks=checks,
+        sensors=[*sensors, automation],
+        resources=build_resources(**resource_overrides),
+    )
+
+
+defs = build_definitions()

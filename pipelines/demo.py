@@ -1,0 +1,128 @@
+"""`mangacolor demo`: the whole asset graph, in-process, on the generated demo corpus.
+
+Uses the project-local instance (`.dagster_home/`, so `mangacolor ui` shows the same runs), the
+artifact folder and the SQLite MLflow store of the embedded defaults. Partitioned assets run once
+per title partition; consecutive assets that share a partitioning run in the same Dagster run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mangacolor.config import PROJECT_ROOT, load_preset
+
+HOME = PROJECT_ROOT / ".dagster_home"
+
+
+def prepare_dagster_home(home: Path = HOME) -> Path:
+    home.mkdir(parents=True, exist_ok=True)
+    src = PROJECT_ROOT / "pipelines" / "dagster.yaml"
+    dst = home / "dagster.yaml"
+    if not dst.exists() or dst.read_text() != src.read_text():
+        shutil.copyfile(src, dst)
+    return home
+
+
+def ensure_demo_corpus(preset: dict, seed: int) -> Path:
+    from mangacolor.data.demo_corpus import generate_demo_corpus
+
+    root = Path(preset["sources"][0]["uri"]).parent if preset.get("sources") else PROJECT_ROOT / "demo_data"
+    root = Path(str(PROJECT_ROOT / preset.get("demo_data", "demo_data")))
+    marker = root / "README.txt"
+    if not marker.exists():
+        corpus = preset.get("demo_corpus", {})
+        print(f"generating the demo corpus in {root} (seed {seed}) ...", flush=True)
+        t = time.perf_counter()
+        generate_demo_corpus(root, seed=seed if seed is not None else corpus.get("seed", 0), scale=corpus.get("scale", 1.0))
+        print(f"  done in {time.perf_counter() - t:.1f} s", flush=True)
+    return root
+
+
+@dataclass
+class Batch:
+    partitions_def: object
+    keys: list = field(default_factory=list)
+
+
+def plan_batches(defs, selection) -> list[Batch]:
+    """Selected asset keys in dependency order, grouped into runs that share a partitioning."""
+    graph = defs.resolve_asset_graph()
+    selected = selection.resolve(graph)
+    order = [k for level in graph.toposorted_asset_keys_by_level for k in sorted(level) if k in selected]
+    batches: list[Batch] = []
+    for key in order:
+        node = graph.get(key)
+        if not node.is_materializable:
+            continue
+        pdef = node.partitions_def
+        if batches and batches[-1].partitions_def == pdef:
+            batches[-1].keys.append(key)
+        else:
+            batches.append(Batch(pdef, [key]))
+    return batches
+
+
+def run_demo(select: str | None = None, preset: str = "demo", seed: int = 0, quiet_logs: bool = True) -> int:
+    os.environ["DAGSTER_HOME"] = str(prepare_dagster_home())
+    os.environ.setdefault("MANGACOLOR_PRESET", preset)
+    import dagster as dg
+
+    from assets.ingest import color_sources, bw_sources, register_titles
+    from pipelines.definitions import build_definitions
+
+    loaded = load_preset(preset)
+    ensure_demo_corpus(loaded, seed)
+    defs = build_definitions(preset=preset)
+    resources = defs.resources
+    instance = dg.DagsterInstance.get()
+    instance.event_log_storage.set_concurrency_slots("gpu", 1)
+    titles = register_titles(instance, loaded)
+    print(f"titles: {len(titles['color'])} colour, {len(titles['bw'])} black-and-white", flush=True)
+    all_assets = list(defs.assets)
+    dg.observe([color_sources, bw_sources], instance=instance, resources=resources)
+
+    selection = dg.AssetSelection.from_string(select) if select else dg.AssetSelection.all()
+    batches = plan_batches(defs, selection)
+    run_config = {"loggers": {"console": {"config": {"log_level": "WARNING" if quiet_logs else "INFO"}}}}
+    jobs = [(b, p) for b in batches for p in (b.partitions_def.get_partition_keys(dynamic_partitions_store=instance) if b.partitions_def else [None])]
+    print(f"materializing {sum(len(b.keys) for b in batches)} assets in {len(jobs)} runs", flush=True)
+    done: dict[str, dict] = {}
+    start = time.perf_counter()
+    for i, (batch, partition) in enumerate(jobs, 1):
+        names = ", ".join(k.to_user_string() for k in batch.keys)
+        label = f"{names}" + (f" [{partition}]" if partition else "")
+        t = time.perf_counter()
+        print(f"[{i}/{len(jobs)}] {label} ...", end="", flush=True)
+        try:
+            result = dg.materialize(all_assets, selection=batch.keys, partition_key=partition, instance=instance,
+                                    resources=resources, run_config=run_config, tags={"mangacolor/launched_by": "demo"})
+        except Exception as exc:  # noqa: BLE001 - report any failure and exit non-zero
+            print(f" FAILED after {time.perf_counter() - t:.1f} s\n{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            return 1
+        print(f" ok ({time.perf_counter() - t:.1f} s)", flush=True)
+        for event in result.get_asset_materialization_events():
+            mat = event.event_specific_data.materialization
+            entry = done.setdefault(mat.asset_key.to_user_string(), {"partitions": 0, "metadata": {}})
+            entry["partitions"] += 1 if mat.partition else 0
+            for k, v in mat.metadata.items():
+                if isinstance(getattr(v, "value", None), (int, float)) and not isinstance(v.value, bool):
+                    entry["metadata"][k] = entry["metadata"].get(k, 0) + v.value if mat.partition else v.value
+    _summary(done, loaded, time.perf_counter() - start, resources)
+    return 0
+
+
+def _summary(done: dict, preset: dict, seconds: float, resources) -> None:
+    print("\nmaterialized:")
+    for key, entry in done.items():
+        parts = f" ({entry['partitions']} partitions)" if entry["partitions"] else ""
+        figures = ", ".join(f"{k}={v:g}" for k, v in list(entry["metadata"].items())[:6])
+        print(f"  {key}{parts}: {figures}")
+    print(f"\nall done in {seconds:.0f} s")
+    print(f"artifacts: {resources['store'].artifact_root}")
+    print(f"look at them:\n  uv run mangacolor ui          # Dagster UI on http://127.0.0.1:3000 (DAGSTER_HOME={HOME})")
+    print(f"  uv run mlflow ui --backend-store-uri {resources['mlflow'].tracking_uri}")
