@@ -1,0 +1,8 @@
+"""Dagster assets of mangacolor: thin wrappers that read through the store, call `mangacolor`, write, log, return metadata."""
+
+import warnings
+
+import dagster as dg
+
+# Observable source assets (how sources are fingerprinted per title) are beta in Dagster 1.x; we rely on them knowingly.
+warnings.filterwarnings("ignore", category=dg.BetaWarning)

@@ -191,32 +191,38 @@ def holdout_disjoint(store: StoreResource) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=not leaked, metadata={"leaked": len(leaked), "holdout": int((splits["split"] == "holdout").sum())})
 
 
-@dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Adds a title partition when a new title appears in a source, and observes every source by content hash.")
-def title_sensor(context: dg.SensorEvaluationContext, settings: SettingsResource) -> dg.SensorResult:
-    preset = settings.load()
+def source_observations(preset: dict, known: dict[str, set[str]] | None = None):
+    """(new titles per role, one observation per title carrying its content hash as data version)."""
     srcs = mc_config.sources(preset)
-    requests, events = [], []
-    for role, pdef in (("color", color_titles), ("bw", bw_titles)):
+    new_titles, events = {}, []
+    for role in ("color", "bw"):
         found = titles_by_role(srcs, role)
-        known = set(context.instance.get_dynamic_partitions(pdef.name))
-        new = sorted(set(found) - known)
-        if new:
-            requests.append(pdef.build_add_request(new))
+        new_titles[role] = sorted(set(found) - (known or {}).get(role, set()))
         for title, cfgs in found.items():
             events.append(dg.AssetObservation(
                 asset_key=f"{role}_sources", partition=title,
                 tags={"dagster/data_version": _fingerprints(cfgs, title)},
             ))
+    return new_titles, events
+
+
+PARTITIONS = {"color": color_titles, "bw": bw_titles}
+
+
+@dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Adds a title partition when a new title appears in a source, and observes every source by content hash.")
+def title_sensor(context: dg.SensorEvaluationContext, settings: SettingsResource) -> dg.SensorResult:
+    known = {role: set(context.instance.get_dynamic_partitions(p.name)) for role, p in PARTITIONS.items()}
+    new, events = source_observations(settings.load(), known)
+    requests = [PARTITIONS[role].build_add_request(titles) for role, titles in new.items() if titles]
     return dg.SensorResult(dynamic_partitions_requests=requests, asset_events=events)
 
 
-def register_titles(instance: dg.DagsterInstance, preset: dict) -> dict[str, list[str]]:
-    """Add every title found in the sources as a partition (what the sensor does, run directly)."""
-    srcs = mc_config.sources(preset)
-    out = {}
-    for role, pdef in (("color", color_titles), ("bw", bw_titles)):
-        titles = sorted(titles_by_role(srcs, role))
-        instance.add_dynamic_partitions(pdef.name, titles)
-        out[role] = titles
-    return out
+def register_and_observe(instance: dg.DagsterInstance, preset: dict) -> dict[str, list[str]]:
+    """What the sensor does, run directly: add every title as a partition and record its content hash."""
+    new, events = source_observations(preset)
+    for role, titles in new.items():
+        instance.add_dynamic_partitions(PARTITIONS[role].name, titles)
+    for event in events:
+        instance.report_runless_asset_event(event)
+    return new

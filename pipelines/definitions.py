@@ -55,4 +55,9 @@ def build_definitions(**resource_overrides) -> dg.Definitions:
     )
 
 
+def executable_defs(defs: dg.Definitions) -> list:
+    """Assets and their checks, as `dagster.materialize` wants them (it runs a selected asset's checks too)."""
+    return [*defs.assets, *(defs.asset_checks or [])]
+
+
 defs = build_definitions()

@@ -72,8 +72,8 @@ def run_demo(select: str | None = None, preset: str = "demo", seed: int = 0, qui
     os.environ.setdefault("MANGACOLOR_PRESET", preset)
     import dagster as dg
 
-    from assets.ingest import color_sources, bw_sources, register_titles
-    from pipelines.definitions import build_definitions
+    from assets.ingest import register_and_observe
+    from pipelines.definitions import build_definitions, executable_defs
 
     loaded = load_preset(preset)
     ensure_demo_corpus(loaded, seed)
@@ -81,10 +81,9 @@ def run_demo(select: str | None = None, preset: str = "demo", seed: int = 0, qui
     resources = defs.resources
     instance = dg.DagsterInstance.get()
     instance.event_log_storage.set_concurrency_slots("gpu", 1)
-    titles = register_titles(instance, loaded)
+    titles = register_and_observe(instance, loaded)
     print(f"titles: {len(titles['color'])} colour, {len(titles['bw'])} black-and-white", flush=True)
-    all_assets = list(defs.assets)
-    dg.observe([color_sources, bw_sources], instance=instance, resources=resources)
+    all_assets = executable_defs(defs)
 
     selection = dg.AssetSelection.from_string(select) if select else dg.AssetSelection.all()
     batches = plan_batches(defs, selection)

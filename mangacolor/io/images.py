@@ -114,7 +114,8 @@ def read_image(source: bytes | str | Path, mode: str | None = "RGB") -> np.ndarr
         raise ImageError(f"corrupt {fmt}: {exc}") from exc
     if mode == "L" or (mode is None and is_grey):
         return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
-    return np.ascontiguousarray(rgb)
+    # PIL hands out read-only buffers; callers own the page they read.
+    return rgb if rgb.flags.writeable and rgb.flags.c_contiguous else np.array(rgb, order="C")
 
 
 def _palette_is_grey(img: Image.Image) -> bool:
