@@ -2,9 +2,15 @@
 
 
 import base64
+import hashlib
+import json
+import os
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
+
+from mangacolor.config import PROJECT_ROOT
 
 from mangacolor.io.images import encode_png, thumbnail_grid
 
@@ -31,3 +37,17 @@ def progress_logger(context: dg.AssetExecutionContext, total: int | None, label:
 
 def version_metadata(store, version: str, version_dir: str) -> dict:
     return {"data_version": version, "uri": dg.MetadataValue.path(store.uri(store.relative(version_dir)))}
+
+
+def checkpoint_dir(context: dg.AssetExecutionContext, config: dict) -> Path:
+    """Where a training asset keeps its resumable checkpoints: stable across retries of the same config.
+
+    A retried or re-launched materialization with the same resolved config finds the checkpoints of
+    the interrupted one and resumes; a changed config starts fresh. MANGACOLOR_WORK_DIR moves it.
+    """
+    base = Path(os.environ.get("MANGACOLOR_WORK_DIR", PROJECT_ROOT / ".cache"))
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    partition = context.partition_key if context.has_partition_key else "all"
+    path = base / "checkpoints" / context.asset_key.to_user_string() / partition / digest
+    path.mkdir(parents=True, exist_ok=True)
+    return path
