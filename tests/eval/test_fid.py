@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.linalg
-from eval_helpers import PoolingNetwork, random_pages
+from tests.eval.eval_helpers import PoolingNetwork, random_pages
 
 from mangacolor.eval import fid as fidlib
 from mangacolor.eval.fid import (

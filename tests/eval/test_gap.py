@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from eval_helpers import PoolingNetwork
+from tests.eval.eval_helpers import PoolingNetwork
 
 from mangacolor.eval.fid import FeatureExtractor
 from mangacolor.eval.gap import (
