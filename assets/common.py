@@ -16,6 +16,8 @@ from mangacolor.io.images import encode_png, thumbnail_grid
 
 color_titles = dg.DynamicPartitionsDefinition(name="color_titles")
 bw_titles = dg.DynamicPartitionsDefinition(name="bw_titles")
+# Crawled titles of the preset's `web_sources` (assets/scrape.py `register_web_titles` adds them).
+web_titles = dg.DynamicPartitionsDefinition(name="web_titles")
 
 
 def thumbnails_md(images: list[np.ndarray], caption: str = "", height: int = 96) -> dg.MetadataValue:

@@ -212,9 +212,13 @@ PARTITIONS = {"color": color_titles, "bw": bw_titles}
 @dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Adds a title partition when a new title appears in a source, and observes every source by content hash.")
 def title_sensor(context: dg.SensorEvaluationContext, settings: SettingsResource) -> dg.SensorResult:
+    from assets.scrape import web_title_requests
+
+    preset = settings.load()
     known = {role: set(context.instance.get_dynamic_partitions(p.name)) for role, p in PARTITIONS.items()}
-    new, events = source_observations(settings.load(), known)
+    new, events = source_observations(preset, known)
     requests = [PARTITIONS[role].build_add_request(titles) for role, titles in new.items() if titles]
+    requests += web_title_requests(set(context.instance.get_dynamic_partitions("web_titles")), preset)
     return dg.SensorResult(dynamic_partitions_requests=requests, asset_events=events)
 
 

@@ -44,9 +44,10 @@ class SettingsResource(dg.ConfigurableResource):
     """The preset (configs/<name>.yaml or a path) every stage reads its typed config from."""
 
     preset: str = "demo"
+    artifact_root: str | None = None
 
     def load(self) -> dict:
-        return mc_config.load_preset(self.preset)
+        return mc_config.load_preset(self.preset, **({"artifact_root": self.artifact_root} if self.artifact_root else {}))
 
 
 class MlflowResource(dg.ConfigurableResource):

@@ -36,6 +36,21 @@ def _cmd_match(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_scrape(args: argparse.Namespace) -> int:
+    from mangacolor.data.scraper import load_site_config, scrape_cli
+    from mangacolor.data.web import default_crawl_dir
+
+    out = args.out
+    if out is None:
+        # The folder `scraped_pages` crawls into, so the CLI and Dagster share ETags and files.
+        try:
+            out = default_crawl_dir(load_site_config(args.config).name)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"mangacolor scrape: {exc}", file=sys.stderr)
+            return 2
+    return scrape_cli(args.config, args.title, out, progress=not args.quiet, base_url=args.base_url)
+
+
 def build_parser(prog: str = "mangacolor") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="Manga page colorization via a coloring latent space (Golyadkin & Makarov 2023).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -51,6 +66,16 @@ def build_parser(prog: str = "mangacolor") -> argparse.ArgumentParser:
     p.add_argument("color", type=Path)
     p.add_argument("--threshold", type=float, default=None)
     p.set_defaults(func=_cmd_match)
+
+    p = sub.add_parser("scrape", help="crawl one title of a web gallery (resumable; re-runs download only what changed)")
+    p.add_argument("config", type=Path, help="site description YAML, e.g. configs/sites/demo_site.yaml")
+    p.add_argument("--title", required=True, help="a title named in the site description's `titles:`")
+    p.add_argument("--out", type=Path, default=None,
+                   help="crawl folder (default: $MANGACOLOR_WORK_DIR or .cache, then crawl/<site name>); "
+                        "the manifest goes to OUT/manifests/<title>/manifest.parquet")
+    p.add_argument("--base-url", default=None, help="crawl the site at this address instead of its base_url")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_scrape)
     return parser
 
 

@@ -9,8 +9,9 @@ per stage and `stage_config(preset, name, cls)` validates it.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, Field
@@ -62,7 +63,12 @@ def _substitute(value: Any, variables: dict[str, str]) -> Any:
 
 
 def load_preset(name_or_path: str | Path = "demo", overrides: dict | None = None, **variables: str) -> dict:
-    """The preset as a dict, `{project}`/`{demo_data}`/... placeholders filled, overrides merged."""
+    """The preset as a dict, `{project}`/`{demo_data}`/`{artifact_root}` placeholders filled, overrides merged.
+
+    `artifact_root` is resolved once, so sources that read other assets' output (`kind: scraped`)
+    and the store agree: an explicit `artifact_root=` variable wins, then MANGACOLOR_ARTIFACT_ROOT,
+    then the preset's own `artifact_root`.
+    """
     path = resolve_preset_path(name_or_path)
     raw = yaml.safe_load(path.read_text()) or {}
     merged = _deep_merge(raw, overrides or {})
@@ -70,6 +76,10 @@ def load_preset(name_or_path: str | Path = "demo", overrides: dict | None = None
     variables.setdefault("demo_data", str(Path(merged.get("demo_data", "demo_data")).expanduser()
                                           if Path(merged.get("demo_data", "demo_data")).is_absolute()
                                           else PROJECT_ROOT / merged.get("demo_data", "demo_data")))
+    if not variables.get("artifact_root"):
+        root = os.environ.get("MANGACOLOR_ARTIFACT_ROOT") or merged.get("artifact_root", "{project}/artifacts")
+        variables["artifact_root"] = _substitute(str(root), {k: v for k, v in variables.items() if k != "artifact_root"})
+    merged["artifact_root"] = variables["artifact_root"]
     return _substitute(merged, variables)
 
 
@@ -96,6 +106,18 @@ def stage_config(preset: dict, section: str, cls: type[T]) -> T:
 
 def sources(preset: dict) -> list[SourceConfig]:
     return [SourceConfig.model_validate(s) for s in preset.get("sources", [])]
+
+
+class WebSourceConfig(BaseModel):
+    """A crawled gallery (`web_sources:` in a preset): its site description feeds `scraped_pages`."""
+
+    name: str
+    role: Literal["color", "bw"]
+    site: str = Field(description="path of the site description YAML (see configs/sites/demo_site.yaml)")
+
+
+def web_sources(preset: dict) -> list[WebSourceConfig]:
+    return [WebSourceConfig.model_validate(s) for s in preset.get("web_sources") or []]
 
 
 def manga109_source(preset: dict) -> SourceConfig | None:

@@ -12,20 +12,20 @@ import os
 
 import dagster as dg
 
-from assets import ingest
+from assets import ingest, scrape
 from assets.resources import DeviceResource, MlflowResource, SettingsResource, StoreResource, default_tracking_uri
 from mangacolor.config import PROJECT_ROOT, load_preset
 
-ASSET_MODULES = [ingest]
+ASSET_MODULES = [ingest, scrape]
 
 
 def build_resources(preset: str | None = None, artifact_root: str | None = None, tracking_uri: str | None = None) -> dict:
     preset = preset or os.environ.get("MANGACOLOR_PRESET", "demo")
-    loaded = load_preset(preset)
-    root = artifact_root or os.environ.get("MANGACOLOR_ARTIFACT_ROOT") or loaded["artifact_root"]
+    loaded = load_preset(preset, **({"artifact_root": artifact_root} if artifact_root else {}))
+    root = loaded["artifact_root"]
     device = loaded.get("device", {})
     return {
-        "settings": SettingsResource(preset=preset),
+        "settings": SettingsResource(preset=preset, artifact_root=artifact_root),
         "store": StoreResource(artifact_root=root),
         "device": DeviceResource(
             device=os.environ.get("MANGACOLOR_DEVICE", device.get("name", "auto")),
@@ -50,6 +50,8 @@ def build_definitions(**resource_overrides) -> dg.Definitions:
     return dg.Definitions(
         assets=loaded,
         asset_checks=checks,
+        jobs=[scrape.scrape_job],
+        schedules=[scrape.nightly_scrape],
         sensors=[*sensors, automation],
         resources=build_resources(**resource_overrides),
     )

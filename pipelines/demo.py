@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,6 @@ def prepare_dagster_home(home: Path = HOME) -> Path:
 def ensure_demo_corpus(preset: dict, seed: int) -> Path:
     from mangacolor.data.demo_corpus import generate_demo_corpus
 
-    root = Path(preset["sources"][0]["uri"]).parent if preset.get("sources") else PROJECT_ROOT / "demo_data"
     root = Path(str(PROJECT_ROOT / preset.get("demo_data", "demo_data")))
     marker = root / "README.txt"
     if not marker.exists():
@@ -67,13 +67,35 @@ def plan_batches(defs, selection) -> list[Batch]:
     return batches
 
 
+def _materialize(dg, label, i, n, keys, partition, instance, resources, all_assets, run_config, done) -> bool:
+    t = time.perf_counter()
+    print(f"[{i}/{n}] {label} ...", end="", flush=True)
+    try:
+        result = dg.materialize(all_assets, selection=keys, partition_key=partition, instance=instance,
+                                resources=resources, run_config=run_config, tags={"mangacolor/launched_by": "demo"})
+    except Exception as exc:  # noqa: BLE001 - report any failure and exit non-zero
+        print(f" FAILED after {time.perf_counter() - t:.1f} s\n{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        return False
+    print(f" ok ({time.perf_counter() - t:.1f} s)", flush=True)
+    for event in result.get_asset_materialization_events():
+        mat = event.event_specific_data.materialization
+        entry = done.setdefault(mat.asset_key.to_user_string(), {"partitions": 0, "metadata": {}})
+        entry["partitions"] += 1 if mat.partition else 0
+        for k, v in mat.metadata.items():
+            if isinstance(getattr(v, "value", None), (int, float)) and not isinstance(v.value, bool):
+                entry["metadata"][k] = entry["metadata"].get(k, 0) + v.value if mat.partition else v.value
+    return True
+
+
 def run_demo(select: str | None = None, preset: str = "demo", seed: int = 0, quiet_logs: bool = True) -> int:
     os.environ["DAGSTER_HOME"] = str(prepare_dagster_home())
     os.environ.setdefault("MANGACOLOR_PRESET", preset)
     import dagster as dg
 
     from assets.ingest import register_and_observe
+    from assets.scrape import register_web_titles
     from pipelines.definitions import build_definitions, executable_defs
+    from pipelines.demo_site import demo_site, scrape_run_config
 
     loaded = load_preset(preset)
     ensure_demo_corpus(loaded, seed)
@@ -81,36 +103,33 @@ def run_demo(select: str | None = None, preset: str = "demo", seed: int = 0, qui
     resources = defs.resources
     instance = dg.DagsterInstance.get()
     instance.event_log_storage.set_concurrency_slots("gpu", 1)
-    titles = register_and_observe(instance, loaded)
-    print(f"titles: {len(titles['color'])} colour, {len(titles['bw'])} black-and-white", flush=True)
     all_assets = executable_defs(defs)
-
+    graph = defs.resolve_asset_graph()
     selection = dg.AssetSelection.from_string(select) if select else dg.AssetSelection.all()
-    batches = plan_batches(defs, selection)
-    run_config = {"loggers": {"console": {"config": {"log_level": "WARNING" if quiet_logs else "INFO"}}}}
-    jobs = [(b, p) for b in batches for p in (b.partitions_def.get_partition_keys(dynamic_partitions_store=instance) if b.partitions_def else [None])]
-    print(f"materializing {sum(len(b.keys) for b in batches)} assets in {len(jobs)} runs", flush=True)
+    logs = {"loggers": {"console": {"config": {"log_level": "WARNING" if quiet_logs else "INFO"}}}}
     done: dict[str, dict] = {}
     start = time.perf_counter()
+
+    # The crawl comes first: a scraped title becomes a colour/black-and-white title once it is in the store.
+    scrape_key = dg.AssetKey("scraped_pages")
+    web_titles = register_web_titles(instance, loaded) if scrape_key in selection.resolve(graph) else []
+    if web_titles:
+        with tempfile.TemporaryDirectory(prefix="mangacolor-site-") as site_dir, demo_site(site_dir) as url:
+            print(f"serving the demo web gallery at {url}", flush=True)
+            for i, title in enumerate(web_titles, 1):
+                if not _materialize(dg, f"scraped_pages [{title}]", i, len(web_titles), [scrape_key], title, instance,
+                                    resources, all_assets, {**logs, **scrape_run_config(url)}, done):
+                    return 1
+
+    titles = register_and_observe(instance, loaded)
+    print(f"new titles: {len(titles['color'])} colour, {len(titles['bw'])} black-and-white", flush=True)
+    batches = plan_batches(defs, selection - dg.AssetSelection.assets(scrape_key))
+    jobs = [(b, p) for b in batches for p in (b.partitions_def.get_partition_keys(dynamic_partitions_store=instance) if b.partitions_def else [None])]
+    print(f"materializing {sum(len(b.keys) for b in batches)} assets in {len(jobs)} runs", flush=True)
     for i, (batch, partition) in enumerate(jobs, 1):
-        names = ", ".join(k.to_user_string() for k in batch.keys)
-        label = f"{names}" + (f" [{partition}]" if partition else "")
-        t = time.perf_counter()
-        print(f"[{i}/{len(jobs)}] {label} ...", end="", flush=True)
-        try:
-            result = dg.materialize(all_assets, selection=batch.keys, partition_key=partition, instance=instance,
-                                    resources=resources, run_config=run_config, tags={"mangacolor/launched_by": "demo"})
-        except Exception as exc:  # noqa: BLE001 - report any failure and exit non-zero
-            print(f" FAILED after {time.perf_counter() - t:.1f} s\n{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        label = ", ".join(k.to_user_string() for k in batch.keys) + (f" [{partition}]" if partition else "")
+        if not _materialize(dg, label, i, len(jobs), batch.keys, partition, instance, resources, all_assets, logs, done):
             return 1
-        print(f" ok ({time.perf_counter() - t:.1f} s)", flush=True)
-        for event in result.get_asset_materialization_events():
-            mat = event.event_specific_data.materialization
-            entry = done.setdefault(mat.asset_key.to_user_string(), {"partitions": 0, "metadata": {}})
-            entry["partitions"] += 1 if mat.partition else 0
-            for k, v in mat.metadata.items():
-                if isinstance(getattr(v, "value", None), (int, float)) and not isinstance(v.value, bool):
-                    entry["metadata"][k] = entry["metadata"].get(k, 0) + v.value if mat.partition else v.value
     _summary(done, loaded, time.perf_counter() - start, resources)
     return 0
 

@@ -33,6 +33,7 @@ import posixpath
 import threading
 import time
 import urllib.parse
+import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -95,6 +96,26 @@ def _logo() -> bytes:
 def demo_pages(titles: list[str], pages_per_title: int = 6, seed: int = 0) -> dict[str, list[bytes]]:
     """Distinct, deterministic pages for each title, for `build_site`."""
     return {t: [demo_page(seed * 10_000 + i * 100 + p) for p in range(pages_per_title)] for i, t in enumerate(titles)}
+
+
+def demo_color_pages(titles: list[str], pages_per_title: int = 6, seed: int = 0,
+                     size: tuple[int, int] | None = None) -> dict[str, list[bytes]]:
+    """Colour manga pages drawn by the demo corpus renderer, for a site the demo really ingests.
+
+    Deterministic in (seed, title, page); each title keeps one dominant hue, as a series does.
+    `size` is (height, width), default the demo corpus page size.
+    """
+    from mangacolor.data.demo_corpus import render_page
+
+    out = {}
+    for title in titles:
+        key = zlib.crc32(title.encode("utf-8"))
+        hue = float(key % 360)
+        out[title] = [
+            encode_png(render_page(np.random.default_rng(np.random.SeedSequence([seed, key, p])), size=size, hue=hue).color)
+            for p in range(pages_per_title)
+        ]
+    return out
 
 
 def title_slug(title: str) -> str:

@@ -2,8 +2,10 @@
 
 A source is data in a preset (`SourceConfig`): a folder or any fsspec URL prefix with one folder
 per title (CBZ/ZIP chapter archives inside are expanded), a Danbooru-style metadata table filtered
-by tags, or the official Manga109 layout. Every kind yields `SourceItem`s: a title, a page name, the
-URI it came from and a loader; an item that cannot even be loaded carries the reason instead.
+by tags, the official Manga109 layout, or the store folder of the `scraped_pages` asset (`scraped`:
+the latest crawl of each title, so a newly committed crawl changes that title's fingerprint).
+Every kind yields `SourceItem`s: a title, a page name, the URI it came from and a loader; an item
+that cannot even be loaded carries the reason instead.
 The black-and-white and colour ingests, the sensor that discovers titles and the observation that
 fingerprints titles all go through `list_titles` / `iter_items` / `title_fingerprint`.
 """
@@ -31,7 +33,7 @@ class SourceConfig(BaseModel):
 
     name: str
     role: Literal["color", "bw"]
-    kind: Literal["folder", "danbooru", "manga109"] = "folder"
+    kind: Literal["folder", "danbooru", "manga109", "scraped"] = "folder"
     uri: str = Field(description="local folder or fsspec URL prefix (s3://bucket/prefix)")
     storage_options: dict = Field(default_factory=dict)
     tags: list[str] = Field(default_factory=lambda: list(PAPER_DANBOORU_TAGS), description="danbooru: keep images with any of these tags")
@@ -72,6 +74,8 @@ def _full_uri(fs, path: str) -> str:
 def list_titles(cfg: SourceConfig) -> list[str]:
     if cfg.kind == "danbooru":
         titles = [cfg.title]
+    elif cfg.kind == "scraped":
+        titles = _scraped_titles(cfg)
     elif cfg.kind == "manga109":
         fs, root = _fs(cfg)
         books = posixpath.join(root, "books.txt")
@@ -180,10 +184,52 @@ def _manga109_items(cfg: SourceConfig, title: str) -> Iterator[SourceItem]:
             yield SourceItem(title, posixpath.splitext(rel)[0], _full_uri(fs, path), lambda p=path: fs.cat_file(p))
 
 
+def _scraped_latest(fs, root: str, title: str) -> str | None:
+    """The latest committed version folder of one title of `scraped_pages`, or None."""
+    pointer = posixpath.join(root, title, "LATEST")
+    if not fs.exists(pointer):
+        return None
+    version = fs.cat_file(pointer).decode().strip()
+    vdir = posixpath.join(root, title, version)
+    return vdir if version and fs.exists(posixpath.join(vdir, "manifest.parquet")) else None
+
+
+def _scraped_manifest(fs, vdir: str, columns: list[str] | None = None) -> pd.DataFrame:
+    return pd.read_parquet(io.BytesIO(fs.cat_file(posixpath.join(vdir, "manifest.parquet"))), columns=columns)
+
+
+def _scraped_titles(cfg: SourceConfig) -> list[str]:
+    # Nothing crawled yet is not an error: the asset writes this folder on its first run.
+    fs, root = _fs(cfg)
+    if not fs.exists(root):
+        return []
+    titles = []
+    for entry in fs.ls(root, detail=False):
+        name = posixpath.basename(entry.rstrip("/"))
+        vdir = None if name.startswith(".") else _scraped_latest(fs, root, name)
+        # One store folder holds every web source's crawls: a colour source reads only colour crawls.
+        if vdir is not None and cfg.role in set(_scraped_manifest(fs, vdir, ["role"])["role"]):
+            titles.append(name)
+    return titles
+
+
+def _scraped_items(cfg: SourceConfig, title: str) -> Iterator[SourceItem]:
+    fs, root = _fs(cfg)
+    vdir = _scraped_latest(fs, root, title)
+    if vdir is None:
+        raise FileNotFoundError(f"source {cfg.name!r}: no committed crawl of {title!r} under {cfg.uri}; materialize scraped_pages[{title}]")
+    frame = _scraped_manifest(fs, vdir)
+    for row in frame[frame["status"] == "ok"].itertuples():
+        path = posixpath.join(vdir, row.path)
+        yield SourceItem(title, str(row.page), str(row.source_uri), lambda p=path: fs.cat_file(p))
+
+
 def iter_items(cfg: SourceConfig, title: str) -> Iterator[SourceItem]:
     """The pages of one title of one source, in reading order."""
     if cfg.kind == "danbooru":
         yield from _danbooru_items(cfg)
+    elif cfg.kind == "scraped":
+        yield from _scraped_items(cfg, title)
     elif cfg.kind == "manga109":
         yield from _manga109_items(cfg, title)
     else:

@@ -31,8 +31,8 @@ def sha(data: bytes) -> str:
 
 
 def site_pages() -> dict[str, list[bytes]]:
-    pages = sitegen.demo_pages(["harbor-lights", "paper-moon", "trap-house"], pages_per_title=6)
-    pages["paper-moon"] = pages["paper-moon"][:4]
+    pages = sitegen.demo_pages(["sky-courier", "glass-comet", "trap-house"], pages_per_title=6)
+    pages["glass-comet"] = pages["glass-comet"][:4]
     pages["trap-house"] = pages["trap-house"][:2]
     return pages
 
@@ -67,7 +67,7 @@ def clean_crawl(site, tmp_path_factory):
     out = tmp_path_factory.mktemp("clean")
     before = len(site["log"])
     fetcher = Fetcher(config(site["url"]))
-    records = crawl_title(fetcher.cfg, "harbor-lights", out, fetcher=fetcher)
+    records = crawl_title(fetcher.cfg, "sky-courier", out, fetcher=fetcher)
     return {"records": records, "served": site["log"][before:], "fetcher": fetcher, "out": out}
 
 
@@ -86,7 +86,7 @@ def trap_crawl(site, tmp_path_factory):
 
 def test_site_description_is_validated_data(tmp_path):
     cfg = scraper.load_site_config(DEMO_YAML)
-    assert cfg.start_url("paper-moon") == "http://127.0.0.1:8000/titles/paper-moon/"
+    assert cfg.start_url("glass-comet") == "http://127.0.0.1:8000/titles/glass-comet/"
     assert cfg.user_agent.startswith("mangacolor-scraper/") and "(+http" in cfg.user_agent
 
     bad = tmp_path / "bad.yaml"
@@ -164,7 +164,7 @@ def test_crawl_gets_exactly_the_allowed_pages_in_order(site, clean_crawl):
     assert [(r.chapter, r.page) for r in records] == [("001", 1), ("001", 2), ("001", 3),
                                                       ("002", 1), ("002", 2), ("002", 3)]
     assert all(r.status == "ok" and r.http_status == 200 and r.reason is None for r in records)
-    source = site["pages"]["harbor-lights"]
+    source = site["pages"]["sky-courier"]
     assert [(out / r.path).read_bytes() for r in records] == source  # byte for byte, in reading order
     assert [r.sha256 for r in records] == [sha(p) for p in source]
     assert all(r.etag and r.last_modified and r.fetched_at.endswith("+00:00") for r in records)
@@ -173,7 +173,7 @@ def test_crawl_gets_exactly_the_allowed_pages_in_order(site, clean_crawl):
     paths = [e.path for e in served]
     assert paths.count("/robots.txt") == 1
     assert not [p for p in paths if p.startswith("/drafts/")]  # the robots-forbidden preview chapter
-    assert "/static/logo.png" not in paths and "/titles/paper-moon/" not in paths
+    assert "/static/logo.png" not in paths and "/titles/glass-comet/" not in paths
     assert all(e.headers["User-Agent"].startswith("mangacolor-scraper/") for e in served)
 
 
@@ -253,10 +253,10 @@ def test_second_run_only_revalidates_and_a_changed_page_is_fetched_again(tmp_pat
     out = tmp_path / "out"
     with sitegen.serve_site(tmp_path / "site", request_log=log) as base_url:
         cfg = config(base_url)
-        first = crawl_title(cfg, "paper-moon", out)
+        first = crawl_title(cfg, "glass-comet", out)
         stamps = {r.path: os.stat(out / r.path).st_mtime_ns for r in first}
         log.clear()
-        second = crawl_title(cfg, "paper-moon", out)
+        second = crawl_title(cfg, "glass-comet", out)
         assert log and all("If-None-Match" in e.headers and "If-Modified-Since" in e.headers for e in log)
         assert all(e.status == 304 for e in log)
         key = lambda rs: [(r.url, r.sha256, r.path, r.status) for r in rs]  # noqa: E731
@@ -265,10 +265,10 @@ def test_second_run_only_revalidates_and_a_changed_page_is_fetched_again(tmp_pat
         assert {r.path: os.stat(out / r.path).st_mtime_ns for r in second} == stamps  # nothing rewritten
 
         changed = sitegen.demo_page(31337)
-        (tmp_path / "site" / "titles" / "paper-moon" / "ch-002" / "page-1.png").write_bytes(changed)
+        (tmp_path / "site" / "titles" / "glass-comet" / "ch-002" / "page-1.png").write_bytes(changed)
         log.clear()
-        third = crawl_title(cfg, "paper-moon", out)
-    assert [e.path for e in log if e.status == 200] == ["/titles/paper-moon/ch-002/page-1.png"]
+        third = crawl_title(cfg, "glass-comet", out)
+    assert [e.path for e in log if e.status == 200] == ["/titles/glass-comet/ch-002/page-1.png"]
     assert [r.sha256 != s.sha256 for r, s in zip(third, second)] == [False, False, False, True]
     assert third[3].sha256 == sha(changed) and (out / third[3].path).read_bytes() == changed
 
@@ -284,7 +284,7 @@ def test_interrupted_crawl_resumes_without_downloading_finished_pages(site, tmp_
 
     before = len(site["log"])
     with pytest.raises(KeyboardInterrupt):
-        crawl_title(config(site["url"]), "harbor-lights", out, stop_after_two)
+        crawl_title(config(site["url"]), "sky-courier", out, stop_after_two)
     downloaded = set(image_paths(e for e in site["log"][before:] if e.status == 200))
     assert 2 <= len(downloaded) < 6 and seen[-1][2] == 6
 
@@ -294,16 +294,16 @@ def test_interrupted_crawl_resumes_without_downloading_finished_pages(site, tmp_
     assert committed == downloaded  # every page that came in was committed before the crawl stopped
 
     before = len(site["log"])
-    records = crawl_title(config(site["url"]), "harbor-lights", out)
+    records = crawl_title(config(site["url"]), "sky-courier", out)
     again = image_paths(site["log"][before:])
     assert not set(again) & downloaded and len(again) == 6 - len(downloaded)
-    assert [(out / r.path).read_bytes() for r in records] == site["pages"]["harbor-lights"]
+    assert [(out / r.path).read_bytes() for r in records] == site["pages"]["sky-courier"]
 
 
 def test_scrape_cli_writes_a_manifest_and_reports_bad_arguments(site, tmp_path, capsys):
     out = tmp_path / "out"
-    assert scraper.scrape_cli(DEMO_YAML, "paper-moon", out, progress=False, base_url=site["url"]) == 0
-    frame = pd.read_parquet(out / "manifests" / "paper-moon" / "manifest.parquet")
+    assert scraper.scrape_cli(DEMO_YAML, "glass-comet", out, progress=False, base_url=site["url"]) == 0
+    frame = pd.read_parquet(out / "manifests" / "glass-comet" / "manifest.parquet")
     assert list(frame.columns) == list(scraper.records_frame([]).columns)
     assert len(frame) == 4 and (frame["status"] == "ok").all() and frame["http_status"].tolist() == [200] * 4
     assert frame["page"].tolist() == [1, 2, 3, 1]
@@ -311,4 +311,4 @@ def test_scrape_cli_writes_a_manifest_and_reports_bad_arguments(site, tmp_path, 
 
     assert scraper.scrape_cli(DEMO_YAML, "no-such-title", out, progress=False, base_url=site["url"]) == 2
     assert "no-such-title" in capsys.readouterr().err
-    assert scraper.scrape_cli(tmp_path / "nope.yaml", "paper-moon", out, progress=False) == 2
+    assert scraper.scrape_cli(tmp_path / "nope.yaml", "glass-comet", out, progress=False) == 2
