@@ -1,0 +1,97 @@
+"""Page matching throughput (paper §IV-A-2) on this machine: pairs/s at demo and at real page size.
+
+Pairs are drawn with the demo corpus's own page renderer and scanner (`render_page`, `rescan`):
+the colour page and a re-lettered black-and-white re-scan of the same drawing (white margins or
+trimmed borders, scale 0.9-1.1, rotation <= 1 degree, blur, noise, JPEG). Each size is timed on
+the true pairs (what a title mostly is) and on mismatched pairs (a rejection refines several
+candidate placements, so it costs more); page generation is not timed. It also prints how far the
+recovered geometry is from the truth, so a faster setting that got sloppier shows here.
+
+    uv run python benchmarks/matching.py                      # 256x384 and 1170x1654, 6 pairs each
+    uv run python benchmarks/matching.py --pairs 3 --sizes 1170x1654
+
+`bench_matching(size, n_pairs)` returns the figures for other benchmarks (benchmarks/ingest.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import cv2
+import numpy as np
+
+from mangacolor.data.demo_corpus import render_page, rescan
+from mangacolor.data.matching import MatchConfig, match_pages
+
+
+def make_pairs(size: tuple[int, int], n: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray, dict]]:
+    """n (bw scan, colour page, truth geometry) at size (h, w), as the demo corpus makes them."""
+    pairs = []
+    for i in range(n):
+        state = np.random.default_rng([seed, i])
+        art = int(state.integers(2**62))
+        # the same drawing lettered twice (the two editions' texts differ)
+        letters = [np.random.default_rng(int(state.integers(2**62))) for _ in range(2)]
+        color = render_page(np.random.default_rng(art), size=size, text_rng=letters[0])
+        bw = render_page(np.random.default_rng(art), size=size, text_rng=letters[1]).bw
+        scan, geometry = rescan(bw, state)
+        scan = cv2.imdecode(cv2.imencode(".jpg", scan, [cv2.IMWRITE_JPEG_QUALITY, 88])[1], cv2.IMREAD_GRAYSCALE)
+        pairs.append((scan, color.color, geometry))
+    return pairs
+
+
+def bench_matching(size: tuple[int, int], n_pairs: int = 6, seed: int = 0, cfg: MatchConfig | None = None) -> dict:
+    """Matched and rejected pairs/s at page size (h, w), with accuracy against the truth."""
+    cfg = cfg or MatchConfig()
+    pairs = make_pairs(size, n_pairs, seed)
+    match_pages(pairs[0][0], pairs[0][1], cfg)  # warm-up: OpenCV's first calls allocate
+
+    start = time.perf_counter()
+    results = [match_pages(bw, color, cfg) for bw, color, _ in pairs]
+    matched_s = time.perf_counter() - start
+    # each scan against the next page's colour: different pages of the same "title"
+    start = time.perf_counter()
+    others = [match_pages(pairs[i][0], pairs[(i + 1) % n_pairs][1], cfg) for i in range(n_pairs)]
+    rejected_s = time.perf_counter() - start
+
+    crop_err = max(float(np.abs(np.subtract(r.crop, g["crop"])).max()) for r, (_, _, g) in zip(results, pairs))
+    scale_err = max(abs(r.scale / g["scale"] - 1) for r, (_, _, g) in zip(results, pairs))
+    return {
+        "size": size,
+        "pairs": n_pairs,
+        "matched_pairs_per_s": n_pairs / matched_s,
+        "rejected_pairs_per_s": n_pairs / rejected_s,
+        "recall": sum(r.matched for r in results) / n_pairs,
+        "false_matches": sum(r.matched for r in others),
+        "max_crop_error_px": crop_err,
+        "max_scale_error": scale_err,
+        "max_matched_error": max(r.error for r in results),
+        "min_rejected_error": min(r.error for r in others),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=6)
+    parser.add_argument("--sizes", nargs="+", default=["256x384", "1170x1654"], help="WxH page sizes")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
+          f"OpenCV {cv2.__version__} ({cv2.getNumThreads()} threads)")
+    for text in args.sizes:
+        w, h = (int(v) for v in text.lower().split("x"))
+        r = bench_matching((h, w), args.pairs, args.seed)
+        print(f"{w}x{h}: {r['matched_pairs_per_s']:.2f} pairs/s matched, "
+              f"{r['rejected_pairs_per_s']:.2f} pairs/s rejected ({r['pairs']} pairs each); "
+              f"recall {r['recall']:.2f}, false matches {r['false_matches']}; "
+              f"crop error <= {r['max_crop_error_px']:.2f} px, scale error <= {r['max_scale_error']:.2%}; "
+              f"errors: matched <= {r['max_matched_error']:.3f}, rejected >= {r['min_rejected_error']:.3f} "
+              f"(threshold {MatchConfig().threshold})")
+
+
+if __name__ == "__main__":
+    main()
