@@ -129,7 +129,8 @@ def test_prepare_images_scales_resizes_and_names_its_resize():
     black = np.zeros((50, 10, 3), np.uint8)
     x = prepare_images([white, black])
     assert x.shape == (2, 3, 299, 299)
-    assert torch.all(x[0] == 1.0) and torch.all(x[1] == -1.0)
+    # Interpolating a constant may round by an ulp depending on the kernel the CPU picks.
+    assert torch.allclose(x[0], torch.ones_like(x[0]), atol=1e-5) and torch.allclose(x[1], -torch.ones_like(x[1]), atol=1e-5)
 
     ramp = np.tile(np.linspace(0, 1, 64, dtype=np.float32), (48, 1))
     bilinear, bicubic = prepare_images([ramp], "bilinear-torch"), prepare_images([ramp], "bicubic-clean")
