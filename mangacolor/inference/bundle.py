@@ -1,0 +1,145 @@
+"""The trained model as users get it: one folder (a "bundle") with every network colorize needs.
+
+    bundle/
+      bundle.json              which files are present, the colorizer config, inference options, provenance
+      colorizer.safetensors    the colorization generator (§III-B)
+      stylegan.safetensors     the Coloring Latent Space generator (§III-A), optional
+      drafting.safetensors     pSp encoder black-and-white -> W+ (drafts, sampling), optional
+      inversion.safetensors    pSp encoder colour -> W+ (reference images), optional
+
+Without the drafting networks the bundle still colorizes, with an empty draft (the paper's
+"empty draft" row). The same folder is what `colorizer_final` registers in MLflow, so
+`models:/mangacolor-colorizer@champion` and a local path load the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mangacolor.io.images import from_tensor, to_tensor
+
+BUNDLE_JSON = "bundle.json"
+PARTS = ("colorizer", "stylegan", "drafting", "inversion")
+
+
+def write_bundle(out_dir: str | Path, files: dict[str, str | Path], info: dict | None = None) -> Path:
+    """Copy the weight files of `files` (part -> path) into a bundle folder with its bundle.json."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if "colorizer" not in files:
+        raise ValueError("a bundle needs at least the colorizer weights")
+    present = {}
+    for part, path in files.items():
+        if part not in PARTS:
+            raise ValueError(f"unknown bundle part {part!r}; expected one of {PARTS}")
+        if path is None:
+            continue
+        target = out / f"{part}.safetensors"
+        shutil.copyfile(path, target)
+        present[part] = target.name
+    (out / BUNDLE_JSON).write_text(json.dumps({"files": present, **(info or {})}, indent=2, default=str))
+    return out
+
+
+def resolve_bundle_path(location: str | Path) -> Path:
+    """A local bundle folder, or an MLflow model URI (`models:/name@alias`, `runs:/...`) downloaded first."""
+    text = str(location)
+    if text.startswith(("models:/", "runs:/")):
+        from mangacolor.registry import download_bundle
+
+        return download_bundle(text)
+    path = Path(text)
+    if path.is_file() and path.name == BUNDLE_JSON:
+        path = path.parent
+    if not (path / BUNDLE_JSON).exists():
+        raise FileNotFoundError(
+            f"{path}: not a mangacolor model bundle (no {BUNDLE_JSON}). Pass the folder written by the "
+            "colorizer_final asset, or a registry URI such as models:/mangacolor-colorizer@champion"
+        )
+    return path
+
+
+@dataclass
+class ModelBundle:
+    """Loaded networks plus the ways to get a draft: automatic, sampled, from a reference, locked."""
+
+    generator: torch.nn.Module
+    info: dict
+    drafting: torch.nn.Module | None = None
+    inversion: torch.nn.Module | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @classmethod
+    def load(cls, location: str | Path, device: str | torch.device = "cpu") -> "ModelBundle":
+        from mangacolor.models.colorizer import ColorizerConfig, build_generator
+        from mangacolor.models.psp import load_psp
+        from mangacolor.training.checkpoint import load_weights
+
+        path = resolve_bundle_path(location)
+        info = json.loads((path / BUNDLE_JSON).read_text())
+        files = info["files"]
+        state, meta = load_weights(path / files["colorizer"])
+        config = ColorizerConfig.from_dict(meta.get("config") or info.get("colorizer_config") or {})
+        generator = build_generator(config)
+        generator.load_state_dict(state)
+        drafting = inversion = None
+        if "stylegan" in files and "drafting" in files:
+            drafting = load_psp(path / files["drafting"], path / files["stylegan"])
+        if "stylegan" in files and "inversion" in files:
+            inversion = load_psp(path / files["inversion"], path / files["stylegan"])
+        device = torch.device(device)
+        nets = [n.to(device).eval() for n in (generator, drafting, inversion) if n is not None]
+        for n in nets:
+            n.requires_grad_(False)
+        return cls(generator, info, drafting, inversion, device)
+
+    # --- drafts (§III-A): a 256x256 colour image in [-1, 1] ------------------------------------
+    def _bw_tensor(self, page: np.ndarray) -> torch.Tensor:
+        return to_tensor(page)[None].to(self.device)
+
+    def drafts(self, page: np.ndarray, n: int = 1, seed: int | None = None, reference: np.ndarray | None = None,
+               mix_w: torch.Tensor | None = None) -> list[torch.Tensor | None]:
+        """`n` drafts of a grey page: automatic (seed None, n 1), sampled by style mixing with random
+        CLS vectors (seed), coloured after a reference image, or with a locked mixing vector."""
+        if self.drafting is None:
+            return [None] * n
+        from mangacolor.drafting import sampling
+
+        x = self._bw_tensor(page)
+        with torch.inference_mode():
+            if reference is not None:
+                if self.inversion is None:
+                    raise ValueError("this bundle has no inversion encoder: a reference image needs one")
+                ref = to_tensor(reference)[None].to(self.device)
+                return [sampling.reference_draft(self.drafting, self.inversion, x, ref)] * n
+            if mix_w is not None:
+                w_plus = self.drafting.encode(self.drafting.prepare(x))
+                return [self.drafting.synthesize(sampling.mix(w_plus, mix_w))] * n
+            if seed is None and n == 1:
+                return [sampling.draft(self.drafting, x)]
+            gen = torch.Generator(device="cpu").manual_seed(0 if seed is None else seed)
+            out = sampling.sample_drafts(self.drafting, x, n, generator=gen)
+            return [out[i : i + 1] for i in range(out.shape[0])]
+
+    def colorize(self, page: np.ndarray, hint: np.ndarray | None = None, draft: torch.Tensor | None = None,
+                 options=None) -> np.ndarray:
+        """One page (uint8 grey or RGB) -> uint8 RGB at the page's resolution."""
+        from mangacolor.inference.colorize import InferenceOptions, colorize_page
+
+        draft_img = None
+        if draft is not None:
+            draft_img = from_tensor(draft[0].float().cpu())
+        return colorize_page(self.generator, page, hint=hint, draft=draft_img, options=options or InferenceOptions())
+
+
+def draft_to_uint8(draft: torch.Tensor, size: tuple[int, int] | None = None) -> np.ndarray:
+    if size is not None:
+        draft = F.interpolate(draft.float(), size=size, mode="bilinear", align_corners=False)
+    return from_tensor(draft[0].cpu())

@@ -1,0 +1,49 @@
+"""A bundle written by training loads back, registers in a real (SQLite) MLflow registry and colorizes."""
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+
+from mangacolor.inference.bundle import ModelBundle, write_bundle
+from mangacolor.models.colorizer import ColorizerConfig, build_generator
+from mangacolor.registry import MODEL_NAME, download_bundle, promote, register_bundle, version_by_alias
+from mangacolor.training.checkpoint import save_weights
+
+
+@pytest.fixture()
+def bundle_dir(tmp_path):
+    torch.manual_seed(0)
+    cfg = ColorizerConfig.tiny()
+    gen = build_generator(cfg)
+    weights = save_weights(tmp_path / "g.safetensors", gen, {"config": cfg.to_dict()})
+    return write_bundle(tmp_path / "bundle", {"colorizer": weights}, {"random_init_backbones": True})
+
+
+def test_bundle_colorizes_at_input_size_without_drafting(bundle_dir):
+    bundle = ModelBundle.load(bundle_dir)
+    page = np.full((70, 45), 255, np.uint8)
+    page[20:40, 10:30] = 0
+    assert bundle.drafts(page) == [None]
+    out = bundle.colorize(page)
+    assert out.shape == (70, 45, 3) and out.dtype == np.uint8
+
+
+def test_missing_bundle_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a mangacolor model bundle"):
+        ModelBundle.load(tmp_path)
+
+
+def test_register_alias_download_and_promote(bundle_dir, tmp_path):
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = mlflow.create_experiment("t", artifact_location=(tmp_path / "art").as_uri())
+    with mlflow.start_run(experiment_id=exp):
+        v1 = register_bundle(bundle_dir)
+    assert version_by_alias("candidate").version == v1.version
+    assert version_by_alias("champion") is None
+    promote(v1.version)
+    assert version_by_alias("champion").version == v1.version
+    local = download_bundle(f"models:/{MODEL_NAME}@champion")
+    assert (local / "colorizer.safetensors").exists()
+    out = ModelBundle.load(f"models:/{MODEL_NAME}@candidate").colorize(np.zeros((33, 33), np.uint8))
+    assert out.shape == (33, 33, 3)
