@@ -14,6 +14,7 @@ Without the drafting networks the bundle still colorizes, with an empty draft (t
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -75,6 +76,7 @@ class ModelBundle:
     drafting: torch.nn.Module | None = None
     inversion: torch.nn.Module | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    _prepared: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def load(cls, location: str | Path, device: str | torch.device = "cpu") -> "ModelBundle":
@@ -105,9 +107,10 @@ class ModelBundle:
         return to_tensor(page)[None].to(self.device)
 
     def drafts(self, page: np.ndarray, n: int = 1, seed: int | None = None, reference: np.ndarray | None = None,
-               mix_w: torch.Tensor | None = None) -> list[torch.Tensor | None]:
-        """`n` drafts of a grey page: automatic (seed None, n 1), sampled by style mixing with random
-        CLS vectors (seed), coloured after a reference image, or with a locked mixing vector."""
+               lock=None) -> list[torch.Tensor | None]:
+        """`n` drafts of a grey page, each (1, 3, S, S) in [-1, 1]: the drafting network's own (seed None,
+        n 1), sampled by style mixing with random CLS vectors (seed), coloured after a reference image,
+        or with a palette locked across pages (`lock`, a `sampling.PaletteLock`). None without drafting."""
         if self.drafting is None:
             return [None] * n
         from mangacolor.drafting import sampling
@@ -119,24 +122,26 @@ class ModelBundle:
                     raise ValueError("this bundle has no inversion encoder: a reference image needs one")
                 ref = to_tensor(reference)[None].to(self.device)
                 return [sampling.reference_draft(self.drafting, self.inversion, x, ref)] * n
-            if mix_w is not None:
-                w_plus = self.drafting.encode(self.drafting.prepare(x))
-                return [self.drafting.synthesize(sampling.mix(w_plus, mix_w))] * n
+            if lock is not None:
+                return [sampling.locked_drafts(self.drafting, [x[0]], lock)[0][None]] * n
             if seed is None and n == 1:
                 return [sampling.draft(self.drafting, x)]
             gen = torch.Generator(device="cpu").manual_seed(0 if seed is None else seed)
-            out = sampling.sample_drafts(self.drafting, x, n, generator=gen)
+            out = sampling.sample_drafts(self.drafting, x[0], n, generator=gen)
             return [out[i : i + 1] for i in range(out.shape[0])]
 
     def colorize(self, page: np.ndarray, hint: np.ndarray | None = None, draft: torch.Tensor | None = None,
                  options=None) -> np.ndarray:
         """One page (uint8 grey or RGB) -> uint8 RGB at the page's resolution."""
-        from mangacolor.inference.colorize import InferenceOptions, colorize_page
+        from mangacolor.inference.colorize import InferenceOptions, colorize_page, prepare_generator
 
-        draft_img = None
-        if draft is not None:
-            draft_img = from_tensor(draft[0].float().cpu())
-        return colorize_page(self.generator, page, hint=hint, draft=draft_img, options=options or InferenceOptions())
+        options = options or InferenceOptions()
+        key = repr(options)
+        if key not in self._prepared:
+            # BN folding / channels-last make a modified copy: prepare once per options.
+            self._prepared[key] = prepare_generator(copy.deepcopy(self.generator), options, self.device)
+        draft_img = from_tensor(draft[0].float().cpu()) if draft is not None else None
+        return colorize_page(self._prepared[key], page, hint=hint, draft=draft_img, options=options)
 
 
 def draft_to_uint8(draft: torch.Tensor, size: tuple[int, int] | None = None) -> np.ndarray:
