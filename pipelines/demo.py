@@ -50,20 +50,32 @@ class Batch:
 
 
 def plan_batches(defs, selection) -> list[Batch]:
-    """Selected asset keys in dependency order, grouped into runs that share a partitioning."""
+    """Selected asset keys in dependency order, grouped into runs that share a partitioning.
+
+    Among the assets that are ready, unpartitioned ones go first (a split or a trained model that
+    per-title stages report against), then the partitioning of the previous batch, so one run per
+    title covers as many per-title stages as possible.
+    """
     graph = defs.resolve_asset_graph()
-    selected = selection.resolve(graph)
-    order = [k for level in graph.toposorted_asset_keys_by_level for k in sorted(level) if k in selected]
+    selected = {k for k in selection.resolve(graph) if graph.get(k).is_materializable}
+    parents = {k: {p for p in graph.get(k).parent_keys if p in selected} for k in selected}
+    done: set = set()
     batches: list[Batch] = []
-    for key in order:
-        node = graph.get(key)
-        if not node.is_materializable:
-            continue
-        pdef = node.partitions_def
+    while len(done) < len(selected):
+        ready = sorted((k for k in selected - done if parents[k] <= done), key=lambda k: k.to_user_string())
+        last = batches[-1].partitions_def if batches else None
+
+        def rank(k):
+            pdef = graph.get(k).partitions_def
+            return (pdef is not None, pdef != last)
+
+        key = min(ready, key=rank)
+        pdef = graph.get(key).partitions_def
         if batches and batches[-1].partitions_def == pdef:
             batches[-1].keys.append(key)
         else:
             batches.append(Batch(pdef, [key]))
+        done.add(key)
     return batches
 
 
@@ -82,8 +94,11 @@ def _materialize(dg, label, i, n, keys, partition, instance, resources, all_asse
         entry = done.setdefault(mat.asset_key.to_user_string(), {"partitions": 0, "metadata": {}})
         entry["partitions"] += 1 if mat.partition else 0
         for k, v in mat.metadata.items():
-            if isinstance(getattr(v, "value", None), (int, float)) and not isinstance(v.value, bool):
+            # Counts add up over a title's partitions; other figures are shown for unpartitioned assets only.
+            if isinstance(getattr(v, "value", None), int) and not isinstance(v.value, bool):
                 entry["metadata"][k] = entry["metadata"].get(k, 0) + v.value if mat.partition else v.value
+            elif isinstance(getattr(v, "value", None), float) and not mat.partition:
+                entry["metadata"][k] = v.value
     return True
 
 

@@ -1,0 +1,287 @@
+"""Synthetic black-and-white pages (DESIGN.md § asset graph, "synthetic"; paper §IV-A-3, steps 1-3).
+
+`xdog_pages` -> `refiner_model` -> `refined_pages` -> `cut_model` -> `synthetic_bw_pages`.
+The per-title stages are partitioned like `color_pages` and eager; the two models are trained on
+request on the GPU pool. Each per-title stage's metadata carries `synthetic_gap`, the distance of
+its pages to the real black-and-white pages of the train split (weight-free statistics, plus
+FID/KID when the preset's `synthetic_gap.inception` names a network), next to the gaps of the
+earlier steps of the same title, so the table shows whether each step brings the pages closer;
+and a strip of the same pages through every step so far. Output rows keep `source_id`, the colour
+page each synthetic page was made from.
+"""
+
+
+import functools
+import json
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from mangacolor import config as mc_config
+from mangacolor.data.datasets import ManifestImages, ok_rows
+from mangacolor.eval.inception import WeightsNotFoundError
+from mangacolor.io.images import read_image
+from mangacolor.models.cut import apply_cut
+from mangacolor.models.refiner import refine
+from mangacolor.synthetic import pages as synth
+from mangacolor.training.checkpoint import Checkpointer
+from mangacolor.training.cut import CUTTrainConfig, load_cut_generator, train_cut
+from mangacolor.training.refiner import RefinerTrainConfig, load_refiner, train_refiner
+
+from .common import checkpoint_dir, color_titles, progress_logger, thumbnails_md, version_metadata
+from .ingest import bw_pages, color_pages, page_splits
+from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
+
+EAGER = dg.AutomationCondition.eager()
+GROUP = "synthetic"
+RANDOM_INIT_NOTE = "random-init Inception: not comparable to published FID"
+STEP_NAMES = {"color_pages": "colour", "xdog_pages": "xDoG", "refined_pages": "refined", "synthetic_bw_pages": "CUT"}
+# Loop settings that do not change what a step computes: a retry (or more `steps`) with other values resumes.
+NOT_IN_CHECKPOINT_KEY = {"steps", "log_every", "sample_every", "checkpoint_every"}
+
+
+# --- shared by the stages --------------------------------------------------------------------------
+
+
+def _work_dir() -> Path:
+    return Path(os.environ.get("MANGACOLOR_WORK_DIR", mc_config.PROJECT_ROOT / ".cache"))
+
+
+@functools.lru_cache(maxsize=2)
+def _extractor(gap_cfg_json: str, device: str, cache_dir: str):
+    return synth.gap_extractor(synth.GapConfig.model_validate_json(gap_cfg_json), device, cache_dir)
+
+
+def _gap_metadata(context, st, steps: dict[str, list], preset: dict, device: str, tracker=None) -> dict:
+    """`synthetic_gap` of the last step's pages against the real training pages, and of the earlier steps beside it."""
+    if st.latest_version("page_splits") is None:
+        return {"synthetic_gap_note": "page_splits not materialized yet: no real pages to compare with"}
+    steps = {name: pages for name, pages in steps.items() if pages}
+    if not steps:
+        return {"synthetic_gap_note": "no ok pages to compare"}
+    cfg = mc_config.stage_config(preset, "synthetic_gap", synth.GapConfig)
+    real = synth.read_grey(st, synth.subsample(synth.training_bw_rows(st), cfg.max_pages, cfg.seed))
+    meta = {}
+    try:
+        extractor = _extractor(cfg.model_dump_json(), device, str(_work_dir() / "fid_features"))
+    except WeightsNotFoundError as exc:
+        # A metric must not fail the data stage: weight-free statistics only, and say how to get FID.
+        context.log.warning(f"synthetic_gap without FID/KID: {exc}")
+        extractor, meta["fid_note"] = None, str(exc)
+    table = synth.gaps_by_step(steps, real, cfg, extractor)
+    shown = table[["step", *[c for c in synth.GAP_COLUMNS if c in table]]]
+    last = table.iloc[-1]
+    numbers = {k: float(v) for k, v in last.items() if k not in ("step", "feature_extractor", "resize", "random_init")}
+    context.log.info("synthetic_gap by step:\n" + shown.to_string(index=False))
+    meta |= {
+        "synthetic_gap": numbers["gap"],
+        "synthetic_gap_by_step": dg.MetadataValue.md(shown.to_markdown(index=False, floatfmt=".4g")),
+        "synthetic_gap_details": dg.MetadataValue.json(numbers),
+    }
+    if "fid" in last:
+        meta |= {"fid": numbers["fid"], "kid": numbers["kid_mean"], "fid_features": last["feature_extractor"],
+                 "random_init": bool(last["random_init"])}
+        if last["random_init"]:
+            meta["fid_note"] = RANDOM_INIT_NOTE
+    if tracker is not None:
+        for row in shown.to_dict("records"):
+            tracker.log_metrics({f"synthetic_gap/{row['step']}/{c}": float(v) for c, v in row.items() if c != "step"})
+        if meta.get("random_init"):
+            import mlflow
+
+            mlflow.set_tag("fid_note", RANDOM_INIT_NOTE)
+    return meta
+
+
+def _strip(st, title: str, steps: list[str], ids: list[str], extra: dict | None = None) -> dg.MetadataValue:
+    """The pages `ids` through colour and each step, side by side (`extra`: one more image per id)."""
+    stages = ["color_pages", *steps]
+    names = [STEP_NAMES[a] for a in stages] + (["CUT"] if extra else [])
+    images = synth.stage_strip(st, [(a, title) for a in stages], ids, extra)
+    return thumbnails_md(images, f"{' | '.join(names)} — {', '.join(ids)}")
+
+
+def _page_stage_result(context, st, asset: str, writer, summary, preset, device: str, tracker=None) -> dg.MaterializeResult:
+    """Commit a per-title stage, then measure it (and the steps before it) against the real pages."""
+    version, vdir, frame = writer.commit()
+    title = context.partition_key
+    chain = ["xdog_pages", "refined_pages", "synthetic_bw_pages"]
+    steps = chain[: chain.index(asset) + 1]
+    ok = frame[frame["status"] == "ok"].sort_values("id")
+    pages = {STEP_NAMES[a]: synth.read_grey(st, ok_rows(st, a, [title])) for a in steps[:-1]}
+    pages[STEP_NAMES[asset]] = [read_image(st.read_bytes(f"{vdir}/{p}"), mode="L") for p in ok["path"]]
+    bad = frame[frame["status"] != "ok"][["id", "reason"]]
+    meta = {
+        "pages_ok": summary.ok,
+        "quarantined": summary.quarantined,
+        **version_metadata(st, version, vdir),
+        **_gap_metadata(context, st, pages, preset, device, tracker),
+        "quarantine": dg.MetadataValue.md(bad.to_markdown(index=False) if len(bad) else "_none_"),
+        "samples": _strip(st, title, steps, list(ok["id"][:2])),
+    }
+    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
+
+
+def _checkpoint_key(cfg, **more) -> dict:
+    return {**{k: v for k, v in cfg.model_dump(mode="json").items() if k not in NOT_IN_CHECKPOINT_KEY}, **more}
+
+
+def _resumed_from(work: Path) -> int:
+    latest = Checkpointer(work / "checkpoints").latest()
+    return int(latest.name.split("-")[1]) if latest else 0
+
+
+def _model_result(context, st, asset: str, result: dict, inputs: dict, tracker, resumed: int, samples) -> dg.MaterializeResult:
+    """Weights and the ids of every training page into the store and MLflow."""
+    tracker.log_artifact(result["weights"], "weights")
+    tracker.log_text("training_pages.json", json.dumps({role: list(rows["id"]) for role, rows in inputs.items()}, indent=1))
+    writer = st.begin(asset)
+    synth.write_model(writer, result["weights"], inputs, {"steps": result["step"]})
+    version, vdir, _ = writer.commit()
+    meta = {
+        "steps": result["step"],
+        "resumed_from_step": resumed,
+        **{f"{role}_pages": len(rows) for role, rows in inputs.items()},
+        **{k.replace("/", "_"): float(v) for k, v in result["metrics"].items()},
+        **version_metadata(st, version, vdir),
+        "weights": dg.MetadataValue.path(st.uri(st.relative(f"{vdir}/{synth.WEIGHTS_PATH}"))),
+        "mlflow_run_id": tracker.run_id,
+        "samples": samples,
+    }
+    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
+
+
+# --- step 1 ----------------------------------------------------------------------------------------
+
+
+@dg.asset(
+    partitions_def=color_titles,
+    deps=[color_pages],
+    group_name=GROUP,
+    automation_condition=EAGER,
+    kinds={"python", "parquet"},
+    description="xDoG line art of every colour page of a title (§IV-A-3 step 1, preset section `xdog:`); pages xDoG refuses are quarantined.",
+)
+def xdog_pages(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
+               device: DeviceResource) -> dg.MaterializeResult:
+    preset, st, title = settings.load(), store.get(), context.partition_key
+    cfg = mc_config.stage_config(preset, "xdog", synth.XDoGStageConfig)
+    rows = ok_rows(st, "color_pages", [title])
+    writer = st.begin("xdog_pages", title)
+    summary = synth.xdog_stage(rows, st, writer, cfg.xdog_config(), progress_logger(context, len(rows), f"xdog_pages[{title}]"))
+    context.log.info(f"{title}: xDoG ({cfg.preset}) of {summary.ok} pages, {summary.quarantined} quarantined")
+    return _page_stage_result(context, st, "xdog_pages", writer, summary, preset, str(device.spec().device))
+
+
+# --- step 2 ----------------------------------------------------------------------------------------
+
+
+@dg.asset(
+    deps=[bw_pages, page_splits],
+    group_name=GROUP,
+    pool="gpu",
+    kinds={"pytorch"},
+    description="The xDoG refiner (§IV-A-3 step 2): learns xDoG(real black-and-white page) -> that page on the train split (never the holdout); preset section `refiner:`.",
+)
+def refiner_model(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
+                  device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+    preset, st, spec = settings.load(), store.get(), device.spec()
+    cfg = mc_config.stage_config(preset, "refiner", RefinerTrainConfig)
+    xcfg = mc_config.stage_config(preset, "xdog", synth.XDoGStageConfig)
+    rows = synth.training_bw_rows(st)
+    digest = synth.rows_digest(rows)
+    work = checkpoint_dir(context, _checkpoint_key(cfg, xdog=xcfg.model_dump(mode="json"), pages=digest))
+    pairs = synth.RefinerPairs(st, rows, xcfg.xdog_config(), work / "xdog")
+    pairs.prepare(progress_logger(context, len(pairs), "xDoG of the real training pages"))
+    resumed = _resumed_from(work)
+    params = {"xdog": xcfg.model_dump(mode="json"), "train_pages": len(rows), "train_pages_digest": digest,
+              "resumed_from_step": resumed, "device": spec.description}
+    with mlflow.run(context, params=params) as tracker:
+        result = train_refiner(cfg, pairs, work, spec, tracker, progress=context.log.info)
+        model = load_refiner(result["weights"], spec.device)
+        shown = []
+        for line, real in (pairs[i] for i in range(min(2, len(pairs)))):
+            shown += [line, refine(model, line, amp_dtype=spec.amp_dtype), real]
+        samples = thumbnails_md(shown, "xDoG(real) | refined | real — " + ", ".join(pairs.ids[:2]))
+        return _model_result(context, st, "refiner_model", result, {"train": rows}, tracker, resumed, samples)
+
+
+@dg.asset(
+    partitions_def=color_titles,
+    deps=[xdog_pages, refiner_model],
+    group_name=GROUP,
+    automation_condition=EAGER,
+    pool="gpu",
+    kinds={"pytorch", "parquet"},
+    description="xDoG pages of a title through the trained refiner (§IV-A-3 step 2): denser, closer to printed pages.",
+)
+def refined_pages(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
+                  device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+    preset, st, spec, title = settings.load(), store.get(), device.spec(), context.partition_key
+    rows = ok_rows(st, "xdog_pages", [title])
+    with synth.model_weights(st, "refiner_model") as path:
+        model = load_refiner(path, spec.device)
+    writer = st.begin("refined_pages", title)
+    summary = synth.translate_stage(rows, st, writer, lambda page: refine(model, page, amp_dtype=spec.amp_dtype),
+                                    progress_logger(context, len(rows), f"refined_pages[{title}]"))
+    with mlflow.run(context, params={"refiner_model": st.latest_version("refiner_model")}) as tracker:
+        return _page_stage_result(context, st, "refined_pages", writer, summary, preset, str(spec.device), tracker)
+
+
+# --- step 3 ----------------------------------------------------------------------------------------
+
+
+@dg.asset(
+    deps=[refined_pages, bw_pages, page_splits],
+    group_name=GROUP,
+    pool="gpu",
+    kinds={"pytorch"},
+    description="CUT (§IV-A-3 step 3) on 64x64 crops: refined pages of every colour title -> real black-and-white pages of the train split; preset section `cut:`.",
+)
+def cut_model(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
+              device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+    preset, st, spec = settings.load(), store.get(), device.spec()
+    cfg = mc_config.stage_config(preset, "cut", CUTTrainConfig)
+    known = context.instance.get_dynamic_partitions(color_titles.name)
+    titles = [t for t in known if st.latest_version("refined_pages", t)]
+    missing = sorted(set(known) - set(titles))
+    if missing:
+        context.log.warning(f"refined_pages not materialized for {missing}: CUT trains without those titles")
+    source, target = ok_rows(st, "refined_pages", titles), synth.training_bw_rows(st)
+    if source.empty:
+        raise dg.Failure("no refined pages to translate: materialize refined_pages for at least one colour title")
+    work = checkpoint_dir(context, _checkpoint_key(cfg, source=synth.rows_digest(source), target=synth.rows_digest(target)))
+    resumed = _resumed_from(work)
+    params = {"source_titles": titles, "source_pages": len(source), "target_pages": len(target),
+              "target_pages_digest": synth.rows_digest(target), "resumed_from_step": resumed, "device": spec.description}
+    with mlflow.run(context, params=params) as tracker:
+        result = train_cut(cfg, ManifestImages(st, source, mode="L"), ManifestImages(st, target, mode="L"), work, spec, tracker,
+                           progress=context.log.info)
+        G = load_cut_generator(result["weights"], spec.device)
+        first = source.sort_values("id").iloc[0]
+        translated = {first["id"]: apply_cut(G, read_image(st.read_bytes(first["uri"]), mode="L"), amp_dtype=spec.amp_dtype)}
+        samples = _strip(st, first["title"], ["xdog_pages", "refined_pages"], [first["id"]], translated)
+        return _model_result(context, st, "cut_model", result, {"source": source, "target": target}, tracker, resumed, samples)
+
+
+@dg.asset(
+    partitions_def=color_titles,
+    deps=[refined_pages, cut_model],
+    group_name=GROUP,
+    automation_condition=EAGER,
+    pool="gpu",
+    kinds={"pytorch", "parquet"},
+    description="The synthetic black-and-white pages (§IV-A-3 step 3): refined pages translated by CUT, whole pages at once; `source_id` names the colour page.",
+)
+def synthetic_bw_pages(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
+                       device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+    preset, st, spec, title = settings.load(), store.get(), device.spec(), context.partition_key
+    rows = ok_rows(st, "refined_pages", [title])
+    with synth.model_weights(st, "cut_model") as path:
+        G = load_cut_generator(path, spec.device)
+    writer = st.begin("synthetic_bw_pages", title)
+    summary = synth.translate_stage(rows, st, writer, lambda page: apply_cut(G, page, amp_dtype=spec.amp_dtype),
+                                    progress_logger(context, len(rows), f"synthetic_bw_pages[{title}]"))
+    with mlflow.run(context, params={"cut_model": st.latest_version("cut_model")}) as tracker:
+        return _page_stage_result(context, st, "synthetic_bw_pages", writer, summary, preset, str(spec.device), tracker)

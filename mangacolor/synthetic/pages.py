@@ -1,0 +1,320 @@
+"""The synthetic black-and-white pages over store manifests (paper §IV-A-3, steps 1-3): what the assets call.
+
+The three steps turn every colour page into a black-and-white page that looks printed, so that the
+colorizer gets (synthetic black-and-white, colour) training pairs:
+
+1. `xdog_stage`: xDoG line art of each colour page (`mangacolor.synthetic.xdog`).
+2. the refiner, trained on `RefinerPairs` = (xDoG of a real black-and-white page, that page), then
+   applied to the step-1 pages with `translate_stage`.
+3. CUT, trained on crops of the refined pages (source) and of real pages (target), then applied to
+   whole refined pages with `translate_stage`.
+
+Every output row keeps `source_id`, the id of the colour page it was made from, so later stages
+pair a synthetic page with its colour page. Real pages come from `training_bw_rows`: the train
+split only, the holdout is never read. `stage_gap` measures how far a stage's pages are from those
+real pages (`mangacolor.eval.gap.synthetic_gap`), so each step's progress is a number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from mangacolor.data.datasets import ok_rows
+from mangacolor.data.splits import holdout_pages, training_pages
+from mangacolor.eval.gap import synthetic_gap
+from mangacolor.io.images import ImageError, encode_png, read_image
+from mangacolor.io.store import Store, VersionWriter, safe_part, sha256_bytes
+from mangacolor.synthetic.xdog import PRESETS, XDoGConfig, XDoGError, xdog
+
+# --- configuration -------------------------------------------------------------------------------
+
+
+class XDoGStageConfig(BaseModel):
+    """Preset section `xdog:`: which parameter set of `mangacolor.synthetic.xdog.PRESETS`, and changes to it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    preset: str = Field("authors2021", description="authors2021 (the paper's [38]), alacgan or generic")
+    overrides: dict[str, float | int | bool | list[float]] = Field(default_factory=dict, description="e.g. {sigma: 0.6}")
+
+    def xdog_config(self) -> XDoGConfig:
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset section xdog: unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in self.overrides.items()}
+        try:
+            return XDoGConfig.preset(self.preset, **values)
+        except TypeError as exc:
+            raise ValueError(f"preset section xdog.overrides: {exc}; known keys are the fields of XDoGConfig") from exc
+
+
+class GapConfig(BaseModel):
+    """Preset section `synthetic_gap:`: how each synthetic stage is compared with the real pages."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inception: str = Field("auto", description="auto (user-placed FID weights), random (demo/tests), a .pth path, or none")
+    max_pages: int | None = Field(500, description="pages per side, drawn by a fixed seed (FID features are the slow part)")
+    fid_method: Literal["eig", "sqrtm"] = "eig"
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    batch_size: int = 8
+    seed: int = 0
+
+
+# --- which pages -----------------------------------------------------------------------------------
+
+
+def training_bw_rows(store: Store) -> pd.DataFrame:
+    """The ok black-and-white pages of the train split (`page_splits`), with `uri`; never the holdout.
+
+    Pages added after the split was made are in neither split and are left out until it is re-made.
+    """
+    splits = store.latest_manifest("page_splits")
+    train_ids = set(training_pages(splits)["id"]) - set(holdout_pages(splits)["id"])
+    rows = ok_rows(store, "bw_pages")
+    rows = rows[rows["id"].isin(train_ids)].sort_values("id").reset_index(drop=True)
+    if rows.empty:
+        raise ValueError("no black-and-white training pages: materialize bw_pages and page_splits first")
+    return rows
+
+
+def rows_digest(rows: pd.DataFrame) -> str:
+    """A short digest of which pages (id and content) a model is trained on."""
+    h = hashlib.sha256()
+    shas = rows["sha256"] if "sha256" in rows else [""] * len(rows)
+    for page_id, sha in sorted(zip(rows["id"], shas)):
+        h.update(f"{page_id}|{sha}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def subsample(rows: pd.DataFrame, n: int | None, seed: int = 0) -> pd.DataFrame:
+    """At most n rows, the same ones for the same input (sorted by id, then a seeded draw)."""
+    rows = rows.sort_values("id").reset_index(drop=True)
+    if n is None or len(rows) <= n:
+        return rows
+    keep = np.sort(np.random.default_rng(seed).choice(len(rows), n, replace=False))
+    return rows.iloc[keep].reset_index(drop=True)
+
+
+def read_grey(store: Store, rows: pd.DataFrame) -> list[np.ndarray]:
+    return [read_image(store.read_bytes(uri), mode="L") for uri in rows["uri"]]
+
+
+# --- the per-page stages ---------------------------------------------------------------------------
+
+
+@dataclass
+class StageSummary:
+    ok: int = 0
+    quarantined: int = 0
+
+
+def _page_stage(
+    rows: pd.DataFrame,
+    store: Store,
+    writer: VersionWriter,
+    make: Callable[[np.ndarray], np.ndarray],
+    mode: str | None,
+    refused: tuple[type[Exception], ...],
+    progress: Callable[[int, str], None] | None,
+) -> StageSummary:
+    """Read each ok row's page, `make` a grey page of it, write it as PNG; `refused` errors quarantine the page."""
+    summary = StageSummary()
+    used: set[str] = set()
+    for n, row in enumerate(rows.sort_values("id").to_dict("records"), 1):
+        name = safe_part(str(row["page"]).replace("/", "-").rsplit(".", 1)[0])
+        while name in used:
+            name += "_"
+        used.add(name)
+        # The chain keeps the colour page's identity: step 1 reads colour rows, later steps carry it over.
+        source_id = row.get("source_id") or row["id"]
+        source_sha = row.get("source_sha256") or row.get("sha256")
+        out = {"id": row["id"], "title": row["title"], "page": row["page"], "source_uri": row["uri"],
+               "source_id": source_id, "source_sha256": source_sha}
+        try:
+            page = make(read_image(store.read_bytes(row["uri"]), mode=mode))
+            data = encode_png(page)
+        except (ImageError, *refused) as exc:
+            reason = getattr(exc, "reason", None) or str(exc)
+            writer.add({**out, "status": "quarantined", "reason": reason})
+            summary.quarantined += 1
+        else:
+            path = writer.write(f"pages/{name}.png", data)
+            writer.add({**out, "path": path, "height": page.shape[0], "width": page.shape[1],
+                        "sha256": sha256_bytes(data), "status": "ok", "reason": None})
+            summary.ok += 1
+        if progress:
+            progress(n, row["id"])
+    return summary
+
+
+def xdog_stage(rows: pd.DataFrame, store: Store, writer: VersionWriter, config: XDoGConfig,
+               progress: Callable[[int, str], None] | None = None) -> StageSummary:
+    """Step 1: xDoG of each colour page (ok rows of `color_pages`, with `uri`); what xDoG refuses is quarantined."""
+    return _page_stage(rows, store, writer, lambda image: xdog(image, config), None, (XDoGError,), progress)
+
+
+def translate_stage(rows: pd.DataFrame, store: Store, writer: VersionWriter, network: Callable[[np.ndarray], np.ndarray],
+                    progress: Callable[[int, str], None] | None = None) -> StageSummary:
+    """Steps 2 and 3: a page->page network (uint8 HxW in, uint8 HxW out) over each grey page of the previous step.
+
+    An unreadable page is quarantined; a network error (out of memory, a broken model) stops the
+    stage, because it would otherwise quarantine every page of the title for one cause.
+    """
+    return _page_stage(rows, store, writer, network, "L", (), progress)
+
+
+# --- the refiner's pairs ---------------------------------------------------------------------------
+
+
+class RefinerPairs(Sequence):
+    """(xDoG of a real black-and-white page, that page) as aligned uint8 HxW arrays, read on access.
+
+    The xDoG side is cached as PNG under `cache_dir`, keyed by the page's content and the xDoG
+    parameters: the paper's 7x upscaled xDoG costs seconds a page, so it is computed once per page
+    (`prepare`) and a resumed training run finds it again.
+    """
+
+    def __init__(self, store: Store, rows: pd.DataFrame, config: XDoGConfig, cache_dir: str | Path):
+        self.store = store
+        self.ids = list(rows["id"])
+        self.uris = list(rows["uri"])
+        self.shas = list(rows["sha256"]) if "sha256" in rows else [None] * len(rows)
+        self.config = config
+        self.cache_dir = Path(cache_dir)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.tag = hashlib.sha256(repr(config).encode()).hexdigest()[:12]
+
+    def __len__(self) -> int:
+        return len(self.uris)
+
+    def _cached(self, i: int, data: bytes) -> Path:
+        sha = self.shas[i] or sha256_bytes(data)
+        return self.cache_dir / f"{sha[:32]}-{self.tag}.png"
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        data = self.store.read_bytes(self.uris[i])
+        real = read_image(data, mode="L")
+        path = self._cached(i, data)
+        if path.exists():
+            line = read_image(path, mode="L")
+        else:
+            line = xdog(real, self.config)
+            tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+            tmp.write_bytes(encode_png(line))
+            os.replace(tmp, path)
+        return line, real
+
+    def prepare(self, progress: Callable[[int, str], None] | None = None) -> None:
+        """Compute every missing xDoG now rather than inside the training loop."""
+        for i in range(len(self)):
+            self[i]
+            if progress:
+                progress(i + 1, self.ids[i])
+
+
+# --- models in the store -------------------------------------------------------------------------
+
+
+WEIGHTS_PATH = "weights/model.safetensors"
+
+
+def write_model(writer: VersionWriter, weights: str | Path, inputs: dict[str, pd.DataFrame], metadata: dict | None = None) -> None:
+    """A model asset's version: the weights file plus one manifest row per training page, by role.
+
+    The rows make the data version depend on what the model saw, and let anyone check which pages
+    trained it (the holdout must never be among them).
+    """
+    data = Path(weights).read_bytes()
+    path = writer.write(WEIGHTS_PATH, data)
+    writer.add({"id": "weights", "title": None, "page": None, "path": path, "sha256": sha256_bytes(data),
+                "status": "ok", "reason": None, "role": "weights", **(metadata or {})})
+    for role, rows in inputs.items():
+        for row in rows.sort_values("id").to_dict("records"):
+            writer.add({"id": f"{role}:{row['id']}", "title": row["title"], "page": row["page"], "path": None,
+                        "sha256": row.get("sha256"), "status": "ok", "reason": None, "role": role, "page_id": row["id"]})
+
+
+@contextmanager
+def model_weights(store: Store, asset: str) -> Iterator[Path]:
+    """A local path to the latest weights of a model asset written by `write_model` (copied from object stores)."""
+    vdir = store.latest_dir(asset)
+    frame = store.read_manifest(vdir)
+    found = frame[frame["role"] == "weights"] if "role" in frame else frame.iloc[0:0]
+    if found.empty:
+        raise FileNotFoundError(f"{vdir}: no weights row in the manifest; re-materialize {asset}")
+    path = f"{vdir}/{found.iloc[0]['path']}"
+    if store.is_local:
+        yield Path(path)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / "model.safetensors"
+        local.write_bytes(store.read_bytes(path))
+        yield local
+
+
+# --- how far from real pages ---------------------------------------------------------------------
+
+
+def stage_gap(synth: Sequence[np.ndarray], real: Sequence[np.ndarray], cfg: GapConfig, extractor=None) -> dict:
+    """`synthetic_gap` of synthetic vs real grey pages, subsampled to `cfg.max_pages` a side by `cfg.seed`."""
+    def pick(pages):
+        if cfg.max_pages is None or len(pages) <= cfg.max_pages:
+            return list(pages)
+        keep = np.sort(np.random.default_rng(cfg.seed).choice(len(pages), cfg.max_pages, replace=False))
+        return [pages[i] for i in keep]
+
+    return synthetic_gap(pick(synth), pick(real), extractor, kid_subsets=cfg.kid_subsets,
+                         kid_subset_size=cfg.kid_subset_size, fid_method=cfg.fid_method, seed=cfg.seed)
+
+
+GAP_COLUMNS = ("gap", "hist_w1", "halftone_diff", "ink_diff", "fid", "kid_mean")
+
+
+def gaps_by_step(steps: dict[str, Sequence[np.ndarray]], real: Sequence[np.ndarray], cfg: GapConfig, extractor=None) -> pd.DataFrame:
+    """One row per step (in order), `stage_gap` against the same real pages: does each step bring the pages closer?"""
+    return pd.DataFrame([{"step": name, **stage_gap(pages, real, cfg, extractor)} for name, pages in steps.items()])
+
+
+def gap_extractor(cfg: GapConfig, device="cpu", cache_dir: str | Path | None = None):
+    """The FID feature extractor `cfg.inception` asks for, or None for weight-free statistics only."""
+    if cfg.inception == "none":
+        return None
+    from mangacolor.eval.fid import FeatureExtractor
+    from mangacolor.eval.inception import build_inception
+
+    return FeatureExtractor(build_inception(cfg.inception), batch_size=cfg.batch_size, device=device, cache_dir=cache_dir)
+
+
+# --- the same page through every step --------------------------------------------------------------
+
+
+def stage_strip(store: Store, stages: Sequence[tuple[str, str]], ids: Sequence[str],
+                extra: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
+    """For each page id: its image in each (asset, partition) that has it, then `extra[id]`, in order."""
+    found: list[dict[str, str]] = []
+    for asset, partition in stages:
+        try:
+            rows = ok_rows(store, asset, [partition])
+        except FileNotFoundError:
+            continue
+        found.append(dict(zip(rows["id"], rows["uri"])))
+    images = []
+    for page_id in ids:
+        for uris in found:
+            if page_id in uris:
+                images.append(read_image(store.read_bytes(uris[page_id]), mode=None))
+        if extra and page_id in extra:
+            images.append(extra[page_id])
+    return images
