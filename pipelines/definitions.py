@@ -12,11 +12,11 @@ import os
 
 import dagster as dg
 
-from assets import ingest, scrape, synthetic
+from assets import evaluation, ingest, scrape, synthetic
 from assets.resources import DeviceResource, MlflowResource, SettingsResource, StoreResource, default_tracking_uri
 from mangacolor.config import PROJECT_ROOT, load_preset
 
-ASSET_MODULES = [ingest, scrape, synthetic]
+ASSET_MODULES = [ingest, scrape, synthetic, evaluation]
 
 
 def build_resources(preset: str | None = None, artifact_root: str | None = None, tracking_uri: str | None = None) -> dict:
@@ -42,7 +42,7 @@ def build_resources(preset: str | None = None, artifact_root: str | None = None,
 def build_definitions(**resource_overrides) -> dg.Definitions:
     loaded = dg.load_assets_from_modules(ASSET_MODULES)
     checks = dg.load_asset_checks_from_modules(ASSET_MODULES)
-    sensors = [ingest.title_sensor]
+    sensors = [ingest.title_sensor, evaluation.new_model_version_sensor]
     automation = dg.AutomationConditionSensorDefinition(
         "eager_data_stages", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.STOPPED,
         description="Materializes the cheap data stages when their inputs change (training stages run on request).",
@@ -50,8 +50,8 @@ def build_definitions(**resource_overrides) -> dg.Definitions:
     return dg.Definitions(
         assets=loaded,
         asset_checks=checks,
-        jobs=[scrape.scrape_job],
-        schedules=[scrape.nightly_scrape],
+        jobs=[scrape.scrape_job, evaluation.evaluate_model_job, evaluation.reevaluate_manga109_job, evaluation.benchmark_job],
+        schedules=[scrape.nightly_scrape, evaluation.manga109_weekly],
         sensors=[*sensors, automation],
         resources=build_resources(**resource_overrides),
     )

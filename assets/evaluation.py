@@ -1,0 +1,373 @@
+"""Evaluation assets (DESIGN.md § asset graph, "evaluation"; paper §V, Tables 1, 3 and 4).
+
+`fid_report` [holdout | manga109] scores the registered models in automatic mode against the
+colour training pages (mangacolor/eval/report.py): the `candidate` with its drafts and with an
+empty draft, the `champion` when it is another version, and the latest version of each ablation
+variant. Its blocking check `candidate_not_worse` applies the gate (mangacolor/eval/gate.py).
+
+Promotion is a separate asset, `champion_model`, downstream of `fid_report`: in the
+`evaluate_model` job it runs in the same run as a report, so a failing blocking check skips it and
+a worse candidate is never promoted; and it re-derives the decision from the stored reports of
+every gating set, so materializing it by hand cannot promote a candidate that failed, or one that
+was compared with a champion that has changed since.
+
+`inference_benchmark` times the candidate like Table 4 on every device present.
+
+Automation: `new_model_version_sensor` (running by default) polls the MLflow registry and, for each
+new version, requests `evaluate_model` for both sets and `benchmark_model`; `manga109_weekly`
+(cron and status from the preset's `evaluation.schedule`, running by default, skipping while no
+champion or Manga109 pages exist) re-evaluates the champion on Manga109.
+"""
+
+
+import functools
+import hashlib
+import io
+import json
+import os
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+
+from mangacolor import config as mc_config
+from mangacolor.data.splits import holdout_pages, training_pages
+from mangacolor.eval import sets as eval_sets
+from mangacolor.eval.benchmark import benchmark_table, run_benchmarks
+from mangacolor.eval.candidates import latest_version, models_to_evaluate
+from mangacolor.eval.fid import FeatureExtractor
+from mangacolor.eval.gate import decide_promotion, set_verdict
+from mangacolor.eval.inception import WeightsNotFoundError, build_inception
+from mangacolor.eval.report import RANDOM_INIT_NOTE, EvaluationConfig, ScheduleConfig, evaluate_models
+from mangacolor.inference.bundle import ModelBundle
+from mangacolor.registry import MODEL_NAME, download_bundle, promote, version_by_alias
+
+from .common import thumbnails_md, version_metadata
+from .ingest import color_pages, manga109_pages, page_splits
+from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
+
+GROUP = "evaluation"
+EVAL_SETS = dg.StaticPartitionsDefinition(list(eval_sets.EVAL_SETS))
+COLORIZER_FINAL = dg.AssetKey("colorizer_final")
+
+
+def _config(settings: SettingsResource) -> EvaluationConfig:
+    return mc_config.stage_config(settings.load(), "evaluation", EvaluationConfig)
+
+
+@functools.lru_cache(maxsize=2)
+def _inception(weights: str, device: str):
+    # Building the 24M-parameter network takes seconds: once per process and device.
+    return build_inception(weights, device)
+
+
+def _extractor(cfg: EvaluationConfig, device, store: StoreResource, log) -> FeatureExtractor:
+    try:
+        network = _inception(cfg.inception, str(device))
+    except WeightsNotFoundError as exc:
+        raise dg.Failure(f"fid_report needs the FID Inception weights (preset evaluation.inception={cfg.inception!r}): {exc}") from exc
+    # Content-addressed feature cache under the store: re-evaluation computes only new images.
+    cache = store.get().uri(".cache", "fid_features")
+    return FeatureExtractor(network, resize=cfg.resize, batch_size=cfg.batch_size, device=device, cache_dir=cache,
+                            storage_options=store.storage_options or None, progress=log)
+
+
+def _read_record(st, set_name: str) -> dict | None:
+    if st.latest_version("fid_report", set_name) is None:
+        return None
+    return json.loads(st.read_bytes(f"{st.latest_dir('fid_report', set_name)}/report.json"))
+
+
+def _parquet(frame: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def _samples(pages: list[np.ndarray], samples: dict[str, list[np.ndarray]]) -> list[np.ndarray]:
+    strip = []
+    for i in range(min(2, len(pages))):
+        strip.append(pages[i])
+        strip += [outs[i] for outs in samples.values() if i < len(outs)]
+    return strip
+
+
+# --- fid_report --------------------------------------------------------------------------------
+
+
+@dg.asset(
+    partitions_def=EVAL_SETS,
+    deps=[COLORIZER_FINAL, page_splits, manga109_pages, dg.AssetDep(color_pages, partition_mapping=dg.AllPartitionMapping())],
+    group_name=GROUP,
+    pool="gpu",
+    kinds={"pytorch", "parquet"},
+    description="FID/KID with bootstrap intervals of the registered models in automatic mode (candidate, champion, "
+                "ablation variants) on the holdout or Manga109, beside the paper's Tables 1 and 3.",
+)
+def fid_report(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
+               device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+    cfg, st, spec, set_name = _config(settings), store.get(), device.spec(), context.partition_key
+    try:
+        page_rows = eval_sets.evaluation_rows(st, set_name, cfg.max_pages, cfg.seed)
+        ref_rows = eval_sets.reference_rows(st, cfg.reference_exclude_titles, cfg.max_reference_pages, cfg.seed)
+    except (FileNotFoundError, ValueError) as exc:
+        raise dg.Failure(f"fid_report[{set_name}]: {exc}") from exc
+    params = {**cfg.model_dump(mode="json", exclude={"benchmark", "schedule"}), "set": set_name}
+    with mlflow.run(context, params=params) as tracker:
+        try:
+            models = models_to_evaluate()
+        except LookupError as exc:
+            raise dg.Failure(str(exc)) from exc
+        context.log.info("evaluating " + ", ".join(f"{m.name} v{m.version} ({m.variant})" for m in models if m.modes))
+        loaded = [(m, ModelBundle.load(m.uri, spec.device) if m.modes else None) for m in models]
+        pages = eval_sets.read_pages(st, page_rows, "L")
+        result = evaluate_models(loaded, pages, eval_sets.read_pages(st, ref_rows, "RGB"),
+                                 _extractor(cfg, spec.device, store, context.log.info), cfg, set_name,
+                                 eval_sets.reference_description(cfg.reference_exclude_titles), context.log.info)
+        passed, reason = result.gate_verdict(cfg.gate.metric, cfg.gate.margin)
+        markdown = result.markdown(f"{'passes' if passed else 'FAILS'}: {reason}")
+        record = result.to_json()
+        blob = json.dumps(record, indent=1, default=str)
+
+        writer = st.begin("fid_report", set_name)
+        for row in page_rows.to_dict("records"):
+            writer.add({k: row.get(k) for k in ("id", "title", "page", "width", "height", "sha256")} | {"source_uri": row["uri"], "status": "ok"})
+        writer.write("metrics.parquet", _parquet(result.table))
+        writer.write("report.md", markdown.encode())
+        writer.write("report.json", blob.encode())
+        version, vdir, _ = writer.commit(salt=hashlib.sha256(blob.encode()).hexdigest())
+
+        for line in result.table.to_dict("records"):
+            tracker.log_metrics({f"{line['row']}/{k}": line[k] for k in ("fid", "fid_lo", "fid_hi", "kid", "kid_lo", "kid_hi")
+                                 if line[k] is not None and np.isfinite(line[k])})
+        tracker.log_text("report.md", markdown)
+        tracker.log_text("report.json", blob)
+        client = MlflowClient()
+        client.set_tag(tracker.run_id, "random_init", str(result.random_init))
+        if result.random_init:
+            client.set_tag(tracker.run_id, "fid_note", RANDOM_INIT_NOTE)
+
+    cand = record["rows"][record["candidate"]["row"]]
+    meta = {
+        **version_metadata(st, version, vdir),
+        "report": dg.MetadataValue.md(markdown),
+        "random_init": result.random_init,
+        "candidate_version": record["candidate"]["version"],
+        "champion_version": record["champion"]["version"] or "none",
+        "candidate_fid": float(cand["fid"]),
+        "candidate_kid": float(cand["kid_mean"]),
+        "gate_passed": passed,
+        "gate_reason": reason,
+        "pages": len(page_rows),
+        "reference_pages": len(ref_rows),
+        "features_computed": result.features_computed,
+        "features_cached": result.features_cached,
+        "feature_extractor": cand["feature_extractor"],
+        "resize": cand["resize"],
+        "fid_method": cand["fid_method"],
+        "mlflow_run_id": tracker.run_id,
+        "samples": thumbnails_md(_samples(pages, result.samples), "page | " + " | ".join(result.samples)),
+    }
+    if result.random_init:
+        meta["random_init_note"] = RANDOM_INIT_NOTE
+    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
+
+
+@dg.asset_check(asset=fid_report, blocking=True, partitions_def=EVAL_SETS,
+                description="The candidate is not worse than the champion beyond the bootstrap interval (mangacolor/eval/gate.py).")
+def candidate_not_worse(context: dg.AssetCheckExecutionContext, settings: SettingsResource, store: StoreResource) -> dg.AssetCheckResult:
+    cfg = _config(settings)
+    record = _read_record(store.get(), context.partition_key)
+    if record is None:
+        return dg.AssetCheckResult(passed=False, metadata={"reason": "no fid_report for this set"})
+    passed, reason = set_verdict(record, cfg.gate.metric, cfg.gate.margin)
+    return dg.AssetCheckResult(passed=passed, description=reason, metadata={
+        "reason": reason, "metric": cfg.gate.metric, "margin": cfg.gate.margin,
+        "candidate_version": record["candidate"]["version"], "champion_version": record["champion"]["version"] or "none",
+    })
+
+
+@dg.asset_check(asset=fid_report, blocking=True, partitions_def=EVAL_SETS,
+                description="No evaluated page is one adaptation or self-training may read (the train split of page_splits).")
+def holdout_disjoint_eval(context: dg.AssetCheckExecutionContext, store: StoreResource) -> dg.AssetCheckResult:
+    st, set_name = store.get(), context.partition_key
+    evaluated = set(st.latest_manifest("fid_report", set_name)["id"])
+    splits = st.latest_manifest("page_splits")
+    leaked = evaluated & set(training_pages(splits)["id"])
+    outside = evaluated - set(holdout_pages(splits)["id"]) if set_name == "holdout" else set()
+    return dg.AssetCheckResult(passed=not leaked and not outside, metadata={
+        "evaluated": len(evaluated), "in_train_split": len(leaked), "holdout_set_pages_outside_holdout": len(outside),
+        "examples": dg.MetadataValue.json(sorted(leaked | outside)[:10]),
+    })
+
+
+@dg.asset_check(asset=fid_report, blocking=True, partitions_def=EVAL_SETS,
+                description="A report made with the random-init Inception says so in its markdown and metadata.")
+def random_init_flagged(context: dg.AssetCheckExecutionContext, store: StoreResource) -> dg.AssetCheckResult:
+    st, set_name = store.get(), context.partition_key
+    record = _read_record(st, set_name)
+    markdown = st.read_bytes(f"{st.latest_dir('fid_report', set_name)}/report.md").decode()
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=fid_report.key, asset_partitions=[set_name]), limit=1).records
+    meta = records[0].asset_materialization.metadata if records else {}
+    flag = getattr(meta.get("random_init"), "value", None)
+    note = getattr(meta.get("random_init_note"), "value", "")
+    random_rows = any(r["random_init"] for r in record["rows"].values())
+    ok = flag == random_rows and (not random_rows or (RANDOM_INIT_NOTE in markdown and note == RANDOM_INIT_NOTE))
+    return dg.AssetCheckResult(passed=ok, metadata={"random_init": random_rows, "metadata_flag": str(flag),
+                                                    "markdown_says_so": RANDOM_INIT_NOTE in markdown})
+
+
+# --- promotion ---------------------------------------------------------------------------------
+
+
+@dg.asset(
+    deps=[fid_report],
+    group_name=GROUP,
+    kinds={"mlflow"},
+    description="The `champion` alias of the registered colorizer: moved to the candidate only when its reports on every "
+                "gating set (evaluation.gate.sets) pass the gate against the current champion.",
+)
+def champion_model(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
+                   mlflow: MlflowResource) -> dg.MaterializeResult:
+    cfg, st = _config(settings), store.get()
+    reports = {s: _read_record(st, s) for s in cfg.gate.sets}
+    with mlflow.run(context, params={"gate": cfg.gate.model_dump(mode="json")}) as tracker:
+        current = version_by_alias("champion")
+        before = str(current.version) if current is not None else None
+        decision = decide_promotion(reports, cfg.gate.sets, before, cfg.gate.metric, cfg.gate.margin)
+        if decision.promote:
+            promote(decision.version)
+            MlflowClient().set_model_version_tag(MODEL_NAME, decision.version, "promoted_by_dagster_run", context.run.run_id)
+        after = decision.version if decision.promote else before
+        tracker.log_text("decision.json", json.dumps({"promote": decision.promote, "version": decision.version,
+                                                      "reasons": decision.reasons}, indent=1))
+    context.log.info(f"champion_model: {decision.summary}")
+    return dg.MaterializeResult(
+        metadata={"champion_version": after or "none", "previous_champion": before or "none", "promoted": decision.promote,
+                  "decision": decision.summary, "reasons": dg.MetadataValue.json(decision.reasons)},
+        data_version=dg.DataVersion(f"champion-v{after}"),
+    )
+
+
+# --- inference_benchmark -----------------------------------------------------------------------
+
+
+@dg.asset(
+    deps=[COLORIZER_FINAL],
+    group_name=GROUP,
+    pool="gpu",
+    kinds={"pytorch"},
+    description="Seconds per page for preprocessing (drafting network + StyleGAN) and colorization, median of N runs, "
+                "and peak memory, on every device present, beside the paper's Table 4.",
+)
+def inference_benchmark(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
+                        mlflow: MlflowResource) -> dg.MaterializeResult:
+    cfg, st = _config(settings), store.get()
+    with mlflow.run(context, params=cfg.benchmark.model_dump(mode="json")) as tracker:
+        model = version_by_alias("candidate") or version_by_alias("champion")
+        if model is None:
+            raise dg.Failure(f"no {MODEL_NAME} version has the alias 'candidate' or 'champion': materialize colorizer_final first")
+        path = download_bundle(f"models:/{MODEL_NAME}/{model.version}")
+        results = run_benchmarks(lambda d: ModelBundle.load(path, d), cfg.benchmark, cfg.inference_options(), context.log.info)
+        table = benchmark_table(results)
+        frame = pd.DataFrame(results)
+        markdown = (f"## Inference benchmark: {MODEL_NAME} v{model.version}\n\n" + table.to_markdown(index=False) +
+                    "\n\nPaper rows: one 512×768 page on their GPU; ours: median of the timed runs after warm-up, "
+                    "preprocessing = drafting network + StyleGAN draft, colorization = generator from uint8 page to uint8 page; "
+                    "memory: CUDA tensors, or CPU resident-set growth (a lower bound, see mangacolor/eval/benchmark.py).")
+        writer = st.begin("inference_benchmark")
+        for r in results:
+            blob = json.dumps(r, sort_keys=True, default=str).encode()
+            writer.add({"id": f"{r['device']}/{r['width']}x{r['height']}", "sha256": hashlib.sha256(blob).hexdigest(), "status": "ok",
+                        "width": r["width"], "height": r["height"]})
+        writer.write("benchmark.parquet", _parquet(frame))
+        writer.write("benchmark.md", markdown.encode())
+        version, vdir, _ = writer.commit(salt=str(model.version))
+        for r in results:
+            key = f"{r['device']}_{r['width']}x{r['height']}"
+            tracker.log_metrics({f"{key}/{k}": r[k] for k in ("preprocessing_s", "colorization_s", "total_s",
+                                                               "preprocessing_peak_mb", "colorization_peak_mb") if np.isfinite(r[k])})
+        tracker.log_text("benchmark.md", markdown)
+    meta = {**version_metadata(st, version, vdir), "model_version": str(model.version), "table": dg.MetadataValue.md(markdown),
+            "mlflow_run_id": tracker.run_id}
+    for r in results:
+        key = f"{r['device']}_{r['width']}x{r['height']}"
+        meta[f"{key}_colorization_s"] = float(r["colorization_s"])
+        if r["has_drafting"]:
+            meta[f"{key}_preprocessing_s"] = float(r["preprocessing_s"])
+    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
+
+
+@dg.asset_check(asset=inference_benchmark, description="Every configured page size was measured on every device present.")
+def benchmark_complete(settings: SettingsResource, store: StoreResource) -> dg.AssetCheckResult:
+    from mangacolor.eval.benchmark import available_devices
+
+    cfg, st = _config(settings), store.get()
+    frame = pd.read_parquet(io.BytesIO(st.read_bytes(f"{st.latest_dir('inference_benchmark')}/benchmark.parquet")))
+    want = {(d, int(s.size[0]), int(s.size[1])) for d in available_devices(cfg.benchmark.devices) for s in cfg.benchmark.sizes}
+    got = {(r.device, int(r.height), int(r.width)) for r in frame.itertuples() if np.isfinite(r.colorization_s) and r.colorization_s > 0}
+    return dg.AssetCheckResult(passed=want <= got, metadata={"missing": dg.MetadataValue.json(sorted(map(list, want - got)))})
+
+
+# --- jobs, sensor, schedule --------------------------------------------------------------------
+
+evaluate_model_job = dg.define_asset_job(
+    "evaluate_model", selection=dg.AssetSelection.assets(fid_report, champion_model),
+    description="Score the registered models on one set and promote the candidate if it passes the gate.",
+)
+reevaluate_manga109_job = dg.define_asset_job(
+    "reevaluate_manga109", selection=dg.AssetSelection.assets(fid_report),
+    description="Re-score the champion (and the current candidate and variants) on Manga109; promotes nothing.",
+)
+benchmark_job = dg.define_asset_job("benchmark_model", selection=dg.AssetSelection.assets(inference_benchmark))
+
+
+@dg.sensor(jobs=[evaluate_model_job, benchmark_job], minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+           description=f"A new version of {MODEL_NAME} in the MLflow registry: evaluate it on both sets (and promote it if it "
+                       "passes) and benchmark it. Cursor: the highest version seen.")
+def new_model_version_sensor(context: dg.SensorEvaluationContext, mlflow: MlflowResource):
+    latest = latest_version(MlflowClient(tracking_uri=mlflow.tracking_uri))
+    seen = int(context.cursor) if context.cursor else 0
+    if latest is None or latest <= seen:
+        return dg.SkipReason(f"no new version of {MODEL_NAME} (latest {latest}, seen {seen})")
+    tags = {"mangacolor/model_version": str(latest)}
+    requests = [dg.RunRequest(job_name=evaluate_model_job.name, partition_key=p, run_key=f"v{latest}-{p}", tags=tags)
+                for p in EVAL_SETS.get_partition_keys()]
+    requests.append(dg.RunRequest(job_name=benchmark_job.name, run_key=f"v{latest}-benchmark", tags=tags))
+    return dg.SensorResult(run_requests=requests, cursor=str(latest))
+
+
+def _preset_schedule() -> ScheduleConfig:
+    """The schedule section of the preset the deployment runs (MANGACOLOR_PRESET), defaults otherwise."""
+    try:
+        preset = mc_config.load_preset(os.environ.get("MANGACOLOR_PRESET", "demo"))
+        return mc_config.stage_config(preset, "evaluation", EvaluationConfig).schedule
+    except (FileNotFoundError, ValueError):
+        return ScheduleConfig()
+
+
+def build_manga109_schedule(cfg: ScheduleConfig) -> dg.ScheduleDefinition:
+    status = dg.DefaultScheduleStatus.RUNNING if cfg.status == "RUNNING" else dg.DefaultScheduleStatus.STOPPED
+
+    @dg.schedule(name="manga109_weekly", job=reevaluate_manga109_job, cron_schedule=cfg.cron,
+                 execution_timezone=cfg.timezone, default_status=status,
+                 description="Re-evaluate the champion on Manga109 (fid_report[manga109]); skips while there is no "
+                             "champion or no Manga109 pages.")
+    def manga109_weekly(context: dg.ScheduleEvaluationContext, mlflow: MlflowResource, store: StoreResource):
+        champion = None
+        try:
+            champion = MlflowClient(tracking_uri=mlflow.tracking_uri).get_model_version_by_alias(MODEL_NAME, "champion")
+        except Exception:  # noqa: BLE001 - no registered model yet is the common case
+            champion = None
+        if champion is None:
+            return dg.SkipReason(f"no {MODEL_NAME} version has the alias 'champion' yet")
+        if store.get().latest_version("manga109_pages") is None:
+            return dg.SkipReason("manga109_pages has no committed version: configure `manga109:` in the preset and materialize it")
+        return dg.RunRequest(partition_key="manga109", tags={"mangacolor/champion_version": str(champion.version)})
+
+    return manga109_weekly
+
+
+manga109_weekly = build_manga109_schedule(_preset_schedule())
