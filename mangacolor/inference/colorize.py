@@ -1,0 +1,236 @@
+"""Colorizing pages with a trained generator, exactly or fast (paper §III-B; DESIGN.md "Targets").
+
+Exact mode runs the generator on the page at its own size, as the paper does. The fast modes trade
+a measured amount of fidelity for time on CPUs (figures: benchmarks/colorize.py):
+
+- channels-last memory format and batch-norm folded into the encoder's convolutions: same maths,
+  oneDNN's faster kernels;
+- bf16 autocast: on CPUs with AVX512-BF16 or AMX the convolutions run at about twice the rate;
+- a working size: the generator runs on the page scaled so its long side is `working_long_side`,
+  and only the colour is taken from it. Colour varies slowly in a manga page while the ink carries
+  the fine detail, so the output's chroma (YCbCr Cb, Cr) is upsampled bilinearly, and its luminance
+  is the upsampled luminance plus the detail the downscaling removed from the original page
+  (original − upsample(downsample(original))), scaled by `luma_detail`. Lines stay as sharp as in
+  the input, but so do screentones, which a colorizer at full size tends to paint over; and the
+  network sees ink and tones at a scale it was not trained on. On a briefly trained model this
+  moved colours by a mean ΔE76 of about 20 from the full-size output (bf16 alone: 0.2): prefer the
+  "bf16" preset until a trained model shows the working size costs less.
+
+Hints and drafts: a hint is given as an RGBA image the size of the page (alpha > 127 marks hint
+pixels, RGB their colour), a draft as any RGB image (resized to the page).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mangacolor.io.images import from_tensor, to_tensor
+from mangacolor.models.colorizer import colorize
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    working_long_side: int | None = None  # None: run at the page's own size
+    channels_last: bool = True
+    amp_dtype: torch.dtype | None = None  # torch.bfloat16: bf16 autocast
+    fold_batchnorm: bool = True
+    luma_detail: float = 1.0  # working size only: how much of the page's own fine detail to add back
+    multiple: int = 32
+
+
+# "bf16" (the page's own size) is the fast mode to use: a mean ΔE76 of 0.2 from exact, 1/5 of the
+# 2021 layout's fp32 time on one core (benchmarks/colorize.py). "fast" adds a working size: several
+# times faster again, but a network trained at page scale sees ink and screentone at a scale it was
+# not trained on, and on a briefly trained model its colours moved by ΔE76 ≈ 20 (module docstring).
+PRESETS: dict[str, InferenceOptions] = {
+    "exact": InferenceOptions(),
+    "bf16": InferenceOptions(amp_dtype=torch.bfloat16),
+    "fast": InferenceOptions(working_long_side=512, amp_dtype=torch.bfloat16),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Model preparation
+# ---------------------------------------------------------------------------------------------
+
+
+def _fuse(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    return torch.nn.utils.fusion.fuse_conv_bn_eval(conv, bn)
+
+
+def fold_batchnorm(module: nn.Module) -> int:
+    """Fold each BatchNorm that directly follows a conv into it (eval only). Returns how many.
+
+    Covers the timm ResNet family's patterns: `convN` + `bnN` siblings and `downsample = [conv, bn]`.
+    """
+    folded = 0
+    for parent in list(module.modules()):
+        children = dict(parent.named_children())
+        for name, child in children.items():
+            if isinstance(child, nn.Conv2d) and name.startswith("conv"):
+                bn = children.get("bn" + name[4:])
+                if isinstance(bn, nn.BatchNorm2d):
+                    setattr(parent, name, _fuse(child, bn))
+                    setattr(parent, "bn" + name[4:], nn.Identity())
+                    folded += 1
+        if isinstance(parent, nn.Sequential) and len(parent) == 2:
+            conv, bn = parent[0], parent[1]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                parent[0], parent[1] = _fuse(conv, bn), nn.Identity()
+                folded += 1
+    return folded
+
+
+def prepare_generator(generator: nn.Module, options: InferenceOptions = InferenceOptions(), device: torch.device | str = "cpu") -> nn.Module:
+    """An eval-mode copy of the generator laid out for `options` (the original is left untouched)."""
+    model = copy.deepcopy(generator).eval().to(device)
+    if options.fold_batchnorm:
+        fold_batchnorm(model)
+    if options.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model.requires_grad_(False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Colour-space helpers (tensors in [0, 1])
+# ---------------------------------------------------------------------------------------------
+
+
+def rgb_to_ycbcr(rgb: torch.Tensor) -> torch.Tensor:
+    """Full-range BT.601, as JPEG: (B,3,H,W) in [0, 1] -> Y in [0, 1], Cb/Cr centred on 0."""
+    r, g, b = rgb.unbind(1)
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    return torch.stack([y, (b - y) * 0.564, (r - y) * 0.713], dim=1)
+
+
+def ycbcr_to_rgb(ycc: torch.Tensor) -> torch.Tensor:
+    y, cb, cr = ycc.unbind(1)
+    return torch.stack([y + 1.403 * cr, y - 0.344 * cb - 0.714 * cr, y + 1.773 * cb], dim=1)
+
+
+def transfer_chroma(small_rgb: torch.Tensor, bw_small: torch.Tensor, bw_full: torch.Tensor, detail: float = 1.0) -> torch.Tensor:
+    """Working-size colorization -> full size: upsampled chroma on the original page's detail.
+
+    All in [-1, 1]: `small_rgb` (B,3,h,w) the generator's output for `bw_small` (B,1,h,w), the
+    page downscaled from `bw_full` (B,1,H,W). `detail` scales the fine detail added back to the
+    luminance (1: all of it; 0: plain upsampling). Returns (B,3,H,W) in [-1, 1].
+    """
+    size = bw_full.shape[-2:]
+    up = lambda t: F.interpolate(t, size=size, mode="bilinear", align_corners=False)
+    ycc = up(rgb_to_ycbcr((small_rgb.float() + 1) / 2))
+    ink = (bw_full.float() - up(bw_small.float())) / 2  # the detail the downscaling blurred away
+    y = ycc[:, :1] + detail * ink
+    return (ycbcr_to_rgb(torch.cat([y, ycc[:, 1:]], dim=1)).clamp(0, 1) * 2 - 1).to(bw_full.dtype)
+
+
+def resize_hint(hint: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Downscale a (B,4,H,W) hint so no hint point vanishes: a cell is hinted if any pixel in it
+    was, with the mean colour of its hinted pixels."""
+    if hint.shape[-2:] == tuple(size):
+        return hint
+    mask = F.interpolate(hint[:, 3:], size=size, mode="area")
+    rgb = F.interpolate(hint[:, :3], size=size, mode="area") / mask.clamp_min(1e-6)
+    on = (mask > 0).to(hint.dtype)
+    return torch.cat([rgb * on, on], dim=1)
+
+
+def hint_from_rgba(rgba: np.ndarray) -> torch.Tensor:
+    """User hint image (H,W,4) uint8 -> (1,4,H,W): RGB in [-1, 1] × mask, mask = alpha > 127."""
+    if rgba.ndim != 3 or rgba.shape[2] != 4:
+        raise ValueError(f"a hint must be an RGBA image (H, W, 4); got shape {rgba.shape}")
+    mask = torch.from_numpy(rgba[..., 3] > 127).float()[None, None]
+    rgb = to_tensor(rgba[..., :3])[None]
+    return torch.cat([rgb * mask, mask], dim=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Colorizing
+# ---------------------------------------------------------------------------------------------
+
+
+def working_size(height: int, width: int, long_side: int | None) -> tuple[int, int]:
+    if long_side is None or max(height, width) <= long_side:
+        return height, width
+    s = long_side / max(height, width)
+    return max(1, round(height * s)), max(1, round(width * s))
+
+
+def colorize_pages(
+    generator: nn.Module,
+    bw: torch.Tensor,
+    hint: torch.Tensor | None = None,
+    draft: torch.Tensor | None = None,
+    options: InferenceOptions = InferenceOptions(),
+) -> torch.Tensor:
+    """(B,1,H,W) pages in [-1, 1] -> (B,3,H,W) colorizations, with `options` applied.
+
+    `generator` should come from `prepare_generator(…, options)`; inputs go to its device.
+    """
+    p = next(generator.parameters())
+    bw = bw.to(p.device, torch.float32)
+    h, w = bw.shape[-2:]
+    wh, ww = working_size(h, w, options.working_long_side)
+    small = bw if (wh, ww) == (h, w) else F.interpolate(bw, size=(wh, ww), mode="area")
+    if hint is not None:
+        hint = resize_hint(hint.to(p.device, torch.float32), (wh, ww))
+    if draft is not None:
+        draft = draft.to(p.device, torch.float32)
+    fmt = torch.channels_last if options.channels_last else torch.contiguous_format
+    args = [t.contiguous(memory_format=fmt) if t is not None else None for t in (small, hint, draft)]
+    amp = (
+        torch.autocast(device_type=p.device.type, dtype=options.amp_dtype)
+        if options.amp_dtype is not None
+        else torch.autocast(device_type=p.device.type, enabled=False)
+    )
+    with torch.inference_mode(), amp:
+        out = colorize(generator, *args, multiple=options.multiple).float()
+    if (wh, ww) != (h, w):
+        out = transfer_chroma(out, small, bw, options.luma_detail)
+    return out.contiguous()
+
+
+def colorize_page(
+    generator: nn.Module,
+    page: np.ndarray,
+    hint: np.ndarray | None = None,
+    draft: np.ndarray | None = None,
+    options: InferenceOptions = InferenceOptions(),
+) -> np.ndarray:
+    """One page: uint8 (H,W) grey (or (H,W,3), converted to grey) -> uint8 (H,W,3) colour.
+
+    `hint`: RGBA uint8 (H,W,4) or None; `draft`: uint8 RGB of any size or None.
+    """
+    if page.ndim == 3:
+        page = (page[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).round().astype(np.uint8)
+    if hint is not None and hint.shape[:2] != page.shape[:2]:
+        raise ValueError(f"hint is {hint.shape[1]}×{hint.shape[0]} but the page is {page.shape[1]}×{page.shape[0]}")
+    out = colorize_pages(
+        generator,
+        to_tensor(page)[None],
+        hint_from_rgba(hint) if hint is not None else None,
+        to_tensor(draft)[None] if draft is not None else None,
+        options,
+    )
+    return from_tensor(out[0])
+
+
+__all__ = [
+    "InferenceOptions",
+    "PRESETS",
+    "colorize_page",
+    "colorize_pages",
+    "fold_batchnorm",
+    "hint_from_rgba",
+    "prepare_generator",
+    "resize_hint",
+    "rgb_to_ycbcr",
+    "transfer_chroma",
+    "working_size",
+    "ycbcr_to_rgb",
+]

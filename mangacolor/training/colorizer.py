@@ -1,0 +1,469 @@
+"""Training loop of the colorization network: the paper's steps 1 and 2 and the final fine-tune.
+
+Paper §III (training scheme), §III-B eq. 2–3, §IV-B-3 and Appendix D:
+
+- step="adapt" (step 1, adversarial domain adaptation): synthetic black-and-white pages with their
+  colour originals are learnt supervised (MAE + perceptual) and adversarially; real black-and-white
+  pages, colorized with an empty hint, are judged by the same discriminator (λ_real^G, λ_real^D).
+  Several generator snapshots are saved, each with a sample grid, for a person to pick from.
+- step="self_train" (step 2): synthetic pairs plus real pages with pseudolabels (colorings by the
+  picked snapshots), all supervised, with the adversarial loss on both together; batch 8.
+- step="finetune": supervised only, on real matched page pairs, at most two epochs.
+
+Adam, lr 1e-4 (G) / 4e-4 (D) ("imbalanced learning rate", §IV-B-3), Xavier init, 15 epochs of
+batch 4 in step 1, the cue schedule of Appendix D. Every random choice of a step (which pages,
+crops, cues) is drawn from generators seeded by (seed, step), so a run resumed from a checkpoint
+replays exactly what an uninterrupted run would have done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import ConcatDataset, Dataset
+
+from mangacolor.device import DeviceSpec
+from mangacolor.io.images import encode_png, from_tensor, read_image, thumbnail_grid, to_tensor
+from mangacolor.losses.colorization import (
+    FINETUNE_WEIGHTS,
+    STEP1_WEIGHTS,
+    STEP2_WEIGHTS,
+    LossWeights,
+    PerceptualLoss,
+    discriminator_loss,
+    generator_loss,
+)
+from mangacolor.models.colorizer import ColorizerConfig, build_generator
+from mangacolor.models.discriminator import ColorizationDiscriminator, DiscriminatorConfig
+from mangacolor.tracking import Tracker
+from mangacolor.training.checkpoint import Checkpointer, save_weights
+from mangacolor.training.cues import CueConfig, sample_cues
+
+log = logging.getLogger(__name__)
+
+Step = Literal["adapt", "self_train", "finetune"]
+# A sample is a dict of uint8 arrays: "bw" HxW, "color" HxWx3 (pairs), "draft" hxwx3 (optional).
+Sample = dict[str, np.ndarray]
+# Augmentation: takes a sample and the step's NumPy generator, returns a sample whose "bw" and "color"
+# have the training crop size. The paper's pipeline (flip, mirror pad + crop, colour jitter, 3% grey
+# inputs) lives in mangacolor/data/augment.py; without one, `random_crop` below is used.
+Augment = Callable[[Sample, np.random.Generator], Sample]
+
+# Appendix D: (epochs, batch size, loss weights) per step. Step 2's epochs are not given: as step 1.
+STEP_DEFAULTS: dict[str, tuple[int, int, LossWeights]] = {
+    "adapt": (15, 4, STEP1_WEIGHTS),
+    "self_train": (15, 8, STEP2_WEIGHTS),
+    "finetune": (2, 4, FINETUNE_WEIGHTS),
+}
+
+
+@dataclass
+class ColorizerTrainConfig:
+    generator: ColorizerConfig = field(default_factory=ColorizerConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    cues: CueConfig = field(default_factory=CueConfig)
+    losses: LossWeights | None = None  # None: the step's weights from Appendix D
+    epochs: int | None = None  # None: the step's default (STEP_DEFAULTS)
+    batch_size: int | None = None
+    crop: tuple[int, int] = (768, 512)  # (H, W): Appendix B trains on 3:2 portrait crops
+    lr_g: float = 1e-4
+    lr_d: float = 4e-4
+    betas: tuple[float, float] = (0.5, 0.999)  # not in the paper; the usual GAN choice
+    perceptual_layers: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
+    vgg_weights: str | None = None  # None: ~/.cache/torch/hub/checkpoints/vgg16-397923af.pth
+    allow_random_vgg: bool = False  # tests / demo only: random VGG16 when the file is missing
+    seed: int = 0
+    max_steps: int | None = None  # stop early (demo, tests); None: the full epochs
+    checkpoint_every: int = 500
+    log_every: int = 10
+    sample_count: int = 4  # pages per sample grid
+
+    def resolved(self, step: Step) -> tuple[int, int, LossWeights]:
+        if step not in STEP_DEFAULTS:
+            raise ValueError(f"step must be one of {list(STEP_DEFAULTS)}; got {step!r}")
+        epochs, batch, weights = STEP_DEFAULTS[step]
+        return self.epochs or epochs, self.batch_size or batch, self.losses or weights
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+
+
+def _load(item: np.ndarray | str | Path, mode: str) -> np.ndarray:
+    return item if isinstance(item, np.ndarray) else read_image(item, mode=mode)
+
+
+class PairDataset(Dataset):
+    """Aligned black-and-white / colour pages (synthetic pairs, pseudolabels, matched real pairs).
+
+    Each list holds uint8 arrays or image paths (read on access); `drafts` optional, None entries allowed.
+    """
+
+    def __init__(self, bw: Sequence, color: Sequence, drafts: Sequence | None = None):
+        if len(bw) != len(color) or (drafts is not None and len(drafts) != len(bw)):
+            raise ValueError(f"PairDataset: {len(bw)} bw pages, {len(color)} colour pages, drafts {len(drafts or [])}")
+        self.bw, self.color, self.drafts = bw, color, drafts
+
+    def __len__(self) -> int:
+        return len(self.bw)
+
+    def __getitem__(self, i: int) -> Sample:
+        sample = {"bw": _load(self.bw[i], "L"), "color": _load(self.color[i], "RGB")}
+        if self.drafts is not None and self.drafts[i] is not None:
+            sample["draft"] = _load(self.drafts[i], "RGB")
+        return sample
+
+
+class BwDataset(Dataset):
+    """Real black-and-white pages without colour (step 1's adversarial domain)."""
+
+    def __init__(self, bw: Sequence, drafts: Sequence | None = None):
+        self.bw, self.drafts = bw, drafts
+
+    def __len__(self) -> int:
+        return len(self.bw)
+
+    def __getitem__(self, i: int) -> Sample:
+        sample = {"bw": _load(self.bw[i], "L")}
+        if self.drafts is not None and self.drafts[i] is not None:
+            sample["draft"] = _load(self.drafts[i], "RGB")
+        return sample
+
+
+def random_crop(sample: Sample, size: tuple[int, int], rng: np.random.Generator | None) -> Sample:
+    """Mirror-pad pages smaller than `size`, then crop (random, or centred when rng is None).
+
+    The same window is cut from "bw" and "color"; the draft is global (a whole-page 256×256) and kept.
+    """
+    h, w = sample["bw"].shape[:2]
+    th, tw = size
+    ph, pw = max(0, th - h), max(0, tw - w)
+    out = dict(sample)
+    if rng is None:
+        top, left = (h + ph - th) // 2, (w + pw - tw) // 2
+    else:
+        top, left = int(rng.integers(0, h + ph - th + 1)), int(rng.integers(0, w + pw - tw + 1))
+    for key in ("bw", "color"):
+        if key in sample:
+            a = sample[key]
+            if ph or pw:
+                pad = ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)) + ((0, 0),) * (a.ndim - 2)
+                a = np.pad(a, pad, mode="symmetric")
+            out[key] = a[top : top + th, left : left + tw]
+    return out
+
+
+def augment_from_paired(augmentation: Callable[..., dict]) -> Augment:
+    """Adapt `mangacolor.data.augment.PairedAugmentation` (keyword call with a seed) to `Augment`.
+
+    The colour page is the target and the source of the 3% grey substitution; a page without
+    colour (real black-and-white) is its own dummy target.
+    """
+
+    def apply(sample: Sample, rng: np.random.Generator) -> Sample:
+        seed = int(rng.integers(2**31 - 1))
+        if "color" in sample:
+            out = augmentation(input=sample["bw"], target=sample["color"], color_for_grey=sample["color"], seed=seed)
+            return sample | {"bw": out["input"], "color": out["target"]}
+        out = augmentation(input=sample["bw"], target=sample["bw"], seed=seed)
+        return sample | {"bw": out["input"]}
+
+    return apply
+
+
+def _stream_indices(n: int, start: int, count: int, seed: int, salt: int) -> list[int]:
+    """Items start..start+count of an endless sequence of shuffles of range(n), shuffle k seeded by (seed, salt, k)."""
+    out = []
+    for pos in range(start, start + count):
+        k, j = divmod(pos, n)
+        perm = np.random.default_rng([seed, salt, k]).permutation(n)
+        out.append(int(perm[j]))
+    return out
+
+
+def collate(samples: list[Sample], device: torch.device) -> dict[str, torch.Tensor]:
+    """uint8 samples -> float tensors in [-1, 1] on `device`; drafts stacked with a validity mask."""
+    batch = {"bw": torch.stack([to_tensor(s["bw"]) for s in samples]).to(device)}
+    if all("color" in s for s in samples):
+        batch["color"] = torch.stack([to_tensor(s["color"]) for s in samples]).to(device)
+    if any("draft" in s for s in samples):
+        shape = next(s["draft"].shape for s in samples if "draft" in s)
+        drafts = [to_tensor(s["draft"]) if "draft" in s else torch.zeros(3, *shape[:2]) for s in samples]
+        batch["draft"] = torch.stack(drafts).to(device)
+        batch["has_draft"] = torch.tensor(["draft" in s for s in samples])
+    return batch
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Snapshot:
+    step: int
+    epoch: int
+    weights: str
+    samples: str
+
+
+@dataclass
+class ColorizerTrainResult:
+    generator: Path
+    discriminator: Path | None
+    snapshots: list[Snapshot]
+    steps: int
+    final_metrics: dict[str, float]
+    perceptual_random: bool
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "wb") as f:
+        f.write(encode_png(image))
+    os.replace(tmp, path)
+
+
+def sample_grid(generator: nn.Module, pairs: dict[str, torch.Tensor] | None, real: dict[str, torch.Tensor] | None) -> np.ndarray:
+    """Rows of [bw, colorized, target] for pairs and [bw, colorized] for real pages; no hints, no draft."""
+    was_training = generator.training
+    generator.eval()
+    rows = []
+    with torch.no_grad():
+        for batch in (pairs, real):
+            if batch is None:
+                continue
+            bw = batch["bw"]
+            zeros_h = bw.new_zeros(bw.shape[0], 4, *bw.shape[-2:])
+            fake = generator(bw, zeros_h, bw.new_zeros(bw.shape[0], 3, *bw.shape[-2:]))
+            for i in range(bw.shape[0]):
+                tiles = [from_tensor(bw[i]), from_tensor(fake[i])]
+                if "color" in batch:
+                    tiles.append(from_tensor(batch["color"][i]))
+                rows.append(thumbnail_grid(tiles, height=192))
+    generator.train(was_training)
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    return np.concatenate(rows, axis=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------
+
+
+def _as_spec(device: DeviceSpec | torch.device | str, seed: int) -> DeviceSpec:
+    if isinstance(device, DeviceSpec):
+        return device
+    return DeviceSpec(device=torch.device(device), amp_dtype=None, seed=seed)
+
+
+def train_colorizer(
+    cfg: ColorizerTrainConfig,
+    synthetic_pairs: Dataset,
+    real_bw: Dataset | None,
+    out_dir: str | Path,
+    device: DeviceSpec | torch.device | str,
+    tracker: Tracker,
+    progress: Callable[[str], None] | None = None,
+    step: Step = "adapt",
+    init_weights: str | Path | None = None,
+    snapshot_every: int | None = None,
+    augment: Augment | None = None,
+) -> ColorizerTrainResult:
+    """Train (or resume training) one step of the colorization network; see the module docstring.
+
+    `synthetic_pairs`: the supervised pairs (for "finetune", the matched real page pairs).
+    `real_bw`: "adapt": real black-and-white pages; "self_train": real pages with pseudolabels
+    (a pair dataset); "finetune": unused. `init_weights`: a generator safetensors file to start from
+    (else Xavier + the configured encoder file). `snapshot_every`: steps between generator snapshots
+    with sample grids (default: one per epoch). Output files go under `out_dir`: checkpoints/,
+    snapshots/step-N/{generator.safetensors, samples.png}, generator.safetensors, discriminator.safetensors.
+    """
+    spec = _as_spec(device, cfg.seed)
+    dev = spec.device
+    epochs, batch_size, weights = cfg.resolved(step)
+    out_dir = Path(out_dir)
+    say = progress or (lambda _msg: None)
+
+    if step == "adapt" and (real_bw is None or len(real_bw) == 0):
+        raise ValueError("step 'adapt' needs real black-and-white pages (real_bw) for adversarial adaptation")
+    if step == "self_train":
+        if real_bw is None or "color" not in real_bw[0]:
+            raise ValueError("step 'self_train' needs real pages with pseudolabels: pass a PairDataset as real_bw")
+        supervised: Dataset = ConcatDataset([synthetic_pairs, real_bw])
+    else:
+        supervised = synthetic_pairs
+    if len(supervised) == 0:
+        raise ValueError(f"step {step!r}: no training pairs")
+    adversarial = weights.syn > 0 or weights.real_g > 0
+    unpaired_real = real_bw if step == "adapt" else None
+
+    # Build. Seeding first makes the Xavier init (and so a fresh run) reproducible.
+    torch.manual_seed(cfg.seed)
+    generator = build_generator(cfg.generator, init_weights).to(dev).train()
+    discriminator = ColorizationDiscriminator(cfg.discriminator).to(dev).train() if adversarial else None
+    perceptual = (
+        PerceptualLoss(cfg.perceptual_layers, cfg.vgg_weights, cfg.allow_random_vgg).to(dev) if weights.per else None
+    )
+    opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr_g, betas=cfg.betas)
+    modules: dict[str, nn.Module] = {"g": generator}
+    optimizers: dict[str, torch.optim.Optimizer] = {"g": opt_g}
+    if discriminator is not None:
+        opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr_d, betas=cfg.betas)
+        modules["d"], optimizers["d"] = discriminator, opt_d
+    scaler = torch.amp.GradScaler(dev.type, enabled=spec.amp_dtype == torch.float16)
+
+    steps_per_epoch = max(1, len(supervised) // batch_size)
+    total_steps = epochs * steps_per_epoch
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, cfg.max_steps)
+    snapshot_every = snapshot_every or steps_per_epoch
+
+    checkpointer = Checkpointer(out_dir / "checkpoints")
+    state = checkpointer.restore(modules, optimizers)
+    start = state["step"] if state else 0
+    snapshots = [Snapshot(**s) for s in state["extra"].get("snapshots", [])] if state else []
+    if state:
+        log.info("colorizer %s: resumed from %s at step %d", step, state["path"], start)
+        say(f"colorizer {step}: resumed from {state['path']} at step {start}/{total_steps}")
+    tracker.log_params({"step": step, "epochs": epochs, "batch_size": batch_size, "total_steps": total_steps,
+                        "loss_weights": weights.to_dict(), "config": cfg.to_dict(), "resumed_at": start})
+    if perceptual is not None and perceptual.random_init:
+        tracker.log_text("WARNING_random_vgg.txt", "perceptual loss used a random VGG16: not the paper's loss\n")
+
+    def fixed_batch(dataset: Dataset | None) -> dict[str, torch.Tensor] | None:
+        if dataset is None:
+            return None
+        n = min(cfg.sample_count, len(dataset))
+        return collate([random_crop(dataset[i], cfg.crop, None) for i in range(n)], dev)
+
+    grid_pairs, grid_real = fixed_batch(supervised), fixed_batch(unpaired_real)
+
+    def load(dataset: Dataset, it: int, salt: int, np_rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        samples = []
+        for i in _stream_indices(len(dataset), it * batch_size, batch_size, cfg.seed, salt):
+            sample = dataset[i]
+            sample = augment(sample, np_rng) if augment is not None else random_crop(sample, cfg.crop, np_rng)
+            samples.append(sample)
+        return collate(samples, dev)
+
+    def save_snapshot(it: int, epoch: int) -> None:
+        folder = out_dir / "snapshots" / f"step-{it:08d}"
+        meta = {"generator_config": cfg.generator.to_dict(), "step": it, "epoch": epoch, "train_step": step}
+        save_weights(folder / "generator.safetensors", generator, meta)
+        grid = sample_grid(generator, grid_pairs, grid_real)
+        _write_png(folder / "samples.png", grid)
+        tracker.log_image(f"samples/step-{it:08d}.png", grid)
+        snapshots.append(Snapshot(it, epoch, str(folder / "generator.safetensors"), str(folder / "samples.png")))
+
+    def checkpoint(it: int) -> None:
+        checkpointer.save(it, modules, optimizers, {"snapshots": [dataclasses.asdict(s) for s in snapshots]})
+
+    parts: dict[str, Any] = {}
+    for it in range(start, total_steps):
+        epoch = it // steps_per_epoch + 1
+        rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + it)
+        np_rng = np.random.default_rng([cfg.seed, it])
+
+        pairs = load(supervised, it, 0, np_rng)
+        cues = sample_cues(pairs, epoch, rng, cfg.cues)
+        with spec.autocast():
+            fake = generator(pairs["bw"], cues.hint, cues.draft)
+        fake_real = None
+        if unpaired_real is not None:
+            real = load(unpaired_real, it, 1, np_rng)
+            real_cues = sample_cues(real, epoch, rng, cfg.cues, hints=False)  # Ĥ: empty hint (eq. 9)
+            with spec.autocast():
+                fake_real = generator(real["bw"], real_cues.hint, real_cues.draft)
+
+        # Discriminator: real colour pages against detached colorizations (eq. 3).
+        parts = {}
+        if discriminator is not None:
+            discriminator.requires_grad_(True)
+            with spec.autocast():
+                d_loss, d_parts = discriminator_loss(
+                    weights,
+                    discriminator(pairs["color"]),
+                    discriminator(fake.detach()),
+                    discriminator(fake_real.detach()) if fake_real is not None else None,
+                )
+            opt_d.zero_grad(set_to_none=True)
+            scaler.scale(d_loss).backward()
+            scaler.step(opt_d)
+            parts.update(d_parts)
+            discriminator.requires_grad_(False)  # G's step needs gradients through D, not into it
+
+        # Generator (eq. 2).
+        with spec.autocast():
+            g_loss, g_parts = generator_loss(
+                weights,
+                fake,
+                pairs["color"],
+                perceptual,
+                discriminator(fake) if discriminator is not None else None,
+                discriminator(fake_real) if (discriminator is not None and fake_real is not None) else None,
+            )
+        opt_g.zero_grad(set_to_none=True)
+        scaler.scale(g_loss).backward()
+        scaler.step(opt_g)
+        scaler.update()
+        parts.update(g_parts)
+
+        done = it + 1
+        if done % cfg.log_every == 0 or done == total_steps:
+            metrics = {k: float(v) for k, v in parts.items()} | {"epoch": float(epoch)}
+            tracker.log_metrics(metrics, step=done)
+            say(f"colorizer {step}: step {done}/{total_steps} epoch {epoch} " + " ".join(
+                f"{k}={v:.4f}" for k, v in metrics.items() if k in ("g_mae", "g_total", "d_total")))
+        if done % snapshot_every == 0 or done == total_steps:
+            save_snapshot(done, epoch)
+        if done % cfg.checkpoint_every == 0 or done == total_steps:
+            checkpoint(done)
+
+    meta = {"generator_config": cfg.generator.to_dict(), "steps": total_steps, "train_step": step,
+            "perceptual_random": bool(perceptual is not None and perceptual.random_init)}
+    g_path = save_weights(out_dir / "generator.safetensors", generator, meta)
+    d_path = None
+    if discriminator is not None:
+        d_path = save_weights(out_dir / "discriminator.safetensors", discriminator,
+                              {"discriminator_config": cfg.discriminator.to_dict(), "steps": total_steps})
+    return ColorizerTrainResult(
+        generator=g_path,
+        discriminator=d_path,
+        snapshots=snapshots,
+        steps=total_steps,
+        final_metrics={k: float(v) for k, v in parts.items()},
+        perceptual_random=bool(perceptual is not None and perceptual.random_init),
+    )
+
+
+__all__ = [
+    "Augment",
+    "BwDataset",
+    "ColorizerTrainConfig",
+    "ColorizerTrainResult",
+    "PairDataset",
+    "STEP_DEFAULTS",
+    "Snapshot",
+    "augment_from_paired",
+    "collate",
+    "random_crop",
+    "sample_grid",
+    "train_colorizer",
+]
