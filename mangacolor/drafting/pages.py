@@ -1,0 +1,422 @@
+"""The drafting stage over store manifests (paper §III-A, §IV-B-1/2, §IV-C-1/2): what the drafting assets call.
+
+1. `blur_stage`: every colour page resized to 256x256 and blurred (`mangacolor.drafting.blur`); rows
+   keep `source_id` / `source_uri`, the colour page they were made from.
+2. StyleGAN2 is trained on `SquarePages` of those pages (`mangacolor.training.stylegan`); its EMA
+   generator is measured by `generator_report` (FID/KID against the blurred pages, a truncation grid).
+3. Two pSp encoders into its W+ (`mangacolor.training.drafting`), both on `DraftPairs` whose target is
+   the blurred colour page: the inversion encoder reads the colour page (`inversion_rows`), the
+   drafting network a black-and-white version of it (`drafting_rows`: the synthetic page made from
+   it, or its grey conversion when there is none).
+4. `drafts_stage`: coloring drafts of the colour training pages made with the *inversion* encoder
+   (§IV-B-3: the drafting network would overfit its own training pages), each with its W+ code.
+
+Every encoder input is resized to the paper's 256x256 first (X_res, Y_res of Appendix C); the
+encoder itself then resizes to its `input_size`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import save as save_safetensors
+
+from mangacolor.config import stage_config
+from mangacolor.data.datasets import ok_rows
+from mangacolor.device import DeviceSpec
+from mangacolor.drafting.blur import BlurConfig, blur_page, detail_kept, resize_square
+from mangacolor.io.images import ImageError, encode_png, from_tensor, read_image, to_tensor
+from mangacolor.io.store import UNPARTITIONED, Store, VersionWriter, safe_part, sha256_bytes
+from mangacolor.models.psp import PSp, load_psp
+from mangacolor.models.stylegan2 import Generator
+from mangacolor.synthetic.pages import WEIGHTS_PATH
+from mangacolor.training.drafting import PSpTrainConfig
+from mangacolor.training.stylegan import StyleGANTrainConfig, sample_grid
+
+RANDOM_INIT_NOTE = "random-init Inception: not comparable to published FID"
+GREY_FALLBACK_NOTE = "trained on grey conversions: synthetic_bw_pages not materialized"
+LATENTS_FILE = "latents.safetensors"
+# Loop settings that do not change what a step computes: a retry with other values (or more steps) resumes.
+STYLEGAN_LOOP_ONLY = {"iterations", "log_every", "sample_every", "checkpoint_every", "n_samples", "truncations"}
+PSP_LOOP_ONLY = {"epochs", "log_every", "sample_every", "checkpoint_every", "n_samples"}
+
+
+# --- configuration -------------------------------------------------------------------------------
+
+
+class GeneratorReportConfig(BaseModel):
+    """Preset `stylegan.report:`: how the trained generator is measured and shown."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fid_samples: int = Field(1000, ge=2, description="generated images, and at most as many blurred pages")
+    inception: str = Field("auto", description="auto (user-placed FID weights), random (demo/tests) or a .pth path")
+    resize: str = "bilinear-torch"
+    fid_method: str = "sqrtm"
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    n_boot: int = 0
+    batch_size: int = 16
+    truncations: list[float] = Field(default_factory=lambda: [1.0, 0.7, 0.5, 0.0])
+    grid_columns: int = 6
+    seed: int = 0
+
+
+class DraftsConfig(BaseModel):
+    """Preset section `coloring_drafts:`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    size: int = Field(256, description="side of the stored draft PNG (the paper's S is 256x256)")
+    batch_size: int = 8
+
+
+def stylegan_config(preset: dict) -> tuple[StyleGANTrainConfig, GeneratorReportConfig]:
+    """The `stylegan:` section: training fields (StyleGANTrainConfig) plus its `report:` subsection."""
+    section = dict(preset.get("stylegan") or {})
+    report = GeneratorReportConfig.model_validate(section.pop("report", None) or {})
+    return stage_config({"stylegan": section}, "stylegan", StyleGANTrainConfig), report
+
+
+def psp_config(preset: dict, section: str, input_nc: int) -> PSpTrainConfig:
+    """A pSp section with the input channels its role fixes (3: inversion encoder, 1: drafting network)."""
+    cfg = stage_config(preset, section, PSpTrainConfig)
+    given = (preset.get(section) or {}).get("input_nc")
+    if given is not None and given != input_nc:
+        raise ValueError(f"preset section {section!r}: input_nc is {input_nc} for this network, got {given}; remove the key")
+    return dataclasses.replace(cfg, input_nc=input_nc)
+
+
+def checkpoint_key(cfg, loop_only: set[str], **more) -> dict:
+    """What decides whether a checkpoint can be resumed: the config minus loop-only settings, plus `more`."""
+    values = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else cfg.model_dump(mode="json")
+    return {**{k: v for k, v in values.items() if k not in loop_only}, **more}
+
+
+# --- 1. blurred pages ----------------------------------------------------------------------------
+
+
+@dataclass
+class StageSummary:
+    ok: int = 0
+    quarantined: int = 0
+    detail_kept: list[float] = field(default_factory=list)
+    shown: list[np.ndarray] = field(default_factory=list)
+
+
+def _page_name(row: dict, used: set[str]) -> str:
+    name = safe_part(str(row["page"]).replace("/", "-").rsplit(".", 1)[0])
+    while name in used:
+        name += "_"
+    used.add(name)
+    return name
+
+
+def blur_stage(rows: pd.DataFrame, store: Store, writer: VersionWriter, cfg: BlurConfig,
+               progress: Callable[[int, str], None] | None = None, n_shown: int = 3) -> StageSummary:
+    """Blurred (size x size) colour page per ok row of `color_pages`; unreadable pages are quarantined."""
+    summary, used = StageSummary(), set()
+    for n, row in enumerate(rows.sort_values("id").to_dict("records"), 1):
+        out = {"id": row["id"], "title": row["title"], "page": row["page"], "source_uri": row["uri"],
+               "source_id": row["id"], "source_sha256": row.get("sha256")}
+        try:
+            page = read_image(store.read_bytes(row["uri"]), mode="RGB")
+            blurred = blur_page(page, cfg.size, cfg.sigma)
+        except ImageError as exc:
+            writer.add({**out, "status": "quarantined", "reason": exc.reason})
+            summary.quarantined += 1
+        else:
+            data = encode_png(blurred)
+            path = writer.write(f"pages/{_page_name(row, used)}.png", data)
+            kept = detail_kept(page, blurred)
+            writer.add({**out, "path": path, "width": cfg.size, "height": cfg.size, "sha256": sha256_bytes(data),
+                        "status": "ok", "reason": None, "detail_kept": kept})
+            summary.ok += 1
+            summary.detail_kept.append(kept)
+            if len(summary.shown) < 2 * n_shown:
+                summary.shown += [page, blurred]
+        if progress:
+            progress(n, row["id"])
+    return summary
+
+
+# --- datasets ------------------------------------------------------------------------------------
+
+
+class SquarePages(torch.utils.data.Dataset):
+    """uint8 (size, size, 3) pages from store uris: StyleGAN's training images.
+
+    Decoded pages are kept in memory while they fit in `cache_bytes` (the demo's whole set does),
+    so the thousands of reads of a training run hit the store once per page.
+    """
+
+    def __init__(self, store: Store, uris: list[str], size: int, cache_bytes: int = 512 * 2**20):
+        self.store, self.uris, self.size = store, list(uris), size
+        self._cache: dict[int, np.ndarray] | None = {} if len(self.uris) * size * size * 3 <= cache_bytes else None
+
+    def __len__(self) -> int:
+        return len(self.uris)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if self._cache is not None and i in self._cache:
+            return self._cache[i]
+        image = resize_square(read_image(self.store.read_bytes(self.uris[i]), mode="RGB"), self.size)
+        if self._cache is not None:
+            self._cache[i] = image
+        return image
+
+
+class DraftPairs(torch.utils.data.Dataset):
+    """(input page, blurred colour page), both uint8 resized to size x size: pSp's training pairs.
+
+    `input_mode` "RGB" for the inversion encoder, "L" for the drafting network (a colour input read
+    with "L" is its grey conversion, ITU-R 601 luma).
+    """
+
+    def __init__(self, store: Store, rows: pd.DataFrame, input_mode: str, size: int = 256):
+        self.store, self.size, self.input_mode = store, size, input_mode
+        self.input_uris, self.target_uris = list(rows["input_uri"]), list(rows["uri"])
+        self.ids = list(rows["id"])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        x = resize_square(read_image(self.store.read_bytes(self.input_uris[i]), mode=self.input_mode), self.size)
+        y = resize_square(read_image(self.store.read_bytes(self.target_uris[i]), mode="RGB"), self.size)
+        return x, y
+
+
+def blurred_rows(store: Store, titles: list[str]) -> pd.DataFrame:
+    """Ok rows of `blurred_color_pages` for `titles`, sorted by id, with `uri`."""
+    rows = ok_rows(store, "blurred_color_pages", titles)
+    return rows.sort_values("id").reset_index(drop=True)
+
+
+def inversion_rows(store: Store, titles: list[str]) -> pd.DataFrame:
+    """Inversion encoder pairs: the colour page each blurred page was made from -> that blurred page."""
+    rows = blurred_rows(store, titles)
+    rows["input_uri"] = rows["source_uri"]
+    rows["input_kind"] = "colour"
+    return rows
+
+
+def drafting_rows(store: Store, titles: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Drafting network pairs: the synthetic black-and-white page made from a colour page -> its blurred page.
+
+    A title without `synthetic_bw_pages` (or a page without a synthetic version) falls back to the grey
+    conversion of the colour page. Returns (rows, titles that fell back entirely).
+    """
+    rows = blurred_rows(store, titles)
+    synthetic = [t for t in titles if store.latest_version("synthetic_bw_pages", t)]
+    by_source: dict[str, str] = {}
+    if synthetic:
+        syn = ok_rows(store, "synthetic_bw_pages", synthetic)
+        by_source = dict(zip(syn["source_id"], syn["uri"]))
+    rows["input_uri"] = [by_source.get(s, u) for s, u in zip(rows["source_id"], rows["source_uri"])]
+    rows["input_kind"] = ["synthetic" if s in by_source else "grey" for s in rows["source_id"]]
+    grey_titles = sorted(set(rows.loc[rows["input_kind"] == "grey", "title"]) - set(synthetic))
+    return rows, grey_titles
+
+
+def rows_digest(rows: pd.DataFrame, columns: tuple[str, ...] = ("id", "sha256", "input_uri")) -> str:
+    """Which pairs (ids, content, inputs) a model is trained on, as a short digest."""
+    present = [c for c in columns if c in rows]
+    h = hashlib.sha256()
+    for values in sorted(rows[present].astype(str).itertuples(index=False, name=None)):
+        h.update("|".join(values).encode() + b"\n")
+    return h.hexdigest()[:16]
+
+
+# --- 2. the generator's report -------------------------------------------------------------------
+
+
+@dataclass
+class GeneratorReport:
+    metrics: object  # mangacolor.eval.fid.MetricReport
+    reals: list[np.ndarray]
+    fakes: list[np.ndarray]
+    grid: np.ndarray
+
+
+@torch.no_grad()
+def generate(g_ema: Generator, n: int, seed: int = 0, batch_size: int = 16, truncation: float = 1.0) -> list[np.ndarray]:
+    """n uint8 images from seeded z (no global RNG)."""
+    device = g_ema.input.input.device
+    z = torch.randn(n, g_ema.style_dim, generator=torch.Generator().manual_seed(seed))
+    mean = g_ema.mean_latent(4096, torch.Generator().manual_seed(seed)) if truncation < 1 else None
+    out = []
+    for i in range(0, n, batch_size):
+        images, _ = g_ema([z[i : i + batch_size].to(device)], truncation=truncation, truncation_latent=mean,
+                          randomize_noise=False)
+        out += [from_tensor(im) for im in images]
+    return out
+
+
+def generator_report(g_ema: Generator, reals: torch.utils.data.Dataset, cfg: GeneratorReportConfig,
+                     device: torch.device | str = "cpu", cache_dir: str | Path | None = None,
+                     progress: Callable[[str], None] | None = None) -> GeneratorReport:
+    """FID/KID of `cfg.fid_samples` generated images against as many blurred pages (at the generator's
+    size, drawn by a fixed seed), and a truncation grid (one row per psi)."""
+    from mangacolor.eval.fid import FeatureExtractor, compute_fid_kid
+    from mangacolor.eval.inception import build_inception
+
+    g_ema = g_ema.eval()
+    n_real = min(cfg.fid_samples, len(reals))
+    if n_real < 2:
+        raise ValueError(f"generator_report: need at least 2 blurred pages to compare with, got {len(reals)}")
+    pick = np.sort(np.random.default_rng(cfg.seed).choice(len(reals), n_real, replace=False))
+    real_images = [reals[int(i)] for i in pick]
+    fakes = generate(g_ema, cfg.fid_samples, cfg.seed, cfg.batch_size)
+    extractor = FeatureExtractor(build_inception(cfg.inception), resize=cfg.resize, batch_size=cfg.batch_size,
+                                 device=device, cache_dir=cache_dir, progress=progress)
+    metrics = compute_fid_kid(real_images, fakes, extractor, kid_subsets=cfg.kid_subsets,
+                              kid_subset_size=cfg.kid_subset_size, n_boot=cfg.n_boot, seed=cfg.seed,
+                              fid_method=cfg.fid_method)
+    z = torch.randn(cfg.grid_columns, g_ema.style_dim, generator=torch.Generator().manual_seed(cfg.seed + 1))
+    grid = sample_grid(g_ema, z.to(g_ema.input.input.device), cfg.truncations, cfg.seed)
+    return GeneratorReport(metrics, real_images, fakes, grid)
+
+
+# --- 4. coloring drafts --------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def invert_pages(psp: PSp, pages: list[np.ndarray], spec: DeviceSpec, batch_size: int = 8) -> tuple[list[np.ndarray], torch.Tensor]:
+    """Pages (uint8, any size) -> (drafts uint8 at the generator's size, W+ (N, n_latent, style_dim) fp32 on CPU)."""
+    psp = psp.eval()
+    drafts, codes = [], []
+    for i in range(0, len(pages), batch_size):
+        batch = torch.cat([psp.prepare(to_tensor(p)[None].to(spec.device)) for p in pages[i : i + batch_size]])
+        with spec.autocast():
+            images, w_plus = psp(batch)
+        drafts += [from_tensor(im) for im in images]
+        codes.append(w_plus.float().cpu())
+    empty = torch.zeros(0, psp.n_latent, psp.decoder.style_dim)
+    return drafts, (torch.cat(codes) if codes else empty)
+
+
+def preview_triples(psp: PSp, pairs: DraftPairs, spec: DeviceSpec, n: int = 3) -> list[np.ndarray]:
+    """[input, blurred target, draft] for the first n pairs, flattened: what an encoder's metadata shows."""
+    shown = [pairs[i] for i in range(min(n, len(pairs)))]
+    drafts, _ = invert_pages(psp, [x for x, _ in shown], spec)
+    return [image for (x, y), d in zip(shown, drafts) for image in (x, y, d)]
+
+
+@dataclass
+class DraftSummary:
+    ok: int = 0
+    quarantined: int = 0
+    mse: list[float] = field(default_factory=list)
+    shown: list[np.ndarray] = field(default_factory=list)
+    latent_shape: tuple[int, int] | None = None
+
+
+def drafts_stage(rows: pd.DataFrame, store: Store, writer: VersionWriter, psp: PSp, cfg: DraftsConfig,
+                 spec: DeviceSpec, input_size: int = 256, progress: Callable[[int, str], None] | None = None,
+                 n_shown: int = 3) -> DraftSummary:
+    """Drafts of the colour pages behind `rows` (blurred_color_pages rows: `source_uri`, `source_id`, `uri`).
+
+    Writes `drafts/<page>.png` (cfg.size square) per page and one `latents.safetensors` with a
+    (n_latent, style_dim) W+ per page under the key in the row's `latent_key`. `mse_to_blurred` is
+    the draft's mean squared error to the blurred page in [0, 1] units.
+    """
+    summary, used = DraftSummary(), set()
+    records = rows.sort_values("id").to_dict("records")
+    latents: dict[str, torch.Tensor] = {}
+    for start in range(0, len(records), cfg.batch_size):
+        chunk, pages, targets = [], [], []
+        for row in records[start : start + cfg.batch_size]:
+            out = {"id": row["id"], "title": row["title"], "page": row["page"], "source_uri": row["source_uri"],
+                   "source_id": row["source_id"], "source_sha256": row.get("source_sha256"), "blurred_uri": row["uri"]}
+            try:
+                page = read_image(store.read_bytes(row["source_uri"]), mode="RGB")
+                target = read_image(store.read_bytes(row["uri"]), mode="RGB")
+            except ImageError as exc:
+                writer.add({**out, "status": "quarantined", "reason": exc.reason})
+                summary.quarantined += 1
+                continue
+            chunk.append(out)
+            pages.append(resize_square(page, input_size))
+            targets.append(resize_square(target, cfg.size))
+        drafts, codes = invert_pages(psp, pages, spec, cfg.batch_size)
+        for out, page, target, small, code in zip(chunk, pages, targets, drafts, codes):
+            name = _page_name(out, used)
+            draft = resize_square(small, cfg.size)
+            data = encode_png(draft)
+            path = writer.write(f"drafts/{name}.png", data)
+            latents[name] = code.contiguous()
+            mse = float(np.mean((draft.astype(np.float32) / 255 - target.astype(np.float32) / 255) ** 2))
+            writer.add({**out, "path": path, "width": cfg.size, "height": cfg.size, "sha256": sha256_bytes(data),
+                        "status": "ok", "reason": None, "latent_path": LATENTS_FILE, "latent_key": name,
+                        "mse_to_blurred": mse})
+            summary.ok += 1
+            summary.mse.append(mse)
+            summary.latent_shape = tuple(code.shape)
+            if len(summary.shown) < 3 * n_shown:
+                summary.shown += [page, target, draft]
+            if progress:
+                progress(summary.ok + summary.quarantined, out["id"])
+    if latents:
+        writer.write(LATENTS_FILE, save_safetensors(latents))
+    return summary
+
+
+def load_latents(store: Store, version_dir: str, path: str = LATENTS_FILE) -> dict[str, torch.Tensor]:
+    """The W+ codes of a `coloring_drafts` version, by `latent_key`."""
+    from safetensors.torch import load
+
+    return load(store.read_bytes(f"{version_dir}/{path}"))
+
+
+# --- models in the store -------------------------------------------------------------------------
+
+
+@contextmanager
+def local_file(store: Store, path: str) -> Iterator[Path]:
+    """A local path for a store file (object stores: a temporary copy)."""
+    if store.is_local:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"{path} is missing from the store: re-materialize the asset that wrote it")
+        yield Path(path)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / Path(path).name
+        local.write_bytes(store.read_bytes(path))
+        yield local
+
+
+def weights_row(store: Store, asset: str) -> tuple[str, dict]:
+    """(version dir, the weights row) of the latest version of a model asset written by `write_model`."""
+    vdir = store.latest_dir(asset)
+    frame = store.read_manifest(vdir)
+    found = frame[frame["role"] == "weights"] if "role" in frame else frame.iloc[0:0]
+    if found.empty:
+        raise FileNotFoundError(f"{vdir}: no weights row in the manifest; re-materialize {asset}")
+    return vdir, found.iloc[0].to_dict()
+
+
+def generator_path(store: Store, version: str) -> str:
+    return store.path("stylegan", UNPARTITIONED, version, WEIGHTS_PATH)
+
+
+def load_stored_psp(store: Store, asset: str, device: torch.device | str = "cpu") -> tuple[PSp, dict[str, str]]:
+    """The latest `inversion_encoder` / `drafting_network` with the very generator it was trained against."""
+    vdir, row = weights_row(store, asset)
+    version = row.get("stylegan_version")
+    if not version:
+        raise KeyError(f"{vdir}: the weights row names no stylegan_version; re-materialize {asset}")
+    with local_file(store, f"{vdir}/{row['path']}") as enc, local_file(store, generator_path(store, version)) as gen:
+        psp = load_psp(enc, gen)
+    return psp.to(device).eval(), {"encoder_version": store.relative(vdir).split("/")[-1], "stylegan_version": version}
+

@@ -1,0 +1,251 @@
+"""Training the drafting network and the inversion encoder: pSp into the Coloring Latent Space
+(paper §III-A eq. 1, §IV-B-2, Appendix C eq. 4-5, Appendix D).
+
+Both are a gradual style encoder in front of the frozen StyleGAN2 generator (`mangacolor/models/psp.py`),
+trained on pairs (input page, blurred colour page) with
+
+    L_draft = lambda_MSE * MSE(S(X), Y) + lambda_LPIPS * LPIPS(S(X), Y),   lambda = 1 and 0.5,
+
+Adam at lr 1e-4, batch 8, 12 epochs. The drafting network reads synthetic black-and-white pages
+(`input_nc=1`), the inversion encoder colour pages (`input_nc=3`, GAN inversion). LPIPS is the
+`lpips` package's VGG variant: its linear calibration layers ship inside the package; the VGG16
+trunk is read from torchvision's `vgg16-397923af.pth` in the torch hub cache when it is there,
+and otherwise left random with a logged "random-init VGG (LPIPS)" warning (the returned dict says
+which). Nothing is downloaded.
+
+Straight-line loop: build, restore the newest checkpoint, iterate over epochs of shuffled pairs
+(the shuffle of epoch e is seeded by (seed, e), so a resumed run sees the same batches), log,
+sample, checkpoint; the encoder is written with `save_weights` at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mangacolor.device import DeviceSpec, seed_everything
+from mangacolor.io.images import from_tensor, to_tensor
+from mangacolor.models.psp import PSp, EncoderConfig
+from mangacolor.models.stylegan2 import load_generator
+from mangacolor.tracking import Tracker
+from mangacolor.training.checkpoint import Checkpointer, save_weights
+
+log = logging.getLogger(__name__)
+
+ENCODER_FILE = "encoder.safetensors"
+# torchvision's ImageNet trunks, by the lpips `net` name: file in the torch hub cache and its URL.
+TRUNK_FILES = {
+    "vgg": ("vgg16-397923af.pth", "https://download.pytorch.org/models/vgg16-397923af.pth"),
+    "alex": ("alexnet-owt-7be5be79.pth", "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"),
+}
+
+
+@dataclass
+class PSpTrainConfig:
+    # encoder (pSp IR-SE-50 by default)
+    input_nc: int = 1  # 1: drafting network (black-and-white pages); 3: inversion encoder (colour pages)
+    input_size: int = 256
+    widths: tuple[int, ...] = (64, 128, 256, 512)
+    units: tuple[int, ...] = (3, 4, 14, 3)
+    se_reduction: int = 16
+    # optimisation (paper, Appendix D)
+    batch_size: int = 8
+    epochs: int = 12
+    lr: float = 1e-4
+    lambda_mse: float = 1.0
+    lambda_lpips: float = 0.5
+    lambda_w_norm: float = 0.0  # pSp's ||w - w_avg|| regulariser; the paper does not use it
+    lpips_net: str = "vgg"
+    vgg_weights: str | None = None  # trunk file; None: the torch hub cache (TRUNK_FILES)
+    # bookkeeping
+    log_every: int = 50
+    sample_every: int = 1000
+    checkpoint_every: int = 1000
+    n_samples: int = 4
+
+    def encoder(self) -> EncoderConfig:
+        return EncoderConfig(self.input_nc, self.input_size, tuple(self.widths), tuple(self.units), self.se_reduction)
+
+
+def build_lpips(net: str = "vgg", weights: str | Path | None = None) -> tuple[nn.Module, str]:
+    """LPIPS with the package's calibrated linear layers and the ImageNet trunk read from `weights`
+    or, by default, the torch hub cache; a missing default file gives a random trunk and a warning.
+    Returns (frozen module in eval mode, "imagenet" | "random")."""
+    import lpips
+
+    if net not in TRUNK_FILES:
+        raise ValueError(f"lpips_net must be one of {sorted(TRUNK_FILES)}, got {net!r}")
+    with warnings.catch_warnings():
+        # pnet_rand=True makes lpips build the torchvision trunk without weights (no download);
+        # torchvision warns about the legacy `pretrained` argument lpips passes.
+        warnings.simplefilter("ignore", UserWarning)
+        model = lpips.LPIPS(pretrained=False, net=net, pnet_rand=True, verbose=False)
+    lin_path = Path(lpips.__file__).parent / "weights" / "v0.1" / f"{net}.pth"
+    lin_state = torch.load(lin_path, map_location="cpu", weights_only=True)
+    model.load_state_dict(lin_state, strict=False)
+
+    filename, url = TRUNK_FILES[net]
+    path = Path(weights).expanduser() if weights else Path(torch.hub.get_dir()) / "checkpoints" / filename
+    if weights and not path.exists():
+        raise FileNotFoundError(f"LPIPS trunk weights not found at {path} (configured vgg_weights): expected "
+                                f"torchvision's {filename}, downloadable from {url} on a machine with internet")
+    if path.exists():
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        loaded = 0
+        for slice_ in (m for name, m in model.net.named_children() if name.startswith("slice")):
+            for idx, layer in slice_.named_children():
+                if isinstance(layer, nn.Conv2d):
+                    layer.weight.data.copy_(state[f"features.{idx}.weight"])
+                    layer.bias.data.copy_(state[f"features.{idx}.bias"])
+                    loaded += 1
+        if loaded == 0:
+            raise ValueError(f"{path}: no convolution of the {net} trunk found in it; expected torchvision's {filename}")
+        trunk = "imagenet"
+    else:
+        log.warning("random-init VGG (LPIPS): %s not found, so the LPIPS term compares random features. "
+                    "Download %s on a machine with internet and copy it there (or set vgg_weights) "
+                    "for the paper's loss.", path, url)
+        trunk = "random"
+    model.eval().requires_grad_(False)
+    return model, trunk
+
+
+def _as_tensor(item, where: str) -> torch.Tensor:
+    if isinstance(item, torch.Tensor) and item.is_floating_point():
+        return item.float()
+    arr = item.numpy() if isinstance(item, torch.Tensor) else np.asarray(item)
+    if arr.dtype != np.uint8:
+        raise ValueError(f"{where}: expected a float tensor (C, H, W) in [-1, 1] or a uint8 array, got {arr.dtype}")
+    return to_tensor(arr)
+
+
+def _load_pair(pairs, index: int, psp: PSp, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = pairs[index]
+    x = psp.prepare(_as_tensor(x, f"pair {index} input")[None].to(psp.latent_avg.device))
+    y = _as_tensor(y, f"pair {index} target")[None].to(psp.latent_avg.device)
+    if y.shape[1] != 3:
+        raise ValueError(f"pair {index}: target must be a colour image (3 channels), got shape {tuple(y.shape[1:])}")
+    if y.shape[-2:] != (size, size):
+        y = F.interpolate(y, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return x, y
+
+
+def draft_loss(image: torch.Tensor, target: torch.Tensor, w_plus: torch.Tensor, latent_avg: torch.Tensor,
+               cfg: PSpTrainConfig, lpips_model: nn.Module | None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Eq. 1: lambda_MSE * MSE + lambda_LPIPS * LPIPS (+ optional W-norm)."""
+    image = image.float()
+    mse = F.mse_loss(image, target)
+    loss = cfg.lambda_mse * mse
+    parts = {"mse": mse.item()}
+    if cfg.lambda_lpips > 0 and lpips_model is not None:
+        lp = lpips_model(image, target).mean()
+        loss = loss + cfg.lambda_lpips * lp
+        parts["lpips"] = lp.item()
+    if cfg.lambda_w_norm > 0:
+        w_norm = (w_plus.float() - latent_avg).norm(dim=(1, 2)).mean()
+        loss = loss + cfg.lambda_w_norm * w_norm
+        parts["w_norm"] = w_norm.item()
+    parts["loss"] = loss.item()
+    return loss, parts
+
+
+@torch.no_grad()
+def _sample_strip(psp: PSp, xs: torch.Tensor, ys: torch.Tensor) -> np.ndarray:
+    """Rows: input page, target, draft."""
+    was_training = psp.training
+    psp.eval()
+    drafts, _ = psp(xs)
+    psp.train(was_training)
+    size = drafts.shape[-1]
+    inputs = F.interpolate(xs, size=(size, size), mode="bilinear", align_corners=False).expand(-1, 3, -1, -1)
+    rows = [np.concatenate([from_tensor(im) for im in batch], axis=1) for batch in (inputs, ys, drafts)]
+    return np.concatenate(rows, axis=0)
+
+
+def train_psp(cfg: PSpTrainConfig, pairs, generator_weights: str | Path, out_dir: str | Path, device: DeviceSpec,
+              tracker: Tracker, progress: Callable[[str], None] | None = None) -> dict:
+    """Train (or resume) a pSp encoder on `pairs` (a map-style dataset of (input page, blurred colour
+    target)) against the frozen generator in `generator_weights` (our .safetensors or a port .pt).
+    Writes checkpoints under out_dir/checkpoints and out_dir/encoder.safetensors."""
+    say = progress or (lambda _msg: None)
+    out_dir = Path(out_dir)
+    spec = device
+    seed_everything(spec.seed)
+    n_pairs = len(pairs)
+    if n_pairs == 0:
+        raise ValueError("train_psp: the dataset of pairs is empty")
+
+    decoder, latent_avg = load_generator(generator_weights)
+    psp = PSp(cfg.encoder(), decoder, latent_avg).to(spec.device)
+    psp.train()
+    lpips_model, trunk = build_lpips(cfg.lpips_net, cfg.vgg_weights) if cfg.lambda_lpips > 0 else (None, "unused")
+    if lpips_model is not None:
+        lpips_model.to(spec.device)
+    optim = torch.optim.Adam(psp.encoder.parameters(), lr=cfg.lr)
+
+    checkpointer = Checkpointer(out_dir / "checkpoints")
+    restored = checkpointer.restore({"encoder": psp.encoder}, {"optim": optim})
+    start = restored["step"] if restored else 0
+    if restored:
+        say(f"resumed from {restored['path']} at step {start}")
+    tracker.log_params({"stage": f"psp_input{cfg.input_nc}", **asdict(cfg), "lpips_trunk": trunk,
+                        "generator_weights": str(generator_weights), "device": spec.description})
+
+    batch = min(cfg.batch_size, n_pairs)
+    steps_per_epoch = n_pairs // batch  # the last partial batch is dropped: BatchNorm dislikes tiny ones
+    total = cfg.epochs * steps_per_epoch
+    size = decoder.size
+    shown = [_load_pair(pairs, i, psp, size) for i in range(min(cfg.n_samples, n_pairs))]
+    sample_x, sample_y = torch.cat([x for x, _ in shown]), torch.cat([y for _, y in shown])
+
+    perm_epoch, perm = -1, None
+    parts: dict[str, float] = {}
+    t0, seen = time.perf_counter(), 0
+    for step in range(start, total):
+        epoch, pos = divmod(step, steps_per_epoch)
+        if epoch != perm_epoch:
+            perm_epoch = epoch
+            perm = torch.randperm(n_pairs, generator=torch.Generator().manual_seed(spec.seed * 1_000_003 + epoch))
+        loaded = [_load_pair(pairs, int(i), psp, size) for i in perm[pos * batch : (pos + 1) * batch]]
+        x, y = torch.cat([a for a, _ in loaded]), torch.cat([b for _, b in loaded])
+
+        with spec.autocast():
+            image, w_plus = psp(x)
+            loss, parts = draft_loss(image, y, w_plus, psp.latent_avg, cfg, lpips_model)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        seen += batch
+
+        done = step + 1
+        if done % cfg.log_every == 0 or done == total:
+            parts["images_per_s"] = seen / max(1e-9, time.perf_counter() - t0)
+            parts["epoch"] = done / steps_per_epoch
+            tracker.log_metrics(parts, step=done)
+            say(f"step {done}/{total} loss {parts['loss']:.4f}")
+        if done % cfg.sample_every == 0 or done == total:
+            tracker.log_image(f"drafts/step_{done:08d}.png", _sample_strip(psp, sample_x, sample_y))
+        if done % cfg.checkpoint_every == 0 or done == total:
+            checkpointer.save(done, {"encoder": psp.encoder}, {"optim": optim})
+            say(f"checkpoint step {done}")
+
+    tensors, metadata = psp.encoder_state()
+    encoder_path = save_weights(out_dir / ENCODER_FILE, tensors,
+                                {**metadata, "lpips_trunk": trunk, "generator_weights": str(generator_weights), "steps": total})
+    return {
+        "encoder": str(encoder_path),
+        "checkpoints": str(checkpointer.directory),
+        "steps": total,
+        "resumed_from": start if restored else None,
+        "lpips_trunk": trunk,
+        "metrics": parts,
+    }

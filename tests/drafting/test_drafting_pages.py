@@ -1,0 +1,69 @@
+"""Which pages the drafting stage trains on: pairs by source_id, the grey fallback, and the configs."""
+
+import numpy as np
+import pytest
+
+from mangacolor.data.datasets import ok_rows
+from mangacolor.drafting.blur import BlurConfig
+from mangacolor.drafting.pages import DraftPairs, SquarePages, blur_stage, drafting_rows, inversion_rows, psp_config, stylegan_config
+from mangacolor.io.images import encode_png
+from mangacolor.io.store import Store, sha256_bytes
+
+
+def _commit(store: Store, asset: str, title: str, pages: dict[str, np.ndarray], **columns) -> None:
+    writer = store.begin(asset, title)
+    for name, image in pages.items():
+        data = encode_png(image)
+        path = writer.write(f"pages/{name}.png", data)
+        writer.add({"id": f"{title}/{name}", "title": title, "page": f"{name}.png", "path": path, "sha256": sha256_bytes(data),
+                    "status": "ok", "reason": None, **{k: v.format(title=title, name=name) for k, v in columns.items()}})
+    writer.commit()
+
+
+@pytest.fixture()
+def store(tmp_path):
+    st = Store(tmp_path / "artifacts")
+    rng = np.random.default_rng(0)
+    for title in ("a", "b"):
+        pages = {n: rng.integers(0, 256, (48, 32, 3), dtype=np.uint8) for n in ("001", "002")}
+        _commit(st, "color_pages", title, pages)
+        writer = st.begin("blurred_color_pages", title)
+        blur_stage(ok_rows(st, "color_pages", [title]), st, writer, BlurConfig(size=16, sigma=1.0))
+        writer.commit()
+    # Title "a" has synthetic pages for one of its two colour pages; "b" has none.
+    _commit(st, "synthetic_bw_pages", "a", {"001": np.full((48, 32), 7, np.uint8)}, source_id="{title}/{name}")
+    return st
+
+
+def test_drafting_network_reads_synthetic_pages_by_source_id_and_grey_conversions_elsewhere(store):
+    rows, grey_titles = drafting_rows(store, ["a", "b"])
+    kinds = dict(zip(rows["id"], rows["input_kind"]))
+    assert kinds == {"a/001": "synthetic", "a/002": "grey", "b/001": "grey", "b/002": "grey"}
+    assert grey_titles == ["b"]  # "a" has synthetic pages, one page short
+    pairs = DraftPairs(store, rows, "L", size=24)
+    x, y = pairs[list(rows["id"]).index("a/001")]
+    assert x.shape == (24, 24) and (x == 7).all()  # the synthetic page, not the colour page
+    assert y.shape == (24, 24, 3)
+    x_grey, _ = pairs[list(rows["id"]).index("b/001")]
+    assert x_grey.shape == (24, 24) and x_grey.std() > 0  # the colour page's luma
+
+
+def test_inversion_encoder_reads_the_colour_page_each_blurred_page_was_made_from(store):
+    rows = inversion_rows(store, ["a"])
+    assert list(rows["source_id"]) == ["a/001", "a/002"]
+    x, y = DraftPairs(store, rows, "RGB", size=16)[1]
+    assert x.shape == y.shape == (16, 16, 3)
+    colour = ok_rows(store, "color_pages", ["a"]).set_index("id")["uri"]
+    assert list(rows["input_uri"]) == [colour["a/001"], colour["a/002"]]
+    assert SquarePages(store, list(rows["uri"]), 8)[0].shape == (8, 8, 3)
+
+
+def test_configs_fix_the_encoders_input_channels_and_split_the_report_section():
+    preset = {"stylegan": {"size": 32, "report": {"fid_samples": 5}}, "drafting_network": {"epochs": 2}}
+    train, report = stylegan_config(preset)
+    assert train.size == 32 and report.fid_samples == 5
+    assert psp_config(preset, "drafting_network", 1).input_nc == 1 and psp_config(preset, "inversion_encoder", 3).input_nc == 3
+    with pytest.raises(ValueError, match="input_nc"):
+        psp_config({"inversion_encoder": {"input_nc": 1}}, "inversion_encoder", 3)
+    with pytest.raises(ValueError, match="unknown keys"):
+        stylegan_config({"stylegan": {"sise": 32}})
