@@ -1,0 +1,255 @@
+"""Drafting assets: the Coloring Latent Space and its encoders (DESIGN.md § asset graph, "drafting";
+paper §III-A, §IV-B-1/2, §IV-C-1/2, Appendix D).
+
+`blurred_color_pages` -> `stylegan` -> `inversion_encoder` (colour -> W+) and `drafting_network`
+(black-and-white -> W+); `coloring_drafts` are the drafts of the colour training pages made with the
+inversion encoder, each with its W+ code and the `source_id` of its colour page, for the colorizer.
+The per-title stages are partitioned like `color_pages`; the three networks train on request on the
+GPU pool, each in one MLflow run, resuming from their checkpoints when retried with the same config.
+"""
+
+
+import json
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from mangacolor import config as mc_config
+from mangacolor.data.datasets import ok_rows
+from mangacolor.drafting import pages as drafting
+from mangacolor.drafting.blur import BlurConfig
+from mangacolor.models.psp import load_psp
+from mangacolor.models.stylegan2 import load_generator
+from mangacolor.synthetic.pages import write_model
+from mangacolor.training.checkpoint import Checkpointer
+from mangacolor.training.drafting import train_psp
+from mangacolor.training.stylegan import train_stylegan
+
+from .common import checkpoint_dir, color_titles, progress_logger, thumbnails_md, version_metadata
+from .ingest import color_pages
+from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
+
+EAGER = dg.AutomationCondition.eager()
+GROUP = "drafting"
+LPIPS_RANDOM_NOTE = "random-init VGG (LPIPS): the perceptual term compares random features, not the paper's loss"
+
+
+def _work_dir() -> Path:
+    return Path(os.environ.get("MANGACOLOR_WORK_DIR", mc_config.PROJECT_ROOT / ".cache"))
+
+
+def _set_tags(tags: dict) -> None:
+    import mlflow
+
+    mlflow.set_tags(tags)
+
+
+def _resumed_from(work: Path) -> int:
+    latest = Checkpointer(work / "checkpoints").latest()
+    return int(latest.name.split("-")[1]) if latest else 0
+
+
+def _materialized_titles(context, st, asset: str) -> list[str]:
+    known = context.instance.get_dynamic_partitions(color_titles.name)
+    titles = [t for t in known if st.latest_version(asset, t)]
+    if missing := sorted(set(known) - set(titles)):
+        context.log.warning(f"{asset} not materialized for {missing}: training without those titles")
+    if not titles:
+        raise dg.Failure(f"no {asset} to train on: materialize it for at least one colour title")
+    return titles
+
+
+def _model_result(context, st, asset: str, weights: str, rows, tracker, resumed: int, meta: dict, row_meta: dict) -> dg.MaterializeResult:
+    """Weights and the ids of every training page into the store, the weights into MLflow."""
+    tracker.log_artifact(weights, "weights")
+    tracker.log_text("training_pages.json", json.dumps(list(rows["id"]), indent=1))
+    writer = st.begin(asset)
+    write_model(writer, weights, {"train": rows}, row_meta)
+    version, vdir, _ = writer.commit()
+    meta = {"resumed_from_step": resumed, "train_pages": len(rows), **meta, **version_metadata(st, version, vdir),
+            "weights": dg.MetadataValue.path(st.uri(st.relative(f"{vdir}/weights/model.safetensors"))),
+            "mlflow_run_id": tracker.run_id}
+    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
+
+
+# --- blurred pages ---------------------------------------------------------------------------------
+
+
+@dg.asset(
+    partitions_def=color_titles,
+    deps=[color_pages],
+    group_name=GROUP,
+    automation_condition=EAGER,
+    kinds={"python", "parquet"},
+    description="Colour pages of a title resized to 256x256 and strongly blurred (§III-A): what StyleGAN learns and the encoders' targets; preset section `blur:`.",
+)
+def blurred_color_pages(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource) -> dg.MaterializeResult:
+    st, title = store.get(), context.partition_key
+    cfg = mc_config.stage_config(settings.load(), "blur", BlurConfig)
+    rows = ok_rows(st, "color_pages", [title])
+    writer = st.begin("blurred_color_pages", title)
+    summary = drafting.blur_stage(rows, st, writer, cfg, progress_logger(context, len(rows), f"blurred_color_pages[{title}]"))
+    version, vdir, _ = writer.commit(salt=cfg.model_dump_json())
+    kept = sum(summary.detail_kept) / len(summary.detail_kept) if summary.detail_kept else None
+    context.log.info(f"{title}: {summary.ok} pages blurred (sigma {cfg.sigma} px at {cfg.size}), {summary.quarantined} quarantined")
+    return dg.MaterializeResult(
+        metadata={
+            "pages_ok": summary.ok, "quarantined": summary.quarantined, "size": cfg.size, "sigma_px": cfg.sigma,
+            "detail_kept": dg.MetadataValue.float(kept) if kept is not None else dg.MetadataValue.null(),
+            **version_metadata(st, version, vdir),
+            "samples": thumbnails_md(summary.shown, "colour page | blurred (pairs)"),
+        },
+        data_version=dg.DataVersion(version),
+    )
+
+
+# --- the Coloring Latent Space ---------------------------------------------------------------------
+
+
+@dg.asset(
+    deps=[blurred_color_pages],
+    group_name=GROUP,
+    pool="gpu",
+    kinds={"pytorch"},
+    description="StyleGAN2 on the blurred colour pages of every colour title (§IV-B-1, Appendix D): its W+ is the Coloring Latent Space; preset section `stylegan:` (`init_checkpoint`: a port .pt to start from, as the paper did from Danbooru).",
+)
+def stylegan(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
+             device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+    preset, st, spec = settings.load(), store.get(), device.spec()
+    cfg, report_cfg = drafting.stylegan_config(preset)
+    rows = drafting.blurred_rows(st, _materialized_titles(context, st, "blurred_color_pages"))
+    images = drafting.SquarePages(st, list(rows["uri"]), cfg.size)
+    digest = drafting.rows_digest(rows)
+    work = checkpoint_dir(context, drafting.checkpoint_key(cfg, drafting.STYLEGAN_LOOP_ONLY, pages=digest))
+    resumed = _resumed_from(work)
+    params = {"train_pages": len(rows), "train_pages_digest": digest, "resumed_from_step": resumed,
+              "report": report_cfg.model_dump(mode="json")}
+    with mlflow.run(context, params=params) as tracker:
+        result = train_stylegan(cfg, images, work, spec, tracker, progress=context.log.info)
+        g_ema, _ = load_generator(result["generator"])
+        report = drafting.generator_report(g_ema.to(spec.device), images, report_cfg, spec.device,
+                                           _work_dir() / "fid_features", context.log.debug)
+        m = report.metrics
+        tracker.log_metrics({"fid": m.fid, "kid": m.kid_mean, "kid_std": m.kid_std}, step=result["steps"])
+        tracker.log_text("fid_report.md", m.to_markdown())
+        tracker.log_image("truncation_grid.png", report.grid)
+        _set_tags({"fid_features": m.feature_extractor, "random_init_inception": str(m.random_init)}
+                  | ({"fid_note": drafting.RANDOM_INIT_NOTE} if m.random_init else {}))
+        meta = {
+            "steps": result["steps"], "size": cfg.size,
+            **{k: float(v) for k, v in result["metrics"].items()},
+            "fid": m.fid, "kid": m.kid_mean, "fid_samples": m.n_b, "fid_features": m.feature_extractor,
+            "random_init": m.random_init, "fid_report": dg.MetadataValue.md(m.to_markdown()),
+            **({"fid_note": drafting.RANDOM_INIT_NOTE} if m.random_init else {}),
+            "samples": thumbnails_md(report.fakes[:8] + report.reals[:8], "generated (8) | blurred pages (8)", height=64),
+            "truncation_grid": thumbnails_md([report.grid], f"rows: truncation psi {report_cfg.truncations}", height=256),
+        }
+        return _model_result(context, st, "stylegan", result["generator"], rows, tracker, resumed, meta,
+                             {"steps": result["steps"], "size": cfg.size})
+
+
+# --- the two encoders into W+ ----------------------------------------------------------------------
+
+
+def _train_encoder(context, settings, store, device, mlflow, asset: str, input_nc: int) -> dg.MaterializeResult:
+    preset, st, spec = settings.load(), store.get(), device.spec()
+    cfg = drafting.psp_config(preset, asset, input_nc)
+    blur_size = mc_config.stage_config(preset, "blur", BlurConfig).size
+    titles = _materialized_titles(context, st, "blurred_color_pages")
+    notes = {}
+    if input_nc == 3:
+        rows = drafting.inversion_rows(st, titles)
+    else:
+        rows, grey = drafting.drafting_rows(st, titles)
+        if grey:
+            notes["input_note"] = drafting.GREY_FALLBACK_NOTE
+            notes["grey_titles"] = dg.MetadataValue.json(grey)
+            context.log.warning(f"{drafting.GREY_FALLBACK_NOTE} for {grey}")
+    pairs = drafting.DraftPairs(st, rows, "RGB" if input_nc == 3 else "L", blur_size)
+    _, gen_row = drafting.weights_row(st, "stylegan")
+    gen_version = st.latest_version("stylegan")
+    digest = drafting.rows_digest(rows)
+    work = checkpoint_dir(context, drafting.checkpoint_key(cfg, drafting.PSP_LOOP_ONLY, pages=digest, stylegan=gen_version))
+    resumed = _resumed_from(work)
+    kinds = rows["input_kind"].value_counts().to_dict()
+    params = {"train_pages": len(rows), "train_pages_digest": digest, "stylegan_version": gen_version,
+              "resumed_from_step": resumed, "inputs": kinds}
+    with mlflow.run(context, params=params) as tracker:
+        with drafting.local_file(st, drafting.generator_path(st, gen_version)) as gen_path:
+            result = train_psp(cfg, pairs, gen_path, work, spec, tracker, progress=context.log.info)
+            psp = load_psp(result["encoder"], gen_path).to(spec.device)
+        random_lpips = result["lpips_trunk"] == "random"
+        _set_tags({"lpips_trunk": result["lpips_trunk"]} | ({"lpips_note": LPIPS_RANDOM_NOTE} if random_lpips else {})
+                  | ({"input_note": notes["input_note"]} if "input_note" in notes else {}))
+        meta = {
+            "steps": result["steps"], "input_nc": input_nc, "inputs": dg.MetadataValue.json(kinds),
+            **{k: float(v) for k, v in result["metrics"].items()},
+            "lpips_trunk": result["lpips_trunk"], "random_init": random_lpips,
+            **({"lpips_note": LPIPS_RANDOM_NOTE} if random_lpips else {}), **notes,
+            "stylegan_version": gen_version,
+            "samples": thumbnails_md(drafting.preview_triples(psp, pairs, spec), "input page | blurred target | draft (triples)"),
+        }
+        return _model_result(context, st, asset, result["encoder"], rows, tracker, resumed, meta,
+                             {"steps": result["steps"], "stylegan_version": gen_version, "input_nc": input_nc,
+                              "lpips_trunk": result["lpips_trunk"], "generator_steps": gen_row.get("steps")})
+
+
+@dg.asset(
+    deps=[stylegan, blurred_color_pages, color_pages],
+    group_name=GROUP,
+    pool="gpu",
+    kinds={"pytorch"},
+    description="GAN inversion (§IV-B-2): pSp from a colour page to W+ of the frozen `stylegan`, trained with 1·MSE + 0.5·LPIPS against the blurred page; makes the drafts of colour pages. Preset section `inversion_encoder:`.",
+)
+def inversion_encoder(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
+                      device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+    return _train_encoder(context, settings, store, device, mlflow, "inversion_encoder", input_nc=3)
+
+
+@dg.asset(
+    deps=[stylegan, blurred_color_pages, "synthetic_bw_pages"],
+    group_name=GROUP,
+    pool="gpu",
+    kinds={"pytorch"},
+    description="The drafting network (§III-A eq. 1, §IV-B-2): pSp from a black-and-white page to W+ of the frozen `stylegan`, trained on synthetic pages (grey conversions where `synthetic_bw_pages` is missing, said in the metadata) against the blurred colour page. Preset section `drafting_network:`.",
+)
+def drafting_network(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
+                     device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+    return _train_encoder(context, settings, store, device, mlflow, "drafting_network", input_nc=1)
+
+
+# --- drafts of the colour training pages -----------------------------------------------------------
+
+
+@dg.asset(
+    partitions_def=color_titles,
+    deps=[inversion_encoder, blurred_color_pages, color_pages],
+    group_name=GROUP,
+    automation_condition=EAGER,
+    pool="gpu",
+    kinds={"pytorch", "parquet"},
+    description="Coloring drafts of a title's colour pages made with the inversion encoder (§IV-B-3), 256x256 PNG plus each page's W+ (latents.safetensors); `source_id` pairs a draft with its colour page. Preset section `coloring_drafts:`.",
+)
+def coloring_drafts(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
+                    device: DeviceResource) -> dg.MaterializeResult:
+    preset, st, spec, title = settings.load(), store.get(), device.spec(), context.partition_key
+    cfg = mc_config.stage_config(preset, "coloring_drafts", drafting.DraftsConfig)
+    blur_size = mc_config.stage_config(preset, "blur", BlurConfig).size
+    psp, versions = drafting.load_stored_psp(st, "inversion_encoder", spec.device)
+    rows = drafting.blurred_rows(st, [title])
+    writer = st.begin("coloring_drafts", title)
+    summary = drafting.drafts_stage(rows, st, writer, psp, cfg, spec, blur_size,
+                                    progress_logger(context, len(rows), f"coloring_drafts[{title}]"))
+    version, vdir, _ = writer.commit(salt=f"{versions['encoder_version']}:{cfg.model_dump_json()}")
+    mse = sum(summary.mse) / len(summary.mse) if summary.mse else None
+    return dg.MaterializeResult(
+        metadata={
+            "pages_ok": summary.ok, "quarantined": summary.quarantined, "size": cfg.size,
+            "w_plus_shape": dg.MetadataValue.json(list(summary.latent_shape or [])),
+            "mse_to_blurred": dg.MetadataValue.float(mse) if mse is not None else dg.MetadataValue.null(),
+            **versions, **version_metadata(st, version, vdir),
+            "samples": thumbnails_md(summary.shown, "colour page | blurred | draft (triples)"),
+        },
+        data_version=dg.DataVersion(version),
+    )
