@@ -80,7 +80,7 @@ class ModelBundle:
 
     @classmethod
     def load(cls, location: str | Path, device: str | torch.device = "cpu") -> "ModelBundle":
-        from mangacolor.models.colorizer import ColorizerConfig, build_generator
+        from mangacolor.models.colorizer import ColorizationGenerator, ColorizerConfig
         from mangacolor.models.psp import load_psp
         from mangacolor.training.checkpoint import load_weights
 
@@ -89,7 +89,7 @@ class ModelBundle:
         files = info["files"]
         state, meta = load_weights(path / files["colorizer"])
         config = ColorizerConfig.from_dict(meta.get("config") or info.get("colorizer_config") or {})
-        generator = build_generator(config)
+        generator = ColorizationGenerator(config)  # every weight comes from the bundle: no encoder file to look for
         generator.load_state_dict(state)
         drafting = inversion = None
         if "stylegan" in files and "drafting" in files:

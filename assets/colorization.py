@@ -1,0 +1,532 @@
+"""Colorization assets (DESIGN.md § asset graph, "colorization"; paper §III, §III-B, §IV-B-3, Appendices C–D).
+
+`colorizer_step1_snapshots` (adversarial domain adaptation, several snapshots) -> `selected_snapshots`
+(ranked by KID/FID of their colorings of real training pages; a person may override) -> `pseudolabels`
+(several colorings per real training page) -> `colorizer_step2` (self-training) -> `colorizer_final`
+(fine-tuned on the matched `page_pairs`, written as a model bundle and registered in MLflow with the
+alias "candidate").
+
+The logic lives in mangacolor/training/colorization_stages.py; the preset section `colorizer:` holds
+every setting, and the ablations are its `variant:` switches (use_drafts, adversarial_adaptation,
+self_training), recorded as the registered version's `variant` tag.
+
+Upstream assets that have not been materialized yet are replaced, and every output says so (metadata
+`fallbacks`, MLflow tag `fallbacks`): a title without `synthetic_bw_pages` trains on its `xdog_pages`
+or on the grey conversion of its colour pages; without `coloring_drafts` drafts are empty; without
+`inversion_encoder` pseudolabels differ only by snapshot; without `stylegan`/`drafting_network` the
+bundle colorizes with an empty draft.
+
+Real black-and-white pages are read only through `training_pages(page_splits)`; the blocking check
+`holdout_never_trained` compares the ids step 1 and step 2 recorded with the holdout.
+"""
+
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import dagster as dg
+import mlflow as mlflow_api
+import pandas as pd
+from pydantic import Field
+
+from mangacolor import config as mc_config
+from mangacolor.data.datasets import ok_rows
+from mangacolor.data.splits import holdout_pages
+from mangacolor.eval.inception import WeightsNotFoundError
+from mangacolor.io.images import read_image
+from mangacolor.io.store import sha256_bytes
+from mangacolor.losses.colorization import default_vgg16_path
+from mangacolor.registry import MODEL_NAME, register_bundle
+from mangacolor.training import colorization_stages as stages
+from mangacolor.training.checkpoint import Checkpointer
+from mangacolor.training.colorizer import train_colorizer
+
+from .common import checkpoint_dir, color_titles, progress_logger, thumbnails_md, version_metadata
+from .ingest import bw_pages, color_pages, page_pairs, page_splits
+from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
+
+GROUP = "colorization"
+SECTION = "colorizer"
+RANDOM_INIT_NOTE = "random-init Inception: not comparable to published FID"
+ALL = dg.AllPartitionMapping()
+# Upstream assets of other modules, by key: the graph is complete when they are loaded, and the
+# stages fall back (and say so) while they have no materialization.
+SYNTHETIC = dg.AssetDep("synthetic_bw_pages", partition_mapping=ALL)
+DRAFTS = dg.AssetDep("coloring_drafts", partition_mapping=ALL)
+STYLEGAN, INVERSION, DRAFTING = dg.AssetKey("stylegan"), dg.AssetKey("inversion_encoder"), dg.AssetKey("drafting_network")
+COLOR = dg.AssetDep(color_pages, partition_mapping=ALL)
+BW = dg.AssetDep(bw_pages, partition_mapping=ALL)
+# Loop settings that do not change what a stage computes: a retry with other values resumes.
+NOT_IN_CHECKPOINT_KEY = {"max_steps", "log_every", "checkpoint_every", "sample_count"}
+WEIGHTS = "weights/model.safetensors"
+
+
+# --- shared by the stages --------------------------------------------------------------------------
+
+
+def _work_dir() -> Path:
+    return Path(os.environ.get("MANGACOLOR_WORK_DIR", mc_config.PROJECT_ROOT / ".cache"))
+
+
+def _to_local(st, uri: str, target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(st.read_bytes(uri))
+    return target
+
+
+def _config(settings: SettingsResource) -> stages.ColorizationConfig:
+    return mc_config.stage_config(settings.load(), SECTION, stages.ColorizationConfig)
+
+
+# The variant switches that change what each training stage computes (the rest act downstream of it),
+# so flipping `self_training` reuses step 1's checkpoints and store version.
+STAGE_FLAGS = {"step1": ("use_drafts", "adversarial_adaptation"), "step2": ("use_drafts",), "finetune": ("use_drafts",)}
+
+
+def _stage_flags(cfg: stages.ColorizationConfig, section: str) -> str:
+    return ",".join(f"{f}={getattr(cfg.variant, f)}" for f in STAGE_FLAGS[section])
+
+
+def _checkpoint_key(cfg: stages.ColorizationConfig, section: str, **inputs) -> dict:
+    """The config that shapes one training stage, plus digests of its inputs."""
+    full = cfg.model_dump(mode="json")
+    skip = NOT_IN_CHECKPOINT_KEY | {"variant", "step1", "step2", "finetune", "selection", "pseudolabels"}
+    shared = {k: v for k, v in full.items() if k not in skip}
+    stage = {k: v for k, v in full[section].items() if k not in NOT_IN_CHECKPOINT_KEY}
+    return {**shared, section: stage, "flags": _stage_flags(cfg, section), **inputs}
+
+
+def _resumed_from(work: Path) -> int:
+    latest = Checkpointer(work / "checkpoints").latest()
+    return int(latest.name.split("-")[1]) if latest else 0
+
+
+def _color_titles(context, st) -> list[str]:
+    known = context.instance.get_dynamic_partitions(color_titles.name)
+    return [t for t in known if st.latest_version("color_pages", t)]
+
+
+def _fallback_meta(fallbacks: list[str]) -> dict:
+    """Metadata and MLflow tags saying which upstream asset was stood in for (none: `fallbacks: none`)."""
+    text = "; ".join(fallbacks) if fallbacks else "none"
+    if mlflow_api.active_run() is not None:
+        mlflow_api.set_tags({"fallbacks": text[:5000], "fallback": str(bool(fallbacks)).lower()})
+    listed = "\n".join(f"- {f}" for f in fallbacks) if fallbacks else "_none: every upstream asset was materialized_"
+    return {"fallback": bool(fallbacks), "fallbacks": dg.MetadataValue.md(listed)}
+
+
+def _variant_tags(cfg: stages.ColorizationConfig) -> dict:
+    flags = cfg.variant
+    return {"variant": flags.name(), "use_drafts": str(flags.use_drafts).lower(),
+            "adversarial_adaptation": str(flags.adversarial_adaptation).lower(), "self_training": str(flags.self_training).lower()}
+
+
+def _grid(st, uri: str, caption: str, height: int = 384) -> dg.MetadataValue:
+    image = read_image(st.read_bytes(uri))
+    return thumbnails_md([image], caption, height=min(height, image.shape[0]))
+
+
+def _weights_row(writer, data: bytes, **more) -> str:
+    path = writer.write(WEIGHTS, data)
+    writer.add({"id": "weights", "title": None, "page": None, "path": path, "sha256": sha256_bytes(data),
+                "status": "ok", "reason": None, "role": "weights", **more})
+    return path
+
+
+def _log_training_pages(tracker, **roles: pd.DataFrame) -> None:
+    """The page ids a stage trained on, as an MLflow artifact beside the manifest rows."""
+    tracker.log_text("training_pages.json", json.dumps({role: sorted(map(str, rows)) for role, rows in roles.items()}, indent=1))
+
+
+def _train_metadata(st, version, vdir, result, resumed: int, tracker) -> dict:
+    return {
+        **version_metadata(st, version, vdir),
+        "steps": result.steps,
+        "resumed_from_step": resumed,
+        **{k: float(v) for k, v in result.final_metrics.items()},
+        "perceptual_random_vgg": result.perceptual_random,
+        "mlflow_run_id": tracker.run_id,
+    }
+
+
+def _selected(st) -> pd.DataFrame:
+    """The selected snapshots of the latest `selected_snapshots`, best first, with their weights' uri."""
+    vdir = st.latest_dir("selected_snapshots")
+    frame = st.read_manifest(vdir)
+    chosen = frame[frame["selected"].astype(bool)].sort_values("order")
+    return chosen.assign(uri=[f"{vdir}/{p}" for p in chosen["path"]])
+
+
+# --- step 1: adversarial domain adaptation -----------------------------------------------------------
+
+
+@dg.asset(
+    deps=[SYNTHETIC, DRAFTS, COLOR, BW, page_splits],
+    group_name=GROUP,
+    pool="gpu",
+    kinds={"pytorch"},
+    description="Step 1 (§III, eq. 2–3): synthetic pairs supervised and adversarially, real black-and-white pages of the "
+                "train split adversarially (domain adaptation); several generator snapshots with sample grids. Preset `colorizer:`.",
+)
+def colorizer_step1_snapshots(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
+                              device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+    st, spec, cfg = store.get(), device.spec(), _config(settings)
+    flags = cfg.variant
+    pairs = stages.synthetic_pairs(st, _color_titles(context, st), flags.use_drafts)
+    if pairs.rows.empty:
+        raise dg.Failure("no colour pages to pair: materialize color_pages (and synthetic_bw_pages) for at least one title")
+    tcfg = cfg.train_config("step1", "adapt")
+    if flags.adversarial_adaptation:
+        step, real = "adapt", stages.real_training_rows(st, cfg.max_real_pages, cfg.seed)
+    else:
+        # Without adaptation no real page may even pass through the network (its batch-norm
+        # statistics would adapt): the loop's supervised mode with the synthetic adversarial term only.
+        step, real = "finetune", stages.real_training_rows(st, 0)
+        tcfg = replace(tcfg, losses=replace(tcfg.losses, real_g=0.0, real_d=0.0))
+    every = stages.snapshot_every(tcfg, step, len(pairs.rows), cfg.step1.snapshots)
+    work = checkpoint_dir(context, _checkpoint_key(cfg, "step1", pairs=stages.rows_digest(pairs.rows, ("id", "sha256", "draft_uri")),
+                                                   real=stages.rows_digest(real)))
+    resumed = _resumed_from(work)
+    params = {"stage": {"name": "step1", "loop_step": step, "variant": flags.name(), "synthetic_pairs": len(pairs.rows),
+                        "real_pages": len(real), "snapshot_every": every, "bw_source": pairs.bw_source, "drafts": pairs.drafts,
+                        "device": spec.description}}
+    with mlflow.run(context, params=params) as tracker:
+        mlflow_api.set_tags(_variant_tags(cfg))
+        fallback = _fallback_meta(pairs.fallbacks)
+        result = train_colorizer(tcfg, stages.StorePairs(st, pairs.rows), stages.StoreBw(st, real) if len(real) else None, work,
+                                 spec, tracker, progress=context.log.info, step=step, snapshot_every=every, augment=cfg.augmentation())
+        tracker.log_artifact(result.generator, "weights")  # the last snapshot; the others stay in the store
+        _log_training_pages(tracker, real_bw=real["id"], synthetic=pairs.rows["id"])
+        writer = st.begin("colorizer_step1_snapshots")
+        stages.write_snapshots(writer, result.snapshots)
+        stages.add_training_rows(writer, "real_bw", real)
+        stages.add_training_rows(writer, "synthetic", pairs.rows)
+        version, vdir, frame = writer.commit(salt=_stage_flags(cfg, "step1"))
+    shots = frame[frame["role"] == "snapshot"]
+    last = shots.iloc[-1]
+    meta = {
+        **_train_metadata(st, version, vdir, result, resumed, tracker),
+        "variant": flags.name(),
+        "loop_step": step,
+        "snapshots": len(shots),
+        "snapshot_steps": dg.MetadataValue.json([int(s) for s in shots["step"]]),
+        "synthetic_pairs": len(pairs.rows),
+        "synthetic_drafts": int(pairs.rows["draft_uri"].notna().sum()),
+        "real_pages": len(real),
+        "bw_source_by_title": dg.MetadataValue.json(pairs.bw_source),
+        **fallback,
+        "samples": _grid(st, f"{vdir}/{last['samples_path']}", f"step {int(last['step'])}: synthetic rows bw | colorized | "
+                                                               "colour, then real rows bw | colorized (no hint, no draft)"),
+    }
+    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
+
+
+# --- snapshot selection -------------------------------------------------------------------------------
+
+
+class SnapshotSelection(dg.Config):
+    override: list[int] | None = Field(
+        None, description="Snapshot steps (column `step` of the ranking) to use instead of the automatic choice, best first.")
+
+
+@dg.asset(
+    deps=[colorizer_step1_snapshots, COLOR, BW, page_splits],
+    group_name=GROUP,
+    pool="gpu",
+    kinds={"pytorch"},
+    description="Step-1 snapshots ranked by KID/FID of their colorings of a validation slice of real training pages against "
+                "colour pages (the paper's authors chose by eye); the best are kept for pseudolabels. Run config `override` picks by hand.",
+)
+def selected_snapshots(context: dg.AssetExecutionContext, config: SnapshotSelection, settings: SettingsResource,
+                       store: StoreResource, device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+    st, spec, cfg = store.get(), device.spec(), _config(settings)
+    sel = cfg.selection
+    vdir1 = st.latest_dir("colorizer_step1_snapshots")
+    shots = st.read_manifest(vdir1)
+    shots = shots[shots["role"] == "snapshot"].sort_values("step")
+    validation_rows = stages.real_training_rows(st, sel.validation_pages, cfg.seed + 1)
+    validation = [read_image(st.read_bytes(u), mode="L") for u in validation_rows["uri"]]
+    colour = stages.ranked_rows(ok_rows(st, "color_pages", _color_titles(context, st)), cfg.seed, "reference").head(sel.reference_pages)
+    reference = [st.read_bytes(u) for u in colour["uri"]]
+    try:
+        extractor = stages.feature_extractor(sel, spec.device, _work_dir() / "fid_features")
+    except WeightsNotFoundError as exc:
+        if not config.override:
+            raise dg.Failure(f"cannot rank snapshots: {exc} — or pick them by hand with the run config `override`") from exc
+        context.log.warning(f"snapshots not scored ({exc}); using the override")
+        extractor = None
+    params = {"stage": {"name": "selection", **sel.model_dump(mode="json"), "override": config.override}}
+    with tempfile.TemporaryDirectory() as tmp, mlflow.run(context, params=params) as tracker:
+        local = [(int(r.step), int(r.epoch), _to_local(st, f"{vdir1}/{r.path}", Path(tmp) / f"{int(r.step)}.safetensors"))
+                 for r in shots.itertuples()]
+        ranking = stages.rank_snapshots(local, validation, reference, sel, spec.device, extractor, context.log.info, spec.autocast)
+        chosen = stages.choose(ranking.table, sel.keep, config.override)
+        tags = {"metric": sel.metric, "selected_steps": json.dumps(chosen), "override": str(bool(config.override)).lower(),
+                "random_init": str(ranking.random_init).lower(), "feature_extractor": ranking.feature_extractor}
+        if ranking.random_init:
+            tags["fid_note"] = RANDOM_INIT_NOTE
+        mlflow_api.set_tags(tags)
+        for row in ranking.table.to_dict("records"):
+            tracker.log_metrics({k: row[k] for k in ("fid", "kid_mean", "kid_std") if not math.isnan(row[k])}, step=int(row["step"]))
+        writer = st.begin("selected_snapshots")
+        grids = stages.write_selection(writer, ranking, chosen, {step: path for step, _, path in local}, validation)
+        version, vdir, _ = writer.commit(salt=json.dumps({"selected": chosen, "validation": list(validation_rows["id"])}))
+    table = ranking.table.assign(selected=ranking.table["step"].isin(chosen))
+    meta = {
+        **version_metadata(st, version, vdir),
+        "selected_steps": dg.MetadataValue.json(chosen),
+        "override": bool(config.override),
+        "metric": sel.metric,
+        "ranking": dg.MetadataValue.md(table.to_markdown(index=False, floatfmt=".5g")),
+        "validation_pages": len(validation),
+        "reference_pages": len(reference),
+        "feature_extractor": ranking.feature_extractor,
+        "random_init": ranking.random_init,
+        "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in ranking.notes) or "_none_"),
+        "mlflow_run_id": tracker.run_id,
+        **{f"grid_step_{s}": thumbnails_md([g], f"snapshot step {s} (rank {int(table.loc[table.step == s, 'rank'].iloc[0])}): "
+                                                "real page | coloring", height=min(256, g.shape[0])) for s, g in grids.items()},
+    }
+    if ranking.random_init:
+        meta["fid_note"] = RANDOM_INIT_NOTE
+    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
+
+
+# --- pseudolabels (§IV-B-3) ---------------------------------------------------------------------------
+
+
+@dg.asset(
+    deps=[selected_snapshots, page_splits, BW, STYLEGAN, INVERSION],
+    group_name=GROUP,
+    pool="gpu",
+    kinds={"pytorch", "parquet"},
+    description="Pseudolabels for self-training: the selected snapshots colorize every real training page several times "
+                "(distinct snapshots, then drafts from the inversion encoder mixed with random CLS vectors); PNGs + manifest.",
+)
+def pseudolabels(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
+                 device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+    st, spec, cfg = store.get(), device.spec(), _config(settings)
+    flags = cfg.variant
+    writer = st.begin("pseudolabels")
+    if not flags.self_training:
+        version, vdir, _ = writer.commit(salt="self_training: false")
+        return dg.MaterializeResult(metadata={**version_metadata(st, version, vdir), "skipped": True, "variant": flags.name(),
+                                              "note": "colorizer.variant.self_training is false: no pseudolabels"},
+                                    data_version=dg.DataVersion(version))
+    real = stages.real_training_rows(st, cfg.pseudolabels.max_pages, cfg.seed)
+    chosen = _selected(st)
+    fallbacks = []
+    params = {"stage": {"name": "pseudolabels", **cfg.pseudolabels.model_dump(mode="json"), "pages": len(real),
+                        "snapshots": [int(s) for s in chosen["step"]]}}
+    with tempfile.TemporaryDirectory() as tmp, mlflow.run(context, params=params) as tracker:
+        mlflow_api.set_tags(_variant_tags(cfg))
+        inversion = stages.stored_inversion(st, spec.device) if flags.use_drafts else None
+        if flags.use_drafts and inversion is None:
+            fallbacks.append("inversion_encoder not materialized: colorings differ by snapshot only, no drafts")
+        snapshots = [(int(r.step), _to_local(st, r.uri, Path(tmp) / f"{int(r.step)}.safetensors")) for r in chosen.itertuples()]
+        summary = stages.make_pseudolabels(st, real, snapshots, writer, cfg.pseudolabels, spec.device, inversion, cfg.seed,
+                                           progress_logger(context, len(real), "pseudolabels"), spec.autocast)
+        fallback = _fallback_meta(fallbacks)
+        version, vdir, frame = writer.commit(salt=json.dumps({"snapshots": [s for s, _ in snapshots], "use_drafts": flags.use_drafts}))
+        tracker.log_metrics({"pages": summary.pages, "colorings": summary.colorings, "per_page": summary.per_page})
+    first = frame[frame["bw_id"] == frame["bw_id"].iloc[0]].sort_values("coloring") if len(frame) else frame
+    shown = [read_image(st.read_bytes(first["source_uri"].iloc[0]))] if len(first) else []
+    shown += [read_image(st.read_bytes(f"{vdir}/{p}")) for p in first["path"]]
+    shown += [read_image(st.read_bytes(f"{vdir}/{p}")) for p in first["draft_path"] if isinstance(p, str)]
+    meta = {
+        **version_metadata(st, version, vdir),
+        "pages": summary.pages,
+        "colorings": summary.colorings,
+        "colorings_per_page": summary.per_page,
+        "snapshots": dg.MetadataValue.json([s for s, _ in snapshots]),
+        "draft_source": summary.draft_source,
+        "variant": flags.name(),
+        **fallback,
+        "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in summary.notes) or "_none_"),
+        "mlflow_run_id": tracker.run_id,
+        "samples": thumbnails_md(shown, f"{first['bw_id'].iloc[0] if len(first) else ''}: page | its colorings | their drafts"),
+    }
+    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
+
+
+# --- step 2: self-training ----------------------------------------------------------------------------
+
+
+@dg.asset(
+    deps=[pseudolabels, selected_snapshots, SYNTHETIC, DRAFTS, COLOR, BW, page_splits],
+    group_name=GROUP,
+    pool="gpu",
+    kinds={"pytorch"},
+    description="Step 2 (§III): self-training on synthetic pairs plus pseudolabelled real pages, all supervised, the adversarial "
+                "loss on both together (λ_syn 1.2, batch 8). With `variant.self_training: false`, step 1's best snapshot passes through.",
+)
+def colorizer_step2(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
+                    device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+    st, spec, cfg = store.get(), device.spec(), _config(settings)
+    flags = cfg.variant
+    best = _selected(st).iloc[0]
+    writer = st.begin("colorizer_step2")
+    if not flags.self_training:
+        data = st.read_bytes(best["uri"])
+        _weights_row(writer, data, source=f"selected_snapshots step {int(best['step'])}")
+        # The weights are step 1's: so are the real pages they saw (the holdout check reads them here).
+        step1 = st.latest_manifest("colorizer_step1_snapshots")
+        for row in step1[step1["role"].isin(stages.REAL_ROLES)].to_dict("records"):
+            writer.add(row)
+        version, vdir, _ = writer.commit(salt="self_training: false")
+        note = f"variant.self_training is false: step 1's best snapshot (step {int(best['step'])}) passes through"
+        return dg.MaterializeResult(metadata={**version_metadata(st, version, vdir), "skipped": True, "variant": flags.name(), "note": note},
+                                    data_version=dg.DataVersion(version))
+    pairs = stages.synthetic_pairs(st, _color_titles(context, st), flags.use_drafts)
+    pseudo = stages.pseudolabel_pairs(st, flags.use_drafts)
+    if pseudo.empty:
+        raise dg.Failure("pseudolabels is empty: materialize pseudolabels (with variant.self_training true) first")
+    tcfg = cfg.train_config("step2", "self_train")
+    init = cfg.step2.init == "best_snapshot"
+    work = checkpoint_dir(context, _checkpoint_key(cfg, "step2", pairs=stages.rows_digest(pairs.rows, ("id", "sha256", "draft_uri")),
+                                                   pseudo=stages.rows_digest(pseudo), init=best["sha256"] if init else None))
+    resumed = _resumed_from(work)
+    params = {"stage": {"name": "step2", "variant": flags.name(), "synthetic_pairs": len(pairs.rows), "pseudolabels": len(pseudo),
+                        "real_pages": int(pseudo["bw_id"].nunique()), "init": cfg.step2.init, "device": spec.description}}
+    with tempfile.TemporaryDirectory() as tmp, mlflow.run(context, params=params) as tracker:
+        mlflow_api.set_tags(_variant_tags(cfg))
+        fallback = _fallback_meta(pairs.fallbacks)
+        init_weights = _to_local(st, best["uri"], Path(tmp) / "init.safetensors") if init else None
+        n = len(pairs.rows) + len(pseudo)
+        result = train_colorizer(tcfg, stages.StorePairs(st, pairs.rows), stages.StorePairs(st, pseudo), work, spec, tracker,
+                                 progress=context.log.info, step="self_train", init_weights=init_weights,
+                                 snapshot_every=stages.total_steps(tcfg, "self_train", n), augment=cfg.augmentation())
+        tracker.log_artifact(result.generator, "weights")
+        _log_training_pages(tracker, pseudolabel_bw=pseudo["bw_id"].unique(), synthetic=pairs.rows["id"])
+        _weights_row(writer, Path(result.generator).read_bytes())
+        stages.add_training_rows(writer, "pseudolabel_bw", pseudo, id_column="bw_id")
+        stages.add_training_rows(writer, "synthetic", pairs.rows)
+        version, vdir, _ = writer.commit(salt=_stage_flags(cfg, "step2"))
+    meta = {
+        **_train_metadata(st, version, vdir, result, resumed, tracker),
+        "variant": flags.name(),
+        "synthetic_pairs": len(pairs.rows),
+        "pseudolabels": len(pseudo),
+        "real_pages": int(pseudo["bw_id"].nunique()),
+        "init": cfg.step2.init + (f" (step {int(best['step'])})" if init else ""),
+        **fallback,
+        "weights": dg.MetadataValue.path(st.uri(st.relative(f"{vdir}/{WEIGHTS}"))),
+    }
+    if result.snapshots:
+        meta["samples"] = thumbnails_md([read_image(result.snapshots[-1].samples)], "bw | colorized | target (synthetic and pseudolabelled rows)",
+                                        height=384)
+    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
+
+
+# --- fine-tune, bundle, registry ----------------------------------------------------------------------
+
+
+def _random_init_flags(cfg: stages.ColorizationConfig, st) -> dict[str, bool]:
+    """Which pretrained networks of the paper this model stood in for with random ones."""
+    vgg_file = Path(cfg.vgg_weights).expanduser() if cfg.vgg_weights else default_vgg16_path()
+    uses_vgg = any(getattr(cfg, s).losses.get("per", 1.0) for s in ("step1", "step2", "finetune"))
+    inception = False
+    if st.latest_version("selected_snapshots"):
+        frame = st.latest_manifest("selected_snapshots")
+        inception = bool(frame.get("random_init", pd.Series([False])).astype(bool).any())
+    return {"encoder": cfg.generator_config().encoder_weights is None, "vgg": bool(uses_vgg and not vgg_file.exists()),
+            "inception_selection": inception}
+
+
+@dg.asset(
+    deps=[colorizer_step2, page_pairs, DRAFTS, STYLEGAN, DRAFTING, INVERSION],
+    group_name=GROUP,
+    pool="gpu",
+    kinds={"pytorch", "mlflow"},
+    description="The final colorizer: step 2 fine-tuned on the matched real page pairs (≤ 2 epochs, Appendix D), written as a "
+                f"model bundle (colorizer + StyleGAN + drafting + inversion) and registered as {MODEL_NAME} with alias 'candidate'.",
+)
+def colorizer_final(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
+                    device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+    st, spec, cfg = store.get(), device.spec(), _config(settings)
+    flags = cfg.variant
+    step2_dir = st.latest_dir("colorizer_step2")
+    step2_sha = st.read_manifest(step2_dir).set_index("id").loc["weights", "sha256"]
+    pairs = stages.matched_pairs(st, flags.use_drafts)
+    tcfg = cfg.train_config("finetune", "finetune")
+    work = checkpoint_dir(context, _checkpoint_key(cfg, "finetune", pairs=stages.rows_digest(pairs.rows, ("id", "sha256", "draft_uri")),
+                                                   init=step2_sha))
+    resumed = _resumed_from(work)
+    random_init = _random_init_flags(cfg, st)
+    fallbacks = list(pairs.fallbacks)
+    params = {"stage": {"name": "finetune", "variant": flags.name(), "matched_pairs": len(pairs.rows), "device": spec.description}}
+    with tempfile.TemporaryDirectory() as tmp, mlflow.run(context, params=params) as tracker:
+        mlflow_api.set_tags({**_variant_tags(cfg), **{f"random_init.{k}": str(v).lower() for k, v in random_init.items()}})
+        start = _to_local(st, f"{step2_dir}/{WEIGHTS}", Path(tmp) / "step2.safetensors")
+        result = None
+        if pairs.rows.empty:
+            context.log.warning("page_pairs has no matched pair: the bundle ships step 2's weights without the fine-tune")
+            fallbacks.append("no matched page pairs: not fine-tuned")
+            generator = start
+        else:
+            result = train_colorizer(tcfg, stages.StorePairs(st, pairs.rows), None, work, spec, tracker, progress=context.log.info,
+                                     step="finetune", init_weights=start,
+                                     snapshot_every=stages.total_steps(tcfg, "finetune", len(pairs.rows)), augment=cfg.augmentation())
+            generator = result.generator
+        inputs = {a: st.latest_version(a) for a in ("colorizer_step2", "page_pairs", "stylegan", "drafting_network", "inversion_encoder")}
+        info = {"colorizer_config": tcfg.generator.to_dict(), "variant": flags.name(), "flags": flags.model_dump(),
+                "dagster_run_id": context.run.run_id, "mlflow_run_id": tracker.run_id, "inputs": inputs, "random_init": random_init,
+                "fallbacks": fallbacks}
+        bundle_dir, parts, notes = stages.make_bundle(st, Path(generator), flags, Path(tmp), info)
+        fallback = _fallback_meta(fallbacks + notes)
+        writer = st.begin("colorizer_final")
+        stages.write_folder(writer, bundle_dir, "bundle", "bundle")
+        stages.add_training_rows(writer, "matched_bw", pairs.rows, id_column="bw_id")
+        version, vdir, _ = writer.commit(salt=flags.name())
+        tags = {**_variant_tags(cfg), "dagster.run_id": context.run.run_id, "data_version": version,
+                "random_init": str(any(random_init.values())).lower(), **{f"random_init.{k}": str(v).lower() for k, v in random_init.items()}}
+        model = register_bundle(bundle_dir, tags=tags)
+    bundle_uri = st.uri(st.relative(f"{vdir}/bundle"))
+    meta = {
+        **version_metadata(st, version, vdir),
+        "registered_model": MODEL_NAME,
+        "registered_version": int(model.version),
+        "model_uri": f"models:/{MODEL_NAME}/{model.version}",
+        "alias": "candidate",
+        "bundle_uri": dg.MetadataValue.path(bundle_uri),
+        "bundle_parts": dg.MetadataValue.json(parts),
+        "variant": flags.name(),
+        "matched_pairs": len(pairs.rows),
+        "finetune_steps": result.steps if result else 0,
+        "resumed_from_step": resumed,
+        "random_init": dg.MetadataValue.json(random_init),
+        **fallback,
+        "mlflow_run_id": tracker.run_id,
+    }
+    if result is not None:
+        meta |= {k: float(v) for k, v in result.final_metrics.items()}
+        if result.snapshots:
+            meta["samples"] = thumbnails_md([read_image(result.snapshots[-1].samples)], "matched pairs: bw | colorized | colour", height=384)
+    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
+
+
+# --- the holdout never reaches step 1 or step 2 -------------------------------------------------------
+
+
+def _holdout_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
+    key = asset.key.to_user_string()
+
+    @dg.asset_check(asset=asset, name="holdout_never_trained", blocking=True,
+                    description=f"The real black-and-white pages {key} trained on (its manifest) are disjoint from the holdout of page_splits.")
+    def check(store: StoreResource) -> dg.AssetCheckResult:
+        st = store.get()
+        trained = stages.trained_real_ids(st.latest_manifest(key))
+        held = set(holdout_pages(st.latest_manifest("page_splits"))["id"])
+        leaked = sorted(trained & held)
+        return dg.AssetCheckResult(passed=not leaked, metadata={"real_pages_trained": len(trained), "holdout": len(held),
+                                                               "leaked": len(leaked), "leaked_ids": dg.MetadataValue.json(leaked[:50])})
+
+    return check
+
+
+holdout_never_trained_step1 = _holdout_check(colorizer_step1_snapshots)
+holdout_never_trained_step2 = _holdout_check(colorizer_step2)

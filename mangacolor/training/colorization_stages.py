@@ -1,0 +1,759 @@
+"""The colorization stages around `train_colorizer`: their config, their data, snapshot ranking, pseudolabels.
+
+Paper §III (training scheme), §III-B, §IV-B-3 and Appendices C–D. The Dagster assets of the
+colorization group (assets/colorization.py) each call one function of this module, so the whole
+two-step scheme also runs without an orchestrator:
+
+1. step 1, adversarial domain adaptation: synthetic black-and-white pages with their colour pages
+   (and the colour page's coloring draft) supervised, real black-and-white pages of the train split
+   adversarially; several generator snapshots;
+2. snapshot selection: the paper's authors judged snapshots by eye; we rank them by a distribution
+   distance (KID or FID) between their colorings of real training pages and colour pages, and let a
+   person override the ranking;
+3. pseudolabels: the selected snapshots colorize the real training pages, several distinct
+   colorings per page. §IV-B-3: "coloring drafts for color images and self-training colorings are
+   generated using the GAN inversion model rather than the drafting model": each snapshot's automatic
+   coloring is inverted into the Coloring Latent Space, its draft is what step 2 sees with it, and
+   further colorings follow drafts whose colour rows (the fine half of W+) are mixed with random
+   CLS vectors, so the labels differ in palette and teach the network to follow a draft;
+4. step 2, self-training on synthetic pairs plus pseudolabelled real pages; then a fine-tune on the
+   matched real page pairs (at most two epochs).
+
+Real black-and-white pages come only from `training_pages(page_splits)`; every stage records the
+ids it read, so an asset check can prove the holdout was never trained on.
+
+Ablations are switches of the same stages (`VariantFlags`): without drafts, without adversarial
+adaptation, without self-training.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, Field
+from torch.utils.data import Dataset
+
+from mangacolor.data.datasets import ok_rows
+from mangacolor.data.splits import holdout_pages, training_pages
+from mangacolor.io.images import encode_png, from_tensor, read_image, thumbnail_grid, to_tensor
+from mangacolor.io.store import Store, VersionWriter, sha256_bytes
+from mangacolor.losses.colorization import LossWeights
+from mangacolor.models.colorizer import ColorizerConfig, build_generator, colorize
+from mangacolor.models.discriminator import DiscriminatorConfig
+from mangacolor.training.checkpoint import load_weights
+from mangacolor.training.colorizer import STEP_DEFAULTS, ColorizerTrainConfig, Step
+from mangacolor.training.cues import CueConfig, CueStage, HintConfig
+
+# Roles of manifest rows that name a real black-and-white page a stage read (the holdout check's input).
+REAL_ROLES = ("real_bw", "pseudolabel_bw", "matched_bw")
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration (preset section `colorizer:`)
+# ---------------------------------------------------------------------------------------------
+
+
+class VariantFlags(BaseModel):
+    """The ablations of Tables 1 and 3 as switches of the same stages."""
+
+    use_drafts: bool = Field(True, description="false: trained and shipped without drafts (Table 1, 'without drafting network')")
+    adversarial_adaptation: bool = Field(True, description="false: step 1 without real pages (no λ_real terms; no real page is read)")
+    self_training: bool = Field(True, description="false: no pseudolabels; the final fine-tune starts from step 1's best snapshot")
+
+    def name(self) -> str:
+        """The registry's `variant` tag: "full", or the switched-off parts joined by '+'."""
+        off = [tag for flag, tag in ((self.use_drafts, "no_drafts"), (self.adversarial_adaptation, "no_adaptation"),
+                                     (self.self_training, "no_self_training")) if not flag]
+        return "+".join(off) or "full"
+
+
+class StepSection(BaseModel):
+    """One training step; None: Appendix D's value for the step (`STEP_DEFAULTS`)."""
+
+    epochs: int | None = None
+    batch_size: int | None = None
+    max_steps: int | None = Field(None, description="stop early (demo); null: the full epochs")
+    lr_g: float = 1e-4
+    lr_d: float = 4e-4
+    losses: dict = Field(default_factory=dict, description="λ's overriding the step's Appendix D weights, e.g. {per: 0}")
+
+
+class Step1Section(StepSection):
+    snapshots: int = Field(5, ge=1, description="generator snapshots (with sample grids) spread evenly over the run")
+
+
+class Step2Section(StepSection):
+    init: Literal["scratch", "best_snapshot"] = Field(
+        "scratch", description="scratch: a new network as in step 1 (the paper trains it anew); best_snapshot: continue from step 1's best")
+
+
+class SelectionConfig(BaseModel):
+    """Ranking of the step-1 snapshots (the paper's authors picked them by eye)."""
+
+    metric: Literal["kid", "fid"] = Field("kid", description="KID is unbiased on small page sets; FID is reported beside it")
+    keep: int = Field(2, ge=1, description="snapshots that make pseudolabels")
+    validation_pages: int = Field(16, ge=2, description="real training pages each snapshot colorizes")
+    reference_pages: int = Field(64, ge=2, description="colour pages the colorings are compared with")
+    long_side: int | None = Field(None, description="colorize validation pages at this long side (null: their own size)")
+    inception: str = Field("auto", description="auto (user-placed FID Inception file) | random (demo: not comparable to published FID) | a path")
+    resize: str = "bilinear-torch"
+    fid_method: Literal["sqrtm", "eig"] = "eig"
+    kid_subsets: int = 50
+    kid_subset_size: int = 1000
+    batch_size: int = 8
+
+
+class PseudolabelConfig(BaseModel):
+    colorings_per_page: int = Field(3, ge=1, description="distinct colorings per real page (snapshots, then inverted drafts mixed with random CLS)")
+    max_pages: int | None = Field(None, description="cap on the real training pages labelled (null: all)")
+    long_side: int | None = Field(None, description="colorize pages at this long side, labels resized back (null: own size)")
+
+
+class ColorizationConfig(BaseModel):
+    """Preset section `colorizer:` — every setting of the colorization stages."""
+
+    variant: VariantFlags = Field(default_factory=VariantFlags)
+    generator: dict = Field(default_factory=dict, description="ColorizerConfig fields; `tiny: true` starts from ColorizerConfig.tiny()")
+    discriminator: dict = Field(default_factory=dict, description="DiscriminatorConfig fields; `tiny: true` starts from DiscriminatorConfig.tiny()")
+    cues: dict = Field(default_factory=dict, description="{hint: HintConfig fields, schedule: [{first_epoch, p_hint, p_draft}, ...]}")
+    crop: tuple[int, int] = (768, 512)
+    augment: dict | None = Field(default_factory=dict, description="paired_augmentation keywords (Appendix B); null: plain random crops")
+    betas: tuple[float, float] = (0.5, 0.999)
+    perceptual_layers: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
+    vgg_weights: str | None = None
+    allow_random_vgg: bool = False
+    seed: int = 0
+    checkpoint_every: int = 500
+    log_every: int = 10
+    sample_count: int = 4
+    max_real_pages: int | None = Field(None, description="cap on the real training pages step 1 reads (null: all)")
+    step1: Step1Section = Field(default_factory=Step1Section)
+    step2: Step2Section = Field(default_factory=lambda: Step2Section(batch_size=8))
+    finetune: StepSection = Field(default_factory=lambda: StepSection(epochs=2))
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    pseudolabels: PseudolabelConfig = Field(default_factory=PseudolabelConfig)
+
+    def generator_config(self) -> ColorizerConfig:
+        g = dict(self.generator)
+        return ColorizerConfig.tiny(**_tuples(g)) if g.pop("tiny", False) else ColorizerConfig.from_dict(g)
+
+    def discriminator_config(self) -> DiscriminatorConfig:
+        d = dict(self.discriminator)
+        return DiscriminatorConfig.tiny(**_tuples(d)) if d.pop("tiny", False) else DiscriminatorConfig(**_tuples(d))
+
+    def cue_config(self) -> CueConfig:
+        hint = HintConfig(**self.cues.get("hint", {}))
+        schedule = self.cues.get("schedule")
+        if schedule is None:
+            return CueConfig(hint=hint)
+        return CueConfig(hint=hint, schedule=tuple(CueStage(**s) for s in schedule))
+
+    def train_config(self, section: Literal["step1", "step2", "finetune"], step: Step) -> ColorizerTrainConfig:
+        """The loop's config for one stage; `step` picks Appendix D's defaults that the section leaves open."""
+        s: StepSection = getattr(self, section)
+        epochs, batch, weights = STEP_DEFAULTS[step]
+        return ColorizerTrainConfig(
+            generator=self.generator_config(),
+            discriminator=self.discriminator_config(),
+            cues=self.cue_config(),
+            losses=LossWeights(**{**weights.to_dict(), **s.losses}),
+            epochs=s.epochs or epochs,
+            batch_size=s.batch_size or batch,
+            crop=tuple(self.crop),
+            lr_g=s.lr_g,
+            lr_d=s.lr_d,
+            betas=tuple(self.betas),
+            perceptual_layers=tuple(self.perceptual_layers),
+            vgg_weights=self.vgg_weights,
+            allow_random_vgg=self.allow_random_vgg,
+            seed=self.seed,
+            max_steps=s.max_steps,
+            checkpoint_every=self.checkpoint_every,
+            log_every=self.log_every,
+            sample_count=self.sample_count,
+        )
+
+    def augmentation(self):
+        """The Appendix B pipeline as the loop's `augment`, or None for plain random crops."""
+        if self.augment is None:
+            return None
+        from mangacolor.data.augment import paired_augmentation
+        from mangacolor.training.colorizer import augment_from_paired
+
+        return augment_from_paired(paired_augmentation(crop_hw=tuple(self.crop), seed=self.seed, **self.augment))
+
+
+def _tuples(d: dict) -> dict:
+    return {k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v for k, v in d.items()}
+
+
+def total_steps(cfg: ColorizerTrainConfig, step: Step, n_supervised: int) -> int:
+    """The step count `train_colorizer` will run (same formula), to spread snapshots over it."""
+    epochs, batch, _ = cfg.resolved(step)
+    n = epochs * max(1, n_supervised // batch)
+    return min(n, cfg.max_steps) if cfg.max_steps is not None else n
+
+
+def snapshot_every(cfg: ColorizerTrainConfig, step: Step, n_supervised: int, snapshots: int) -> int:
+    return max(1, math.ceil(total_steps(cfg, step, n_supervised) / snapshots))
+
+
+# ---------------------------------------------------------------------------------------------
+# Pages from the store
+# ---------------------------------------------------------------------------------------------
+
+
+class StoreImages(Sequence):
+    """Images named by store URIs, decoded on access (None entries stay None)."""
+
+    def __init__(self, store: Store, uris: Sequence[str | None], mode: str):
+        self.store, self.uris, self.mode = store, list(uris), mode
+
+    def __len__(self) -> int:
+        return len(self.uris)
+
+    def __getitem__(self, i):
+        uri = self.uris[i]
+        return None if uri is None or (isinstance(uri, float) and math.isnan(uri)) else read_image(self.store.read_bytes(uri), mode=self.mode)
+
+
+def _fit(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    import cv2
+
+    return image if image.shape[:2] == hw else cv2.resize(image, (hw[1], hw[0]), interpolation=cv2.INTER_AREA)
+
+
+class StorePairs(Dataset):
+    """bw/colour(/draft) samples as `train_colorizer` wants them, read through the store.
+
+    A colour page of another size than its black-and-white page (a synthetic page a few pixels off)
+    is resized onto it, so crops cut the same window from both.
+    """
+
+    def __init__(self, store: Store, rows: pd.DataFrame):
+        self.bw = StoreImages(store, rows["bw_uri"], "L")
+        self.color = StoreImages(store, rows["color_uri"], "RGB")
+        self.drafts = StoreImages(store, rows["draft_uri"] if "draft_uri" in rows else [None] * len(rows), "RGB")
+
+    def __len__(self) -> int:
+        return len(self.bw)
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        bw = self.bw[i]
+        sample = {"bw": bw, "color": _fit(self.color[i], bw.shape[:2])}
+        draft = self.drafts[i]
+        if draft is not None:
+            sample["draft"] = draft
+        return sample
+
+
+class StoreBw(Dataset):
+    """Real black-and-white pages (step 1's adversarial domain)."""
+
+    def __init__(self, store: Store, rows: pd.DataFrame):
+        self.bw = StoreImages(store, rows["uri"], "L")
+
+    def __len__(self) -> int:
+        return len(self.bw)
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        return {"bw": self.bw[i]}
+
+
+def ranked_rows(frame: pd.DataFrame, seed: int, salt: str) -> pd.DataFrame:
+    """Rows in a fixed pseudo-random order (hash of id), stable when other pages come or go."""
+    key = frame["id"].map(lambda i: hashlib.sha256(f"{seed}:{salt}:{i}".encode()).hexdigest())
+    return frame.assign(_k=key).sort_values("_k").drop(columns="_k").reset_index(drop=True)
+
+
+def real_training_rows(store: Store, max_pages: int | None = None, seed: int = 0) -> pd.DataFrame:
+    """The ok black-and-white pages of the train split with their store `uri`; the holdout is never among them."""
+    splits = store.latest_manifest("page_splits")
+    train_ids = set(training_pages(splits)["id"]) - set(holdout_pages(splits)["id"])
+    pages = ok_rows(store, "bw_pages")
+    rows = pages[pages["id"].isin(train_ids)].drop_duplicates("id")
+    rows = ranked_rows(rows, seed, "real")
+    return (rows.head(max_pages) if max_pages is not None else rows).sort_values("id").reset_index(drop=True)
+
+
+def rows_digest(rows: pd.DataFrame, columns: Sequence[str] = ("id", "sha256")) -> str:
+    h = hashlib.sha256()
+    for values in rows[[c for c in columns if c in rows]].itertuples(index=False):
+        h.update("|".join(map(str, values)).encode() + b"\n")
+    return h.hexdigest()[:12]
+
+
+@dataclass
+class PairInputs:
+    """Supervised pairs and how they were made: per title, the black-and-white source used."""
+
+    rows: pd.DataFrame  # id, title, page, source_id, bw_uri, color_uri, draft_uri, sha256
+    bw_source: dict[str, str]  # title -> synthetic_bw_pages | xdog_pages | grey
+    drafts: str  # coloring_drafts | none (use_drafts false) | missing (no coloring_drafts)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fallbacks(self) -> list[str]:
+        """What stands in for an upstream asset that has not been materialized yet."""
+        out = [f"{t}: {s} instead of synthetic_bw_pages" for t, s in sorted(self.bw_source.items()) if s != "synthetic_bw_pages"]
+        if self.drafts == "missing":
+            out.append("coloring_drafts not materialized: empty drafts")
+        return out + self.notes
+
+
+def _drafts_by_source(store: Store, titles: Sequence[str]) -> dict[str, str]:
+    have = [t for t in titles if store.latest_version("coloring_drafts", t)]
+    if not have:
+        return {}
+    rows = ok_rows(store, "coloring_drafts", have)
+    key = rows["source_id"] if "source_id" in rows else rows["id"]
+    return dict(zip(key, rows["uri"]))
+
+
+def synthetic_pairs(store: Store, titles: Sequence[str], use_drafts: bool) -> PairInputs:
+    """Synthetic black-and-white page ↔ its colour page (+ that page's coloring draft), over `titles`.
+
+    A title without `synthetic_bw_pages` falls back to its `xdog_pages`, then to the grey conversion
+    of its colour pages; `PairInputs.fallbacks` says which, for metadata and tags.
+    """
+    frames, source = [], {}
+    for title in titles:
+        color = ok_rows(store, "color_pages", [title]).set_index("id")
+        for asset in ("synthetic_bw_pages", "xdog_pages"):
+            if store.latest_version(asset, title):
+                bw = ok_rows(store, asset, [title])
+                src_id = bw["source_id"] if "source_id" in bw else bw["id"]
+                bw = bw.assign(source_id=src_id)
+                bw = bw[bw["source_id"].isin(color.index)]
+                frames.append(pd.DataFrame({
+                    "id": bw["id"].values, "title": title, "page": bw["page"].values, "source_id": bw["source_id"].values,
+                    "bw_uri": bw["uri"].values, "color_uri": color.loc[bw["source_id"], "uri"].values,
+                    "sha256": bw["sha256"].values,
+                }))
+                source[title] = asset
+                break
+        else:
+            source[title] = "grey"  # read_image(mode="L") of the colour page is its grey conversion
+            frames.append(pd.DataFrame({
+                "id": color.index.values, "title": title, "page": color["page"].values, "source_id": color.index.values,
+                "bw_uri": color["uri"].values, "color_uri": color["uri"].values, "sha256": color["sha256"].values,
+            }))
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["id", "title", "page", "source_id", "bw_uri", "color_uri", "sha256"])
+    drafts_state, notes = "none", []
+    rows["draft_uri"] = None
+    if use_drafts:
+        by_source = _drafts_by_source(store, titles)
+        drafts_state = "coloring_drafts" if by_source else "missing"
+        rows["draft_uri"] = [by_source.get(s) for s in rows["source_id"]]
+        missing = int(rows["draft_uri"].isna().sum())
+        if by_source and missing:
+            notes.append(f"{missing} of {len(rows)} synthetic pairs have no coloring draft (their titles' drafts are not materialized)")
+    return PairInputs(rows.sort_values(["title", "id"]).reset_index(drop=True), source, drafts_state, notes)
+
+
+def matched_pairs(store: Store, use_drafts: bool) -> PairInputs:
+    """The matched real page pairs of `page_pairs` (bw page, colour page aligned onto it) for the fine-tune."""
+    if store.latest_version("page_pairs") is None:
+        return PairInputs(pd.DataFrame(columns=["id", "bw_id", "bw_uri", "color_uri", "draft_uri"]), {}, "none")
+    vdir = store.latest_dir("page_pairs")
+    pairs = store.read_manifest(vdir)
+    pairs = pairs[pairs["matched"].astype(bool) & (pairs["status"] == "ok")]
+    rows = pd.DataFrame({
+        "id": pairs["id"].values, "title": pairs["title"].values, "page": pairs["page"].values,
+        "bw_id": pairs["bw_id"].values, "source_id": pairs["color_id"].values,
+        "bw_uri": pairs["bw_uri"].values, "color_uri": [f"{vdir}/{p}" for p in pairs["path"]], "sha256": pairs["sha256"].values,
+    })
+    rows["draft_uri"] = None
+    drafts_state = "none"
+    if use_drafts:
+        by_source = _drafts_by_source(store, sorted(set(rows["title"])))
+        drafts_state = "coloring_drafts" if by_source else "missing"
+        rows["draft_uri"] = [by_source.get(s) for s in rows["source_id"]]
+    return PairInputs(rows.sort_values("id").reset_index(drop=True), {}, drafts_state)
+
+
+def pseudolabel_pairs(store: Store, use_drafts: bool) -> pd.DataFrame:
+    """Rows of the latest `pseudolabels`: real bw page, its pseudolabel and the draft it goes with."""
+    vdir = store.latest_dir("pseudolabels")
+    frame = store.read_manifest(vdir)
+    if "bw_id" not in frame:  # a version made with self_training off holds no labels
+        return pd.DataFrame(columns=["id", "title", "page", "bw_id", "bw_uri", "color_uri", "draft_uri", "sha256"])
+    frame = frame[frame["status"] == "ok"]
+    bw = ok_rows(store, "bw_pages").drop_duplicates("id").set_index("id")
+    drafts = [f"{vdir}/{p}" if use_drafts and isinstance(p, str) else None for p in frame.get("draft_path", [None] * len(frame))]
+    return pd.DataFrame({
+        "id": frame["id"].values, "title": frame["title"].values, "page": frame["page"].values, "bw_id": frame["bw_id"].values,
+        "bw_uri": bw.loc[frame["bw_id"], "uri"].values, "color_uri": [f"{vdir}/{p}" for p in frame["path"]],
+        "draft_uri": drafts, "sha256": frame["sha256"].values,
+    })
+
+
+# ---------------------------------------------------------------------------------------------
+# Model files written by other stages
+# ---------------------------------------------------------------------------------------------
+
+def stored_inversion(store: Store, device: torch.device):
+    """The latest `inversion_encoder` with the StyleGAN it was trained against, or None if it has no version."""
+    if store.latest_version("inversion_encoder") is None:
+        return None
+    from mangacolor.drafting.pages import load_stored_psp
+
+    return load_stored_psp(store, "inversion_encoder", device)[0].requires_grad_(False)
+
+
+def drafting_files(store: Store, target: Path) -> tuple[dict[str, Path], list[str]]:
+    """Local copies of the bundle's drafting parts: {stylegan, drafting, inversion} -> file, and notes.
+
+    Both encoders must decode through one generator (a bundle holds one StyleGAN): the one the
+    drafting network was trained against; an inversion encoder trained against another is left out.
+    """
+    from mangacolor.drafting.pages import generator_path, weights_row
+
+    encoders, notes = {}, []
+    for part, asset in (("drafting", "drafting_network"), ("inversion", "inversion_encoder")):
+        if store.latest_version(asset) is None:
+            notes.append(f"{asset} not materialized: bundle without {part}")
+            continue
+        vdir, row = weights_row(store, asset)
+        encoders[part] = (f"{vdir}/{row['path']}", row.get("stylegan_version"))
+    if not encoders:
+        return {}, notes
+    gan_version = next(iter(encoders.values()))[1]
+    target.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for part, (uri, version) in encoders.items():
+        if version != gan_version:
+            notes.append(f"{part} was trained against stylegan {version}, the drafting network against {gan_version}: bundle without {part}")
+            continue
+        files[part] = target / f"{part}.safetensors"
+        files[part].write_bytes(store.read_bytes(uri))
+    files["stylegan"] = target / "stylegan.safetensors"
+    files["stylegan"].write_bytes(store.read_bytes(generator_path(store, gan_version)))
+    return files, notes
+
+
+def make_bundle(store: Store, colorizer: Path, flags: VariantFlags, target: Path, info: dict) -> tuple[Path, list[str], list[str]]:
+    """The model bundle of a colorizer in `target`/bundle: with the drafting parts unless the variant has no
+    drafts. Returns (bundle folder, parts, notes saying which parts are missing and why)."""
+    from mangacolor.inference.bundle import write_bundle
+
+    files, notes = {"colorizer": colorizer}, []
+    if flags.use_drafts:
+        parts, notes = drafting_files(store, target / "drafting")
+        files |= parts
+        if "drafting" not in files:
+            notes.append("bundle colorizes with an empty draft (no drafting network)")
+    info = {**info, "fallbacks": [*info.get("fallbacks", []), *notes]}
+    return write_bundle(target / "bundle", files, info), sorted(files), notes
+
+
+def write_folder(writer: VersionWriter, folder: Path, prefix: str, role: str) -> None:
+    """Every file of a local folder into the version under `prefix/`, one manifest row each."""
+    for f in sorted(p for p in folder.iterdir() if p.is_file()):
+        data = f.read_bytes()
+        writer.add({"id": f"{role}:{f.name}", "title": None, "page": None, "path": writer.write(f"{prefix}/{f.name}", data),
+                    "sha256": sha256_bytes(data), "status": "ok", "reason": None, "role": role})
+
+
+def load_generator(path: str | Path, device: torch.device) -> torch.nn.Module:
+    """A colorizer generator from weights saved by `train_colorizer` (its config is in the metadata)."""
+    _, meta = load_weights(path)
+    if "generator_config" not in meta:
+        raise KeyError(f"{path}: no 'generator_config' in the weights' metadata; expected a file written by train_colorizer")
+    return build_generator(ColorizerConfig.from_dict(meta["generator_config"]), path).to(device).eval().requires_grad_(False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Colorizing pages with a snapshot
+# ---------------------------------------------------------------------------------------------
+
+
+def _scaled(page: np.ndarray, long_side: int | None) -> np.ndarray:
+    if long_side is None or max(page.shape[:2]) <= long_side:
+        return page
+    s = long_side / max(page.shape[:2])
+    return _fit(page, (max(1, round(page.shape[0] * s)), max(1, round(page.shape[1] * s))))
+
+
+def colorize_grey(generator: torch.nn.Module, page: np.ndarray, draft: torch.Tensor | None = None,
+                  long_side: int | None = None, autocast=contextlib.nullcontext) -> np.ndarray:
+    """uint8 grey page -> uint8 RGB at the page's size; empty hint, optional draft (1,3,h,w) in [-1, 1]."""
+    small = _scaled(page, long_side)
+    device = next(generator.parameters()).device
+    with autocast():
+        out = colorize(generator, to_tensor(small)[None].to(device), draft=None if draft is None else draft.to(device))
+    rgb = from_tensor(out[0].float().cpu())
+    return _fit(rgb, page.shape[:2])
+
+
+# ---------------------------------------------------------------------------------------------
+# Snapshot ranking (replaces the paper's manual choice)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Ranking:
+    table: pd.DataFrame  # step, epoch, fid, kid_mean, kid_std, rank (1 = best)
+    colorings: dict[int, list[np.ndarray]]  # snapshot step -> its colorings of the validation pages
+    feature_extractor: str
+    random_init: bool
+    notes: list[str]
+
+
+def feature_extractor(cfg: SelectionConfig, device: torch.device, cache_dir: str | Path | None = None):
+    """The FID/KID feature network of `cfg.inception`; raises WeightsNotFoundError naming the missing file."""
+    from mangacolor.eval.fid import FeatureExtractor
+    from mangacolor.eval.inception import build_inception
+
+    return FeatureExtractor(build_inception(cfg.inception), resize=cfg.resize, batch_size=cfg.batch_size,
+                            device=device, cache_dir=cache_dir)
+
+
+def rank_snapshots(
+    snapshots: Sequence[tuple[int, int, Path]],
+    validation: Sequence[np.ndarray],
+    reference: Sequence[np.ndarray],
+    cfg: SelectionConfig,
+    device: torch.device,
+    extractor=None,
+    progress: Callable[[str], None] | None = None,
+    autocast=contextlib.nullcontext,
+) -> Ranking:
+    """Colorize `validation` (real grey pages) with each snapshot (step, epoch, weights) and rank the
+    snapshots by `cfg.metric` of their colorings against `reference` colour pages (lower is better).
+
+    Without an `extractor` (`feature_extractor(cfg, ...)`) the colorings are made but not scored:
+    every metric is NaN and the ranking falls back to the latest snapshot first.
+    """
+    from mangacolor.eval.fid import metric_report
+
+    say = progress or (lambda _m: None)
+    ref_feats = extractor(list(reference)) if extractor is not None else None
+    rows, colorings, notes = [], {}, set()
+    for step, epoch, path in snapshots:
+        generator = load_generator(path, device)
+        pages = [colorize_grey(generator, p, long_side=cfg.long_side, autocast=autocast) for p in validation]
+        colorings[step] = pages
+        row = {"step": step, "epoch": epoch, "fid": float("nan"), "kid_mean": float("nan"), "kid_std": float("nan")}
+        if extractor is not None:
+            report = metric_report(ref_feats, extractor(pages), feature_extractor=extractor.description, resize=extractor.resize,
+                                   random_init=extractor.random_init, kid_subsets=cfg.kid_subsets,
+                                   kid_subset_size=cfg.kid_subset_size, n_boot=0, fid_method=cfg.fid_method)
+            notes.update(report.notes)
+            row |= {"fid": report.fid, "kid_mean": report.kid_mean, "kid_std": report.kid_std}
+        rows.append(row)
+        say(f"snapshot step {step}: fid {row['fid']:.3f} kid {row['kid_mean']:.5f}")
+    table = pd.DataFrame(rows)
+    key = "kid_mean" if cfg.metric == "kid" else "fid"
+    # Ties (and NaNs) go to the later snapshot: it has seen more data.
+    order = table.assign(_nan=table[key].isna()).sort_values(["_nan", key, "step"], ascending=[True, True, False])
+    table["rank"] = 0
+    table.loc[order.index, "rank"] = range(1, len(table) + 1)
+    if extractor is None:
+        return Ranking(table.sort_values("rank").reset_index(drop=True), colorings, "none", False, ["not scored: no feature network"])
+    return Ranking(table.sort_values("rank").reset_index(drop=True), colorings, extractor.description,
+                   extractor.random_init, sorted(notes))
+
+
+def choose(ranking: pd.DataFrame, keep: int, override: Sequence[int] | None) -> list[int]:
+    """The snapshot steps to keep: the person's `override` (snapshot steps) or the `keep` best ranked."""
+    known = list(ranking["step"])
+    if override:
+        unknown = [s for s in override if s not in known]
+        if unknown:
+            raise ValueError(f"override names snapshot steps {unknown}, but the snapshots are at steps {sorted(known)}")
+        return list(dict.fromkeys(int(s) for s in override))
+    return [int(s) for s in ranking.sort_values("rank")["step"].head(keep)]
+
+
+def write_selection(writer: VersionWriter, ranking: Ranking, chosen: Sequence[int], weights: dict[int, Path],
+                    validation: Sequence[np.ndarray], grid_pages: int = 4) -> dict[int, np.ndarray]:
+    """One manifest row per snapshot (its scores, rank, grid; weights copied in when chosen); returns the grids.
+
+    `order` is the position among the chosen (0 = best, the one step 2 and the fine-tune start from).
+    """
+    grids = {}
+    for row in ranking.table.to_dict("records"):
+        step = int(row["step"])
+        grids[step] = grid = coloring_grid(validation[:grid_pages], ranking.colorings[step][:grid_pages])
+        grid_png = encode_png(grid)
+        out = {"id": f"snapshot:{step:08d}", "title": None, "page": None, "status": "ok", "reason": None, "role": "ranking",
+               **{k: (int(v) if k in ("step", "epoch", "rank") else float(v)) for k, v in row.items()},
+               "selected": step in chosen, "order": chosen.index(step) if step in chosen else None,
+               "grid_path": writer.write(f"grids/step-{step:08d}.png", grid_png), "path": None, "sha256": sha256_bytes(grid_png),
+               "random_init": ranking.random_init, "feature_extractor": ranking.feature_extractor}
+        if step in chosen:
+            data = Path(weights[step]).read_bytes()
+            out |= {"path": writer.write(f"weights/step-{step:08d}.safetensors", data), "sha256": sha256_bytes(data)}
+        writer.add(out)
+    return grids
+
+
+def coloring_grid(pages: Sequence[np.ndarray], colorings: Sequence[np.ndarray], height: int = 128) -> np.ndarray:
+    """Each page beside its coloring, the pairs side by side: one strip per snapshot."""
+    tiles = [t for pair in zip(pages, colorings) for t in pair]
+    return thumbnail_grid(tiles, height=height)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pseudolabels (§III training scheme, §IV-B-3)
+# ---------------------------------------------------------------------------------------------
+
+
+def _page_seed(seed: int, page_id: str, k: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}:{page_id}:{k}".encode()).digest()[:4], "little")
+
+
+@dataclass
+class PseudolabelSummary:
+    pages: int
+    colorings: int
+    per_page: int
+    draft_source: str  # inversion_encoder | none
+    notes: list[str]
+
+
+def make_pseudolabels(
+    store: Store,
+    pages: pd.DataFrame,
+    snapshots: Sequence[tuple[int, Path]],
+    writer: VersionWriter,
+    cfg: PseudolabelConfig,
+    device: torch.device,
+    inversion=None,
+    seed: int = 0,
+    progress: Callable[[int, str], None] | None = None,
+    autocast=contextlib.nullcontext,
+) -> PseudolabelSummary:
+    """Colorize each real page (rows with id, title, page, uri) `cfg.colorings_per_page` times.
+
+    Coloring k of a page is made by snapshot k mod S. The first S are the snapshots' automatic
+    colorings (empty hint and draft); with an inversion encoder each is inverted into W+ and its
+    draft stored beside it (what step 2 feeds with that label, as the colour pages' drafts are
+    their inversions). Colorings k ≥ S need drafts to differ: the k-th inverted W+ gets its colour
+    rows from a random CLS vector and the snapshot colorizes the page with that draft. Without an
+    inversion encoder a page gets at most S colorings, one per snapshot.
+    """
+    from mangacolor.drafting.sampling import mix
+
+    generators = [(step, load_generator(path, device)) for step, path in snapshots]
+    s = len(generators)
+    per_page = cfg.colorings_per_page if inversion is not None else min(cfg.colorings_per_page, s)
+    notes = []
+    if per_page < cfg.colorings_per_page:
+        notes.append(f"{per_page} colorings per page instead of {cfg.colorings_per_page}: without the inversion encoder "
+                     "colorings can only differ by snapshot")
+    count = 0
+    for n, row in enumerate(pages.to_dict("records"), start=1):
+        page = read_image(store.read_bytes(row["uri"]), mode="L")
+        base: list[tuple[np.ndarray, torch.Tensor | None]] = []
+        for k in range(per_page):
+            step, generator = generators[k % s]
+            draft = None
+            if k < s:
+                label = colorize_grey(generator, page, long_side=cfg.long_side, autocast=autocast)
+                kind = "auto"
+                if inversion is not None:
+                    with torch.no_grad():
+                        w_plus = inversion.encode(to_tensor(label)[None].to(device))
+                        draft = inversion.synthesize(w_plus)
+                    kind = "auto+inverted_draft"
+                base.append((label, None if inversion is None else w_plus))
+            else:
+                w_plus = base[k % s][1]
+                gen = torch.Generator().manual_seed(_page_seed(seed, row["id"], k))
+                with torch.no_grad():
+                    z = torch.randn(1, inversion.decoder.style_dim, generator=gen).to(device)
+                    draft = inversion.synthesize(mix(w_plus, inversion.decoder.get_latent(z)))
+                label = colorize_grey(generator, page, draft=draft, long_side=cfg.long_side, autocast=autocast)
+                kind = "mixed_draft"
+            data = encode_png(label)
+            stem = f"{row['title']}/{row['page']}-{k}"
+            out = {"id": f"{row['id']}#{k}", "title": row["title"], "page": row["page"], "source_uri": row["uri"],
+                   "path": writer.write(f"labels/{stem}.png", data), "width": page.shape[1], "height": page.shape[0],
+                   "sha256": sha256_bytes(data), "status": "ok", "reason": None, "role": "pseudolabel_bw",
+                   "bw_id": row["id"], "page_id": row["id"], "snapshot": int(step), "coloring": k, "kind": kind, "draft_path": None}
+            if draft is not None:
+                out["draft_path"] = writer.write(f"drafts/{stem}.png", encode_png(from_tensor(draft[0].float().cpu())))
+            writer.add(out)
+            count += 1
+        if progress is not None:
+            progress(n, row["id"])
+    return PseudolabelSummary(len(pages), count, per_page, "inversion_encoder" if inversion is not None else "none", notes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Recording what a stage read
+# ---------------------------------------------------------------------------------------------
+
+
+def write_snapshots(writer: VersionWriter, snapshots: Sequence) -> None:
+    """Step 1's generator snapshots (`train_colorizer`'s `Snapshot`s) with their sample grids, one row each."""
+    for snap in sorted({s.step: s for s in snapshots}.values(), key=lambda s: s.step):
+        data = Path(snap.weights).read_bytes()
+        folder = f"snapshots/step-{snap.step:08d}"
+        writer.add({"id": f"snapshot:{snap.step:08d}", "title": None, "page": None, "sha256": sha256_bytes(data), "status": "ok",
+                    "reason": None, "role": "snapshot", "step": snap.step, "epoch": snap.epoch,
+                    "path": writer.write(f"{folder}/generator.safetensors", data),
+                    "samples_path": writer.write(f"{folder}/samples.png", Path(snap.samples).read_bytes())})
+
+
+def add_training_rows(writer: VersionWriter, role: str, rows: pd.DataFrame, id_column: str = "id") -> None:
+    """One manifest row per page a stage trained on, so its data version and the holdout check see them."""
+    for row in rows.sort_values(id_column).drop_duplicates(id_column).to_dict("records"):
+        writer.add({"id": f"{role}:{row[id_column]}", "title": row.get("title"), "page": row.get("page"), "path": None,
+                    "sha256": row.get("sha256"), "status": "ok", "reason": None, "role": role, "page_id": row[id_column]})
+
+
+def trained_real_ids(manifest: pd.DataFrame) -> set[str]:
+    """The real black-and-white page ids a stage's manifest says it read."""
+    if "role" not in manifest or "page_id" not in manifest:
+        return set()
+    return set(manifest.loc[manifest["role"].isin(REAL_ROLES), "page_id"].dropna())
+
+
+__all__ = [
+    "ColorizationConfig",
+    "PairInputs",
+    "PseudolabelConfig",
+    "REAL_ROLES",
+    "Ranking",
+    "SelectionConfig",
+    "StepSection",
+    "StoreBw",
+    "StorePairs",
+    "VariantFlags",
+    "add_training_rows",
+    "choose",
+    "colorize_grey",
+    "coloring_grid",
+    "feature_extractor",
+    "drafting_files",
+    "load_generator",
+    "make_bundle",
+    "make_pseudolabels",
+    "matched_pairs",
+    "pseudolabel_pairs",
+    "rank_snapshots",
+    "ranked_rows",
+    "real_training_rows",
+    "rows_digest",
+    "snapshot_every",
+    "synthetic_pairs",
+    "total_steps",
+    "trained_real_ids",
+    "stored_inversion",
+    "write_folder",
+    "write_selection",
+    "write_snapshots",
+]
