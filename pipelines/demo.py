@@ -146,7 +146,29 @@ def run_demo(select: str | None = None, preset: str = "demo", seed: int = 0, qui
         if not _materialize(dg, label, i, len(jobs), batch.keys, partition, instance, resources, all_assets, logs, done):
             return 1
     _summary(done, loaded, time.perf_counter() - start, resources)
+    _colorize_one_page(resources, loaded)
     return 0
+
+
+def _colorize_one_page(resources, preset: dict) -> None:
+    """End the demo the way a user starts: colorize a black-and-white page with the registered model."""
+    store = resources["store"].get()
+    if store.latest_version("colorizer_final") is None:
+        return
+    from mangacolor.inference.bundle import ModelBundle
+    from mangacolor.io.images import encode_png, read_image
+
+    bundle_dir = Path(store.latest_dir("colorizer_final")) / "bundle"
+    if not store.is_local or not bundle_dir.exists():
+        return
+    page_path = sorted((Path(preset["demo_data"]) / "bw").glob("*/001.png"))[0]
+    bundle = ModelBundle.load(bundle_dir)
+    page = read_image(page_path, mode="L")
+    out = PROJECT_ROOT / "artifacts" / "demo_output" / f"{page_path.parent.name}_{page_path.stem}.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(encode_png(bundle.colorize(page, draft=bundle.drafts(page)[0])))
+    print(f"\ncolorized {page_path} -> {out}")
+    print(f"  (your own pages: uv run mangacolor colorize PAGE_OR_FOLDER -o OUT --model {bundle_dir})")
 
 
 def _summary(done: dict, preset: dict, seconds: float, resources) -> None:

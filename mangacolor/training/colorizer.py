@@ -201,8 +201,16 @@ def collate(samples: list[Sample], device: torch.device) -> dict[str, torch.Tens
     if all("color" in s for s in samples):
         batch["color"] = torch.stack([to_tensor(s["color"]) for s in samples]).to(device)
     if any("draft" in s for s in samples):
-        shape = next(s["draft"].shape for s in samples if "draft" in s)
-        drafts = [to_tensor(s["draft"]) if "draft" in s else torch.zeros(3, *shape[:2]) for s in samples]
+        # Drafts from different sources (stored inversions, pseudolabel drafts) may differ in size;
+        # the generator resizes them to the page anyway, so bring a batch to its largest.
+        h = max(s["draft"].shape[0] for s in samples if "draft" in s)
+        w = max(s["draft"].shape[1] for s in samples if "draft" in s)
+        drafts = []
+        for s in samples:
+            d = to_tensor(s["draft"]) if "draft" in s else torch.zeros(3, h, w)
+            if d.shape[-2:] != (h, w):
+                d = torch.nn.functional.interpolate(d[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+            drafts.append(d)
         batch["draft"] = torch.stack(drafts).to(device)
         batch["has_draft"] = torch.tensor(["draft" in s for s in samples])
     return batch
