@@ -3,7 +3,7 @@
 Local defaults need nothing installed: artifacts under `<project>/artifacts`, MLflow in
 `<project>/mlflow.db`. Environment variables switch a deployment without code changes:
 MANGACOLOR_PRESET (demo | paper | a YAML path), MANGACOLOR_ARTIFACT_ROOT (a folder or s3://...),
-MLFLOW_TRACKING_URI, MANGACOLOR_DEVICE / MANGACOLOR_PRECISION.
+MLFLOW_TRACKING_URI, MANGACOLOR_DEVICE / MANGACOLOR_PRECISION / MANGACOLOR_THREADS.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ def build_resources(preset: str | None = None, artifact_root: str | None = None,
             device=os.environ.get("MANGACOLOR_DEVICE", device.get("name", "auto")),
             precision=os.environ.get("MANGACOLOR_PRECISION", device.get("precision", "auto")),
             seed=int(device.get("seed", 0)),
+            threads=int(os.environ["MANGACOLOR_THREADS"]) if os.environ.get("MANGACOLOR_THREADS") else device.get("threads"),
         ),
         "mlflow": MlflowResource(
             tracking_uri=tracking_uri or default_tracking_uri(PROJECT_ROOT),
