@@ -11,6 +11,7 @@ import dagster as dg
 import pandas as pd
 
 from mangacolor import config as mc_config
+from mangacolor.data.datasets import ok_rows
 from mangacolor.data.ingest import ingest_items
 from mangacolor.data.sources import iter_items, list_titles, title_fingerprint, titles_by_role
 from mangacolor.data.splits import holdout_pages, make_splits, training_pages
@@ -113,18 +114,6 @@ def manga109_pages(context: dg.AssetExecutionContext, settings: SettingsResource
     return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
 
 
-def ok_pages(store, asset: str, partitions: list[str]) -> pd.DataFrame:
-    """The ok rows of the latest version of each partition, with absolute `uri` per page."""
-    frames = []
-    for p in partitions:
-        vdir = store.latest_dir(asset, p)
-        f = store.latest_manifest(asset, p)
-        f = f[f["status"] == "ok"].copy()
-        f["uri"] = f["path"].map(lambda rel, d=vdir: f"{d}/{rel}")
-        frames.append(f)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["id", "title", "page", "uri"])
-
-
 @dg.asset(
     group_name="ingest",
     deps=[color_pages, bw_pages],
@@ -139,8 +128,8 @@ def page_pairs(context: dg.AssetExecutionContext, settings: SettingsResource, st
     preset = settings.load()
     both = sorted(set(st.partitions("color_pages")) & set(st.partitions("bw_pages")))
     writer = st.begin("page_pairs")
-    color = ok_pages(st, "color_pages", both)
-    bw = ok_pages(st, "bw_pages", both)
+    color = ok_rows(st, "color_pages", both)
+    bw = ok_rows(st, "bw_pages", both)
     stats, samples = match_pairs(bw, color, st, writer, preset.get("matching") or {}, progress_logger(context, len(bw), "page_pairs"))
     version, vdir, frame = writer.commit()
     table = frame[["id", "matched", "error", "scale"]] if len(frame) else frame
@@ -168,7 +157,7 @@ def page_pairs(context: dg.AssetExecutionContext, settings: SettingsResource, st
 def page_splits(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource) -> dg.MaterializeResult:
     st = store.get()
     cfg = mc_config.stage_config(settings.load(), "splits", mc_config.SplitConfig)
-    pages = ok_pages(st, "bw_pages", st.partitions("bw_pages"))
+    pages = ok_rows(st, "bw_pages", st.partitions("bw_pages"))
     pairs = st.latest_manifest("page_pairs") if st.latest_version("page_pairs") else pd.DataFrame(columns=["bw_id", "matched"])
     paired = set(pairs.loc[pairs["matched"].astype(bool), "bw_id"]) if len(pairs) else set()
     frame = make_splits(pages, cfg.seed, cfg.holdout_fraction, cfg.holdout_count, exclude_from_holdout=paired)

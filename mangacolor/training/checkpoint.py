@@ -71,6 +71,21 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     return load_file(str(path)), meta
 
 
+def load_configured(path: str | Path, config_cls, build, writer: str, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """A module saved by `save_weights(..., metadata={"config": asdict(cfg)})`: rebuilt from its config, in eval mode.
+
+    `build(config)` makes the empty module; `writer` names the function that writes such files, for the error.
+    """
+    state, meta = load_weights(path)
+    if "config" not in meta:
+        raise ValueError(f"{path}: no 'config' in the safetensors metadata; expected a file written by {writer}")
+    # JSON turns tuples into lists; the frozen config dataclasses want tuples back.
+    cfg = config_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()})
+    module = build(cfg)
+    module.load_state_dict(state)
+    return module.to(device).eval()
+
+
 def _rng_state() -> tuple[dict, dict[str, torch.Tensor]]:
     np_state = np.random.get_state()
     py = random.getstate()

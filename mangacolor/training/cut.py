@@ -37,7 +37,7 @@ from mangacolor.models.cut import (
     nce_loss,
 )
 from mangacolor.tracking import Tracker
-from mangacolor.training.checkpoint import Checkpointer, load_weights, save_weights
+from mangacolor.training.checkpoint import Checkpointer, load_configured, save_weights
 from mangacolor.training.refiner import sample_strip, step_seed
 
 __all__ = ["CUTTrainConfig", "train_cut", "apply_cut", "load_cut_generator", "cut_optimizers", "random_crops"]
@@ -188,10 +188,4 @@ def train_cut(
 
 def load_cut_generator(path: str | Path, device: torch.device | str = "cpu") -> ResnetGenerator:
     """The trained generator from `cut_generator.safetensors` (config from the file's metadata)."""
-    state, meta = load_weights(path)
-    if "config" not in meta:
-        raise ValueError(f"{path}: no 'config' in the safetensors metadata; expected a file written by train_cut")
-    cfg = CUTConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()})
-    G = ResnetGenerator(cfg)
-    G.load_state_dict(state)
-    return G.to(device).eval()
+    return load_configured(path, CUTConfig, ResnetGenerator, "train_cut", device)

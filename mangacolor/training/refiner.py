@@ -35,7 +35,7 @@ from mangacolor.device import DeviceSpec
 from mangacolor.models.cut import PatchDiscriminator, lsgan_d_loss, lsgan_g_loss
 from mangacolor.models.refiner import Refiner, RefinerConfig
 from mangacolor.tracking import Tracker
-from mangacolor.training.checkpoint import Checkpointer, load_weights, save_weights
+from mangacolor.training.checkpoint import Checkpointer, load_configured, save_weights
 
 VGG16_FILE = "vgg16-397923af.pth"
 VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
@@ -262,10 +262,4 @@ def train_refiner(
 
 def load_refiner(path: str | Path, device: torch.device | str = "cpu") -> Refiner:
     """A trained refiner from `refiner.safetensors` (its config is stored in the file's metadata)."""
-    state, meta = load_weights(path)
-    if "config" not in meta:
-        raise ValueError(f"{path}: no 'config' in the safetensors metadata; expected a file written by train_refiner")
-    cfg = RefinerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()})
-    model = Refiner(cfg)
-    model.load_state_dict(state)
-    return model.to(device).eval()
+    return load_configured(path, RefinerConfig, Refiner, "train_refiner", device)
