@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 import torch
 
-from mangacolor.data.demo_corpus import render_page
+from mangacolor.demo.corpus import render_page
 from mangacolor.inference.colorize import InferenceOptions, colorize_pages, prepare_generator, working_size
 from mangacolor.models.colorizer import ColorizationGenerator, ColorizerConfig, count_gflops, count_parameters
 

@@ -37,7 +37,7 @@ def main() -> None:
     import assets.drafting
     import assets.ingest
     from mangacolor.config import load_preset, resolve_preset_path
-    from mangacolor.data.demo_corpus import generate_demo_corpus
+    from mangacolor.demo.corpus import generate_demo_corpus
     from pipelines.definitions import build_resources
 
     generate_demo_corpus(tmp / "demo_data", seed=0)

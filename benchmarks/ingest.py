@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from mangacolor.config import load_preset, sources
-from mangacolor.data.demo_corpus import generate_demo_corpus
+from mangacolor.demo.corpus import generate_demo_corpus
 from mangacolor.data.ingest import ingest_items
 from mangacolor.data.matching import match_pages
 from mangacolor.data.sources import iter_items, titles_by_role

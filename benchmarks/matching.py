@@ -23,7 +23,7 @@ import time
 import cv2
 import numpy as np
 
-from mangacolor.data.demo_corpus import render_page, rescan
+from mangacolor.demo.corpus import render_page, rescan
 from mangacolor.data.matching import MatchConfig, match_pages
 
 

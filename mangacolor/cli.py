@@ -13,7 +13,7 @@ from pathlib import Path
 
 
 def _cmd_demo_data(args: argparse.Namespace) -> int:
-    from mangacolor.data.demo_corpus import generate_demo_corpus
+    from mangacolor.demo.corpus import generate_demo_corpus
 
     summary = generate_demo_corpus(args.out, seed=args.seed, scale=args.scale)
     print(json.dumps(summary, indent=2, default=str))

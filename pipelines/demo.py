@@ -30,7 +30,7 @@ def prepare_dagster_home(home: Path = HOME) -> Path:
 
 
 def ensure_demo_corpus(preset: dict, seed: int) -> Path:
-    from mangacolor.data.demo_corpus import generate_demo_corpus
+    from mangacolor.demo.corpus import generate_demo_corpus
 
     root = Path(str(PROJECT_ROOT / preset.get("demo_data", "demo_data")))
     marker = root / "README.txt"

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mangacolor.config import PROJECT_ROOT
-from mangacolor.data import sitegen
+from mangacolor.demo import sitegen
 from mangacolor.data.scraper import load_site_config
 from mangacolor.data.web import web_titles
 

@@ -11,7 +11,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="session")
 def demo_corpus(tmp_path_factory):
-    from mangacolor.data.demo_corpus import generate_demo_corpus
+    from mangacolor.demo.corpus import generate_demo_corpus
 
     root = tmp_path_factory.mktemp("demo_data")
     generate_demo_corpus(root, seed=0)

@@ -12,7 +12,7 @@ from assets.ingest import register_and_observe
 from assets.scrape import register_web_titles
 from mangacolor.cli import main as cli_main
 from mangacolor.config import load_preset
-from mangacolor.data import sitegen
+from mangacolor.demo import sitegen
 from mangacolor.data.sources import SourceConfig, list_titles
 from mangacolor.data.web import web_titles
 from mangacolor.io.store import Store

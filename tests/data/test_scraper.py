@@ -1,4 +1,4 @@
-"""The web crawler against the generated gallery served on 127.0.0.1 (mangacolor.data.sitegen)."""
+"""The web crawler against the generated gallery served on 127.0.0.1 (mangacolor.demo.sitegen)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from mangacolor.data import scraper, sitegen
+from mangacolor.data import scraper
+from mangacolor.demo import sitegen
 from mangacolor.data.scraper import CrawlIndex, Fetcher, Response, SiteConfig, crawl_title
 
 DEMO_YAML = Path(__file__).resolve().parents[2] / "configs" / "sites" / "demo_site.yaml"

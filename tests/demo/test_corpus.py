@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mangacolor.data import demo_corpus as dc
+from mangacolor.demo import corpus as dc
 from mangacolor.data.phash import dhash, hamming
 from mangacolor.io.images import read_image
 

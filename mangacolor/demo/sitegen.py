@@ -105,7 +105,7 @@ def demo_color_pages(titles: list[str], pages_per_title: int = 6, seed: int = 0,
     Deterministic in (seed, title, page); each title keeps one dominant hue, as a series does.
     `size` is (height, width), default the demo corpus page size.
     """
-    from mangacolor.data.demo_corpus import render_page
+    from mangacolor.demo.corpus import render_page
 
     out = {}
     for title in titles:
