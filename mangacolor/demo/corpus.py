@@ -80,6 +80,12 @@ displayed, since y points down) and scale = sqrt(det(affine[:, :2])). The paper'
   coordinates).
 
 Decoy pages have "matched": false and null geometry. Every value is a float rounded to 1e-6.
+Colours are a function of content, so a colorizer can learn them from the black-and-white page:
+one skin colour, one sky, a cast of recurring characters per title (`cast`: hair, eyes, clothes, each
+with one screentone), scenery coloured by (title hue, kind, tone) (`scenery`); a title without a hue
+in COLOR_TITLES gets one from its name (`title_hue`). `holdout_pages` draws pages outside the corpus
+with their true colours, for scoring a colorizer.
+
 Same seed, same bytes: PNG and JPEG from fixed encoder settings, no timestamps, sorted listings.
 """
 
@@ -263,7 +269,58 @@ HAIR_COLORS = {
     "green_hair": (100, 170, 110),
 }
 EYE_COLORS = {"blue_eyes": 220.0, "green_eyes": 130.0, "red_eyes": 0.0, "brown_eyes": 28.0, "purple_eyes": 280.0}
-SKIN = ((255, 228, 208), (250, 216, 190), (238, 200, 170))
+EYE_TONES = {"blue_eyes": "mid", "green_eyes": "dark", "red_eyes": "solid", "brown_eyes": "dark", "purple_eyes": "mid"}
+SKIN = (250, 216, 190)  # one skin colour: a colorizer can learn it from the face's shape
+SKY = (208.0, 0.4, 0.96)  # hue, saturation, value: every sky is the same blue, pale towards the horizon
+# A hair colour is drawn with one screentone, as a mangaka keeps one tone per character: the black-and-white
+# page then says which colour the hair is, and the colour is a learnable function of the page.
+HAIR_TONES = {
+    "black_hair": "solid", "brown_hair": "dark", "blonde_hair": "white", "blue_hair": "mid",
+    "pink_hair": "light", "red_hair": "texture", "white_hair": "white", "green_hair": "gradient",
+}
+# Scenery: the colour of a region is a function of the title's hue, the kind of region and its tone, so
+# pages of one title share a palette (hue offset, saturation, value per tone sheet).
+_TONE_SHIFT = {"white": 0.0, "light": 25.0, "mid": -30.0, "dark": 55.0, "solid": -60.0, "texture": 90.0, "gradient": 0.0}
+_KIND_SV = {"ground": (0.2, 0.78), "wall": (0.18, 0.93), "floor": (0.4, 0.72), "building": (0.18, 0.82),
+            "window": (0.35, 0.88), "effect": (0.25, 1.0), "backdrop": (0.22, 0.92), "bokeh": (0.25, 1.0)}
+_KIND_HUE = {"ground": 30.0, "floor": 30.0, "window": 205.0}  # fixed hues: earth and glass look alike in every title
+CAST_SIZE = 3
+
+
+@dataclass(frozen=True)
+class Character:
+    """One member of a title's cast: looks the same on every page it appears on."""
+
+    hair: str
+    eyes: str
+    long_hair: bool
+    clothes: tuple[float, float, float]  # hsv
+    clothes_tone: str
+
+
+def title_hue(title: str) -> float:
+    """The dominant hue of a title without one in COLOR_TITLES: a function of its name."""
+    return COLOR_TITLES.get(title, float(zlib.crc32(title.encode("utf-8")) % 360))
+
+
+@lru_cache(maxsize=64)
+def cast(hue: float) -> tuple[Character, ...]:
+    """The recurring characters of the title whose hue is `hue` (a pure function of it)."""
+    rng = np.random.default_rng([int(round(hue * 1000)) % 2**32, 7])
+    hairs = rng.choice(sorted(HAIR_COLORS), size=CAST_SIZE, replace=False)
+    out = []
+    for hair in hairs:
+        clothes_hue = hue + rng.uniform(-35, 35) if rng.random() < 0.7 else rng.uniform(0, 360)
+        out.append(Character(str(hair), str(rng.choice(sorted(EYE_COLORS))), bool(rng.random() < 0.5),
+                             (float(clothes_hue), float(rng.uniform(0.3, 0.6)), float(rng.uniform(0.68, 0.92))),
+                             str(rng.choice(["white", "light", "mid", "dark", "texture"]))))
+    return tuple(out)
+
+
+def scenery(hue: float, kind: str, tone: str) -> np.ndarray:
+    """The colour of a scenery region of `kind` drawn with `tone` in a title of hue `hue`."""
+    s, v = _KIND_SV[kind]
+    return _hsv(_KIND_HUE.get(kind, hue) + _TONE_SHIFT[tone], s, v)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -412,11 +469,14 @@ def _background(cv: _Canvas, rng, box, st: _Style, kind: str) -> float:
         hy = y0 + ph * rng.uniform(0.3, 0.55)
         vx = rng.uniform(x0 + 0.25 * pw, x1 - 0.25 * pw)
         if kind == "street":
-            upper = cv.label("sky", _hsv(rng.uniform(195, 220), 0.35, 0.97), "gradient", graded=True)
-            lower = cv.label("ground", _hsv(rng.uniform(20, 45), 0.2, 0.78), _pick_tone(rng, ["white", "light"]))
+            upper = cv.label("sky", _hsv(*SKY), "gradient", graded=True)
+            t = _pick_tone(rng, ["white", "light"])
+            lower = cv.label("ground", scenery(st.hue, "ground", t), t)
         else:
-            upper = cv.label("wall", _hsv(st.hue + rng.uniform(-40, 40), 0.18, 0.93), _pick_tone(rng, ["light", "texture", "white"]))
-            lower = cv.label("floor", _hsv(rng.uniform(20, 40), 0.4, 0.72), _pick_tone(rng, ["mid", "light"]))
+            t = _pick_tone(rng, ["light", "texture", "white"])
+            upper = cv.label("wall", scenery(st.hue, "wall", t), t)
+            t = _pick_tone(rng, ["mid", "light"])
+            lower = cv.label("floor", scenery(st.hue, "floor", t), t)
         cv.shape(big, upper, 0)
         cv.shape([[x0 - 40, hy], [x1 + 40, hy], [x1 + 40, y1 + 40], [x0 - 40, y1 + 40]], lower, 0)
         cv.stroke([[x0 - 40, hy], [x1 + 40, hy]], cv.line if classic else 1)
@@ -434,29 +494,31 @@ def _background(cv: _Canvas, rng, box, st: _Style, kind: str) -> float:
                 def on(y_near, x):  # the point at x on the line from (near_x, y_near) to the vanishing point
                     return y_near + (hy - y_near) * (x - near_x) / (vx - near_x)
 
-                lab = cv.label("building", _hsv(st.hue + rng.uniform(-60, 60), rng.uniform(0.08, 0.25), rng.uniform(0.72, 0.9)),
-                               _pick_tone(rng, ["light", "mid", "texture"]))
+                t = _pick_tone(rng, ["light", "mid", "texture"])
+                lab = cv.label("building", scenery(st.hue, "building", t), t)
                 cv.shape([[near_x, top_near], [far_x, on(top_near, far_x)], [far_x, on(bot_near, far_x)], [near_x, bot_near]], lab)
                 # windows: columns compress towards the vanishing point
                 k = int(rng.integers(3, 6))
                 fr = np.linspace(0.1, 0.9, k) ** 0.7
                 xs = near_x + (far_x - near_x) * fr
                 rows = np.linspace(0.15, 0.7, int(rng.integers(2, 5)))
-                win = cv.label("window", _hsv(rng.uniform(190, 220), 0.3, 0.85), _pick_tone(rng, ["dark", "solid", "mid"]))
+                t = _pick_tone(rng, ["dark", "solid", "mid"])
+                win = cv.label("window", scenery(st.hue, "window", t), t)
                 for r0 in rows:
                     ya = top_near + (bot_near - top_near) * r0
                     yb = ya + (bot_near - top_near) * 0.08
                     for xa, xb in zip(xs[:-1], xs[:-1] + np.diff(xs) * 0.55):
                         cv.shape([[xa, on(ya, xa)], [xb, on(ya, xb)], [xb, on(yb, xb)], [xa, on(yb, xa)]], win, cv.detail)
         else:
-            win = cv.label("window", _hsv(rng.uniform(190, 215), 0.4, 0.95), _pick_tone(rng, ["gradient", "white"]), graded=True)
+            t = _pick_tone(rng, ["gradient", "white"])
+            win = cv.label("window", scenery(st.hue, "window", t), t, graded=True)
             wx, wy = rng.uniform(x0, x1 - 0.3 * pw), y0 + ph * rng.uniform(0.05, 0.15)
             ww, wh = pw * rng.uniform(0.2, 0.35), (hy - wy) * 0.7
             cv.shape([[wx, wy], [wx + ww, wy], [wx + ww, wy + wh], [wx, wy + wh]], win)
             cv.strokes(np.array([[[wx + ww / 2, wy], [wx + ww / 2, wy + wh]], [[wx, wy + wh / 2], [wx + ww, wy + wh / 2]]]), cv.detail)
         return hy
     if kind == "sky":
-        sky = cv.label("sky", _hsv(rng.uniform(195, 225), 0.4, 0.96), "gradient", graded=True)
+        sky = cv.label("sky", _hsv(*SKY), "gradient", graded=True)
         cv.shape(big, sky, 0)
         cloud = cv.label("cloud", (250, 251, 255), "white", shaded=True)
         for _ in range(int(rng.integers(1, 4))):
@@ -466,7 +528,8 @@ def _background(cv: _Canvas, rng, box, st: _Style, kind: str) -> float:
                 cv.shape(_ellipse(cx + dx, cy + dy, r, r * 0.8), cloud, cv.detail)
         return y1 - 0.1 * ph
     if kind in ("speed", "burst"):
-        bg = cv.label("effect", _hsv(st.hue + rng.uniform(-20, 20), 0.25, 1.0), _pick_tone(rng, ["white", "gradient"]), graded=True)
+        t = _pick_tone(rng, ["white", "gradient"])
+        bg = cv.label("effect", scenery(st.hue, "effect", t), t, graded=True)
         cv.shape(big, bg, 0)
         n = int(rng.integers(50, 110))
         if kind == "burst":  # concentration lines towards a focus
@@ -492,8 +555,8 @@ def _background(cv: _Canvas, rng, box, st: _Style, kind: str) -> float:
         cv.wedges(tris)
         return y1 - 0.05 * ph
     # "plain": a flat background, sometimes with hand hatching strokes in the corner
-    bg = cv.label("backdrop", _hsv(st.hue + rng.uniform(-90, 90), rng.uniform(0.1, 0.3), rng.uniform(0.85, 0.98)),
-                  _pick_tone(rng, ["white", "light", "gradient", "texture"]), graded=True)
+    t = _pick_tone(rng, ["white", "light", "gradient", "texture"])
+    bg = cv.label("backdrop", scenery(st.hue, "backdrop", t), t, graded=True)
     cv.shape(big, bg, 0)
     if classic or rng.random() < 0.4:
         n = int(rng.integers(8, 20))
@@ -508,17 +571,13 @@ def _character(cv: _Canvas, rng, cx: float, cy: float, r: float, st: _Style, hai
                eye_name: str | None = None, long_hair: bool | None = None) -> dict:
     """A bust: back hair, torso, neck, head, bangs, eyes. Returns the traits drawn (for tags)."""
     classic = st.name == "classic"
-    hair_name = hair_name or str(rng.choice(sorted(HAIR_COLORS)))
-    eye_name = eye_name or str(rng.choice(sorted(EYE_COLORS)))
-    long_hair = bool(rng.random() < 0.5) if long_hair is None else long_hair
-    hair_tone = _pick_tone(rng, ["solid", "white", "dark", "mid"], p=[0.3, 0.35, 0.2, 0.15])
-    if hair_name in ("blonde_hair", "white_hair"):
-        hair_tone = "white"
-    hair = cv.label("hair", HAIR_COLORS[hair_name], hair_tone, shaded=True)
-    skin = cv.label("skin", SKIN[int(rng.integers(len(SKIN)))], "white", shaded=True)
-    clothes_hue = st.hue + rng.uniform(-35, 35) if rng.random() < 0.7 else rng.uniform(0, 360)
-    clothes = cv.label("clothes", _hsv(clothes_hue, rng.uniform(0.3, 0.6), rng.uniform(0.68, 0.92)),
-                       _pick_tone(rng, ["white", "light", "mid", "dark", "texture"]), shaded=True)
+    who = cast(st.hue)[int(rng.integers(CAST_SIZE))]  # one of the title's recurring characters
+    hair_name = hair_name or who.hair
+    eye_name = eye_name or who.eyes
+    long_hair = who.long_hair if long_hair is None else long_hair
+    hair = cv.label("hair", HAIR_COLORS[hair_name], HAIR_TONES[hair_name], shaded=True)
+    skin = cv.label("skin", SKIN, "white", shaded=True)
+    clothes = cv.label("clothes", _hsv(*who.clothes), who.clothes_tone, shaded=True)
     tilt = rng.uniform(-10, 10)
     lw = 1 if r < 16 else cv.line + (1 if r > 40 else 0)
 
@@ -560,7 +619,7 @@ def _character(cv: _Canvas, rng, cx: float, cy: float, r: float, st: _Style, hai
             continue
         white = cv.label("eye_white", (255, 255, 255), "white")
         cv.shape(_ellipse(ex, ey, 0.19 * r, 0.22 * r, 0, 0, 360, 16), white, 1)
-        iris = cv.label("iris", _hsv(EYE_COLORS[eye_name], 0.6, 0.8), _pick_tone(rng, ["dark", "mid", "solid"]), shaded=True)
+        iris = cv.label("iris", _hsv(EYE_COLORS[eye_name], 0.6, 0.8), EYE_TONES[eye_name], shaded=True)
         cv.shape(_ellipse(ex + side * 0.03 * r, ey + 0.03 * r, 0.12 * r, 0.18 * r, 0, 0, 360, 14), iris, 0 if r < 20 else 1)
         pupil = _ellipse(ex + side * 0.03 * r, ey + 0.05 * r, 0.06 * r, 0.09 * r, 0, 0, 360, 10)
         cv2.fillPoly(cv.ink, [_fx(pupil)], 255, cv2.LINE_AA, _SHIFT)
@@ -788,9 +847,9 @@ def render_illustration(
     hue = float(rng.uniform(0, 360)) if hue is None else float(hue)
     st = _Style("modern", line=2, detail=1, hue=hue)
     cv = _Canvas(h, w, st.line)
-    bg = cv.label("backdrop", _hsv(hue + 180 + rng.uniform(-30, 30), rng.uniform(0.2, 0.45), 0.95), "gradient", graded=True)
+    bg = cv.label("backdrop", scenery(hue + 180, "backdrop", "gradient"), "gradient", graded=True)
     cv.shape([[-10, -10], [w + 10, -10], [w + 10, h + 10], [-10, h + 10]], bg, 0)
-    deco = cv.label("bokeh", _hsv(hue + rng.uniform(-60, 60), 0.25, 1.0), "light")
+    deco = cv.label("bokeh", scenery(hue, "bokeh", "light"), "light")
     for _ in range(int(rng.integers(4, 9))):
         cv.shape(_ellipse(rng.uniform(0, w), rng.uniform(0, h * 0.6), *(rng.uniform(6, 18),) * 2), deco, 1)
     r = min(h, w) * rng.uniform(0.2, 0.25)
@@ -998,6 +1057,22 @@ def _prepare(out: Path) -> Path:
     return stage
 
 
+def holdout_pages(n: int, seed: int = 0, titles: dict[str, float] | None = None, size: tuple[int, int] | None = None):
+    """`n` pages of the colour titles that the corpus never contains, with their true colours.
+
+    Yields (title, page, bw, color): the black-and-white edition (HxW uint8) and the colour edition
+    (HxWx3 uint8) of the same drawing, pixel-aligned; titles take turns. Drawn from their own stream
+    (seed, "holdout", title, page), so no page of `generate_demo_corpus` at any scale is among them.
+    """
+    titles = dict(sorted((titles or COLOR_TITLES).items()))
+    names = list(titles)
+    for i in range(n):
+        title = names[i % len(names)]
+        page = f"{i // len(names) + 1:03d}"
+        r = render_page(_rng(seed, "holdout", title, page), tone="fine", hue=titles[title], size=size)
+        yield title, page, r.bw, r.color
+
+
 def generate_demo_corpus(out_dir: str | Path, seed: int = 0, scale: float = 1.0) -> dict:
     """Write the demo corpus (layout in the module docstring) and return what it holds.
 
@@ -1015,13 +1090,13 @@ def generate_demo_corpus(out_dir: str | Path, seed: int = 0, scale: float = 1.0)
     for title, hue in sorted(COLOR_TITLES.items()):
         _title_pages(root, "color", title, n_pages, seed, "modern", "fine", hue, "color")
     for title, tone in sorted(BW_TITLES.items()):
-        _title_pages(root, "bw", title, n_pages, seed, "modern", tone, None, "bw")
+        _title_pages(root, "bw", title, n_pages, seed, "modern", tone, title_hue(title), "bw")
 
     n_archive = _count(ARCHIVE_PAGES, scale)
     members = {}
     for i in range(n_archive):
         page = f"{i + 1:03d}"
-        members[f"{page}.png"] = encode_png(render_page(_rng(seed, "archives", ARCHIVE_TITLE, page), tone="fine").bw)
+        members[f"{page}.png"] = encode_png(render_page(_rng(seed, "archives", ARCHIVE_TITLE, page), tone="fine", hue=title_hue(ARCHIVE_TITLE)).bw)
     _write(root / "archives" / ARCHIVE_TITLE / "chapter_01.cbz", _cbz(members))
 
     n_pairs = _count(PAIR_PAGES, scale, minimum=3)
@@ -1032,7 +1107,8 @@ def generate_demo_corpus(out_dir: str | Path, seed: int = 0, scale: float = 1.0)
     _write(root / "manga109" / "books.txt", f"{MANGA109_TITLE}\n".encode())
     for i in range(n_m109):
         page = f"{i:03d}"
-        r = render_page(_rng(seed, "manga109", MANGA109_TITLE, page), style="classic", spread=True, tone="hatch")
+        r = render_page(_rng(seed, "manga109", MANGA109_TITLE, page), style="classic", spread=True, tone="hatch",
+                      hue=title_hue(MANGA109_TITLE))
         _write(root / "manga109" / "images" / MANGA109_TITLE / f"{page}.jpg", encode_jpeg(r.bw, 90))
 
     n_dan = _count(DANBOORU_IMAGES, scale)

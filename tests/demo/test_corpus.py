@@ -244,3 +244,40 @@ def test_cbz_chapter_has_the_pages_in_order(demo_corpus):
         pages = [read_image(zf.read(i), mode=None) for i in infos]
     assert all(p.ndim == 2 for p in pages)
     assert len({hashlib.sha256(p.tobytes()).hexdigest() for p in pages}) == len(pages)
+
+
+def test_colours_are_a_function_of_content():
+    """What a colorizer must learn is there to learn: a title's characters keep their hair (and its screentone)
+    on every page, skin and sky are one colour, and pages of a title share its palette."""
+    hue = dc.COLOR_TITLES["azure_tide"]
+    # a region's flat colour, or 0.74 of it on the shaded side
+    hair_colours = {tuple(np.rint(np.float32(dc.HAIR_COLORS[c.hair]) * np.float32(f)).astype(np.float64))
+                    for c in dc.cast(hue) for f in (1.0, 0.74)}
+    skin_colours = {tuple(np.rint(np.float32(dc.SKIN) * np.float32(f)).astype(np.float64)) for f in (1.0, 0.74)}
+    seen_hair, seen_skin = set(), set()
+    for page in range(4):
+        r = dc.render_page(dc._rng(0, "color", "azure_tide", f"{page:03d}"), hue=hue)
+        for label, kind in enumerate(r.layout.kinds):
+            where = (r.regions == label) & (r.ink == 0)
+            if kind not in ("hair", "skin") or where.sum() < 50:
+                continue
+            colours, counts = np.unique(r.color[where].reshape(-1, 3), axis=0, return_counts=True)
+            flat = tuple(colours[counts.argmax()].astype(np.float64))
+            (seen_hair if kind == "hair" else seen_skin).add(flat)
+    assert seen_hair and seen_hair <= hair_colours
+    assert seen_skin and seen_skin <= skin_colours
+    # a cast is a pure function of the title, and hair colours map to one tone each
+    assert dc.cast(hue) == dc.cast(float(hue)) and len({c.hair for c in dc.cast(hue)}) == dc.CAST_SIZE
+    assert set(dc.HAIR_TONES) == set(dc.HAIR_COLORS)
+    assert dc.title_hue("night_harbor") == dc.title_hue("night_harbor") != dc.title_hue("paper_moon")
+
+
+def test_holdout_pages_are_aligned_pairs_outside_the_corpus(demo_corpus):
+    pages = list(dc.holdout_pages(4, seed=0))
+    assert [t for t, *_ in pages] == sorted(dc.COLOR_TITLES) + [sorted(dc.COLOR_TITLES)[0]]
+    corpus = {hashlib.sha256(read_image(p).tobytes()).hexdigest() for p in (demo_corpus / "color").rglob("*.png")}
+    for _, _, bw, color in pages:
+        assert bw.shape == color.shape[:2]
+        assert hashlib.sha256(color.tobytes()).hexdigest() not in corpus
+        ink = color.max(axis=2) == 0  # full ink: black in the colour edition
+        assert ink.mean() > 0.02 and (bw[ink] < 10).all()  # the same drawing: black in the other edition too
