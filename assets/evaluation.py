@@ -121,10 +121,16 @@ def fid_report(context: dg.AssetExecutionContext, settings: SettingsResource, st
             raise dg.Failure(str(exc)) from exc
         context.log.info("evaluating " + ", ".join(f"{m.name} v{m.version} ({m.variant})" for m in models if m.modes))
         loaded = [(m, ModelBundle.load(m.uri, spec.device) if m.modes else None) for m in models]
-        pages = eval_sets.read_pages(st, page_rows, "L")
-        result = evaluate_models(loaded, pages, eval_sets.read_pages(st, ref_rows, "RGB"),
-                                 _extractor(cfg, spec.device, store, context.log.info), cfg, set_name,
-                                 eval_sets.reference_description(cfg.reference_exclude_titles), context.log.info)
+        # Streamed: pages are read a batch at a time; only features and per-page numbers are kept.
+        pages = eval_sets.LazyPages(st, page_rows["uri"], "L")
+        truths = eval_sets.LazyPages(st, eval_sets.matched_truth_uris(st, page_rows), "RGB")
+        try:
+            result = evaluate_models(loaded, pages, eval_sets.LazyPages(st, ref_rows["uri"], "RGB"),
+                                     _extractor(cfg, spec.device, store, context.log.info), cfg, set_name,
+                                     eval_sets.reference_description(cfg.reference_exclude_titles), context.log.info,
+                                     truths=truths, reference_key=eval_sets.content_key(ref_rows))
+        except WeightsNotFoundError as exc:
+            raise dg.Failure(f"fid_report[{set_name}]: {exc}") from exc
         passed, reason = result.gate_verdict(cfg.gate.metric, cfg.gate.margin)
         markdown = result.markdown(f"{'passes' if passed else 'FAILS'}: {reason}")
         record = result.to_json()
@@ -139,8 +145,9 @@ def fid_report(context: dg.AssetExecutionContext, settings: SettingsResource, st
         version, vdir, _ = writer.commit(salt=hashlib.sha256(blob.encode()).hexdigest())
 
         for line in result.table.to_dict("records"):
-            tracker.log_metrics({f"{line['row']}/{k}": line[k] for k in ("fid", "fid_lo", "fid_hi", "kid", "kid_lo", "kid_hi")
-                                 if line[k] is not None and np.isfinite(line[k])})
+            tracker.log_metrics({f"{line['row']}/{k}": line[k] for k in ("fid", "fid_lo", "fid_hi", "kid", "kid_lo", "kid_hi",
+                                                                     "ciede2000", "lpips", "psnr", "ssim", "clip_is", "aesthetic")
+                                 if line.get(k) is not None and np.isfinite(line[k])})
         tracker.log_text("report.md", markdown)
         tracker.log_text("report.json", blob)
         client = MlflowClient()
@@ -157,6 +164,10 @@ def fid_report(context: dg.AssetExecutionContext, settings: SettingsResource, st
         "champion_version": record["champion"]["version"] or "none",
         "candidate_fid": float(cand["fid"]),
         "candidate_kid": float(cand["kid_mean"]),
+        "paired_pages": int(cand["paired"].get("n_pairs", 0)),
+        **{f"candidate_{m}": float(cand["paired"][m]) for m in ("ciede2000", "lpips", "psnr", "ssim") if cand["paired"].get("n_pairs")},
+        "clip_is": result.extra.get("clip_is", ""),
+        "aesthetic": result.extra.get("aesthetic", ""),
         "gate_passed": passed,
         "gate_reason": reason,
         "pages": len(page_rows),
@@ -167,7 +178,7 @@ def fid_report(context: dg.AssetExecutionContext, settings: SettingsResource, st
         "resize": cand["resize"],
         "fid_method": cand["fid_method"],
         "mlflow_run_id": tracker.run_id,
-        "samples": thumbnails_md(_samples(pages, result.samples), "page | " + " | ".join(result.samples)),
+        "samples": thumbnails_md(_samples(pages[: cfg.n_samples], result.samples), "page | " + " | ".join(result.samples)),
     }
     if result.random_init:
         meta["random_init_note"] = RANDOM_INIT_NOTE

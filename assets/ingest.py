@@ -152,7 +152,7 @@ def page_pairs(context: dg.AssetExecutionContext, settings: SettingsResource, st
     deps=[bw_pages, page_pairs],
     automation_condition=EAGER,
     kinds={"python", "parquet"},
-    description="Train / holdout split of the black-and-white pages by a fixed seed; the holdout is never read by adaptation or self-training (matched pairs always train).",
+    description="Train / holdout split of the black-and-white pages by a fixed seed; the holdout is never read by adaptation or self-training (matched pairs train, but for `paired_holdout_fraction` of them).",
 )
 def page_splits(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource) -> dg.MaterializeResult:
     st = store.get()
@@ -160,11 +160,12 @@ def page_splits(context: dg.AssetExecutionContext, settings: SettingsResource, s
     pages = ok_rows(st, "bw_pages", st.partitions("bw_pages"))
     pairs = st.latest_manifest("page_pairs") if st.latest_version("page_pairs") else pd.DataFrame(columns=["bw_id", "matched"])
     paired = set(pairs.loc[pairs["matched"].astype(bool), "bw_id"]) if len(pairs) else set()
-    frame = make_splits(pages, cfg.seed, cfg.holdout_fraction, cfg.holdout_count, exclude_from_holdout=paired)
+    frame = make_splits(pages, cfg.seed, cfg.holdout_fraction, cfg.holdout_count, exclude_from_holdout=paired,
+                        paired_holdout_fraction=cfg.paired_holdout_fraction)
     writer = st.begin("page_splits")
     for row in frame.to_dict("records"):
         writer.add(row)
-    version, vdir, _ = writer.commit(salt=f"{cfg.seed}:{cfg.holdout_fraction}:{cfg.holdout_count}")
+    version, vdir, _ = writer.commit(salt=f"{cfg.seed}:{cfg.holdout_fraction}:{cfg.holdout_count}:{cfg.paired_holdout_fraction}")
     counts = frame["split"].value_counts().to_dict()
     return dg.MaterializeResult(
         metadata={**version_metadata(st, version, vdir), "train": int(counts.get("train", 0)), "holdout": int(counts.get("holdout", 0))},

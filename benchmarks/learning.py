@@ -77,14 +77,15 @@ def variant_field(key: str) -> str | None:
 
 
 class Chain:
-    def __init__(self, work: Path, preset: str, seed: int, scale: float):
+    def __init__(self, work: Path, preset: str, seed: int, scale: float, reuse: bool = False):
         from mangacolor.config import resolve_preset_path
         from mangacolor.demo.corpus import generate_demo_corpus
 
         self.work = work
         data = work / "demo_data"
-        log(f"generating the demo corpus (scale {scale}) in {data}")
-        generate_demo_corpus(data, seed=seed, scale=scale)
+        if not reuse:
+            log(f"generating the demo corpus (scale {scale}) in {data}")
+            generate_demo_corpus(data, seed=seed, scale=scale)
         self.base = yaml.safe_load(resolve_preset_path(preset).read_text())
         self.base |= {"demo_data": str(data), "artifact_root": str(work / "artifacts")}
         os.environ.pop("MANGACOLOR_ARTIFACT_ROOT", None)
@@ -276,6 +277,7 @@ def main() -> int:
     ap.add_argument("--variants", default="all", help="comma-separated variant row names, 'all' or 'none'")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", default=None, help="keep the run's files here (default: a temporary folder, removed)")
+    ap.add_argument("--reuse", action="store_true", help="--work already holds a trained chain: score it (and train variants) only")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     os.environ.setdefault("MANGACOLOR_THREADS", "1")
@@ -290,10 +292,12 @@ def main() -> int:
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="mangacolor-learning-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        chain = Chain(work, args.preset, args.seed, args.scale)
-        log(f"training the whole chain ({args.preset} preset)")
-        train_s = chain.train_all()
-        log(f"chain trained in {train_s:.0f} s")
+        chain = Chain(work, args.preset, args.seed, args.scale, reuse=args.reuse)
+        train_s = 0.0
+        if not args.reuse:
+            log(f"training the whole chain ({args.preset} preset)")
+            train_s = chain.train_all()
+            log(f"chain trained in {train_s:.0f} s")
         bundle = chain.bundle()
         untrained = untrained_like(bundle, args.seed)
         holdout = list(holdout_pages(args.holdout, seed=args.seed))

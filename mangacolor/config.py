@@ -32,6 +32,8 @@ class SplitConfig(BaseModel):
     seed: int = 0
     holdout_fraction: float = Field(0.2, ge=0, lt=1, description="used when holdout_count is null")
     holdout_count: int | None = Field(None, description="paper: 5,000 black-and-white pages")
+    paired_holdout_fraction: float = Field(0.0, ge=0, lt=1, description="matched pairs held out (never fine-tuned on) so "
+                                           "fid_report can score pages against their true colours; 0: all pairs train, as the paper")
 
 
 class DemoDataConfig(BaseModel):

@@ -18,10 +18,12 @@ def _rank(page_id: str, seed: int) -> str:
 
 
 def make_splits(pages: pd.DataFrame, seed: int, holdout_fraction: float, holdout_count: int | None = None,
-                exclude_from_holdout: set[str] | None = None) -> pd.DataFrame:
+                exclude_from_holdout: set[str] | None = None, paired_holdout_fraction: float = 0.0) -> pd.DataFrame:
     """pages: rows with `id` (status ok only). Returns the rows with a `split` column (train / holdout).
 
-    Pages in `exclude_from_holdout` (the matched pairs, used for fine-tuning) always go to train.
+    Pages in `exclude_from_holdout` (the matched pairs, used for fine-tuning) go to train, except a
+    `paired_holdout_fraction` of them (by the same hash rank): held out, they are the pages whose true
+    colours the evaluation knows (paired metrics).
     """
     exclude = exclude_from_holdout or set()
     frame = pages.copy()
@@ -30,6 +32,8 @@ def make_splits(pages: pd.DataFrame, seed: int, holdout_fraction: float, holdout
     n = holdout_count if holdout_count is not None else int(round(len(eligible) * holdout_fraction))
     n = min(n, len(eligible))
     holdout_ids = set(eligible["id"].iloc[:n])
+    paired = frame[frame["id"].isin(exclude)].sort_values("rank")
+    holdout_ids |= set(paired["id"].iloc[: int(round(len(paired) * paired_holdout_fraction))])
     frame["split"] = frame["id"].map(lambda i: "holdout" if i in holdout_ids else "train")
     return frame.drop(columns=["rank"]).sort_values("id").reset_index(drop=True)
 

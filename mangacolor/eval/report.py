@@ -9,7 +9,10 @@ page-bootstrap intervals (`mangacolor.eval.fid`; the reference set is held fixed
 because every model of a report is compared with the same one).
 
 `evaluate_models` scores several models in one pass over shared reference features and returns an
-`EvaluationResult` (a table, a JSON record for the gate, a markdown report); `fid_table` lays our
+`EvaluationResult` (a table, a JSON record for the gate, a markdown report). It streams: pages are
+read, colorized and turned into features a batch at a time, the reference features are cached by the
+reference pages' content, and pages whose true colours are known (matched holdout pairs) also get the
+paired metrics the field reports (CIEDE2000, LPIPS, PSNR, SSIM, mangacolor/eval/paired.py); `fid_table` lays our
 rows next to the published ones, each labelled with where it comes from. The published numbers
 were computed on the authors' data with the pretrained FID Inception: orderings compare, values do
 not. Reports made with the random-init Inception say so on their first line.
@@ -109,6 +112,10 @@ class EvaluationConfig(BaseModel):
     reference_exclude_titles: list[str] = Field(default_factory=list)
     n_samples: int = 3
     seed: int = 0
+    paired: bool = Field(True, description="paired metrics (CIEDE2000, LPIPS, PSNR, SSIM) on evaluated pages whose true colours are known")
+    lpips_weights: str | None = Field(None, description="AlexNet trunk for LPIPS (null: torch hub cache, else random-init and said so)")
+    clip_is_weights: str | None = Field(None, description="user-placed CLIP weights for CLIP-IS (mangacolor/eval/extra.py); null: absent")
+    aesthetic_weights: str | None = Field(None, description="user-placed aesthetic predictor weights (mangacolor/eval/extra.py); null: absent")
     gate: GateConfig = Field(default_factory=GateConfig)
     benchmark: BenchmarkConfig = Field(default_factory=BenchmarkConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
@@ -202,6 +209,8 @@ class EvaluationResult:
     features_computed: int = 0
     features_cached: int = 0
     reference: str = ""
+    paired: dict[str, dict] = field(default_factory=dict)  # row -> PairedMetrics.summary() (n_pairs 0: no truth)
+    extra: dict[str, str] = field(default_factory=dict)  # CLIP-IS / aesthetic: "absent: ..." or a note
 
     @property
     def random_init(self) -> bool:
@@ -216,7 +225,8 @@ class EvaluationResult:
         rows = {}
         for line in self.table.to_dict("records"):
             rows[line["row"]] = {**self.reports[line["row"]].to_dict(),
-                                 **{k: line[k] for k in ("name", "role", "version", "variant", "mode", "effective_mode")}}
+                                 **{k: line[k] for k in ("name", "role", "version", "variant", "mode", "effective_mode")},
+                                 "paired": self.paired.get(line["row"], {})}
         return {
             "set": self.set_name,
             "random_init": self.random_init,
@@ -227,6 +237,7 @@ class EvaluationResult:
             "champion": {"version": champ.version if champ else None,
                          "row": "champion/auto" if "champion/auto" in self.reports else None},
             "rows": rows,
+            "extra_metrics": self.extra,
         }
 
     def gate_verdict(self, metric: str = "fid", margin: float = 0.0) -> tuple[bool, str]:
@@ -255,22 +266,66 @@ class EvaluationResult:
         lines += ["", fid_table(self.table).to_markdown(index=False), "",
                   f"Rows marked '{PAPER_SOURCE}' are the published figures (the authors' data and the pretrained "
                   "FID Inception): compare the ordering of rows, not the values."]
+        lines += ["", *paired_markdown(self.paired)]
+        if self.extra:
+            lines += ["", *[f"- {name}: {note}" for name, note in self.extra.items()]]
         return "\n".join(lines)
 
 
+def features_in_batches(extractor: FeatureExtractor, images: Sequence, batch_size: int) -> np.ndarray:
+    """Features of a (possibly lazy) sequence of images, `batch_size` decoded at a time: only features stay."""
+    chunks = [extractor([images[j] for j in range(i, min(i + batch_size, len(images)))]) for i in range(0, len(images), batch_size)]
+    return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+
+
+def reference_features(extractor: FeatureExtractor, reference: Sequence, batch_size: int,
+                       content_key: str | None = None) -> np.ndarray:
+    """Features of the reference pages, cached as one array under `content_key` (e.g. a digest of the
+    pages' sha256s) in the extractor's cache, so later reports on the same reference read one file."""
+    if content_key is None or extractor.cache is None:
+        return features_in_batches(extractor, reference, batch_size)
+    key = extractor.cache_key(f"reference-set|{content_key}")
+    hit = extractor.cache.get_many([key]).get(key)
+    if hit is not None and hit.ndim == 2 and len(hit) == len(reference):
+        extractor.n_cached += len(hit)
+        return hit
+    feats = features_in_batches(extractor, reference, batch_size)
+    extractor.cache.put(key, feats)
+    return feats
+
+
+def _fit_truth(truth: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    h, w = shape[:2]
+    return truth if truth.shape[:2] == (h, w) else cv2.resize(truth, (w, h), interpolation=cv2.INTER_AREA)
+
+
 def evaluate_models(models: Sequence[tuple[EvalModel, object]], pages: Sequence[np.ndarray],
-                    reference: Sequence[np.ndarray], extractor: FeatureExtractor, config: EvaluationConfig,
+                    reference: Sequence[np.ndarray] | None, extractor: FeatureExtractor, config: EvaluationConfig,
                     set_name: str, reference_note: str = "",
-                    progress: Callable[[str], None] | None = None) -> EvaluationResult:
+                    progress: Callable[[str], None] | None = None, *, truths: Sequence[np.ndarray | None] | None = None,
+                    reference_key: str | None = None, ref_feats: np.ndarray | None = None) -> EvaluationResult:
     """Score every (model, loaded bundle) in each of its modes against one set of reference features.
 
-    A bundle without drafting networks gives the same pages in both modes: they are colorized once.
+    Streams: `pages`, `reference` and `truths` may be lazy sequences (read on indexing, e.g.
+    `sets.LazyPages`); pages are colorized `config.batch_size` at a time and only their features, four
+    paired numbers per page and the first `n_samples` outputs are kept, so memory does not grow with
+    the number of pages. `truths[i]` is page i's true colour page (uint8 RGB) or None; where given, the
+    paired metrics (mangacolor/eval/paired.py) are reported next to FID/KID. A bundle without drafting
+    networks gives the same pages in both modes: they are colorized once.
     """
+    from mangacolor.eval.extra import extra_metric_notes
+
+    extra = extra_metric_notes(config.clip_is_weights, config.aesthetic_weights)  # a configured, missing file fails here
     computed0, cached0 = extractor.n_computed, extractor.n_cached
-    ref_feats = extractor(reference)
+    bs = max(1, config.batch_size)
+    if ref_feats is None:
+        if reference is None:
+            raise ValueError("pass the reference pages or their features")
+        ref_feats = reference_features(extractor, reference, bs, reference_key)
     options = config.inference_options()
-    reports, samples, lines = {}, {}, []
-    done: dict[tuple[int, str], tuple[list[np.ndarray], MetricReport]] = {}
+    scorer = StreamScorer(extractor, ref_feats, config, truths, len(pages))
+    reports, samples, lines, paired = {}, {}, [], {}
+    done: dict[tuple[int, str], tuple[list[np.ndarray], MetricReport, dict]] = {}
     for model, bundle in models:
         for mode in model.modes:
             row = f"{model.name}/{mode}"
@@ -278,16 +333,86 @@ def evaluate_models(models: Sequence[tuple[EvalModel, object]], pages: Sequence[
             if (id(bundle), eff) not in done:
                 if progress:
                     progress(f"{set_name}: {row} (v{model.version}, {model.variant})")
-                outputs = colorize_for_eval(bundle, pages, mode, config.long_side, options, progress)
-                done[(id(bundle), eff)] = (outputs, _score(ref_feats, outputs, extractor, n_boot=config.n_boot,
-                                                           kid_subsets=config.kid_subsets, kid_subset_size=config.kid_subset_size,
-                                                           fid_method=config.fid_method, seed=config.seed))
-            outputs, base = done[(id(bundle), eff)]
+                batches = ((idx, colorize_for_eval(bundle, [pages[i] for i in idx], mode, config.long_side, options))
+                           for idx in (range(s, min(s + bs, len(pages))) for s in range(0, len(pages), bs)))
+                done[(id(bundle), eff)] = scorer.score(batches, progress)
+            kept, base, summary = done[(id(bundle), eff)]
             report = MetricReport(**{**base.to_dict(), "notes": [_mode_note(bundle, mode), *base.notes]})
-            reports[row], samples[row] = report, outputs[: config.n_samples]
-            lines.append(_table_line(set_name, row, model, mode, eff, report))
+            reports[row], samples[row], paired[row] = report, kept, summary
+            lines.append(_table_line(set_name, row, model, mode, eff, report) | _paired_columns(summary))
     return EvaluationResult(set_name, list(m for m, _ in models), reports, pd.DataFrame(lines), samples,
-                            extractor.n_computed - computed0, extractor.n_cached - cached0, reference_note)
+                            extractor.n_computed - computed0, extractor.n_cached - cached0, reference_note, paired,
+                            extra)
+
+
+class StreamScorer:
+    """FID/KID, paired metrics and the optional CLIP-IS / aesthetic score of one set of outputs, fed in
+    batches: keeps the features, a few numbers per page and the first `n_samples` outputs only."""
+
+    def __init__(self, extractor: FeatureExtractor, ref_feats: np.ndarray, config: EvaluationConfig,
+                 truths: Sequence[np.ndarray | None] | None, n_pages: int):
+        from mangacolor.eval.extra import ClipScorer
+        from mangacolor.eval.paired import PairedMetrics
+
+        self.extractor, self.ref_feats, self.config, self.truths = extractor, ref_feats, config, truths
+        # which pages have a true colour page: asked once, without reading the pages
+        present = getattr(truths, "present", None) or (lambda i: truths[i] is not None)
+        self.with_truth = {i for i in range(n_pages) if present(i)} if config.paired and truths is not None else set()
+        self.paired = PairedMetrics(lpips_weights=config.lpips_weights, seed=config.seed) if self.with_truth else None
+        self.scorers = {kind: ClipScorer(kind, path) for kind, path in (("clip_is", config.clip_is_weights),
+                                                                       ("aesthetic", config.aesthetic_weights)) if path}
+
+    def score(self, batches, progress: Callable[[str], None] | None = None) -> tuple[list[np.ndarray], MetricReport, dict]:
+        """`batches`: iterable of (page indices, uint8 RGB outputs). Returns (samples, FID/KID report, paired summary)."""
+        cfg = self.config
+        feats, kept, extra_rows = [], [], {kind: [] for kind in self.scorers}
+        if self.paired is not None:
+            self.paired.rows = []
+        n = 0
+        for idx, outputs in batches:
+            feats.append(self.extractor(outputs))
+            for kind, scorer in self.scorers.items():
+                extra_rows[kind].append(scorer.per_page(outputs))
+            for i, out in zip(idx, outputs):
+                if i in self.with_truth:
+                    self.paired.add(out, _fit_truth(self.truths[i], out.shape))
+            kept += outputs[: max(0, cfg.n_samples - len(kept))]
+            n += len(outputs)
+            if progress and (n % (10 * len(outputs)) < len(outputs)):
+                progress(f"colorized and scored {n} pages")
+        report = metric_report(self.ref_feats, np.concatenate(feats), feature_extractor=self.extractor.description,
+                               resize=self.extractor.resize, random_init=self.extractor.random_init,
+                               kid_subsets=cfg.kid_subsets, kid_subset_size=cfg.kid_subset_size,
+                               n_boot=cfg.n_boot, resample="b", seed=cfg.seed, fid_method=cfg.fid_method)
+        summary = self.paired.summary(cfg.n_boot, cfg.seed) if self.paired is not None else {"n_pairs": 0}
+        summary |= {kind: self.scorers[kind].reduce(v) for kind, v in extra_rows.items()}
+        return kept, report, summary
+
+
+PAIRED_METRICS = ("ciede2000", "lpips", "psnr", "ssim")
+
+
+def _paired_columns(summary: dict) -> dict:
+    nan = float("nan")
+    out = {"n_paired": int(summary.get("n_pairs", 0)), "clip_is": summary.get("clip_is", nan), "aesthetic": summary.get("aesthetic", nan)}
+    for m in PAIRED_METRICS:
+        out[m], out[f"{m}_lo"], out[f"{m}_hi"] = (summary.get(m, nan), summary.get(f"{m}_lo", nan), summary.get(f"{m}_hi", nan))
+    return out
+
+
+def paired_markdown(paired: dict[str, dict]) -> list[str]:
+    """The paired-metrics table of a report (rows with matched true colours only)."""
+    rows = {r: s for r, s in paired.items() if s.get("n_pairs")}
+    if not rows:
+        return ["Paired metrics (CIEDE2000, LPIPS, PSNR, SSIM): none of the evaluated pages has a matched true colour page."]
+    first = next(iter(rows.values()))
+    lines = [f"### Paired metrics on {first['n_pairs']} evaluated pages with matched true colours (95% page-bootstrap intervals)", "",
+             "| row | CIEDE2000 ↓ | LPIPS ↓ | PSNR dB ↑ | SSIM ↑ |", "| --- | --- | --- | --- | --- |"]
+    for row, s in rows.items():
+        lines.append(f"| {row} | " + " | ".join(_fmt(s[m], s.get(f"{m}_lo"), s.get(f"{m}_hi")) for m in PAIRED_METRICS) + " |")
+    if first.get("lpips_trunk") == "random":
+        lines += ["", "LPIPS uses a random-init AlexNet trunk (alexnet-owt-7be5be79.pth not in the torch hub cache): it ranks rows of this report only."]
+    return lines
 
 
 def _table_line(set_name: str, row: str, model: EvalModel, mode: str, eff: str, r: MetricReport) -> dict:
@@ -360,5 +485,6 @@ def fid_table_markdown(rows) -> str:
 
 __all__ = [
     "EvaluationConfig", "EvaluationResult", "GateConfig", "PAPER_ROWS", "RANDOM_INIT_NOTE", "ScheduleConfig",
-    "colorize_for_eval", "evaluate_bundle", "evaluate_models", "fid_table", "fid_table_markdown",
+    "colorize_for_eval", "evaluate_bundle", "evaluate_models", "features_in_batches", "fid_table", "fid_table_markdown",
+    "paired_markdown", "reference_features", "StreamScorer",
 ]

@@ -16,6 +16,7 @@ preset caps its size, so adding pages keeps most of the chosen ones and their ca
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -80,3 +81,47 @@ def reference_description(exclude_titles: list[str] | None = None) -> str:
 def read_pages(store: Store, rows: pd.DataFrame, mode: str) -> list[np.ndarray]:
     """uint8 pages ("L": HxW grey, "RGB": HxWx3) of manifest rows, in row order."""
     return [read_image(store.read_bytes(uri), mode=mode) for uri in rows["uri"]]
+
+
+class LazyPages(Sequence):
+    """Pages of a list of store URIs, decoded only when indexed (evaluation streams them in batches).
+
+    A URI may be None (no page there: `present(i)` is False and indexing gives None), e.g. the true
+    colour page of an evaluated page that has none."""
+
+    def __init__(self, store: Store, uris: Sequence[str | None], mode: str):
+        self.store, self.uris, self.mode = store, list(uris), mode
+
+    def __len__(self) -> int:
+        return len(self.uris)
+
+    def present(self, i: int) -> bool:
+        return self.uris[i] is not None
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        uri = self.uris[i]
+        return None if uri is None else read_image(self.store.read_bytes(uri), mode=self.mode)
+
+
+def content_key(rows: pd.DataFrame) -> str:
+    """A digest of a page set's content (the manifests' sha256 column, in order): the reference
+    features are cached under it and reused while the reference pages do not change."""
+    digests = rows["sha256"] if "sha256" in rows else rows["uri"]
+    return hashlib.sha256("\n".join(map(str, digests)).encode()).hexdigest()
+
+
+def matched_truth_uris(store: Store, rows: pd.DataFrame) -> list[str | None]:
+    """For each evaluated black-and-white page, the URI of its true colour page aligned to it (the
+    matched pair written by `page_pairs`), or None. Only held-out matched pairs can appear here
+    (`splits.paired_holdout_fraction`)."""
+    if store.latest_version("page_pairs") is None:
+        return [None] * len(rows)
+    pairs = store.latest_manifest("page_pairs")
+    if "path" not in pairs:
+        return [None] * len(rows)
+    vdir = store.latest_dir("page_pairs")
+    matched = pairs[(pairs.get("matched", False) == True) & pairs["path"].notna()]  # noqa: E712 - a pandas mask
+    by_bw = {r.bw_id: f"{vdir}/{r.path}" for r in matched.itertuples()}
+    return [by_bw.get(i) for i in rows["id"]]

@@ -368,6 +368,8 @@ def matched_pairs(store: Store, use_drafts: bool) -> PairInputs:
     vdir = store.latest_dir("page_pairs")
     pairs = store.read_manifest(vdir)
     pairs = pairs[pairs["matched"].astype(bool) & (pairs["status"] == "ok")]
+    if store.latest_version("page_splits") is not None:  # held-out pairs are fid_report's paired test set
+        pairs = pairs[~pairs["bw_id"].isin(set(holdout_pages(store.latest_manifest("page_splits"))["id"]))]
     rows = pd.DataFrame({
         "id": pairs["id"].values, "title": pairs["title"].values, "page": pairs["page"].values,
         "bw_id": pairs["bw_id"].values, "source_id": pairs["color_id"].values,
