@@ -134,3 +134,72 @@ def test_re_evaluation_recomputes_only_new_images(bundles, tmp_path):
     # Only the new model's colorizations (auto and empty draft differ: it has a drafting network).
     assert again.features_cached == 5 + 4 and again.features_computed == 2 * 4
     assert again.table.set_index("row").loc["champion/auto", "fid"] == pytest.approx(first.table.iloc[0]["fid"])
+
+
+class _Lazy:
+    """A page sequence that decodes on indexing and counts how many pages it handed out at once."""
+
+    def __init__(self, pages):
+        self.pages, self.reads = pages, 0
+
+    def __len__(self):
+        return len(self.pages)
+
+    def __getitem__(self, i):
+        self.reads += 1
+        return self.pages[i].copy()
+
+
+def test_streaming_gives_the_in_memory_fid_and_paired_metrics_on_pages_with_truth(bundles):
+    from mangacolor.eval.fid import metric_report
+
+    pages, reference = grey_pages(7, seed=11), random_pages(6, size=(64, 48), seed=12)
+    cfg = CFG.model_copy(update={"batch_size": 2})
+    ex = extractor()
+    # the in-memory path: every output kept, features of all of them at once
+    outputs = colorize_for_eval(bundles["page"], pages)
+    expected = metric_report(ex(reference), ex(outputs), feature_extractor=ex.description, resize=ex.resize, random_init=True,
+                             kid_subsets=CFG.kid_subsets, kid_subset_size=CFG.kid_subset_size, n_boot=CFG.n_boot,
+                             resample="b", seed=CFG.seed, fid_method=CFG.fid_method)
+    model = EvalModel("candidate", "candidate", "1", "full", "unused", ("auto",))
+    truths = [outputs[0], None, None, np.full_like(outputs[3], 128), None, None, None]  # two pages with known colours
+    lazy = _Lazy(pages)
+    result = evaluate_models([(model, bundles["page"])], lazy, _Lazy(reference), ex, cfg, "holdout", truths=truths)
+    line = result.table.iloc[0]
+    assert line["fid"] == pytest.approx(expected.fid, rel=1e-6) and line["kid"] == pytest.approx(expected.kid_mean, rel=1e-6)
+    assert lazy.reads == len(pages)  # each page read once, in batches
+    paired = result.paired["candidate/auto"]
+    assert paired["n_pairs"] == 2 == line["n_paired"]
+    # page 0's truth is its own colorization (ΔE 0), page 3's a flat grey: the mean is page 3's half
+    from mangacolor.eval.paired import ciede2000
+
+    assert paired["ciede2000"] == pytest.approx(ciede2000(outputs[3], truths[3]) / 2, rel=1e-6)
+    record = result.to_json()
+    assert record["rows"]["candidate/auto"]["paired"]["n_pairs"] == 2
+    md = result.markdown()
+    assert "Paired metrics on 2 evaluated pages" in md and "CIEDE2000" in md
+    assert "clip_is: absent" in md and "aesthetic: absent" in md  # no user-placed weights: said, not silently skipped
+
+
+def test_reference_features_are_cached_by_content(bundles, tmp_path):
+    from mangacolor.eval.report import reference_features
+
+    reference = random_pages(5, size=(64, 48), seed=13)
+    first = extractor(tmp_path / "cache")
+    feats = reference_features(first, reference, 2, content_key="ref-v1")
+    again = extractor(tmp_path / "cache")
+    lazy = _Lazy(reference)
+    cached = reference_features(again, lazy, 2, content_key="ref-v1")
+    assert np.array_equal(feats, cached) and again.n_computed == 0 and lazy.reads == 0  # one file read, no page decoded
+
+
+def test_configured_but_missing_score_weights_fail_with_what_to_place(bundles, tmp_path):
+    from mangacolor.eval.inception import WeightsNotFoundError
+
+    cfg = CFG.model_copy(update={"aesthetic_weights": str(tmp_path / "aesthetic.pt")})
+    model = EvalModel("candidate", "candidate", "1", "full", "unused", ("auto",))
+    with pytest.raises(WeightsNotFoundError, match=r"aesthetic weights not found at .*aesthetic\.pt.*LAION aesthetic predictor"):
+        evaluate_models([(model, bundles["page"])], grey_pages(2), random_pages(3, size=(64, 48)), extractor(), cfg, "holdout")
+    (tmp_path / "aesthetic.pt").write_bytes(b"<html>not a checkpoint</html>")
+    with pytest.raises(WeightsNotFoundError, match="not a readable PyTorch checkpoint"):
+        evaluate_models([(model, bundles["page"])], grey_pages(2), random_pages(3, size=(64, 48)), extractor(), cfg, "holdout")
