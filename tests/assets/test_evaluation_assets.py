@@ -120,6 +120,11 @@ def test_reports_for_both_sets_and_the_benchmark_are_written_flagged_and_cached(
         markdown = st.read_bytes(f"{vdir}/report.md").decode()
         assert markdown.index(RANDOM_INIT_NOTE) < markdown.index("| source")
         assert "bilinear-torch" in markdown and "eigenvalue form" in markdown and "Our (without drafting network)" in markdown
+        # the field's protocol: paired metrics where true colours are known (no matched pair is held out here), and
+        # CLIP-IS / aesthetic reported absent rather than skipped silently
+        assert "Paired metrics" in markdown and "none of the evaluated pages has a matched true colour page" in markdown
+        assert "clip_is: absent" in markdown and "aesthetic: absent" in markdown
+        assert {"ciede2000", "lpips", "psnr", "ssim", "n_paired"} <= set(table.columns) and (table["n_paired"] == 0).all()
     # The page-preserving variant beats the random-init candidate on the holdout.
     holdout = pd.read_parquet(io.BytesIO(st.read_bytes(f"{st.latest_dir('fid_report', 'holdout')}/metrics.parquet"))).set_index("row")
     assert holdout.loc["no_drafts/auto", "fid_hi"] < holdout.loc["candidate/auto", "fid_lo"]

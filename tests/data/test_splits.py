@@ -34,3 +34,13 @@ def test_adding_a_title_keeps_existing_assignments():
     old_b = b[b["id"].str.startswith("t/")]
     moved = set(holdout_pages(old_b)["id"]) - set(holdout_pages(a)["id"])
     assert not moved
+
+
+def test_a_fraction_of_the_pairs_is_held_out_for_paired_evaluation():
+    pages = _pages(30)
+    paired = set(pages["id"][:8])
+    s = make_splits(pages, 0, 0.2, exclude_from_holdout=paired, paired_holdout_fraction=0.25)
+    held = set(holdout_pages(s)["id"])
+    assert len(held & paired) == 2 and len(held - paired) == round(22 * 0.2)
+    assert s.equals(make_splits(pages, 0, 0.2, exclude_from_holdout=paired, paired_holdout_fraction=0.25))
+    assert not paired & set(holdout_pages(make_splits(pages, 0, 0.2, exclude_from_holdout=paired))["id"])  # default: none
