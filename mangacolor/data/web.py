@@ -6,7 +6,8 @@ The paper's colour pages were scraped from the web (§IV-A-1, Appendix B). The c
 the next; this module turns the crawl of one title into a store version: the ok pages under
 `pages/`, one manifest row per page with its URL, HTTP status, ETag, Last-Modified and fetch time,
 and quarantined pages with their reason. The version is the content hash of (page id, sha256,
-status, reason), so a re-crawl that only got 304s commits the version that is already there.
+status, reason and every other column except when and how a page was fetched: `UNVERSIONED_COLUMNS`),
+so a re-crawl that only got 304s commits the version that is already there.
 
 The `scraped` source kind (`mangacolor.data.sources`) reads these versions back, so a web title is
 ingested like any other title, and a newly committed crawl changes exactly that title's fingerprint.
@@ -69,6 +70,10 @@ def default_crawl_dir(site_name: str) -> Path:
     """The persistent crawl folder of a site: MANGACOLOR_WORK_DIR (default `<project>/.cache`)/crawl/<site>."""
     base = Path(os.environ.get("MANGACOLOR_WORK_DIR", PROJECT_ROOT / ".cache"))
     return base / "crawl" / safe_part(site_name)
+
+
+# When and how a page was fetched, not what it is: a re-crawl that changes only these keeps the version.
+UNVERSIONED_COLUMNS = ("fetched_at", "http_status", "etag", "last_modified")
 
 
 @dataclass

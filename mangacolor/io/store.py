@@ -25,6 +25,7 @@ folder (`with store.begin(...) as writer:`), and staging folders older than `STA
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime as _dt
 import hashlib
 import io
@@ -127,6 +128,37 @@ def content_version(rows: Iterable[dict], salt: str = "", files: dict[str, str] 
 
 _MEMORY_LOCKS: dict[str, threading.RLock] = {}
 _MEMORY_LOCKS_GUARD = threading.Lock()
+
+
+# The writers begun inside the innermost `commit_scope` of this thread/task.
+_SCOPE: contextvars.ContextVar[list | None] = contextvars.ContextVar("mangacolor_writers", default=None)
+
+
+@contextlib.contextmanager
+def commit_scope() -> Iterator[list]:
+    """Writers begun inside commit when the block ends without an error, and are aborted when it raises.
+
+    What an asset runs in: it stages and seals its output, computes metadata, logs to MLflow and
+    registers models inside the block; LATEST moves only after all of that succeeded. A writer that
+    was begun but never sealed is aborted either way."""
+    writers: list[VersionWriter] = []
+    token = _SCOPE.set(writers)
+    try:
+        yield writers
+    except BaseException:
+        for w in writers:
+            w.abort()
+        raise
+    finally:
+        _SCOPE.reset(token)
+    try:
+        for w in writers:
+            if w.sealed is not None and not w.committed:
+                w.commit()
+    finally:
+        for w in writers:
+            if not w.committed:
+                w.abort()
 
 
 class LockTimeout(TimeoutError):
@@ -422,6 +454,9 @@ class VersionWriter:
 
     def __post_init__(self) -> None:
         self.staging = self.store.path(self.asset, self.partition, f"{STAGING_PREFIX}{int(time.time() * 1e3)}-{uuid.uuid4().hex[:12]}")
+        scope = _SCOPE.get()
+        if scope is not None:
+            scope.append(self)
 
     def __enter__(self) -> "VersionWriter":
         return self
