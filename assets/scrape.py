@@ -76,6 +76,8 @@ def scraped_pages(context: dg.AssetExecutionContext, config: ScrapeConfig, setti
             "pages_downloaded": summary.downloaded,
             "pages_not_modified": summary.not_modified,
             "bytes_downloaded": summary.bytes_downloaded,
+            "refresh_failed": dg.MetadataValue.md(
+                "\n".join(f"- {p}: {why} (last good copy kept)" for p, why in summary.refresh_failed) or "_none_"),
             "quarantine": dg.MetadataValue.md(bad.to_markdown(index=False) if len(bad) else "_none_"),
             "samples": thumbnails_md(summary.samples),
         },

@@ -48,7 +48,7 @@ def _cmd_scrape(args: argparse.Namespace) -> int:
         except (FileNotFoundError, ValueError) as exc:
             print(f"mangacolor scrape: {exc}", file=sys.stderr)
             return 2
-    return scrape_cli(args.config, args.title, out, progress=not args.quiet, base_url=args.base_url)
+    return scrape_cli(args.config, args.title, out, progress=not args.quiet, base_url=args.base_url, wait_s=args.wait)
 
 
 def _cmd_store_verify(args: argparse.Namespace) -> int:
@@ -180,6 +180,8 @@ def build_parser(prog: str = "mangacolor") -> argparse.ArgumentParser:
                         "the manifest goes to OUT/manifests/<title>/manifest.parquet")
     p.add_argument("--base-url", default=None, help="crawl the site at this address instead of its base_url")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="when another crawl of the site is running, wait this long for it (default: fail at once)")
     p.set_defaults(func=_cmd_scrape)
     p = sub.add_parser("store", help="inspect the artifact store")
     store_sub = p.add_subparsers(dest="store_command", required=True)
