@@ -123,8 +123,8 @@ def list_titles(cfg: SourceConfig) -> list[str]:
             name = posixpath.basename(entry["name"].rstrip("/"))
             if name.startswith("."):
                 continue
-            if entry["type"] == "directory":
-                titles.append(name)
+            if entry["type"] == "directory" or (entry.get("islink") and fs.isdir(entry["name"])):
+                titles.append(name)  # a linked folder is listed, so its ingest can say why it is refused
             elif _ext(name) in ARCHIVE_EXTENSIONS:
                 titles.append(_stem(name))
     if cfg.titles is not None:
