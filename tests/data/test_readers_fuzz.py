@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mangacolor.data.archives import read_archive
@@ -114,8 +114,26 @@ def test_image_reader_returns_a_page_or_a_reason(data):
 # --- the archive reader -------------------------------------------------------------------------
 
 
+def _zip(members: dict[str, bytes], method=zipfile.ZIP_DEFLATED) -> bytearray:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=method) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return bytearray(buf.getvalue())
+
+
+def _garbage_deflate_case() -> tuple[bytes, dict[str, bytes], bool]:
+    """A deflated member whose data starts with an invalid block type (zipfile raises zlib.error)."""
+    raw = _zip({"001.png": PNG, "002.jpg": JPEG})
+    at = raw.index(b"PK\x03\x04")
+    n, extra = struct.unpack("<HH", raw[at + 26:at + 30])
+    raw[at + 30 + n + extra] = 0xFF
+    return bytes(raw), {"001.png": PNG, "002.jpg": JPEG}, True
+
+
 @FUZZ
 @given(archives())
+@example(_garbage_deflate_case())
 def test_archive_reader_reads_what_it_can_and_gives_a_reason_for_the_rest(case):
     raw, members, damaged_after = case
     try:
@@ -132,22 +150,11 @@ def test_archive_reader_reads_what_it_can_and_gives_a_reason_for_the_rest(case):
             assert len(m.data) == len(members[m.name]) or damaged_after
 
 
-def _zip(members: dict[str, bytes], method=zipfile.ZIP_DEFLATED) -> bytearray:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=method) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return bytearray(buf.getvalue())
-
-
 def test_damaged_deflate_member_is_quarantined_and_the_rest_read():
-    raw = _zip({"001.png": PNG, "002.png": JPEG})
-    at = raw.index(b"PK\x03\x04")
-    n, extra = struct.unpack("<HH", raw[at + 26:at + 30])
-    raw[at + 30 + n + extra] = 0xFF  # BTYPE 11: "invalid block type" from zlib
-    out = {m.name: m for m in read_archive(bytes(raw))}
+    raw, _, _ = _garbage_deflate_case()  # BTYPE 11 in the first member: "invalid block type" from zlib
+    out = {m.name: m for m in read_archive(raw)}
     assert out["001.png"].data is None and "corrupt member" in out["001.png"].reason
-    assert out["002.png"].data == JPEG
+    assert out["002.jpg"].data == JPEG
 
 
 def test_member_whose_declared_size_lies_is_quarantined():

@@ -54,36 +54,6 @@ def test_version_is_canonical_over_column_order_types_and_nulls_and_covers_files
     assert content_version([{**a, "fetched_at": "now"}], exclude=["fetched_at"]) == content_version([a])
 
 
-def test_page_splits_asset_version_follows_the_split_when_pairs_change(project):
-    """The issue's case: a new matched pair moves a holdout page to train; page_splits must get a new version."""
-    import dagster as dg
-
-    from assets.ingest import register_and_observe
-    from mangacolor.config import load_preset
-    from pipelines.definitions import executable_defs
-    from tests.assets.conftest import build, materialize_partitions
-
-    defs = build(project)
-    instance = dg.DagsterInstance.ephemeral()
-    register_and_observe(instance, load_preset(project["preset"]))
-    materialize_partitions(defs, instance, ["bw_pages"], ["night_harbor"])
-    run = lambda: dg.materialize(executable_defs(defs), selection=["page_splits"], instance=instance,  # noqa: E731
-                                 resources=defs.resources)
-    assert run().success
-    store = Store(project["artifacts"])
-    before_version = store.latest_version("page_splits")
-    before = store.latest_manifest("page_splits")
-    held = before.loc[before["split"] == "holdout", "id"].iloc[0]
-    pairs = store.begin("page_pairs")  # a colour title arrived whose page pairs with a holdout page
-    pairs.add({"id": f"pair/{held}", "bw_id": held, "matched": True, "status": "ok", "sha256": "p"})
-    pairs.commit()
-    assert run().success
-    after = store.latest_manifest("page_splits")
-    assert list(after["id"]) == list(before["id"])
-    assert after.set_index("id").loc[held, "split"] == "train"
-    assert store.latest_version("page_splits") != before_version
-
-
 # --- point 2: stage, seal, commit last; failures leave LATEST and no staging --------------------
 
 
