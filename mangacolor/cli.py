@@ -59,10 +59,13 @@ def _cmd_store_verify(args: argparse.Namespace) -> int:
         from mangacolor.config import load_preset
 
         root = load_preset(args.preset)["artifact_root"]
-    store = Store(root)
-    if not store.exists(store.root):
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(str(root))
+    if not fs.isdir(path):  # checked before Store(), which would create a local root
         print(f"mangacolor store verify: no artifact store at {root}", file=sys.stderr)
         return 2
+    store = Store(root)
     checked, problems = verify(store, args.asset or None)
     for problem in problems:
         print(f"BAD {problem}")

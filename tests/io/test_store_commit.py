@@ -122,6 +122,8 @@ def test_verify_reports_missing_and_changed_files(tmp_path, capsys):
     assert cli_main(["store", "verify", "--root", str(tmp_path), "--asset", "a"]) == 1
     out = capsys.readouterr().out
     assert "pages/000.txt: sha256" in out and "pages/001.txt: missing" in out
+    assert cli_main(["store", "verify", "--root", str(tmp_path / "missing")]) == 2
+    assert not (tmp_path / "missing").exists()  # verifying never creates a store
 
 
 def test_memory_store_seal_commit_and_verify():
