@@ -45,8 +45,11 @@ def _page_path(page: int, chapter: int = 1) -> str:
 
 def test_transient_failures_on_a_recrawl_keep_the_last_good_copy(site, tmp_path):
     crawl = tmp_path / "crawl"
+    site["faults"][_page_path(3, chapter=2)] = "503"  # a page that has never succeeded yet
     first = {(r.chapter_index, r.page): r for r in crawl_title(site["cfg"], "sky-courier", crawl)}
-    assert all(r.status == "ok" for r in first.values()) and len(first) == 6
+    assert first[(2, 3)].status == "quarantined" and "HTTP 503" in first[(2, 3)].reason  # nothing to keep
+    assert all(r.status == "ok" for k, r in first.items() if k != (2, 3)) and len(first) == 6
+    site["faults"].clear()
 
     for page, kind in FAULTS.items():
         site["faults"][_page_path(page)] = kind
@@ -80,19 +83,11 @@ def test_transient_failures_on_a_recrawl_keep_the_last_good_copy(site, tmp_path)
     third = crawl_title(site["cfg"], "sky-courier", crawl)
     assert all(r.status == "ok" and r.refresh_error is None for r in third)
 
-
-def test_a_page_that_never_succeeded_is_still_quarantined(site, tmp_path):
-    site["faults"][_page_path(2)] = "503"
-    records = {(r.chapter_index, r.page): r for r in crawl_title(site["cfg"], "sky-courier", tmp_path / "crawl")}
-    assert records[(1, 2)].status == "quarantined" and "HTTP 503" in records[(1, 2)].reason
-
-
-def test_a_definite_404_still_replaces_a_good_page(site, tmp_path):
-    crawl = tmp_path / "crawl"
-    crawl_title(site["cfg"], "sky-courier", crawl)
-    (tmp_path / "site" / "titles/sky-courier/ch-001/page-3.png").unlink()  # the site took the page down
-    records = {(r.chapter_index, r.page): r for r in crawl_title(site["cfg"], "sky-courier", crawl)}
-    assert records[(1, 3)].status == "quarantined" and "HTTP 404" in records[(1, 3)].reason
+    # A definite answer still counts: the site took a page down (404), so it leaves the crawl.
+    (tmp_path / "site" / "titles/sky-courier/ch-001/page-3.png").unlink()
+    fourth = {(r.chapter_index, r.page): r for r in crawl_title(site["cfg"], "sky-courier", crawl)}
+    assert fourth[(1, 3)].status == "quarantined" and "HTTP 404" in fourth[(1, 3)].reason
+    assert not (crawl / first[(1, 3)].path).exists()
 
 
 def test_two_crawls_of_one_site_at_once_the_second_fails_clearly_or_waits(site, tmp_path):
