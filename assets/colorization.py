@@ -45,7 +45,7 @@ from mangacolor.training import colorization_stages as stages
 from mangacolor.training.checkpoint import Checkpointer
 from mangacolor.training.colorizer import train_colorizer
 
-from .common import checkpoint_dir, color_titles, progress_logger, thumbnails_md, version_metadata
+from .common import checkpoint_dir, color_titles, commits_last, progress_logger, thumbnails_md, version_metadata
 from .ingest import bw_pages, color_pages, page_pairs, page_splits
 from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
 
@@ -172,6 +172,7 @@ def _selected(st) -> pd.DataFrame:
     description="Step 1 (§III, eq. 2–3): synthetic pairs supervised and adversarially, real black-and-white pages of the "
                 "train split adversarially (domain adaptation); several generator snapshots with sample grids. Preset `colorizer:`.",
 )
+@commits_last
 def colorizer_step1_snapshots(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                               device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     st, spec, cfg = store.get(), device.spec(), _config(settings)
@@ -205,7 +206,7 @@ def colorizer_step1_snapshots(context: dg.AssetExecutionContext, settings: Setti
         stages.write_snapshots(writer, result.snapshots)
         stages.add_training_rows(writer, "real_bw", real)
         stages.add_training_rows(writer, "synthetic", pairs.rows)
-        version, vdir, frame = writer.commit(salt=_stage_flags(cfg, "step1"))
+        version, vdir, frame = writer.seal(salt=_stage_flags(cfg, "step1"))
     shots = frame[frame["role"] == "snapshot"]
     last = shots.iloc[-1]
     meta = {
@@ -241,6 +242,7 @@ class SnapshotSelection(dg.Config):
     description="Step-1 snapshots ranked by KID/FID of their colorings of a validation slice of real training pages against "
                 "colour pages (the paper's authors chose by eye); the best are kept for pseudolabels. Run config `override` picks by hand.",
 )
+@commits_last
 def selected_snapshots(context: dg.AssetExecutionContext, config: SnapshotSelection, settings: SettingsResource,
                        store: StoreResource, device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     st, spec, cfg = store.get(), device.spec(), _config(settings)
@@ -274,7 +276,7 @@ def selected_snapshots(context: dg.AssetExecutionContext, config: SnapshotSelect
             tracker.log_metrics({k: row[k] for k in ("fid", "kid_mean", "kid_std") if not math.isnan(row[k])}, step=int(row["step"]))
         writer = st.begin("selected_snapshots")
         grids = stages.write_selection(writer, ranking, chosen, {step: path for step, _, path in local}, validation)
-        version, vdir, _ = writer.commit(salt=json.dumps({"selected": chosen, "validation": list(validation_rows["id"])}))
+        version, vdir, _ = writer.seal(salt=json.dumps({"selected": chosen, "validation": list(validation_rows["id"])}))
     table = ranking.table.assign(selected=ranking.table["step"].isin(chosen))
     meta = {
         **version_metadata(st, version, vdir),
@@ -307,13 +309,14 @@ def selected_snapshots(context: dg.AssetExecutionContext, config: SnapshotSelect
     description="Pseudolabels for self-training: the selected snapshots colorize every real training page several times "
                 "(distinct snapshots, then drafts from the inversion encoder mixed with random CLS vectors); PNGs + manifest.",
 )
+@commits_last
 def pseudolabels(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                  device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     st, spec, cfg = store.get(), device.spec(), _config(settings)
     flags = cfg.variant
     writer = st.begin("pseudolabels")
     if not flags.self_training:
-        version, vdir, _ = writer.commit(salt="self_training: false")
+        version, vdir, _ = writer.seal(salt="self_training: false")
         return dg.MaterializeResult(metadata={**version_metadata(st, version, vdir), "skipped": True, "variant": flags.name(),
                                               "note": "colorizer.variant.self_training is false: no pseudolabels"},
                                     data_version=dg.DataVersion(version))
@@ -331,7 +334,7 @@ def pseudolabels(context: dg.AssetExecutionContext, settings: SettingsResource, 
         summary = stages.make_pseudolabels(st, real, snapshots, writer, cfg.pseudolabels, spec.device, inversion, cfg.seed,
                                            progress_logger(context, len(real), "pseudolabels"), spec.autocast)
         fallback = _fallback_meta(fallbacks)
-        version, vdir, frame = writer.commit(salt=json.dumps({"snapshots": [s for s, _ in snapshots], "use_drafts": flags.use_drafts}))
+        version, vdir, frame = writer.seal(salt=json.dumps({"snapshots": [s for s, _ in snapshots], "use_drafts": flags.use_drafts}))
         tracker.log_metrics({"pages": summary.pages, "colorings": summary.colorings, "per_page": summary.per_page})
     first = frame[frame["bw_id"] == frame["bw_id"].iloc[0]].sort_values("coloring") if len(frame) else frame
     shown = [read_image(st.read_bytes(first["source_uri"].iloc[0]))] if len(first) else []
@@ -364,6 +367,7 @@ def pseudolabels(context: dg.AssetExecutionContext, settings: SettingsResource, 
     description="Step 2 (§III): self-training on synthetic pairs plus pseudolabelled real pages, all supervised, the adversarial "
                 "loss on both together (λ_syn 1.2, batch 8). With `variant.self_training: false`, step 1's best snapshot passes through.",
 )
+@commits_last
 def colorizer_step2(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                     device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     st, spec, cfg = store.get(), device.spec(), _config(settings)
@@ -377,7 +381,7 @@ def colorizer_step2(context: dg.AssetExecutionContext, settings: SettingsResourc
         step1 = st.latest_manifest("colorizer_step1_snapshots")
         for row in step1[step1["role"].isin(stages.REAL_ROLES)].to_dict("records"):
             writer.add(row)
-        version, vdir, _ = writer.commit(salt="self_training: false")
+        version, vdir, _ = writer.seal(salt="self_training: false")
         note = f"variant.self_training is false: step 1's best snapshot (step {int(best['step'])}) passes through"
         return dg.MaterializeResult(metadata={**version_metadata(st, version, vdir), "skipped": True, "variant": flags.name(), "note": note},
                                     data_version=dg.DataVersion(version))
@@ -405,7 +409,7 @@ def colorizer_step2(context: dg.AssetExecutionContext, settings: SettingsResourc
         _weights_row(writer, Path(result.generator).read_bytes())
         stages.add_training_rows(writer, "pseudolabel_bw", pseudo, id_column="bw_id")
         stages.add_training_rows(writer, "synthetic", pairs.rows)
-        version, vdir, _ = writer.commit(salt=_stage_flags(cfg, "step2"))
+        version, vdir, _ = writer.seal(salt=_stage_flags(cfg, "step2"))
     meta = {
         **_train_metadata(st, version, vdir, result, resumed, tracker),
         "variant": flags.name(),
@@ -445,6 +449,7 @@ def _random_init_flags(cfg: stages.ColorizationConfig, st) -> dict[str, bool]:
     description="The final colorizer: step 2 fine-tuned on the matched real page pairs (≤ 2 epochs, Appendix D), written as a "
                 f"model bundle (colorizer + StyleGAN + drafting + inversion) and registered as {MODEL_NAME} with alias 'candidate'.",
 )
+@commits_last
 def colorizer_final(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                     device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     st, spec, cfg = store.get(), device.spec(), _config(settings)
@@ -481,7 +486,7 @@ def colorizer_final(context: dg.AssetExecutionContext, settings: SettingsResourc
         writer = st.begin("colorizer_final")
         stages.write_folder(writer, bundle_dir, "bundle", "bundle")
         stages.add_training_rows(writer, "matched_bw", pairs.rows, id_column="bw_id")
-        version, vdir, _ = writer.commit(salt=flags.name())
+        version, vdir, _ = writer.seal(salt=flags.name())
         tags = {**_variant_tags(cfg), "dagster.run_id": context.run.run_id, "data_version": version,
                 "random_init": str(any(random_init.values())).lower(), **{f"random_init.{k}": str(v).lower() for k, v in random_init.items()}}
         model = register_bundle(bundle_dir, tags=tags)

@@ -2,6 +2,7 @@
 
 
 import base64
+import functools
 import hashlib
 import json
 import os
@@ -13,11 +14,26 @@ import numpy as np
 from mangacolor.config import PROJECT_ROOT
 
 from mangacolor.io.images import encode_png, thumbnail_grid
+from mangacolor.io.store import commit_scope
 
 color_titles = dg.DynamicPartitionsDefinition(name="color_titles")
 bw_titles = dg.DynamicPartitionsDefinition(name="bw_titles")
 # Crawled titles of the preset's `web_sources` (assets/scrape.py `register_web_titles` adds them).
 web_titles = dg.DynamicPartitionsDefinition(name="web_titles")
+
+
+def commits_last(fn):
+    """Under `@dg.asset`: the store versions the asset sealed become LATEST only after it returned.
+
+    The asset body stages and seals (`writer.seal()`), then computes metadata, logs to MLflow and
+    registers models; if any of that raises, the staging folders are removed and LATEST stays."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with commit_scope():
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def thumbnails_md(images: list[np.ndarray], caption: str = "", height: int = 96) -> dg.MetadataValue:

@@ -26,7 +26,7 @@ from mangacolor.training.checkpoint import Checkpointer
 from mangacolor.training.drafting import train_psp
 from mangacolor.training.stylegan import train_stylegan
 
-from .common import checkpoint_dir, color_titles, progress_logger, thumbnails_md, version_metadata
+from .common import checkpoint_dir, color_titles, commits_last, progress_logger, thumbnails_md, version_metadata
 from .ingest import color_pages
 from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
 
@@ -66,7 +66,7 @@ def _model_result(context, st, asset: str, weights: str, rows, tracker, resumed:
     tracker.log_text("training_pages.json", json.dumps(list(rows["id"]), indent=1))
     writer = st.begin(asset)
     write_model(writer, weights, {"train": rows}, row_meta)
-    version, vdir, _ = writer.commit()
+    version, vdir, _ = writer.seal()
     meta = {"resumed_from_step": resumed, "train_pages": len(rows), **meta, **version_metadata(st, version, vdir),
             "weights": dg.MetadataValue.path(st.uri(st.relative(f"{vdir}/weights/model.safetensors"))),
             "mlflow_run_id": tracker.run_id}
@@ -84,13 +84,14 @@ def _model_result(context, st, asset: str, weights: str, rows, tracker, resumed:
     kinds={"python", "parquet"},
     description="Colour pages of a title resized to 256x256 and strongly blurred (§III-A): what StyleGAN learns and the encoders' targets; preset section `blur:`.",
 )
+@commits_last
 def blurred_color_pages(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource) -> dg.MaterializeResult:
     st, title = store.get(), context.partition_key
     cfg = mc_config.stage_config(settings.load(), "blur", BlurConfig)
     rows = ok_rows(st, "color_pages", [title])
     writer = st.begin("blurred_color_pages", title)
     summary = drafting.blur_stage(rows, st, writer, cfg, progress_logger(context, len(rows), f"blurred_color_pages[{title}]"))
-    version, vdir, _ = writer.commit(salt=cfg.model_dump_json())
+    version, vdir, _ = writer.seal(salt=cfg.model_dump_json())
     kept = sum(summary.detail_kept) / len(summary.detail_kept) if summary.detail_kept else None
     context.log.info(f"{title}: {summary.ok} pages blurred (sigma {cfg.sigma} px at {cfg.size}), {summary.quarantined} quarantined")
     return dg.MaterializeResult(
@@ -114,6 +115,7 @@ def blurred_color_pages(context: dg.AssetExecutionContext, settings: SettingsRes
     kinds={"pytorch"},
     description="StyleGAN2 on the blurred colour pages of every colour title (§IV-B-1, Appendix D): its W+ is the Coloring Latent Space; preset section `stylegan:` (`init_checkpoint`: a port .pt to start from, as the paper did from Danbooru).",
 )
+@commits_last
 def stylegan(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
              device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     preset, st, spec = settings.load(), store.get(), device.spec()
@@ -202,6 +204,7 @@ def _train_encoder(context, settings, store, device, mlflow, asset: str, input_n
     kinds={"pytorch"},
     description="GAN inversion (§IV-B-2): pSp from a colour page to W+ of the frozen `stylegan`, trained with 1·MSE + 0.5·LPIPS against the blurred page; makes the drafts of colour pages. Preset section `inversion_encoder:`.",
 )
+@commits_last
 def inversion_encoder(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                       device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     return _train_encoder(context, settings, store, device, mlflow, "inversion_encoder", input_nc=3)
@@ -214,6 +217,7 @@ def inversion_encoder(context: dg.AssetExecutionContext, settings: SettingsResou
     kinds={"pytorch"},
     description="The drafting network (§III-A eq. 1, §IV-B-2): pSp from a black-and-white page to W+ of the frozen `stylegan`, trained on synthetic pages (grey conversions where `synthetic_bw_pages` is missing, said in the metadata) against the blurred colour page. Preset section `drafting_network:`.",
 )
+@commits_last
 def drafting_network(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                      device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     return _train_encoder(context, settings, store, device, mlflow, "drafting_network", input_nc=1)
@@ -231,6 +235,7 @@ def drafting_network(context: dg.AssetExecutionContext, settings: SettingsResour
     kinds={"pytorch", "parquet"},
     description="Coloring drafts of a title's colour pages made with the inversion encoder (§IV-B-3), 256x256 PNG plus each page's W+ (latents.safetensors); `source_id` pairs a draft with its colour page. Preset section `coloring_drafts:`.",
 )
+@commits_last
 def coloring_drafts(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                     device: DeviceResource) -> dg.MaterializeResult:
     preset, st, spec, title = settings.load(), store.get(), device.spec(), context.partition_key
@@ -241,7 +246,7 @@ def coloring_drafts(context: dg.AssetExecutionContext, settings: SettingsResourc
     writer = st.begin("coloring_drafts", title)
     summary = drafting.drafts_stage(rows, st, writer, psp, cfg, spec, blur_size,
                                     progress_logger(context, len(rows), f"coloring_drafts[{title}]"))
-    version, vdir, _ = writer.commit(salt=f"{versions['encoder_version']}:{cfg.model_dump_json()}")
+    version, vdir, _ = writer.seal(salt=f"{versions['encoder_version']}:{cfg.model_dump_json()}")
     mse = sum(summary.mse) / len(summary.mse) if summary.mse else None
     return dg.MaterializeResult(
         metadata={

@@ -43,7 +43,7 @@ from mangacolor.eval.report import RANDOM_INIT_NOTE, EvaluationConfig, ScheduleC
 from mangacolor.inference.bundle import ModelBundle
 from mangacolor.registry import MODEL_NAME, download_bundle, promote, version_by_alias
 
-from .common import thumbnails_md, version_metadata
+from .common import commits_last, thumbnails_md, version_metadata
 from .ingest import color_pages, manga109_pages, page_splits
 from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
 
@@ -105,6 +105,7 @@ def _samples(pages: list[np.ndarray], samples: dict[str, list[np.ndarray]]) -> l
     description="FID/KID with bootstrap intervals of the registered models in automatic mode (candidate, champion, "
                 "ablation variants) on the holdout or Manga109, beside the paper's Tables 1 and 3.",
 )
+@commits_last
 def fid_report(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     cfg, st, spec, set_name = _config(settings), store.get(), device.spec(), context.partition_key
@@ -142,7 +143,7 @@ def fid_report(context: dg.AssetExecutionContext, settings: SettingsResource, st
         writer.write("metrics.parquet", _parquet(result.table))
         writer.write("report.md", markdown.encode())
         writer.write("report.json", blob.encode())
-        version, vdir, _ = writer.commit(salt=hashlib.sha256(blob.encode()).hexdigest())
+        version, vdir, _ = writer.seal(salt=hashlib.sha256(blob.encode()).hexdigest())
 
         for line in result.table.to_dict("records"):
             tracker.log_metrics({f"{line['row']}/{k}": line[k] for k in ("fid", "fid_lo", "fid_hi", "kid", "kid_lo", "kid_hi",
@@ -240,6 +241,7 @@ def random_init_flagged(context: dg.AssetCheckExecutionContext, store: StoreReso
     description="The `champion` alias of the registered colorizer: moved to the candidate only when its reports on every "
                 "gating set (evaluation.gate.sets) pass the gate against the current champion.",
 )
+@commits_last
 def champion_model(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                    mlflow: MlflowResource) -> dg.MaterializeResult:
     cfg, st = _config(settings), store.get()
@@ -273,6 +275,7 @@ def champion_model(context: dg.AssetExecutionContext, settings: SettingsResource
     description="Seconds per page for preprocessing (drafting network + StyleGAN) and colorization, median of N runs, "
                 "and peak memory, on every device present, beside the paper's Table 4.",
 )
+@commits_last
 def inference_benchmark(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                         mlflow: MlflowResource) -> dg.MaterializeResult:
     cfg, st = _config(settings), store.get()
@@ -295,7 +298,7 @@ def inference_benchmark(context: dg.AssetExecutionContext, settings: SettingsRes
                         "width": r["width"], "height": r["height"]})
         writer.write("benchmark.parquet", _parquet(frame))
         writer.write("benchmark.md", markdown.encode())
-        version, vdir, _ = writer.commit(salt=str(model.version))
+        version, vdir, _ = writer.seal(salt=str(model.version))
         for r in results:
             key = f"{r['device']}_{r['width']}x{r['height']}"
             tracker.log_metrics({f"{key}/{k}": r[k] for k in ("preprocessing_s", "colorization_s", "total_s",

@@ -17,7 +17,7 @@ from mangacolor.data.sources import iter_items, list_titles, title_fingerprint, 
 from mangacolor.data.splits import holdout_pages, make_splits, training_pages
 from mangacolor.io.images import read_image
 
-from .common import bw_titles, color_titles, progress_logger, thumbnails_md, version_metadata
+from .common import bw_titles, color_titles, commits_last, progress_logger, thumbnails_md, version_metadata
 from .resources import SettingsResource, StoreResource
 
 EAGER = dg.AutomationCondition.eager()
@@ -71,6 +71,7 @@ def _make_ingest(role: str, partitions_def: dg.DynamicPartitionsDefinition):
         kinds={"python", "parquet"},
         description=f"Validated {label} pages of one title with a parquet manifest; unreadable, odd and near-duplicate files quarantined with their reason.",
     )
+    @commits_last
     def pages(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource) -> dg.MaterializeResult:
         preset = settings.load()
         title = context.partition_key
@@ -82,7 +83,7 @@ def _make_ingest(role: str, partitions_def: dg.DynamicPartitionsDefinition):
         ingest_cfg = mc_config.stage_config(preset, "ingest", mc_config.IngestConfig)
         items = [item for cfg in cfgs for item in iter_items(cfg, title)]
         summary = ingest_items(items, writer, ingest_cfg.dedup_distance, progress_logger(context, len(items), f"{role}_pages[{title}]"))
-        version, vdir, frame = writer.commit()
+        version, vdir, frame = writer.seal()
         context.log.info(f"{title}: {summary.ok} pages ok, {summary.quarantined} quarantined")
         return dg.MaterializeResult(metadata=_ingest_metadata(st, version, vdir, frame, summary), data_version=dg.DataVersion(version))
 
@@ -99,6 +100,7 @@ bw_sources, bw_pages = _make_ingest("bw", bw_titles)
     kinds={"python", "parquet"},
     description="Manga109 pages read from the official layout (books.txt, images/<title>/<NNN>.jpg): the unseen-style evaluation set.",
 )
+@commits_last
 def manga109_pages(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource) -> dg.MaterializeResult:
     preset = settings.load()
     cfg = mc_config.manga109_source(preset)
@@ -108,7 +110,7 @@ def manga109_pages(context: dg.AssetExecutionContext, settings: SettingsResource
     writer = st.begin("manga109_pages")
     items = [item for title in list_titles(cfg) for item in iter_items(cfg, title)]
     summary = ingest_items(items, writer, None, progress_logger(context, len(items), "manga109_pages"))
-    version, vdir, frame = writer.commit()
+    version, vdir, frame = writer.seal()
     meta = _ingest_metadata(st, version, vdir, frame, summary)
     meta["titles"] = int(frame["title"].nunique()) if len(frame) else 0
     return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
@@ -121,6 +123,7 @@ def manga109_pages(context: dg.AssetExecutionContext, settings: SettingsResource
     kinds={"python", "parquet"},
     description="The paper's matched black-and-white/colour pairs (§IV-A-2): titles present in both roles, each page aligned by its ink, with alignment and error; rejected candidates kept with their best error.",
 )
+@commits_last
 def page_pairs(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource) -> dg.MaterializeResult:
     from mangacolor.data.pairs import match_pairs
 
@@ -131,7 +134,7 @@ def page_pairs(context: dg.AssetExecutionContext, settings: SettingsResource, st
     color = ok_rows(st, "color_pages", both)
     bw = ok_rows(st, "bw_pages", both)
     stats, samples = match_pairs(bw, color, st, writer, preset.get("matching") or {}, progress_logger(context, len(bw), "page_pairs"))
-    version, vdir, frame = writer.commit()
+    version, vdir, frame = writer.seal()
     table = frame[["id", "matched", "error", "scale"]] if len(frame) else frame
     return dg.MaterializeResult(
         metadata={
@@ -154,6 +157,7 @@ def page_pairs(context: dg.AssetExecutionContext, settings: SettingsResource, st
     kinds={"python", "parquet"},
     description="Train / holdout split of the black-and-white pages by a fixed seed; the holdout is never read by adaptation or self-training (matched pairs train, but for `paired_holdout_fraction` of them).",
 )
+@commits_last
 def page_splits(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource) -> dg.MaterializeResult:
     st = store.get()
     cfg = mc_config.stage_config(settings.load(), "splits", mc_config.SplitConfig)
@@ -165,7 +169,7 @@ def page_splits(context: dg.AssetExecutionContext, settings: SettingsResource, s
     writer = st.begin("page_splits")
     for row in frame.to_dict("records"):
         writer.add(row)
-    version, vdir, _ = writer.commit(salt=f"{cfg.seed}:{cfg.holdout_fraction}:{cfg.holdout_count}:{cfg.paired_holdout_fraction}")
+    version, vdir, _ = writer.seal(salt=f"{cfg.seed}:{cfg.holdout_fraction}:{cfg.holdout_count}:{cfg.paired_holdout_fraction}")
     counts = frame["split"].value_counts().to_dict()
     return dg.MaterializeResult(
         metadata={**version_metadata(st, version, vdir), "train": int(counts.get("train", 0)), "holdout": int(counts.get("holdout", 0))},

@@ -16,9 +16,9 @@ import dagster as dg
 from pydantic import Field
 
 from mangacolor.data.scraper import CrawlError, PageRecord
-from mangacolor.data.web import default_crawl_dir, scrape_title, web_titles
+from mangacolor.data.web import UNVERSIONED_COLUMNS, default_crawl_dir, scrape_title, web_titles
 
-from .common import thumbnails_md, version_metadata, web_titles as web_titles_partitions
+from .common import commits_last, thumbnails_md, version_metadata, web_titles as web_titles_partitions
 from .resources import SettingsResource, StoreResource
 
 
@@ -41,6 +41,7 @@ def _progress(context: dg.AssetExecutionContext, label: str, every: int = 10):
     kinds={"python", "parquet"},
     description="Pages of one web title crawled by the polite, resumable scraper, with URL, HTTP status, ETag and fetch time per page; refused or broken pages quarantined with their reason.",
 )
+@commits_last
 def scraped_pages(context: dg.AssetExecutionContext, config: ScrapeConfig, settings: SettingsResource,
                   store: StoreResource) -> dg.MaterializeResult:
     key = context.partition_key
@@ -51,7 +52,7 @@ def scraped_pages(context: dg.AssetExecutionContext, config: ScrapeConfig, setti
     crawl_dir = default_crawl_dir(site.name)
     context.log.info(f"crawling {title.title!r} from {site.start_url(title.title)} (crawl state in {crawl_dir})")
     st = store.get()
-    writer = st.begin("scraped_pages", key)
+    writer = st.begin("scraped_pages", key, unversioned=UNVERSIONED_COLUMNS)
     try:
         summary = scrape_title(site, title, crawl_dir, writer, _progress(context, f"scraped_pages[{key}]"))
     except CrawlError as exc:
@@ -61,7 +62,7 @@ def scraped_pages(context: dg.AssetExecutionContext, config: ScrapeConfig, setti
         writer.abort()
         reasons = "; ".join(f"{p}: {r}" for p, r in summary.reasons[:5]) or "no page links found"
         raise dg.Failure(f"no usable page for {key!r} ({reasons}); check chapter_link / page_image in {title.site_path}")
-    version, vdir, frame = writer.commit()
+    version, vdir, frame = writer.seal()
     context.log.info(f"{key}: {summary.pages_ok} pages ok ({summary.not_modified} unchanged, {summary.downloaded} downloaded), "
                      f"{summary.quarantined} quarantined, {summary.requests} requests")
     bad = frame[frame["status"] != "ok"][["page", "source_uri", "reason"]]
@@ -75,6 +76,8 @@ def scraped_pages(context: dg.AssetExecutionContext, config: ScrapeConfig, setti
             "pages_downloaded": summary.downloaded,
             "pages_not_modified": summary.not_modified,
             "bytes_downloaded": summary.bytes_downloaded,
+            "refresh_failed": dg.MetadataValue.md(
+                "\n".join(f"- {p}: {why} (last good copy kept)" for p, why in summary.refresh_failed) or "_none_"),
             "quarantine": dg.MetadataValue.md(bad.to_markdown(index=False) if len(bad) else "_none_"),
             "samples": thumbnails_md(summary.samples),
         },

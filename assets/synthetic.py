@@ -29,7 +29,7 @@ from mangacolor.training.checkpoint import Checkpointer
 from mangacolor.training.cut import CUTTrainConfig, load_cut_generator, train_cut
 from mangacolor.training.refiner import RefinerTrainConfig, load_refiner, train_refiner
 
-from .common import checkpoint_dir, color_titles, progress_logger, thumbnails_md, version_metadata
+from .common import checkpoint_dir, color_titles, commits_last, progress_logger, thumbnails_md, version_metadata
 from .ingest import bw_pages, color_pages, page_splits
 from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
 
@@ -104,7 +104,7 @@ def _strip(st, title: str, steps: list[str], ids: list[str], extra: dict | None 
 
 def _page_stage_result(context, st, asset: str, writer, summary, preset, device: str, tracker=None) -> dg.MaterializeResult:
     """Commit a per-title stage, then measure it (and the steps before it) against the real pages."""
-    version, vdir, frame = writer.commit()
+    version, vdir, frame = writer.seal()
     title = context.partition_key
     chain = ["xdog_pages", "refined_pages", "synthetic_bw_pages"]
     steps = chain[: chain.index(asset) + 1]
@@ -138,7 +138,7 @@ def _model_result(context, st, asset: str, result: dict, inputs: dict, tracker, 
     tracker.log_text("training_pages.json", json.dumps({role: list(rows["id"]) for role, rows in inputs.items()}, indent=1))
     writer = st.begin(asset)
     synth.write_model(writer, result["weights"], inputs, {"steps": result["step"]})
-    version, vdir, _ = writer.commit()
+    version, vdir, _ = writer.seal()
     meta = {
         "steps": result["step"],
         "resumed_from_step": resumed,
@@ -163,6 +163,7 @@ def _model_result(context, st, asset: str, result: dict, inputs: dict, tracker, 
     kinds={"python", "parquet"},
     description="xDoG line art of every colour page of a title (§IV-A-3 step 1, preset section `xdog:`); pages xDoG refuses are quarantined.",
 )
+@commits_last
 def xdog_pages(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                device: DeviceResource) -> dg.MaterializeResult:
     preset, st, title = settings.load(), store.get(), context.partition_key
@@ -184,6 +185,7 @@ def xdog_pages(context: dg.AssetExecutionContext, settings: SettingsResource, st
     kinds={"pytorch"},
     description="The xDoG refiner (§IV-A-3 step 2): learns xDoG(real black-and-white page) -> that page on the train split (never the holdout); preset section `refiner:`.",
 )
+@commits_last
 def refiner_model(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                   device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     preset, st, spec = settings.load(), store.get(), device.spec()
@@ -216,6 +218,7 @@ def refiner_model(context: dg.AssetExecutionContext, settings: SettingsResource,
     kinds={"pytorch", "parquet"},
     description="xDoG pages of a title through the trained refiner (§IV-A-3 step 2): denser, closer to printed pages.",
 )
+@commits_last
 def refined_pages(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                   device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     preset, st, spec, title = settings.load(), store.get(), device.spec(), context.partition_key
@@ -239,6 +242,7 @@ def refined_pages(context: dg.AssetExecutionContext, settings: SettingsResource,
     kinds={"pytorch"},
     description="CUT (§IV-A-3 step 3) on 64x64 crops: refined pages of every colour title -> real black-and-white pages of the train split; preset section `cut:`.",
 )
+@commits_last
 def cut_model(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
               device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     preset, st, spec = settings.load(), store.get(), device.spec()
@@ -274,6 +278,7 @@ def cut_model(context: dg.AssetExecutionContext, settings: SettingsResource, sto
     kinds={"pytorch", "parquet"},
     description="The synthetic black-and-white pages (§IV-A-3 step 3): refined pages translated by CUT, whole pages at once; `source_id` names the colour page.",
 )
+@commits_last
 def synthetic_bw_pages(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                        device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     preset, st, spec, title = settings.load(), store.get(), device.spec(), context.partition_key

@@ -48,7 +48,29 @@ def _cmd_scrape(args: argparse.Namespace) -> int:
         except (FileNotFoundError, ValueError) as exc:
             print(f"mangacolor scrape: {exc}", file=sys.stderr)
             return 2
-    return scrape_cli(args.config, args.title, out, progress=not args.quiet, base_url=args.base_url)
+    return scrape_cli(args.config, args.title, out, progress=not args.quiet, base_url=args.base_url, wait_s=args.wait)
+
+
+def _cmd_store_verify(args: argparse.Namespace) -> int:
+    from mangacolor.io.store import Store, verify
+
+    root = args.root
+    if root is None:
+        from mangacolor.config import load_preset
+
+        root = load_preset(args.preset)["artifact_root"]
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(str(root))
+    if not fs.isdir(path):  # checked before Store(), which would create a local root
+        print(f"mangacolor store verify: no artifact store at {root}", file=sys.stderr)
+        return 2
+    store = Store(root)
+    checked, problems = verify(store, args.asset or None)
+    for problem in problems:
+        print(f"BAD {problem}")
+    print(f"{checked} manifests checked under {store.root_uri}: " + (f"{len(problems)} problem(s)" if problems else "all files present, sha256 match"))
+    return 1 if problems else 0
 
 
 def _cmd_colorize(args: argparse.Namespace) -> int:
@@ -161,7 +183,17 @@ def build_parser(prog: str = "mangacolor") -> argparse.ArgumentParser:
                         "the manifest goes to OUT/manifests/<title>/manifest.parquet")
     p.add_argument("--base-url", default=None, help="crawl the site at this address instead of its base_url")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="when another crawl of the site is running, wait this long for it (default: fail at once)")
     p.set_defaults(func=_cmd_scrape)
+    p = sub.add_parser("store", help="inspect the artifact store")
+    store_sub = p.add_subparsers(dest="store_command", required=True)
+    p = store_sub.add_parser("verify", help="check that every manifest's files exist with their sha256; exit 1 if not")
+    p.add_argument("--asset", action="append", default=None, help="only this asset (repeatable; default: all)")
+    p.add_argument("--root", default=None, help="artifact root: a folder or fsspec URL (default: the preset's, or $MANGACOLOR_ARTIFACT_ROOT)")
+    p.add_argument("--preset", default="demo", help="preset whose artifact_root is used when --root is not given")
+    p.set_defaults(func=_cmd_store_verify)
+
     p = sub.add_parser("colorize", help="colorize a page, a folder or a chapter archive (CBZ/ZIP)")
     p.add_argument("inputs", nargs="+", type=Path, help="page images, folders or .cbz/.zip chapters")
     p.add_argument("-o", "--out", required=True, type=Path)

@@ -2,20 +2,35 @@
 
 A member name never reaches the filesystem; members with `..` or absolute paths, nested archives,
 non-image members and members whose declared size is absurd are reported with a reason instead of
-being read, so the ingest can quarantine them and go on with the rest of the chapter.
+being read, so the ingest can quarantine them and go on with the rest of the chapter. A member
+that cannot be read back (damaged compressed data, a bad CRC, a size in its headers that its data
+does not have, an unsupported compression or encryption) is reported the same way: one bad
+member never fails the chapter.
 """
 
 from __future__ import annotations
 
 import io
 import re
+import struct
 import zipfile
+import zlib
 from dataclasses import dataclass
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 ARCHIVE_EXTENSIONS = {".cbz", ".zip"}
 MAX_MEMBER_BYTES = 256 * 1024 * 1024
 MAX_COMPRESSION_RATIO = 200
+# What a damaged archive or member makes zipfile and its decompressors raise.
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, EOFError, RuntimeError, ValueError,
+               NotImplementedError, struct.error, OverflowError, UnicodeDecodeError, KeyError, IndexError)
+try:  # the optional decompressors have their own errors
+    import bz2  # noqa: F401
+    import lzma
+
+    _ZIP_ERRORS += (lzma.LZMAError,)
+except ImportError:  # pragma: no cover - Python without lzma
+    pass
 
 
 @dataclass
@@ -56,11 +71,11 @@ def read_archive(data: bytes) -> list[Member]:
     """Every file member of a CBZ/ZIP in reading order, with its bytes or the reason it was refused."""
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile as exc:
-        raise ValueError(f"not a readable zip/cbz archive: {exc}") from exc
+        infos = [i for i in zf.infolist() if not i.is_dir() and not i.filename.startswith("__MACOSX/")]
+    except _ZIP_ERRORS as exc:
+        raise ValueError(f"not a readable zip/cbz archive: {type(exc).__name__}: {exc}") from exc
     out = []
     with zf:
-        infos = [i for i in zf.infolist() if not i.is_dir() and not i.filename.startswith("__MACOSX/")]
         for info in sorted(infos, key=lambda i: natural_key(i.filename)):
             problem = member_problem(info)
             if problem:
@@ -69,11 +84,15 @@ def read_archive(data: bytes) -> list[Member]:
             try:
                 with zf.open(info) as f:
                     blob = f.read(MAX_MEMBER_BYTES + 1)
-            except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as exc:
-                out.append(Member(info.filename, None, f"corrupt member {info.filename!r}: {exc}"))
+            except _ZIP_ERRORS as exc:
+                out.append(Member(info.filename, None, f"corrupt member {info.filename!r}: {type(exc).__name__}: {exc}"))
                 continue
             if len(blob) > MAX_MEMBER_BYTES:
                 out.append(Member(info.filename, None, f"member {info.filename!r} exceeds {MAX_MEMBER_BYTES:,} bytes"))
+                continue
+            if len(blob) != info.file_size:
+                out.append(Member(info.filename, None, f"member {info.filename!r} declares {info.file_size:,} bytes "
+                                                       f"but holds {len(blob):,}: damaged archive"))
                 continue
             out.append(Member(info.filename, blob))
     return out

@@ -11,6 +11,14 @@ Crawl-delay when longer) with at most `concurrency` requests in flight, every re
 are in its User-Agent, 429 and 5xx answers are retried with exponential backoff (a Retry-After
 header wins and holds back the whole host), and everything has a timeout and a size cap.
 
+A re-crawl never loses what it has: when refreshing a page that was good before meets a transient
+failure (a timeout, a reset connection, a 5xx, a 429 after its retries), the last good copy stays,
+still `ok`, and `refresh_error` records why it could not be refreshed. Only a definite answer (a
+404, content that is not an image) replaces a good page. One crawl per crawl folder runs at a time
+(`crawl.lock`, an `fcntl` lock the kernel drops when its holder dies): a second launch fails with a
+message naming the running one, or waits (`wait_s`), so two launches never double the request rate
+or remove each other's files.
+
 A crawl is cheap to repeat and safe to interrupt. `out_dir/crawl.sqlite` keeps one row per URL
 (ETag, Last-Modified, sha256, local file, status), so a re-run sends conditional requests and
 downloads only what changed; a row is committed as soon as its page is done, and an interrupted
@@ -26,7 +34,9 @@ is quarantined with its reason and the crawl goes on.
 from __future__ import annotations
 
 import email.utils
+import fcntl
 import hashlib
+import json
 import http.client
 import importlib.metadata
 import logging
@@ -522,7 +532,7 @@ def local_name(url: str, ext: str) -> str:
 
 
 _COLUMNS = ["url", "kind", "status", "http_status", "etag", "last_modified", "sha256", "path",
-            "reason", "fetched_at", "run_id"]
+            "reason", "fetched_at", "run_id", "refresh_error"]
 
 
 class CrawlIndex:
@@ -543,10 +553,13 @@ class CrawlIndex:
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS entries (url TEXT PRIMARY KEY, kind TEXT, status TEXT,"
                 " http_status INTEGER, etag TEXT, last_modified TEXT, sha256 TEXT, path TEXT, reason TEXT,"
-                " fetched_at TEXT, run_id TEXT)")
+                " fetched_at TEXT, run_id TEXT, refresh_error TEXT)")
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS runs (title TEXT PRIMARY KEY, run_id TEXT, started_at TEXT,"
                 " finished_at TEXT)")
+            have = {r[1] for r in self._db.execute("PRAGMA table_info(entries)")}
+            if "refresh_error" not in have:  # crawl folders made before the column existed
+                self._db.execute("ALTER TABLE entries ADD COLUMN refresh_error TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -648,6 +661,7 @@ class PageRecord:
     path: str | None
     status: Literal["ok", "quarantined"]
     reason: str | None
+    refresh_error: str | None = None  # an ok page kept from an earlier crawl: why this crawl could not refresh it
 
 
 @dataclass
@@ -665,6 +679,47 @@ def records_frame(records: list[PageRecord]) -> pd.DataFrame:
     frame = pd.DataFrame([asdict(r) for r in records], columns=columns)
     # Nullable ints: a page that got no HTTP answer must not turn every status into a float.
     return frame.astype({"chapter_index": "int64", "page": "int64", "http_status": "Int64"})
+
+
+def _transient(resp: Response) -> bool:
+    """A failure that says nothing about the page: timeouts, resets, 5xx, 429 (its retries spent)."""
+    server_side = resp.status is not None and (resp.status == 429 or resp.status >= 500)
+    return bool(resp.retryable or server_side) if resp.error else server_side
+
+
+class CrawlBusy(CrawlError):
+    """Another crawl holds the crawl folder."""
+
+
+@contextmanager
+def crawl_lock(out_dir: str | Path, title: str, wait_s: float = 0.0) -> Iterator[None]:
+    """One crawl per crawl folder (one folder per site): fail at once, or wait up to `wait_s` seconds."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "crawl.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    try:
+                        holder = json.loads(path.read_text() or "{}")
+                    except (OSError, ValueError):
+                        holder = {}
+                    who = (f"pid {holder.get('pid')}, title {holder.get('title')!r}, since {holder.get('since')}"
+                           if holder else "another process")
+                    raise CrawlBusy(f"another crawl is using {out} ({who}); wait for it to finish "
+                                    f"(or pass a wait) instead of crawling the site twice at once") from None
+                time.sleep(0.1)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "title": title, "since": _now()}).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 def check_image(resp: Response) -> tuple[str | None, str | None]:
@@ -746,7 +801,13 @@ class _Crawl:
         resp = self.fetcher.get(item.url, headers)
         base = dict(http_status=resp.status, fetched_at=_now())
         etag, modified = resp.headers.get("etag"), resp.headers.get("last-modified")
-        if resp.error:
+        if usable and _transient(resp):
+            # The site is having a bad moment, not telling us the page is gone: keep the good copy.
+            why = resp.error or f"HTTP {resp.status}" + (f" after {resp.attempts} attempts" if resp.attempts > 1 else "")
+            log.warning("keeping the last good copy of %s: refresh failed (%s)", item.url, why)
+            values = dict(base, status="ok", etag=row["etag"], last_modified=row["last_modified"], sha256=row["sha256"],
+                          path=row["path"], fetched_at=row["fetched_at"], refresh_error=why)
+        elif resp.error:
             values = dict(base, status="quarantined", reason=resp.error)
         elif resp.status == 304 and usable:
             values = dict(base, status="ok", etag=etag or row["etag"], last_modified=modified or row["last_modified"],
@@ -772,7 +833,7 @@ class _Crawl:
     def _record(self, item: _Planned, v: dict) -> PageRecord:
         return PageRecord(item.title, item.chapter, item.chapter_index, item.page, item.url, v.get("http_status"),
                           v.get("etag"), v.get("last_modified"), v["fetched_at"], v.get("sha256"), v.get("path"),
-                          v["status"], v.get("reason"))
+                          v["status"], v.get("reason"), v.get("refresh_error"))
 
     def finished_in_run(self, item: _Planned, run_id: str) -> PageRecord | None:
         """The page's record when this (resumed) run already finished it, else None."""
@@ -794,13 +855,23 @@ def crawl_title(
     progress: ProgressFn | None = None,
     *,
     fetcher: Fetcher | None = None,
+    wait_s: float = 0.0,
 ) -> list[PageRecord]:
     """Crawl one title into `out_dir`; returns its records in reading order.
+
+    Holds `out_dir/crawl.lock` throughout: raises `CrawlBusy` when another crawl of the folder is
+    running and has not finished within `wait_s` seconds.
 
     `progress(record, done, total)` is called after each page is committed; an exception raised
     there stops the crawl (pages already committed stay done, and the next call resumes).
     Pass a `Fetcher` to read its `request_log` afterwards.
     """
+    with crawl_lock(out_dir, title, wait_s):
+        return _crawl_locked(cfg, title, out_dir, progress, fetcher)
+
+
+def _crawl_locked(cfg: SiteConfig, title: str, out_dir: str | Path, progress: ProgressFn | None,
+                  fetcher: Fetcher | None) -> list[PageRecord]:
     index = CrawlIndex(out_dir)
     fetcher = fetcher or Fetcher(cfg)
     fetcher.cache = index
@@ -841,7 +912,7 @@ def crawl_title(
 
 
 def scrape_cli(config_path: str | Path, title: str, out_dir: str | Path, progress: bool = True,
-               *, base_url: str | None = None) -> int:
+               *, base_url: str | None = None, wait_s: float = 0.0) -> int:
     """`mangacolor scrape`: crawl one title, write `manifests/<title>/manifest.parquet`; exit status.
 
     0: crawled, at least one page ok. 1: the crawl failed or found no usable page. 2: bad arguments.
@@ -867,7 +938,7 @@ def scrape_cli(config_path: str | Path, title: str, out_dir: str | Path, progres
         bar.set_postfix(quarantined=bad, refresh=False)
 
     try:
-        records = crawl_title(cfg, title, out_dir, on_page)
+        records = crawl_title(cfg, title, out_dir, on_page, wait_s=wait_s)
     except CrawlError as exc:
         print(f"mangacolor scrape: {exc}", file=sys.stderr)
         return 1
@@ -879,6 +950,9 @@ def scrape_cli(config_path: str | Path, title: str, out_dir: str | Path, progres
     store = Store(out_dir)
     manifest = store.write_manifest(store.path("manifests", safe_part(title)), records_frame(records))
     ok = sum(r.status == "ok" for r in records)
+    kept = sum(r.refresh_error is not None for r in records)
+    if kept:
+        print(f"mangacolor scrape: {kept} page(s) could not be refreshed; their last good copy is kept", file=sys.stderr)
     unchanged = sum(r.status == "ok" and r.http_status == 304 for r in records)
     print(f"{title}: {ok} pages ok ({unchanged} unchanged since the last crawl), {len(records) - ok} quarantined;"
           f" manifest {manifest}")

@@ -5,7 +5,10 @@ per title (CBZ/ZIP chapter archives inside are expanded), a Danbooru-style metad
 by tags, the official Manga109 layout, or the store folder of the `scraped_pages` asset (`scraped`:
 the latest crawl of each title, so a newly committed crawl changes that title's fingerprint).
 Every kind yields `SourceItem`s: a title, a page name, the URI it came from and a loader; an item
-that cannot even be loaded carries the reason instead.
+that cannot even be loaded carries the reason instead. On local disk a symlink (to a file or a
+folder) that leads outside the source's folder is never followed: it is listed with its reason and
+no loader, and every loader checks again just before it reads, so no byte from outside a source
+reaches the store.
 The black-and-white and colour ingests, the sensor that discovers titles and the observation that
 fingerprints titles all go through `list_titles` / `iter_items` / `title_fingerprint`.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import posixpath
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -66,6 +70,34 @@ def _stem(name: str) -> str:
     return base[:dot] if dot > 0 else base
 
 
+def _is_local(fs) -> bool:
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return bool({"file", "local"} & set(protocols))
+
+
+def _escapes(fs, root: str, path: str) -> str | None:
+    """Why `path` must not be read (it leads, through a symlink, outside `root`), or None."""
+    if not _is_local(fs):
+        return None  # object stores have no symlinks
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(path)
+    if real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep):
+        return None
+    return f"symlink pointing outside the source ({posixpath.basename(path)} -> {real})"
+
+
+def _loader(fs, root: str, path: str) -> Callable[[], bytes]:
+    """Read `path`, re-checking just before reading that it still stays inside `root`."""
+
+    def load() -> bytes:
+        why = _escapes(fs, root, path)
+        if why:
+            raise PermissionError(why)
+        return fs.cat_file(path)
+
+    return load
+
+
 def _full_uri(fs, path: str) -> str:
     protocol = fs.protocol[0] if isinstance(fs.protocol, tuple) else fs.protocol
     return path if protocol in ("file", "local") else f"{protocol}://{path}"
@@ -91,8 +123,8 @@ def list_titles(cfg: SourceConfig) -> list[str]:
             name = posixpath.basename(entry["name"].rstrip("/"))
             if name.startswith("."):
                 continue
-            if entry["type"] == "directory":
-                titles.append(name)
+            if entry["type"] == "directory" or (entry.get("islink") and fs.isdir(entry["name"])):
+                titles.append(name)  # a linked folder is listed, so its ingest can say why it is refused
             elif _ext(name) in ARCHIVE_EXTENSIONS:
                 titles.append(_stem(name))
     if cfg.titles is not None:
@@ -100,12 +132,16 @@ def list_titles(cfg: SourceConfig) -> list[str]:
     return sorted(set(titles), key=natural_key)
 
 
-def _archive_items(fs, path: str, title: str, prefix: str) -> Iterator[SourceItem]:
+def _archive_items(fs, root: str, path: str, title: str, prefix: str) -> Iterator[SourceItem]:
     uri = _full_uri(fs, path)
+    if why := _escapes(fs, root, path):
+        yield SourceItem(title, prefix or _stem(path), uri, None, problem=why)
+        return
     try:
-        members = read_archive(fs.cat_file(path))
-    except ValueError as exc:
-        yield SourceItem(title, prefix or _stem(path), uri, lambda p=path: fs.cat_file(p), problem=str(exc))
+        members = read_archive(_loader(fs, root, path)())
+    except (ValueError, OSError) as exc:
+        # The archive's bytes go to quarantine with the reason (the loader still refuses to leave the source).
+        yield SourceItem(title, prefix or _stem(path), uri, _loader(fs, root, path), problem=str(exc))
         return
     for m in members:
         # A member name is untrusted text: it names the page, it never becomes a path.
@@ -123,21 +159,28 @@ def _folder_items(cfg: SourceConfig, title: str) -> Iterator[SourceItem]:
     if not fs.isdir(base):
         for ext in sorted(ARCHIVE_EXTENSIONS):
             if fs.exists(base + ext):
-                yield from _archive_items(fs, base + ext, title, "")
+                yield from _archive_items(fs, root, base + ext, title, "")
                 return
         raise FileNotFoundError(f"source {cfg.name!r}: no title {title!r} under {cfg.uri}")
+    if why := _escapes(fs, root, base):
+        # The title folder itself is a symlink out of the source: nothing of it is read.
+        yield SourceItem(title, title, _full_uri(fs, base), None, problem=why)
+        return
     files = sorted(fs.find(base), key=natural_key)
     for path in files:
         rel = posixpath.relpath(path, base)
         if any(part.startswith(".") for part in rel.split("/")):
             continue
         ext = _ext(rel)
-        if ext in ARCHIVE_EXTENSIONS:
-            yield from _archive_items(fs, path, title, posixpath.splitext(rel)[0])
+        if why := _escapes(fs, root, path):
+            yield SourceItem(title, posixpath.splitext(rel)[0] if ext else rel, _full_uri(fs, path), None, problem=why)
+        elif ext in ARCHIVE_EXTENSIONS:
+            yield from _archive_items(fs, root, path, title, posixpath.splitext(rel)[0])
         elif ext in IMAGE_EXTENSIONS:
-            yield SourceItem(title, posixpath.splitext(rel)[0], _full_uri(fs, path), lambda p=path: fs.cat_file(p))
+            yield SourceItem(title, posixpath.splitext(rel)[0], _full_uri(fs, path), _loader(fs, root, path))
         else:
-            yield SourceItem(title, rel, _full_uri(fs, path), lambda p=path: fs.cat_file(p), problem=f"not an image file ({ext or 'no extension'})")
+            yield SourceItem(title, rel, _full_uri(fs, path), _loader(fs, root, path),
+                             problem=f"not an image file ({ext or 'no extension'})")
 
 
 def read_table(fs, path: str) -> pd.DataFrame:
@@ -170,7 +213,8 @@ def _danbooru_items(cfg: SourceConfig) -> Iterator[SourceItem]:
             yield SourceItem(cfg.title, str(row.id), rel, None, problem=f"unsafe file path {rel!r} in metadata table")
             continue
         path = posixpath.join(root, rel)
-        yield SourceItem(cfg.title, str(row.id), _full_uri(fs, path), lambda p=path: fs.cat_file(p))
+        why = _escapes(fs, root, path)
+        yield SourceItem(cfg.title, str(row.id), _full_uri(fs, path), None if why else _loader(fs, root, path), problem=why)
 
 
 def _manga109_items(cfg: SourceConfig, title: str) -> Iterator[SourceItem]:
@@ -181,7 +225,9 @@ def _manga109_items(cfg: SourceConfig, title: str) -> Iterator[SourceItem]:
     for path in sorted(fs.find(base), key=natural_key):
         rel = posixpath.relpath(path, base)
         if _ext(rel) in IMAGE_EXTENSIONS:
-            yield SourceItem(title, posixpath.splitext(rel)[0], _full_uri(fs, path), lambda p=path: fs.cat_file(p))
+            why = _escapes(fs, root, path)
+            yield SourceItem(title, posixpath.splitext(rel)[0], _full_uri(fs, path), None if why else _loader(fs, root, path),
+                             problem=why)
 
 
 def _scraped_latest(fs, root: str, title: str) -> str | None:
@@ -243,7 +289,10 @@ def title_fingerprint(cfg: SourceConfig, title: str) -> str:
         h.update(item.page.encode())
         h.update(b"\0")
         if item.load is not None:
-            h.update(hashlib.sha256(item.load()).digest())
+            try:
+                h.update(hashlib.sha256(item.load()).digest())
+            except OSError as exc:  # the ingest quarantines it; the fingerprint records that it failed
+                h.update(f"unreadable: {exc}".encode())
         h.update((item.problem or "").encode())
     return h.hexdigest()[:16]
 

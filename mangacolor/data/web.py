@@ -6,7 +6,8 @@ The paper's colour pages were scraped from the web (§IV-A-1, Appendix B). The c
 the next; this module turns the crawl of one title into a store version: the ok pages under
 `pages/`, one manifest row per page with its URL, HTTP status, ETag, Last-Modified and fetch time,
 and quarantined pages with their reason. The version is the content hash of (page id, sha256,
-status, reason), so a re-crawl that only got 304s commits the version that is already there.
+status, reason and every other column except when and how a page was fetched: `UNVERSIONED_COLUMNS`),
+so a re-crawl that only got 304s commits the version that is already there.
 
 The `scraped` source kind (`mangacolor.data.sources`) reads these versions back, so a web title is
 ingested like any other title, and a newly committed crawl changes exactly that title's fingerprint.
@@ -71,6 +72,10 @@ def default_crawl_dir(site_name: str) -> Path:
     return base / "crawl" / safe_part(site_name)
 
 
+# When and how a page was fetched, not what it is: a re-crawl that changes only these keeps the version.
+UNVERSIONED_COLUMNS = ("fetched_at", "http_status", "etag", "last_modified")
+
+
 @dataclass
 class ScrapeSummary:
     pages_ok: int = 0
@@ -80,6 +85,7 @@ class ScrapeSummary:
     bytes_downloaded: int = 0
     requests: int = 0  # every request sent: robots.txt, HTML, pages, retries
     reasons: list[tuple[str, str]] = field(default_factory=list)  # (page, reason) of quarantined pages
+    refresh_failed: list[tuple[str, str]] = field(default_factory=list)  # (page, why) of ok pages kept from an earlier crawl
     samples: list[np.ndarray] = field(default_factory=list)
 
 
@@ -96,13 +102,14 @@ def scrape_title(
     writer: VersionWriter,
     progress: Callable[[PageRecord, int, int], None] | None = None,
     n_samples: int = 4,
+    wait_s: float = 0.0,
 ) -> ScrapeSummary:
     """Crawl `title` into `crawl_dir` (incrementally) and write its pages and rows into `writer`.
 
     Raises scraper.CrawlError when the title's start page cannot be read. The caller commits.
     """
     fetcher = Fetcher(site)
-    records = crawl_title(site, title.title, crawl_dir, progress, fetcher=fetcher)
+    records = crawl_title(site, title.title, crawl_dir, progress, fetcher=fetcher, wait_s=wait_s)
     summary = ScrapeSummary(requests=len(fetcher.request_log))
     used: set[str] = set()
     for r in records:
@@ -114,7 +121,8 @@ def scrape_title(
                "sha256": r.sha256, "status": r.status, "reason": r.reason, "role": title.role,
                "site": title.site_name, "site_title": title.title, "chapter": r.chapter,
                "chapter_index": r.chapter_index, "page_number": r.page, "http_status": r.http_status,
-               "etag": r.etag, "last_modified": r.last_modified, "fetched_at": r.fetched_at}
+               "etag": r.etag, "last_modified": r.last_modified, "fetched_at": r.fetched_at,
+               "refresh_error": r.refresh_error}
         if r.status == "ok":
             data = (Path(crawl_dir) / r.path).read_bytes()
             try:
@@ -131,6 +139,8 @@ def scrape_title(
                 row["path"] = writer.write(f"pages/{safe_part(page.replace('/', '-'))}.{ext}", data)
                 if len(summary.samples) < n_samples:
                     summary.samples.append(img)
+        if row["status"] == "ok" and r.refresh_error:
+            summary.refresh_failed.append((page, r.refresh_error))
         if row["status"] == "ok":
             summary.pages_ok += 1
             if r.http_status == 304:

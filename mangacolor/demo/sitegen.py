@@ -20,6 +20,10 @@ endpoints a real crawl meets, which a trap chapter (`trap_chapter_for=`) links a
     page-10  /_special/huge/...    a body larger than any sane cap, without Content-Length
     page-11  /_special/broken/...  503 every time
 
+`faults` (a dict the caller may change while the server runs) makes any path misbehave on demand,
+as a flaky server does on a re-crawl: "timeout" (stalls `slow_s`), "reset" (the connection is
+reset before an answer), "503" (every time), "429" (every time, Retry-After: 1).
+
 Every request is appended to the caller's `request_log` (monotonic time of arrival, raw path,
 headers, status), so tests can check what a crawler actually sent.
 """
@@ -30,6 +34,8 @@ import email.utils
 import hashlib
 import html
 import posixpath
+import socket
+import struct
 import threading
 import time
 import urllib.parse
@@ -241,7 +247,8 @@ def _not_modified(headers, etag: str, mtime: float) -> bool:
     return False
 
 
-def _make_handler(root: Path, log: list[ServedRequest], slow_s: float, huge_bytes: int, png: bytes):
+def _make_handler(root: Path, log: list[ServedRequest], slow_s: float, huge_bytes: int, png: bytes,
+                  faults: Mapping[str, str] | None = None):
     counts: dict[str, int] = {}
     lock = threading.Lock()
 
@@ -278,6 +285,18 @@ def _make_handler(root: Path, log: list[ServedRequest], slow_s: float, huge_byte
 
         def _route(self) -> int:
             raw = self.path.split("?", 1)[0]
+            fault = (faults or {}).get(raw)
+            if fault == "timeout":
+                time.sleep(slow_s)
+            elif fault == "reset":
+                # SO_LINGER 0 then close: the client sees ECONNRESET, no HTTP answer at all.
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.connection.close()
+                return 0
+            elif fault == "503":
+                return self._send(503, b"maintenance", "text/plain")
+            elif fault == "429":
+                return self._send(429, b"slow down", "text/plain", {"Retry-After": "1"})
             if raw.startswith("/_special/"):
                 return self._special(raw)
             if ".." in raw or "%2e" in raw.lower():
@@ -350,18 +369,20 @@ def serve_site(
     request_log: list[ServedRequest] | None = None,
     slow_s: float = 3.0,
     huge_bytes: int = 6 * 2**20,
+    faults: Mapping[str, str] | None = None,
 ) -> Iterator[str]:
     """Serve `root_dir` on 127.0.0.1 (a free port) in a daemon thread; yields the base URL.
 
     Requests are appended to `request_log` when one is given. `slow_s` is how long the slow
-    endpoint stalls; `huge_bytes` how much the oversized endpoint sends.
+    endpoint stalls; `huge_bytes` how much the oversized endpoint sends; `faults` maps raw paths to
+    a misbehaviour (see the module docstring), read on every request.
     """
     root = Path(root_dir).resolve()
     if not (root / "index.html").is_file():
         raise FileNotFoundError(
             f"serve_site: {root}/index.html is missing; call build_site({str(root_dir)!r}, ...) first")
     log = request_log if request_log is not None else []
-    handler = _make_handler(root, log, slow_s, huge_bytes, demo_page(777_777))
+    handler = _make_handler(root, log, slow_s, huge_bytes, demo_page(777_777), faults)
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True  # a stalled handler must not keep the test process alive
     thread = threading.Thread(target=server.serve_forever, name="sitegen-server", daemon=True)

@@ -112,6 +112,10 @@ def read_image(source: bytes | str | Path, mode: str | None = "RGB") -> np.ndarr
         raise ImageError(f"decompression bomb: {exc}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"corrupt {fmt}: {exc}") from exc
+    except (MemoryError, RecursionError) as exc:
+        raise ImageError(f"corrupt {fmt}: decoding needs more than we give a page ({type(exc).__name__})") from exc
+    except Exception as exc:  # noqa: BLE001 - PIL's decoders raise anything on crafted bytes; it is still a bad page
+        raise ImageError(f"corrupt {fmt}: {type(exc).__name__}: {exc}") from exc
     if mode == "L" or (mode is None and is_grey):
         return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
     # PIL hands out read-only buffers; callers own the page they read.

@@ -1,34 +1,68 @@
 """Artifact storage: one layout, atomic writes and parquet manifests, over any fsspec filesystem.
 
 Layout: `{root}/{asset}/{partition}/{data_version}/` holds an asset's files and `manifest.parquet`
-(one row per item). A materialization writes into a staging folder, derives the data version
-from the content it wrote, moves the folder to its version name and writes the manifest last: the
-manifest is the commit point, so a reader never sees half an output. `{asset}/{partition}/LATEST`
-names the newest committed version, for readers that run outside Dagster (the CLI, benchmarks).
+(one row per item). A materialization goes through three steps:
+
+1. stage: files go into `.staging-<time>-<id>/` of the partition, invisible to every reader;
+2. seal (`VersionWriter.seal`): the data version is derived from every column of every row and the
+   sha256 of every file written, the staging folder becomes `{data_version}/` and its manifest is
+   written last. A sealed version is complete and immutable, but nothing reads it yet;
+3. commit (`VersionWriter.commit`): `{asset}/{partition}/LATEST` names the version. An asset does
+   this as its very last step, after its metadata, MLflow and registry calls, so a run that fails
+   before the end leaves LATEST where it was.
+
+Seal and commit run under a per-partition lock (`Store.lock`: `fcntl` on local disk, an in-process
+lock for `memory://`, a lock object created with a conditional PUT on object stores), so two writers
+of one partition each end with a complete version and LATEST names one of them. On local disk the
+files, the folders and LATEST are fsynced at those points. A failed writer removes its staging
+folder (`with store.begin(...) as writer:`), and staging folders older than `STALE_STAGING_S`
+(left by killed processes) are swept when the next writer of the partition begins.
+`verify` (the `mangacolor store verify` command) checks every manifest's files against their sha256.
 
 `root` is a local path or any fsspec URL (`s3://bucket/prefix`, `memory://x`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import datetime as _dt
 import hashlib
 import io
+import json
+import logging
+import math
 import os
 import posixpath
 import re
+import threading
+import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import fsspec
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+log = logging.getLogger(__name__)
+
 MANIFEST = "manifest.parquet"
 LATEST = "LATEST"
 UNPARTITIONED = "all"
+STAGING_PREFIX = ".staging-"
+# Lock files live beside the assets, so a partition folder holds only versions, staging and LATEST.
+LOCKS_DIR = ".locks"
+# Parquet schema metadata key: {relative path: sha256} of every file the writer wrote.
+FILES_KEY = b"mangacolor.files"
+# A staging folder this old belongs to a process that died; the next writer of the partition removes it.
+STALE_STAGING_S = float(os.environ.get("MANGACOLOR_STALE_STAGING_S", 24 * 3600))
+LOCK_TIMEOUT_S = float(os.environ.get("MANGACOLOR_LOCK_TIMEOUT_S", 600))
+# An object-store lock older than this is from a dead writer and is broken (seal/commit take seconds).
+STALE_LOCK_S = float(os.environ.get("MANGACOLOR_STALE_LOCK_S", 900))
 
 # The columns every manifest has; stages add their own after these.
 MANIFEST_COLUMNS = ["id", "title", "page", "source_uri", "path", "width", "height", "sha256", "status", "reason"]
@@ -48,13 +82,87 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def content_version(rows: Iterable[dict], salt: str = "") -> str:
-    """A data version from what was written: stable under row order, changes with any byte."""
+def _canonical(value):
+    """A JSON-able, type-stable form of a manifest value (numpy and pandas scalars, NaN as null)."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return None if math.isnan(value) else repr(value)
+    if isinstance(value, bytes):
+        return "sha256:" + sha256_bytes(value)
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, (list, tuple, set, frozenset)) or hasattr(value, "tolist"):
+        items = value.tolist() if hasattr(value, "tolist") else list(value)
+        return [_canonical(v) for v in (sorted(items, key=repr) if isinstance(value, (set, frozenset)) else items)]
+    if isinstance(value, (_dt.datetime, _dt.date, pd.Timestamp)):
+        return value.isoformat()
+    return str(value)
+
+
+def content_version(rows: Iterable[dict], salt: str = "", files: dict[str, str] | None = None,
+                    exclude: Iterable[str] = ()) -> str:
+    """A data version from what was written: every column of every row and the sha256 of every file.
+
+    Stable under row order and column order; a missing column and a null one are the same. Any value
+    a reader may use (a split assignment, a score, a reason) changes it. `exclude` names columns that
+    record the event, not the content (a fetch time), and must not make an unchanged output new.
+    """
+    skip = set(exclude)
     h = hashlib.sha256(salt.encode())
-    for key in sorted(f"{r.get('id')}|{r.get('sha256')}|{r.get('status')}|{r.get('reason') or ''}" for r in rows):
-        h.update(key.encode())
+    lines = []
+    for r in rows:
+        canon = {str(k): _canonical(v) for k, v in r.items() if k not in skip}
+        lines.append(json.dumps({k: v for k, v in canon.items() if v is not None}, sort_keys=True, separators=(",", ":")))
+    for line in sorted(lines):
+        h.update(line.encode())
         h.update(b"\n")
+    for rel, sha in sorted((files or {}).items()):
+        h.update(f"file:{rel}:{sha}\n".encode())
     return h.hexdigest()[:16]
+
+
+_MEMORY_LOCKS: dict[str, threading.RLock] = {}
+_MEMORY_LOCKS_GUARD = threading.Lock()
+
+
+# The writers begun inside the innermost `commit_scope` of this thread/task.
+_SCOPE: contextvars.ContextVar[list | None] = contextvars.ContextVar("mangacolor_writers", default=None)
+
+
+@contextlib.contextmanager
+def commit_scope() -> Iterator[list]:
+    """Writers begun inside commit when the block ends without an error, and are aborted when it raises.
+
+    What an asset runs in: it stages and seals its output, computes metadata, logs to MLflow and
+    registers models inside the block; LATEST moves only after all of that succeeded. A writer that
+    was begun but never sealed is aborted either way."""
+    writers: list[VersionWriter] = []
+    token = _SCOPE.set(writers)
+    try:
+        yield writers
+    except BaseException:
+        for w in writers:
+            w.abort()
+        raise
+    finally:
+        _SCOPE.reset(token)
+    try:
+        for w in writers:
+            if w.sealed is not None and not w.committed:
+                w.commit()
+    finally:
+        for w in writers:
+            if not w.committed:
+                w.abort()
+
+
+class LockTimeout(TimeoutError):
+    """Another writer held a partition's lock for longer than the timeout."""
 
 
 class Store:
@@ -95,15 +203,20 @@ class Store:
         return self.fs._strip_protocol(path_or_uri) if "://" in path_or_uri else path_or_uri
 
     # --- bytes -------------------------------------------------------------------------------
-    def write_bytes(self, path: str, data: bytes) -> None:
-        """Atomic write of an absolute store path (from `path()`)."""
+    def write_bytes(self, path: str, data: bytes, durable: bool = False) -> None:
+        """Atomic write of an absolute store path (from `path()`); `durable`: fsynced with its folder."""
         if self.is_local:
             parent = os.path.dirname(path)
             os.makedirs(parent, exist_ok=True)
             tmp = os.path.join(parent, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
             with open(tmp, "wb") as f:
                 f.write(data)
+                if durable:
+                    f.flush()
+                    os.fsync(f.fileno())
             os.replace(tmp, path)
+            if durable:
+                _fsync_dir(parent)
         else:
             # An object-store PUT is atomic per object; the manifest written last commits a version.
             self.fs.pipe_file(path, data)
@@ -124,15 +237,121 @@ class Store:
             self.fs.copy(path, posixpath.join(dst, posixpath.relpath(path, src)))
         self.fs.rm(src, recursive=True)
 
-    def write_text(self, path: str, text: str) -> None:
-        self.write_bytes(path, text.encode())
+    def write_text(self, path: str, text: str, durable: bool = False) -> None:
+        self.write_bytes(path, text.encode(), durable)
+
+    def sync_tree(self, path: str) -> None:
+        """Local disk: fsync every file and folder under `path` (object stores are durable per PUT)."""
+        if not self.is_local or not os.path.isdir(path):
+            return
+        for folder, _, files in os.walk(path):
+            for name in files:
+                fd = os.open(os.path.join(folder, name), os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            _fsync_dir(folder)
+
+    # --- the per-partition lock ----------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self, asset: str, partition: str = UNPARTITIONED, timeout_s: float | None = None) -> Iterator[None]:
+        """Exclusive access to one partition's versions and LATEST, across processes.
+
+        Local disk: `fcntl.flock` on `{root}/.locks/{asset}/{partition}.lock` (released by the kernel when a holder
+        dies). `memory://`: a lock of this process (the filesystem lives in it). Object stores: a lock
+        object created with a conditional PUT (`If-None-Match: *`), deleted on release; one older than
+        `STALE_LOCK_S` is from a dead writer and is broken.
+        """
+        path = self.path(LOCKS_DIR, asset, safe_part(partition) + ".lock")
+        timeout_s = LOCK_TIMEOUT_S if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout_s
+        if self.is_local:
+            import fcntl
+
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() > deadline:
+                            raise LockTimeout(f"{path}: another writer held the lock for over {timeout_s:g} s") from None
+                        time.sleep(0.02)
+                yield
+            finally:
+                os.close(fd)  # closing releases the flock
+            return
+        protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
+        if protocol == "memory":
+            with _MEMORY_LOCKS_GUARD:
+                lk = _MEMORY_LOCKS.setdefault(path, threading.RLock())
+            if not lk.acquire(timeout=timeout_s):
+                raise LockTimeout(f"memory://{path}: another writer held the lock for over {timeout_s:g} s")
+            try:
+                yield
+            finally:
+                lk.release()
+            return
+        token = json.dumps({"owner": uuid.uuid4().hex, "pid": os.getpid(), "at": time.time()}).encode()
+        while True:
+            try:
+                with self.fs.open(path, "xb") as f:  # s3fs: PutObject with If-None-Match: *
+                    f.write(token)
+                break
+            except FileExistsError:
+                try:
+                    held = json.loads(self.fs.cat_file(path))
+                    if time.time() - float(held.get("at", 0)) > STALE_LOCK_S:
+                        log.warning("breaking stale lock %s (held since %s)", path, held.get("at"))
+                        self.fs.rm(path)
+                        continue
+                except (FileNotFoundError, ValueError):
+                    continue
+                if time.monotonic() > deadline:
+                    raise LockTimeout(f"{self.uri(self.relative(path))}: another writer held the lock "
+                                      f"for over {timeout_s:g} s") from None
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm(path)
+
+    def sweep_staging(self, asset: str, partition: str = UNPARTITIONED, max_age_s: float | None = None) -> list[str]:
+        """Remove staging folders older than `max_age_s` (their writer died); returns what was removed."""
+        max_age_s = STALE_STAGING_S if max_age_s is None else max_age_s
+        base = self.path(asset, safe_part(partition))
+        if not self.exists(base):
+            return []
+        removed = []
+        now = time.time()
+        for entry in self.fs.ls(base, detail=False):
+            name = posixpath.basename(entry.rstrip("/"))
+            if not name.startswith(STAGING_PREFIX):
+                continue
+            started = _staging_time(name)
+            if started is not None and now - started > max_age_s:
+                with contextlib.suppress(FileNotFoundError):
+                    self.fs.rm(self._strip(entry), recursive=True)
+                    removed.append(name)
+        if removed:
+            log.info("removed %d stale staging folder(s) of %s/%s: %s", len(removed), asset, partition, removed)
+        return removed
 
     # --- manifests and versions ---------------------------------------------------------------
-    def write_manifest(self, version_dir: str, frame: pd.DataFrame) -> str:
+    def write_manifest(self, version_dir: str, frame: pd.DataFrame, files: dict[str, str] | None = None,
+                       durable: bool = False) -> str:
+        """The manifest; `files` ({relative path: sha256}) goes into its schema metadata for `verify`."""
         buf = io.BytesIO()
-        pq.write_table(pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False), buf)
+        table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
+        if files is not None:
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), FILES_KEY: json.dumps(files, sort_keys=True).encode()})
+        pq.write_table(table, buf)
         target = posixpath.join(version_dir, MANIFEST)
-        self.write_bytes(target, buf.getvalue())
+        self.write_bytes(target, buf.getvalue(), durable)
         return target
 
     def read_manifest(self, version_dir_or_manifest: str) -> pd.DataFrame:
@@ -171,38 +390,102 @@ class Store:
                 out.append(name)
         return sorted(out)
 
-    def begin(self, asset: str, partition: str = UNPARTITIONED) -> "VersionWriter":
-        return VersionWriter(self, asset, safe_part(partition))
+    def assets(self) -> list[str]:
+        if not self.exists(self.root):
+            return []
+        names = [posixpath.basename(p.rstrip("/")) for p in self.fs.ls(self.root, detail=False)]
+        return sorted(n for n in names if not n.startswith(".") and self.fs.isdir(posixpath.join(self.root, n)))
+
+    def versions(self, asset: str, partition: str) -> list[str]:
+        """Every sealed version folder of a partition (those with a manifest), committed or not."""
+        base = self.path(asset, safe_part(partition))
+        out = []
+        for p in self.fs.ls(base, detail=False):
+            name = posixpath.basename(p.rstrip("/"))
+            if not name.startswith(".") and name != LATEST and self.exists(posixpath.join(self._strip(p), MANIFEST)):
+                out.append(name)
+        return sorted(out)
+
+    def begin(self, asset: str, partition: str = UNPARTITIONED, unversioned: Iterable[str] = ()) -> "VersionWriter":
+        """A writer for one new version; `unversioned`: columns that record the event, not the content."""
+        try:
+            self.sweep_staging(asset, partition)
+        except OSError as exc:  # a sweep must never stop a materialization
+            log.warning("could not sweep stale staging of %s/%s: %s", asset, partition, exc)
+        return VersionWriter(self, asset, safe_part(partition), tuple(unversioned))
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _staging_time(name: str) -> float | None:
+    """Start time (epoch seconds) encoded in a staging folder's name, or None for other names."""
+    m = re.match(rf"^{re.escape(STAGING_PREFIX)}(\d+)-", name)
+    return int(m.group(1)) / 1e3 if m else None
 
 
 @dataclass
 class VersionWriter:
-    """Collects one materialization's files in a staging folder, then commits them as a version."""
+    """Collects one materialization's files in a staging folder, then seals and commits them as a version.
+
+    Use it as a context manager so a failure removes the staging folder:
+
+        with store.begin("asset", partition) as writer:
+            writer.write(...); writer.add(row)
+            version, vdir, frame = writer.seal()     # complete and immutable, not read by anyone yet
+            ...metadata, MLflow, registry...
+            writer.commit()                          # LATEST -> version: the last step
+    """
 
     store: Store
     asset: str
     partition: str
+    unversioned: tuple[str, ...] = ()
     staging: str = field(init=False)
     rows: list[dict] = field(default_factory=list, init=False)
+    files: dict[str, str] = field(default_factory=dict, init=False)
+    sealed: tuple[str, str, pd.DataFrame] | None = field(default=None, init=False)
+    committed: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
-        self.staging = self.store.path(self.asset, self.partition, f".staging-{uuid.uuid4().hex[:12]}")
+        self.staging = self.store.path(self.asset, self.partition, f"{STAGING_PREFIX}{int(time.time() * 1e3)}-{uuid.uuid4().hex[:12]}")
+        scope = _SCOPE.get()
+        if scope is not None:
+            scope.append(self)
+
+    def __enter__(self) -> "VersionWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None or not self.committed:
+            self.abort()
 
     def write(self, relpath: str, data: bytes) -> str:
         """Write a file into the staging folder; returns the path relative to the version folder."""
         parts = [safe_part(p) for p in relpath.split("/") if p]
         self.store.write_bytes(posixpath.join(self.staging, *parts), data)
-        return "/".join(parts)
+        rel = "/".join(parts)
+        self.files[rel] = sha256_bytes(data)
+        return rel
 
     def add(self, row: dict) -> None:
         self.rows.append(row)
 
-    def commit(self, extra_frame_columns: list[str] | None = None, salt: str = "") -> tuple[str, str, pd.DataFrame]:
-        """Move staging to `{data_version}/`, write the manifest last, point LATEST at it.
+    def seal(self, extra_frame_columns: list[str] | None = None, salt: str = "") -> tuple[str, str, pd.DataFrame]:
+        """Derive the version, move staging to `{data_version}/` and write its manifest last; LATEST stays.
 
-        Returns (data_version, version_dir, manifest frame)."""
+        Returns (data_version, version_dir, manifest frame). Under the partition lock: a version that is
+        already complete is kept (same content, a re-run or a concurrent writer) and our copy dropped;
+        a version folder without a manifest is the remains of a crash and is replaced."""
+        if self.sealed is not None:
+            return self.sealed
         store = self.store
-        version = content_version(self.rows, salt=salt)
+        version = content_version(self.rows, salt=salt, files=self.files, exclude=self.unversioned)
         final = store.path(self.asset, self.partition, version)
         frame = pd.DataFrame(self.rows)
         for col in MANIFEST_COLUMNS + list(extra_frame_columns or []):
@@ -210,19 +493,100 @@ class VersionWriter:
                 frame[col] = pd.Series([None] * len(frame), dtype="object")
         ordered = MANIFEST_COLUMNS + [c for c in frame.columns if c not in MANIFEST_COLUMNS]
         frame = frame[ordered]
-        if store.exists(posixpath.join(final, MANIFEST)):
-            # Same content already committed (a re-run): keep it, drop the staging copy.
-            if store.exists(self.staging):
-                store.fs.rm(self.staging, recursive=True)
-        else:
-            if store.exists(self.staging):
+        with store.lock(self.asset, self.partition):
+            if store.exists(posixpath.join(final, MANIFEST)):
+                self.abort()
+            else:
                 if store.exists(final):
                     store.fs.rm(final, recursive=True)
-                store.move_tree(self.staging, final)
-            store.write_manifest(final, frame)
-        store.write_text(store.path(self.asset, self.partition, LATEST), version)
+                if store.exists(self.staging):
+                    store.sync_tree(self.staging)
+                    store.move_tree(self.staging, final)
+                store.write_manifest(final, frame, files=self.files, durable=True)
+                if store.is_local:
+                    _fsync_dir(os.path.dirname(final))
+        self.sealed = (version, final, frame)
+        return self.sealed
+
+    def commit(self, extra_frame_columns: list[str] | None = None, salt: str = "") -> tuple[str, str, pd.DataFrame]:
+        """Point LATEST at the version (sealing it first if `seal` was not called): the commit point.
+
+        Returns (data_version, version_dir, manifest frame)."""
+        version, final, frame = self.seal(extra_frame_columns, salt)
+        store = self.store
+        with store.lock(self.asset, self.partition):
+            if not store.exists(posixpath.join(final, MANIFEST)):
+                raise FileNotFoundError(f"{store.uri(store.relative(final))} lost its manifest before commit; materialize again")
+            store.write_text(store.path(self.asset, self.partition, LATEST), version, durable=True)
+        self.committed = True
         return version, final, frame
 
     def abort(self) -> None:
+        """Remove the staging folder (a sealed version stays: complete, and named by no LATEST)."""
         if self.store.exists(self.staging):
             self.store.fs.rm(self.staging, recursive=True)
+
+
+# --- checking what is stored ------------------------------------------------------------------------
+
+
+@dataclass
+class Problem:
+    asset: str
+    partition: str
+    version: str
+    path: str
+    what: str
+
+    def __str__(self) -> str:
+        return f"{self.asset}/{self.partition}/{self.version}: {self.path}: {self.what}"
+
+
+def verify(store: Store, assets: Iterable[str] | None = None) -> tuple[int, list[Problem]]:
+    """Check every sealed version's files (exist, sha256 as written) and every LATEST pointer.
+
+    Returns (manifests checked, problems). Files are those the writer recorded in the manifest's
+    metadata, plus every row's `path` (manifests written before that metadata existed: existence only)."""
+    problems: list[Problem] = []
+    checked = 0
+    for asset in (list(assets) if assets else store.assets()):
+        base = store.path(asset)
+        if not store.exists(base):
+            problems.append(Problem(asset, "-", "-", store.uri(asset), "no such asset in the store"))
+            continue
+        for entry in store.fs.ls(base, detail=False):
+            partition = posixpath.basename(entry.rstrip("/"))
+            if partition.startswith(".") or not store.fs.isdir(store._strip(entry)):
+                continue
+            latest = store.latest_version(asset, partition)
+            versions = store.versions(asset, partition)
+            if latest is not None and latest not in versions:
+                problems.append(Problem(asset, partition, latest, LATEST, "names a version with no manifest"))
+            for version in versions:
+                checked += 1
+                problems += _verify_version(store, asset, partition, version)
+    return checked, problems
+
+
+def _verify_version(store: Store, asset: str, partition: str, version: str) -> list[Problem]:
+    vdir = store.path(asset, partition, version)
+    out = []
+    try:
+        raw = store.read_bytes(posixpath.join(vdir, MANIFEST))
+        table = pq.read_table(io.BytesIO(raw))
+    except Exception as exc:  # noqa: BLE001 - any unreadable manifest is a finding, not a crash
+        return [Problem(asset, partition, version, MANIFEST, f"unreadable manifest: {exc}")]
+    meta = table.schema.metadata or {}
+    files: dict[str, str] = json.loads(meta[FILES_KEY]) if FILES_KEY in meta else {}
+    frame = table.to_pandas()
+    rows_paths = [p for p in frame["path"].tolist() if isinstance(p, str) and p] if "path" in frame else []
+    for rel in sorted(set(files) | set(rows_paths)):
+        path = posixpath.join(vdir, *rel.split("/"))
+        try:
+            data = store.read_bytes(path)
+        except (FileNotFoundError, IsADirectoryError, OSError):
+            out.append(Problem(asset, partition, version, rel, "missing"))
+            continue
+        if rel in files and sha256_bytes(data) != files[rel]:
+            out.append(Problem(asset, partition, version, rel, f"sha256 {sha256_bytes(data)[:12]}… != {files[rel][:12]}… in the manifest"))
+    return out
