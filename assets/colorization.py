@@ -16,8 +16,9 @@ or on the grey conversion of its colour pages; without `coloring_drafts` drafts 
 `inversion_encoder` pseudolabels differ only by snapshot; without `stylegan`/`drafting_network` the
 bundle colorizes with an empty draft.
 
-Real black-and-white pages are read only through `training_pages(page_splits)`; the blocking check
-`holdout_never_trained` compares the ids step 1 and step 2 recorded with the holdout.
+Real black-and-white pages are read only through `training_pages(page_splits)` (the matched pairs of the
+fine-tune too); the blocking check `holdout_never_trained` compares the ids step 1, step 2 and the
+fine-tune recorded with the holdout.
 """
 
 
@@ -438,7 +439,7 @@ def _random_init_flags(cfg: stages.ColorizationConfig, st) -> dict[str, bool]:
 
 
 @dg.asset(
-    deps=[colorizer_step2, page_pairs, DRAFTS, STYLEGAN, DRAFTING, INVERSION],
+    deps=[colorizer_step2, page_pairs, page_splits, DRAFTS, STYLEGAN, DRAFTING, INVERSION],
     group_name=GROUP,
     pool="gpu",
     kinds={"pytorch", "mlflow"},
@@ -509,7 +510,7 @@ def colorizer_final(context: dg.AssetExecutionContext, settings: SettingsResourc
     return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
 
 
-# --- the holdout never reaches step 1 or step 2 -------------------------------------------------------
+# --- the holdout never reaches step 1, step 2 or the fine-tune -------------------------------------------------------
 
 
 def _holdout_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
@@ -530,3 +531,4 @@ def _holdout_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
 
 holdout_never_trained_step1 = _holdout_check(colorizer_step1_snapshots)
 holdout_never_trained_step2 = _holdout_check(colorizer_step2)
+holdout_never_trained_final = _holdout_check(colorizer_final)  # the matched-pair fine-tune

@@ -39,6 +39,7 @@ from mangacolor.eval.candidates import latest_version, models_to_evaluate
 from mangacolor.eval.fid import FeatureExtractor
 from mangacolor.eval.gate import decide_promotion, set_verdict
 from mangacolor.eval.inception import WeightsNotFoundError, build_inception
+from mangacolor.eval.leakage import leaked_pages, trained_pages
 from mangacolor.eval.report import RANDOM_INIT_NOTE, EvaluationConfig, ScheduleConfig, evaluate_models
 from mangacolor.inference.bundle import ModelBundle
 from mangacolor.registry import MODEL_NAME, download_bundle, promote, version_by_alias
@@ -189,16 +190,22 @@ def candidate_not_worse(context: dg.AssetCheckExecutionContext, settings: Settin
 
 
 @dg.asset_check(asset=fid_report, blocking=True, partitions_def=EVAL_SETS,
-                description="No evaluated page is one adaptation or self-training may read (the train split of page_splits).")
+                description="No evaluated page is in the train split of page_splits, and none was ever trained on: every "
+                            "committed version of every training asset (refiner, CUT, colorizer steps, fine-tune) is read, "
+                            "by page id and by content.")
 def holdout_disjoint_eval(context: dg.AssetCheckExecutionContext, store: StoreResource) -> dg.AssetCheckResult:
     st, set_name = store.get(), context.partition_key
-    evaluated = set(st.latest_manifest("fid_report", set_name)["id"])
+    evaluated_rows = st.latest_manifest("fid_report", set_name)
+    evaluated = set(evaluated_rows["id"])
     splits = st.latest_manifest("page_splits")
     leaked = evaluated & set(training_pages(splits)["id"])
     outside = evaluated - set(holdout_pages(splits)["id"]) if set_name == "holdout" else set()
-    return dg.AssetCheckResult(passed=not leaked and not outside, metadata={
+    trained = leaked_pages(evaluated_rows, trained_pages(st))
+    return dg.AssetCheckResult(passed=not leaked and not outside and trained.empty, metadata={
         "evaluated": len(evaluated), "in_train_split": len(leaked), "holdout_set_pages_outside_holdout": len(outside),
-        "examples": dg.MetadataValue.json(sorted(leaked | outside)[:10]),
+        "trained_on": len(trained),
+        "trained_on_by": dg.MetadataValue.json(trained.head(20).to_dict("records")),
+        "examples": dg.MetadataValue.json(sorted(leaked | outside | set(trained["id"]))[:10]),
     })
 
 
