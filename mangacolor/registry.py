@@ -2,7 +2,9 @@
 
 A registered version is an MLflow pyfunc model whose artifact is the bundle folder
 (`mangacolor.inference.bundle`), so `mlflow.pyfunc.load_model("models:/mangacolor-colorizer@champion")`
-colorizes a page and `mangacolor colorize --model models:/...` uses the same files. New versions get
+colorizes a page and `mangacolor colorize --model models:/...` uses the same files. The registry
+builds on `mangacolor.inference.bundle` (bundles, and fetching one behind a model URI), never the
+other way round. New versions get
 the alias `candidate`; evaluation moves `champion` only to a candidate that passes its gate.
 """
 
@@ -13,6 +15,8 @@ from pathlib import Path
 import mlflow
 import mlflow.pyfunc
 
+from mangacolor.inference.bundle import ModelBundle, download_bundle  # noqa: F401 - download_bundle re-exported
+
 MODEL_NAME = "mangacolor-colorizer"
 
 
@@ -20,8 +24,6 @@ class ColorizerModel(mlflow.pyfunc.PythonModel):
     """pyfunc face of a bundle: input a DataFrame with a `page_path` column, output colour PNG paths."""
 
     def load_context(self, context):
-        from mangacolor.inference.bundle import ModelBundle
-
         self.bundle = ModelBundle.load(context.artifacts["bundle"])
 
     def predict(self, context, model_input, params=None):
@@ -55,19 +57,6 @@ def register_bundle(bundle_dir: str | Path, name: str = MODEL_NAME, alias: str |
     if alias:
         client.set_registered_model_alias(name, alias, version.version)
     return version
-
-
-def download_bundle(model_uri: str) -> Path:
-    """Local path of the bundle folder behind a registry or run model URI."""
-    local = Path(mlflow.artifacts.download_artifacts(model_uri))
-    candidates = [local / "artifacts" / "bundle", local / "bundle", local]
-    for c in candidates:
-        if (c / "bundle.json").exists():
-            return c
-    found = list(local.rglob("bundle.json"))
-    if found:
-        return found[0].parent
-    raise FileNotFoundError(f"{model_uri}: downloaded to {local} but no bundle.json inside")
 
 
 def version_by_alias(alias: str, name: str = MODEL_NAME):
