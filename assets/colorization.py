@@ -4,7 +4,7 @@
 (ranked by KID/FID of their colorings of real training pages; a person may override) -> `pseudolabels`
 (several colorings per real training page) -> `colorizer_step2` (self-training) -> `colorizer_final`
 (fine-tuned on the matched `page_pairs`, written as a model bundle and registered in MLflow with the
-alias "candidate").
+alias "candidate"; an ablation variant under its own name `mangacolor-colorizer-<variant>`, no alias).
 
 The logic lives in mangacolor/training/colorization_stages.py; the preset section `colorizer:` holds
 every setting, and the ablations are its `variant:` switches (use_drafts, adversarial_adaptation,
@@ -444,7 +444,8 @@ def _random_init_flags(cfg: stages.ColorizationConfig, st) -> dict[str, bool]:
     pool="gpu",
     kinds={"pytorch", "mlflow"},
     description="The final colorizer: step 2 fine-tuned on the matched real page pairs (≤ 2 epochs, Appendix D), written as a "
-                f"model bundle (colorizer + StyleGAN + drafting + inversion) and registered as {MODEL_NAME} with alias 'candidate'.",
+                f"model bundle (colorizer + StyleGAN + drafting + inversion) and registered as {MODEL_NAME} with alias 'candidate' "
+                f"(an ablation variant as {MODEL_NAME}-<variant>, without aliases).",
 )
 def colorizer_final(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                     device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
@@ -489,10 +490,10 @@ def colorizer_final(context: dg.AssetExecutionContext, settings: SettingsResourc
     bundle_uri = st.uri(st.relative(f"{vdir}/bundle"))
     meta = {
         **version_metadata(st, version, vdir),
-        "registered_model": MODEL_NAME,
+        "registered_model": model.name,  # the full method: MODEL_NAME; a variant: its own name, no alias
         "registered_version": int(model.version),
-        "model_uri": f"models:/{MODEL_NAME}/{model.version}",
-        "alias": "candidate",
+        "model_uri": f"models:/{model.name}/{model.version}",
+        "alias": "candidate" if model.name == MODEL_NAME else "none",
         "bundle_uri": dg.MetadataValue.path(bundle_uri),
         "bundle_parts": dg.MetadataValue.json(parts),
         "variant": flags.name(),

@@ -363,11 +363,8 @@ def build_manga109_schedule(cfg: ScheduleConfig) -> dg.ScheduleDefinition:
                  description="Re-evaluate the champion on Manga109 (fid_report[manga109]); skips while there is no "
                              "champion or no Manga109 pages.")
     def manga109_weekly(context: dg.ScheduleEvaluationContext, mlflow: MlflowResource, store: StoreResource):
-        champion = None
-        try:
-            champion = MlflowClient(tracking_uri=mlflow.tracking_uri).get_model_version_by_alias(MODEL_NAME, "champion")
-        except Exception:  # noqa: BLE001 - no registered model yet is the common case
-            champion = None
+        # No champion yet is a skip; an unreachable or broken tracking store is an error.
+        champion = version_by_alias("champion", MODEL_NAME, MlflowClient(tracking_uri=mlflow.tracking_uri))
         if champion is None:
             return dg.SkipReason(f"no {MODEL_NAME} version has the alias 'champion' yet")
         if store.get().latest_version("manga109_pages") is None:

@@ -20,7 +20,8 @@ def _cmd_ui(args: argparse.Namespace) -> int:
 
     home = prepare_dagster_home()
     os.environ["DAGSTER_HOME"] = str(home)
-    cmd = ["dagster", "dev", "-w", "workspace.yaml", "-p", str(args.port)]
+    # The module, not workspace.yaml: an installed wheel has no workspace file in the current directory.
+    cmd = ["dagster", "dev", "-m", "pipelines.definitions", "-p", str(args.port)]
     print(f"DAGSTER_HOME={home}\n$ {' '.join(cmd)}", flush=True)
     os.execvp(cmd[0], cmd)
 
