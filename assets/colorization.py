@@ -47,6 +47,7 @@ from mangacolor.training.checkpoint import Checkpointer
 from mangacolor.training.colorizer import train_colorizer
 
 from .common import checkpoint_dir, color_titles, progress_logger, thumbnails_md, version_metadata
+from .digests import digest_key
 from .ingest import bw_pages, color_pages, page_pairs, page_splits
 from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
 
@@ -61,6 +62,8 @@ DRAFTS = dg.AssetDep("coloring_drafts", partition_mapping=ALL)
 STYLEGAN, INVERSION, DRAFTING = dg.AssetKey("stylegan"), dg.AssetKey("inversion_encoder"), dg.AssetKey("drafting_network")
 COLOR = dg.AssetDep(color_pages, partition_mapping=ALL)
 BW = dg.AssetDep(bw_pages, partition_mapping=ALL)
+# Past 100 titles Dagster drops the partitioned edges above from staleness: these digests keep step 1 stale-aware.
+FAN_IN_DIGESTS = [digest_key(a) for a in ("synthetic_bw_pages", "coloring_drafts", "color_pages", "bw_pages")]
 # Loop settings that do not change what a stage computes: a retry with other values resumes.
 NOT_IN_CHECKPOINT_KEY = {"max_steps", "log_every", "checkpoint_every", "sample_count"}
 WEIGHTS = "weights/model.safetensors"
@@ -166,7 +169,7 @@ def _selected(st) -> pd.DataFrame:
 
 
 @dg.asset(
-    deps=[SYNTHETIC, DRAFTS, COLOR, BW, page_splits],
+    deps=[SYNTHETIC, DRAFTS, COLOR, BW, page_splits, *FAN_IN_DIGESTS],
     group_name=GROUP,
     pool="gpu",
     kinds={"pytorch"},

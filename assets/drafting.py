@@ -27,6 +27,7 @@ from mangacolor.training.drafting import train_psp
 from mangacolor.training.stylegan import train_stylegan
 
 from .common import checkpoint_dir, color_titles, progress_logger, thumbnails_md, version_metadata
+from .digests import digest_key, report_digest
 from .ingest import color_pages
 from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
 
@@ -91,6 +92,7 @@ def blurred_color_pages(context: dg.AssetExecutionContext, settings: SettingsRes
     writer = st.begin("blurred_color_pages", title)
     summary = drafting.blur_stage(rows, st, writer, cfg, progress_logger(context, len(rows), f"blurred_color_pages[{title}]"))
     version, vdir, _ = writer.commit(salt=cfg.model_dump_json())
+    report_digest(context, st, "blurred_color_pages")
     kept = sum(summary.detail_kept) / len(summary.detail_kept) if summary.detail_kept else None
     context.log.info(f"{title}: {summary.ok} pages blurred (sigma {cfg.sigma} px at {cfg.size}), {summary.quarantined} quarantined")
     return dg.MaterializeResult(
@@ -108,7 +110,7 @@ def blurred_color_pages(context: dg.AssetExecutionContext, settings: SettingsRes
 
 
 @dg.asset(
-    deps=[blurred_color_pages],
+    deps=[blurred_color_pages, digest_key("blurred_color_pages")],
     group_name=GROUP,
     pool="gpu",
     kinds={"pytorch"},
@@ -208,7 +210,7 @@ def inversion_encoder(context: dg.AssetExecutionContext, settings: SettingsResou
 
 
 @dg.asset(
-    deps=[stylegan, blurred_color_pages, "synthetic_bw_pages"],
+    deps=[stylegan, blurred_color_pages, "synthetic_bw_pages", digest_key("synthetic_bw_pages")],
     group_name=GROUP,
     pool="gpu",
     kinds={"pytorch"},
@@ -242,6 +244,7 @@ def coloring_drafts(context: dg.AssetExecutionContext, settings: SettingsResourc
     summary = drafting.drafts_stage(rows, st, writer, psp, cfg, spec, blur_size,
                                     progress_logger(context, len(rows), f"coloring_drafts[{title}]"))
     version, vdir, _ = writer.commit(salt=f"{versions['encoder_version']}:{cfg.model_dump_json()}")
+    report_digest(context, st, "coloring_drafts")
     mse = sum(summary.mse) / len(summary.mse) if summary.mse else None
     return dg.MaterializeResult(
         metadata={

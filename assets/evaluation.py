@@ -45,6 +45,7 @@ from mangacolor.inference.bundle import ModelBundle
 from mangacolor.registry import MODEL_NAME, download_bundle, promote, version_by_alias
 
 from .common import thumbnails_md, version_metadata
+from .digests import digest_key
 from .ingest import color_pages, manga109_pages, page_splits
 from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
 
@@ -99,7 +100,8 @@ def _samples(pages: list[np.ndarray], samples: dict[str, list[np.ndarray]]) -> l
 
 @dg.asset(
     partitions_def=EVAL_SETS,
-    deps=[COLORIZER_FINAL, page_splits, manga109_pages, dg.AssetDep(color_pages, partition_mapping=dg.AllPartitionMapping())],
+    deps=[COLORIZER_FINAL, page_splits, manga109_pages, dg.AssetDep(color_pages, partition_mapping=dg.AllPartitionMapping()),
+          digest_key("color_pages")],
     group_name=GROUP,
     pool="gpu",
     kinds={"pytorch", "parquet"},

@@ -19,8 +19,10 @@ from mangacolor.data.ingest import ingest_items
 from mangacolor.data.sources import iter_items, list_titles, scan_changes, scan_sources, titles_by_role
 from mangacolor.data.splits import holdout_pages, make_splits, training_pages
 from mangacolor.io.images import read_image
+from mangacolor.io.store import Store
 
 from .common import bw_titles, color_titles, progress_logger, thumbnails_md, version_metadata
+from .digests import digest_key, digest_observations, report_digest
 from .resources import SettingsResource, StoreResource
 
 EAGER = dg.AutomationCondition.eager()
@@ -80,6 +82,7 @@ def _make_ingest(role: str, partitions_def: dg.DynamicPartitionsDefinition):
         items = [item for cfg in cfgs for item in iter_items(cfg, title)]
         summary = ingest_items(items, writer, ingest_cfg.dedup_distance, progress_logger(context, len(items), f"{role}_pages[{title}]"))
         version, vdir, frame = writer.commit()
+        report_digest(context, st, f"{role}_pages")
         context.log.info(f"{title}: {summary.ok} pages ok, {summary.quarantined} quarantined")
         return dg.MaterializeResult(metadata=_ingest_metadata(st, version, vdir, frame, summary), data_version=dg.DataVersion(version))
 
@@ -113,7 +116,7 @@ def manga109_pages(context: dg.AssetExecutionContext, settings: SettingsResource
 
 @dg.asset(
     group_name="ingest",
-    deps=[color_pages, bw_pages],
+    deps=[color_pages, bw_pages, digest_key("color_pages"), digest_key("bw_pages")],
     automation_condition=EAGER,
     kinds={"python", "parquet"},
     description="The paper's matched black-and-white/colour pairs (§IV-A-2): titles present in both roles, each page aligned by its ink, with alignment and error; rejected candidates kept with their best error.",
@@ -146,7 +149,7 @@ def page_pairs(context: dg.AssetExecutionContext, settings: SettingsResource, st
 
 @dg.asset(
     group_name="ingest",
-    deps=[bw_pages, page_pairs],
+    deps=[bw_pages, page_pairs, digest_key("bw_pages")],
     automation_condition=EAGER,
     kinds={"python", "parquet"},
     description="Train / holdout split of the black-and-white pages by a fixed seed; the holdout is never read by adaptation or self-training (matched pairs always train).",
@@ -195,7 +198,7 @@ class SourceTick:
         return adds + [PARTITIONS[role].build_delete_request(titles) for role, titles in self.vanished.items() if titles]
 
 
-def source_tick(preset: dict, known: dict[str, set[str]], cursor: str | None) -> SourceTick:
+def source_tick(preset: dict, known: dict[str, set[str]], cursor: str | None, store=None) -> SourceTick:
     """What the sensor and the demo runner do on each look (one implementation for both).
 
     Fingerprints come from object metadata; only titles that are new or whose fingerprint differs
@@ -209,6 +212,9 @@ def source_tick(preset: dict, known: dict[str, set[str]], cursor: str | None) ->
     events = [dg.AssetObservation(asset_key=f"{role}_sources", partition=title, tags={"dagster/data_version": fp})
               for role, titles in changes.changed.items() for title, fp in titles.items()]
     state = {role: (previous.get(role, {}) if scan.failed.get(role) else prints) for role, prints in scan.fingerprints.items()}
+    if store is not None:  # the fan-in digests (assets/digests.py), observed only when changed
+        digest_events, state["digests"] = digest_observations(store, previous.get("digests", {}))
+        events += digest_events
     return SourceTick(changes.new, changes.vanished, events, json.dumps(state, sort_keys=True), scan.failed)
 
 
@@ -218,12 +224,13 @@ def _known(instance: dg.DagsterInstance) -> dict[str, set[str]]:
 
 @dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Adds a title partition when a new title appears in a source, removes one whose title is gone, and "
-                       "observes a title only when its fingerprint (file metadata, no page bytes) changed. Cursor: the fingerprints.")
-def title_sensor(context: dg.SensorEvaluationContext, settings: SettingsResource) -> dg.SensorResult:
+                       "observes a title only when its fingerprint (file metadata, no page bytes) changed, and the fan-in "
+                       "digests when they changed. Cursor: the fingerprints and digests.")
+def title_sensor(context: dg.SensorEvaluationContext, settings: SettingsResource, store: StoreResource) -> dg.SensorResult:
     from assets.scrape import web_title_requests
 
     preset = settings.load()
-    tick = source_tick(preset, _known(context.instance), context.cursor)
+    tick = source_tick(preset, _known(context.instance), context.cursor, store.get())
     for role, problems in tick.failed.items():
         for problem in problems:
             context.log.warning(f"{role} source not listed, its titles left as they were: {problem}")
@@ -239,7 +246,7 @@ def register_and_observe(instance: dg.DagsterInstance, preset: dict) -> dict[str
 
     The cursor is kept in the instance's key-value store, so a second demo run observes only what changed."""
     cursor = instance.run_storage.get_cursor_values({CURSOR_KEY}).get(CURSOR_KEY)
-    tick = source_tick(preset, _known(instance), cursor)
+    tick = source_tick(preset, _known(instance), cursor, Store(preset["artifact_root"]))
     for role, titles in tick.new.items():
         instance.add_dynamic_partitions(PARTITIONS[role].name, titles)
     for role, titles in tick.vanished.items():

@@ -31,6 +31,7 @@ from mangacolor.training.cut import CUTTrainConfig, load_cut_generator, train_cu
 from mangacolor.training.refiner import RefinerTrainConfig, load_refiner, train_refiner
 
 from .common import checkpoint_dir, color_titles, holdout_check, progress_logger, thumbnails_md, version_metadata
+from .digests import digest_key, report_digest
 from .ingest import bw_pages, color_pages, page_splits
 from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
 
@@ -106,6 +107,7 @@ def _strip(st, title: str, steps: list[str], ids: list[str], extra: dict | None 
 def _page_stage_result(context, st, asset: str, writer, summary, preset, device: str, tracker=None) -> dg.MaterializeResult:
     """Commit a per-title stage, then measure it (and the steps before it) against the real pages."""
     version, vdir, frame = writer.commit()
+    report_digest(context, st, asset)
     title = context.partition_key
     chain = ["xdog_pages", "refined_pages", "synthetic_bw_pages"]
     steps = chain[: chain.index(asset) + 1]
@@ -234,7 +236,7 @@ def refined_pages(context: dg.AssetExecutionContext, settings: SettingsResource,
 
 
 @dg.asset(
-    deps=[refined_pages, bw_pages, page_splits],
+    deps=[refined_pages, bw_pages, page_splits, digest_key("refined_pages"), digest_key("bw_pages")],
     group_name=GROUP,
     pool="gpu",
     kinds={"pytorch"},

@@ -74,7 +74,7 @@ def main() -> None:
     import dagster as dg
 
     from assets.ingest import title_sensor
-    from assets.resources import SettingsResource
+    from assets.resources import SettingsResource, StoreResource
 
     work = Path(tempfile.mkdtemp(prefix="mangacolor-sensor-"))
     source = make_source(work / "bw", args.pages, args.titles)
@@ -85,7 +85,8 @@ def main() -> None:
 
     def tick(cursor):
         context = dg.build_sensor_context(instance=instance, cursor=cursor,
-                                          resources={"settings": SettingsResource(preset=str(work / "preset.yaml"))})
+                                          resources={"settings": SettingsResource(preset=str(work / "preset.yaml")),
+                                                     "store": StoreResource(artifact_root=str(work / "artifacts"))})
         with PageReads(source) as reads:
             t = time.perf_counter()
             result = title_sensor(context)

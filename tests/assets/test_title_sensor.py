@@ -9,7 +9,7 @@ import dagster as dg
 from fsspec.implementations.local import LocalFileOpener
 
 from assets.ingest import PARTITIONS, register_and_observe, title_sensor
-from assets.resources import SettingsResource
+from assets.resources import SettingsResource, StoreResource
 from mangacolor.config import load_preset
 from mangacolor.io.images import encode_png, read_image
 
@@ -35,7 +35,8 @@ def page_reads(root: Path):
 
 def _tick(instance, project, cursor):
     context = dg.build_sensor_context(instance=instance, cursor=cursor,
-                                      resources={"settings": SettingsResource(preset=project["preset"])})
+                                      resources={"settings": SettingsResource(preset=project["preset"]),
+                                                 "store": StoreResource(artifact_root=str(project["artifacts"]))})
     result = title_sensor(context)
     for request in result.dynamic_partitions_requests or []:  # what the daemon does with them
         if isinstance(request, dg.AddDynamicPartitionsRequest):
@@ -58,7 +59,9 @@ def test_a_tick_reads_no_page_observes_only_what_changed_and_drops_vanished_titl
     first, observed = _tick(instance, project, None)
     colour = sorted(instance.get_dynamic_partitions("color_titles"))
     assert "azure_tide" in colour and ("color_sources", "azure_tide") in observed
-    assert len(observed) == len(colour) + len(instance.get_dynamic_partitions("bw_titles"))
+    sources = [o for o in observed if o[0].endswith("_sources")]
+    assert len(sources) == len(colour) + len(instance.get_dynamic_partitions("bw_titles"))
+    assert ("bw_pages_digest", None) in observed and len(observed) == len(sources) + 6  # the fan-in digests, once
 
     with page_reads(data) as reads:
         quiet, observed = _tick(instance, project, first.cursor)
@@ -91,3 +94,52 @@ def test_the_demo_runner_shares_the_tick_and_its_cursor(project):
     with page_reads(project["data"]) as reads:
         assert register_and_observe(instance, preset) == {"color": [], "bw": []}
     assert reads == {} and len(instance.fetch_observations(dg.AssetKey("color_sources"), limit=1000).records) == seen
+
+
+def test_a_fan_in_stage_goes_stale_past_dagsters_100_partition_limit(project):
+    """120 black-and-white titles (bw_pages written to the store and reported, no per-title runs: cheap),
+    page_splits materialized for real, then one title changes: page_splits is stale through bw_pages_digest,
+    although Dagster no longer follows the 120 partition edges."""
+    from dagster._core.definitions.data_version import (
+        SKIP_PARTITION_DATA_VERSION_DEPENDENCY_THRESHOLD, CachingStaleStatusResolver, StaleStatus)
+    from dagster._core.loader import LoadingContextForTest
+
+    from assets.digests import digest_observations
+    from mangacolor.io.store import Store
+    from pipelines.definitions import executable_defs
+    from tests.assets.conftest import build
+
+    titles = [f"t{i:03d}" for i in range(120)]
+    assert len(titles) > SKIP_PARTITION_DATA_VERSION_DEPENDENCY_THRESHOLD
+    defs = build(project)
+    instance = dg.DagsterInstance.ephemeral()
+    store = Store(project["artifacts"])
+    instance.add_dynamic_partitions("bw_titles", titles)
+
+    def commit(title: str, sha: str) -> None:
+        writer = store.begin("bw_pages", title)
+        writer.add({"id": f"{title}/001", "title": title, "page": "001", "path": "001.png", "sha256": sha, "status": "ok"})
+        version, _, _ = writer.commit()
+        instance.report_runless_asset_event(dg.AssetMaterialization("bw_pages", partition=title, tags={"dagster/data_version": version}))
+
+    def observe_digests(state: dict) -> dict:
+        events, state = digest_observations(store, state)
+        for event in events:
+            instance.report_runless_asset_event(event)
+        return state
+
+    for title in titles:
+        commit(title, "a")
+    state = observe_digests({})
+    assert dg.materialize(executable_defs(defs), selection=["page_splits"], instance=instance, resources=defs.resources).success
+    graph = defs.resolve_asset_graph()
+
+    def resolver():
+        return CachingStaleStatusResolver(instance, graph, LoadingContextForTest(instance))
+
+    assert resolver().get_status(dg.AssetKey("page_splits")) == StaleStatus.FRESH
+    commit("t007", "b")
+    assert observe_digests(state) != state
+    assert resolver().get_status(dg.AssetKey("page_splits")) == StaleStatus.STALE
+    causes = {c.dependency.asset_key.to_user_string() for c in resolver().get_stale_causes(dg.AssetKey("page_splits")) if c.dependency}
+    assert causes == {"bw_pages_digest"}  # not bw_pages[t007]: Dagster skipped the 120 partition edges
