@@ -4,7 +4,7 @@
 (ranked by KID/FID of their colorings of real training pages; a person may override) -> `pseudolabels`
 (several colorings per real training page) -> `colorizer_step2` (self-training) -> `colorizer_final`
 (fine-tuned on the matched `page_pairs`, written as a model bundle and registered in MLflow with the
-alias "candidate").
+alias "candidate"; an ablation variant under its own name `mangacolor-colorizer-<variant>`, no alias).
 
 The logic lives in mangacolor/training/colorization_stages.py; the preset section `colorizer:` holds
 every setting, and the ablations are its `variant:` switches (use_drafts, adversarial_adaptation,
@@ -16,8 +16,9 @@ or on the grey conversion of its colour pages; without `coloring_drafts` drafts 
 `inversion_encoder` pseudolabels differ only by snapshot; without `stylegan`/`drafting_network` the
 bundle colorizes with an empty draft.
 
-Real black-and-white pages are read only through `training_pages(page_splits)`; the blocking check
-`holdout_never_trained` compares the ids step 1 and step 2 recorded with the holdout.
+Real black-and-white pages are read only through `training_pages(page_splits)` (the matched pairs of the
+fine-tune too); the blocking check `holdout_never_trained` compares the ids step 1, step 2 and the
+fine-tune recorded with the holdout.
 """
 
 
@@ -46,6 +47,7 @@ from mangacolor.training.checkpoint import Checkpointer
 from mangacolor.training.colorizer import train_colorizer
 
 from .common import checkpoint_dir, color_titles, commits_last, progress_logger, thumbnails_md, version_metadata
+from .digests import digest_key
 from .ingest import bw_pages, color_pages, page_pairs, page_splits
 from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
 
@@ -60,6 +62,8 @@ DRAFTS = dg.AssetDep("coloring_drafts", partition_mapping=ALL)
 STYLEGAN, INVERSION, DRAFTING = dg.AssetKey("stylegan"), dg.AssetKey("inversion_encoder"), dg.AssetKey("drafting_network")
 COLOR = dg.AssetDep(color_pages, partition_mapping=ALL)
 BW = dg.AssetDep(bw_pages, partition_mapping=ALL)
+# Past 100 titles Dagster drops the partitioned edges above from staleness: these digests keep step 1 stale-aware.
+FAN_IN_DIGESTS = [digest_key(a) for a in ("synthetic_bw_pages", "coloring_drafts", "color_pages", "bw_pages")]
 # Loop settings that do not change what a stage computes: a retry with other values resumes.
 NOT_IN_CHECKPOINT_KEY = {"max_steps", "log_every", "checkpoint_every", "sample_count"}
 WEIGHTS = "weights/model.safetensors"
@@ -165,7 +169,7 @@ def _selected(st) -> pd.DataFrame:
 
 
 @dg.asset(
-    deps=[SYNTHETIC, DRAFTS, COLOR, BW, page_splits],
+    deps=[SYNTHETIC, DRAFTS, COLOR, BW, page_splits, *FAN_IN_DIGESTS],
     group_name=GROUP,
     pool="gpu",
     kinds={"pytorch"},
@@ -442,12 +446,13 @@ def _random_init_flags(cfg: stages.ColorizationConfig, st) -> dict[str, bool]:
 
 
 @dg.asset(
-    deps=[colorizer_step2, page_pairs, DRAFTS, STYLEGAN, DRAFTING, INVERSION],
+    deps=[colorizer_step2, page_pairs, page_splits, DRAFTS, STYLEGAN, DRAFTING, INVERSION],
     group_name=GROUP,
     pool="gpu",
     kinds={"pytorch", "mlflow"},
     description="The final colorizer: step 2 fine-tuned on the matched real page pairs (≤ 2 epochs, Appendix D), written as a "
-                f"model bundle (colorizer + StyleGAN + drafting + inversion) and registered as {MODEL_NAME} with alias 'candidate'.",
+                f"model bundle (colorizer + StyleGAN + drafting + inversion) and registered as {MODEL_NAME} with alias 'candidate' "
+                f"(an ablation variant as {MODEL_NAME}-<variant>, without aliases).",
 )
 @commits_last
 def colorizer_final(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
@@ -493,10 +498,10 @@ def colorizer_final(context: dg.AssetExecutionContext, settings: SettingsResourc
     bundle_uri = st.uri(st.relative(f"{vdir}/bundle"))
     meta = {
         **version_metadata(st, version, vdir),
-        "registered_model": MODEL_NAME,
+        "registered_model": model.name,  # the full method: MODEL_NAME; a variant: its own name, no alias
         "registered_version": int(model.version),
-        "model_uri": f"models:/{MODEL_NAME}/{model.version}",
-        "alias": "candidate",
+        "model_uri": f"models:/{model.name}/{model.version}",
+        "alias": "candidate" if model.name == MODEL_NAME else "none",
         "bundle_uri": dg.MetadataValue.path(bundle_uri),
         "bundle_parts": dg.MetadataValue.json(parts),
         "variant": flags.name(),
@@ -514,7 +519,7 @@ def colorizer_final(context: dg.AssetExecutionContext, settings: SettingsResourc
     return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
 
 
-# --- the holdout never reaches step 1 or step 2 -------------------------------------------------------
+# --- the holdout never reaches step 1, step 2 or the fine-tune -------------------------------------------------------
 
 
 def _holdout_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
@@ -535,3 +540,4 @@ def _holdout_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
 
 holdout_never_trained_step1 = _holdout_check(colorizer_step1_snapshots)
 holdout_never_trained_step2 = _holdout_check(colorizer_step2)
+holdout_never_trained_final = _holdout_check(colorizer_final)  # the matched-pair fine-tune

@@ -30,8 +30,14 @@ def commits_last(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        with commit_scope():
-            return fn(*args, **kwargs)
+        with commit_scope() as writers:
+            result = fn(*args, **kwargs)
+        context = kwargs.get("context", args[0] if args else None)
+        from .digests import report_digest  # digests needs resources, which need this module
+
+        for asset in dict.fromkeys(w.asset for w in writers if w.committed):
+            report_digest(context, writers[0].store, asset)  # fan-in stages see the committed versions
+        return result
 
     return wrapper
 
@@ -69,3 +75,25 @@ def checkpoint_dir(context: dg.AssetExecutionContext, config: dict) -> Path:
     path = base / "checkpoints" / context.asset_key.to_user_string() / partition / digest
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def holdout_check(asset, roles: tuple[str, ...], name: str = "holdout_never_trained") -> dg.AssetChecksDefinition:
+    """A blocking check: the real pages a training asset recorded (manifest rows of `roles`) avoid the holdout."""
+    from mangacolor.data.splits import holdout_pages
+    from mangacolor.eval.leakage import trained_rows
+
+    from .resources import StoreResource
+
+    key = asset.key.to_user_string()
+
+    @dg.asset_check(asset=asset, name=name, blocking=True,
+                    description=f"The real black-and-white pages {key} trained on (its manifest) are disjoint from the holdout of page_splits.")
+    def check(store: StoreResource) -> dg.AssetCheckResult:
+        st = store.get()
+        trained = set(trained_rows(st.latest_manifest(key), roles)["page_id"])
+        held = set(holdout_pages(st.latest_manifest("page_splits"))["id"])
+        leaked = sorted(trained & held)
+        return dg.AssetCheckResult(passed=not leaked, metadata={"real_pages_trained": len(trained), "holdout": len(held),
+                                                               "leaked": len(leaked), "leaked_ids": dg.MetadataValue.json(leaked[:50])})
+
+    return check

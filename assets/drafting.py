@@ -27,6 +27,7 @@ from mangacolor.training.drafting import train_psp
 from mangacolor.training.stylegan import train_stylegan
 
 from .common import checkpoint_dir, color_titles, commits_last, progress_logger, thumbnails_md, version_metadata
+from .digests import digest_key
 from .ingest import color_pages
 from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
 
@@ -109,7 +110,7 @@ def blurred_color_pages(context: dg.AssetExecutionContext, settings: SettingsRes
 
 
 @dg.asset(
-    deps=[blurred_color_pages],
+    deps=[blurred_color_pages, digest_key("blurred_color_pages")],
     group_name=GROUP,
     pool="gpu",
     kinds={"pytorch"},
@@ -211,7 +212,7 @@ def inversion_encoder(context: dg.AssetExecutionContext, settings: SettingsResou
 
 
 @dg.asset(
-    deps=[stylegan, blurred_color_pages, "synthetic_bw_pages"],
+    deps=[stylegan, blurred_color_pages, "synthetic_bw_pages", digest_key("synthetic_bw_pages")],
     group_name=GROUP,
     pool="gpu",
     kinds={"pytorch"},

@@ -39,11 +39,13 @@ from mangacolor.eval.candidates import latest_version, models_to_evaluate
 from mangacolor.eval.fid import FeatureExtractor
 from mangacolor.eval.gate import decide_promotion, set_verdict
 from mangacolor.eval.inception import WeightsNotFoundError, build_inception
+from mangacolor.eval.leakage import leaked_pages, trained_pages
 from mangacolor.eval.report import RANDOM_INIT_NOTE, EvaluationConfig, ScheduleConfig, evaluate_models
 from mangacolor.inference.bundle import ModelBundle
 from mangacolor.registry import MODEL_NAME, download_bundle, promote, version_by_alias
 
 from .common import commits_last, thumbnails_md, version_metadata
+from .digests import digest_key
 from .ingest import color_pages, manga109_pages, page_splits
 from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
 
@@ -98,7 +100,8 @@ def _samples(pages: list[np.ndarray], samples: dict[str, list[np.ndarray]]) -> l
 
 @dg.asset(
     partitions_def=EVAL_SETS,
-    deps=[COLORIZER_FINAL, page_splits, manga109_pages, dg.AssetDep(color_pages, partition_mapping=dg.AllPartitionMapping())],
+    deps=[COLORIZER_FINAL, page_splits, manga109_pages, dg.AssetDep(color_pages, partition_mapping=dg.AllPartitionMapping()),
+          digest_key("color_pages")],
     group_name=GROUP,
     pool="gpu",
     kinds={"pytorch", "parquet"},
@@ -201,16 +204,22 @@ def candidate_not_worse(context: dg.AssetCheckExecutionContext, settings: Settin
 
 
 @dg.asset_check(asset=fid_report, blocking=True, partitions_def=EVAL_SETS,
-                description="No evaluated page is one adaptation or self-training may read (the train split of page_splits).")
+                description="No evaluated page is in the train split of page_splits, and none was ever trained on: every "
+                            "committed version of every training asset (refiner, CUT, colorizer steps, fine-tune) is read, "
+                            "by page id and by content.")
 def holdout_disjoint_eval(context: dg.AssetCheckExecutionContext, store: StoreResource) -> dg.AssetCheckResult:
     st, set_name = store.get(), context.partition_key
-    evaluated = set(st.latest_manifest("fid_report", set_name)["id"])
+    evaluated_rows = st.latest_manifest("fid_report", set_name)
+    evaluated = set(evaluated_rows["id"])
     splits = st.latest_manifest("page_splits")
     leaked = evaluated & set(training_pages(splits)["id"])
     outside = evaluated - set(holdout_pages(splits)["id"]) if set_name == "holdout" else set()
-    return dg.AssetCheckResult(passed=not leaked and not outside, metadata={
+    trained = leaked_pages(evaluated_rows, trained_pages(st))
+    return dg.AssetCheckResult(passed=not leaked and not outside and trained.empty, metadata={
         "evaluated": len(evaluated), "in_train_split": len(leaked), "holdout_set_pages_outside_holdout": len(outside),
-        "examples": dg.MetadataValue.json(sorted(leaked | outside)[:10]),
+        "trained_on": len(trained),
+        "trained_on_by": dg.MetadataValue.json(trained.head(20).to_dict("records")),
+        "examples": dg.MetadataValue.json(sorted(leaked | outside | set(trained["id"]))[:10]),
     })
 
 
@@ -370,11 +379,8 @@ def build_manga109_schedule(cfg: ScheduleConfig) -> dg.ScheduleDefinition:
                  description="Re-evaluate the champion on Manga109 (fid_report[manga109]); skips while there is no "
                              "champion or no Manga109 pages.")
     def manga109_weekly(context: dg.ScheduleEvaluationContext, mlflow: MlflowResource, store: StoreResource):
-        champion = None
-        try:
-            champion = MlflowClient(tracking_uri=mlflow.tracking_uri).get_model_version_by_alias(MODEL_NAME, "champion")
-        except Exception:  # noqa: BLE001 - no registered model yet is the common case
-            champion = None
+        # No champion yet is a skip; an unreachable or broken tracking store is an error.
+        champion = version_by_alias("champion", MODEL_NAME, MlflowClient(tracking_uri=mlflow.tracking_uri))
         if champion is None:
             return dg.SkipReason(f"no {MODEL_NAME} version has the alias 'champion' yet")
         if store.get().latest_version("manga109_pages") is None:

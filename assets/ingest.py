@@ -1,11 +1,14 @@
 """Ingest assets (DESIGN.md § asset graph, "ingest"): pages in, bad files quarantined, pairs matched, split fixed.
 
-`color_sources` / `bw_sources` are observed (a content hash per title), so a changed page makes
-exactly its title's `color_pages` / `bw_pages` partition and what depends on it stale.
+`color_sources` / `bw_sources` are observed (a fingerprint of each title's file metadata), so a changed
+page makes exactly its title's `color_pages` / `bw_pages` partition and what depends on it stale.
+`title_sensor` and the demo runner share one tick (`source_tick`): new titles become partitions,
+vanished ones are removed, and only titles whose fingerprint changed since the cursor are observed.
 """
 
 
-import hashlib
+import json
+from dataclasses import dataclass
 
 import dagster as dg
 import pandas as pd
@@ -13,21 +16,16 @@ import pandas as pd
 from mangacolor import config as mc_config
 from mangacolor.data.datasets import ok_rows
 from mangacolor.data.ingest import ingest_items
-from mangacolor.data.sources import iter_items, list_titles, title_fingerprint, titles_by_role
+from mangacolor.data.sources import iter_items, list_titles, scan_changes, scan_sources, titles_by_role
 from mangacolor.data.splits import holdout_pages, make_splits, training_pages
 from mangacolor.io.images import read_image
+from mangacolor.io.store import Store
 
 from .common import bw_titles, color_titles, commits_last, progress_logger, thumbnails_md, version_metadata
+from .digests import digest_key, digest_observations
 from .resources import SettingsResource, StoreResource
 
 EAGER = dg.AutomationCondition.eager()
-
-
-def _fingerprints(sources_for_title, title: str) -> str:
-    h = hashlib.sha256()
-    for cfg in sources_for_title:
-        h.update(f"{cfg.name}:{title_fingerprint(cfg, title)}".encode())
-    return h.hexdigest()[:16]
 
 
 def _sample_images(store, version_dir: str, frame: pd.DataFrame, n: int = 4) -> list:
@@ -55,12 +53,13 @@ def _make_ingest(role: str, partitions_def: dg.DynamicPartitionsDefinition):
         name=source_key,
         partitions_def=partitions_def,
         group_name="ingest",
-        description=f"The configured {label} sources, observed per title by content hash (a changed page changes the version).",
+        description=f"The configured {label} sources, observed per title by a fingerprint of its files' metadata "
+                    "(size, mtime or ETag): a changed, added or removed page changes the version.",
     )
     def observe(context, settings: SettingsResource) -> dg.DataVersionsByPartition:
-        by_title = titles_by_role(mc_config.sources(settings.load()), role)
+        prints = scan_sources(mc_config.sources(settings.load()), (role,)).fingerprints[role]
         known = context.instance.get_dynamic_partitions(partitions_def.name)
-        return dg.DataVersionsByPartition({t: _fingerprints(by_title[t], t) for t in known if t in by_title})
+        return dg.DataVersionsByPartition({t: prints[t] for t in known if t in prints})
 
     @dg.asset(
         name=f"{role}_pages",
@@ -118,7 +117,7 @@ def manga109_pages(context: dg.AssetExecutionContext, settings: SettingsResource
 
 @dg.asset(
     group_name="ingest",
-    deps=[color_pages, bw_pages],
+    deps=[color_pages, bw_pages, digest_key("color_pages"), digest_key("bw_pages")],
     automation_condition=EAGER,
     kinds={"python", "parquet"},
     description="The paper's matched black-and-white/colour pairs (§IV-A-2): titles present in both roles, each page aligned by its ink, with alignment and error; rejected candidates kept with their best error.",
@@ -152,7 +151,7 @@ def page_pairs(context: dg.AssetExecutionContext, settings: SettingsResource, st
 
 @dg.asset(
     group_name="ingest",
-    deps=[bw_pages, page_pairs],
+    deps=[bw_pages, page_pairs, digest_key("bw_pages")],
     automation_condition=EAGER,
     kinds={"python", "parquet"},
     description="Train / holdout split of the black-and-white pages by a fixed seed; the holdout is never read by adaptation or self-training (matched pairs train, but for `paired_holdout_fraction` of them).",
@@ -185,42 +184,79 @@ def holdout_disjoint(store: StoreResource) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=not leaked, metadata={"leaked": len(leaked), "holdout": int((splits["split"] == "holdout").sum())})
 
 
-def source_observations(preset: dict, known: dict[str, set[str]] | None = None):
-    """(new titles per role, one observation per title carrying its content hash as data version)."""
-    srcs = mc_config.sources(preset)
-    new_titles, events = {}, []
-    for role in ("color", "bw"):
-        found = titles_by_role(srcs, role)
-        new_titles[role] = sorted(set(found) - (known or {}).get(role, set()))
-        for title, cfgs in found.items():
-            events.append(dg.AssetObservation(
-                asset_key=f"{role}_sources", partition=title,
-                tags={"dagster/data_version": _fingerprints(cfgs, title)},
-            ))
-    return new_titles, events
-
-
 PARTITIONS = {"color": color_titles, "bw": bw_titles}
 
 
+@dataclass
+class SourceTick:
+    """One look at the sources: partitions to add and remove, observations to record, the next cursor."""
+
+    new: dict[str, list[str]]
+    vanished: dict[str, list[str]]
+    observations: list[dg.AssetObservation]
+    cursor: str
+    failed: dict[str, list[str]]
+
+    def partition_requests(self) -> list:
+        adds = [PARTITIONS[role].build_add_request(titles) for role, titles in self.new.items() if titles]
+        return adds + [PARTITIONS[role].build_delete_request(titles) for role, titles in self.vanished.items() if titles]
+
+
+def source_tick(preset: dict, known: dict[str, set[str]], cursor: str | None, store=None) -> SourceTick:
+    """What the sensor and the demo runner do on each look (one implementation for both).
+
+    Fingerprints come from object metadata; only titles that are new or whose fingerprint differs
+    from the cursor's get an observation, so an unchanged source costs one listing and writes nothing.
+    Titles that no source holds any more leave the partitions, unless a source of that role could not
+    be listed (then that role is left as it was and the cursor keeps its old fingerprints).
+    """
+    previous = json.loads(cursor) if cursor else {}
+    scan = scan_sources(mc_config.sources(preset))
+    changes = scan_changes(scan, previous, known)
+    events = [dg.AssetObservation(asset_key=f"{role}_sources", partition=title, tags={"dagster/data_version": fp})
+              for role, titles in changes.changed.items() for title, fp in titles.items()]
+    state = {role: (previous.get(role, {}) if scan.failed.get(role) else prints) for role, prints in scan.fingerprints.items()}
+    if store is not None:  # the fan-in digests (assets/digests.py), observed only when changed
+        digest_events, state["digests"] = digest_observations(store, previous.get("digests", {}))
+        events += digest_events
+    return SourceTick(changes.new, changes.vanished, events, json.dumps(state, sort_keys=True), scan.failed)
+
+
+def _known(instance: dg.DagsterInstance) -> dict[str, set[str]]:
+    return {role: set(instance.get_dynamic_partitions(p.name)) for role, p in PARTITIONS.items()}
+
+
 @dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Adds a title partition when a new title appears in a source, and observes every source by content hash.")
-def title_sensor(context: dg.SensorEvaluationContext, settings: SettingsResource) -> dg.SensorResult:
+           description="Adds a title partition when a new title appears in a source, removes one whose title is gone, and "
+                       "observes a title only when its fingerprint (file metadata, no page bytes) changed, and the fan-in "
+                       "digests when they changed. Cursor: the fingerprints and digests.")
+def title_sensor(context: dg.SensorEvaluationContext, settings: SettingsResource, store: StoreResource) -> dg.SensorResult:
     from assets.scrape import web_title_requests
 
     preset = settings.load()
-    known = {role: set(context.instance.get_dynamic_partitions(p.name)) for role, p in PARTITIONS.items()}
-    new, events = source_observations(preset, known)
-    requests = [PARTITIONS[role].build_add_request(titles) for role, titles in new.items() if titles]
-    requests += web_title_requests(set(context.instance.get_dynamic_partitions("web_titles")), preset)
-    return dg.SensorResult(dynamic_partitions_requests=requests, asset_events=events)
+    tick = source_tick(preset, _known(context.instance), context.cursor, store.get())
+    for role, problems in tick.failed.items():
+        for problem in problems:
+            context.log.warning(f"{role} source not listed, its titles left as they were: {problem}")
+    requests = tick.partition_requests() + web_title_requests(set(context.instance.get_dynamic_partitions("web_titles")), preset)
+    return dg.SensorResult(dynamic_partitions_requests=requests, asset_events=tick.observations, cursor=tick.cursor)
+
+
+CURSOR_KEY = "mangacolor/title_sensor_cursor"
 
 
 def register_and_observe(instance: dg.DagsterInstance, preset: dict) -> dict[str, list[str]]:
-    """What the sensor does, run directly: add every title as a partition and record its content hash."""
-    new, events = source_observations(preset)
-    for role, titles in new.items():
+    """The sensor's tick run directly (the demo runner, tests): same adds, removals and observations.
+
+    The cursor is kept in the instance's key-value store, so a second demo run observes only what changed."""
+    cursor = instance.run_storage.get_cursor_values({CURSOR_KEY}).get(CURSOR_KEY)
+    tick = source_tick(preset, _known(instance), cursor, Store(preset["artifact_root"]))
+    for role, titles in tick.new.items():
         instance.add_dynamic_partitions(PARTITIONS[role].name, titles)
-    for event in events:
+    for role, titles in tick.vanished.items():
+        for title in titles:
+            instance.delete_dynamic_partition(PARTITIONS[role].name, title)
+    for event in tick.observations:
         instance.report_runless_asset_event(event)
-    return new
+    instance.run_storage.set_cursor_values({CURSOR_KEY: tick.cursor})
+    return tick.new

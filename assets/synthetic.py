@@ -21,6 +21,7 @@ import dagster as dg
 from mangacolor import config as mc_config
 from mangacolor.data.datasets import ManifestImages, ok_rows
 from mangacolor.eval.inception import WeightsNotFoundError
+from mangacolor.eval.leakage import TRAINED_ROLES
 from mangacolor.io.images import read_image
 from mangacolor.models.cut import apply_cut
 from mangacolor.models.refiner import refine
@@ -29,7 +30,8 @@ from mangacolor.training.checkpoint import Checkpointer
 from mangacolor.training.cut import CUTTrainConfig, load_cut_generator, train_cut
 from mangacolor.training.refiner import RefinerTrainConfig, load_refiner, train_refiner
 
-from .common import checkpoint_dir, color_titles, commits_last, progress_logger, thumbnails_md, version_metadata
+from .common import checkpoint_dir, color_titles, commits_last, holdout_check, progress_logger, thumbnails_md, version_metadata
+from .digests import digest_key
 from .ingest import bw_pages, color_pages, page_splits
 from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
 
@@ -236,7 +238,7 @@ def refined_pages(context: dg.AssetExecutionContext, settings: SettingsResource,
 
 
 @dg.asset(
-    deps=[refined_pages, bw_pages, page_splits],
+    deps=[refined_pages, bw_pages, page_splits, digest_key("refined_pages"), digest_key("bw_pages")],
     group_name=GROUP,
     pool="gpu",
     kinds={"pytorch"},
@@ -290,3 +292,9 @@ def synthetic_bw_pages(context: dg.AssetExecutionContext, settings: SettingsReso
                                     progress_logger(context, len(rows), f"synthetic_bw_pages[{title}]"))
     with mlflow.run(context, params={"cut_model": st.latest_version("cut_model")}) as tracker:
         return _page_stage_result(context, st, "synthetic_bw_pages", writer, summary, preset, str(spec.device), tracker)
+
+
+# --- the holdout never trains the refiner or CUT ------------------------------------------------------
+
+holdout_never_trained_refiner = holdout_check(refiner_model, TRAINED_ROLES["refiner_model"])
+holdout_never_trained_cut = holdout_check(cut_model, TRAINED_ROLES["cut_model"])

@@ -159,6 +159,18 @@ def _default_model(model: str | None) -> str:
     raise FileNotFoundError("no --model given and no registered mangacolor-colorizer (run `mangacolor demo` or pass a bundle folder)")
 
 
+def _cmd_preset(args: argparse.Namespace) -> int:
+    import yaml
+
+    from mangacolor.config import PRESET_DIR, PROJECT_ROOT, load_preset, resolve_preset_path
+
+    preset = load_preset(args.name)
+    print(f"# preset: {resolve_preset_path(args.name)}\n# presets folder: {PRESET_DIR}\n# run-time state under: {PROJECT_ROOT} "
+          f"(MANGACOLOR_HOME moves it)\n# default MLflow store: sqlite:///{PROJECT_ROOT / 'mlflow.db'}")
+    print(yaml.safe_dump(preset, sort_keys=False), end="")
+    return 0
+
+
 def build_parser(prog: str = "mangacolor") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="Manga page colorization via a coloring latent space (Golyadkin & Makarov 2023).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -168,6 +180,10 @@ def build_parser(prog: str = "mangacolor") -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scale", type=float, default=1.0, help="multiply page counts (bigger benchmark corpora)")
     p.set_defaults(func=_cmd_demo_data)
+
+    p = sub.add_parser("preset", help="print a preset as the stages will read it (placeholders filled) and where run-time state goes")
+    p.add_argument("name", nargs="?", default="demo", help="demo | paper | a YAML path")
+    p.set_defaults(func=_cmd_preset)
 
     p = sub.add_parser("match", help="align a black-and-white page with its colour version; prints one JSON object")
     p.add_argument("bw", type=Path)

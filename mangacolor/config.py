@@ -9,6 +9,7 @@ per stage and `stage_config(preset, name, cls)` validates it.
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import os
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -18,8 +19,31 @@ from pydantic import BaseModel, Field
 
 from mangacolor.data.sources import SourceConfig
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-PRESET_DIR = PROJECT_ROOT / "configs"
+_SOURCE_TREE = Path(__file__).resolve().parent.parent
+
+
+def _project_root() -> Path:
+    """Where run-time state goes (artifacts, mlflow.db, .cache, .dagster_home, demo_data).
+
+    MANGACOLOR_HOME when set; the source checkout when the package runs from one (an editable
+    install); otherwise the current directory, so an installed wheel never writes into site-packages.
+    """
+    if os.environ.get("MANGACOLOR_HOME"):
+        return Path(os.environ["MANGACOLOR_HOME"]).expanduser().resolve()
+    if (_SOURCE_TREE / "pyproject.toml").is_file() and (_SOURCE_TREE / "configs").is_dir():
+        return _SOURCE_TREE
+    return Path.cwd().resolve()
+
+
+def _preset_dir() -> Path:
+    """The presets: `configs/` of the checkout, or the copy shipped inside the wheel (`mangacolor/configs`)."""
+    if (_SOURCE_TREE / "configs").is_dir() and (_SOURCE_TREE / "pyproject.toml").is_file():
+        return _SOURCE_TREE / "configs"
+    return Path(str(importlib.resources.files("mangacolor") / "configs"))
+
+
+PROJECT_ROOT = _project_root()
+PRESET_DIR = _preset_dir()
 
 T = TypeVar("T")
 
@@ -65,7 +89,7 @@ def _substitute(value: Any, variables: dict[str, str]) -> Any:
 
 
 def load_preset(name_or_path: str | Path = "demo", overrides: dict | None = None, **variables: str) -> dict:
-    """The preset as a dict, `{project}`/`{demo_data}`/`{artifact_root}` placeholders filled, overrides merged.
+    """The preset as a dict, `{project}`/`{presets}`/`{demo_data}`/`{artifact_root}` placeholders filled, overrides merged.
 
     `artifact_root` is resolved once, so sources that read other assets' output (`kind: scraped`)
     and the store agree: an explicit `artifact_root=` variable wins, then MANGACOLOR_ARTIFACT_ROOT,
@@ -75,6 +99,7 @@ def load_preset(name_or_path: str | Path = "demo", overrides: dict | None = None
     raw = yaml.safe_load(path.read_text()) or {}
     merged = _deep_merge(raw, overrides or {})
     variables.setdefault("project", str(PROJECT_ROOT))
+    variables.setdefault("presets", str(PRESET_DIR))
     variables.setdefault("demo_data", str(Path(merged.get("demo_data", "demo_data")).expanduser()
                                           if Path(merged.get("demo_data", "demo_data")).is_absolute()
                                           else PROJECT_ROOT / merged.get("demo_data", "demo_data")))

@@ -1,32 +1,51 @@
-"""The MLflow model registry for colorizer bundles: register, alias, download.
+"""The MLflow model registry for colorizer bundles: names, versions, aliases.
 
 A registered version is an MLflow pyfunc model whose artifact is the bundle folder
-(`mangacolor.inference.bundle`), so `mlflow.pyfunc.load_model("models:/mangacolor-colorizer@champion")`
-colorizes a page and `mangacolor colorize --model models:/...` uses the same files. New versions get
-the alias `candidate`; evaluation moves `champion` only to a candidate that passes its gate.
+(`mangacolor.inference.bundle`, which this module builds on), so
+`mlflow.pyfunc.load_model("models:/mangacolor-colorizer@champion")` colorizes a page and
+`mangacolor colorize --model models:/...` uses the same files.
+
+Only the full method is registered as `mangacolor-colorizer`, and only it carries the aliases
+`candidate` (every new version) and `champion` (moved by evaluation to a candidate that passed its
+gate). An ablation variant (`colorizer.variant` in the preset: no_drafts, no_adaptation, ...) is
+registered under its own name, `mangacolor-colorizer-<variant>`, with its `variant` tag, so no
+switch in a preset can make a variant the candidate or the champion.
+
+Errors of the tracking store are errors: only "this alias (or model) does not exist" reads as
+"no such version yet".
 """
 
 from __future__ import annotations
 
+import re
+import tempfile
 from pathlib import Path
 
 import mlflow
 import mlflow.pyfunc
+from mlflow.exceptions import MlflowException
+
+from mangacolor.inference.bundle import ModelBundle, download_bundle  # noqa: F401 - download_bundle re-exported
 
 MODEL_NAME = "mangacolor-colorizer"
+FULL = "full"
+MAIN_ALIASES = ("candidate", "champion")
+
+
+def model_name(variant: str = FULL, base: str = MODEL_NAME) -> str:
+    """The registered-model name of a variant: the full method is `base`, an ablation `base-<variant>`."""
+    if variant == FULL:
+        return base
+    return f"{base}-{re.sub(r'[^A-Za-z0-9_]+', '-', variant).strip('-')}"
 
 
 class ColorizerModel(mlflow.pyfunc.PythonModel):
     """pyfunc face of a bundle: input a DataFrame with a `page_path` column, output colour PNG paths."""
 
     def load_context(self, context):
-        from mangacolor.inference.bundle import ModelBundle
-
         self.bundle = ModelBundle.load(context.artifacts["bundle"])
 
     def predict(self, context, model_input, params=None):
-        import tempfile
-
         from mangacolor.io.images import encode_png, read_image
 
         out_dir = Path(tempfile.mkdtemp(prefix="mangacolor-"))
@@ -40,9 +59,22 @@ class ColorizerModel(mlflow.pyfunc.PythonModel):
         return paths
 
 
-def register_bundle(bundle_dir: str | Path, name: str = MODEL_NAME, alias: str | None = "candidate",
+def register_bundle(bundle_dir: str | Path, name: str | None = None, alias: str | None = "candidate",
                     tags: dict | None = None):
-    """Log the bundle as a pyfunc model in the active run and register it; returns the ModelVersion."""
+    """Log the bundle as a pyfunc model in the active run and register it; returns the ModelVersion.
+
+    The variant comes from `tags["variant"]` (default "full"). A variant other than the full method
+    goes to `model_name(variant)` and gets none of the main aliases (`alias` is ignored for it);
+    asking to register it under the main name is a ValueError.
+    """
+    tags = {"variant": FULL, **(tags or {})}
+    variant = str(tags["variant"])
+    name = name or model_name(variant)
+    if variant != FULL and name == MODEL_NAME:
+        raise ValueError(f"variant {variant!r} cannot be registered as {MODEL_NAME!r}: that name is the full method's "
+                         f"(register it as {model_name(variant)!r})")
+    if variant != FULL and alias in MAIN_ALIASES:
+        alias = None
     info = mlflow.pyfunc.log_model(
         name="model",
         python_model=ColorizerModel(),
@@ -51,33 +83,54 @@ def register_bundle(bundle_dir: str | Path, name: str = MODEL_NAME, alias: str |
         pip_requirements=["torch", "numpy", "opencv-python-headless", "safetensors", "timm", "pillow"],
     )
     version = mlflow.register_model(info.model_uri, name, tags=tags)
-    client = mlflow.MlflowClient()
     if alias:
-        client.set_registered_model_alias(name, alias, version.version)
+        mlflow.MlflowClient().set_registered_model_alias(name, alias, version.version)
     return version
 
 
-def download_bundle(model_uri: str) -> Path:
-    """Local path of the bundle folder behind a registry or run model URI."""
-    local = Path(mlflow.artifacts.download_artifacts(model_uri))
-    candidates = [local / "artifacts" / "bundle", local / "bundle", local]
-    for c in candidates:
-        if (c / "bundle.json").exists():
-            return c
-    found = list(local.rglob("bundle.json"))
-    if found:
-        return found[0].parent
-    raise FileNotFoundError(f"{model_uri}: downloaded to {local} but no bundle.json inside")
+def _missing(exc: MlflowException) -> bool:
+    """True for the registry's own "no such alias / no such model" answers, False for every other failure."""
+    if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+        return True
+    return exc.error_code == "INVALID_PARAMETER_VALUE" and "alias" in str(exc) and "not found" in str(exc)
 
 
-def version_by_alias(alias: str, name: str = MODEL_NAME):
-    """The ModelVersion behind an alias, or None if the alias is not set."""
-    client = mlflow.MlflowClient()
+def version_by_alias(alias: str, name: str = MODEL_NAME, client: mlflow.MlflowClient | None = None):
+    """The ModelVersion behind an alias, or None when the alias (or the model) does not exist yet.
+
+    Any other error of the tracking store (unreachable, locked, a broken schema) is raised.
+    """
+    client = client or mlflow.MlflowClient()
     try:
         return client.get_model_version_by_alias(name, alias)
-    except mlflow.exceptions.MlflowException:
-        return None
+    except MlflowException as exc:
+        if _missing(exc):
+            return None
+        raise
+
+
+def variant_of(version) -> str:
+    return (version.tags or {}).get("variant", FULL)
 
 
 def promote(version: str | int, name: str = MODEL_NAME, alias: str = "champion") -> None:
-    mlflow.MlflowClient().set_registered_model_alias(name, alias, str(version))
+    """Point `alias` at `version`; a main alias only ever names a version of the full method."""
+    client = mlflow.MlflowClient()
+    if alias in MAIN_ALIASES:
+        mv = client.get_model_version(name, str(version))
+        if name != MODEL_NAME or variant_of(mv) != FULL:
+            raise ValueError(f"{name} v{version} is the {variant_of(mv)!r} variant: only the full method of {MODEL_NAME} "
+                             f"can be {alias!r}")
+    client.set_registered_model_alias(name, alias, str(version))
+
+
+def variant_models(client: mlflow.MlflowClient | None = None, base: str = MODEL_NAME) -> dict[str, object]:
+    """The latest version of each variant registered under its own name (`base-<variant>`), by variant tag."""
+    client = client or mlflow.MlflowClient()
+    latest: dict[str, object] = {}
+    for rm in client.search_registered_models(filter_string=f"name LIKE '{base}-%'"):
+        for mv in client.search_model_versions(f"name='{rm.name}'"):
+            v = variant_of(mv)
+            if v != FULL and (v not in latest or int(mv.version) > int(latest[v].version)):
+                latest[v] = mv
+    return latest

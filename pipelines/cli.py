@@ -20,7 +20,9 @@ def _cmd_ui(args: argparse.Namespace) -> int:
 
     home = prepare_dagster_home()
     os.environ["DAGSTER_HOME"] = str(home)
-    cmd = ["dagster", "dev", "-w", "workspace.yaml", "-p", str(args.port)]
+    # From a checkout its workspace.yaml; an installed wheel has none in the current directory: the module.
+    where = ["-w", "workspace.yaml"] if os.path.exists("workspace.yaml") else ["-m", "pipelines.definitions"]
+    cmd = ["dagster", "dev", *where, "-p", str(args.port)]
     print(f"DAGSTER_HOME={home}\n$ {' '.join(cmd)}", flush=True)
     os.execvp(cmd[0], cmd)
 

@@ -12,11 +12,11 @@ import os
 
 import dagster as dg
 
-from assets import colorization, drafting, evaluation, ingest, scrape, synthetic
+from assets import colorization, digests, drafting, evaluation, ingest, scrape, synthetic
 from assets.resources import DeviceResource, MlflowResource, SettingsResource, StoreResource, default_tracking_uri
 from mangacolor.config import PROJECT_ROOT, load_preset
 
-ASSET_MODULES = [ingest, scrape, synthetic, drafting, colorization, evaluation]
+ASSET_MODULES = [ingest, digests, scrape, synthetic, drafting, colorization, evaluation]
 
 
 def build_resources(preset: str | None = None, artifact_root: str | None = None, tracking_uri: str | None = None) -> dict:

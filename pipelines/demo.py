@@ -22,7 +22,7 @@ HOME = PROJECT_ROOT / ".dagster_home"
 
 def prepare_dagster_home(home: Path = HOME) -> Path:
     home.mkdir(parents=True, exist_ok=True)
-    src = PROJECT_ROOT / "pipelines" / "dagster.yaml"
+    src = Path(__file__).resolve().parent / "dagster.yaml"  # shipped with the package
     dst = home / "dagster.yaml"
     if not dst.exists() or dst.read_text() != src.read_text():
         shutil.copyfile(src, dst)

@@ -12,12 +12,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from mangacolor.config import PROJECT_ROOT
+from mangacolor.config import PRESET_DIR
 from mangacolor.demo import sitegen
 from mangacolor.data.scraper import load_site_config
 from mangacolor.data.web import web_titles
 
-DEMO_SITE_YAML = PROJECT_ROOT / "configs" / "sites" / "demo_site.yaml"
+DEMO_SITE_YAML = PRESET_DIR / "sites" / "demo_site.yaml"
 
 
 def build_demo_site(root_dir: str | Path, site_yaml: str | Path = DEMO_SITE_YAML, pages_per_title: int = 6,

@@ -10,7 +10,9 @@ folder) that leads outside the source's folder is never followed: it is listed w
 no loader, and every loader checks again just before it reads, so no byte from outside a source
 reaches the store.
 The black-and-white and colour ingests, the sensor that discovers titles and the observation that
-fingerprints titles all go through `list_titles` / `iter_items` / `title_fingerprint`.
+fingerprints titles all go through `list_titles` / `iter_items` / `title_fingerprint`; `scan_sources`
+and `scan_changes` are the one tick the sensor and the demo runner share. Fingerprints come from
+object metadata (size and mtime, or ETag), never from page bytes.
 """
 
 from __future__ import annotations
@@ -282,19 +284,100 @@ def iter_items(cfg: SourceConfig, title: str) -> Iterator[SourceItem]:
         yield from _folder_items(cfg, title)
 
 
+def _stamp(info: dict) -> str:
+    """What says an object changed, from its metadata only: ETag (object stores), else mtime, plus size."""
+    for key in ("ETag", "etag", "md5Hash", "mtime", "LastModified", "last_modified", "updated", "created"):
+        if info.get(key) is not None:
+            return f"{info.get('size')}|{key}={info[key]}"
+    return f"{info.get('size')}|"
+
+
+def _stamps(fs, base: str) -> list[str]:
+    """`relative path|size|stamp` of every file under `base` (one listing, no file opened)."""
+    if not fs.exists(base):
+        return []
+    if not fs.isdir(base):
+        return [f"{posixpath.basename(base)}|{_stamp(fs.info(base))}"]
+    found = fs.find(base, detail=True)
+    return sorted(f"{posixpath.relpath(path, base)}|{_stamp(info)}" for path, info in found.items()
+                  if info.get("type") != "directory")
+
+
 def title_fingerprint(cfg: SourceConfig, title: str) -> str:
-    """Content hash of everything a title's ingest would read: changes iff a page changes."""
-    h = hashlib.sha256()
-    for item in iter_items(cfg, title):
-        h.update(item.page.encode())
-        h.update(b"\0")
-        if item.load is not None:
-            try:
-                h.update(hashlib.sha256(item.load()).digest())
-            except OSError as exc:  # the ingest quarantines it; the fingerprint records that it failed
-                h.update(f"unreadable: {exc}".encode())
-        h.update((item.problem or "").encode())
+    """A fingerprint of everything a title's ingest would read, from object metadata (size, mtime or
+    ETag), never from page bytes: one listing per title, so a tick over 100,000 pages on S3 reads
+    no page. It changes when a file is added, removed, resized or rewritten (a new mtime/ETag).
+    Scraped titles: the crawl's committed version (the `LATEST` pointer, a few bytes)."""
+    h = hashlib.sha256(f"{cfg.kind}\0".encode())
+    fs, root = _fs(cfg)
+    if cfg.kind == "scraped":
+        h.update(str(_scraped_latest(fs, root, title)).encode())
+    elif cfg.kind == "danbooru":
+        # The selection depends on the metadata table, the pages on the files it names: both by metadata.
+        lines = _stamps(fs, root)
+    elif cfg.kind == "manga109":
+        lines = _stamps(fs, posixpath.join(root, "images", title))
+    else:
+        base = posixpath.join(root, title)
+        lines = _stamps(fs, base) or [s for ext in sorted(ARCHIVE_EXTENSIONS) for s in _stamps(fs, base + ext)]
+        if not lines:
+            raise FileNotFoundError(f"source {cfg.name!r}: no title {title!r} under {cfg.uri}")
+    if cfg.kind != "scraped":
+        for line in lines:
+            if not any(part.startswith(".") for part in line.split("|", 1)[0].split("/")):
+                h.update(line.encode() + b"\n")
     return h.hexdigest()[:16]
+
+
+@dataclass
+class SourceScan:
+    """One look at every source of a preset: per role, per title, the combined fingerprint."""
+
+    fingerprints: dict[str, dict[str, str]]  # role -> title -> fingerprint
+    failed: dict[str, list[str]]  # role -> "source: error" of the sources that could not be listed
+
+
+def scan_sources(sources: list[SourceConfig], roles: tuple[str, ...] = ("color", "bw")) -> SourceScan:
+    """Fingerprint every title of every source (metadata only). A source that cannot be listed is
+    reported in `failed`, and its role's titles must then not be taken as gone."""
+    prints: dict[str, dict[str, str]] = {r: {} for r in roles}
+    parts: dict[tuple[str, str], list[str]] = {}
+    failed: dict[str, list[str]] = {r: [] for r in roles}
+    for cfg in sources:
+        if cfg.role not in roles:
+            continue
+        try:
+            for title in list_titles(cfg):
+                parts.setdefault((cfg.role, title), []).append(f"{cfg.name}:{title_fingerprint(cfg, title)}")
+        except (OSError, ValueError) as exc:
+            failed[cfg.role].append(f"{cfg.name}: {exc}")
+    for (role, title), items in parts.items():
+        prints[role][title] = hashlib.sha256("\n".join(items).encode()).hexdigest()[:16]
+    return SourceScan(prints, failed)
+
+
+@dataclass
+class ScanChanges:
+    """What changed since the previous scan (the sensor's cursor), per role."""
+
+    new: dict[str, list[str]]  # titles never seen as partitions
+    changed: dict[str, dict[str, str]]  # title -> fingerprint, for titles new or different since the cursor
+    vanished: dict[str, list[str]]  # partitions no source holds any more (only for roles whose sources all listed)
+
+
+def scan_changes(scan: SourceScan, previous: dict[str, dict[str, str]], partitions: dict[str, set[str]]) -> ScanChanges:
+    new, changed, vanished = {}, {}, {}
+    for role, prints in scan.fingerprints.items():
+        before = previous.get(role, {})
+        known = partitions.get(role, set())
+        new[role] = sorted(set(prints) - known, key=natural_key)
+        changed[role] = {t: fp for t, fp in sorted(prints.items()) if before.get(t) != fp or t not in known}
+        if scan.failed.get(role):
+            # A source of this role could not be listed: its titles are unknown, not gone or changed.
+            new[role], changed[role], vanished[role] = [], {}, []
+        else:
+            vanished[role] = sorted(known - set(prints), key=natural_key)
+    return ScanChanges(new, changed, vanished)
 
 
 def titles_by_role(sources: list[SourceConfig], role: str) -> dict[str, list[SourceConfig]]:

@@ -1,15 +1,16 @@
 """Which registered models an evaluation scores: the candidate, the champion, the ablation variants.
 
-Versions of `mangacolor-colorizer` carry a `variant` tag: "full" (the method) or an ablation
-("no_drafts", "no_adaptation", "no_self_training": the rows of the paper's Tables 1 and 3 that
-leave a part out). An evaluation scores
+Versions of `mangacolor-colorizer` are the full method; an ablation ("no_drafts", "no_adaptation",
+"no_self_training": the rows of the paper's Tables 1 and 3 that leave a part out) is registered as
+`mangacolor-colorizer-<variant>` with its `variant` tag (`mangacolor.registry`). An evaluation scores
 
 - the `candidate` alias in the automatic mode and with an empty draft (Table 1's "with empty
   coloring draft" row: the same model, its drafting network unused);
 - the `champion` alias, when it is another version, so the gate compares two models scored in the
   same run on the same pages (when it is the candidate it is listed with no modes: recorded, not
   scored twice);
-- the latest version of every other variant present.
+- the latest version of every variant present (older stores may hold variants under the main name,
+  told apart by their tag: those count too, never as candidate or champion).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 import mlflow
 
-from mangacolor.registry import MODEL_NAME
+from mangacolor.registry import FULL, MODEL_NAME, variant_models, variant_of, version_by_alias
 
 MODES = ("auto", "empty_draft")
 VARIANTS = ("full", "no_drafts", "no_adaptation", "no_self_training")
@@ -37,28 +38,21 @@ class EvalModel:
         return [f"{self.name}/{m}" for m in self.modes]
 
 
-def _alias(client: mlflow.MlflowClient, name: str, alias: str):
-    try:
-        return client.get_model_version_by_alias(name, alias)
-    except mlflow.exceptions.MlflowException:
-        return None
-
-
 def _variant(mv) -> str:
-    return (mv.tags or {}).get("variant", "full")
+    return variant_of(mv)
 
 
 def models_to_evaluate(client: mlflow.MlflowClient | None = None, name: str = MODEL_NAME) -> list[EvalModel]:
     """The models one evaluation run scores (see the module docstring); LookupError without a candidate."""
     client = client or mlflow.MlflowClient()
-    cand = _alias(client, name, "candidate")
+    cand = version_by_alias("candidate", name, client)
     if cand is None:
         raise LookupError(
             f"no version of {name!r} has the alias 'candidate' in the MLflow registry at {mlflow.get_tracking_uri()}: "
             "materialize colorizer_final first (it registers the bundle as the candidate)"
         )
     out = [EvalModel("candidate", "candidate", str(cand.version), _variant(cand), f"models:/{name}/{cand.version}", MODES)]
-    champ = _alias(client, name, "champion")
+    champ = version_by_alias("champion", name, client)
     if champ is not None:
         # The candidate may be the champion already: recorded, not scored twice (no modes).
         same = str(champ.version) == str(cand.version)
@@ -66,21 +60,18 @@ def models_to_evaluate(client: mlflow.MlflowClient | None = None, name: str = MO
                              () if same else ("auto",)))
     scored = {m.version for m in out}
     latest: dict[str, object] = {}
-    for mv in client.search_model_versions(f"name='{name}'"):
+    for mv in client.search_model_versions(f"name='{name}'"):  # variants registered before they had their own names
         v = _variant(mv)
-        if v != "full" and (v not in latest or int(mv.version) > int(latest[v].version)):
+        if v != FULL and str(mv.version) not in scored and (v not in latest or int(mv.version) > int(latest[v].version)):
             latest[v] = mv
+    latest.update(variant_models(client, name))
     for v in sorted(latest):
         mv = latest[v]
-        if str(mv.version) not in scored:
-            out.append(EvalModel(v, "variant", str(mv.version), v, f"models:/{name}/{mv.version}"))
+        out.append(EvalModel(v, "variant", str(mv.version), v, f"models:/{mv.name}/{mv.version}"))
     return out
 
 
 def latest_version(client: mlflow.MlflowClient, name: str = MODEL_NAME) -> int | None:
     """The highest version number registered under `name` (None if there is none yet)."""
-    try:
-        versions = client.search_model_versions(f"name='{name}'")
-    except mlflow.exceptions.MlflowException:
-        return None
+    versions = client.search_model_versions(f"name='{name}'")  # none registered: an empty list, not an error
     return max((int(mv.version) for mv in versions), default=None)

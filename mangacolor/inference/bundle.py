@@ -9,7 +9,9 @@
 
 Without the drafting networks the bundle still colorizes, with an empty draft (the paper's
 "empty draft" row). The same folder is what `colorizer_final` registers in MLflow, so
-`models:/mangacolor-colorizer@champion` and a local path load the same way.
+`models:/mangacolor-colorizer@champion` and a local path load the same way. This module knows
+bundles and how to fetch one behind a model URI; the registry (`mangacolor.registry`, which imports
+this module and never the other way round) decides names, versions and aliases.
 """
 
 from __future__ import annotations
@@ -49,12 +51,24 @@ def write_bundle(out_dir: str | Path, files: dict[str, str | Path], info: dict |
     return out
 
 
+def download_bundle(model_uri: str) -> Path:
+    """Local path of the bundle folder behind a registry or run model URI (MLflow downloads it)."""
+    import mlflow
+
+    local = Path(mlflow.artifacts.download_artifacts(model_uri))
+    for c in (local / "artifacts" / "bundle", local / "bundle", local):
+        if (c / BUNDLE_JSON).exists():
+            return c
+    found = list(local.rglob(BUNDLE_JSON))
+    if found:
+        return found[0].parent
+    raise FileNotFoundError(f"{model_uri}: downloaded to {local} but no {BUNDLE_JSON} inside")
+
+
 def resolve_bundle_path(location: str | Path) -> Path:
     """A local bundle folder, or an MLflow model URI (`models:/name@alias`, `runs:/...`) downloaded first."""
     text = str(location)
     if text.startswith(("models:/", "runs:/")):
-        from mangacolor.registry import download_bundle
-
         return download_bundle(text)
     path = Path(text)
     if path.is_file() and path.name == BUNDLE_JSON:

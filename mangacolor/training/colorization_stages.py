@@ -277,8 +277,8 @@ def ranked_rows(frame: pd.DataFrame, seed: int, salt: str) -> pd.DataFrame:
 
 def real_training_rows(store: Store, max_pages: int | None = None, seed: int = 0) -> pd.DataFrame:
     """The ok black-and-white pages of the train split with their store `uri`; the holdout is never among them."""
-    splits = store.latest_manifest("page_splits")
-    train_ids = set(training_pages(splits)["id"]) - set(holdout_pages(splits)["id"])
+    store.latest_dir("page_splits")  # a clear error when there is no split yet
+    train_ids = training_split_ids(store)
     pages = ok_rows(store, "bw_pages")
     rows = pages[pages["id"].isin(train_ids)].drop_duplicates("id")
     rows = ranked_rows(rows, seed, "real")
@@ -361,15 +361,36 @@ def synthetic_pairs(store: Store, titles: Sequence[str], use_drafts: bool) -> Pa
     return PairInputs(rows.sort_values(["title", "id"]).reset_index(drop=True), source, drafts_state, notes)
 
 
+def training_split_ids(store: Store) -> set[str]:
+    """Ids of the black-and-white pages of the train split of the latest `page_splits` (empty without one)."""
+    if store.latest_version("page_splits") is None:
+        return set()
+    splits = store.latest_manifest("page_splits")
+    return set(training_pages(splits)["id"]) - set(holdout_pages(splits)["id"])
+
+
 def matched_pairs(store: Store, use_drafts: bool) -> PairInputs:
-    """The matched real page pairs of `page_pairs` (bw page, colour page aligned onto it) for the fine-tune."""
+    """The matched real page pairs of `page_pairs` (bw page, colour page aligned onto it) for the fine-tune.
+
+    Only pairs whose black-and-white page is in the train split of `page_splits`: a split made before a
+    colour title paired with existing pages may hold one of them in the holdout, and the fine-tune must
+    not train on a page the holdout FID is measured on. `notes` says how many were left out.
+    """
+    empty = PairInputs(pd.DataFrame(columns=["id", "bw_id", "bw_uri", "color_uri", "draft_uri", "sha256"]), {}, "none")
     if store.latest_version("page_pairs") is None:
-        return PairInputs(pd.DataFrame(columns=["id", "bw_id", "bw_uri", "color_uri", "draft_uri"]), {}, "none")
+        return empty
     vdir = store.latest_dir("page_pairs")
     pairs = store.read_manifest(vdir)
     pairs = pairs[pairs["matched"].astype(bool) & (pairs["status"] == "ok")]
-    if store.latest_version("page_splits") is not None:  # held-out pairs are fid_report's paired test set
-        pairs = pairs[~pairs["bw_id"].isin(set(holdout_pages(store.latest_manifest("page_splits"))["id"]))]
+    train = training_split_ids(store)
+    outside = pairs[~pairs["bw_id"].isin(train)]
+    pairs = pairs[pairs["bw_id"].isin(train)]
+    notes = []
+    if store.latest_version("page_splits") is None and len(outside):
+        notes.append(f"page_splits not materialized: {len(outside)} matched pairs left out (no train split to check them against)")
+    elif len(outside):
+        notes.append(f"{len(outside)} matched pairs left out: their black-and-white page is not in the train split of page_splits "
+                     f"({', '.join(sorted(map(str, outside['bw_id']))[:5])}); re-materialize page_splits to train on them")
     rows = pd.DataFrame({
         "id": pairs["id"].values, "title": pairs["title"].values, "page": pairs["page"].values,
         "bw_id": pairs["bw_id"].values, "source_id": pairs["color_id"].values,
@@ -381,7 +402,7 @@ def matched_pairs(store: Store, use_drafts: bool) -> PairInputs:
         by_source = _drafts_by_source(store, sorted(set(rows["title"])))
         drafts_state = "coloring_drafts" if by_source else "missing"
         rows["draft_uri"] = [by_source.get(s) for s in rows["source_id"]]
-    return PairInputs(rows.sort_values("id").reset_index(drop=True), {}, drafts_state)
+    return PairInputs(rows.sort_values("id").reset_index(drop=True), {}, drafts_state, notes)
 
 
 def pseudolabel_pairs(store: Store, use_drafts: bool) -> pd.DataFrame:

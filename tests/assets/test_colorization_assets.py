@@ -203,7 +203,10 @@ def test_override_variant_switch_and_a_retried_finetune_that_resumes(chain, monk
     bundle = ModelBundle.load(first["bundle_uri"])
     bw = read_image(project["data"] / "bw" / "night_harbor" / "001.png", mode="L")
     assert bundle.colorize(bw, draft=bundle.drafts(bw)[0]).shape == (*bw.shape, 3)
-    assert client.get_model_version(MODEL_NAME, str(first["registered_version"])).tags["variant"] == "no_self_training"
+    # A variant is registered under its own name and never takes the main model's `candidate`.
+    candidate_before = client.get_model_version_by_alias(MODEL_NAME, "candidate").version
+    assert first["registered_model"] == f"{MODEL_NAME}-no_self_training" and first["alias"] == "none"
+    assert client.get_model_version(first["registered_model"], str(first["registered_version"])).tags["variant"] == "no_self_training"
 
     # More fine-tune steps, same config otherwise: the retry resumes from the first run's checkpoint.
     _write_section(project, finetune={"max_steps": 2})
@@ -211,7 +214,7 @@ def test_override_variant_switch_and_a_retried_finetune_that_resumes(chain, monk
     assert again["resumed_from_step"] == 1 and again["finetune_steps"] == 2
     assert client.get_run(again["mlflow_run_id"]).data.params["resumed_at"] == "1"
     assert again["registered_version"] == first["registered_version"] + 1
-    assert int(client.get_model_version_by_alias(MODEL_NAME, "candidate").version) == again["registered_version"]
+    assert client.get_model_version_by_alias(MODEL_NAME, "candidate").version == candidate_before
 
 
 def test_the_holdout_check_fails_when_a_stage_recorded_a_holdout_page(chain):
@@ -231,3 +234,23 @@ def test_the_holdout_check_fails_when_a_stage_recorded_a_holdout_page(chain):
     writer.commit()
     result = holdout_never_trained_step2(store=resource)
     assert not result.passed and result.metadata["leaked_ids"].value == [leaked]
+
+
+def test_the_fine_tune_has_a_blocking_holdout_check(chain):
+    from assets.colorization import holdout_never_trained_final
+    from assets.resources import StoreResource
+
+    _, _, project, result = chain
+    checks = {(c.asset_key.to_user_string(), c.check_name): c.passed for c in result.get_asset_check_evaluations()}
+    assert checks[("colorizer_final", "holdout_never_trained")]
+    assert all(spec.blocking for spec in holdout_never_trained_final.check_specs)
+    store = Store(project["artifacts"])
+    splits = store.latest_manifest("page_splits")
+    leaked = splits.loc[splits.split == "holdout", "id"].iloc[0]
+    writer = store.begin("colorizer_final")
+    for row in store.latest_manifest("colorizer_final").to_dict("records"):
+        writer.add(row)
+    writer.add({"id": f"matched_bw:{leaked}", "status": "ok", "role": "matched_bw", "page_id": leaked})
+    writer.commit()
+    failed = holdout_never_trained_final(store=StoreResource(artifact_root=str(project["artifacts"])))
+    assert not failed.passed and failed.metadata["leaked_ids"].value == [leaked]

@@ -148,6 +148,18 @@ def test_reports_for_both_sets_and_the_benchmark_are_written_flagged_and_cached(
     assert len(runs) == 3 and all(r.data.tags["fid_note"] == RANDOM_INIT_NOTE for r in runs)
     assert {"candidate/auto/fid", "no_drafts/auto/fid_hi"} <= set(runs[0].data.metrics)
 
+    # A forced leak: an (older) version of a training stage recorded an evaluated holdout page. The split
+    # says nothing (the page is still in the holdout), the record of what was trained on does.
+    evaluated = st.latest_manifest("fid_report", "holdout")["id"].iloc[0]
+    writer = st.begin("colorizer_step1_snapshots")
+    writer.add({"id": f"real_bw:{evaluated}", "status": "ok", "role": "real_bw", "page_id": evaluated})
+    writer.commit()
+    writer = st.begin("colorizer_step1_snapshots")  # a later version without it: history still counts
+    writer.add({"id": "real_bw:other", "status": "ok", "role": "real_bw", "page_id": "other"})
+    writer.commit()
+    _, checks = _run(defs, instance, ["fid_report"], "holdout", ok=False)
+    assert checks["holdout_disjoint_eval"] is False
+
 
 def test_gate_promotes_a_better_candidate_and_blocks_a_worse_one(env):
     defs = _preset(env, sets=["holdout"])

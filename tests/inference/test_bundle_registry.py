@@ -47,3 +47,45 @@ def test_register_alias_download_and_promote(bundle_dir, tmp_path):
     assert (local / "colorizer.safetensors").exists()
     out = ModelBundle.load(f"models:/{MODEL_NAME}@candidate").colorize(np.zeros((33, 33), np.uint8))
     assert out.shape == (33, 33, 3)
+
+
+def test_a_variant_is_registered_under_its_own_name_and_never_takes_a_main_alias(bundle_dir, tmp_path):
+    from mangacolor.eval.candidates import models_to_evaluate
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = mlflow.create_experiment("t", artifact_location=(tmp_path / "art").as_uri())
+    with mlflow.start_run(experiment_id=exp):
+        full = register_bundle(bundle_dir, tags={"variant": "full"})
+        variant = register_bundle(bundle_dir, tags={"variant": "no_drafts"})  # the default alias is "candidate"
+        both = register_bundle(bundle_dir, tags={"variant": "no_adaptation+no_self_training"})
+        with pytest.raises(ValueError, match="cannot be registered as 'mangacolor-colorizer'"):
+            register_bundle(bundle_dir, name=MODEL_NAME, tags={"variant": "no_drafts"})
+    assert variant.name == f"{MODEL_NAME}-no_drafts" and both.name == f"{MODEL_NAME}-no_adaptation-no_self_training"
+    client = mlflow.MlflowClient()
+    assert [mv.version for mv in client.search_model_versions(f"name='{MODEL_NAME}'")] == [full.version]
+    assert version_by_alias("candidate").version == full.version
+    assert client.get_registered_model(variant.name).aliases == {}
+    with pytest.raises(ValueError, match="only the full method"):
+        promote(variant.version, name=variant.name)
+    assert version_by_alias("champion") is None
+    # Evaluation finds the variants under their own names, as rows beside the candidate.
+    rows = {m.name: m for m in models_to_evaluate(client)}
+    assert rows["candidate"].version == str(full.version)
+    assert rows["no_drafts"].uri == f"models:/{MODEL_NAME}-no_drafts/{variant.version}" and rows["no_drafts"].role == "variant"
+    assert ModelBundle.load(rows["no_drafts"].uri).colorize(np.zeros((20, 20), np.uint8)).shape == (20, 20, 3)
+
+
+def test_a_broken_tracking_store_is_an_error_not_no_champion(bundle_dir, tmp_path):
+    import sqlite3
+
+    db = tmp_path / "mlflow.db"
+    mlflow.set_tracking_uri(f"sqlite:///{db}")
+    exp = mlflow.create_experiment("t", artifact_location=(tmp_path / "art").as_uri())
+    with mlflow.start_run(experiment_id=exp):
+        register_bundle(bundle_dir)
+    assert version_by_alias("champion") is None  # a genuine "alias not found"
+    assert version_by_alias("champion", name="never-registered") is None
+    with sqlite3.connect(db) as con:  # the store breaks (a failed migration, a half-restored backup)
+        con.execute("DROP TABLE registered_model_aliases")
+    with pytest.raises(mlflow.exceptions.MlflowException, match="registered_model_aliases"):
+        version_by_alias("champion")

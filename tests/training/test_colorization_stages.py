@@ -66,6 +66,38 @@ def test_synthetic_pairs_fall_back_per_title_and_say_so(tmp_path):
 GEN = StyleGAN2Config(size=32, style_dim=16, n_mlp=2, channel_multiplier=1, channel_max=8)
 
 
+def test_the_fine_tune_reads_only_matched_pairs_of_the_train_split(tmp_path):
+    """A split made before a colour title paired with existing pages holds one of them in the holdout:
+    the matched-pair fine-tune leaves that pair out and says so."""
+    rng = np.random.default_rng(0)
+    pages = {p: rng.integers(0, 256, (40, 32), dtype=np.uint8) for p in ("001", "002", "003")}
+
+    def matched(store: Store) -> None:
+        writer = store.begin("page_pairs")
+        for name in pages:
+            data = encode_png(np.stack([pages[name]] * 3, -1))
+            writer.add({"id": f"pair:t/{name}", "title": "t", "page": name, "bw_id": f"t/{name}", "color_id": f"t/{name}",
+                        "bw_uri": "unused", "path": writer.write(f"{name}.png", data), "sha256": sha256_bytes(data),
+                        "status": "ok", "matched": True})
+        writer.commit()
+
+    store = Store(tmp_path / "split")
+    matched(store)
+    writer = store.begin("page_splits")
+    for name, split in (("001", "train"), ("002", "holdout"), ("003", "train")):
+        writer.add({"id": f"t/{name}", "title": "t", "page": name, "sha256": name, "status": "ok", "split": split})
+    writer.commit()
+
+    pairs = stages.matched_pairs(store, use_drafts=False)
+    assert sorted(pairs.rows["bw_id"]) == ["t/001", "t/003"]
+    assert any("1 matched pairs left out" in n and "t/002" in n for n in pairs.notes)
+    # Without a split nothing is known to be train: no real pair reaches the fine-tune.
+    unsplit = Store(tmp_path / "no-split")
+    matched(unsplit)
+    empty = stages.matched_pairs(unsplit, use_drafts=False)
+    assert empty.rows.empty and "page_splits not materialized" in empty.notes[0]
+
+
 def store_drafting_models(store: Store, tmp_path) -> str:
     """A tiny StyleGAN and a colour encoder into the store, as the drafting assets write them; the stylegan version."""
     torch.manual_seed(0)
