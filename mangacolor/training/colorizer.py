@@ -48,6 +48,7 @@ from mangacolor.models.discriminator import ColorizationDiscriminator, Discrimin
 from mangacolor.tracking import Tracker
 from mangacolor.training.checkpoint import Checkpointer, save_weights
 from mangacolor.training.cues import CueConfig, sample_cues
+from mangacolor.training.loader import step_batches
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,8 @@ class ColorizerTrainConfig:
     checkpoint_every: int = 500
     log_every: int = 10
     sample_count: int = 4  # pages per sample grid
+    num_workers: int | None = None  # data-loading worker processes; None: MANGACOLOR_WORKERS or cores - 1 (max 8)
+    prefetch_factor: int = 2
 
     def resolved(self, step: Step) -> tuple[int, int, LossWeights]:
         if step not in STEP_DEFAULTS:
@@ -344,6 +347,7 @@ def train_colorizer(
     snapshot_every = snapshot_every or steps_per_epoch
 
     checkpointer = Checkpointer(out_dir / "checkpoints")
+    optimizers["scaler"] = scaler  # saved with the optimisers: its scale decides which fp16 steps are skipped
     state = checkpointer.restore(modules, optimizers)
     start = state["step"] if state else 0
     snapshots = [Snapshot(**s) for s in state["extra"].get("snapshots", [])] if state else []
@@ -369,7 +373,20 @@ def train_colorizer(
             sample = dataset[i]
             sample = augment(sample, np_rng) if augment is not None else random_crop(sample, cfg.crop, np_rng)
             samples.append(sample)
-        return collate(samples, dev)
+        return collate(samples, torch.device("cpu"))
+
+    def make(it: int) -> tuple:
+        """Step `it`'s batches and cues, built in a loader worker from (seed, it) alone."""
+        epoch = it // steps_per_epoch + 1
+        rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + it)
+        np_rng = np.random.default_rng([cfg.seed, it])
+        pairs = load(supervised, it, 0, np_rng)
+        cues = sample_cues(pairs, epoch, rng, cfg.cues)
+        real = real_cues = None
+        if unpaired_real is not None:
+            real = load(unpaired_real, it, 1, np_rng)
+            real_cues = sample_cues(real, epoch, rng, cfg.cues, hints=False)  # Ĥ: empty hint (eq. 9)
+        return pairs, cues, real, real_cues
 
     def save_snapshot(it: int, epoch: int) -> None:
         folder = out_dir / "snapshots" / f"step-{it:08d}"
@@ -384,19 +401,13 @@ def train_colorizer(
         checkpointer.save(it, modules, optimizers, {"snapshots": [dataclasses.asdict(s) for s in snapshots]})
 
     parts: dict[str, Any] = {}
-    for it in range(start, total_steps):
+    batches = step_batches(make, start, total_steps, dev, cfg.num_workers, cfg.prefetch_factor)
+    for it, (pairs, cues, real, real_cues) in batches:
         epoch = it // steps_per_epoch + 1
-        rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + it)
-        np_rng = np.random.default_rng([cfg.seed, it])
-
-        pairs = load(supervised, it, 0, np_rng)
-        cues = sample_cues(pairs, epoch, rng, cfg.cues)
         with spec.autocast():
             fake = generator(pairs["bw"], cues.hint, cues.draft)
         fake_real = None
-        if unpaired_real is not None:
-            real = load(unpaired_real, it, 1, np_rng)
-            real_cues = sample_cues(real, epoch, rng, cfg.cues, hints=False)  # Ĥ: empty hint (eq. 9)
+        if real is not None:
             with spec.autocast():
                 fake_real = generator(real["bw"], real_cues.hint, real_cues.draft)
 
