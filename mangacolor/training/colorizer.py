@@ -219,6 +219,43 @@ def collate(samples: list[Sample], device: torch.device) -> dict[str, torch.Tens
     return batch
 
 
+@dataclass
+class StepData:
+    """The data of training step `it`, from (seed, it) alone: what `train_colorizer` asks its loader workers for.
+
+    Returns (pairs, cues, real, real_cues) as CPU tensors: the supervised batch and its cues, and for
+    step 1 the real black-and-white batch with its empty-hint cues (None otherwise).
+    """
+
+    cfg: ColorizerTrainConfig
+    supervised: Dataset
+    unpaired_real: Dataset | None
+    batch_size: int
+    steps_per_epoch: int
+    augment: Augment | None = None
+
+    def load(self, dataset: Dataset, it: int, salt: int, np_rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        samples = []
+        for i in _stream_indices(len(dataset), it * self.batch_size, self.batch_size, self.cfg.seed, salt):
+            sample = dataset[i]
+            sample = self.augment(sample, np_rng) if self.augment is not None else random_crop(sample, self.cfg.crop, np_rng)
+            samples.append(sample)
+        return collate(samples, torch.device("cpu"))
+
+    def __call__(self, it: int) -> tuple:
+        cfg = self.cfg
+        epoch = it // self.steps_per_epoch + 1
+        rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + it)
+        np_rng = np.random.default_rng([cfg.seed, it])
+        pairs = self.load(self.supervised, it, 0, np_rng)
+        cues = sample_cues(pairs, epoch, rng, cfg.cues)
+        real = real_cues = None
+        if self.unpaired_real is not None:
+            real = self.load(self.unpaired_real, it, 1, np_rng)
+            real_cues = sample_cues(real, epoch, rng, cfg.cues, hints=False)  # Ĥ: empty hint (eq. 9)
+        return pairs, cues, real, real_cues
+
+
 # ---------------------------------------------------------------------------------------------
 # Outputs
 # ---------------------------------------------------------------------------------------------
@@ -367,26 +404,7 @@ def train_colorizer(
 
     grid_pairs, grid_real = fixed_batch(supervised), fixed_batch(unpaired_real)
 
-    def load(dataset: Dataset, it: int, salt: int, np_rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        samples = []
-        for i in _stream_indices(len(dataset), it * batch_size, batch_size, cfg.seed, salt):
-            sample = dataset[i]
-            sample = augment(sample, np_rng) if augment is not None else random_crop(sample, cfg.crop, np_rng)
-            samples.append(sample)
-        return collate(samples, torch.device("cpu"))
-
-    def make(it: int) -> tuple:
-        """Step `it`'s batches and cues, built in a loader worker from (seed, it) alone."""
-        epoch = it // steps_per_epoch + 1
-        rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + it)
-        np_rng = np.random.default_rng([cfg.seed, it])
-        pairs = load(supervised, it, 0, np_rng)
-        cues = sample_cues(pairs, epoch, rng, cfg.cues)
-        real = real_cues = None
-        if unpaired_real is not None:
-            real = load(unpaired_real, it, 1, np_rng)
-            real_cues = sample_cues(real, epoch, rng, cfg.cues, hints=False)  # Ĥ: empty hint (eq. 9)
-        return pairs, cues, real, real_cues
+    make = StepData(cfg, supervised, unpaired_real, batch_size, steps_per_epoch, augment)
 
     def save_snapshot(it: int, epoch: int) -> None:
         folder = out_dir / "snapshots" / f"step-{it:08d}"
@@ -480,6 +498,7 @@ __all__ = [
     "PairDataset",
     "STEP_DEFAULTS",
     "Snapshot",
+    "StepData",
     "augment_from_paired",
     "collate",
     "random_crop",
