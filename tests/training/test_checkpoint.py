@@ -116,7 +116,7 @@ def test_unreadable_latest_checkpoint_falls_back_to_the_one_before(tmp_path, dam
         (latest / "state.json").write_text("{\"step\": 2, \"ext")
 
     fresh = _model()
-    with pytest.warns(UserWarning, match=r"step-00000002 is unreadable .*falling back to the one before"):
+    with pytest.warns(UserWarning, match=r"(?s)step-00000002 is unreadable .*falling back to the one before"):
         restored = ck.restore({"m": fresh}, {"opt": torch.optim.Adam(fresh.parameters(), 1e-2)})
     assert restored["step"] == 1 and restored["extra"] == {"at": 1}
     assert all(torch.equal(fresh.state_dict()[k], v) for k, v in at_step_1.items())
