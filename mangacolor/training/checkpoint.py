@@ -2,11 +2,15 @@
 
 A checkpoint is a folder `step-00001234/` holding
   - `weights.safetensors`: every module's state dict, keys prefixed by the module's name (`g.`, `d.`),
-  - `optim.pt`: optimiser state dicts (plain tensors and numbers: loads with `weights_only=True`),
-  - `state.json`: step, caller's extra state and the Python / NumPy RNG states,
+  - `optim.pt`: the state dicts of the optimisers, the GradScaler and the learning-rate schedulers
+    (anything with `state_dict()` / `load_state_dict()`; plain tensors and numbers: loads with
+    `weights_only=True`),
+  - `state.json`: step (which is also the data position: every loop's batch s is a function of
+    (seed, s), see `loader.py`), caller's extra state and the Python / NumPy RNG states,
   - `rng.safetensors`: the torch CPU (and CUDA) RNG states.
-It is written under a temporary name and renamed into place, so a run killed mid-save leaves the
-previous checkpoint intact; `restore` picks the newest complete one.
+It is written under a temporary name, fsynced and renamed into place, so a run killed mid-save
+leaves the previous checkpoint intact; `restore` picks the newest complete one, and when that one
+cannot be read (a damaged disk, a truncated copy) it warns and falls back to the one before.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import os
 import random
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -111,8 +116,36 @@ def _set_rng_state(state: dict, tensors: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state_all(cuda)
 
 
+class CheckpointFallbackWarning(UserWarning):
+    """The newest checkpoint could not be read; an older one (or none) was used."""
+
+
+def _fsync_tree(folder: Path) -> None:
+    for f in folder.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
 class Checkpointer:
-    """Save / restore training state in `directory`, keeping the newest `keep_last` checkpoints."""
+    """Save / restore training state in `directory`, keeping the newest `keep_last` checkpoints.
+
+    `optimizers` may hold any object with `state_dict()` / `load_state_dict()`: optimisers, the
+    `GradScaler` (its scale and growth tracker decide which fp16 steps are skipped) and LR schedulers.
+    """
 
     def __init__(self, directory: str | Path, keep_last: int = 2):
         self.directory = Path(directory)
@@ -132,7 +165,7 @@ class Checkpointer:
         self,
         step: int,
         modules: dict[str, torch.nn.Module],
-        optimizers: dict[str, torch.optim.Optimizer] | None = None,
+        optimizers: dict[str, Any] | None = None,
         extra: dict | None = None,
     ) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -145,9 +178,11 @@ class Checkpointer:
             save_file({k: v.contiguous() for k, v in rng_tensors.items()}, str(tmp / "rng.safetensors"))
             # state.json last: its presence marks a complete checkpoint.
             (tmp / "state.json").write_text(json.dumps({"step": step, "extra": extra or {}, "rng": rng}))
+            _fsync_tree(tmp)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
+            _fsync_dir(self.directory)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -155,28 +190,49 @@ class Checkpointer:
             shutil.rmtree(old, ignore_errors=True)
         return final
 
+    def _read(self, path: Path) -> tuple[dict, dict, dict, dict]:
+        """Everything of one checkpoint, read before anything is loaded (a damaged file raises here)."""
+        flat = load_file(str(path / WEIGHTS))
+        opt_states = torch.load(path / "optim.pt", map_location="cpu", weights_only=True)
+        state = json.loads((path / "state.json").read_text())
+        rng = load_file(str(path / "rng.safetensors"))
+        if not isinstance(state, dict) or not {"step", "extra", "rng"} <= set(state):
+            raise ValueError("state.json lacks step / extra / rng")
+        return flat, opt_states, state, rng
+
     def restore(
         self,
         modules: dict[str, torch.nn.Module],
-        optimizers: dict[str, torch.optim.Optimizer] | None = None,
+        optimizers: dict[str, Any] | None = None,
         restore_rng: bool = True,
     ) -> dict | None:
-        """Load the newest checkpoint into `modules` / `optimizers`; None when there is none."""
-        path = self.latest()
-        if path is None:
+        """Load the newest readable checkpoint into `modules` / `optimizers`; None when there is none.
+
+        A checkpoint whose files cannot be read is skipped with a `CheckpointFallbackWarning` naming it
+        and the error; one that reads but does not fit the modules (another configuration) is an error.
+        """
+        for path in reversed(self.checkpoints()):
+            try:
+                flat, opt_states, state, rng = self._read(path)
+            except Exception as exc:  # noqa: BLE001 - any unreadable file means: try the one before
+                warnings.warn(f"checkpoint {path} is unreadable ({type(exc).__name__}: {exc}); falling back to the one before",
+                              CheckpointFallbackWarning, stacklevel=2)
+                continue
+            break
+        else:
+            if self.checkpoints():
+                warnings.warn(f"no readable checkpoint in {self.directory}: starting from scratch",
+                              CheckpointFallbackWarning, stacklevel=2)
             return None
-        flat = load_file(str(path / WEIGHTS))
         for name, module in modules.items():
             prefix = f"{name}."
-            state = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
-            if not state and any(True for _ in module.state_dict()):
+            module_state = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
+            if not module_state and any(True for _ in module.state_dict()):
                 raise KeyError(f"checkpoint {path} has no weights for module {name!r} (has: {sorted({k.split('.')[0] for k in flat})})")
-            module.load_state_dict(state)
-        opt_states = torch.load(path / "optim.pt", map_location="cpu", weights_only=True)
+            module.load_state_dict(module_state)
         for name, opt in (optimizers or {}).items():
             if name in opt_states:
                 opt.load_state_dict(opt_states[name])
-        state = json.loads((path / "state.json").read_text())
         if restore_rng:
-            _set_rng_state(state["rng"], load_file(str(path / "rng.safetensors")))
+            _set_rng_state(state["rng"], rng)
         return {"step": state["step"], "extra": state["extra"], "path": str(path)}

@@ -136,6 +136,8 @@ class ColorizationConfig(BaseModel):
     log_every: int = 10
     sample_count: int = 4
     max_real_pages: int | None = Field(None, description="cap on the real training pages step 1 reads (null: all)")
+    num_workers: int | None = Field(None, ge=0, description="data-loading worker processes (null: MANGACOLOR_WORKERS or cores - 1, at most 8)")
+    prefetch_factor: int = Field(2, ge=1, description="batches each worker prepares ahead")
     step1: Step1Section = Field(default_factory=Step1Section)
     step2: Step2Section = Field(default_factory=lambda: Step2Section(batch_size=8))
     finetune: StepSection = Field(default_factory=lambda: StepSection(epochs=2))
@@ -180,6 +182,8 @@ class ColorizationConfig(BaseModel):
             checkpoint_every=self.checkpoint_every,
             log_every=self.log_every,
             sample_count=self.sample_count,
+            num_workers=self.num_workers,
+            prefetch_factor=self.prefetch_factor,
         )
 
     def augmentation(self):

@@ -48,6 +48,7 @@ from mangacolor.models.discriminator import ColorizationDiscriminator, Discrimin
 from mangacolor.tracking import Tracker
 from mangacolor.training.checkpoint import Checkpointer, save_weights
 from mangacolor.training.cues import CueConfig, sample_cues
+from mangacolor.training.loader import step_batches
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,8 @@ class ColorizerTrainConfig:
     checkpoint_every: int = 500
     log_every: int = 10
     sample_count: int = 4  # pages per sample grid
+    num_workers: int | None = None  # data-loading worker processes; None: MANGACOLOR_WORKERS or cores - 1 (max 8)
+    prefetch_factor: int = 2
 
     def resolved(self, step: Step) -> tuple[int, int, LossWeights]:
         if step not in STEP_DEFAULTS:
@@ -214,6 +217,43 @@ def collate(samples: list[Sample], device: torch.device) -> dict[str, torch.Tens
         batch["draft"] = torch.stack(drafts).to(device)
         batch["has_draft"] = torch.tensor(["draft" in s for s in samples])
     return batch
+
+
+@dataclass
+class StepData:
+    """The data of training step `it`, from (seed, it) alone: what `train_colorizer` asks its loader workers for.
+
+    Returns (pairs, cues, real, real_cues) as CPU tensors: the supervised batch and its cues, and for
+    step 1 the real black-and-white batch with its empty-hint cues (None otherwise).
+    """
+
+    cfg: ColorizerTrainConfig
+    supervised: Dataset
+    unpaired_real: Dataset | None
+    batch_size: int
+    steps_per_epoch: int
+    augment: Augment | None = None
+
+    def load(self, dataset: Dataset, it: int, salt: int, np_rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        samples = []
+        for i in _stream_indices(len(dataset), it * self.batch_size, self.batch_size, self.cfg.seed, salt):
+            sample = dataset[i]
+            sample = self.augment(sample, np_rng) if self.augment is not None else random_crop(sample, self.cfg.crop, np_rng)
+            samples.append(sample)
+        return collate(samples, torch.device("cpu"))
+
+    def __call__(self, it: int) -> tuple:
+        cfg = self.cfg
+        epoch = it // self.steps_per_epoch + 1
+        rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + it)
+        np_rng = np.random.default_rng([cfg.seed, it])
+        pairs = self.load(self.supervised, it, 0, np_rng)
+        cues = sample_cues(pairs, epoch, rng, cfg.cues)
+        real = real_cues = None
+        if self.unpaired_real is not None:
+            real = self.load(self.unpaired_real, it, 1, np_rng)
+            real_cues = sample_cues(real, epoch, rng, cfg.cues, hints=False)  # Ĥ: empty hint (eq. 9)
+        return pairs, cues, real, real_cues
 
 
 # ---------------------------------------------------------------------------------------------
@@ -344,6 +384,7 @@ def train_colorizer(
     snapshot_every = snapshot_every or steps_per_epoch
 
     checkpointer = Checkpointer(out_dir / "checkpoints")
+    optimizers["scaler"] = scaler  # saved with the optimisers: its scale decides which fp16 steps are skipped
     state = checkpointer.restore(modules, optimizers)
     start = state["step"] if state else 0
     snapshots = [Snapshot(**s) for s in state["extra"].get("snapshots", [])] if state else []
@@ -363,13 +404,7 @@ def train_colorizer(
 
     grid_pairs, grid_real = fixed_batch(supervised), fixed_batch(unpaired_real)
 
-    def load(dataset: Dataset, it: int, salt: int, np_rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        samples = []
-        for i in _stream_indices(len(dataset), it * batch_size, batch_size, cfg.seed, salt):
-            sample = dataset[i]
-            sample = augment(sample, np_rng) if augment is not None else random_crop(sample, cfg.crop, np_rng)
-            samples.append(sample)
-        return collate(samples, dev)
+    make = StepData(cfg, supervised, unpaired_real, batch_size, steps_per_epoch, augment)
 
     def save_snapshot(it: int, epoch: int) -> None:
         folder = out_dir / "snapshots" / f"step-{it:08d}"
@@ -384,19 +419,13 @@ def train_colorizer(
         checkpointer.save(it, modules, optimizers, {"snapshots": [dataclasses.asdict(s) for s in snapshots]})
 
     parts: dict[str, Any] = {}
-    for it in range(start, total_steps):
+    batches = step_batches(make, start, total_steps, dev, cfg.num_workers, cfg.prefetch_factor)
+    for it, (pairs, cues, real, real_cues) in batches:
         epoch = it // steps_per_epoch + 1
-        rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + it)
-        np_rng = np.random.default_rng([cfg.seed, it])
-
-        pairs = load(supervised, it, 0, np_rng)
-        cues = sample_cues(pairs, epoch, rng, cfg.cues)
         with spec.autocast():
             fake = generator(pairs["bw"], cues.hint, cues.draft)
         fake_real = None
-        if unpaired_real is not None:
-            real = load(unpaired_real, it, 1, np_rng)
-            real_cues = sample_cues(real, epoch, rng, cfg.cues, hints=False)  # Ĥ: empty hint (eq. 9)
+        if real is not None:
             with spec.autocast():
                 fake_real = generator(real["bw"], real_cues.hint, real_cues.draft)
 
@@ -469,6 +498,7 @@ __all__ = [
     "PairDataset",
     "STEP_DEFAULTS",
     "Snapshot",
+    "StepData",
     "augment_from_paired",
     "collate",
     "random_crop",

@@ -38,6 +38,7 @@ from mangacolor.models.cut import (
 )
 from mangacolor.tracking import Tracker
 from mangacolor.training.checkpoint import Checkpointer, load_configured, save_weights
+from mangacolor.training.loader import step_batches
 from mangacolor.training.refiner import sample_strip, step_seed
 
 __all__ = ["CUTTrainConfig", "train_cut", "apply_cut", "load_cut_generator", "cut_optimizers", "random_crops"]
@@ -57,6 +58,8 @@ class CUTTrainConfig(BaseModel):
     log_every: int = 100
     sample_every: int = 2000
     seed: int = 0
+    num_workers: int | None = None  # data-loading worker processes; None: MANGACOLOR_WORKERS or cores - 1 (max 8)
+    prefetch_factor: int = 2
 
 
 def random_crops(pages: Sequence[np.ndarray], n: int, size: int, rng: np.random.Generator, flip: bool) -> torch.Tensor:
@@ -117,25 +120,24 @@ def train_cut(
         rng = np.random.default_rng(step_seed(cfg.seed, step))
         a = random_crops(source_pages, cfg.batch_size, cfg.crop, rng, cfg.flip)
         b = random_crops(target_pages, cfg.batch_size, cfg.crop, rng, cfg.flip)
-        return a.to(dev), b.to(dev)
+        return a, b
 
     # Data-dependent initialisation: the heads' sizes come from a first forward.
     with torch.no_grad():
-        F_mlp(G.encode(crops(0)[0]), generator=torch.Generator().manual_seed(cfg.seed))
+        F_mlp(G.encode(crops(0)[0].to(dev)), generator=torch.Generator().manual_seed(cfg.seed))
     optimizers = cut_optimizers(G, D, F_mlp, cfg)
     modules = {"g": G, "d": D, "f": F_mlp}
     scaler = torch.amp.GradScaler(dev.type, enabled=device.amp_dtype == torch.float16)
 
     ckpt = Checkpointer(out_dir / "checkpoints")
-    restored = ckpt.restore(modules, optimizers)
+    restored = ckpt.restore(modules, optimizers | {"scaler": scaler})
     start = restored["step"] if restored else 0
     tracker.log_params({"stage": "cut", **cfg.model_dump(mode="json")})
     if progress:
         progress(f"cut: {'resuming at step ' + str(start) if start else 'starting'} of {cfg.steps}")
 
     metrics: dict[str, float] = {}
-    for step in range(start, cfg.steps):
-        real_a, real_b = crops(step)
+    for step, (real_a, real_b) in step_batches(crops, start, cfg.steps, dev, cfg.num_workers, cfg.prefetch_factor):
         patches = torch.Generator().manual_seed(step_seed(cfg.seed, step, 1))
         n = real_a.shape[0]
         with device.autocast():
@@ -180,7 +182,7 @@ def train_cut(
         if done % cfg.sample_every == 0 or done == cfg.steps:
             tracker.log_image(f"cut/samples_{done:08d}.png", sample_strip(real_a, fake_b, real_b))
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-            ckpt.save(done, modules, optimizers, extra={"stage": "cut"})
+            ckpt.save(done, modules, optimizers | {"scaler": scaler}, extra={"stage": "cut"})
 
     weights = save_weights(out_dir / "cut_generator.safetensors", G, metadata={"config": asdict(m), "steps": cfg.steps})
     return {"weights": str(weights), "step": cfg.steps, "metrics": metrics}

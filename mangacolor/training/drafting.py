@@ -38,6 +38,7 @@ from mangacolor.models.psp import PSp, EncoderConfig
 from mangacolor.models.stylegan2 import load_generator
 from mangacolor.tracking import Tracker
 from mangacolor.training.checkpoint import Checkpointer, save_weights
+from mangacolor.training.loader import step_batches
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ class PSpTrainConfig:
     sample_every: int = 1000
     checkpoint_every: int = 1000
     n_samples: int = 4
+    num_workers: int | None = None  # data-loading worker processes; None: MANGACOLOR_WORKERS or cores - 1 (max 8)
+    prefetch_factor: int = 2
 
     def encoder(self) -> EncoderConfig:
         return EncoderConfig(self.input_nc, self.input_size, tuple(self.widths), tuple(self.units), self.se_reduction)
@@ -129,9 +132,10 @@ def _as_tensor(item, where: str) -> torch.Tensor:
 
 
 def _load_pair(pairs, index: int, psp: PSp, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pair `index` as CPU tensors (1, C, H, W): the input at the encoder's size, the target at the generator's."""
     x, y = pairs[index]
-    x = psp.prepare(_as_tensor(x, f"pair {index} input")[None].to(psp.latent_avg.device))
-    y = _as_tensor(y, f"pair {index} target")[None].to(psp.latent_avg.device)
+    x = psp.prepare(_as_tensor(x, f"pair {index} input")[None])
+    y = _as_tensor(y, f"pair {index} target")[None]
     if y.shape[1] != 3:
         raise ValueError(f"pair {index}: target must be a colour image (3 channels), got shape {tuple(y.shape[1:])}")
     if y.shape[-2:] != (size, size):
@@ -191,9 +195,11 @@ def train_psp(cfg: PSpTrainConfig, pairs, generator_weights: str | Path, out_dir
     if lpips_model is not None:
         lpips_model.to(spec.device)
     optim = torch.optim.Adam(psp.encoder.parameters(), lr=cfg.lr)
+    scaler = torch.amp.GradScaler(spec.device.type, enabled=spec.amp_dtype == torch.float16)
+    states = {"optim": optim, "scaler": scaler}
 
     checkpointer = Checkpointer(out_dir / "checkpoints")
-    restored = checkpointer.restore({"encoder": psp.encoder}, {"optim": optim})
+    restored = checkpointer.restore({"encoder": psp.encoder}, states)
     start = restored["step"] if restored else 0
     if restored:
         say(f"resumed from {restored['path']} at step {start}")
@@ -205,25 +211,26 @@ def train_psp(cfg: PSpTrainConfig, pairs, generator_weights: str | Path, out_dir
     total = cfg.epochs * steps_per_epoch
     size = decoder.size
     shown = [_load_pair(pairs, i, psp, size) for i in range(min(cfg.n_samples, n_pairs))]
-    sample_x, sample_y = torch.cat([x for x, _ in shown]), torch.cat([y for _, y in shown])
+    sample_x = torch.cat([x for x, _ in shown]).to(spec.device)
+    sample_y = torch.cat([y for _, y in shown]).to(spec.device)
 
-    perm_epoch, perm = -1, None
+    def make(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        # The batch of a step: positions in the shuffle of its epoch, seeded by (seed, epoch).
+        epoch, pos = divmod(step, steps_per_epoch)
+        perm = torch.randperm(n_pairs, generator=torch.Generator().manual_seed(spec.seed * 1_000_003 + epoch))
+        loaded = [_load_pair(pairs, int(i), psp, size) for i in perm[pos * batch : (pos + 1) * batch]]
+        return torch.cat([a for a, _ in loaded]), torch.cat([b for _, b in loaded])
+
     parts: dict[str, float] = {}
     t0, seen = time.perf_counter(), 0
-    for step in range(start, total):
-        epoch, pos = divmod(step, steps_per_epoch)
-        if epoch != perm_epoch:
-            perm_epoch = epoch
-            perm = torch.randperm(n_pairs, generator=torch.Generator().manual_seed(spec.seed * 1_000_003 + epoch))
-        loaded = [_load_pair(pairs, int(i), psp, size) for i in perm[pos * batch : (pos + 1) * batch]]
-        x, y = torch.cat([a for a, _ in loaded]), torch.cat([b for _, b in loaded])
-
+    for step, (x, y) in step_batches(make, start, total, spec.device, cfg.num_workers, cfg.prefetch_factor):
         with spec.autocast():
             image, w_plus = psp(x)
             loss, parts = draft_loss(image, y, w_plus, psp.latent_avg, cfg, lpips_model)
         optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
+        scaler.scale(loss).backward()
+        scaler.step(optim)
+        scaler.update()
         seen += batch
 
         done = step + 1
@@ -235,7 +242,7 @@ def train_psp(cfg: PSpTrainConfig, pairs, generator_weights: str | Path, out_dir
         if done % cfg.sample_every == 0 or done == total:
             tracker.log_image(f"drafts/step_{done:08d}.png", _sample_strip(psp, sample_x, sample_y))
         if done % cfg.checkpoint_every == 0 or done == total:
-            checkpointer.save(done, {"encoder": psp.encoder}, {"optim": optim})
+            checkpointer.save(done, {"encoder": psp.encoder}, states)
             say(f"checkpoint step {done}")
 
     tensors, metadata = psp.encoder_state()

@@ -36,6 +36,7 @@ from mangacolor.models.cut import PatchDiscriminator, lsgan_d_loss, lsgan_g_loss
 from mangacolor.models.refiner import Refiner, RefinerConfig
 from mangacolor.tracking import Tracker
 from mangacolor.training.checkpoint import Checkpointer, load_configured, save_weights
+from mangacolor.training.loader import step_batches
 
 VGG16_FILE = "vgg16-397923af.pth"
 VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
@@ -66,6 +67,8 @@ class RefinerTrainConfig(BaseModel):
     log_every: int = 50
     sample_every: int = 1000
     seed: int = 0
+    num_workers: int | None = None  # data-loading worker processes; None: MANGACOLOR_WORKERS or cores - 1 (max 8)
+    prefetch_factor: int = 2
 
 
 # --- perceptual loss -----------------------------------------------------------------------------
@@ -208,6 +211,7 @@ def train_refiner(
     scaler = torch.amp.GradScaler(dev.type, enabled=device.amp_dtype == torch.float16)
     augment = paired_augmentation(cfg.crop_hw, brightness=0, contrast=0, saturation=0, jitter_p=0.0, grey_p=0.0, seed=cfg.seed)
 
+    optimizers["scaler"] = scaler
     ckpt = Checkpointer(out_dir / "checkpoints")
     restored = ckpt.restore(modules, optimizers)
     start = restored["step"] if restored else 0
@@ -216,9 +220,8 @@ def train_refiner(
         progress(f"refiner: {'resuming at step ' + str(start) if start else 'starting'} of {cfg.steps}")
 
     metrics: dict[str, float] = {}
-    for step in range(start, cfg.steps):
-        x, y = _batch(cfg, pairs, augment, step)
-        x, y = x.to(dev), y.to(dev)
+    batches = step_batches(lambda s: _batch(cfg, pairs, augment, s), start, cfg.steps, dev, cfg.num_workers, cfg.prefetch_factor)
+    for step, (x, y) in batches:
         with device.autocast():
             fake = model(x)
         if cfg.adversarial:

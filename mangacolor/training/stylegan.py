@@ -47,6 +47,7 @@ from mangacolor.models.stylegan2 import (
 )
 from mangacolor.tracking import Tracker
 from mangacolor.training.checkpoint import Checkpointer, save_weights
+from mangacolor.training.loader import step_batches
 
 GENERATOR_FILE = "generator.safetensors"
 
@@ -81,6 +82,8 @@ class StyleGANTrainConfig:
     checkpoint_every: int = 2000
     n_samples: int = 8
     truncations: tuple[float, ...] = (1.0, 0.7, 0.5)
+    num_workers: int | None = None  # data-loading worker processes; None: MANGACOLOR_WORKERS or cores - 1 (max 8)
+    prefetch_factor: int = 2
 
     def networks(self) -> StyleGAN2Config:
         return StyleGAN2Config(self.size, self.style_dim, self.n_mlp, self.channel_multiplier, self.channel_max)
@@ -341,8 +344,10 @@ def train_stylegan(cfg: StyleGANTrainConfig, images, out_dir: str | Path, device
     sample_z = torch.randn(cfg.n_samples, cfg.style_dim, generator=torch.Generator().manual_seed(spec.seed)).to(spec.device)
     metrics: dict[str, float] = {}
     t0, images_done = time.perf_counter(), 0
-    for step in range(start, cfg.iterations):
-        real = batches(step, spec.device)
+    cpu = torch.device("cpu")
+    # A streamed (non-indexable) source has one position, kept in this process: no workers then.
+    workers = cfg.num_workers if batches.indexable else 0
+    for step, real in step_batches(lambda s: batches(s, cpu), start, cfg.iterations, spec.device, workers, cfg.prefetch_factor):
         metrics = stylegan_step(state, real, step, cfg, spec)
         images_done += cfg.batch_size
         done = step + 1

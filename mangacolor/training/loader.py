@@ -1,0 +1,120 @@
+"""Training batches built in `torch.utils.data.DataLoader` workers, as a pure function of (seed, step).
+
+Every training loop describes its data as `make(step) -> batch`: which pages, which crops, flips,
+augmentations and cues of step s come from generators seeded by (seed, s) inside `make`, never from
+a worker's or the main process's global RNG. `step_batches` then iterates the steps start..stop-1
+through a `DataLoader` whose item s is `make(s)`: pages are decoded and augmented in worker
+processes, several steps ahead (`prefetch_factor` per worker), into pinned memory when the device
+is a GPU, and the loop gets exactly the batches a single-process run would, in order. A resumed run
+starts the loader at its checkpoint's step, so the data position is the step itself.
+
+Workers: `num_workers=None` means `MANGACOLOR_WORKERS` if set, else min(8, cores available - 1).
+They are forked on Linux (so `make` may close over lists of pages and models without pickling);
+elsewhere `make` must be picklable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+WORKERS_ENV = "MANGACOLOR_WORKERS"
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def default_workers() -> int:
+    """`MANGACOLOR_WORKERS` if set, else one worker per core but one (for the training loop), at most 8."""
+    env = os.environ.get(WORKERS_ENV)
+    if env not in (None, ""):
+        try:
+            n = int(env)
+        except ValueError:
+            raise ValueError(f"{WORKERS_ENV} must be a whole number of data-loading workers, got {env!r}") from None
+        if n < 0:
+            raise ValueError(f"{WORKERS_ENV} must be 0 or more, got {n}")
+        return n
+    return max(0, min(8, available_cores() - 1))
+
+
+class StepBatches(Dataset):
+    """Item s is the batch of training step s, `make(s)`."""
+
+    def __init__(self, make: Callable[[int], Any], stop: int):
+        self.make, self.stop = make, stop
+
+    def __len__(self) -> int:
+        return self.stop
+
+    def __getitem__(self, step: int) -> Any:
+        return self.make(int(step))
+
+
+def _worker_init(_worker_id: int) -> None:
+    # One process per core already: OpenCV's own thread pool would only oversubscribe.
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:  # pragma: no cover - cv2 is a dependency
+        pass
+
+
+def to_device(batch: Any, device: torch.device, non_blocking: bool = False) -> Any:
+    """Tensors in nested dicts / lists / tuples / dataclasses moved to `device`; anything else kept."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=non_blocking)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device, non_blocking) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device, non_blocking) for v in batch)
+    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
+        return dataclasses.replace(batch, **{f.name: to_device(getattr(batch, f.name), device, non_blocking)
+                                             for f in dataclasses.fields(batch) if f.init})
+    return batch
+
+
+def step_loader(make: Callable[[int], Any], start: int, stop: int, device: torch.device,
+                num_workers: int | None = None, prefetch_factor: int = 2) -> DataLoader:
+    """The `DataLoader` over steps start..stop-1 (see the module docstring)."""
+    workers = default_workers() if num_workers is None else num_workers
+    if workers < 0:
+        raise ValueError(f"num_workers must be 0 or more, got {workers}")
+    workers = min(workers, max(0, stop - start))
+    context = None
+    if workers > 0 and "fork" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("fork")
+    return DataLoader(
+        StepBatches(make, stop),
+        batch_size=None,  # make(s) is already the whole batch
+        sampler=range(start, stop),
+        num_workers=workers,
+        pin_memory=torch.device(device).type == "cuda",
+        prefetch_factor=prefetch_factor if workers > 0 else None,
+        worker_init_fn=_worker_init if workers > 0 else None,
+        multiprocessing_context=context,
+        # A private generator: creating the iterator must not draw from the global torch RNG,
+        # which the loops' checkpoints save and restore.
+        generator=torch.Generator().manual_seed(0),
+    )
+
+
+def step_batches(make: Callable[[int], Any], start: int, stop: int, device: torch.device,
+                 num_workers: int | None = None, prefetch_factor: int = 2) -> Iterator[tuple[int, Any]]:
+    """(step, batch on `device`) for step = start..stop-1, batches built by `make` in workers."""
+    device = torch.device(device)
+    loader = step_loader(make, start, stop, device, num_workers, prefetch_factor)
+    pinned = loader.pin_memory
+    for step, batch in zip(range(start, stop), loader):
+        yield step, to_device(batch, device, non_blocking=pinned)
