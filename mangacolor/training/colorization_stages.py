@@ -126,6 +126,8 @@ class ColorizationConfig(BaseModel):
     discriminator: dict = Field(default_factory=dict, description="DiscriminatorConfig fields; `tiny: true` starts from DiscriminatorConfig.tiny()")
     cues: dict = Field(default_factory=dict, description="{hint: HintConfig fields, schedule: [{first_epoch, p_hint, p_draft}, ...]}")
     crop: tuple[int, int] = (768, 512)
+    canvas: tuple[int, int] | None = Field(None, description="(H, W) every page is brought to, keeping its aspect, before the crop "
+                                                             "(Appendix B: the 3:2 canvas, 768x512); null: the crop. Inference uses it too")
     augment: dict | None = Field(default_factory=dict, description="paired_augmentation keywords (Appendix B); null: plain random crops")
     betas: tuple[float, float] = (0.5, 0.999)
     perceptual_layers: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
@@ -169,6 +171,7 @@ class ColorizationConfig(BaseModel):
             epochs=s.epochs or epochs,
             batch_size=s.batch_size or batch,
             crop=tuple(self.crop),
+            canvas=self.page_canvas(),
             lr_g=s.lr_g,
             lr_d=s.lr_d,
             betas=tuple(self.betas),
@@ -189,7 +192,12 @@ class ColorizationConfig(BaseModel):
         from mangacolor.data.augment import paired_augmentation
         from mangacolor.training.colorizer import augment_from_paired
 
-        return augment_from_paired(paired_augmentation(crop_hw=tuple(self.crop), seed=self.seed, **self.augment))
+        return augment_from_paired(paired_augmentation(crop_hw=tuple(self.crop), seed=self.seed, canvas=self.page_canvas(),
+                                                       **self.augment))
+
+    def page_canvas(self) -> tuple[int, int]:
+        """The training canvas (H, W): what a page is scaled to cover in training and in use."""
+        return tuple(self.canvas or self.crop)
 
 
 def _tuples(d: dict) -> dict:
@@ -257,16 +265,22 @@ class StorePairs(Dataset):
 
 
 class StoreBw(Dataset):
-    """Real black-and-white pages (step 1's adversarial domain)."""
+    """Real black-and-white pages (step 1's adversarial domain), with their drafting-network drafts
+    (`draft_uri`, S of eq. 9) where the rows have them."""
 
     def __init__(self, store: Store, rows: pd.DataFrame):
         self.bw = StoreImages(store, rows["uri"], "L")
+        self.drafts = StoreImages(store, rows["draft_uri"] if "draft_uri" in rows else [None] * len(rows), "RGB")
 
     def __len__(self) -> int:
         return len(self.bw)
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
-        return {"bw": self.bw[i]}
+        sample = {"bw": self.bw[i]}
+        draft = self.drafts[i]
+        if draft is not None:
+            sample["draft"] = draft
+        return sample
 
 
 def ranked_rows(frame: pd.DataFrame, seed: int, salt: str) -> pd.DataFrame:

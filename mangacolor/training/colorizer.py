@@ -76,6 +76,7 @@ class ColorizerTrainConfig:
     epochs: int | None = None  # None: the step's default (STEP_DEFAULTS)
     batch_size: int | None = None
     crop: tuple[int, int] = (768, 512)  # (H, W): Appendix B trains on 3:2 portrait crops
+    canvas: tuple[int, int] | None = None  # pages brought to this canvas before cropping; None: the crop
     lr_g: float = 1e-4
     lr_d: float = 4e-4
     betas: tuple[float, float] = (0.5, 0.999)  # not in the paper; the usual GAN choice
@@ -144,11 +145,17 @@ class BwDataset(Dataset):
         return sample
 
 
-def random_crop(sample: Sample, size: tuple[int, int], rng: np.random.Generator | None) -> Sample:
-    """Mirror-pad pages smaller than `size`, then crop (random, or centred when rng is None).
+def random_crop(sample: Sample, size: tuple[int, int], rng: np.random.Generator | None,
+                canvas: tuple[int, int] | None = None) -> Sample:
+    """The plain page transform: page on its canvas, mirror-pad if smaller than `size`, then crop
+    (random, or centred when rng is None).
 
-    The same window is cut from "bw" and "color"; the draft is global (a whole-page 256×256) and kept.
+    The same window is cut from "bw", "color" and the whole-page "draft", which is first stretched
+    onto the page (`mangacolor.data.augment.to_canvas`), so the draft stays on the region it colours.
     """
+    from mangacolor.data.augment import to_canvas
+
+    sample = to_canvas(sample, canvas)
     h, w = sample["bw"].shape[:2]
     th, tw = size
     ph, pw = max(0, th - h), max(0, tw - w)
@@ -157,7 +164,7 @@ def random_crop(sample: Sample, size: tuple[int, int], rng: np.random.Generator 
         top, left = (h + ph - th) // 2, (w + pw - tw) // 2
     else:
         top, left = int(rng.integers(0, h + ph - th + 1)), int(rng.integers(0, w + pw - tw + 1))
-    for key in ("bw", "color"):
+    for key in ("bw", "color", "draft"):
         if key in sample:
             a = sample[key]
             if ph or pw:
@@ -171,16 +178,17 @@ def augment_from_paired(augmentation: Callable[..., dict]) -> Augment:
     """Adapt `mangacolor.data.augment.PairedAugmentation` (keyword call with a seed) to `Augment`.
 
     The colour page is the target and the source of the 3% grey substitution; a page without
-    colour (real black-and-white) is its own dummy target.
+    colour (real black-and-white) is its own dummy target. The draft goes through the same transform.
     """
 
     def apply(sample: Sample, rng: np.random.Generator) -> Sample:
         seed = int(rng.integers(2**31 - 1))
+        draft = {"draft": sample["draft"]} if sample.get("draft") is not None else {}
         if "color" in sample:
-            out = augmentation(input=sample["bw"], target=sample["color"], color_for_grey=sample["color"], seed=seed)
-            return sample | {"bw": out["input"], "color": out["target"]}
-        out = augmentation(input=sample["bw"], target=sample["bw"], seed=seed)
-        return sample | {"bw": out["input"]}
+            out = augmentation(input=sample["bw"], target=sample["color"], color_for_grey=sample["color"], seed=seed, **draft)
+            return sample | {"bw": out["input"], "color": out["target"]} | ({"draft": out["draft"]} if draft else {})
+        out = augmentation(input=sample["bw"], target=sample["bw"], seed=seed, **draft)
+        return sample | {"bw": out["input"]} | ({"draft": out["draft"]} if draft else {})
 
     return apply
 
@@ -305,6 +313,7 @@ def train_colorizer(
     """
     spec = _as_spec(device, cfg.seed)
     dev = spec.device
+    canvas = tuple(cfg.canvas or cfg.crop)
     epochs, batch_size, weights = cfg.resolved(step)
     out_dir = Path(out_dir)
     say = progress or (lambda _msg: None)
@@ -359,7 +368,7 @@ def train_colorizer(
         if dataset is None:
             return None
         n = min(cfg.sample_count, len(dataset))
-        return collate([random_crop(dataset[i], cfg.crop, None) for i in range(n)], dev)
+        return collate([random_crop(dataset[i], cfg.crop, None, canvas) for i in range(n)], dev)
 
     grid_pairs, grid_real = fixed_batch(supervised), fixed_batch(unpaired_real)
 
@@ -367,7 +376,7 @@ def train_colorizer(
         samples = []
         for i in _stream_indices(len(dataset), it * batch_size, batch_size, cfg.seed, salt):
             sample = dataset[i]
-            sample = augment(sample, np_rng) if augment is not None else random_crop(sample, cfg.crop, np_rng)
+            sample = augment(sample, np_rng) if augment is not None else random_crop(sample, cfg.crop, np_rng, canvas)
             samples.append(sample)
         return collate(samples, dev)
 
