@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -283,6 +284,29 @@ def sample_grid(generator: nn.Module, pairs: dict[str, torch.Tensor] | None, rea
 # ---------------------------------------------------------------------------------------------
 
 
+def cue_epoch(epochs_before: int, it: int, steps_per_epoch: int) -> int:
+    """The 1-based epoch of Appendix D's cue schedule at loop step `it`.
+
+    The schedule describes the life of one network: "at the first epoch ... on the fourth epoch and
+    beyond". So its epoch counts every epoch the weights have been trained, across stages: a stage
+    that starts from trained weights (the fine-tune after step 1, step 2 from a snapshot) continues
+    their count (`epochs_before`, whole epochs, from the weights' metadata), and only a new network
+    starts at epoch 1. The two-epoch fine-tune after 15 epochs of step 1 thus trains at epochs 16–17
+    with the schedule's last row, drafts included.
+    """
+    return int(epochs_before) + it // steps_per_epoch + 1
+
+
+def weights_epochs(path: str | Path | None) -> int:
+    """Whole epochs the generator in `path` was trained (its `epochs_trained` metadata); 0 for None or an older file."""
+    if path is None:
+        return 0
+    from mangacolor.training.checkpoint import load_weights
+
+    _, meta = load_weights(path)
+    return int(math.floor(float(meta.get("epochs_trained", 0)) + 1e-9))
+
+
 def _as_spec(device: DeviceSpec | torch.device | str, seed: int) -> DeviceSpec:
     if isinstance(device, DeviceSpec):
         return device
@@ -301,6 +325,7 @@ def train_colorizer(
     init_weights: str | Path | None = None,
     snapshot_every: int | None = None,
     augment: Augment | None = None,
+    epochs_before: int | None = None,
 ) -> ColorizerTrainResult:
     """Train (or resume training) one step of the colorization network; see the module docstring.
 
@@ -308,7 +333,9 @@ def train_colorizer(
     `real_bw`: "adapt": real black-and-white pages; "self_train": real pages with pseudolabels
     (a pair dataset); "finetune": unused. `init_weights`: a generator safetensors file to start from
     (else Xavier + the configured encoder file). `snapshot_every`: steps between generator snapshots
-    with sample grids (default: one per epoch). Output files go under `out_dir`: checkpoints/,
+    with sample grids (default: one per epoch). `epochs_before`: whole epochs the starting weights were
+    trained (default: read from `init_weights`' metadata, 0 for a new network), see `cue_epoch`.
+    Output files go under `out_dir`: checkpoints/,
     snapshots/step-N/{generator.safetensors, samples.png}, generator.safetensors, discriminator.safetensors.
     """
     spec = _as_spec(device, cfg.seed)
@@ -330,6 +357,11 @@ def train_colorizer(
         raise ValueError(f"step {step!r}: no training pairs")
     adversarial = weights.syn > 0 or weights.real_g > 0
     unpaired_real = real_bw if step == "adapt" else None
+    # D's "real" side is real colour pages (eq. 10): in step 2 the colour pages of the synthetic pairs,
+    # never the pseudolabels, which are the generator's own colorings.
+    real_colour = synthetic_pairs if step == "self_train" else None
+    if epochs_before is None:
+        epochs_before = weights_epochs(init_weights)
 
     # Build. Seeding first makes the Xavier init (and so a fresh run) reproducible.
     torch.manual_seed(cfg.seed)
@@ -360,7 +392,8 @@ def train_colorizer(
         log.info("colorizer %s: resumed from %s at step %d", step, state["path"], start)
         say(f"colorizer {step}: resumed from {state['path']} at step {start}/{total_steps}")
     tracker.log_params({"step": step, "epochs": epochs, "batch_size": batch_size, "total_steps": total_steps,
-                        "loss_weights": weights.to_dict(), "config": cfg.to_dict(), "resumed_at": start})
+                        "loss_weights": weights.to_dict(), "config": cfg.to_dict(), "resumed_at": start,
+                        "epochs_before": epochs_before})
     if perceptual is not None and perceptual.random_init:
         tracker.log_text("WARNING_random_vgg.txt", "perceptual loss used a random VGG16: not the paper's loss\n")
 
@@ -382,7 +415,8 @@ def train_colorizer(
 
     def save_snapshot(it: int, epoch: int) -> None:
         folder = out_dir / "snapshots" / f"step-{it:08d}"
-        meta = {"generator_config": cfg.generator.to_dict(), "step": it, "epoch": epoch, "train_step": step}
+        meta = {"generator_config": cfg.generator.to_dict(), "step": it, "epoch": epoch, "train_step": step,
+                "epochs_trained": epochs_before + it / steps_per_epoch}
         save_weights(folder / "generator.safetensors", generator, meta)
         grid = sample_grid(generator, grid_pairs, grid_real)
         _write_png(folder / "samples.png", grid)
@@ -399,13 +433,14 @@ def train_colorizer(
         np_rng = np.random.default_rng([cfg.seed, it])
 
         pairs = load(supervised, it, 0, np_rng)
-        cues = sample_cues(pairs, epoch, rng, cfg.cues)
+        c_epoch = cue_epoch(epochs_before, it, steps_per_epoch)
+        cues = sample_cues(pairs, c_epoch, rng, cfg.cues)
         with spec.autocast():
             fake = generator(pairs["bw"], cues.hint, cues.draft)
         fake_real = None
         if unpaired_real is not None:
             real = load(unpaired_real, it, 1, np_rng)
-            real_cues = sample_cues(real, epoch, rng, cfg.cues, hints=False)  # Ĥ: empty hint (eq. 9)
+            real_cues = sample_cues(real, c_epoch, rng, cfg.cues, hints=False)  # Ĥ: empty hint, S per the schedule (eq. 9)
             with spec.autocast():
                 fake_real = generator(real["bw"], real_cues.hint, real_cues.draft)
 
@@ -413,10 +448,11 @@ def train_colorizer(
         parts = {}
         if discriminator is not None:
             discriminator.requires_grad_(True)
+            y_real = pairs["color"] if real_colour is None else load(real_colour, it, 2, np_rng)["color"]
             with spec.autocast():
                 d_loss, d_parts = discriminator_loss(
                     weights,
-                    discriminator(pairs["color"]),
+                    discriminator(y_real),
                     discriminator(fake.detach()),
                     discriminator(fake_real.detach()) if fake_real is not None else None,
                 )
@@ -444,7 +480,11 @@ def train_colorizer(
 
         done = it + 1
         if done % cfg.log_every == 0 or done == total_steps:
-            metrics = {k: float(v) for k, v in parts.items()} | {"epoch": float(epoch)}
+            metrics = {k: float(v) for k, v in parts.items()} | {
+                "epoch": float(epoch), "cue_epoch": float(c_epoch),
+                "drafts": float(cues.has_draft.float().mean()), "hints": float(cues.has_hint.float().mean())}
+            if fake_real is not None:
+                metrics["real_drafts"] = float(real_cues.has_draft.float().mean())
             tracker.log_metrics(metrics, step=done)
             say(f"colorizer {step}: step {done}/{total_steps} epoch {epoch} " + " ".join(
                 f"{k}={v:.4f}" for k, v in metrics.items() if k in ("g_mae", "g_total", "d_total")))
@@ -454,6 +494,7 @@ def train_colorizer(
             checkpoint(done)
 
     meta = {"generator_config": cfg.generator.to_dict(), "steps": total_steps, "train_step": step,
+            "epochs_trained": epochs_before + total_steps / steps_per_epoch,
             "perceptual_random": bool(perceptual is not None and perceptual.random_init)}
     g_path = save_weights(out_dir / "generator.safetensors", generator, meta)
     d_path = None
@@ -480,7 +521,9 @@ __all__ = [
     "Snapshot",
     "augment_from_paired",
     "collate",
+    "cue_epoch",
     "random_crop",
     "sample_grid",
     "train_colorizer",
+    "weights_epochs",
 ]
