@@ -343,7 +343,8 @@ def selected_snapshots(context: dg.AssetExecutionContext, config: SnapshotSelect
     with tempfile.TemporaryDirectory() as tmp, mlflow.run(context, params=params) as tracker:
         local = [(int(r.step), int(r.epoch), _to_local(st, f"{vdir1}/{r.path}", Path(tmp) / f"{int(r.step)}.safetensors"))
                  for r in shots.itertuples()]
-        ranking = stages.rank_snapshots(local, validation, reference, sel, spec.device, extractor, context.log.info, spec.autocast)
+        ranking = stages.rank_snapshots(local, validation, reference, sel, spec.device, extractor, context.log.info, spec.autocast,
+                                        cfg.page_canvas())
         chosen = stages.choose(ranking.table, sel.keep, config.override)
         tags = {"metric": sel.metric, "selected_steps": json.dumps(chosen), "override": str(bool(config.override)).lower(),
                 "random_init": str(ranking.random_init).lower(), "feature_extractor": ranking.feature_extractor}
@@ -409,7 +410,7 @@ def pseudolabels(context: dg.AssetExecutionContext, settings: SettingsResource, 
             fallbacks.append("inversion_encoder not materialized: colorings differ by snapshot only, no drafts")
         snapshots = [(int(r.step), _to_local(st, r.uri, Path(tmp) / f"{int(r.step)}.safetensors")) for r in chosen.itertuples()]
         summary = stages.make_pseudolabels(st, real, snapshots, writer, cfg.pseudolabels, spec.device, inversion, cfg.seed,
-                                           progress_logger(context, len(real), "pseudolabels"), spec.autocast)
+                                           progress_logger(context, len(real), "pseudolabels"), spec.autocast, cfg.page_canvas())
         fallback = _fallback_meta(fallbacks)
         version, vdir, frame = writer.commit(salt=json.dumps({"snapshots": [s for s, _ in snapshots], "use_drafts": flags.use_drafts}))
         tracker.log_metrics({"pages": summary.pages, "colorings": summary.colorings, "per_page": summary.per_page})

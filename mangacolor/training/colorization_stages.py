@@ -529,17 +529,21 @@ def load_generator(path: str | Path, device: torch.device) -> torch.nn.Module:
 # ---------------------------------------------------------------------------------------------
 
 
-def _scaled(page: np.ndarray, long_side: int | None) -> np.ndarray:
-    if long_side is None or max(page.shape[:2]) <= long_side:
-        return page
-    s = long_side / max(page.shape[:2])
-    return _fit(page, (max(1, round(page.shape[0] * s)), max(1, round(page.shape[1] * s))))
+def _scaled(page: np.ndarray, long_side: int | None, canvas: tuple[int, int] | None = None) -> np.ndarray:
+    from mangacolor.data.augment import resize_to
+    from mangacolor.inference.colorize import working_size
+
+    return resize_to(page, working_size(*page.shape[:2], long_side, canvas))
 
 
 def colorize_grey(generator: torch.nn.Module, page: np.ndarray, draft: torch.Tensor | None = None,
-                  long_side: int | None = None, autocast=contextlib.nullcontext) -> np.ndarray:
-    """uint8 grey page -> uint8 RGB at the page's size; empty hint, optional draft (1,3,h,w) in [-1, 1]."""
-    small = _scaled(page, long_side)
+                  long_side: int | None = None, autocast=contextlib.nullcontext, canvas: tuple[int, int] | None = None) -> np.ndarray:
+    """uint8 grey page -> uint8 RGB at the page's size; empty hint, optional draft (1,3,h,w) in [-1, 1].
+
+    The generator sees the page on the training `canvas` (the scale it was trained at), at most
+    `long_side` long; the colouring is resized back onto the page.
+    """
+    small = _scaled(page, long_side, canvas)
     device = next(generator.parameters()).device
     with autocast():
         out = colorize(generator, to_tensor(small)[None].to(device), draft=None if draft is None else draft.to(device))
@@ -579,6 +583,7 @@ def rank_snapshots(
     extractor=None,
     progress: Callable[[str], None] | None = None,
     autocast=contextlib.nullcontext,
+    canvas: tuple[int, int] | None = None,
 ) -> Ranking:
     """Colorize `validation` (real grey pages) with each snapshot (step, epoch, weights) and rank the
     snapshots by `cfg.metric` of their colorings against `reference` colour pages (lower is better).
@@ -593,7 +598,7 @@ def rank_snapshots(
     rows, colorings, notes = [], {}, set()
     for step, epoch, path in snapshots:
         generator = load_generator(path, device)
-        pages = [colorize_grey(generator, p, long_side=cfg.long_side, autocast=autocast) for p in validation]
+        pages = [colorize_grey(generator, p, long_side=cfg.long_side, autocast=autocast, canvas=canvas) for p in validation]
         colorings[step] = pages
         row = {"step": step, "epoch": epoch, "fid": float("nan"), "kid_mean": float("nan"), "kid_std": float("nan")}
         if extractor is not None:
@@ -685,6 +690,7 @@ def make_pseudolabels(
     seed: int = 0,
     progress: Callable[[int, str], None] | None = None,
     autocast=contextlib.nullcontext,
+    canvas: tuple[int, int] | None = None,
 ) -> PseudolabelSummary:
     """Colorize each real page (rows with id, title, page, uri) `cfg.colorings_per_page` times.
 
@@ -712,7 +718,7 @@ def make_pseudolabels(
             step, generator = generators[k % s]
             draft = None
             if k < s:
-                label = colorize_grey(generator, page, long_side=cfg.long_side, autocast=autocast)
+                label = colorize_grey(generator, page, long_side=cfg.long_side, autocast=autocast, canvas=canvas)
                 kind = "auto"
                 if inversion is not None:
                     with torch.no_grad():
@@ -726,7 +732,7 @@ def make_pseudolabels(
                 with torch.no_grad():
                     z = torch.randn(1, inversion.decoder.style_dim, generator=gen).to(device)
                     draft = inversion.synthesize(mix(w_plus, inversion.decoder.get_latent(z)))
-                label = colorize_grey(generator, page, draft=draft, long_side=cfg.long_side, autocast=autocast)
+                label = colorize_grey(generator, page, draft=draft, long_side=cfg.long_side, autocast=autocast, canvas=canvas)
                 kind = "mixed_draft"
             data = encode_png(label)
             stem = f"{row['title']}/{row['page']}-{k}"

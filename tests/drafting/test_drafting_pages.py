@@ -67,3 +67,24 @@ def test_configs_fix_the_encoders_input_channels_and_split_the_report_section():
         psp_config({"inversion_encoder": {"input_nc": 1}}, "inversion_encoder", 3)
     with pytest.raises(ValueError, match="unknown keys"):
         stylegan_config({"stylegan": {"sise": 32}})
+
+
+def test_second_round_adds_real_pages_with_their_pseudolabels_blurred_like_colour_pages(store):
+    """§III: in the end the drafting network trains on synthetic pairs and real pages with pseudolabels."""
+    from mangacolor.drafting.blur import blur_page
+    from mangacolor.drafting.pages import pseudolabel_draft_rows
+
+    assert pseudolabel_draft_rows(store).empty  # no pseudolabels yet: synthetic pairs only
+    real = np.random.default_rng(1).integers(0, 256, (48, 32), dtype=np.uint8)
+    label = np.random.default_rng(2).integers(0, 256, (48, 32, 3), dtype=np.uint8)
+    _commit(store, "bw_pages", "r", {"001": real})
+    writer = store.begin("pseudolabels")
+    data = encode_png(label)
+    writer.add({"id": "r/001#0", "title": "r", "page": "001.png", "source_uri": ok_rows(store, "bw_pages", ["r"])["uri"][0],
+                "path": writer.write("labels/r/001-0.png", data), "sha256": sha256_bytes(data), "status": "ok", "reason": None,
+                "bw_id": "r/001"})
+    writer.commit()
+    pseudo = pseudolabel_draft_rows(store)
+    assert list(pseudo["id"]) == ["r/001#0"] and pseudo["blur_target"].all()
+    x, y = DraftPairs(store, pseudo, "L", size=16, sigma=1.0)[0]
+    assert x.shape == (16, 16) and np.array_equal(y, blur_page(label, 16, 1.0))  # the label blurred as blurred_color_pages
