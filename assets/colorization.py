@@ -1,14 +1,18 @@
 """Colorization assets (DESIGN.md § asset graph, "colorization"; paper §III, §III-B, §IV-B-3, Appendices C–D).
 
-`colorizer_step1_snapshots` (adversarial domain adaptation, several snapshots) -> `selected_snapshots`
-(ranked by KID/FID of their colorings of real training pages; a person may override) -> `pseudolabels`
-(several colorings per real training page) -> `colorizer_step2` (self-training) -> `colorizer_final`
-(fine-tuned on the matched `page_pairs`, written as a model bundle and registered in MLflow with the
-alias "candidate"; an ablation variant under its own name `mangacolor-colorizer-<variant>`, no alias).
+Appendix D's order: step 1 is `colorizer_step1_snapshots` (adversarial domain adaptation, several
+snapshots; real pages carry their drafting-network drafts from `bw_page_drafts`) then
+`colorizer_step1_finetuned` (each snapshot fine-tuned for at most two epochs on the matched
+`page_pairs`, "in the first step ... after training"); only then `selected_snapshots` (the fine-tuned
+snapshots ranked by KID/FID of their colorings of real training pages; a person may override) ->
+`pseudolabels` (several colorings per real training page) -> step 2, `colorizer_step2`
+(self-training) -> `colorizer_final` (step 2's generator with the drafting networks, written as a
+model bundle and registered in MLflow: the full method as `mangacolor-colorizer@candidate`, an
+ablation variant under its own name `mangacolor-colorizer-<variant>`, no alias).
 
 The logic lives in mangacolor/training/colorization_stages.py; the preset section `colorizer:` holds
-every setting, and the ablations are its `variant:` switches (use_drafts, adversarial_adaptation,
-self_training), recorded as the registered version's `variant` tag.
+every setting, and the ablations are its `variant:` switches (synthetic: xdog | refined | cut,
+use_drafts, adversarial_adaptation, self_training), recorded as the registered version's `variant` tag.
 
 Upstream assets that have not been materialized yet are replaced, and every output says so (metadata
 `fallbacks`, MLflow tag `fallbacks`): a title without `synthetic_bw_pages` trains on its `xdog_pages`
@@ -58,8 +62,12 @@ ALL = dg.AllPartitionMapping()
 # Upstream assets of other modules, by key: the graph is complete when they are loaded, and the
 # stages fall back (and say so) while they have no materialization.
 SYNTHETIC = dg.AssetDep("synthetic_bw_pages", partition_mapping=ALL)
+# Table 3's lower synthetic levels (variant.synthetic: xdog | refined) read these instead.
+SYNTHETIC_LOWER = [dg.AssetDep("refined_pages", partition_mapping=ALL), dg.AssetDep("xdog_pages", partition_mapping=ALL)]
+BW_DRAFTS = dg.AssetKey("bw_page_drafts")
 DRAFTS = dg.AssetDep("coloring_drafts", partition_mapping=ALL)
 STYLEGAN, INVERSION, DRAFTING = dg.AssetKey("stylegan"), dg.AssetKey("inversion_encoder"), dg.AssetKey("drafting_network")
+DRAFTING_FINAL = dg.AssetKey("drafting_network_final")
 COLOR = dg.AssetDep(color_pages, partition_mapping=ALL)
 BW = dg.AssetDep(bw_pages, partition_mapping=ALL)
 # Past 100 titles Dagster drops the partitioned edges above from staleness: these digests keep step 1 stale-aware.
@@ -88,7 +96,8 @@ def _config(settings: SettingsResource) -> stages.ColorizationConfig:
 
 # The variant switches that change what each training stage computes (the rest act downstream of it),
 # so flipping `self_training` reuses step 1's checkpoints and store version.
-STAGE_FLAGS = {"step1": ("use_drafts", "adversarial_adaptation"), "step2": ("use_drafts",), "finetune": ("use_drafts",)}
+STAGE_FLAGS = {"step1": ("synthetic", "use_drafts", "adversarial_adaptation"), "step2": ("synthetic", "use_drafts"),
+               "finetune": ("synthetic", "use_drafts", "adversarial_adaptation")}
 
 
 def _stage_flags(cfg: stages.ColorizationConfig, section: str) -> str:
@@ -125,7 +134,7 @@ def _fallback_meta(fallbacks: list[str]) -> dict:
 
 def _variant_tags(cfg: stages.ColorizationConfig) -> dict:
     flags = cfg.variant
-    return {"variant": flags.name(), "use_drafts": str(flags.use_drafts).lower(),
+    return {"variant": flags.name(), "synthetic": flags.synthetic, "use_drafts": str(flags.use_drafts).lower(),
             "adversarial_adaptation": str(flags.adversarial_adaptation).lower(), "self_training": str(flags.self_training).lower()}
 
 
@@ -169,24 +178,28 @@ def _selected(st) -> pd.DataFrame:
 
 
 @dg.asset(
-    deps=[SYNTHETIC, DRAFTS, COLOR, BW, page_splits, *FAN_IN_DIGESTS],
+    deps=[SYNTHETIC, *SYNTHETIC_LOWER, DRAFTS, BW_DRAFTS, COLOR, BW, page_splits, *FAN_IN_DIGESTS],
     group_name=GROUP,
     pool="gpu",
     kinds={"pytorch"},
     description="Step 1 (§III, eq. 2–3): synthetic pairs supervised and adversarially, real black-and-white pages of the "
-                "train split adversarially (domain adaptation); several generator snapshots with sample grids. Preset `colorizer:`.",
+                "train split adversarially with their drafts (domain adaptation, eq. 9); several generator snapshots with "
+                "sample grids. Preset `colorizer:`.",
 )
 @commits_last
 def colorizer_step1_snapshots(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                               device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     st, spec, cfg = store.get(), device.spec(), _config(settings)
     flags = cfg.variant
-    pairs = stages.synthetic_pairs(st, _color_titles(context, st), flags.use_drafts)
+    pairs = stages.synthetic_pairs(st, _color_titles(context, st), flags.use_drafts, flags.synthetic)
     if pairs.rows.empty:
         raise dg.Failure("no colour pages to pair: materialize color_pages (and synthetic_bw_pages) for at least one title")
     tcfg = cfg.train_config("step1", "adapt")
     if flags.adversarial_adaptation:
         step, real = "adapt", stages.real_training_rows(st, cfg.max_real_pages, cfg.seed)
+        if flags.use_drafts:
+            real, notes = stages.with_page_drafts(st, real)
+            pairs.notes.extend(notes)
     else:
         # Without adaptation no real page may even pass through the network (its batch-norm
         # statistics would adapt): the loop's supervised mode with the synthetic adversarial term only.
@@ -194,7 +207,7 @@ def colorizer_step1_snapshots(context: dg.AssetExecutionContext, settings: Setti
         tcfg = replace(tcfg, losses=replace(tcfg.losses, real_g=0.0, real_d=0.0))
     every = stages.snapshot_every(tcfg, step, len(pairs.rows), cfg.step1.snapshots)
     work = checkpoint_dir(context, _checkpoint_key(cfg, "step1", pairs=stages.rows_digest(pairs.rows, ("id", "sha256", "draft_uri")),
-                                                   real=stages.rows_digest(real)))
+                                                   real=stages.rows_digest(real, ("id", "sha256", "draft_uri"))))
     resumed = _resumed_from(work)
     params = {"stage": {"name": "step1", "loop_step": step, "variant": flags.name(), "synthetic_pairs": len(pairs.rows),
                         "real_pages": len(real), "snapshot_every": every, "bw_source": pairs.bw_source, "drafts": pairs.drafts,
@@ -222,11 +235,82 @@ def colorizer_step1_snapshots(context: dg.AssetExecutionContext, settings: Setti
         "synthetic_pairs": len(pairs.rows),
         "synthetic_drafts": int(pairs.rows["draft_uri"].notna().sum()),
         "real_pages": len(real),
+        "real_drafts": int(real["draft_uri"].notna().sum()) if "draft_uri" in real else 0,
         "bw_source_by_title": dg.MetadataValue.json(pairs.bw_source),
         **fallback,
         "samples": _grid(st, f"{vdir}/{last['samples_path']}", f"step {int(last['step'])}: synthetic rows bw | colorized | "
                                                                "colour, then real rows bw | colorized (no hint, no draft)"),
     }
+    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
+
+
+# --- the end of step 1: fine-tune on matched real pairs (Appendix D) ----------------------------------
+
+
+def _snapshots(st, asset: str) -> tuple[str, pd.DataFrame]:
+    vdir = st.latest_dir(asset)
+    frame = st.read_manifest(vdir)
+    return vdir, frame[frame["role"] == "snapshot"].sort_values("step")
+
+
+@dg.asset(
+    deps=[colorizer_step1_snapshots, page_pairs, DRAFTS],
+    group_name=GROUP,
+    pool="gpu",
+    kinds={"pytorch"},
+    description="The end of step 1 (Appendix D: 'in the first step, we fine-tune the model with a paired dataset of real data "
+                "after training', at most two epochs): every step-1 snapshot fine-tuned on the matched real page pairs, "
+                "continuing the cue schedule of its epochs. These are the snapshots that are ranked and make pseudolabels.",
+)
+@commits_last
+def colorizer_step1_finetuned(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
+                              device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+    st, spec, cfg = store.get(), device.spec(), _config(settings)
+    flags = cfg.variant
+    vdir1, shots = _snapshots(st, "colorizer_step1_snapshots")
+    pairs = stages.matched_pairs(st, flags.use_drafts)
+    tcfg = cfg.train_config("finetune", "finetune")
+    work = checkpoint_dir(context, _checkpoint_key(cfg, "finetune", pairs=stages.rows_digest(pairs.rows, ("id", "sha256", "draft_uri")),
+                                                   init=stages.rows_digest(shots.assign(id=shots["step"].astype(str)))))
+    fallbacks = list(pairs.fallbacks)
+    if pairs.rows.empty:
+        context.log.warning("page_pairs has no matched pair: the step-1 snapshots pass through without the fine-tune")
+        fallbacks.append("no matched page pairs: snapshots not fine-tuned")
+    params = {"stage": {"name": "finetune", "variant": flags.name(), "matched_pairs": len(pairs.rows),
+                        "snapshots": [int(s) for s in shots["step"]], "device": spec.description}}
+    with tempfile.TemporaryDirectory() as tmp, mlflow.run(context, params=params) as tracker:
+        mlflow_api.set_tags(_variant_tags(cfg))
+        fallback = _fallback_meta(fallbacks)
+        local = [(int(r.step), int(r.epoch), _to_local(st, f"{vdir1}/{r.path}", Path(tmp) / f"{int(r.step)}.safetensors"))
+                 for r in shots.itertuples()]
+        tuned = stages.finetune_snapshots(tcfg, local, stages.StorePairs(st, pairs.rows), work, spec, tracker,
+                                          progress=context.log.info, augment=cfg.augmentation())
+        for snap, row in zip(tuned, shots.itertuples()):
+            if not snap.samples:  # passed through: the step-1 grid
+                snap.samples = str(_to_local(st, f"{vdir1}/{row.samples_path}", Path(tmp) / f"{snap.step}.png"))
+        writer = st.begin("colorizer_step1_finetuned")
+        stages.write_snapshots(writer, tuned)
+        # The weights carry what step 1 read too: the holdout check looks here as well.
+        step1 = st.read_manifest(vdir1)
+        for row in step1[step1["role"].isin(stages.REAL_ROLES)].to_dict("records"):
+            writer.add(row)
+        stages.add_training_rows(writer, "matched_bw", pairs.rows, id_column="bw_id")
+        version, vdir, _ = writer.seal(salt=_stage_flags(cfg, "finetune"))
+    steps = sum(t.finetune_steps for t in tuned)
+    meta = {
+        **version_metadata(st, version, vdir),
+        "variant": flags.name(),
+        "snapshots": len(tuned),
+        "snapshot_steps": dg.MetadataValue.json([t.step for t in tuned]),
+        "matched_pairs": len(pairs.rows),
+        "finetune_steps": steps,
+        "finetune_steps_per_snapshot": tuned[0].finetune_steps if tuned else 0,
+        "resumed_from_step": max((t.resumed_from for t in tuned), default=0),
+        **fallback,
+        "mlflow_run_id": tracker.run_id,
+    }
+    if tuned and tuned[-1].samples:
+        meta["samples"] = thumbnails_md([read_image(tuned[-1].samples)], "matched pairs: bw | colorized | colour", height=384)
     return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
 
 
@@ -239,11 +323,11 @@ class SnapshotSelection(dg.Config):
 
 
 @dg.asset(
-    deps=[colorizer_step1_snapshots, COLOR, BW, page_splits],
+    deps=[colorizer_step1_finetuned, COLOR, BW, page_splits],
     group_name=GROUP,
     pool="gpu",
     kinds={"pytorch"},
-    description="Step-1 snapshots ranked by KID/FID of their colorings of a validation slice of real training pages against "
+    description="The fine-tuned step-1 snapshots ranked by KID/FID of their colorings of a validation slice of real training pages against "
                 "colour pages (the paper's authors chose by eye); the best are kept for pseudolabels. Run config `override` picks by hand.",
 )
 @commits_last
@@ -251,9 +335,7 @@ def selected_snapshots(context: dg.AssetExecutionContext, config: SnapshotSelect
                        store: StoreResource, device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     st, spec, cfg = store.get(), device.spec(), _config(settings)
     sel = cfg.selection
-    vdir1 = st.latest_dir("colorizer_step1_snapshots")
-    shots = st.read_manifest(vdir1)
-    shots = shots[shots["role"] == "snapshot"].sort_values("step")
+    vdir1, shots = _snapshots(st, "colorizer_step1_finetuned")
     validation_rows = stages.real_training_rows(st, sel.validation_pages, cfg.seed + 1)
     validation = [read_image(st.read_bytes(u), mode="L") for u in validation_rows["uri"]]
     colour = stages.ranked_rows(ok_rows(st, "color_pages", _color_titles(context, st)), cfg.seed, "reference").head(sel.reference_pages)
@@ -269,7 +351,8 @@ def selected_snapshots(context: dg.AssetExecutionContext, config: SnapshotSelect
     with tempfile.TemporaryDirectory() as tmp, mlflow.run(context, params=params) as tracker:
         local = [(int(r.step), int(r.epoch), _to_local(st, f"{vdir1}/{r.path}", Path(tmp) / f"{int(r.step)}.safetensors"))
                  for r in shots.itertuples()]
-        ranking = stages.rank_snapshots(local, validation, reference, sel, spec.device, extractor, context.log.info, spec.autocast)
+        ranking = stages.rank_snapshots(local, validation, reference, sel, spec.device, extractor, context.log.info, spec.autocast,
+                                        cfg.page_canvas())
         chosen = stages.choose(ranking.table, sel.keep, config.override)
         tags = {"metric": sel.metric, "selected_steps": json.dumps(chosen), "override": str(bool(config.override)).lower(),
                 "random_init": str(ranking.random_init).lower(), "feature_extractor": ranking.feature_extractor}
@@ -336,7 +419,7 @@ def pseudolabels(context: dg.AssetExecutionContext, settings: SettingsResource, 
             fallbacks.append("inversion_encoder not materialized: colorings differ by snapshot only, no drafts")
         snapshots = [(int(r.step), _to_local(st, r.uri, Path(tmp) / f"{int(r.step)}.safetensors")) for r in chosen.itertuples()]
         summary = stages.make_pseudolabels(st, real, snapshots, writer, cfg.pseudolabels, spec.device, inversion, cfg.seed,
-                                           progress_logger(context, len(real), "pseudolabels"), spec.autocast)
+                                           progress_logger(context, len(real), "pseudolabels"), spec.autocast, cfg.page_canvas())
         fallback = _fallback_meta(fallbacks)
         version, vdir, frame = writer.seal(salt=json.dumps({"snapshots": [s for s, _ in snapshots], "use_drafts": flags.use_drafts}))
         tracker.log_metrics({"pages": summary.pages, "colorings": summary.colorings, "per_page": summary.per_page})
@@ -364,12 +447,13 @@ def pseudolabels(context: dg.AssetExecutionContext, settings: SettingsResource, 
 
 
 @dg.asset(
-    deps=[pseudolabels, selected_snapshots, SYNTHETIC, DRAFTS, COLOR, BW, page_splits],
+    deps=[pseudolabels, selected_snapshots, SYNTHETIC, *SYNTHETIC_LOWER, DRAFTS, COLOR, BW, page_splits],
     group_name=GROUP,
     pool="gpu",
     kinds={"pytorch"},
     description="Step 2 (§III): self-training on synthetic pairs plus pseudolabelled real pages, all supervised, the adversarial "
-                "loss on both together (λ_syn 1.2, batch 8). With `variant.self_training: false`, step 1's best snapshot passes through.",
+                "loss on both together with real colour pages as D's real side (λ_syn 1.2, batch 8): the final colorizer. With "
+                "`variant.self_training: false`, step 1's best fine-tuned snapshot passes through.",
 )
 @commits_last
 def colorizer_step2(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
@@ -382,14 +466,14 @@ def colorizer_step2(context: dg.AssetExecutionContext, settings: SettingsResourc
         data = st.read_bytes(best["uri"])
         _weights_row(writer, data, source=f"selected_snapshots step {int(best['step'])}")
         # The weights are step 1's: so are the real pages they saw (the holdout check reads them here).
-        step1 = st.latest_manifest("colorizer_step1_snapshots")
+        step1 = st.latest_manifest("colorizer_step1_finetuned")
         for row in step1[step1["role"].isin(stages.REAL_ROLES)].to_dict("records"):
             writer.add(row)
         version, vdir, _ = writer.seal(salt="self_training: false")
         note = f"variant.self_training is false: step 1's best snapshot (step {int(best['step'])}) passes through"
         return dg.MaterializeResult(metadata={**version_metadata(st, version, vdir), "skipped": True, "variant": flags.name(), "note": note},
                                     data_version=dg.DataVersion(version))
-    pairs = stages.synthetic_pairs(st, _color_titles(context, st), flags.use_drafts)
+    pairs = stages.synthetic_pairs(st, _color_titles(context, st), flags.use_drafts, flags.synthetic)
     pseudo = stages.pseudolabel_pairs(st, flags.use_drafts)
     if pseudo.empty:
         raise dg.Failure("pseudolabels is empty: materialize pseudolabels (with variant.self_training true) first")
@@ -446,51 +530,33 @@ def _random_init_flags(cfg: stages.ColorizationConfig, st) -> dict[str, bool]:
 
 
 @dg.asset(
-    deps=[colorizer_step2, page_pairs, page_splits, DRAFTS, STYLEGAN, DRAFTING, INVERSION],
+    deps=[colorizer_step2, STYLEGAN, DRAFTING, DRAFTING_FINAL, INVERSION],
     group_name=GROUP,
-    pool="gpu",
     kinds={"pytorch", "mlflow"},
-    description="The final colorizer: step 2 fine-tuned on the matched real page pairs (≤ 2 epochs, Appendix D), written as a "
-                f"model bundle (colorizer + StyleGAN + drafting + inversion) and registered as {MODEL_NAME} with alias 'candidate' "
+    description="The final colorizer: step 2's generator (step 1 ended with the matched-pair fine-tune, Appendix D) written as a "
+                f"model bundle (colorizer + StyleGAN + drafting + inversion, and the training canvas) and registered as {MODEL_NAME} with alias 'candidate' "
                 f"(an ablation variant as {MODEL_NAME}-<variant>, without aliases).",
 )
 @commits_last
 def colorizer_final(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
-                    device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
-    st, spec, cfg = store.get(), device.spec(), _config(settings)
+                    mlflow: MlflowResource) -> dg.MaterializeResult:
+    st, cfg = store.get(), _config(settings)
     flags = cfg.variant
     step2_dir = st.latest_dir("colorizer_step2")
-    step2_sha = st.read_manifest(step2_dir).set_index("id").loc["weights", "sha256"]
-    pairs = stages.matched_pairs(st, flags.use_drafts)
-    tcfg = cfg.train_config("finetune", "finetune")
-    work = checkpoint_dir(context, _checkpoint_key(cfg, "finetune", pairs=stages.rows_digest(pairs.rows, ("id", "sha256", "draft_uri")),
-                                                   init=step2_sha))
-    resumed = _resumed_from(work)
     random_init = _random_init_flags(cfg, st)
-    fallbacks = list(pairs.fallbacks)
-    params = {"stage": {"name": "finetune", "variant": flags.name(), "matched_pairs": len(pairs.rows), "device": spec.description}}
+    params = {"stage": {"name": "final", "variant": flags.name(), "canvas": list(cfg.page_canvas())}}
     with tempfile.TemporaryDirectory() as tmp, mlflow.run(context, params=params) as tracker:
         mlflow_api.set_tags({**_variant_tags(cfg), **{f"random_init.{k}": str(v).lower() for k, v in random_init.items()}})
-        start = _to_local(st, f"{step2_dir}/{WEIGHTS}", Path(tmp) / "step2.safetensors")
-        result = None
-        if pairs.rows.empty:
-            context.log.warning("page_pairs has no matched pair: the bundle ships step 2's weights without the fine-tune")
-            fallbacks.append("no matched page pairs: not fine-tuned")
-            generator = start
-        else:
-            result = train_colorizer(tcfg, stages.StorePairs(st, pairs.rows), None, work, spec, tracker, progress=context.log.info,
-                                     step="finetune", init_weights=start,
-                                     snapshot_every=stages.total_steps(tcfg, "finetune", len(pairs.rows)), augment=cfg.augmentation())
-            generator = result.generator
-        inputs = {a: st.latest_version(a) for a in ("colorizer_step2", "page_pairs", "stylegan", "drafting_network", "inversion_encoder")}
-        info = {"colorizer_config": tcfg.generator.to_dict(), "variant": flags.name(), "flags": flags.model_dump(),
-                "dagster_run_id": context.run.run_id, "mlflow_run_id": tracker.run_id, "inputs": inputs, "random_init": random_init,
-                "fallbacks": fallbacks}
-        bundle_dir, parts, notes = stages.make_bundle(st, Path(generator), flags, Path(tmp), info)
-        fallback = _fallback_meta(fallbacks + notes)
+        generator = _to_local(st, f"{step2_dir}/{WEIGHTS}", Path(tmp) / "colorizer.safetensors")
+        inputs = {a: st.latest_version(a) for a in ("colorizer_step2", "colorizer_step1_finetuned", "page_pairs", "stylegan",
+                                                     "drafting_network", "drafting_network_final", "inversion_encoder")}
+        info = {"colorizer_config": cfg.generator_config().to_dict(), "canvas": list(cfg.page_canvas()), "variant": flags.name(),
+                "flags": flags.model_dump(), "dagster_run_id": context.run.run_id, "mlflow_run_id": tracker.run_id,
+                "inputs": inputs, "random_init": random_init, "fallbacks": []}
+        bundle_dir, parts, notes = stages.make_bundle(st, generator, flags, Path(tmp), info)
+        fallback = _fallback_meta(notes)
         writer = st.begin("colorizer_final")
         stages.write_folder(writer, bundle_dir, "bundle", "bundle")
-        stages.add_training_rows(writer, "matched_bw", pairs.rows, id_column="bw_id")
         version, vdir, _ = writer.seal(salt=flags.name())
         tags = {**_variant_tags(cfg), "dagster.run_id": context.run.run_id, "data_version": version,
                 "random_init": str(any(random_init.values())).lower(), **{f"random_init.{k}": str(v).lower() for k, v in random_init.items()}}
@@ -505,17 +571,11 @@ def colorizer_final(context: dg.AssetExecutionContext, settings: SettingsResourc
         "bundle_uri": dg.MetadataValue.path(bundle_uri),
         "bundle_parts": dg.MetadataValue.json(parts),
         "variant": flags.name(),
-        "matched_pairs": len(pairs.rows),
-        "finetune_steps": result.steps if result else 0,
-        "resumed_from_step": resumed,
+        "canvas": dg.MetadataValue.json(list(cfg.page_canvas())),
         "random_init": dg.MetadataValue.json(random_init),
         **fallback,
         "mlflow_run_id": tracker.run_id,
     }
-    if result is not None:
-        meta |= {k: float(v) for k, v in result.final_metrics.items()}
-        if result.snapshots:
-            meta["samples"] = thumbnails_md([read_image(result.snapshots[-1].samples)], "matched pairs: bw | colorized | colour", height=384)
     return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
 
 
@@ -539,5 +599,5 @@ def _holdout_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
 
 
 holdout_never_trained_step1 = _holdout_check(colorizer_step1_snapshots)
+holdout_never_trained_step1_finetuned = _holdout_check(colorizer_step1_finetuned)
 holdout_never_trained_step2 = _holdout_check(colorizer_step2)
-holdout_never_trained_final = _holdout_check(colorizer_final)  # the matched-pair fine-tune

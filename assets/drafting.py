@@ -3,7 +3,11 @@ paper §III-A, §IV-B-1/2, §IV-C-1/2, Appendix D).
 
 `blurred_color_pages` -> `stylegan` -> `inversion_encoder` (colour -> W+) and `drafting_network`
 (black-and-white -> W+); `coloring_drafts` are the drafts of the colour training pages made with the
-inversion encoder, each with its W+ code and the `source_id` of its colour page, for the colorizer.
+inversion encoder, each with its W+ code and the `source_id` of its colour page, for the colorizer;
+`bw_page_drafts` the drafts of the real black-and-white training pages made with the drafting network
+(step 1's S for real pages, eq. 9). The drafting network trains twice: first on synthetic pairs only
+(step 1 needs its drafts before any pseudolabel exists), then as `drafting_network_final` on synthetic
+pairs plus the pseudolabelled real pages (§III), which is the one the model bundle ships.
 The per-title stages are partitioned like `color_pages`; the three networks train on request on the
 GPU pool, each in one MLflow run, resuming from their checkpoints when retried with the same config.
 """
@@ -14,6 +18,7 @@ import os
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 
 from mangacolor import config as mc_config
 from mangacolor.data.datasets import ok_rows
@@ -28,7 +33,7 @@ from mangacolor.training.stylegan import train_stylegan
 
 from .common import checkpoint_dir, color_titles, commits_last, progress_logger, thumbnails_md, version_metadata
 from .digests import digest_key
-from .ingest import color_pages
+from .ingest import bw_pages, color_pages, page_splits
 from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
 
 EAGER = dg.AutomationCondition.eager()
@@ -155,10 +160,12 @@ def stylegan(context: dg.AssetExecutionContext, settings: SettingsResource, stor
 # --- the two encoders into W+ ----------------------------------------------------------------------
 
 
-def _train_encoder(context, settings, store, device, mlflow, asset: str, input_nc: int) -> dg.MaterializeResult:
+def _train_encoder(context, settings, store, device, mlflow, asset: str, input_nc: int,
+                   section: str | None = None, pseudolabels: bool = False) -> dg.MaterializeResult:
     preset, st, spec = settings.load(), store.get(), device.spec()
-    cfg = drafting.psp_config(preset, asset, input_nc)
-    blur_size = mc_config.stage_config(preset, "blur", BlurConfig).size
+    cfg = drafting.psp_config(preset, section or asset, input_nc)
+    blur = mc_config.stage_config(preset, "blur", BlurConfig)
+    blur_size = blur.size
     titles = _materialized_titles(context, st, "blurred_color_pages")
     notes = {}
     if input_nc == 3:
@@ -169,11 +176,18 @@ def _train_encoder(context, settings, store, device, mlflow, asset: str, input_n
             notes["input_note"] = drafting.GREY_FALLBACK_NOTE
             notes["grey_titles"] = dg.MetadataValue.json(grey)
             context.log.warning(f"{drafting.GREY_FALLBACK_NOTE} for {grey}")
-    pairs = drafting.DraftPairs(st, rows, "RGB" if input_nc == 3 else "L", blur_size)
+        if pseudolabels:
+            pseudo = drafting.pseudolabel_draft_rows(st)
+            if pseudo.empty:
+                notes["pseudolabel_note"] = "no pseudolabels (self-training off or not materialized): synthetic pairs only"
+                context.log.warning(notes["pseudolabel_note"])
+            rows = pd.concat([rows.assign(blur_target=False), pseudo], ignore_index=True)
+    pairs = drafting.DraftPairs(st, rows, "RGB" if input_nc == 3 else "L", blur_size, blur.sigma)
     _, gen_row = drafting.weights_row(st, "stylegan")
     gen_version = st.latest_version("stylegan")
     digest = drafting.rows_digest(rows)
-    work = checkpoint_dir(context, drafting.checkpoint_key(cfg, drafting.PSP_LOOP_ONLY, pages=digest, stylegan=gen_version))
+    work = checkpoint_dir(context, drafting.checkpoint_key(cfg, drafting.PSP_LOOP_ONLY, pages=digest, stylegan=gen_version,
+                                                           **({"blur": blur.model_dump()} if pseudolabels else {})))
     resumed = _resumed_from(work)
     kinds = rows["input_kind"].value_counts().to_dict()
     params = {"train_pages": len(rows), "train_pages_digest": digest, "stylegan_version": gen_version,
@@ -222,6 +236,55 @@ def inversion_encoder(context: dg.AssetExecutionContext, settings: SettingsResou
 def drafting_network(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                      device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     return _train_encoder(context, settings, store, device, mlflow, "drafting_network", input_nc=1)
+
+
+@dg.asset(
+    deps=[stylegan, blurred_color_pages, "synthetic_bw_pages", "pseudolabels"],
+    group_name=GROUP,
+    pool="gpu",
+    kinds={"pytorch"},
+    description="The drafting network's second round (§III: 'in the end, we train the drafting network ... with synthetic data and "
+                "real data with pseudolabels'): pSp from a black-and-white page to W+, trained on the synthetic pairs plus the real "
+                "training pages with their pseudolabels (blurred like the colour pages). The model bundle ships this one. "
+                "Preset section `drafting_network:`.",
+)
+@commits_last
+def drafting_network_final(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
+                           device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+    return _train_encoder(context, settings, store, device, mlflow, "drafting_network_final", input_nc=1,
+                          section="drafting_network", pseudolabels=True)
+
+
+# --- drafts of the real black-and-white training pages ---------------------------------------------
+
+
+@dg.asset(
+    deps=[drafting_network, dg.AssetDep(bw_pages, partition_mapping=dg.AllPartitionMapping()), page_splits],
+    group_name=GROUP,
+    pool="gpu",
+    kinds={"pytorch", "parquet"},
+    description="Coloring drafts of the real black-and-white training pages (train split only) made with the first-round "
+                "drafting network: the S that step 1 gives real pages (eq. 9). 256x256 PNG per page, `page_id` names it.",
+)
+@commits_last
+def bw_page_drafts(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
+                   device: DeviceResource) -> dg.MaterializeResult:
+    from mangacolor.training.colorization_stages import real_training_rows
+
+    preset, st, spec = settings.load(), store.get(), device.spec()
+    cfg = mc_config.stage_config(preset, "coloring_drafts", drafting.DraftsConfig)
+    blur_size = mc_config.stage_config(preset, "blur", BlurConfig).size
+    psp, versions = drafting.load_stored_psp(st, "drafting_network", spec.device)
+    rows = real_training_rows(st)
+    writer = st.begin("bw_page_drafts")
+    summary = drafting.page_drafts_stage(rows, st, writer, psp, spec, blur_size, cfg.batch_size,
+                                         progress_logger(context, len(rows), "bw_page_drafts"))
+    version, vdir, _ = writer.seal(salt=versions["encoder_version"])
+    return dg.MaterializeResult(
+        metadata={"pages_ok": summary.ok, "quarantined": summary.quarantined, **versions, **version_metadata(st, version, vdir),
+                  "samples": thumbnails_md(summary.shown, "real page | its draft (pairs)")},
+        data_version=dg.DataVersion(version),
+    )
 
 
 # --- drafts of the colour training pages -----------------------------------------------------------

@@ -163,7 +163,8 @@ def _model_result(context, st, asset: str, result: dict, inputs: dict, tracker, 
     group_name=GROUP,
     automation_condition=EAGER,
     kinds={"python", "parquet"},
-    description="xDoG line art of every colour page of a title (§IV-A-3 step 1, preset section `xdog:`); pages xDoG refuses are quarantined.",
+    description="xDoG line art of every colour page of a title (§IV-A-3 step 1, preset section `xdog:`), each colour page "
+                "colour-jittered first (Appendix B, `xdog.color_jitter`); pages xDoG refuses are quarantined.",
 )
 @commits_last
 def xdog_pages(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
@@ -172,7 +173,8 @@ def xdog_pages(context: dg.AssetExecutionContext, settings: SettingsResource, st
     cfg = mc_config.stage_config(preset, "xdog", synth.XDoGStageConfig)
     rows = ok_rows(st, "color_pages", [title])
     writer = st.begin("xdog_pages", title)
-    summary = synth.xdog_stage(rows, st, writer, cfg.xdog_config(), progress_logger(context, len(rows), f"xdog_pages[{title}]"))
+    summary = synth.xdog_stage(rows, st, writer, cfg.xdog_config(), progress_logger(context, len(rows), f"xdog_pages[{title}]"),
+                               color_jitter=cfg.color_jitter)
     context.log.info(f"{title}: xDoG ({cfg.preset}) of {summary.ok} pages, {summary.quarantined} quarantined")
     return _page_stage_result(context, st, "xdog_pages", writer, summary, preset, str(device.spec().device))
 

@@ -7,8 +7,16 @@ the synthetic black-and-white page but the weighted grey conversion of the colou
 colour jitter is applied to colour pages *before* the synthetic preprocessing (xDoG -> refiner ->
 CUT), so that no colour feature survives into the synthetic pages: that one is `color_page_jitter`.
 
-Spatial transforms must hit the input, the target and the colour page identically, colour jitter
-only the input. Albumentations applies pixel-level transforms to every "image" target and only
+One page transform (Appendix B's remark that 512x512 crops cut "scenes near the image edges"): the
+whole page is first brought to the training canvas keeping its aspect (`canvas_size`: scaled so it
+covers the canvas, 768x512 for the paper, so a double spread stays twice as wide and a page's height
+always maps to the canvas height), then flipped, mirror-padded and cropped. The input, the target,
+the colour page and the coloring draft all go through the very same transform: the whole-page draft
+(a 256x256 StyleGAN image of the page stretched to a square) is first stretched back onto the
+page's canvas size, so after the crop it lies on the region it colours (`to_canvas`).
+
+Spatial transforms must hit the input, the target, the colour page and the draft identically, colour
+jitter only the input. Albumentations applies pixel-level transforms to every "image" target and only
 spatial ones to "mask" targets, so the target and the colour page travel as mask-typed targets.
 
 Albumentations 2 seeds each transform of a Compose with the *same* seed, so two transforms with
@@ -27,6 +35,40 @@ import numpy as np
 
 GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601, the "weighted sum of the channels"
 PAPER_CROP_HW = (768, 512)
+PAPER_CANVAS_HW = PAPER_CROP_HW  # Appendix B: whole pages on the 3:2 canvas, then the 768x512 crop
+
+
+def canvas_size(height: int, width: int, canvas: tuple[int, int] = PAPER_CANVAS_HW) -> tuple[int, int]:
+    """(h, w) of a page scaled, keeping its aspect, so that it just covers the canvas (H, W).
+
+    A 3:2 portrait page becomes the canvas; an A4-like page a few pixels wider; a double spread
+    keeps its aspect (twice as wide), at the same scale as the single pages of its book.
+    """
+    ch, cw = canvas
+    s = max(ch / height, cw / width)
+    return max(ch, round(height * s)), max(cw, round(width * s))
+
+
+def resize_to(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """uint8 image resized to (h, w): area filter when shrinking, bilinear when enlarging."""
+    if image.shape[:2] == tuple(hw):
+        return image
+    shrink = hw[0] * hw[1] < image.shape[0] * image.shape[1]
+    out = cv2.resize(image, (hw[1], hw[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return out.reshape(*hw, *image.shape[2:]) if image.ndim == 3 else out
+
+
+def to_canvas(sample: dict[str, np.ndarray], canvas: tuple[int, int] | None) -> dict[str, np.ndarray]:
+    """Every image of a page sample on the page's canvas size (`canvas_size` of its "bw"/"input").
+
+    Page-aligned images (any key) are resized to it; the whole-page draft ("draft", any size, the
+    StyleGAN draft is square) is stretched to it too, which undoes the squeeze into 256x256 and puts
+    each draft pixel back over the part of the page it was made from. canvas None: the page's own size
+    (only the draft is brought onto the page).
+    """
+    page = sample["bw"] if "bw" in sample else sample["input"]
+    hw = page.shape[:2] if canvas is None else canvas_size(*page.shape[:2], canvas)
+    return {k: (resize_to(v, hw) if v is not None else None) for k, v in sample.items()}
 
 
 def weighted_grey(rgb: np.ndarray) -> np.ndarray:
@@ -66,13 +108,16 @@ class GreySubstitution(A.DualTransform):
 
 
 class PairedAugmentation:
-    """callable(input=..., target=..., color_for_grey=None, seed=None) -> {"input", "target", "grey"}.
+    """callable(input=..., target=..., color_for_grey=None, draft=None, seed=None) -> {"input", "target", "grey"[, "draft"]}.
 
     `input`: the network input (uint8 HxW or HxWxC); `target`: what the network should produce
     (any channels, same HxW); `color_for_grey`: the colour page aligned with the input, the source
-    of the grey substitution (without it the substitution is skipped). `grey` in the result tells
-    whether the input was substituted. Deterministic: the sequence of results depends only on the
-    seed given at construction; `seed=` on a call re-seeds first (for loops that resume mid-way).
+    of the grey substitution (without it the substitution is skipped); `draft`: the whole-page
+    coloring draft (any size), returned in crop coordinates under "draft". `grey` in the result tells
+    whether the input was substituted. With a `canvas` (H, W) every image is first brought to the
+    page's canvas size (`to_canvas`); without one pages are cropped at their own size. Deterministic:
+    the sequence of results depends only on the seed given at construction; `seed=` on a call
+    re-seeds first (for loops that resume mid-way).
     """
 
     def __init__(
@@ -86,10 +131,12 @@ class PairedAugmentation:
         jitter_p: float = 1.0,
         grey_p: float = 0.03,
         seed: int = 0,
+        canvas: tuple[int, int] | None = None,
     ):
         h, w = crop_hw
         mirror = cv2.BORDER_REFLECT_101
         self.crop_hw = (int(h), int(w))
+        self.canvas = None if canvas is None else (int(canvas[0]), int(canvas[1]))
         self.compose = A.Compose(
             [
                 A.HorizontalFlip(p=flip_p),
@@ -100,7 +147,7 @@ class PairedAugmentation:
                 GreySubstitution(p=grey_p),
                 A.ColorJitter(brightness=brightness, contrast=contrast, saturation=saturation, hue=0.0, p=jitter_p),
             ],
-            additional_targets={"target": "mask", "color_for_grey": "mask"},
+            additional_targets={"target": "mask", "color_for_grey": "mask", "draft": "mask"},
             save_applied_params=True,
         )
         self.reseed(seed)
@@ -108,19 +155,29 @@ class PairedAugmentation:
     def reseed(self, seed: int) -> None:
         self.compose.set_random_state(np.random.default_rng(seed), random.Random(seed))
 
-    def __call__(self, *, input: np.ndarray, target: np.ndarray, color_for_grey: np.ndarray | None = None, seed: int | None = None) -> dict:
+    def __call__(self, *, input: np.ndarray, target: np.ndarray, color_for_grey: np.ndarray | None = None,
+                 draft: np.ndarray | None = None, seed: int | None = None) -> dict:
         if seed is not None:
             self.reseed(seed)
         data = {"image": input, "target": target}
         if color_for_grey is not None:
             data["color_for_grey"] = color_for_grey
+        if draft is not None:
+            data["draft"] = draft
+        if self.canvas is not None or draft is not None:
+            data = to_canvas({"input": data.pop("image"), **data}, self.canvas)
+            data = {"image": data.pop("input"), **data}
         out = self.compose(**data)
         applied = {name for name, _ in out.get("applied_transforms", [])}
-        return {
+        result = {
             "input": out["image"],
             "target": out["target"],
             "grey": color_for_grey is not None and GreySubstitution.__name__ in applied,
+            "flipped": "HorizontalFlip" in applied,
         }
+        if draft is not None:
+            result["draft"] = out["draft"]
+        return result
 
 
 def paired_augmentation(crop_hw: tuple[int, int] = PAPER_CROP_HW, seed: int = 0, **kwargs) -> PairedAugmentation:

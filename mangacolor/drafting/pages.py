@@ -9,7 +9,14 @@
    drafting network a black-and-white version of it (`drafting_rows`: the synthetic page made from
    it, or its grey conversion when there is none).
 4. `drafts_stage`: coloring drafts of the colour training pages made with the *inversion* encoder
-   (§IV-B-3: the drafting network would overfit its own training pages), each with its W+ code.
+   (§IV-B-3: the drafting network would overfit its own training pages), each with its W+ code;
+   `page_drafts_stage`: drafts of the real black-and-white training pages made with the drafting
+   network, the S that step 1 gives real pages (eq. 9).
+5. the drafting network's second round (§III: "in the end, we train the drafting network ... with
+   synthetic data and real data with pseudolabels"): `pseudolabel_draft_rows` adds the real pages
+   with their pseudolabels, blurred as the colour pages are, to the synthetic pairs. The first round
+   (synthetic pairs only) exists because step 1 needs drafts of real pages before any pseudolabel:
+   drafting_network -> bw_page_drafts -> step 1 -> pseudolabels -> drafting_network_final.
 
 Every encoder input is resized to the paper's 256x256 first (X_res, Y_res of Appendix C); the
 encoder itself then resizes to its `input_size`.
@@ -183,17 +190,20 @@ class DraftPairs(torch.utils.data.Dataset):
     with "L" is its grey conversion, ITU-R 601 luma).
     """
 
-    def __init__(self, store: Store, rows: pd.DataFrame, input_mode: str, size: int = 256):
-        self.store, self.size, self.input_mode = store, size, input_mode
+    def __init__(self, store: Store, rows: pd.DataFrame, input_mode: str, size: int = 256, sigma: float = 8.0):
+        self.store, self.size, self.input_mode, self.sigma = store, size, input_mode, sigma
         self.input_uris, self.target_uris = list(rows["input_uri"]), list(rows["uri"])
         self.ids = list(rows["id"])
+        # Rows whose target is a sharp colouring (a pseudolabel) are blurred like blurred_color_pages.
+        self.blur = list(rows["blur_target"].fillna(False).astype(bool)) if "blur_target" in rows else [False] * len(rows)
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         x = resize_square(read_image(self.store.read_bytes(self.input_uris[i]), mode=self.input_mode), self.size)
-        y = resize_square(read_image(self.store.read_bytes(self.target_uris[i]), mode="RGB"), self.size)
+        y = read_image(self.store.read_bytes(self.target_uris[i]), mode="RGB")
+        y = blur_page(y, self.size, self.sigma) if self.blur[i] else resize_square(y, self.size)
         return x, y
 
 
@@ -227,6 +237,22 @@ def drafting_rows(store: Store, titles: list[str]) -> tuple[pd.DataFrame, list[s
     rows["input_kind"] = ["synthetic" if s in by_source else "grey" for s in rows["source_id"]]
     grey_titles = sorted(set(rows.loc[rows["input_kind"] == "grey", "title"]) - set(synthetic))
     return rows, grey_titles
+
+
+def pseudolabel_draft_rows(store: Store) -> pd.DataFrame:
+    """Drafting-network pairs from the latest `pseudolabels`: real black-and-white page -> its pseudolabel,
+    blurred on reading (`blur_target`). Empty when there are none (self-training off)."""
+    columns = ["id", "title", "page", "input_uri", "uri", "sha256", "input_kind", "blur_target"]
+    if store.latest_version("pseudolabels") is None:
+        return pd.DataFrame(columns=columns)
+    vdir = store.latest_dir("pseudolabels")
+    frame = store.read_manifest(vdir)
+    if "bw_id" not in frame:
+        return pd.DataFrame(columns=columns)
+    frame = frame[frame["status"] == "ok"]
+    return pd.DataFrame({"id": frame["id"].values, "title": frame["title"].values, "page": frame["page"].values,
+                         "input_uri": frame["source_uri"].values, "uri": [f"{vdir}/{p}" for p in frame["path"]],
+                         "sha256": frame["sha256"].values, "input_kind": "pseudolabel", "blur_target": True})[columns]
 
 
 def rows_digest(rows: pd.DataFrame, columns: tuple[str, ...] = ("id", "sha256", "input_uri")) -> str:
@@ -369,6 +395,41 @@ def drafts_stage(rows: pd.DataFrame, store: Store, writer: VersionWriter, psp: P
                 progress(summary.ok + summary.quarantined, out["id"])
     if latents:
         writer.write(LATENTS_FILE, save_safetensors(latents))
+    return summary
+
+
+def page_drafts_stage(rows: pd.DataFrame, store: Store, writer: VersionWriter, psp: PSp, spec: DeviceSpec,
+                      input_size: int = 256, batch_size: int = 8, progress: Callable[[int, str], None] | None = None,
+                      n_shown: int = 3) -> DraftSummary:
+    """Drafts of black-and-white pages (rows: id, title, page, uri) by the drafting network, one 256 px PNG each.
+
+    `page_id` names the page; an unreadable page is quarantined with its reason.
+    """
+    summary, used = DraftSummary(), set()
+    records = rows.sort_values("id").to_dict("records")
+    for start in range(0, len(records), batch_size):
+        chunk, pages = [], []
+        for row in records[start : start + batch_size]:
+            out = {"id": row["id"], "title": row["title"], "page": row["page"], "page_id": row["id"], "source_uri": row["uri"]}
+            try:
+                page = read_image(store.read_bytes(row["uri"]), mode="L")
+            except ImageError as exc:
+                writer.add({**out, "status": "quarantined", "reason": exc.reason})
+                summary.quarantined += 1
+                continue
+            chunk.append(out)
+            pages.append(resize_square(page, input_size))
+        drafts, _ = invert_pages(psp, pages, spec, batch_size)
+        for out, page, draft in zip(chunk, pages, drafts):
+            data = encode_png(draft)
+            path = writer.write(f"drafts/{safe_part(str(out['title']))}/{_page_name(out, used)}.png", data)
+            writer.add({**out, "path": path, "width": draft.shape[1], "height": draft.shape[0], "sha256": sha256_bytes(data),
+                        "status": "ok", "reason": None})
+            summary.ok += 1
+            if len(summary.shown) < 2 * n_shown:
+                summary.shown += [page, draft]
+            if progress:
+                progress(summary.ok + summary.quarantined, out["id"])
     return summary
 
 

@@ -21,8 +21,9 @@ TRAINED_ROLES: dict[str, tuple[str, ...]] = {
     "refiner_model": ("train",),  # xDoG(real page) -> real page
     "cut_model": ("target",),  # the real domain of CUT
     "colorizer_step1_snapshots": ("real_bw",),  # adversarial adaptation
-    "colorizer_step2": ("real_bw", "pseudolabel_bw"),  # self-training (real_bw: step 1's, passed through)
-    "colorizer_final": ("real_bw", "pseudolabel_bw", "matched_bw"),  # the matched-pair fine-tune
+    "colorizer_step1_finetuned": ("real_bw", "matched_bw"),  # the matched-pair fine-tune ends step 1 (App. D)
+    "colorizer_step2": ("real_bw", "pseudolabel_bw", "matched_bw"),  # self-training (step 1's pages passed through)
+    # drafting_network_final trains on the pseudolabels of the pages colorizer_step2 records as pseudolabel_bw.
 }
 
 

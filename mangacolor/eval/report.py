@@ -149,6 +149,8 @@ def colorize_for_eval(bundle, pages: Sequence[np.ndarray], mode: str = "auto", l
 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if hasattr(bundle, "inference_options"):
+        options = bundle.inference_options(options)  # the canvas the model was trained on
     generator = prepare_generator(bundle.generator, options, bundle.device)
     use_draft = effective_mode(bundle, mode) == "auto"
     out = []

@@ -17,6 +17,7 @@ this module and never the other way round) decides names, versions and aliases.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -144,12 +145,22 @@ class ModelBundle:
             out = sampling.sample_drafts(self.drafting, x[0], n, generator=gen)
             return [out[i : i + 1] for i in range(out.shape[0])]
 
-    def colorize(self, page: np.ndarray, hint: np.ndarray | None = None, draft: torch.Tensor | None = None,
-                 options=None) -> np.ndarray:
-        """One page (uint8 grey or RGB) -> uint8 RGB at the page's resolution."""
-        from mangacolor.inference.colorize import InferenceOptions, colorize_page, prepare_generator
+    def inference_options(self, options=None):
+        """`options` (default: exact) with the canvas the colorizer was trained on, from bundle.json."""
+        from mangacolor.inference.colorize import InferenceOptions
 
         options = options or InferenceOptions()
+        canvas = self.info.get("canvas")
+        if options.canvas is None and canvas:
+            options = dataclasses.replace(options, canvas=(int(canvas[0]), int(canvas[1])))
+        return options
+
+    def colorize(self, page: np.ndarray, hint: np.ndarray | None = None, draft: torch.Tensor | None = None,
+                 options=None) -> np.ndarray:
+        """One page (uint8 grey or RGB) -> uint8 RGB at the page's resolution, run on the training canvas."""
+        from mangacolor.inference.colorize import colorize_page, prepare_generator
+
+        options = self.inference_options(options)
         key = repr(options)
         if key not in self._prepared:
             # BN folding / channels-last make a modified copy: prepare once per options.

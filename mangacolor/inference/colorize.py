@@ -16,6 +16,11 @@ a measured amount of fidelity for time on CPUs (figures: benchmarks/colorize.py)
   moved colours by a mean ΔE76 of about 20 from the full-size output (bf16 alone: 0.2): prefer the
   "bf16" preset until a trained model shows the working size costs less.
 
+The training canvas: a model trained on pages brought to a canvas (Appendix B: 768x512, keeping the
+page's aspect, `mangacolor.data.augment.canvas_size`) colorizes a page brought to the same canvas, so
+ink and screentones reach it at the scale it learnt them; the colour is then carried back to the
+page's own size like the working size's. `ModelBundle` fills `canvas` from the bundle.
+
 Hints and drafts: a hint is given as an RGBA image the size of the page (alpha > 127 marks hint
 pixels, RGB their colour), a draft as any RGB image (resized to the page).
 """
@@ -42,6 +47,7 @@ class InferenceOptions:
     fold_batchnorm: bool = True
     luma_detail: float = 1.0  # working size only: how much of the page's own fine detail to add back
     multiple: int = 32
+    canvas: tuple[int, int] | None = None  # (H, W) the model was trained on: pages are brought to it first
 
 
 # "bf16" (the page's own size) is the fast mode to use: a mean ΔE76 of 0.2 from exact, 1/5 of the
@@ -154,7 +160,12 @@ def hint_from_rgba(rgba: np.ndarray) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
-def working_size(height: int, width: int, long_side: int | None) -> tuple[int, int]:
+def working_size(height: int, width: int, long_side: int | None, canvas: tuple[int, int] | None = None) -> tuple[int, int]:
+    """The size the generator runs at: the page on its training canvas (if any), then at most `long_side`."""
+    if canvas is not None:
+        from mangacolor.data.augment import canvas_size
+
+        height, width = canvas_size(height, width, canvas)
     if long_side is None or max(height, width) <= long_side:
         return height, width
     s = long_side / max(height, width)
@@ -175,8 +186,11 @@ def colorize_pages(
     p = next(generator.parameters())
     bw = bw.to(p.device, torch.float32)
     h, w = bw.shape[-2:]
-    wh, ww = working_size(h, w, options.working_long_side)
-    small = bw if (wh, ww) == (h, w) else F.interpolate(bw, size=(wh, ww), mode="area")
+    wh, ww = working_size(h, w, options.working_long_side, options.canvas)
+    if (wh, ww) == (h, w):
+        small = bw
+    else:
+        small = F.interpolate(bw, size=(wh, ww), mode="area" if wh * ww < h * w else "bilinear")
     if hint is not None:
         hint = resize_hint(hint.to(p.device, torch.float32), (wh, ww))
     if draft is not None:

@@ -10,9 +10,9 @@ network lineage"), with the paper's two changes: the draft joins the hint branch
     concat(X, H, S) ─► cue branch (cue[0] … cue[4]) ─► x_0 at full size, aux at the encoder output size
     tunnel at 1/16 (aux + output) ─PixelShuffle─► tunnel at 1/8 (+ f at 1/8) ─► … ─► exit (+ x_0) ─► tanh
 
-Encoder depth. The 2021 model removes the stem max-pool, so its taps are at 1/2, 1/2, 1/4, 1/8 and
-its tunnels run one octave higher: 850 GFLOPs per 512×768 page. Our default keeps timm's stock
-strides (taps at 1/2, 1/4, 1/8, output at 1/16, `encoder_maxpool=True`): the same blocks and widths
+Encoder depth (named layouts, `LAYOUTS`). "paper": the 2021 model removes the stem max-pool, so its
+taps are at 1/2, 1/2, 1/4, 1/8 and its tunnels run one octave higher: 850 GFLOPs per 512×768 page; the
+`paper` preset uses it. "fast": the dataclass default keeps timm's stock strides (taps at 1/2, 1/4, 1/8, output at 1/16, `encoder_maxpool=True`): the same blocks and widths
 at under a third of the operations (251 GFLOPs, benchmarks/colorize.py), the deepest tunnel's twenty
 blocks see a 4× larger part of the page, and any timm or ImageNet SE-ResNeXt-50 checkpoint maps onto
 the encoder key for key. `encoder_maxpool=False` rebuilds the 2021 layout for comparison (787
@@ -47,13 +47,28 @@ class ColorizerConfig:
 
     encoder: str = "seresnext50"  # "seresnext50" (paper) | "tiny" (same timm code, narrow, for tests)
     encoder_weights: str | None = None  # state-dict file for the encoder; None = random (warned)
-    encoder_maxpool: bool = True  # False = the 2021 model's taps (4× the FLOPs), see module docstring
+    encoder_maxpool: bool = True  # False = the 2021 model's taps (4× the FLOPs), see module docstring and LAYOUTS
     in_cues: int = 1 + 4 + 3  # X, H (RGB × mask, mask), S
     cue_widths: tuple[int, ...] = (32, 64, 92, 128, 128)  # to_0 at full size, then one per halving
     tunnel_widths: tuple[int, ...] = (512, 256, 128, 64)
     tunnel_dilations: tuple[tuple[int, ...], ...] = ((1,) * 20, _MID_DILATIONS, _MID_DILATIONS, (1, 2, 4, 2, 1))
     tunnel_cardinality: tuple[int, ...] = (32, 32, 32, 16)
     se_reduction: int = 16
+
+    @staticmethod
+    def resolve_layout(d: dict) -> dict:
+        """Fields with a named `layout` ("paper" | "fast", see LAYOUTS) turned into the fields it sets."""
+        d = dict(d)
+        name = d.pop("layout", None)
+        if name is None:
+            return d
+        if name not in LAYOUTS:
+            raise ValueError(f"generator layout must be one of {sorted(LAYOUTS)}, got {name!r}")
+        for key, value in LAYOUTS[name].items():
+            if key in d and d[key] != value:
+                raise ValueError(f"generator layout {name!r} sets {key}={value}, but the config also says {key}={d[key]}")
+            d[key] = value
+        return d
 
     @classmethod
     def tiny(cls, **overrides) -> "ColorizerConfig":
@@ -66,7 +81,7 @@ class ColorizerConfig:
             tunnel_cardinality=(8, 4, 4, 2),
             se_reduction=4,
         )
-        base.update(overrides)
+        base.update(cls.resolve_layout(overrides))
         return cls(**base)
 
     def to_dict(self) -> dict:
@@ -74,13 +89,19 @@ class ColorizerConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ColorizerConfig":
-        d = dict(d)
+        d = cls.resolve_layout(d)
         for key in ("cue_widths", "tunnel_widths", "tunnel_cardinality"):
             if key in d:
                 d[key] = tuple(d[key])
         if "tunnel_dilations" in d:
             d["tunnel_dilations"] = tuple(tuple(x) for x in d["tunnel_dilations"])
         return cls(**d)
+
+
+# Named generator layouts. "paper": the authors' (no stem max-pool, taps one octave finer, ~800
+# GFLOPs per 768x512 page); "fast": timm's stock strides, under a third of the operations, at a
+# quality cost that benchmarks/learning.py measures.
+LAYOUTS: dict[str, dict] = {"paper": {"encoder_maxpool": False}, "fast": {"encoder_maxpool": True}}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -387,6 +408,7 @@ def count_gflops(generator: nn.Module, height: int = 768, width: int = 512, batc
 
 
 __all__ = [
+    "LAYOUTS",
     "ColorizerConfig",
     "ColorizationGenerator",
     "SEResNeXtBottleneck",

@@ -3,7 +3,9 @@
 The three steps turn every colour page into a black-and-white page that looks printed, so that the
 colorizer gets (synthetic black-and-white, colour) training pairs:
 
-1. `xdog_stage`: xDoG line art of each colour page (`mangacolor.synthetic.xdog`).
+1. `xdog_stage`: xDoG line art of each colour page (`mangacolor.synthetic.xdog`), after a colour
+   jitter of the colour page (Appendix B: "we apply this augmentation to the color images before
+   preprocessing", so that no colour feature survives into the synthetic pages), seeded by the page id.
 2. the refiner, trained on `RefinerPairs` = (xDoG of a real black-and-white page, that page), then
    applied to the step-1 pages with `translate_stage`.
 3. CUT, trained on crops of the refined pages (source) and of real pages (target), then applied to
@@ -47,6 +49,10 @@ class XDoGStageConfig(BaseModel):
 
     preset: str = Field("authors2021", description="authors2021 (the paper's [38]), alacgan or generic")
     overrides: dict[str, float | int | bool | list[float]] = Field(default_factory=dict, description="e.g. {sigma: 0.6}")
+    color_jitter: dict[str, float] | None = Field(
+        default_factory=lambda: {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2},
+        description="Appendix B: brightness/contrast/saturation jitter of each colour page before xDoG (the paper gives no "
+                    "magnitudes: those of the input jitter); null: none")
 
     def xdog_config(self) -> XDoGConfig:
         if self.preset not in PRESETS:
@@ -128,6 +134,7 @@ def _page_stage(
     mode: str | None,
     refused: tuple[type[Exception], ...],
     progress: Callable[[int, str], None] | None,
+    prepare: Callable[[np.ndarray, dict], np.ndarray] | None = None,
 ) -> StageSummary:
     """Read each ok row's page, `make` a grey page of it, write it as PNG; `refused` errors quarantine the page."""
     summary = StageSummary()
@@ -143,7 +150,8 @@ def _page_stage(
         out = {"id": row["id"], "title": row["title"], "page": row["page"], "source_uri": row["uri"],
                "source_id": source_id, "source_sha256": source_sha}
         try:
-            page = make(read_image(store.read_bytes(row["uri"]), mode=mode))
+            image = read_image(store.read_bytes(row["uri"]), mode=mode)
+            page = make(prepare(image, row) if prepare is not None else image)
             data = encode_png(page)
         except (ImageError, *refused) as exc:
             reason = getattr(exc, "reason", None) or str(exc)
@@ -159,10 +167,28 @@ def _page_stage(
     return summary
 
 
+def page_seed(page_id: str, salt: str = "color_jitter") -> int:
+    """A seed for one page's random choices: the same page gets the same draw whatever else is in its title."""
+    return int.from_bytes(hashlib.sha256(f"{salt}:{page_id}".encode()).digest()[:4], "little")
+
+
 def xdog_stage(rows: pd.DataFrame, store: Store, writer: VersionWriter, config: XDoGConfig,
-               progress: Callable[[int, str], None] | None = None) -> StageSummary:
-    """Step 1: xDoG of each colour page (ok rows of `color_pages`, with `uri`); what xDoG refuses is quarantined."""
-    return _page_stage(rows, store, writer, lambda image: xdog(image, config), None, (XDoGError,), progress)
+               progress: Callable[[int, str], None] | None = None, color_jitter: dict | None = None) -> StageSummary:
+    """Step 1: xDoG of each colour page (ok rows of `color_pages`, with `uri`); what xDoG refuses is quarantined.
+
+    `color_jitter` (ColorPageJitter keywords; None: none) jitters each colour page first, seeded by its id.
+    """
+    prepare = None
+    if color_jitter is not None:
+        from mangacolor.data.augment import color_page_jitter
+
+        jitter = color_page_jitter(**color_jitter)
+
+        def prepare(image: np.ndarray, row: dict) -> np.ndarray:
+            rgb = image[..., :3] if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
+            return jitter(np.ascontiguousarray(rgb), seed=page_seed(str(row["id"])))
+
+    return _page_stage(rows, store, writer, lambda image: xdog(image, config), None, (XDoGError,), progress, prepare)
 
 
 def translate_stage(rows: pd.DataFrame, store: Store, writer: VersionWriter, network: Callable[[np.ndarray], np.ndarray],

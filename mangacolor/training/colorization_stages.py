@@ -6,24 +6,29 @@ two-step scheme also runs without an orchestrator:
 
 1. step 1, adversarial domain adaptation: synthetic black-and-white pages with their colour pages
    (and the colour page's coloring draft) supervised, real black-and-white pages of the train split
-   adversarially; several generator snapshots;
-2. snapshot selection: the paper's authors judged snapshots by eye; we rank them by a distribution
-   distance (KID or FID) between their colorings of real training pages and colour pages, and let a
-   person override the ranking;
+   (with their drafting-network drafts, S of eq. 9) adversarially; several generator snapshots;
+   then, still in step 1 (Appendix D: "in the first step, we fine-tune the model with a paired dataset
+   of real data after training"), each snapshot is fine-tuned for at most two epochs on the matched
+   real page pairs (`finetune_snapshots`);
+2. snapshot selection: the paper's authors judged snapshots by eye; we rank the fine-tuned snapshots
+   by a distribution distance (KID or FID) between their colorings of real training pages and colour
+   pages, and let a person override the ranking;
 3. pseudolabels: the selected snapshots colorize the real training pages, several distinct
    colorings per page. §IV-B-3: "coloring drafts for color images and self-training colorings are
    generated using the GAN inversion model rather than the drafting model": each snapshot's automatic
    coloring is inverted into the Coloring Latent Space, its draft is what step 2 sees with it, and
    further colorings follow drafts whose colour rows (the fine half of W+) are mixed with random
    CLS vectors, so the labels differ in palette and teach the network to follow a draft;
-4. step 2, self-training on synthetic pairs plus pseudolabelled real pages; then a fine-tune on the
-   matched real page pairs (at most two epochs).
+4. step 2, self-training on synthetic pairs plus pseudolabelled real pages: the final colorizer
+   (§III: "in the end, we train the drafting network and colorization network independently in a
+   supervised manner with synthetic data and real data with pseudolabels"). The drafting network's
+   second round trains on the same pseudolabels (mangacolor/drafting/pages.py).
 
 Real black-and-white pages come only from `training_pages(page_splits)`; every stage records the
 ids it read, so an asset check can prove the holdout was never trained on.
 
-Ablations are switches of the same stages (`VariantFlags`): without drafts, without adversarial
-adaptation, without self-training.
+Ablations are switches of the same stages (`VariantFlags`, Tables 1 and 3): the synthetic data level
+(xDoG only, + refiner, + CUT), without drafts, without adversarial adaptation, without self-training.
 """
 
 from __future__ import annotations
@@ -62,17 +67,26 @@ REAL_ROLES = ("real_bw", "pseudolabel_bw", "matched_bw")
 # ---------------------------------------------------------------------------------------------
 
 
+# Table 3's synthetic data levels: the asset whose pages are the synthetic black-and-white side, and
+# the lower levels a title falls back to while its own level is not materialized.
+SYNTHETIC_LEVELS = {"cut": ("synthetic_bw_pages", "refined_pages", "xdog_pages"),
+                    "refined": ("refined_pages", "xdog_pages"), "xdog": ("xdog_pages",)}
+
+
 class VariantFlags(BaseModel):
     """The ablations of Tables 1 and 3 as switches of the same stages."""
 
+    synthetic: Literal["xdog", "refined", "cut"] = Field(
+        "cut", description="Table 3: synthetic pages from xDoG only, xDoG + refiner, or xDoG + refiner + CUT (the method)")
     use_drafts: bool = Field(True, description="false: trained and shipped without drafts (Table 1, 'without drafting network')")
     adversarial_adaptation: bool = Field(True, description="false: step 1 without real pages (no λ_real terms; no real page is read)")
     self_training: bool = Field(True, description="false: no pseudolabels; the final fine-tune starts from step 1's best snapshot")
 
     def name(self) -> str:
         """The registry's `variant` tag: "full", or the switched-off parts joined by '+'."""
-        off = [tag for flag, tag in ((self.use_drafts, "no_drafts"), (self.adversarial_adaptation, "no_adaptation"),
-                                     (self.self_training, "no_self_training")) if not flag]
+        off = [f"synthetic_{self.synthetic}"] if self.synthetic != "cut" else []
+        off += [tag for flag, tag in ((self.use_drafts, "no_drafts"), (self.adversarial_adaptation, "no_adaptation"),
+                                      (self.self_training, "no_self_training")) if not flag]
         return "+".join(off) or "full"
 
 
@@ -126,6 +140,8 @@ class ColorizationConfig(BaseModel):
     discriminator: dict = Field(default_factory=dict, description="DiscriminatorConfig fields; `tiny: true` starts from DiscriminatorConfig.tiny()")
     cues: dict = Field(default_factory=dict, description="{hint: HintConfig fields, schedule: [{first_epoch, p_hint, p_draft}, ...]}")
     crop: tuple[int, int] = (768, 512)
+    canvas: tuple[int, int] | None = Field(None, description="(H, W) every page is brought to, keeping its aspect, before the crop "
+                                                             "(Appendix B: the 3:2 canvas, 768x512); null: the crop. Inference uses it too")
     augment: dict | None = Field(default_factory=dict, description="paired_augmentation keywords (Appendix B); null: plain random crops")
     betas: tuple[float, float] = (0.5, 0.999)
     perceptual_layers: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
@@ -171,6 +187,7 @@ class ColorizationConfig(BaseModel):
             epochs=s.epochs or epochs,
             batch_size=s.batch_size or batch,
             crop=tuple(self.crop),
+            canvas=self.page_canvas(),
             lr_g=s.lr_g,
             lr_d=s.lr_d,
             betas=tuple(self.betas),
@@ -193,7 +210,12 @@ class ColorizationConfig(BaseModel):
         from mangacolor.data.augment import paired_augmentation
         from mangacolor.training.colorizer import augment_from_paired
 
-        return augment_from_paired(paired_augmentation(crop_hw=tuple(self.crop), seed=self.seed, **self.augment))
+        return augment_from_paired(paired_augmentation(crop_hw=tuple(self.crop), seed=self.seed, canvas=self.page_canvas(),
+                                                       **self.augment))
+
+    def page_canvas(self) -> tuple[int, int]:
+        """The training canvas (H, W): what a page is scaled to cover in training and in use."""
+        return tuple(self.canvas or self.crop)
 
 
 def _tuples(d: dict) -> dict:
@@ -261,16 +283,22 @@ class StorePairs(Dataset):
 
 
 class StoreBw(Dataset):
-    """Real black-and-white pages (step 1's adversarial domain)."""
+    """Real black-and-white pages (step 1's adversarial domain), with their drafting-network drafts
+    (`draft_uri`, S of eq. 9) where the rows have them."""
 
     def __init__(self, store: Store, rows: pd.DataFrame):
         self.bw = StoreImages(store, rows["uri"], "L")
+        self.drafts = StoreImages(store, rows["draft_uri"] if "draft_uri" in rows else [None] * len(rows), "RGB")
 
     def __len__(self) -> int:
         return len(self.bw)
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
-        return {"bw": self.bw[i]}
+        sample = {"bw": self.bw[i]}
+        draft = self.drafts[i]
+        if draft is not None:
+            sample["draft"] = draft
+        return sample
 
 
 def ranked_rows(frame: pd.DataFrame, seed: int, salt: str) -> pd.DataFrame:
@@ -289,6 +317,19 @@ def real_training_rows(store: Store, max_pages: int | None = None, seed: int = 0
     return (rows.head(max_pages) if max_pages is not None else rows).sort_values("id").reset_index(drop=True)
 
 
+def with_page_drafts(store: Store, rows: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """`rows` of real pages with `draft_uri`: their drafts from the latest `bw_page_drafts` (the drafting
+    network's S for eq. 9), None where a page has none. Returns (rows, fallback notes)."""
+    rows = rows.assign(draft_uri=None)
+    if store.latest_version("bw_page_drafts") is None:
+        return rows, ["bw_page_drafts not materialized: real pages get empty drafts"] if len(rows) else []
+    drafts = ok_rows(store, "bw_page_drafts")
+    by_page = dict(zip(drafts["page_id"], drafts["uri"]))
+    rows["draft_uri"] = [by_page.get(i) for i in rows["id"]]
+    missing = int(rows["draft_uri"].isna().sum())
+    return rows, [f"{missing} of {len(rows)} real pages have no draft in bw_page_drafts"] if missing else []
+
+
 def rows_digest(rows: pd.DataFrame, columns: Sequence[str] = ("id", "sha256")) -> str:
     h = hashlib.sha256()
     for values in rows[[c for c in columns if c in rows]].itertuples(index=False):
@@ -301,14 +342,15 @@ class PairInputs:
     """Supervised pairs and how they were made: per title, the black-and-white source used."""
 
     rows: pd.DataFrame  # id, title, page, source_id, bw_uri, color_uri, draft_uri, sha256
-    bw_source: dict[str, str]  # title -> synthetic_bw_pages | xdog_pages | grey
+    bw_source: dict[str, str]  # title -> synthetic_bw_pages | refined_pages | xdog_pages | grey
     drafts: str  # coloring_drafts | none (use_drafts false) | missing (no coloring_drafts)
     notes: list[str] = field(default_factory=list)
+    wanted: str = "synthetic_bw_pages"  # the asset of the variant's synthetic level
 
     @property
     def fallbacks(self) -> list[str]:
         """What stands in for an upstream asset that has not been materialized yet."""
-        out = [f"{t}: {s} instead of synthetic_bw_pages" for t, s in sorted(self.bw_source.items()) if s != "synthetic_bw_pages"]
+        out = [f"{t}: {s} instead of {self.wanted}" for t, s in sorted(self.bw_source.items()) if s != self.wanted]
         if self.drafts == "missing":
             out.append("coloring_drafts not materialized: empty drafts")
         return out + self.notes
@@ -323,16 +365,20 @@ def _drafts_by_source(store: Store, titles: Sequence[str]) -> dict[str, str]:
     return dict(zip(key, rows["uri"]))
 
 
-def synthetic_pairs(store: Store, titles: Sequence[str], use_drafts: bool) -> PairInputs:
+def synthetic_pairs(store: Store, titles: Sequence[str], use_drafts: bool, level: str = "cut") -> PairInputs:
     """Synthetic black-and-white page ↔ its colour page (+ that page's coloring draft), over `titles`.
 
-    A title without `synthetic_bw_pages` falls back to its `xdog_pages`, then to the grey conversion
-    of its colour pages; `PairInputs.fallbacks` says which, for metadata and tags.
+    `level` (Table 3): "cut" reads `synthetic_bw_pages`, "refined" `refined_pages`, "xdog"
+    `xdog_pages`. A title without its level's pages falls back to the levels below it, then to the
+    grey conversion of its colour pages; `PairInputs.fallbacks` says which, for metadata and tags.
     """
+    if level not in SYNTHETIC_LEVELS:
+        raise ValueError(f"synthetic level must be one of {sorted(SYNTHETIC_LEVELS)}, got {level!r}")
     frames, source = [], {}
+    wanted = SYNTHETIC_LEVELS[level][0]
     for title in titles:
         color = ok_rows(store, "color_pages", [title]).set_index("id")
-        for asset in ("synthetic_bw_pages", "xdog_pages"):
+        for asset in SYNTHETIC_LEVELS[level]:
             if store.latest_version(asset, title):
                 bw = ok_rows(store, asset, [title])
                 src_id = bw["source_id"] if "source_id" in bw else bw["id"]
@@ -362,7 +408,7 @@ def synthetic_pairs(store: Store, titles: Sequence[str], use_drafts: bool) -> Pa
         missing = int(rows["draft_uri"].isna().sum())
         if by_source and missing:
             notes.append(f"{missing} of {len(rows)} synthetic pairs have no coloring draft (their titles' drafts are not materialized)")
-    return PairInputs(rows.sort_values(["title", "id"]).reset_index(drop=True), source, drafts_state, notes)
+    return PairInputs(rows.sort_values(["title", "id"]).reset_index(drop=True), source, drafts_state, notes, wanted)
 
 
 def training_split_ids(store: Store) -> set[str]:
@@ -447,7 +493,12 @@ def drafting_files(store: Store, target: Path) -> tuple[dict[str, Path], list[st
     from mangacolor.drafting.pages import generator_path, weights_row
 
     encoders, notes = {}, []
-    for part, asset in (("drafting", "drafting_network"), ("inversion", "inversion_encoder")):
+    # The drafting network's second round (synthetic pairs + pseudolabelled real pages, §III) when it
+    # exists, else its first (synthetic pairs only).
+    drafting = "drafting_network_final" if store.latest_version("drafting_network_final") else "drafting_network"
+    if drafting == "drafting_network" and store.latest_version("drafting_network"):
+        notes.append("drafting_network_final not materialized: the bundle drafts with the first-round drafting network")
+    for part, asset in (("drafting", drafting), ("inversion", "inversion_encoder")):
         if store.latest_version(asset) is None:
             notes.append(f"{asset} not materialized: bundle without {part}")
             continue
@@ -505,17 +556,21 @@ def load_generator(path: str | Path, device: torch.device) -> torch.nn.Module:
 # ---------------------------------------------------------------------------------------------
 
 
-def _scaled(page: np.ndarray, long_side: int | None) -> np.ndarray:
-    if long_side is None or max(page.shape[:2]) <= long_side:
-        return page
-    s = long_side / max(page.shape[:2])
-    return _fit(page, (max(1, round(page.shape[0] * s)), max(1, round(page.shape[1] * s))))
+def _scaled(page: np.ndarray, long_side: int | None, canvas: tuple[int, int] | None = None) -> np.ndarray:
+    from mangacolor.data.augment import resize_to
+    from mangacolor.inference.colorize import working_size
+
+    return resize_to(page, working_size(*page.shape[:2], long_side, canvas))
 
 
 def colorize_grey(generator: torch.nn.Module, page: np.ndarray, draft: torch.Tensor | None = None,
-                  long_side: int | None = None, autocast=contextlib.nullcontext) -> np.ndarray:
-    """uint8 grey page -> uint8 RGB at the page's size; empty hint, optional draft (1,3,h,w) in [-1, 1]."""
-    small = _scaled(page, long_side)
+                  long_side: int | None = None, autocast=contextlib.nullcontext, canvas: tuple[int, int] | None = None) -> np.ndarray:
+    """uint8 grey page -> uint8 RGB at the page's size; empty hint, optional draft (1,3,h,w) in [-1, 1].
+
+    The generator sees the page on the training `canvas` (the scale it was trained at), at most
+    `long_side` long; the colouring is resized back onto the page.
+    """
+    small = _scaled(page, long_side, canvas)
     device = next(generator.parameters()).device
     with autocast():
         out = colorize(generator, to_tensor(small)[None].to(device), draft=None if draft is None else draft.to(device))
@@ -555,6 +610,7 @@ def rank_snapshots(
     extractor=None,
     progress: Callable[[str], None] | None = None,
     autocast=contextlib.nullcontext,
+    canvas: tuple[int, int] | None = None,
 ) -> Ranking:
     """Colorize `validation` (real grey pages) with each snapshot (step, epoch, weights) and rank the
     snapshots by `cfg.metric` of their colorings against `reference` colour pages (lower is better).
@@ -569,7 +625,7 @@ def rank_snapshots(
     rows, colorings, notes = [], {}, set()
     for step, epoch, path in snapshots:
         generator = load_generator(path, device)
-        pages = [colorize_grey(generator, p, long_side=cfg.long_side, autocast=autocast) for p in validation]
+        pages = [colorize_grey(generator, p, long_side=cfg.long_side, autocast=autocast, canvas=canvas) for p in validation]
         colorings[step] = pages
         row = {"step": step, "epoch": epoch, "fid": float("nan"), "kid_mean": float("nan"), "kid_std": float("nan")}
         if extractor is not None:
@@ -661,6 +717,7 @@ def make_pseudolabels(
     seed: int = 0,
     progress: Callable[[int, str], None] | None = None,
     autocast=contextlib.nullcontext,
+    canvas: tuple[int, int] | None = None,
 ) -> PseudolabelSummary:
     """Colorize each real page (rows with id, title, page, uri) `cfg.colorings_per_page` times.
 
@@ -688,7 +745,7 @@ def make_pseudolabels(
             step, generator = generators[k % s]
             draft = None
             if k < s:
-                label = colorize_grey(generator, page, long_side=cfg.long_side, autocast=autocast)
+                label = colorize_grey(generator, page, long_side=cfg.long_side, autocast=autocast, canvas=canvas)
                 kind = "auto"
                 if inversion is not None:
                     with torch.no_grad():
@@ -702,7 +759,7 @@ def make_pseudolabels(
                 with torch.no_grad():
                     z = torch.randn(1, inversion.decoder.style_dim, generator=gen).to(device)
                     draft = inversion.synthesize(mix(w_plus, inversion.decoder.get_latent(z)))
-                label = colorize_grey(generator, page, draft=draft, long_side=cfg.long_side, autocast=autocast)
+                label = colorize_grey(generator, page, draft=draft, long_side=cfg.long_side, autocast=autocast, canvas=canvas)
                 kind = "mixed_draft"
             data = encode_png(label)
             stem = f"{row['title']}/{row['page']}-{k}"
@@ -720,19 +777,83 @@ def make_pseudolabels(
 
 
 # ---------------------------------------------------------------------------------------------
+# The end of step 1: the snapshots fine-tuned on matched real pairs (Appendix D)
+# ---------------------------------------------------------------------------------------------
+
+
+class PrefixedTracker:
+    """A tracker that files everything of one sub-run under `prefix/` (several loops, one MLflow run)."""
+
+    def __init__(self, tracker, prefix: str):
+        self.tracker, self.prefix = tracker, prefix
+
+    def log_params(self, params):
+        self.tracker.log_params({self.prefix: params})
+
+    def log_metrics(self, metrics, step=None):
+        self.tracker.log_metrics({f"{self.prefix}/{k}": v for k, v in metrics.items()}, step=step)
+
+    def log_image(self, name, image):
+        self.tracker.log_image(f"{self.prefix}/{name}", image)
+
+    def log_text(self, name, text):
+        self.tracker.log_text(f"{self.prefix}/{name}", text)
+
+    def log_artifact(self, path, artifact_path=None):
+        self.tracker.log_artifact(path, f"{self.prefix}/{artifact_path}" if artifact_path else self.prefix)
+
+
+@dataclass
+class FinetunedSnapshot:
+    step: int  # the step-1 snapshot it started from (the name the ranking and the override use)
+    epoch: int
+    weights: str
+    samples: str
+    finetune_steps: int
+    resumed_from: int
+
+
+def finetune_snapshots(cfg, snapshots: Sequence[tuple[int, int, Path]], pairs: Dataset, work: Path, device, tracker,
+                       progress: Callable[[str], None] | None = None, augment=None) -> list[FinetunedSnapshot]:
+    """Each step-1 snapshot (step, epoch, weights) fine-tuned on the matched real pairs, supervised, for the
+    configured (at most two) epochs: the last part of step 1, before snapshots make pseudolabels.
+
+    Each run continues the cue schedule where its snapshot left it (`cue_epoch`) and resumes from its
+    own checkpoints under `work/step-N`. Without pairs the snapshots pass through unchanged.
+    """
+    from mangacolor.training.checkpoint import Checkpointer
+    from mangacolor.training.colorizer import train_colorizer
+
+    out = []
+    for step, epoch, path in snapshots:
+        if len(pairs) == 0:
+            out.append(FinetunedSnapshot(step, epoch, str(path), "", 0, 0))
+            continue
+        folder = Path(work) / f"step-{step:08d}"
+        latest = Checkpointer(folder / "checkpoints").latest()
+        resumed = int(latest.name.split("-")[1]) if latest else 0
+        result = train_colorizer(cfg, pairs, None, folder, device, PrefixedTracker(tracker, f"snapshot-{step}"), progress,
+                                 step="finetune", init_weights=path, snapshot_every=total_steps(cfg, "finetune", len(pairs)),
+                                 augment=augment)
+        out.append(FinetunedSnapshot(step, epoch, str(result.generator), result.snapshots[-1].samples, result.steps, resumed))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # Recording what a stage read
 # ---------------------------------------------------------------------------------------------
 
 
 def write_snapshots(writer: VersionWriter, snapshots: Sequence) -> None:
-    """Step 1's generator snapshots (`train_colorizer`'s `Snapshot`s) with their sample grids, one row each."""
+    """Generator snapshots (`train_colorizer`'s `Snapshot`s, or `FinetunedSnapshot`s) with their sample grids, one row each."""
     for snap in sorted({s.step: s for s in snapshots}.values(), key=lambda s: s.step):
         data = Path(snap.weights).read_bytes()
         folder = f"snapshots/step-{snap.step:08d}"
         writer.add({"id": f"snapshot:{snap.step:08d}", "title": None, "page": None, "sha256": sha256_bytes(data), "status": "ok",
                     "reason": None, "role": "snapshot", "step": snap.step, "epoch": snap.epoch,
+                    "finetune_steps": getattr(snap, "finetune_steps", 0),
                     "path": writer.write(f"{folder}/generator.safetensors", data),
-                    "samples_path": writer.write(f"{folder}/samples.png", Path(snap.samples).read_bytes())})
+                    "samples_path": writer.write(f"{folder}/samples.png", Path(snap.samples).read_bytes()) if snap.samples else None})
 
 
 def add_training_rows(writer: VersionWriter, role: str, rows: pd.DataFrame, id_column: str = "id") -> None:
@@ -751,7 +872,10 @@ def trained_real_ids(manifest: pd.DataFrame) -> set[str]:
 
 __all__ = [
     "ColorizationConfig",
+    "FinetunedSnapshot",
     "PairInputs",
+    "PrefixedTracker",
+    "SYNTHETIC_LEVELS",
     "PseudolabelConfig",
     "REAL_ROLES",
     "Ranking",
@@ -765,6 +889,7 @@ __all__ = [
     "colorize_grey",
     "coloring_grid",
     "feature_extractor",
+    "finetune_snapshots",
     "drafting_files",
     "load_generator",
     "make_bundle",
@@ -782,5 +907,6 @@ __all__ = [
     "stored_inversion",
     "write_folder",
     "write_selection",
+    "with_page_drafts",
     "write_snapshots",
 ]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -77,6 +78,7 @@ class ColorizerTrainConfig:
     epochs: int | None = None  # None: the step's default (STEP_DEFAULTS)
     batch_size: int | None = None
     crop: tuple[int, int] = (768, 512)  # (H, W): Appendix B trains on 3:2 portrait crops
+    canvas: tuple[int, int] | None = None  # pages brought to this canvas before cropping; None: the crop
     lr_g: float = 1e-4
     lr_d: float = 4e-4
     betas: tuple[float, float] = (0.5, 0.999)  # not in the paper; the usual GAN choice
@@ -147,11 +149,17 @@ class BwDataset(Dataset):
         return sample
 
 
-def random_crop(sample: Sample, size: tuple[int, int], rng: np.random.Generator | None) -> Sample:
-    """Mirror-pad pages smaller than `size`, then crop (random, or centred when rng is None).
+def random_crop(sample: Sample, size: tuple[int, int], rng: np.random.Generator | None,
+                canvas: tuple[int, int] | None = None) -> Sample:
+    """The plain page transform: page on its canvas, mirror-pad if smaller than `size`, then crop
+    (random, or centred when rng is None).
 
-    The same window is cut from "bw" and "color"; the draft is global (a whole-page 256×256) and kept.
+    The same window is cut from "bw", "color" and the whole-page "draft", which is first stretched
+    onto the page (`mangacolor.data.augment.to_canvas`), so the draft stays on the region it colours.
     """
+    from mangacolor.data.augment import to_canvas
+
+    sample = to_canvas(sample, canvas)
     h, w = sample["bw"].shape[:2]
     th, tw = size
     ph, pw = max(0, th - h), max(0, tw - w)
@@ -160,7 +168,7 @@ def random_crop(sample: Sample, size: tuple[int, int], rng: np.random.Generator 
         top, left = (h + ph - th) // 2, (w + pw - tw) // 2
     else:
         top, left = int(rng.integers(0, h + ph - th + 1)), int(rng.integers(0, w + pw - tw + 1))
-    for key in ("bw", "color"):
+    for key in ("bw", "color", "draft"):
         if key in sample:
             a = sample[key]
             if ph or pw:
@@ -174,16 +182,17 @@ def augment_from_paired(augmentation: Callable[..., dict]) -> Augment:
     """Adapt `mangacolor.data.augment.PairedAugmentation` (keyword call with a seed) to `Augment`.
 
     The colour page is the target and the source of the 3% grey substitution; a page without
-    colour (real black-and-white) is its own dummy target.
+    colour (real black-and-white) is its own dummy target. The draft goes through the same transform.
     """
 
     def apply(sample: Sample, rng: np.random.Generator) -> Sample:
         seed = int(rng.integers(2**31 - 1))
+        draft = {"draft": sample["draft"]} if sample.get("draft") is not None else {}
         if "color" in sample:
-            out = augmentation(input=sample["bw"], target=sample["color"], color_for_grey=sample["color"], seed=seed)
-            return sample | {"bw": out["input"], "color": out["target"]}
-        out = augmentation(input=sample["bw"], target=sample["bw"], seed=seed)
-        return sample | {"bw": out["input"]}
+            out = augmentation(input=sample["bw"], target=sample["color"], color_for_grey=sample["color"], seed=seed, **draft)
+            return sample | {"bw": out["input"], "color": out["target"]} | ({"draft": out["draft"]} if draft else {})
+        out = augmentation(input=sample["bw"], target=sample["bw"], seed=seed, **draft)
+        return sample | {"bw": out["input"]} | ({"draft": out["draft"]} if draft else {})
 
     return apply
 
@@ -224,7 +233,7 @@ class StepData:
     """The data of training step `it`, from (seed, it) alone: what `train_colorizer` asks its loader workers for.
 
     Returns (pairs, cues, real, real_cues) as CPU tensors: the supervised batch and its cues, and for
-    step 1 the real black-and-white batch with its empty-hint cues (None otherwise).
+    step 1 the real black-and-white batch with its cues: empty hint, draft per the schedule (None otherwise).
     """
 
     cfg: ColorizerTrainConfig
@@ -233,18 +242,20 @@ class StepData:
     batch_size: int
     steps_per_epoch: int
     augment: Augment | None = None
+    canvas: tuple[int, int] | None = None
+    epochs_before: int = 0
 
     def load(self, dataset: Dataset, it: int, salt: int, np_rng: np.random.Generator) -> dict[str, torch.Tensor]:
         samples = []
         for i in _stream_indices(len(dataset), it * self.batch_size, self.batch_size, self.cfg.seed, salt):
             sample = dataset[i]
-            sample = self.augment(sample, np_rng) if self.augment is not None else random_crop(sample, self.cfg.crop, np_rng)
+            sample = self.augment(sample, np_rng) if self.augment is not None else random_crop(sample, self.cfg.crop, np_rng, self.canvas)
             samples.append(sample)
         return collate(samples, torch.device("cpu"))
 
     def __call__(self, it: int) -> tuple:
         cfg = self.cfg
-        epoch = it // self.steps_per_epoch + 1
+        epoch = cue_epoch(self.epochs_before, it, self.steps_per_epoch)
         rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + it)
         np_rng = np.random.default_rng([cfg.seed, it])
         pairs = self.load(self.supervised, it, 0, np_rng)
@@ -252,7 +263,7 @@ class StepData:
         real = real_cues = None
         if self.unpaired_real is not None:
             real = self.load(self.unpaired_real, it, 1, np_rng)
-            real_cues = sample_cues(real, epoch, rng, cfg.cues, hints=False)  # Ĥ: empty hint (eq. 9)
+            real_cues = sample_cues(real, epoch, rng, cfg.cues, hints=False)  # Ĥ: empty hint, S per the schedule (eq. 9)
         return pairs, cues, real, real_cues
 
 
@@ -315,6 +326,29 @@ def sample_grid(generator: nn.Module, pairs: dict[str, torch.Tensor] | None, rea
 # ---------------------------------------------------------------------------------------------
 
 
+def cue_epoch(epochs_before: int, it: int, steps_per_epoch: int) -> int:
+    """The 1-based epoch of Appendix D's cue schedule at loop step `it`.
+
+    The schedule describes the life of one network: "at the first epoch ... on the fourth epoch and
+    beyond". So its epoch counts every epoch the weights have been trained, across stages: a stage
+    that starts from trained weights (the fine-tune after step 1, step 2 from a snapshot) continues
+    their count (`epochs_before`, whole epochs, from the weights' metadata), and only a new network
+    starts at epoch 1. The two-epoch fine-tune after 15 epochs of step 1 thus trains at epochs 16–17
+    with the schedule's last row, drafts included.
+    """
+    return int(epochs_before) + it // steps_per_epoch + 1
+
+
+def weights_epochs(path: str | Path | None) -> int:
+    """Whole epochs the generator in `path` was trained (its `epochs_trained` metadata); 0 for None or an older file."""
+    if path is None:
+        return 0
+    from mangacolor.training.checkpoint import load_weights
+
+    _, meta = load_weights(path)
+    return int(math.floor(float(meta.get("epochs_trained", 0)) + 1e-9))
+
+
 def _as_spec(device: DeviceSpec | torch.device | str, seed: int) -> DeviceSpec:
     if isinstance(device, DeviceSpec):
         return device
@@ -333,6 +367,7 @@ def train_colorizer(
     init_weights: str | Path | None = None,
     snapshot_every: int | None = None,
     augment: Augment | None = None,
+    epochs_before: int | None = None,
 ) -> ColorizerTrainResult:
     """Train (or resume training) one step of the colorization network; see the module docstring.
 
@@ -340,11 +375,14 @@ def train_colorizer(
     `real_bw`: "adapt": real black-and-white pages; "self_train": real pages with pseudolabels
     (a pair dataset); "finetune": unused. `init_weights`: a generator safetensors file to start from
     (else Xavier + the configured encoder file). `snapshot_every`: steps between generator snapshots
-    with sample grids (default: one per epoch). Output files go under `out_dir`: checkpoints/,
+    with sample grids (default: one per epoch). `epochs_before`: whole epochs the starting weights were
+    trained (default: read from `init_weights`' metadata, 0 for a new network), see `cue_epoch`.
+    Output files go under `out_dir`: checkpoints/,
     snapshots/step-N/{generator.safetensors, samples.png}, generator.safetensors, discriminator.safetensors.
     """
     spec = _as_spec(device, cfg.seed)
     dev = spec.device
+    canvas = tuple(cfg.canvas or cfg.crop)
     epochs, batch_size, weights = cfg.resolved(step)
     out_dir = Path(out_dir)
     say = progress or (lambda _msg: None)
@@ -361,6 +399,11 @@ def train_colorizer(
         raise ValueError(f"step {step!r}: no training pairs")
     adversarial = weights.syn > 0 or weights.real_g > 0
     unpaired_real = real_bw if step == "adapt" else None
+    # D's "real" side is real colour pages (eq. 10): in step 2 the colour pages of the synthetic pairs,
+    # never the pseudolabels, which are the generator's own colorings.
+    real_colour = synthetic_pairs if step == "self_train" else None
+    if epochs_before is None:
+        epochs_before = weights_epochs(init_weights)
 
     # Build. Seeding first makes the Xavier init (and so a fresh run) reproducible.
     torch.manual_seed(cfg.seed)
@@ -392,7 +435,8 @@ def train_colorizer(
         log.info("colorizer %s: resumed from %s at step %d", step, state["path"], start)
         say(f"colorizer {step}: resumed from {state['path']} at step {start}/{total_steps}")
     tracker.log_params({"step": step, "epochs": epochs, "batch_size": batch_size, "total_steps": total_steps,
-                        "loss_weights": weights.to_dict(), "config": cfg.to_dict(), "resumed_at": start})
+                        "loss_weights": weights.to_dict(), "config": cfg.to_dict(), "resumed_at": start,
+                        "epochs_before": epochs_before})
     if perceptual is not None and perceptual.random_init:
         tracker.log_text("WARNING_random_vgg.txt", "perceptual loss used a random VGG16: not the paper's loss\n")
 
@@ -400,15 +444,16 @@ def train_colorizer(
         if dataset is None:
             return None
         n = min(cfg.sample_count, len(dataset))
-        return collate([random_crop(dataset[i], cfg.crop, None) for i in range(n)], dev)
+        return collate([random_crop(dataset[i], cfg.crop, None, canvas) for i in range(n)], dev)
 
     grid_pairs, grid_real = fixed_batch(supervised), fixed_batch(unpaired_real)
 
-    make = StepData(cfg, supervised, unpaired_real, batch_size, steps_per_epoch, augment)
+    make = StepData(cfg, supervised, unpaired_real, batch_size, steps_per_epoch, augment, canvas, epochs_before)
 
     def save_snapshot(it: int, epoch: int) -> None:
         folder = out_dir / "snapshots" / f"step-{it:08d}"
-        meta = {"generator_config": cfg.generator.to_dict(), "step": it, "epoch": epoch, "train_step": step}
+        meta = {"generator_config": cfg.generator.to_dict(), "step": it, "epoch": epoch, "train_step": step,
+                "epochs_trained": epochs_before + it / steps_per_epoch}
         save_weights(folder / "generator.safetensors", generator, meta)
         grid = sample_grid(generator, grid_pairs, grid_real)
         _write_png(folder / "samples.png", grid)
@@ -433,10 +478,11 @@ def train_colorizer(
         parts = {}
         if discriminator is not None:
             discriminator.requires_grad_(True)
+            y_real = pairs["color"] if real_colour is None else load(real_colour, it, 2, np_rng)["color"]
             with spec.autocast():
                 d_loss, d_parts = discriminator_loss(
                     weights,
-                    discriminator(pairs["color"]),
+                    discriminator(y_real),
                     discriminator(fake.detach()),
                     discriminator(fake_real.detach()) if fake_real is not None else None,
                 )
@@ -464,7 +510,11 @@ def train_colorizer(
 
         done = it + 1
         if done % cfg.log_every == 0 or done == total_steps:
-            metrics = {k: float(v) for k, v in parts.items()} | {"epoch": float(epoch)}
+            metrics = {k: float(v) for k, v in parts.items()} | {
+                "epoch": float(epoch), "cue_epoch": float(c_epoch),
+                "drafts": float(cues.has_draft.float().mean()), "hints": float(cues.has_hint.float().mean())}
+            if fake_real is not None:
+                metrics["real_drafts"] = float(real_cues.has_draft.float().mean())
             tracker.log_metrics(metrics, step=done)
             say(f"colorizer {step}: step {done}/{total_steps} epoch {epoch} " + " ".join(
                 f"{k}={v:.4f}" for k, v in metrics.items() if k in ("g_mae", "g_total", "d_total")))
@@ -474,6 +524,7 @@ def train_colorizer(
             checkpoint(done)
 
     meta = {"generator_config": cfg.generator.to_dict(), "steps": total_steps, "train_step": step,
+            "epochs_trained": epochs_before + total_steps / steps_per_epoch,
             "perceptual_random": bool(perceptual is not None and perceptual.random_init)}
     g_path = save_weights(out_dir / "generator.safetensors", generator, meta)
     d_path = None
@@ -501,7 +552,9 @@ __all__ = [
     "StepData",
     "augment_from_paired",
     "collate",
+    "cue_epoch",
     "random_crop",
     "sample_grid",
     "train_colorizer",
+    "weights_epochs",
 ]

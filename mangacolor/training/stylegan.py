@@ -10,8 +10,11 @@ Recipe (REFERENCES.md § StyleGAN2, the port's defaults unless the paper says ot
   - paper: batch 32, lr 1e-3, 700k iterations "with a gradual learning rate decrease". The paper
     does not give the schedule: we use a cosine decay from `lr` to `lr_final_fraction` * lr (10%)
     over `iterations`. It is a pure function of the step, so resuming needs no scheduler state.
-Optionally starts from a checkpoint of the common PyTorch port (`init_checkpoint`), as the paper
-started from a generator pretrained on Danbooru.
+Starts from a checkpoint of the common PyTorch port (`init_checkpoint`), as the paper did: §IV-C-1
+reports that training from random weights "failed to learn our dataset" and the chosen generator
+started from one pretrained on Danbooru. `init_checkpoint: scratch` (or None, the library default used
+by the demo and tests) trains from random weights on purpose; a named file that is missing is an error
+that says where to get one (`SCRATCH`, `_init_from`).
 
 The loop: build, restore the newest checkpoint (if any), iterate, log, sample, checkpoint; at the
 end the EMA generator and its average latent are written with `save_weights`. Everything random
@@ -76,7 +79,7 @@ class StyleGANTrainConfig:
     ema_kimg: float = 10.0  # G EMA half-life in thousands of images
     hflip: bool = True
     # start / bookkeeping
-    init_checkpoint: str | None = None  # a port .pt (g, d, g_ema) or our generator .safetensors
+    init_checkpoint: str | None = None  # a port .pt (g, d, g_ema), our generator .safetensors, or "scratch" (None: scratch)
     log_every: int = 100
     sample_every: int = 5000
     checkpoint_every: int = 2000
@@ -128,13 +131,25 @@ def build_state(cfg: StyleGANTrainConfig, device: torch.device) -> StyleGANState
     return StyleGANState(g, d, g_ema, g_optim, d_optim)
 
 
-def _init_from(state: StyleGANState, path: str) -> None:
+SCRATCH = "scratch"
+
+
+def missing_init_message(path: Path, cfg: StyleGANTrainConfig | None = None) -> str:
+    size = f"{cfg.size} px, channel_multiplier {cfg.channel_multiplier}" if cfg else "the preset's size and channel_multiplier"
+    return (f"StyleGAN2 init_checkpoint not found: {path}. The paper's generator started from one pretrained on Danbooru "
+            "(§IV-C-1: from random weights it 'failed to learn our dataset'). Place there a checkpoint of the common PyTorch "
+            f"port, rosinality/stylegan2-pytorch (a .pt dict with 'g_ema', optionally 'g' and 'd'; {size}): e.g. a Danbooru "
+            "StyleGAN2 such as Gwern's, converted from NVIDIA's .pkl with the port's `python convert_weight.py --repo "
+            "stylegan2 network.pkl`, or one trained with the port. Or set stylegan.init_checkpoint to its path, or to "
+            f"'{SCRATCH}' to train from random weights on purpose.")
+
+
+def _init_from(state: StyleGANState, path: str, cfg: StyleGANTrainConfig | None = None) -> None:
     """Start from a pretrained generator: a port checkpoint gives g, d and g_ema when it has them."""
-    p = Path(path)
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(missing_init_message(p, cfg))
     if p.suffix in (".pt", ".pth"):
-        if not p.exists():
-            raise FileNotFoundError(f"init_checkpoint not found: {p} (a .pt checkpoint of the rosinality "
-                                    "stylegan2-pytorch port with 'g_ema'; place it there or clear init_checkpoint)")
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
         if "g_ema" not in ckpt:
             raise KeyError(f"{p}: expected the port's checkpoint dict with 'g_ema', found {sorted(ckpt)}")
@@ -322,17 +337,20 @@ def train_stylegan(cfg: StyleGANTrainConfig, images, out_dir: str | Path, device
         # No loss scaling here: fp16 gradients of the R1 / path terms underflow. bf16 or fp32 only.
         say("train_stylegan: fp16 autocast is not supported, running in fp32")
         spec = DeviceSpec(spec.device, None, spec.seed)
+    checkpointer = Checkpointer(out_dir / "checkpoints")
+    if cfg.init_checkpoint and cfg.init_checkpoint != SCRATCH and checkpointer.latest() is None:
+        if not Path(cfg.init_checkpoint).expanduser().exists():  # say so before building anything
+            raise FileNotFoundError(missing_init_message(Path(cfg.init_checkpoint).expanduser(), cfg))
     seed_everything(spec.seed)
     state = build_state(cfg, spec.device)
-    checkpointer = Checkpointer(out_dir / "checkpoints")
     modules = {"g": state.g, "d": state.d, "g_ema": state.g_ema}
     optimizers = {"g_optim": state.g_optim, "d_optim": state.d_optim}
 
     restored = checkpointer.restore(modules, optimizers)
     if restored is None:
         start = 0
-        if cfg.init_checkpoint:
-            _init_from(state, cfg.init_checkpoint)
+        if cfg.init_checkpoint and cfg.init_checkpoint != SCRATCH:
+            _init_from(state, cfg.init_checkpoint, cfg)
             say(f"initialised from {cfg.init_checkpoint}")
     else:
         start = restored["step"]

@@ -21,7 +21,8 @@ from mangacolor.registry import MODEL_NAME
 from mangacolor.training.checkpoint import load_weights
 from tests.training.test_colorization_stages import store_drafting_models
 
-CHAIN = ["colorizer_step1_snapshots", "selected_snapshots", "pseudolabels", "colorizer_step2", "colorizer_final"]
+CHAIN = ["colorizer_step1_snapshots", "colorizer_step1_finetuned", "selected_snapshots", "pseudolabels", "colorizer_step2",
+         "colorizer_final"]
 # The demo section made smaller still: four step-1 steps (two snapshots), pages colorized at 96 px.
 TEST_SECTION = {
     "generator": {"tiny": True}, "discriminator": {"tiny": True},
@@ -133,6 +134,7 @@ def test_chain_trains_selects_pseudolabels_and_registers_a_bundle_without_upstre
     assert meta["colorizer_step1_snapshots"]["fallback"] is True
     assert set(meta["colorizer_step1_snapshots"]["bw_source_by_title"].values()) == {"grey"}
     assert "coloring_drafts not materialized" in meta["colorizer_step1_snapshots"]["fallbacks"]
+    assert "bw_page_drafts not materialized: real pages get empty drafts" in meta["colorizer_step1_snapshots"]["fallbacks"]
     assert "inversion_encoder not materialized" in meta["pseudolabels"]["fallbacks"]
     assert "drafting_network not materialized" in meta["colorizer_final"]["fallbacks"]
     client = mlflow.MlflowClient(project["tracking_uri"])
@@ -140,8 +142,21 @@ def test_chain_trains_selects_pseudolabels_and_registers_a_bundle_without_upstre
     assert step1_run.data.tags["fallback"] == "true" and "grey instead of synthetic_bw_pages" in step1_run.data.tags["fallbacks"]
     assert step1_run.data.params["step"] == "adapt" and "g_adv_real" in step1_run.data.metrics
 
-    # Selection: every snapshot scored by the labelled random-init Inception, the best two kept with their grids.
+    # The end of step 1 (Appendix D): every snapshot fine-tuned on the matched pairs, continuing its epochs' cue schedule.
+    tuned_dir = store.latest_dir("colorizer_step1_finetuned")
+    tuned = store.read_manifest(tuned_dir)
+    tuned_shots = tuned[tuned.role == "snapshot"].set_index("step")
+    assert list(tuned_shots.index) == [2, 4] and (tuned_shots.finetune_steps == 1).all()
+    assert meta["colorizer_step1_finetuned"]["matched_pairs"] > 0
+    for step, row in tuned_shots.iterrows():
+        _, tuned_meta = load_weights(f"{tuned_dir}/{row.path}")
+        assert tuned_meta["train_step"] == "finetune"
+        assert row.sha256 != shots.set_index("step").loc[step, "sha256"]
+    assert set(tuned.loc[tuned.role == "matched_bw", "page_id"]) <= train
+
+    # Selection: every fine-tuned snapshot scored by the labelled random-init Inception, the best two kept with their grids.
     ranking = store.latest_manifest("selected_snapshots")
+    assert set(ranking.loc[ranking.selected, "sha256"]) <= set(tuned_shots.sha256)
     assert sorted(ranking.step) == [2, 4] and ranking.selected.all() and np.isfinite(ranking.kid_mean).all()
     assert meta["selected_snapshots"]["random_init"] is True and "not comparable" in meta["selected_snapshots"]["fid_note"]
     assert {"grid_step_2", "grid_step_4"} <= set(meta["selected_snapshots"])
@@ -159,7 +174,7 @@ def test_chain_trains_selects_pseudolabels_and_registers_a_bundle_without_upstre
     step2 = store.latest_manifest("colorizer_step2")
     assert set(step2.loc[step2.role == "pseudolabel_bw", "page_id"]) == set(per_page.index)
     checks = {(c.asset_key.to_user_string(), c.check_name): c for c in result.get_asset_check_evaluations()}
-    for key in ("colorizer_step1_snapshots", "colorizer_step2"):
+    for key in ("colorizer_step1_snapshots", "colorizer_step1_finetuned", "colorizer_step2"):
         assert checks[(key, "holdout_never_trained")].passed
 
     # The registered candidate: tagged, and its bundle colorizes a page at the page's size.
@@ -170,9 +185,39 @@ def test_chain_trains_selects_pseudolabels_and_registers_a_bundle_without_upstre
     assert version.tags["dagster.run_id"] == result.run_id
     bundle = ModelBundle.load(final["bundle_uri"])
     assert bundle.drafting is None  # no drafting network yet: automatic colorization with an empty draft
+    assert bundle.info["canvas"] == [64, 64]  # the test section's crop: inference brings pages to it
+    # The bundle's colorizer is step 2's generator (the fine-tune no longer runs after self-training).
+    assert (store.latest_manifest("colorizer_step2").set_index("id").loc["weights", "sha256"]
+            == store.latest_manifest("colorizer_final").set_index("id").loc["bundle:colorizer.safetensors", "sha256"])
     bw = read_image(project["data"] / "bw" / "night_harbor" / "001.png", mode="L")
     out = bundle.colorize(bw, draft=bundle.drafts(bw)[0])
     assert out.shape == (*bw.shape, 3) and out.dtype == np.uint8
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_the_finetune_comes_before_pseudolabels_in_the_asset_graph():
+    """Appendix D: step 1 = adaptation, then the matched-pair fine-tune; the snapshots that rank and label come after it;
+    step 2 is last. And the drafting network's second round follows the pseudolabels, its first precedes step 1."""
+    from pipelines.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+
+    def ancestors(key: str) -> set[str]:
+        seen, todo = set(), [dg.AssetKey(key)]
+        while todo:
+            for parent in graph.get(todo.pop()).parent_keys:
+                if parent.to_user_string() not in seen:
+                    seen.add(parent.to_user_string())
+                    todo.append(parent)
+        return seen
+
+    assert "colorizer_step1_snapshots" in ancestors("colorizer_step1_finetuned")
+    assert "colorizer_step1_finetuned" in ancestors("selected_snapshots")
+    assert "colorizer_step1_finetuned" in ancestors("pseudolabels")
+    assert "pseudolabels" in ancestors("colorizer_step2") and "colorizer_step2" in ancestors("colorizer_final")
+    assert not {"colorizer_step2", "pseudolabels"} & ancestors("colorizer_step1_finetuned")
+    assert {"drafting_network", "bw_page_drafts"} <= ancestors("colorizer_step1_snapshots")
+    assert "pseudolabels" in ancestors("drafting_network_final") and "drafting_network_final" in ancestors("colorizer_final")
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
@@ -190,7 +235,7 @@ def test_override_variant_switch_and_a_retried_finetune_that_resumes(chain, monk
     # stage's models are in the store now (tiny ones, written as its assets write them): the bundle ships them.
     store_drafting_models(Store(project["artifacts"]), project["root"])
     _write_section(project, variant={"self_training": False})
-    result = _run(defs, instance, CHAIN[2:])
+    result = _run(defs, instance, CHAIN[3:])
     assert _metadata(result, "pseudolabels")["skipped"] is True
     assert _metadata(result, "colorizer_step2")["skipped"] is True
     store = Store(project["artifacts"])
@@ -198,7 +243,6 @@ def test_override_variant_switch_and_a_retried_finetune_that_resumes(chain, monk
     assert best.step == 2 and store.latest_manifest("selected_snapshots").selected.sum() == 1
     assert store.latest_manifest("colorizer_step2").set_index("id").loc["weights", "sha256"] == best.sha256
     first = _metadata(result, "colorizer_final")
-    assert first["resumed_from_step"] == 0 and first["finetune_steps"] == 1
     assert first["bundle_parts"] == ["colorizer", "drafting", "inversion", "stylegan"]
     bundle = ModelBundle.load(first["bundle_uri"])
     bw = read_image(project["data"] / "bw" / "night_harbor" / "001.png", mode="L")
@@ -208,12 +252,13 @@ def test_override_variant_switch_and_a_retried_finetune_that_resumes(chain, monk
     assert first["registered_model"] == f"{MODEL_NAME}-no_self_training" and first["alias"] == "none"
     assert client.get_model_version(first["registered_model"], str(first["registered_version"])).tags["variant"] == "no_self_training"
 
-    # More fine-tune steps, same config otherwise: the retry resumes from the first run's checkpoint.
+    # More fine-tune steps, same config otherwise: the retry resumes each snapshot from the first run's checkpoint.
     _write_section(project, finetune={"max_steps": 2})
-    again = _metadata(_run(defs, instance, ["colorizer_final"]), "colorizer_final")
-    assert again["resumed_from_step"] == 1 and again["finetune_steps"] == 2
-    assert client.get_run(again["mlflow_run_id"]).data.params["resumed_at"] == "1"
-    assert again["registered_version"] == first["registered_version"] + 1
+    again = _metadata(_run(defs, instance, ["colorizer_step1_finetuned"]), "colorizer_step1_finetuned")
+    assert again["resumed_from_step"] == 1 and again["finetune_steps_per_snapshot"] == 2
+    assert client.get_run(again["mlflow_run_id"]).data.params["snapshot-2.resumed_at"] == "1"
+    final = _metadata(_run(defs, instance, ["colorizer_final"]), "colorizer_final")
+    assert final["registered_version"] == first["registered_version"] + 1
     assert client.get_model_version_by_alias(MODEL_NAME, "candidate").version == candidate_before
 
 

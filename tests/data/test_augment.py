@@ -108,3 +108,79 @@ def test_colour_page_jitter_is_seeded_and_keeps_the_page_shape():
     b = color_page_jitter(seed=1)(colour)
     assert a.shape == colour.shape and a.dtype == np.uint8
     assert np.array_equal(a, b) and not np.array_equal(a, colour)
+
+
+# --- one page transform for page, target and draft (Appendix B) -------------------------------------
+
+import cv2  # noqa: E402
+
+from mangacolor.data.augment import canvas_size  # noqa: E402
+from mangacolor.training.colorizer import random_crop  # noqa: E402
+
+DRAFT_SIGMA = 3.0  # px at the page's own scale
+
+
+def smooth_colour_page(h, w, seed, cells=(7, 5)):
+    """A page of large colour regions: what drafts describe (a blur of it is still informative)."""
+    grid = np.random.default_rng(seed).integers(0, 256, (*cells, 3), dtype=np.uint8)
+    return cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+def whole_page_draft(page):
+    """A stand-in for the StyleGAN draft: the blurred page squeezed into 256x256, as coloring_drafts stores it."""
+    return cv2.resize(cv2.GaussianBlur(page, (0, 0), DRAFT_SIGMA), (256, 256), interpolation=cv2.INTER_AREA)
+
+
+def correlation(a, b):
+    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def draft_of_the_crop(target, page_hw, canvas):
+    """The draft made from the crop's own part of the page, at the crop's scale."""
+    scale = canvas_size(*page_hw, canvas)[0] / page_hw[0]
+    return cv2.GaussianBlur(target, (0, 0), DRAFT_SIGMA * scale)
+
+
+@pytest.mark.parametrize("page_hw", [(600, 400), (400, 1200)])  # a portrait page, a double spread
+def test_the_draft_under_the_crop_is_the_draft_of_that_part_of_the_page(page_hw):
+    canvas, crop = (192, 128), (96, 64)
+    aug = paired_augmentation(crop, seed=11, canvas=canvas, **no_jitter(grey_p=0.0))
+    flips = set()
+    for seed in range(12):
+        page = smooth_colour_page(*page_hw, seed)
+        out = aug(input=weighted_grey(page), target=page, color_for_grey=page, draft=whole_page_draft(page))
+        assert out["input"].shape == crop and out["draft"].shape == (*crop, 3)
+        assert correlation(out["draft"], draft_of_the_crop(out["target"], page_hw, canvas)) >= 0.95
+        # and the old way (the whole-page draft stretched onto the crop) is not
+        stretched = cv2.resize(whole_page_draft(page), crop[::-1], interpolation=cv2.INTER_LINEAR)
+        assert correlation(stretched, draft_of_the_crop(out["target"], page_hw, canvas)) < 0.8
+        flips.add(out["flipped"])
+    assert flips == {True, False}
+
+
+def test_double_spreads_keep_their_aspect_on_the_canvas():
+    assert canvas_size(1200, 800) == (768, 512)  # a 3:2 page is the canvas
+    assert canvas_size(1200, 1600) == (768, 1024)  # a spread: same height, twice the width
+    assert canvas_size(1414, 1000) == (768, 543)  # A4: covers the canvas, a little wider
+
+
+def test_a_flipped_page_gets_a_flipped_draft():
+    page = smooth_colour_page(300, 200, seed=3)
+    kw = dict(seed=0, canvas=(96, 64), max_pad=0, **no_jitter(grey_p=0.0))
+    plain = paired_augmentation((96, 64), flip_p=0.0, **kw)(input=weighted_grey(page), target=page, draft=whole_page_draft(page))
+    flipped = paired_augmentation((96, 64), flip_p=1.0, **kw)(input=weighted_grey(page), target=page, draft=whole_page_draft(page))
+    assert flipped["flipped"] and not plain["flipped"]
+    assert np.array_equal(flipped["target"], plain["target"][:, ::-1])
+    assert np.array_equal(flipped["draft"], plain["draft"][:, ::-1])
+    assert correlation(flipped["draft"], plain["draft"]) < 0.9  # the page is not symmetric: the flip matters
+
+
+def test_the_loops_plain_crop_moves_the_draft_with_the_page():
+    page_hw, canvas, crop = (600, 400), (192, 128), (96, 64)
+    rng = np.random.default_rng(0)
+    for seed in range(6):
+        page = smooth_colour_page(*page_hw, seed)
+        out = random_crop({"bw": weighted_grey(page), "color": page, "draft": whole_page_draft(page)}, crop, rng, canvas)
+        assert out["draft"].shape == (*crop, 3)
+        assert correlation(out["draft"], draft_of_the_crop(out["color"], page_hw, canvas)) >= 0.95

@@ -104,3 +104,19 @@ def test_hints_survive_downscaling():
     assert small[0, 3].sum() == 2
     with pytest.raises(ValueError, match="RGBA"):
         hint_from_rgba(rgba[..., :3])
+
+
+@pytest.mark.parametrize("hw, seen", [((300, 200), (96, 64)), ((300, 400), (96, 128)), ((60, 40), (96, 64))])
+def test_pages_are_colorized_on_the_training_canvas(generator, hw, seen):
+    """A page reaches the generator at the scale training showed it (page height -> canvas height,
+    spreads twice as wide), and comes back at its own size."""
+    sizes = []
+    hook = generator.register_forward_pre_hook(lambda _m, args: sizes.append(tuple(args[0].shape[-2:])))
+    try:
+        page = np.random.default_rng(1).integers(0, 256, hw, dtype=np.uint8)
+        out = colorize_page(generator, page, options=InferenceOptions(canvas=(96, 64), channels_last=False, fold_batchnorm=False))
+    finally:
+        hook.remove()
+    assert out.shape == (*hw, 3)
+    padded = tuple(-(-s // 32) * 32 for s in seen)  # colorize pads to the generator's multiple
+    assert sizes == [padded]

@@ -51,3 +51,30 @@ def test_paper_size_discriminator_builds_and_runs():
     n = sum(p.numel() for p in d.parameters())
     assert 1e6 < n < 5e6
     assert d(torch.zeros(1, 3, 64, 128)).shape == (1,)
+
+
+def test_every_layer_of_generator_and_discriminator_starts_from_xavier():
+    """Appendix D: "we initialize the weights with Xavier initialization" — every conv / linear weight of the
+    colorizer (encoder included, until a pretrained file overwrites it) and of the discriminator."""
+    import math
+
+    from mangacolor.models.colorizer import ColorizationGenerator, ColorizerConfig
+
+    torch.manual_seed(0)
+    nets = {"generator": ColorizationGenerator(ColorizerConfig.tiny()),
+            "discriminator": ColorizationDiscriminator(DiscriminatorConfig.tiny())}
+    checked = 0
+    for net in nets.values():
+        for name, m in net.named_modules():
+            if not isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                continue
+            w = m.parametrizations.weight.original if hasattr(m, "parametrizations") else m.weight
+            fan_in, fan_out = torch.nn.init._calculate_fan_in_and_fan_out(w)
+            bound = math.sqrt(6 / (fan_in + fan_out))
+            assert w.abs().max() <= bound + 1e-6, name
+            if w.numel() >= 256:  # enough values to see the uniform's spread, not a smaller default init
+                assert w.std() > 0.8 * bound / math.sqrt(3), name
+            if m.bias is not None:
+                assert (m.bias == 0).all(), name
+            checked += 1
+    assert checked > 40

@@ -96,3 +96,30 @@ def test_model_rows_name_every_training_page_and_the_weights_load_back(tmp_path)
     with model_weights(store, "refiner_model") as path:
         state, meta = load_weights(path)
     assert torch.equal(state["x"], torch.arange(3.0)) and meta["steps"] == 2
+
+
+def test_colour_pages_are_jittered_before_xdog_per_page_and_reproducibly(tmp_path):
+    """Appendix B: colour jitter of the colour page before the synthetic preprocessing; the draw depends on the page alone."""
+    from mangacolor.data.augment import color_page_jitter
+    from mangacolor.synthetic.pages import page_seed
+
+    store = Store(tmp_path)
+    pages = {f"{i:03d}.png": encode_png(_page(i, (64, 48, 3))) for i in range(4)}
+    rows = _rows(store, pages)
+    jitter = {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4}
+    outputs = {}
+    for name, chosen in (("jittered", rows), ("again", rows), ("fewer", rows.iloc[1:])):
+        writer = store.begin(f"xdog_{name}", "t")
+        xdog_stage(chosen, store, writer, PRESETS["alacgan"], color_jitter=jitter)
+        _, vdir, frame = writer.commit()
+        outputs[name] = {r["id"]: read_image(store.read_bytes(f"{vdir}/{r['path']}"), mode="L") for r in frame.to_dict("records")}
+    for page_id, out in outputs["jittered"].items():
+        colour = read_image(store.read_bytes(rows.set_index("id").loc[page_id, "uri"]), mode="RGB")
+        expected = xdog(color_page_jitter(**jitter)(colour, seed=page_seed(page_id)), PRESETS["alacgan"])
+        np.testing.assert_array_equal(out, expected)
+        np.testing.assert_array_equal(out, outputs["again"][page_id])
+        if page_id in outputs["fewer"]:
+            np.testing.assert_array_equal(out, outputs["fewer"][page_id])
+    # the jitter reaches the line art: some page differs from the xDoG of its unjittered colour page
+    assert any(not np.array_equal(out, xdog(_page(int(pid[2:5]), (64, 48, 3)), PRESETS["alacgan"]))
+               for pid, out in outputs["jittered"].items())

@@ -22,6 +22,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:colorizer encoder is randomly")
 
 def test_variant_tag_names_the_parts_switched_off():
     assert stages.VariantFlags().name() == "full"
+    assert stages.VariantFlags(synthetic="xdog").name() == "synthetic_xdog"  # Table 3's rows
+    assert stages.VariantFlags(synthetic="refined", adversarial_adaptation=False).name() == "synthetic_refined+no_adaptation"
     assert stages.VariantFlags(use_drafts=False).name() == "no_drafts"
     assert stages.VariantFlags(adversarial_adaptation=False).name() == "no_adaptation"
     assert stages.VariantFlags(self_training=False, adversarial_adaptation=False).name() == "no_adaptation+no_self_training"
@@ -59,6 +61,32 @@ def test_synthetic_pairs_fall_back_per_title_and_say_so(tmp_path):
                                "coloring_drafts not materialized: empty drafts"]
     sample = stages.StorePairs(store, pairs.rows)[2]  # title b, page 001: its own grey conversion
     assert sample["bw"].shape == (40, 32) and np.array_equal(sample["color"], colour["001"])
+
+
+def test_the_synthetic_level_picks_xdog_refined_or_cut_pages(tmp_path):
+    """Table 3 as a switch: the same pairs from xDoG pages, refined pages or CUT pages of the same colour pages."""
+    store = Store(tmp_path)
+    rng = np.random.default_rng(1)
+    colour = {p: rng.integers(0, 256, (40, 32, 3), dtype=np.uint8) for p in ("001", "002")}
+    _commit(store, "color_pages", "a", colour)
+    for asset, value in (("xdog_pages", 10), ("refined_pages", 20), ("synthetic_bw_pages", 30)):
+        _commit(store, asset, "a", {p: np.full((40, 32), value, np.uint8) for p in colour}, source_id="{title}/{page}")
+    for level, value in (("xdog", 10), ("refined", 20), ("cut", 30)):
+        pairs = stages.synthetic_pairs(store, ["a"], use_drafts=False, level=level)
+        assert pairs.fallbacks == [] and set(pairs.bw_source.values()) == {stages.SYNTHETIC_LEVELS[level][0]}
+        sample = stages.StorePairs(store, pairs.rows)[0]
+        assert (sample["bw"] == value).all() and np.array_equal(sample["color"], colour["001"])
+    with pytest.raises(ValueError, match="synthetic level"):
+        stages.synthetic_pairs(store, ["a"], use_drafts=False, level="grey")
+
+
+def test_refined_level_falls_back_to_xdog_and_says_so(tmp_path):
+    store = Store(tmp_path)
+    colour = {"001": np.zeros((40, 32, 3), np.uint8)}
+    _commit(store, "color_pages", "a", colour)
+    _commit(store, "xdog_pages", "a", {"001": np.zeros((40, 32), np.uint8)}, source_id="{title}/{page}")
+    pairs = stages.synthetic_pairs(store, ["a"], use_drafts=False, level="refined")
+    assert pairs.fallbacks == ["a: xdog_pages instead of refined_pages"]
 
 
 # --- pseudolabels ------------------------------------------------------------------------------------
@@ -172,7 +200,16 @@ def test_bundle_parts_share_the_generator_the_drafting_network_was_trained_again
                                                                   "inversion_encoder not materialized: bundle without inversion"])
     gan_version = store_drafting_models(store, tmp_path)
     files, notes = stages.drafting_files(store, tmp_path / "parts")
-    assert sorted(files) == ["drafting", "inversion", "stylegan"] and notes == []
+    assert sorted(files) == ["drafting", "inversion", "stylegan"]
+    assert notes == ["drafting_network_final not materialized: the bundle drafts with the first-round drafting network"]
+    # The drafting network's second round (pseudolabelled real pages too), once there, is the one shipped.
+    final_weights = tmp_path / "final.safetensors"
+    final_weights.write_bytes(files["drafting"].read_bytes() + b"")
+    writer = store.begin("drafting_network_final")
+    write_model(writer, final_weights, {}, {"stylegan_version": gan_version})
+    final_dir = writer.commit(salt="second round")[1]
+    files, notes = stages.drafting_files(store, tmp_path / "parts_final")
+    assert notes == [] and files["drafting"].read_bytes() == Store(tmp_path / "store").read_bytes(f"{final_dir}/weights/model.safetensors")
     (_, colorizer), _ = _snapshots(tmp_path)
     bundle = ModelBundle.load(write_bundle(tmp_path / "bundle", {"colorizer": colorizer, **files},
                                            {"colorizer_config": ColorizerConfig.tiny().to_dict()}))

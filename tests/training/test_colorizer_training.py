@@ -227,3 +227,71 @@ def test_paired_augmentation_plugs_in(tmp_path):
         step="adapt", augment=augment_from_paired(paired_augmentation(crop_hw=(32, 32), max_pad=4)),
     )
     assert result.steps == 1 and math.isfinite(tracker.metrics[-1][1]["g_total"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The cue schedule's epoch: the network's own epochs, across stages (Appendix D)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_cue_epoch_counts_the_epochs_the_weights_were_trained():
+    from mangacolor.training.colorizer import cue_epoch
+
+    assert [cue_epoch(0, it, 2) for it in range(6)] == [1, 1, 2, 2, 3, 3]  # a new network starts at epoch 1
+    assert [cue_epoch(15, it, 2) for it in range(4)] == [16, 16, 17, 17]  # the fine-tune after 15 epochs of step 1
+
+
+def test_a_finetune_continues_the_schedule_of_its_weights_and_sees_drafts(tmp_path):
+    """Drafts only from the third epoch: two epochs of training see none; the one-epoch fine-tune from
+    those weights is in its third epoch, so every page gets its draft (a restarted count would give none)."""
+    from mangacolor.training.cues import CueConfig, CueStage
+    from mangacolor.training.colorizer import weights_epochs
+
+    cues = CueConfig(schedule=(CueStage(1, 0.0, 0.0), CueStage(3, 0.0, 1.0)))
+    bw, colour = pages(4, seed=9)
+    data = PairDataset(bw, colour, drafts(4, 10))
+    first, tracker1 = None, NullTracker()
+    first = train_colorizer(config(epochs=2, cues=cues), data, None, tmp_path / "a", "cpu", tracker1, step="finetune")
+    assert tracker1.series("cue_epoch") == [1, 1, 2, 2] and set(tracker1.series("drafts")) == {0.0}
+    assert weights_epochs(first.generator) == 2 and weights_epochs(first.snapshots[0].weights) == 1
+
+    tracker2 = NullTracker()
+    second = train_colorizer(config(epochs=1, cues=cues), data, None, tmp_path / "b", "cpu", tracker2, step="finetune",
+                             init_weights=first.generator)
+    assert tracker2.params["epochs_before"] == 2
+    assert tracker2.series("cue_epoch") == [3, 3] and set(tracker2.series("drafts")) == {1.0}
+    assert weights_epochs(second.generator) == 3
+
+
+def test_real_pages_in_step_1_get_their_drafts_per_the_schedule(tmp_path):
+    from mangacolor.training.cues import CueConfig, CueStage
+
+    bw, colour = pages(2, seed=11)
+    real, _ = pages(2, seed=12)
+    tracker = NullTracker()
+    train_colorizer(config(max_steps=2, cues=CueConfig(schedule=(CueStage(1, 0.0, 1.0),))), PairDataset(bw, colour),
+                    BwDataset(real, drafts(2, 13)), tmp_path, "cpu", tracker, step="adapt")
+    assert tracker.series("real_drafts") == [1.0, 1.0]
+
+
+def test_step_2s_discriminator_takes_real_colour_pages_not_pseudolabels_as_real(tmp_path, monkeypatch):
+    """In self-training D's "real" images are the colour pages of the synthetic pairs (eq. 10), never a pseudolabel."""
+    from mangacolor.models import discriminator as dmod
+
+    bw, colour = pages(2, seed=14)
+    real, pseudo = pages(2, seed=15)
+    pseudo = [np.full_like(p, 3) for p in pseudo]  # pseudolabels: one value no colour page has
+    seen = []
+    forward = dmod.ColorizationDiscriminator.forward
+
+    def spy(self, y):
+        seen.append(y.detach().clone())
+        return forward(self, y)
+
+    monkeypatch.setattr(dmod.ColorizationDiscriminator, "forward", spy)
+    train_colorizer(config(max_steps=2, batch_size=4), PairDataset(bw, colour), PairDataset(real, pseudo),
+                    tmp_path, "cpu", NullTracker(), step="self_train")
+    first_calls_per_step = seen[0::3]  # D(real), D(fake.detach()), D(fake) per step
+    pseudo_value = 3 / 127.5 - 1
+    for y in first_calls_per_step:
+        assert not torch.isclose(y, torch.tensor(pseudo_value)).flatten(1).all(1).any()
