@@ -45,9 +45,10 @@ from mangacolor.losses.colorization import (
 )
 from mangacolor.models.colorizer import ColorizerConfig, build_generator
 from mangacolor.models.discriminator import ColorizationDiscriminator, DiscriminatorConfig
-from mangacolor.tracking import Tracker
+from mangacolor.tracking import NullTracker, Tracker
+from mangacolor.training import distributed
 from mangacolor.training.checkpoint import Checkpointer, save_weights
-from mangacolor.training.cues import CueConfig, sample_cues
+from mangacolor.training.cues import CueConfig, Cues, sample_cues
 
 log = logging.getLogger(__name__)
 
@@ -293,6 +294,7 @@ def train_colorizer(
     init_weights: str | Path | None = None,
     snapshot_every: int | None = None,
     augment: Augment | None = None,
+    dist: distributed.DistContext | None = None,
 ) -> ColorizerTrainResult:
     """Train (or resume training) one step of the colorization network; see the module docstring.
 
@@ -302,9 +304,16 @@ def train_colorizer(
     (else Xavier + the configured encoder file). `snapshot_every`: steps between generator snapshots
     with sample grids (default: one per epoch). Output files go under `out_dir`: checkpoints/,
     snapshots/step-N/{generator.safetensors, samples.png}, generator.safetensors, discriminator.safetensors.
+
+    Under `torchrun` (`dist`, default: the initialised process group) each process computes its shard
+    of every step's global batch and gradients are averaged (mangacolor/training/distributed.py);
+    rank 0 alone logs, snapshots and checkpoints, and `out_dir` must be shared by the processes.
     """
     spec = _as_spec(device, cfg.seed)
-    dev = spec.device
+    dist = dist or distributed.current()
+    dev = distributed.local_device(spec.device, dist)
+    if not dist.is_main:
+        tracker, progress = NullTracker(), None
     epochs, batch_size, weights = cfg.resolved(step)
     out_dir = Path(out_dir)
     say = progress or (lambda _msg: None)
@@ -324,7 +333,7 @@ def train_colorizer(
 
     # Build. Seeding first makes the Xavier init (and so a fresh run) reproducible.
     torch.manual_seed(cfg.seed)
-    generator = build_generator(cfg.generator, init_weights).to(dev).train()
+    generator = distributed.sync_batchnorm(build_generator(cfg.generator, init_weights), dist, dev).to(dev).train()
     discriminator = ColorizationDiscriminator(cfg.discriminator).to(dev).train() if adversarial else None
     perceptual = (
         PerceptualLoss(cfg.perceptual_layers, cfg.vgg_weights, cfg.allow_random_vgg).to(dev) if weights.per else None
@@ -361,17 +370,32 @@ def train_colorizer(
         n = min(cfg.sample_count, len(dataset))
         return collate([random_crop(dataset[i], cfg.crop, None) for i in range(n)], dev)
 
-    grid_pairs, grid_real = fixed_batch(supervised), fixed_batch(unpaired_real)
+    grid_pairs, grid_real = (fixed_batch(supervised), fixed_batch(unpaired_real)) if dist.is_main else (None, None)
+    # Every random choice of an item is seeded by (seed, step, stream, position in the global batch),
+    # so one process and N processes, each computing its positions, draw the same batch.
+    positions = dist.positions(batch_size)
 
-    def load(dataset: Dataset, it: int, salt: int, np_rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    def load(dataset: Dataset, it: int, salt: int) -> dict[str, torch.Tensor]:
         samples = []
-        for i in _stream_indices(len(dataset), it * batch_size, batch_size, cfg.seed, salt):
-            sample = dataset[i]
-            sample = augment(sample, np_rng) if augment is not None else random_crop(sample, cfg.crop, np_rng)
+        chosen = _stream_indices(len(dataset), it * batch_size, batch_size, cfg.seed, salt)
+        for j in positions:
+            item_rng = np.random.default_rng([cfg.seed, it, salt, j])
+            sample = dataset[chosen[j]]
+            sample = augment(sample, item_rng) if augment is not None else random_crop(sample, cfg.crop, item_rng)
             samples.append(sample)
         return collate(samples, dev)
 
+    def cues_for(batch: dict[str, torch.Tensor], it: int, epoch: int, salt: int, hints: bool = True) -> Cues:
+        per_item = []
+        for k, j in enumerate(positions):
+            one = {key: v[k:k + 1] for key, v in batch.items()}
+            rng = torch.Generator().manual_seed(int(np.random.default_rng([cfg.seed, it, salt, j, 1]).integers(2**62)))
+            per_item.append(sample_cues(one, epoch, rng, cfg.cues, hints=hints))
+        return Cues(*(torch.cat([getattr(c, f.name) for c in per_item]) for f in dataclasses.fields(Cues)))
+
     def save_snapshot(it: int, epoch: int) -> None:
+        if not dist.is_main:
+            return
         folder = out_dir / "snapshots" / f"step-{it:08d}"
         meta = {"generator_config": cfg.generator.to_dict(), "step": it, "epoch": epoch, "train_step": step}
         save_weights(folder / "generator.safetensors", generator, meta)
@@ -381,22 +405,20 @@ def train_colorizer(
         snapshots.append(Snapshot(it, epoch, str(folder / "generator.safetensors"), str(folder / "samples.png")))
 
     def checkpoint(it: int) -> None:
-        checkpointer.save(it, modules, optimizers, {"snapshots": [dataclasses.asdict(s) for s in snapshots]})
+        if dist.is_main:
+            checkpointer.save(it, modules, optimizers, {"snapshots": [dataclasses.asdict(s) for s in snapshots]})
 
     parts: dict[str, Any] = {}
     for it in range(start, total_steps):
         epoch = it // steps_per_epoch + 1
-        rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + it)
-        np_rng = np.random.default_rng([cfg.seed, it])
-
-        pairs = load(supervised, it, 0, np_rng)
-        cues = sample_cues(pairs, epoch, rng, cfg.cues)
+        pairs = load(supervised, it, 0)
+        cues = cues_for(pairs, it, epoch, 0)
         with spec.autocast():
             fake = generator(pairs["bw"], cues.hint, cues.draft)
         fake_real = None
         if unpaired_real is not None:
-            real = load(unpaired_real, it, 1, np_rng)
-            real_cues = sample_cues(real, epoch, rng, cfg.cues, hints=False)  # Ĥ: empty hint (eq. 9)
+            real = load(unpaired_real, it, 1)
+            real_cues = cues_for(real, it, epoch, 1, hints=False)  # Ĥ: empty hint (eq. 9)
             with spec.autocast():
                 fake_real = generator(real["bw"], real_cues.hint, real_cues.draft)
 
@@ -413,6 +435,7 @@ def train_colorizer(
                 )
             opt_d.zero_grad(set_to_none=True)
             scaler.scale(d_loss).backward()
+            dist.average_gradients(discriminator)
             scaler.step(opt_d)
             parts.update(d_parts)
             discriminator.requires_grad_(False)  # G's step needs gradients through D, not into it
@@ -429,13 +452,14 @@ def train_colorizer(
             )
         opt_g.zero_grad(set_to_none=True)
         scaler.scale(g_loss).backward()
+        dist.average_gradients(generator)
         scaler.step(opt_g)
         scaler.update()
         parts.update(g_parts)
 
         done = it + 1
         if done % cfg.log_every == 0 or done == total_steps:
-            metrics = {k: float(v) for k, v in parts.items()} | {"epoch": float(epoch)}
+            metrics = dist.mean({k: float(v) for k, v in parts.items()}) | {"epoch": float(epoch)}
             tracker.log_metrics(metrics, step=done)
             say(f"colorizer {step}: step {done}/{total_steps} epoch {epoch} " + " ".join(
                 f"{k}={v:.4f}" for k, v in metrics.items() if k in ("g_mae", "g_total", "d_total")))
@@ -446,9 +470,10 @@ def train_colorizer(
 
     meta = {"generator_config": cfg.generator.to_dict(), "steps": total_steps, "train_step": step,
             "perceptual_random": bool(perceptual is not None and perceptual.random_init)}
-    g_path = save_weights(out_dir / "generator.safetensors", generator, meta)
-    d_path = None
-    if discriminator is not None:
+    g_path, d_path = out_dir / "generator.safetensors", None
+    if dist.is_main:
+        save_weights(g_path, generator, meta)
+    if discriminator is not None and dist.is_main:
         d_path = save_weights(out_dir / "discriminator.safetensors", discriminator,
                               {"discriminator_config": cfg.discriminator.to_dict(), "steps": total_steps})
     return ColorizerTrainResult(
