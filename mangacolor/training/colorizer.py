@@ -406,7 +406,8 @@ def train_colorizer(
 
     def checkpoint(it: int) -> None:
         if dist.is_main:
-            checkpointer.save(it, modules, optimizers, {"snapshots": [dataclasses.asdict(s) for s in snapshots]})
+            checkpointer.save(it, modules, optimizers, {"snapshots": [dataclasses.asdict(s) for s in snapshots],
+                                                        "written_by": {"rank": dist.rank, "world_size": dist.world_size}})
 
     parts: dict[str, Any] = {}
     for it in range(start, total_steps):
