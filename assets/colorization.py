@@ -48,7 +48,7 @@ from mangacolor.training.colorizer import train_colorizer
 from .common import checkpoint_dir, color_titles, progress_logger, thumbnails_md, version_metadata
 from .ingest import bw_pages, color_pages, page_pairs, page_splits
 from . import launch
-from .launch import TorchrunResource
+from .launch import GPU_OP_TAGS, TRAINING_RETRY, TorchrunResource
 from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
 
 GROUP = "colorization"
@@ -197,6 +197,8 @@ def train_step1(st, cfg, tcfg, step, pairs, real, every, work, spec, tracker, pr
     deps=[SYNTHETIC, DRAFTS, COLOR, BW, page_splits],
     group_name=GROUP,
     pool="gpu",
+    op_tags=GPU_OP_TAGS,
+    retry_policy=TRAINING_RETRY,
     kinds={"pytorch"},
     description="Step 1 (§III, eq. 2–3): synthetic pairs supervised and adversarially, real black-and-white pages of the "
                 "train split adversarially (domain adaptation); several generator snapshots with sample grids. Preset `colorizer:`.",
@@ -260,6 +262,7 @@ class SnapshotSelection(dg.Config):
     deps=[colorizer_step1_snapshots, COLOR, BW, page_splits],
     group_name=GROUP,
     pool="gpu",
+    op_tags=GPU_OP_TAGS,
     kinds={"pytorch"},
     description="Step-1 snapshots ranked by KID/FID of their colorings of a validation slice of real training pages against "
                 "colour pages (the paper's authors chose by eye); the best are kept for pseudolabels. Run config `override` picks by hand.",
@@ -326,6 +329,7 @@ def selected_snapshots(context: dg.AssetExecutionContext, config: SnapshotSelect
     deps=[selected_snapshots, page_splits, BW, STYLEGAN, INVERSION],
     group_name=GROUP,
     pool="gpu",
+    op_tags=GPU_OP_TAGS,
     kinds={"pytorch", "parquet"},
     description="Pseudolabels for self-training: the selected snapshots colorize every real training page several times "
                 "(distinct snapshots, then drafts from the inversion encoder mixed with random CLS vectors); PNGs + manifest.",
@@ -383,6 +387,8 @@ def pseudolabels(context: dg.AssetExecutionContext, settings: SettingsResource, 
     deps=[pseudolabels, selected_snapshots, SYNTHETIC, DRAFTS, COLOR, BW, page_splits],
     group_name=GROUP,
     pool="gpu",
+    op_tags=GPU_OP_TAGS,
+    retry_policy=TRAINING_RETRY,
     kinds={"pytorch"},
     description="Step 2 (§III): self-training on synthetic pairs plus pseudolabelled real pages, all supervised, the adversarial "
                 "loss on both together (λ_syn 1.2, batch 8). With `variant.self_training: false`, step 1's best snapshot passes through.",
@@ -464,6 +470,8 @@ def _random_init_flags(cfg: stages.ColorizationConfig, st) -> dict[str, bool]:
     deps=[colorizer_step2, page_pairs, DRAFTS, STYLEGAN, DRAFTING, INVERSION],
     group_name=GROUP,
     pool="gpu",
+    op_tags=GPU_OP_TAGS,
+    retry_policy=TRAINING_RETRY,
     kinds={"pytorch", "mlflow"},
     description="The final colorizer: step 2 fine-tuned on the matched real page pairs (≤ 2 epochs, Appendix D), written as a "
                 f"model bundle (colorizer + StyleGAN + drafting + inversion) and registered as {MODEL_NAME} with alias 'candidate'.",

@@ -27,6 +27,7 @@ from mangacolor.training.drafting import train_psp
 from mangacolor.training.stylegan import train_stylegan
 
 from .common import checkpoint_dir, color_titles, progress_logger, thumbnails_md, version_metadata
+from .launch import GPU_OP_TAGS, TRAINING_RETRY
 from .ingest import color_pages
 from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
 
@@ -111,6 +112,8 @@ def blurred_color_pages(context: dg.AssetExecutionContext, settings: SettingsRes
     deps=[blurred_color_pages],
     group_name=GROUP,
     pool="gpu",
+    op_tags=GPU_OP_TAGS,
+    retry_policy=TRAINING_RETRY,
     kinds={"pytorch"},
     description="StyleGAN2 on the blurred colour pages of every colour title (§IV-B-1, Appendix D): its W+ is the Coloring Latent Space; preset section `stylegan:` (`init_checkpoint`: a port .pt to start from, as the paper did from Danbooru).",
 )
@@ -199,6 +202,8 @@ def _train_encoder(context, settings, store, device, mlflow, asset: str, input_n
     deps=[stylegan, blurred_color_pages, color_pages],
     group_name=GROUP,
     pool="gpu",
+    op_tags=GPU_OP_TAGS,
+    retry_policy=TRAINING_RETRY,
     kinds={"pytorch"},
     description="GAN inversion (§IV-B-2): pSp from a colour page to W+ of the frozen `stylegan`, trained with 1·MSE + 0.5·LPIPS against the blurred page; makes the drafts of colour pages. Preset section `inversion_encoder:`.",
 )
@@ -211,6 +216,8 @@ def inversion_encoder(context: dg.AssetExecutionContext, settings: SettingsResou
     deps=[stylegan, blurred_color_pages, "synthetic_bw_pages"],
     group_name=GROUP,
     pool="gpu",
+    op_tags=GPU_OP_TAGS,
+    retry_policy=TRAINING_RETRY,
     kinds={"pytorch"},
     description="The drafting network (§III-A eq. 1, §IV-B-2): pSp from a black-and-white page to W+ of the frozen `stylegan`, trained on synthetic pages (grey conversions where `synthetic_bw_pages` is missing, said in the metadata) against the blurred colour page. Preset section `drafting_network:`.",
 )
@@ -228,6 +235,7 @@ def drafting_network(context: dg.AssetExecutionContext, settings: SettingsResour
     group_name=GROUP,
     automation_condition=EAGER,
     pool="gpu",
+    op_tags=GPU_OP_TAGS,
     kinds={"pytorch", "parquet"},
     description="Coloring drafts of a title's colour pages made with the inversion encoder (§IV-B-3), 256x256 PNG plus each page's W+ (latents.safetensors); `source_id` pairs a draft with its colour page. Preset section `coloring_drafts:`.",
 )

@@ -44,6 +44,7 @@ from mangacolor.inference.bundle import ModelBundle
 from mangacolor.registry import MODEL_NAME, download_bundle, promote, version_by_alias
 
 from .common import thumbnails_md, version_metadata
+from .launch import GPU_OP_TAGS
 from .ingest import color_pages, manga109_pages, page_splits
 from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
 
@@ -101,6 +102,7 @@ def _samples(pages: list[np.ndarray], samples: dict[str, list[np.ndarray]]) -> l
     deps=[COLORIZER_FINAL, page_splits, manga109_pages, dg.AssetDep(color_pages, partition_mapping=dg.AllPartitionMapping())],
     group_name=GROUP,
     pool="gpu",
+    op_tags=GPU_OP_TAGS,
     kinds={"pytorch", "parquet"},
     description="FID/KID with bootstrap intervals of the registered models in automatic mode (candidate, champion, "
                 "ablation variants) on the holdout or Manga109, beside the paper's Tables 1 and 3.",
@@ -258,6 +260,7 @@ def champion_model(context: dg.AssetExecutionContext, settings: SettingsResource
     deps=[COLORIZER_FINAL],
     group_name=GROUP,
     pool="gpu",
+    op_tags=GPU_OP_TAGS,
     kinds={"pytorch"},
     description="Seconds per page for preprocessing (drafting network + StyleGAN) and colorization, median of N runs, "
                 "and peak memory, on every device present, beside the paper's Table 4.",

@@ -97,3 +97,22 @@ def train_step1(context: dg.AssetExecutionContext, torchrun: TorchrunResource, m
     result = _result(meta)
     shown = {k: v for k, v in meta.items() if k != "train_result"}
     return result, shown
+
+
+# --- what a GPU asset asks of the cluster ----------------------------------------------------------------
+
+# A retried training step resumes from its last checkpoint (kept under the artifact root or its mirror):
+# a lost pod or a preempted node costs the steps since that checkpoint, not the run.
+TRAINING_RETRY = dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL)
+
+
+def gpu_op_tags(gpus: int | None = None) -> dict:
+    """`dagster-k8s/config` for a GPU asset: its pod requests `gpus` GPUs (MANGACOLOR_GPUS, default 1)."""
+    gpus = gpus or int(os.environ.get("MANGACOLOR_GPUS") or 1)
+    limits = {"nvidia.com/gpu": str(gpus)}
+    return {"dagster-k8s/config": {"container_config": {"resources": {"limits": limits, "requests": limits}},
+                                   "pod_spec_config": {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists",
+                                                                         "effect": "NoSchedule"}]}}}
+
+
+GPU_OP_TAGS = gpu_op_tags()

@@ -17,6 +17,7 @@ from assets import colorization, drafting, evaluation, ingest, scrape, synthetic
 from assets.launch import TorchrunResource
 from assets.resources import DeviceResource, MlflowResource, SettingsResource, StoreResource, default_tracking_uri
 from mangacolor.config import PROJECT_ROOT, load_preset
+from pipelines import deploy
 
 ASSET_MODULES = [ingest, scrape, synthetic, drafting, colorization, evaluation]
 
@@ -59,6 +60,7 @@ def build_definitions(**resource_overrides) -> dg.Definitions:
         description="Materializes the cheap data stages when their inputs change (training stages run on request).",
     )
     return dg.Definitions(
+        executor=deploy.executor(),
         assets=loaded,
         asset_checks=checks,
         jobs=[scrape.scrape_job, evaluation.evaluate_model_job, evaluation.reevaluate_manga109_job, evaluation.benchmark_job],
