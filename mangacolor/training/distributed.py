@@ -161,9 +161,10 @@ def sync_batchnorm(module: nn.Module, ctx: DistContext, device: torch.device) ->
 
 def local_device(device: torch.device, ctx: DistContext) -> torch.device:
     """One GPU per process: `cuda` becomes `cuda:LOCAL_RANK` (the launcher hides the others or not)."""
-    if device.type == "cuda" and ctx.enabled and device.index is None:
-        device = torch.device("cuda", ctx.local_rank % max(1, torch.cuda.device_count()))
-        torch.cuda.set_device(device)
+    if device.type == "cuda" and ctx.enabled:
+        if device.index is None:
+            device = torch.device("cuda", ctx.local_rank % max(1, torch.cuda.device_count()))
+        torch.cuda.set_device(device)  # NCCL's collectives run on the current device
     return device
 
 
