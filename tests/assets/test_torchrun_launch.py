@@ -60,3 +60,15 @@ def test_step1_under_torchrun_materializes_with_rank0_reporting(tmp_path, demo_c
     history = client.get_metric_history(meta["mlflow_run_id"], "g_mae")
     assert sorted(m.step for m in history) == [1, 2]
     assert [a.path for a in client.list_artifacts(meta["mlflow_run_id"], "weights")] == ["weights/generator.safetensors"]
+
+
+def test_launch_settings_for_several_nodes_and_kubernetes():
+    one = TorchrunResource(gpus=4)
+    assert one.launches() and one.torchrun_args()[-3:] == ["--standalone", "--nproc_per_node", "4"]
+    assert not TorchrunResource().launches()
+    nodes = TorchrunResource(gpus=8, nnodes=2, rdzv_endpoint="trainer-0:29400", launcher="k8s")
+    args = nodes.torchrun_args()
+    assert args[args.index("--nnodes") + 1] == "2" and args[args.index("--rdzv_endpoint") + 1] == "trainer-0:29400"
+    assert nodes.pod_spec()["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "8"}
+    with pytest.raises(dg.Failure, match="rdzv_endpoint"):
+        TorchrunResource(gpus=8, nnodes=2).torchrun_args()
