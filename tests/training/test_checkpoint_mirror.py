@@ -34,3 +34,20 @@ def test_without_a_mirror_nothing_leaves_the_folder(tmp_path, monkeypatch):
     monkeypatch.delenv("MANGACOLOR_WORK_MIRROR", raising=False)
     assert Checkpointer(tmp_path / "c").mirror is None
     assert Checkpointer(tmp_path / "c").latest() is None
+
+
+def test_crawl_state_folder_survives_a_new_pod(tmp_path, monkeypatch, s3_env):  # noqa: F811
+    from assets.common import mirrored_dir
+
+    monkeypatch.setenv("MANGACOLOR_WORK_MIRROR", "s3://mangacolor/work")
+    monkeypatch.setenv("MANGACOLOR_WORK_DIR", str(tmp_path / "pod1"))
+    with pytest.raises(RuntimeError):
+        with mirrored_dir(tmp_path / "pod1" / "crawl" / "site") as crawl:
+            (crawl / "pages").mkdir()
+            (crawl / "pages" / "001.png").write_bytes(b"png")
+            (crawl / "index.json").write_text('{"etag": "x"}')
+            raise RuntimeError("pod killed")  # what was fetched so far is kept
+    monkeypatch.setenv("MANGACOLOR_WORK_DIR", str(tmp_path / "pod2"))
+    with mirrored_dir(tmp_path / "pod2" / "crawl" / "site") as crawl:
+        assert (crawl / "index.json").read_text() == '{"etag": "x"}'
+        assert (crawl / "pages" / "001.png").read_bytes() == b"png"
