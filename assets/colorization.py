@@ -53,6 +53,8 @@ from mangacolor.training.colorizer import train_colorizer
 from .common import checkpoint_dir, color_titles, commits_last, progress_logger, thumbnails_md, version_metadata
 from .digests import digest_key
 from .ingest import bw_pages, color_pages, page_pairs, page_splits
+from . import launch
+from .launch import GPU_OP_TAGS, TRAINING_RETRY, TorchrunResource
 from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
 
 GROUP = "colorization"
@@ -177,21 +179,14 @@ def _selected(st) -> pd.DataFrame:
 # --- step 1: adversarial domain adaptation -----------------------------------------------------------
 
 
-@dg.asset(
-    deps=[SYNTHETIC, *SYNTHETIC_LOWER, DRAFTS, BW_DRAFTS, COLOR, BW, page_splits, *FAN_IN_DIGESTS],
-    group_name=GROUP,
-    pool="gpu",
-    kinds={"pytorch"},
-    description="Step 1 (§III, eq. 2–3): synthetic pairs supervised and adversarially, real black-and-white pages of the "
-                "train split adversarially with their drafts (domain adaptation, eq. 9); several generator snapshots with "
-                "sample grids. Preset `colorizer:`.",
-)
-@commits_last
-def colorizer_step1_snapshots(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
-                              device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
-    st, spec, cfg = store.get(), device.spec(), _config(settings)
+def step1_plan(st, cfg: stages.ColorizationConfig, titles: list[str]):
+    """What step 1 trains on and how: (loop config, loop step, synthetic pairs, real rows, snapshot interval).
+
+    Shared by the asset and the `torchrun` worker (pipelines/torchrun_worker.py), which derive it
+    from the same store, so every process of a launched run sees the same rows.
+    """
     flags = cfg.variant
-    pairs = stages.synthetic_pairs(st, _color_titles(context, st), flags.use_drafts, flags.synthetic)
+    pairs = stages.synthetic_pairs(st, titles, flags.use_drafts, flags.synthetic)
     if pairs.rows.empty:
         raise dg.Failure("no colour pages to pair: materialize color_pages (and synthetic_bw_pages) for at least one title")
     tcfg = cfg.train_config("step1", "adapt")
@@ -206,6 +201,32 @@ def colorizer_step1_snapshots(context: dg.AssetExecutionContext, settings: Setti
         step, real = "finetune", stages.real_training_rows(st, 0)
         tcfg = replace(tcfg, losses=replace(tcfg.losses, real_g=0.0, real_d=0.0))
     every = stages.snapshot_every(tcfg, step, len(pairs.rows), cfg.step1.snapshots)
+    return tcfg, step, pairs, real, every
+
+
+def train_step1(st, cfg, tcfg, step, pairs, real, every, work, spec, tracker, progress):
+    return train_colorizer(tcfg, stages.StorePairs(st, pairs.rows), stages.StoreBw(st, real) if len(real) else None, work,
+                           spec, tracker, progress=progress, step=step, snapshot_every=every, augment=cfg.augmentation())
+
+
+@dg.asset(
+    deps=[SYNTHETIC, *SYNTHETIC_LOWER, DRAFTS, BW_DRAFTS, COLOR, BW, page_splits, *FAN_IN_DIGESTS],
+    group_name=GROUP,
+    pool="gpu",
+    op_tags=GPU_OP_TAGS,
+    retry_policy=TRAINING_RETRY,
+    kinds={"pytorch"},
+    description="Step 1 (§III, eq. 2–3): synthetic pairs supervised and adversarially, real black-and-white pages of the "
+                "train split adversarially with their drafts (domain adaptation, eq. 9); several generator snapshots with "
+                "sample grids. Preset `colorizer:`.",
+)
+@commits_last
+def colorizer_step1_snapshots(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
+                              device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
+    st, spec, cfg = store.get(), device.spec(), _config(settings)
+    flags = cfg.variant
+    titles = _color_titles(context, st)
+    tcfg, step, pairs, real, every = step1_plan(st, cfg, titles)
     work = checkpoint_dir(context, _checkpoint_key(cfg, "step1", pairs=stages.rows_digest(pairs.rows, ("id", "sha256", "draft_uri")),
                                                    real=stages.rows_digest(real, ("id", "sha256", "draft_uri"))))
     resumed = _resumed_from(work)
@@ -215,8 +236,11 @@ def colorizer_step1_snapshots(context: dg.AssetExecutionContext, settings: Setti
     with mlflow.run(context, params=params) as tracker:
         mlflow_api.set_tags(_variant_tags(cfg))
         fallback = _fallback_meta(pairs.fallbacks)
-        result = train_colorizer(tcfg, stages.StorePairs(st, pairs.rows), stages.StoreBw(st, real) if len(real) else None, work,
-                                 spec, tracker, progress=context.log.info, step=step, snapshot_every=every, augment=cfg.augmentation())
+        if torchrun.launches():
+            result, launched = launch.train_step1(context, torchrun, tracker.run_id, mlflow.tracking_uri, settings.preset,
+                                                  store, titles, device, work)
+        else:
+            result, launched = train_step1(st, cfg, tcfg, step, pairs, real, every, work, spec, tracker, context.log.info), {}
         tracker.log_artifact(result.generator, "weights")  # the last snapshot; the others stay in the store
         _log_training_pages(tracker, real_bw=real["id"], synthetic=pairs.rows["id"])
         writer = st.begin("colorizer_step1_snapshots")
@@ -228,6 +252,7 @@ def colorizer_step1_snapshots(context: dg.AssetExecutionContext, settings: Setti
     last = shots.iloc[-1]
     meta = {
         **_train_metadata(st, version, vdir, result, resumed, tracker),
+        **launched,
         "variant": flags.name(),
         "loop_step": step,
         "snapshots": len(shots),
@@ -257,6 +282,8 @@ def _snapshots(st, asset: str) -> tuple[str, pd.DataFrame]:
     deps=[colorizer_step1_snapshots, page_pairs, DRAFTS],
     group_name=GROUP,
     pool="gpu",
+    op_tags=GPU_OP_TAGS,
+    retry_policy=TRAINING_RETRY,
     kinds={"pytorch"},
     description="The end of step 1 (Appendix D: 'in the first step, we fine-tune the model with a paired dataset of real data "
                 "after training', at most two epochs): every step-1 snapshot fine-tuned on the matched real page pairs, "
@@ -326,6 +353,7 @@ class SnapshotSelection(dg.Config):
     deps=[colorizer_step1_finetuned, COLOR, BW, page_splits],
     group_name=GROUP,
     pool="gpu",
+    op_tags=GPU_OP_TAGS,
     kinds={"pytorch"},
     description="The fine-tuned step-1 snapshots ranked by KID/FID of their colorings of a validation slice of real training pages against "
                 "colour pages (the paper's authors chose by eye); the best are kept for pseudolabels. Run config `override` picks by hand.",
@@ -392,6 +420,7 @@ def selected_snapshots(context: dg.AssetExecutionContext, config: SnapshotSelect
     deps=[selected_snapshots, page_splits, BW, STYLEGAN, INVERSION],
     group_name=GROUP,
     pool="gpu",
+    op_tags=GPU_OP_TAGS,
     kinds={"pytorch", "parquet"},
     description="Pseudolabels for self-training: the selected snapshots colorize every real training page several times "
                 "(distinct snapshots, then drafts from the inversion encoder mixed with random CLS vectors); PNGs + manifest.",
@@ -450,6 +479,8 @@ def pseudolabels(context: dg.AssetExecutionContext, settings: SettingsResource, 
     deps=[pseudolabels, selected_snapshots, SYNTHETIC, *SYNTHETIC_LOWER, DRAFTS, COLOR, BW, page_splits],
     group_name=GROUP,
     pool="gpu",
+    op_tags=GPU_OP_TAGS,
+    retry_policy=TRAINING_RETRY,
     kinds={"pytorch"},
     description="Step 2 (§III): self-training on synthetic pairs plus pseudolabelled real pages, all supervised, the adversarial "
                 "loss on both together with real colour pages as D's real side (λ_syn 1.2, batch 8): the final colorizer. With "

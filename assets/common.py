@@ -3,9 +3,11 @@
 
 import base64
 import functools
+import contextlib
 import hashlib
 import json
 import os
+import posixpath
 from pathlib import Path
 
 import dagster as dg
@@ -97,3 +99,29 @@ def holdout_check(asset, roles: tuple[str, ...], name: str = "holdout_never_trai
                                                                "leaked": len(leaked), "leaked_ids": dg.MetadataValue.json(leaked[:50])})
 
     return check
+@contextlib.contextmanager
+def mirrored_dir(local: Path):
+    """A work folder (crawl state, caches) kept beside the artifacts: with MANGACOLOR_WORK_MIRROR set, an
+    empty local folder is first filled from its mirror (the same path below MANGACOLOR_WORK_DIR), and
+    what the block leaves there is uploaded after it, even when it fails, so a step retried on a fresh
+    pod starts from where the last one got. Checkpoints mirror themselves (mangacolor/training/checkpoint.py)."""
+    from mangacolor.training.checkpoint import default_mirror
+
+    remote = default_mirror(local)
+    if remote is None:
+        yield local
+        return
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(remote)
+    local.mkdir(parents=True, exist_ok=True)
+    if not any(local.iterdir()) and fs.exists(root):
+        for path in fs.find(root):
+            target = local / posixpath.relpath(path, root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fs.get_file(path, str(target))
+    try:
+        yield local
+    finally:
+        for path in sorted(p for p in local.rglob("*") if p.is_file()):
+            fs.put_file(str(path), f"{root}/{path.relative_to(local).as_posix()}")

@@ -34,6 +34,7 @@ from mangacolor.training.stylegan import train_stylegan
 from .common import checkpoint_dir, color_titles, commits_last, progress_logger, thumbnails_md, version_metadata
 from .digests import digest_key
 from .ingest import bw_pages, color_pages, page_splits
+from .launch import GPU_OP_TAGS, TRAINING_RETRY
 from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
 
 EAGER = dg.AutomationCondition.eager()
@@ -118,6 +119,8 @@ def blurred_color_pages(context: dg.AssetExecutionContext, settings: SettingsRes
     deps=[blurred_color_pages, digest_key("blurred_color_pages")],
     group_name=GROUP,
     pool="gpu",
+    op_tags=GPU_OP_TAGS,
+    retry_policy=TRAINING_RETRY,
     kinds={"pytorch"},
     description="StyleGAN2 on the blurred colour pages of every colour title (§IV-B-1, Appendix D): its W+ is the Coloring Latent Space; preset section `stylegan:` (`init_checkpoint`: a port .pt to start from, as the paper did from Danbooru).",
 )
@@ -216,6 +219,8 @@ def _train_encoder(context, settings, store, device, mlflow, asset: str, input_n
     deps=[stylegan, blurred_color_pages, color_pages],
     group_name=GROUP,
     pool="gpu",
+    op_tags=GPU_OP_TAGS,
+    retry_policy=TRAINING_RETRY,
     kinds={"pytorch"},
     description="GAN inversion (§IV-B-2): pSp from a colour page to W+ of the frozen `stylegan`, trained with 1·MSE + 0.5·LPIPS against the blurred page; makes the drafts of colour pages. Preset section `inversion_encoder:`.",
 )
@@ -229,6 +234,8 @@ def inversion_encoder(context: dg.AssetExecutionContext, settings: SettingsResou
     deps=[stylegan, blurred_color_pages, "synthetic_bw_pages", digest_key("synthetic_bw_pages")],
     group_name=GROUP,
     pool="gpu",
+    op_tags=GPU_OP_TAGS,
+    retry_policy=TRAINING_RETRY,
     kinds={"pytorch"},
     description="The drafting network (§III-A eq. 1, §IV-B-2): pSp from a black-and-white page to W+ of the frozen `stylegan`, trained on synthetic pages (grey conversions where `synthetic_bw_pages` is missing, said in the metadata) against the blurred colour page. Preset section `drafting_network:`.",
 )
@@ -242,6 +249,8 @@ def drafting_network(context: dg.AssetExecutionContext, settings: SettingsResour
     deps=[stylegan, blurred_color_pages, "synthetic_bw_pages", "pseudolabels"],
     group_name=GROUP,
     pool="gpu",
+    op_tags=GPU_OP_TAGS,
+    retry_policy=TRAINING_RETRY,
     kinds={"pytorch"},
     description="The drafting network's second round (§III: 'in the end, we train the drafting network ... with synthetic data and "
                 "real data with pseudolabels'): pSp from a black-and-white page to W+, trained on the synthetic pairs plus the real "
@@ -262,6 +271,7 @@ def drafting_network_final(context: dg.AssetExecutionContext, settings: Settings
     deps=[drafting_network, dg.AssetDep(bw_pages, partition_mapping=dg.AllPartitionMapping()), page_splits],
     group_name=GROUP,
     pool="gpu",
+    op_tags=GPU_OP_TAGS,
     kinds={"pytorch", "parquet"},
     description="Coloring drafts of the real black-and-white training pages (train split only) made with the first-round "
                 "drafting network: the S that step 1 gives real pages (eq. 9). 256x256 PNG per page, `page_id` names it.",
@@ -296,6 +306,7 @@ def bw_page_drafts(context: dg.AssetExecutionContext, settings: SettingsResource
     group_name=GROUP,
     automation_condition=EAGER,
     pool="gpu",
+    op_tags=GPU_OP_TAGS,
     kinds={"pytorch", "parquet"},
     description="Coloring drafts of a title's colour pages made with the inversion encoder (§IV-B-3), 256x256 PNG plus each page's W+ (latents.safetensors); `source_id` pairs a draft with its colour page. Preset section `coloring_drafts:`.",
 )

@@ -46,6 +46,7 @@ from mangacolor.registry import MODEL_NAME, download_bundle, promote, version_by
 
 from .common import commits_last, thumbnails_md, version_metadata
 from .digests import digest_key
+from .launch import GPU_OP_TAGS
 from .ingest import color_pages, manga109_pages, page_splits
 from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
 
@@ -104,6 +105,7 @@ def _samples(pages: list[np.ndarray], samples: dict[str, list[np.ndarray]]) -> l
           digest_key("color_pages")],
     group_name=GROUP,
     pool="gpu",
+    op_tags=GPU_OP_TAGS,
     kinds={"pytorch", "parquet"},
     description="FID/KID with bootstrap intervals of the registered models in automatic mode (candidate, champion, "
                 "ablation variants) on the holdout or Manga109, beside the paper's Tables 1 and 3.",
@@ -280,6 +282,7 @@ def champion_model(context: dg.AssetExecutionContext, settings: SettingsResource
     deps=[COLORIZER_FINAL],
     group_name=GROUP,
     pool="gpu",
+    op_tags=GPU_OP_TAGS,
     kinds={"pytorch"},
     description="Seconds per page for preprocessing (drafting network + StyleGAN) and colorization, median of N runs, "
                 "and peak memory, on every device present, beside the paper's Table 4.",

@@ -18,7 +18,7 @@ from pydantic import Field
 from mangacolor.data.scraper import CrawlError, PageRecord
 from mangacolor.data.web import UNVERSIONED_COLUMNS, default_crawl_dir, scrape_title, web_titles
 
-from .common import commits_last, thumbnails_md, version_metadata, web_titles as web_titles_partitions
+from .common import commits_last, mirrored_dir, thumbnails_md, version_metadata, web_titles as web_titles_partitions
 from .resources import SettingsResource, StoreResource
 
 
@@ -54,7 +54,8 @@ def scraped_pages(context: dg.AssetExecutionContext, config: ScrapeConfig, setti
     st = store.get()
     writer = st.begin("scraped_pages", key, unversioned=UNVERSIONED_COLUMNS)
     try:
-        summary = scrape_title(site, title, crawl_dir, writer, _progress(context, f"scraped_pages[{key}]"))
+        with mirrored_dir(crawl_dir):  # on a cluster the crawl state outlives the pod
+            summary = scrape_title(site, title, crawl_dir, writer, _progress(context, f"scraped_pages[{key}]"))
     except CrawlError as exc:
         writer.abort()
         raise dg.Failure(str(exc)) from exc

@@ -32,6 +32,7 @@ from mangacolor.training.refiner import RefinerTrainConfig, load_refiner, train_
 
 from .common import checkpoint_dir, color_titles, commits_last, holdout_check, progress_logger, thumbnails_md, version_metadata
 from .digests import digest_key
+from .launch import GPU_OP_TAGS, TRAINING_RETRY
 from .ingest import bw_pages, color_pages, page_splits
 from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
 
@@ -186,6 +187,8 @@ def xdog_pages(context: dg.AssetExecutionContext, settings: SettingsResource, st
     deps=[bw_pages, page_splits],
     group_name=GROUP,
     pool="gpu",
+    op_tags=GPU_OP_TAGS,
+    retry_policy=TRAINING_RETRY,
     kinds={"pytorch"},
     description="The xDoG refiner (§IV-A-3 step 2): learns xDoG(real black-and-white page) -> that page on the train split (never the holdout); preset section `refiner:`.",
 )
@@ -219,6 +222,7 @@ def refiner_model(context: dg.AssetExecutionContext, settings: SettingsResource,
     group_name=GROUP,
     automation_condition=EAGER,
     pool="gpu",
+    op_tags=GPU_OP_TAGS,
     kinds={"pytorch", "parquet"},
     description="xDoG pages of a title through the trained refiner (§IV-A-3 step 2): denser, closer to printed pages.",
 )
@@ -243,6 +247,8 @@ def refined_pages(context: dg.AssetExecutionContext, settings: SettingsResource,
     deps=[refined_pages, bw_pages, page_splits, digest_key("refined_pages"), digest_key("bw_pages")],
     group_name=GROUP,
     pool="gpu",
+    op_tags=GPU_OP_TAGS,
+    retry_policy=TRAINING_RETRY,
     kinds={"pytorch"},
     description="CUT (§IV-A-3 step 3) on 64x64 crops: refined pages of every colour title -> real black-and-white pages of the train split; preset section `cut:`.",
 )
@@ -279,6 +285,7 @@ def cut_model(context: dg.AssetExecutionContext, settings: SettingsResource, sto
     group_name=GROUP,
     automation_condition=EAGER,
     pool="gpu",
+    op_tags=GPU_OP_TAGS,
     kinds={"pytorch", "parquet"},
     description="The synthetic black-and-white pages (§IV-A-3 step 3): refined pages translated by CUT, whole pages at once; `source_id` names the colour page.",
 )

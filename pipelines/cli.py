@@ -27,6 +27,17 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     os.execvp(cmd[0], cmd)
 
 
+def _cmd_pools(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from pipelines.deploy import apply_pool_limits, pool_limits
+
+    limits = pool_limits(args.file)
+    apply_pool_limits(dg.DagsterInstance.get(), limits)
+    print(" ".join(f"{pool}={slots}" for pool, slots in limits.items()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
@@ -38,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("ui", help="open the Dagster UI on the project's instance (DAGSTER_HOME=.dagster_home)")
     p.add_argument("--port", type=int, default=3000)
     p.set_defaults(func=_cmd_ui)
+    p = sub.add_parser("pools", help="set the instance's per-pool slot limits (DAGSTER_HOME) from a pools file, e.g. deploy/pools.yaml")
+    p.add_argument("file", nargs="?", default="deploy/pools.yaml")
+    p.set_defaults(func=_cmd_pools)
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)
 

@@ -3,7 +3,8 @@
 Local defaults need nothing installed: artifacts under `<project>/artifacts`, MLflow in
 `<project>/mlflow.db`. Environment variables switch a deployment without code changes:
 MANGACOLOR_PRESET (demo | paper | a YAML path), MANGACOLOR_ARTIFACT_ROOT (a folder or s3://...),
-MLFLOW_TRACKING_URI, MANGACOLOR_DEVICE / MANGACOLOR_PRECISION / MANGACOLOR_THREADS.
+MLFLOW_TRACKING_URI, MANGACOLOR_DEVICE / MANGACOLOR_PRECISION / MANGACOLOR_THREADS, MANGACOLOR_GPUS (torchrun
+processes per training asset).
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import os
 import dagster as dg
 
 from assets import colorization, digests, drafting, evaluation, ingest, scrape, synthetic
+from assets.launch import TorchrunResource
 from assets.resources import DeviceResource, MlflowResource, SettingsResource, StoreResource, default_tracking_uri
 from mangacolor.config import PROJECT_ROOT, load_preset
+from pipelines import deploy
 
 ASSET_MODULES = [ingest, digests, scrape, synthetic, drafting, colorization, evaluation]
 
@@ -33,6 +36,14 @@ def build_resources(preset: str | None = None, artifact_root: str | None = None,
             seed=int(device.get("seed", 0)),
             threads=int(os.environ["MANGACOLOR_THREADS"]) if os.environ.get("MANGACOLOR_THREADS") else device.get("threads"),
         ),
+        # gpus > 1 (MANGACOLOR_GPUS or the preset's device.gpus): training assets launch torchrun through Pipes.
+        "torchrun": TorchrunResource(
+            gpus=int(os.environ.get("MANGACOLOR_GPUS") or device.get("gpus", 1)),
+            nnodes=int(os.environ.get("MANGACOLOR_NNODES") or device.get("nnodes", 1)),
+            launcher=os.environ.get("MANGACOLOR_LAUNCHER", device.get("launcher", "subprocess")),
+            rdzv_endpoint=os.environ.get("MANGACOLOR_RDZV_ENDPOINT") or device.get("rdzv_endpoint"),
+            k8s_image=os.environ.get("MANGACOLOR_IMAGE") or device.get("image"),
+        ),
         "mlflow": MlflowResource(
             tracking_uri=tracking_uri or default_tracking_uri(PROJECT_ROOT),
             artifact_location=os.environ.get("MANGACOLOR_MLFLOW_ARTIFACTS") or (PROJECT_ROOT / "mlartifacts").resolve().as_uri(),
@@ -49,6 +60,7 @@ def build_definitions(**resource_overrides) -> dg.Definitions:
         description="Materializes the cheap data stages when their inputs change (training stages run on request).",
     )
     return dg.Definitions(
+        executor=deploy.executor(),
         assets=loaded,
         asset_checks=checks,
         jobs=[scrape.scrape_job, evaluation.evaluate_model_job, evaluation.reevaluate_manga109_job, evaluation.benchmark_job],

@@ -117,7 +117,9 @@ def run_demo(select: str | None = None, preset: str = "demo", seed: int = 0, qui
     defs = build_definitions(preset=preset)
     resources = defs.resources
     instance = dg.DagsterInstance.get()
-    instance.event_log_storage.set_concurrency_slots("gpu", 1)
+    from pipelines.deploy import apply_pool_limits, pool_limits
+
+    apply_pool_limits(instance, pool_limits())  # gpu = the GPUs here (1 on a CPU)
     all_assets = executable_defs(defs)
     graph = defs.resolve_asset_graph()
     selection = dg.AssetSelection.from_string(select) if select else dg.AssetSelection.all()

@@ -11,6 +11,11 @@ A checkpoint is a folder `step-00001234/` holding
 It is written under a temporary name, fsynced and renamed into place, so a run killed mid-save
 leaves the previous checkpoint intact; `restore` picks the newest complete one, and when that one
 cannot be read (a damaged disk, a truncated copy) it warns and falls back to the one before.
+
+On a cluster the local folder dies with its pod: with MANGACOLOR_WORK_MIRROR set (an fsspec URL such
+as s3://bucket/work, beside the artifact root) every checkpoint under MANGACOLOR_WORK_DIR is also
+uploaded to the same relative path there, `state.json` last, and a Checkpointer that finds no local
+checkpoint downloads the newest complete one, so a step retried on a fresh pod resumes.
 """
 
 from __future__ import annotations
@@ -140,18 +145,76 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def default_mirror(directory: Path) -> str | None:
+    """MANGACOLOR_WORK_MIRROR + the directory's path below MANGACOLOR_WORK_DIR, when both are set and it lies there."""
+    mirror, work = os.environ.get("MANGACOLOR_WORK_MIRROR"), os.environ.get("MANGACOLOR_WORK_DIR")
+    if not mirror or not work:
+        return None
+    try:
+        rel = Path(directory).resolve().relative_to(Path(work).resolve())
+    except ValueError:
+        return None
+    return f"{mirror.rstrip('/')}/{rel.as_posix()}"
+
+
 class Checkpointer:
     """Save / restore training state in `directory`, keeping the newest `keep_last` checkpoints.
 
     `optimizers` may hold any object with `state_dict()` / `load_state_dict()`: optimisers, the
     `GradScaler` (its scale and growth tracker decide which fp16 steps are skipped) and LR schedulers.
+    `mirror`: an fsspec URL that holds a copy of every checkpoint (default: `default_mirror`).
     """
 
-    def __init__(self, directory: str | Path, keep_last: int = 2):
+    def __init__(self, directory: str | Path, keep_last: int = 2, mirror: str | None = None):
         self.directory = Path(directory)
         self.keep_last = keep_last
+        self.mirror = mirror or default_mirror(self.directory)
+
+    def _remote(self):
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(self.mirror)
+        return fs, root.rstrip("/")
+
+    def _push(self, folder: Path, pruned: list[str]) -> None:
+        fs, root = self._remote()
+        target = f"{root}/{folder.name}"
+        files = sorted(p for p in folder.iterdir() if p.is_file())
+        for p in sorted(files, key=lambda p: p.name == "state.json"):  # the marker last
+            fs.put_file(str(p), f"{target}/{p.name}")
+        for name in pruned:
+            if fs.exists(f"{root}/{name}"):
+                fs.rm(f"{root}/{name}", recursive=True)
+
+    def _pull(self) -> None:
+        """Download the newest complete mirrored checkpoint into an empty local folder."""
+        fs, root = self._remote()
+        try:
+            names = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)]
+        except FileNotFoundError:
+            return
+        steps = sorted((n for n in names if n.startswith("step-") and fs.exists(f"{root}/{n}/state.json")),
+                       key=lambda n: int(n.split("-")[1]))
+        if not steps:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".pull-", dir=self.directory))
+        try:
+            for remote in fs.ls(f"{root}/{steps[-1]}", detail=False):
+                fs.get_file(remote, str(tmp / remote.rstrip("/").rsplit("/", 1)[-1]))
+            os.replace(tmp, self.directory / steps[-1])
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
 
     def checkpoints(self) -> list[Path]:
+        found = self._local()
+        if not found and self.mirror:
+            self._pull()
+            found = self._local()
+        return found
+
+    def _local(self) -> list[Path]:
         if not self.directory.exists():
             return []
         done = [p for p in self.directory.glob("step-*") if (p / "state.json").exists()]
@@ -186,8 +249,11 @@ class Checkpointer:
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
-        for old in self.checkpoints()[: -self.keep_last] if self.keep_last > 0 else []:
+        pruned = self.checkpoints()[: -self.keep_last] if self.keep_last > 0 else []
+        for old in pruned:
             shutil.rmtree(old, ignore_errors=True)
+        if self.mirror:
+            self._push(final, [p.name for p in pruned])
         return final
 
     def _read(self, path: Path) -> tuple[dict, dict, dict, dict]:

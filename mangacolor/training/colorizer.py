@@ -46,9 +46,10 @@ from mangacolor.losses.colorization import (
 )
 from mangacolor.models.colorizer import ColorizerConfig, build_generator
 from mangacolor.models.discriminator import ColorizationDiscriminator, DiscriminatorConfig
-from mangacolor.tracking import Tracker
+from mangacolor.tracking import NullTracker, Tracker
+from mangacolor.training import distributed
 from mangacolor.training.checkpoint import Checkpointer, save_weights
-from mangacolor.training.cues import CueConfig, sample_cues
+from mangacolor.training.cues import CueConfig, Cues, sample_cues
 from mangacolor.training.loader import step_batches
 
 log = logging.getLogger(__name__)
@@ -244,26 +245,39 @@ class StepData:
     augment: Augment | None = None
     canvas: tuple[int, int] | None = None
     epochs_before: int = 0
+    positions: tuple[int, ...] | None = None  # this process's positions in the global batch (DDP); None: all
 
-    def load(self, dataset: Dataset, it: int, salt: int, np_rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        samples = []
-        for i in _stream_indices(len(dataset), it * self.batch_size, self.batch_size, self.cfg.seed, salt):
-            sample = dataset[i]
-            sample = self.augment(sample, np_rng) if self.augment is not None else random_crop(sample, self.cfg.crop, np_rng, self.canvas)
+    def load(self, dataset: Dataset, it: int, salt: int) -> dict[str, torch.Tensor]:
+        """This process's items of step `it`'s global batch, each drawn and augmented from (seed, it, salt, position)."""
+        cfg, samples = self.cfg, []
+        chosen = _stream_indices(len(dataset), it * self.batch_size, self.batch_size, cfg.seed, salt)
+        for j in self.shard():
+            item_rng = np.random.default_rng([cfg.seed, it, salt, j])
+            sample = dataset[chosen[j]]
+            sample = self.augment(sample, item_rng) if self.augment is not None else random_crop(sample, cfg.crop, item_rng, self.canvas)
             samples.append(sample)
         return collate(samples, torch.device("cpu"))
 
+    def cues(self, batch: dict[str, torch.Tensor], it: int, epoch: int, salt: int, hints: bool = True) -> Cues:
+        """Cues item by item, each from its own (seed, it, salt, position) generator: the same whatever the sharding."""
+        per_item = []
+        for k, j in enumerate(self.shard()):
+            one = {key: v[k:k + 1] for key, v in batch.items()}
+            rng = torch.Generator().manual_seed(int(np.random.default_rng([self.cfg.seed, it, salt, j, 1]).integers(2**62)))
+            per_item.append(sample_cues(one, epoch, rng, self.cfg.cues, hints=hints))
+        return Cues(*(torch.cat([getattr(c, f.name) for c in per_item]) for f in dataclasses.fields(Cues)))
+
+    def shard(self) -> tuple[int, ...]:
+        return tuple(self.positions) if self.positions is not None else tuple(range(self.batch_size))
+
     def __call__(self, it: int) -> tuple:
-        cfg = self.cfg
         epoch = cue_epoch(self.epochs_before, it, self.steps_per_epoch)
-        rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + it)
-        np_rng = np.random.default_rng([cfg.seed, it])
-        pairs = self.load(self.supervised, it, 0, np_rng)
-        cues = sample_cues(pairs, epoch, rng, cfg.cues)
+        pairs = self.load(self.supervised, it, 0)
+        cues = self.cues(pairs, it, epoch, 0)
         real = real_cues = None
         if self.unpaired_real is not None:
-            real = self.load(self.unpaired_real, it, 1, np_rng)
-            real_cues = sample_cues(real, epoch, rng, cfg.cues, hints=False)  # Ĥ: empty hint, S per the schedule (eq. 9)
+            real = self.load(self.unpaired_real, it, 1)
+            real_cues = self.cues(real, it, epoch, 1, hints=False)  # Ĥ: empty hint, S per the schedule (eq. 9)
         return pairs, cues, real, real_cues
 
 
@@ -368,6 +382,7 @@ def train_colorizer(
     snapshot_every: int | None = None,
     augment: Augment | None = None,
     epochs_before: int | None = None,
+    dist: distributed.DistContext | None = None,
 ) -> ColorizerTrainResult:
     """Train (or resume training) one step of the colorization network; see the module docstring.
 
@@ -379,10 +394,17 @@ def train_colorizer(
     trained (default: read from `init_weights`' metadata, 0 for a new network), see `cue_epoch`.
     Output files go under `out_dir`: checkpoints/,
     snapshots/step-N/{generator.safetensors, samples.png}, generator.safetensors, discriminator.safetensors.
+
+    Under `torchrun` (`dist`, default: the initialised process group) each process computes its shard
+    of every step's global batch and gradients are averaged (mangacolor/training/distributed.py);
+    rank 0 alone logs, snapshots and checkpoints, and `out_dir` must be shared by the processes.
     """
     spec = _as_spec(device, cfg.seed)
-    dev = spec.device
+    dist = dist or distributed.current()
+    dev = distributed.local_device(spec.device, dist)
     canvas = tuple(cfg.canvas or cfg.crop)
+    if not dist.is_main:
+        tracker, progress = NullTracker(), None
     epochs, batch_size, weights = cfg.resolved(step)
     out_dir = Path(out_dir)
     say = progress or (lambda _msg: None)
@@ -407,7 +429,7 @@ def train_colorizer(
 
     # Build. Seeding first makes the Xavier init (and so a fresh run) reproducible.
     torch.manual_seed(cfg.seed)
-    generator = build_generator(cfg.generator, init_weights).to(dev).train()
+    generator = distributed.sync_batchnorm(build_generator(cfg.generator, init_weights), dist, dev).to(dev).train()
     discriminator = ColorizationDiscriminator(cfg.discriminator).to(dev).train() if adversarial else None
     perceptual = (
         PerceptualLoss(cfg.perceptual_layers, cfg.vgg_weights, cfg.allow_random_vgg).to(dev) if weights.per else None
@@ -446,11 +468,16 @@ def train_colorizer(
         n = min(cfg.sample_count, len(dataset))
         return collate([random_crop(dataset[i], cfg.crop, None, canvas) for i in range(n)], dev)
 
-    grid_pairs, grid_real = fixed_batch(supervised), fixed_batch(unpaired_real)
+    grid_pairs, grid_real = (fixed_batch(supervised), fixed_batch(unpaired_real)) if dist.is_main else (None, None)
+    # Every random choice of an item is seeded by (seed, step, stream, position in the global batch),
+    # so one process and N processes, each computing its positions, draw the same batch.
+    positions = dist.positions(batch_size)
 
-    make = StepData(cfg, supervised, unpaired_real, batch_size, steps_per_epoch, augment, canvas, epochs_before)
+    make = StepData(cfg, supervised, unpaired_real, batch_size, steps_per_epoch, augment, canvas, epochs_before, positions)
 
     def save_snapshot(it: int, epoch: int) -> None:
+        if not dist.is_main:
+            return
         folder = out_dir / "snapshots" / f"step-{it:08d}"
         meta = {"generator_config": cfg.generator.to_dict(), "step": it, "epoch": epoch, "train_step": step,
                 "epochs_trained": epochs_before + it / steps_per_epoch}
@@ -461,12 +488,15 @@ def train_colorizer(
         snapshots.append(Snapshot(it, epoch, str(folder / "generator.safetensors"), str(folder / "samples.png")))
 
     def checkpoint(it: int) -> None:
-        checkpointer.save(it, modules, optimizers, {"snapshots": [dataclasses.asdict(s) for s in snapshots]})
+        if dist.is_main:
+            checkpointer.save(it, modules, optimizers, {"snapshots": [dataclasses.asdict(s) for s in snapshots],
+                                                        "written_by": {"rank": dist.rank, "world_size": dist.world_size}})
 
     parts: dict[str, Any] = {}
     batches = step_batches(make, start, total_steps, dev, cfg.num_workers, cfg.prefetch_factor)
     for it, (pairs, cues, real, real_cues) in batches:
         epoch = it // steps_per_epoch + 1
+        c_epoch = cue_epoch(epochs_before, it, steps_per_epoch)
         with spec.autocast():
             fake = generator(pairs["bw"], cues.hint, cues.draft)
         fake_real = None
@@ -488,6 +518,7 @@ def train_colorizer(
                 )
             opt_d.zero_grad(set_to_none=True)
             scaler.scale(d_loss).backward()
+            dist.average_gradients(discriminator)
             scaler.step(opt_d)
             parts.update(d_parts)
             discriminator.requires_grad_(False)  # G's step needs gradients through D, not into it
@@ -504,13 +535,14 @@ def train_colorizer(
             )
         opt_g.zero_grad(set_to_none=True)
         scaler.scale(g_loss).backward()
+        dist.average_gradients(generator)
         scaler.step(opt_g)
         scaler.update()
         parts.update(g_parts)
 
         done = it + 1
         if done % cfg.log_every == 0 or done == total_steps:
-            metrics = {k: float(v) for k, v in parts.items()} | {
+            metrics = dist.mean({k: float(v) for k, v in parts.items()}) | {
                 "epoch": float(epoch), "cue_epoch": float(c_epoch),
                 "drafts": float(cues.has_draft.float().mean()), "hints": float(cues.has_hint.float().mean())}
             if fake_real is not None:
@@ -526,9 +558,10 @@ def train_colorizer(
     meta = {"generator_config": cfg.generator.to_dict(), "steps": total_steps, "train_step": step,
             "epochs_trained": epochs_before + total_steps / steps_per_epoch,
             "perceptual_random": bool(perceptual is not None and perceptual.random_init)}
-    g_path = save_weights(out_dir / "generator.safetensors", generator, meta)
-    d_path = None
-    if discriminator is not None:
+    g_path, d_path = out_dir / "generator.safetensors", None
+    if dist.is_main:
+        save_weights(g_path, generator, meta)
+    if discriminator is not None and dist.is_main:
         d_path = save_weights(out_dir / "discriminator.safetensors", discriminator,
                               {"discriminator_config": cfg.discriminator.to_dict(), "steps": total_steps})
     return ColorizerTrainResult(

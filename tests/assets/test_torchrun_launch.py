@@ -1,0 +1,74 @@
+"""Step 1 launched as `torchrun` with 2 gloo processes through Dagster Pipes: it materializes, rank 0's
+metadata arrives in Dagster, rank 0 alone logs to MLflow and writes the checkpoints."""
+
+import json
+import shutil
+
+import dagster as dg
+import mlflow
+import pytest
+import yaml
+
+from assets.ingest import register_and_observe
+from assets.launch import TorchrunResource
+from mangacolor.config import PRESET_DIR, load_preset
+from mangacolor.io.store import Store
+from tests.assets.test_colorization_assets import _definitions, _metadata, _run, _write_section
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def test_step1_under_torchrun_materializes_with_rank0_reporting(tmp_path, demo_corpus, monkeypatch):
+    data = tmp_path / "demo_data"
+    shutil.copytree(demo_corpus, data)
+    preset = yaml.safe_load((PRESET_DIR / "demo.yaml").read_text()) | {"demo_data": str(data), "artifact_root": str(tmp_path / "art")}
+    (tmp_path / "preset.yaml").write_text(yaml.safe_dump(preset))
+    project = {"preset": str(tmp_path / "preset.yaml"), "artifacts": tmp_path / "art", "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    monkeypatch.delenv("MANGACOLOR_ARTIFACT_ROOT", raising=False)
+    monkeypatch.setenv("MANGACOLOR_WORK_DIR", str(tmp_path / "work"))
+    monkeypatch.setenv("MANGACOLOR_MLFLOW_ARTIFACTS", (tmp_path / "mlartifacts").as_uri())
+    _write_section(project, step1={"batch_size": 2, "max_steps": 2, "snapshots": 1, "lr_g": 5e-4, "lr_d": 2e-3, "losses": {"per": 0}},
+                   checkpoint_every=1)
+    defs = _definitions(project)
+    instance = dg.DagsterInstance.ephemeral()
+    register_and_observe(instance, load_preset(project["preset"]))
+    for role in ("color", "bw"):  # one title each: enough pages for a step, less time
+        _run(defs, instance, [f"{role}_pages"], instance.get_dynamic_partitions(f"{role}_titles")[0])
+    _run(defs, instance, ["page_splits"])
+
+    resources = {**defs.resources, "torchrun": TorchrunResource(gpus=2, env={"OMP_NUM_THREADS": "1", "MANGACOLOR_THREADS": "1"})}
+    result = dg.materialize([*defs.assets, *defs.asset_checks], selection=["colorizer_step1_snapshots"], instance=instance,
+                            resources=resources)
+    assert result.success
+    meta = _metadata(result, "colorizer_step1_snapshots")
+    # Reported by rank 0 through Pipes, merged with what the asset wrote.
+    assert meta["world_size"] == 2 and meta["ddp_backend"] == "gloo" and meta["reported_by_rank"] == 0
+    assert meta["launched_with"] == "torchrun" and meta["steps"] == 2 and meta["snapshots"] == 1
+    logs = [e.message for e in instance.all_logs(result.run_id) if e.message]
+    assert any("torchrun: 2 processes, backend gloo" in m for m in logs)
+
+    step1 = Store(project["artifacts"]).latest_manifest("colorizer_step1_snapshots")
+    assert (step1.role == "snapshot").sum() == 1
+
+    # Checkpoints: written by rank 0 of 2, one per step (keep_last=2).
+    states = sorted((tmp_path / "work").rglob("checkpoints/step-*/state.json"))
+    assert [p.parent.name for p in states] == ["step-00000001", "step-00000002"]
+    assert all(json.loads(p.read_text())["extra"]["written_by"] == {"rank": 0, "world_size": 2} for p in states)
+
+    # MLflow: the asset's run holds each step's metrics once (rank 0 only), and the weights artifact.
+    client = mlflow.MlflowClient(project["tracking_uri"])
+    history = client.get_metric_history(meta["mlflow_run_id"], "g_mae")
+    assert sorted(m.step for m in history) == [1, 2]
+    assert [a.path for a in client.list_artifacts(meta["mlflow_run_id"], "weights")] == ["weights/generator.safetensors"]
+
+
+def test_launch_settings_for_several_nodes_and_kubernetes():
+    one = TorchrunResource(gpus=4)
+    assert one.launches() and one.torchrun_args()[-3:] == ["--standalone", "--nproc_per_node", "4"]
+    assert not TorchrunResource().launches()
+    nodes = TorchrunResource(gpus=8, nnodes=2, rdzv_endpoint="trainer-0:29400", launcher="k8s")
+    args = nodes.torchrun_args()
+    assert args[args.index("--nnodes") + 1] == "2" and args[args.index("--rdzv_endpoint") + 1] == "trainer-0:29400"
+    assert nodes.pod_spec()["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "8"}
+    with pytest.raises(dg.Failure, match="rdzv_endpoint"):
+        TorchrunResource(gpus=8, nnodes=2).torchrun_args()
