@@ -21,13 +21,10 @@ import numpy as np
 from mangacolor.inference.bundle import ModelBundle
 from mangacolor.inference.colorize import PRESETS, InferenceOptions
 from mangacolor.inference.hints import HintError, load_hints
+from mangacolor.inference.pages import InputError
 from mangacolor.io.images import ImageError, read_image
 
 DEFAULT_MODEL = "models:/mangacolor-colorizer@champion"
-
-
-class InputError(ValueError):
-    """A page, reference or hint that cannot be used (one line: what, and what was expected)."""
 
 
 def read_page(page, what: str = "page", mode: str = "L") -> np.ndarray:
