@@ -80,7 +80,7 @@ def _cmd_colorize(args: argparse.Namespace) -> int:
         lock = PaletteLock.from_seed(colorizer.bundle.drafting, args.lock_palette)
 
     def colour(grey, rel: str):
-        hint = _hint_for(hints, rel) if isinstance(hints, Path) else hints
+        hint = _hint_for(hints, rel) if hints is not None and hints.is_dir() else hints
         try:
             out = colorizer.colorize(grey, hints=hint, reference=reference, samples=args.samples,
                                      seed=args.draft_seed, lock=lock)
@@ -109,7 +109,8 @@ HINT_FORMS = 'an RGBA/RGB hint image or a .json list of points [{"x": X, "y": Y,
 
 
 def _hint_source(hints: str | None):
-    """--hints as given: None, a folder of per-page hint files, or one hint (image array or JSON points)."""
+    """--hints checked before any page is read: None, a folder of per-page hint files, or one hint file
+    (read again for each page, so its errors name it)."""
     if hints is None:
         return None
     from mangacolor.inference.hints import HintError
@@ -127,9 +128,10 @@ def _hint_source(hints: str | None):
             raise HintError(f"{path}: not readable JSON ({_one_line(exc)}); expected {HINT_FORMS}") from None
         if not isinstance(points, (list, dict)):
             raise HintError(f"{path}: expected {HINT_FORMS}")
-        return points
+        return path
     try:
-        return read_image(path, mode="RGBA")
+        read_image(path, mode="RGBA")
+        return path
     except ImageError as exc:
         raise HintError(f"{path}: {exc.reason}; expected {HINT_FORMS}") from None
 

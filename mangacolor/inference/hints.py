@@ -72,13 +72,15 @@ def points_to_rgba(points, size: tuple[int, int], source: str = "hints") -> np.n
 
 
 def rgba_from_image(img: np.ndarray) -> np.ndarray:
-    """An (H,W,4) hint image: the alpha of an RGBA image, or 'not white' for RGB and opaque RGBA."""
+    """An (H,W,4) hint image, alpha 255 on hints and 0 elsewhere: alpha > 127 of an RGBA image, or
+    'not white' for RGB and opaque RGBA."""
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
     if img.ndim != 3 or img.shape[2] not in (3, 4):
         raise HintError(f"a hint image must be RGB or RGBA (H, W, 3|4); got shape {img.shape}")
     if img.shape[2] == 4 and img[..., 3].min() < 255:
-        return np.ascontiguousarray(img.astype(np.uint8))
+        on = img[..., 3] > 127
+        return np.dstack([img[..., :3] * on[..., None], on * 255]).astype(np.uint8)
     rgb = np.ascontiguousarray(img[..., :3].astype(np.uint8))
     mask = (rgb.min(axis=2) < 250).astype(np.uint8) * 255
     return np.dstack([rgb, mask])
