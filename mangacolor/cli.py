@@ -146,7 +146,8 @@ def _hint_for(folder: Path, rel: str) -> Path | None:
 
 
 def _run_units(units, process, args: argparse.Namespace, what: str) -> int:
-    """Turn each page of `units` into the images `process(grey_page, rel_name)` returns, with progress
+    """Turn each page of `units` into the images `process(page, rel_name)` returns (page: grey, or RGB
+    with `args.wants_rgb`), with progress
     (pages/s, ETA), resume, colour-page pass-through, atomic writes and a summary line; shared by
     `colorize` and `xdog`."""
     import zipfile
@@ -180,10 +181,10 @@ def _run_units(units, process, args: argparse.Namespace, what: str) -> int:
                 write_atomic(t, data if Path(name).suffix.lower() == t.suffix.lower() else encode_as(rgb, t.name))
             stats["copied"] += 1
             return
-        grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        page = rgb if getattr(args, "wants_rgb", False) else cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         del rgb
         try:
-            outs = process(grey, rel)
+            outs = process(page, rel)
         except _Fatal:
             raise
         except Exception as exc:  # one bad page never ends the chapter
@@ -298,7 +299,7 @@ def _cmd_xdog(args: argparse.Namespace) -> int:
     except (InputError, ValueError, FileNotFoundError) as exc:
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    return _run_units(units, lambda grey, rel: [xdog(grey, config)], args, what="drawn as xDoG line art")
+    return _run_units(units, lambda page, rel: [xdog(page, config)], args, what="drawn as xDoG line art")
 
 
 def _xdog_config(name: str):
@@ -369,7 +370,7 @@ def build_parser(prog: str = "mangacolor") -> argparse.ArgumentParser:
     p.add_argument("--preset", default="paper",
                    help="a project preset (demo, paper or a YAML path: its `xdog:` section) or an xDoG parameter set "
                         "(authors2021, alacgan, generic); default paper = authors2021, the paper's [38]")
-    p.set_defaults(func=_cmd_xdog, force=True)
+    p.set_defaults(func=_cmd_xdog, force=True, wants_rgb=True)
     return parser
 
 
