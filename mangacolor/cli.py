@@ -210,7 +210,8 @@ def _run_units(units, process, args: argparse.Namespace, what: str) -> int:
                     except OSError as exc:
                         report(f"{unit.source}: unreadable ({exc.strerror or exc})")
                     else:
-                        one_page(data, str(unit.source), unit.source.name, targets, in_archive=False)
+                        rel = unit.target.relative_to(args.out) if unit.target.is_relative_to(args.out) else unit.source.name
+                        one_page(data, str(unit.source), str(rel), targets, in_archive=False)
                 bar.update(1)
                 continue
             job = ArchiveJob(unit, samples)
@@ -377,7 +378,11 @@ def build_parser(prog: str = "mangacolor") -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
     parser = parser or build_parser()
     args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:  # before or after the page loop, which reports what it kept
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
