@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import shutil
 import zipfile
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,17 +116,21 @@ def count_pages(unit: Unit) -> int:
 
 
 def is_colour_page(rgb: np.ndarray, min_fraction: float = 0.02, min_chroma: float = 15.0) -> bool:
-    """True when more than `min_fraction` of the page has a colour of its own: CIELAB chroma above
-    `min_chroma` away from the page's median tint (yellowed paper and a scanner's cast are not colour)."""
+    """True when more than `min_fraction` of the page has a colour of its own: CIELAB chroma more than
+    `min_chroma` away from a cast that scales with lightness (yellowed paper, a scanner's tint: fitted
+    as a*, b* linear in L* over the page, and removed)."""
     if rgb.ndim == 2:
         return False
     small = rgb[..., :3]
     if max(small.shape[:2]) > 512:  # also averages away JPEG chroma noise around the ink
         s = 512 / max(small.shape[:2])
         small = cv2.resize(small, (max(1, round(small.shape[1] * s)), max(1, round(small.shape[0] * s))), interpolation=cv2.INTER_AREA)
-    ab = cv2.cvtColor(np.ascontiguousarray(small), cv2.COLOR_RGB2Lab)[..., 1:].reshape(-1, 2).astype(np.float32) - 128
-    ab -= np.median(ab, axis=0)
-    return float((np.hypot(ab[:, 0], ab[:, 1]) > min_chroma).mean()) > min_fraction
+    lab = cv2.cvtColor(np.ascontiguousarray(small), cv2.COLOR_RGB2Lab).reshape(-1, 3).astype(np.float32)
+    ab = lab[:, 1:] - 128
+    design = np.stack([lab[:, 0] / 255, np.ones(len(lab), np.float32)], axis=1)
+    cast, *_ = np.linalg.lstsq(design, ab, rcond=None)
+    residual = ab - design @ cast
+    return float((np.hypot(residual[:, 0], residual[:, 1]) > min_chroma).mean()) > min_fraction
 
 
 def encode_as(arr: np.ndarray, name: str) -> bytes:
@@ -209,13 +212,6 @@ class ArchiveJob:
             shutil.rmtree(target.parent / f".{target.name}.parts", ignore_errors=True)
 
 
-def iter_members(job: ArchiveJob, zf: zipfile.ZipFile) -> Iterator[tuple[ArchiveMember, Callable[[], bytes]]]:
-    """Page members in archive order with a loader for their bytes (read one at a time)."""
-    for m in job.members:
-        if m.is_page:
-            yield m, (lambda m=m: zf.read(m.name))
-
-
 __all__ = [
     "ArchiveJob",
     "InputError",
@@ -223,7 +219,6 @@ __all__ = [
     "count_pages",
     "encode_as",
     "is_colour_page",
-    "iter_members",
     "output_name",
     "plan_outputs",
     "sample_path",
