@@ -47,7 +47,7 @@ def _cbz(path: Path, members: list[tuple[str, bytes]]) -> Path:
     return path
 
 
-def _cli(*args, timeout=120):
+def _cli(*args, timeout=600):
     """The real command in a fresh process: what a user's shell sees."""
     return subprocess.run([sys.executable, "-m", "mangacolor.cli", *map(str, args)], capture_output=True, text=True,
                           env=ENV, cwd=REPO, timeout=timeout)
@@ -150,7 +150,7 @@ def test_reference_image_changes_the_colours(bundle, tmp_path):
 
 @pytest.mark.parametrize("case", ["missing input", "not a page", "bad reference", "hint of another shape",
                                   "missing model", "image name for a folder"])
-def test_unusable_input_is_one_line_exit_2_no_traceback(bundle, tmp_path, case):
+def test_unusable_input_is_one_line_exit_2_no_traceback(bundle, tmp_path, case, capsys):
     page = tmp_path / "p.png"
     page.write_bytes(encode_png(_page()))
     args = [page, "-o", tmp_path / "out", "--model", bundle]
@@ -166,11 +166,15 @@ def test_unusable_input_is_one_line_exit_2_no_traceback(bundle, tmp_path, case):
     (tmp_path / "ref.png").write_text("<html>not an image</html>")
     (tmp_path / "h.png").write_bytes(encode_png(np.zeros((10, 90, 4), np.uint8)))
     argv, name, expected = named[case]
-    r = _cli(*argv)
-    assert r.returncode == 2, r.stderr
-    lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and name in lines[0] and expected in lines[0], r.stderr
-    assert "Traceback" not in r.stderr
+    if case in ("missing input", "bad reference", "hint of another shape"):
+        r = _cli(*argv)  # in a real process: what the shell sees
+        rc, err = r.returncode, r.stderr
+    else:  # in-process (a traceback would be an exception here): keeps the suite fast
+        rc, err = main([str(a) for a in argv]), capsys.readouterr().err
+    assert rc == 2, err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and name in lines[0] and expected in lines[0], err
+    assert "Traceback" not in err
     assert not (tmp_path / "out").exists()
 
 
@@ -181,11 +185,11 @@ def test_ctrl_c_keeps_finished_pages_and_a_rerun_goes_on(bundle, tmp_path):
     cmd = [sys.executable, "-m", "mangacolor.cli", "colorize", str(tmp_path / "ch.cbz"), "-o", str(out), "--model", str(bundle)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=REPO)
     parts = out / ".ch.cbz.parts"
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 600  # generous: on a loaded machine importing torch alone can take a minute
     while time.monotonic() < deadline and len(list(parts.glob("*.png"))) < 2 and proc.poll() is None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted" in err and "run the same command again" in err
     assert "page/s" in err and "ETA" in err  # the progress line
@@ -193,7 +197,7 @@ def test_ctrl_c_keeps_finished_pages_and_a_rerun_goes_on(bundle, tmp_path):
     assert 2 <= len(kept) < 40 and all(read_image(p).shape == (256, 192, 3) for p in kept)  # whole files only
     assert not (out / "ch.cbz").exists()
 
-    r = subprocess.run(cmd + ["--quiet"], capture_output=True, text=True, env=ENV, cwd=REPO, timeout=120)
+    r = subprocess.run(cmd + ["--quiet"], capture_output=True, text=True, env=ENV, cwd=REPO, timeout=600)
     assert r.returncode == 0, r.stderr
     assert f"{len(kept)} already done" in r.stdout
     with zipfile.ZipFile(out / "ch.cbz") as zf:
