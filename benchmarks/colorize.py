@@ -17,6 +17,16 @@ second OpenMP thread stalls whenever the other core is busy.
 
     uv run python benchmarks/colorize.py                 # full run: ~15 min on 2 busy cores
     uv run python benchmarks/colorize.py --train-steps 0 --runs 3 --threads 1 --skip-2021
+
+Large pages (`--page-size 6000x4000`, width × height): a demo page scaled to that size is written as a
+PNG and coloured by the real command (`mangacolor colorize PAGE -o OUT.png`, paper-size generator,
+random-init weights: memory and time do not depend on the weights) in a child process; prints the
+child's peak RSS and seconds (target: peak RSS ≤ 4 GiB).
+
+Quality cost of the large-page path (`--transfer-cost`): one mid-size demo page coloured by the
+briefly trained paper-size generator at its own size, and through the large-page path at smaller
+working sizes (colour at the working size, chroma moved onto the original ink); prints ΔE76 and PSNR
+of each against the full-size output.
 """
 
 from __future__ import annotations
@@ -83,8 +93,76 @@ def delta_e(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(np.linalg.norm(lab[0] - lab[1], axis=2).mean())
 
 
+def large_page(size: str, threads: int) -> None:
+    """Peak RSS and seconds of `mangacolor colorize` on one page of `size` (W x H)."""
+    import os
+    import resource
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from mangacolor.inference.bundle import write_bundle
+    from mangacolor.io.images import encode_png
+    from mangacolor.training.checkpoint import save_weights
+
+    w, h = (int(v) for v in size.lower().split("x"))
+    with tempfile.TemporaryDirectory(prefix="mangacolor-bench-") as tmp:
+        tmp = Path(tmp)
+        cfg = ColorizerConfig()
+        weights = save_weights(tmp / "c.safetensors", ColorizationGenerator(cfg), {"config": cfg.to_dict()})
+        bundle = write_bundle(tmp / "bundle", {"colorizer": weights})
+        small = demo_page(np.random.default_rng(5), 768, 512)[0]
+        page = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+        (tmp / "page.png").write_bytes(encode_png(page))
+        del page
+        env = {**os.environ, "MANGACOLOR_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
+        cmd = [sys.executable, "-m", "mangacolor.cli", "colorize", str(tmp / "page.png"), "-o", str(tmp / "out.png"),
+               "--model", str(bundle), "--quiet"]
+        t = time.perf_counter()
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        seconds = time.perf_counter() - t
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB -> GiB
+        if r.returncode != 0:
+            raise SystemExit(f"colorize failed ({r.returncode}): {r.stderr[-2000:]}")
+        from mangacolor.io.images import read_image
+
+        out_shape = read_image(tmp / "out.png").shape
+    print(f"page {w}×{h} (W×H), paper-size generator, {threads} thread(s): `mangacolor colorize` peak RSS "
+          f"{peak:.2f} GiB (target ≤ 4), {seconds:.0f} s wall (model load, decode, colour at 1536 px, "
+          f"chroma transfer, PNG encode); output {out_shape[1]}×{out_shape[0]}")
+
+
+def transfer_cost(h: int, w: int, train_steps: int, working: list[int]) -> None:
+    """ΔE76 / PSNR of the large-page path at each working long side against the page's own size."""
+    from mangacolor.inference.colorize import colorize_page
+
+    generator = ColorizationGenerator(ColorizerConfig())
+    if train_steps:
+        t = time.perf_counter()
+        mae = brief_training(generator, train_steps, h, w)
+        print(f"brief training: {train_steps} steps in {time.perf_counter() - t:.0f} s, final MAE {mae:.3f}")
+    grey, colour = demo_page(np.random.default_rng(123), h, w)
+    exact_opts = InferenceOptions()
+    model = prepare_generator(generator.eval(), exact_opts)
+    t = time.perf_counter()
+    full = colorize_page(model, grey, options=exact_opts)
+    print(f"page {w}×{h}: own size {time.perf_counter() - t:.0f} s; ΔE76 to the page's true colours {delta_e(to_batch([full]), to_batch([colour])):.2f}")
+    for side in working:
+        opts = InferenceOptions(max_long_side=side)
+        t = time.perf_counter()
+        out = colorize_page(model, grey, options=opts)
+        sec = time.perf_counter() - t
+        a, b = to_batch([out]), to_batch([full])
+        print(f"  working long side {side:5d} ({max(h, w) / side:.1f}× smaller): {sec:4.0f} s, vs own size "
+              f"PSNR {psnr(a, b):5.1f} dB, ΔE76 {delta_e(a, b):5.2f} | vs true colours ΔE76 {delta_e(a, to_batch([colour])):5.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--page-size", default=None, metavar="WxH", help="only the large-page run: peak RSS and seconds")
+    ap.add_argument("--transfer-cost", action="store_true", help="only the large-page path's quality cost")
+    ap.add_argument("--working", default="768,512", help="--transfer-cost: working long sides to compare")
     ap.add_argument("--height", type=int, default=768)
     ap.add_argument("--width", type=int, default=512)
     ap.add_argument("--runs", type=int, default=5)
@@ -94,6 +172,14 @@ def main() -> None:
     ap.add_argument("--skip-2021", action="store_true", help="do not time the 2021 layout (850-GFLOP class)")
     args = ap.parse_args()
     thread_counts = sorted({int(t) for t in str(args.threads).split(",")})
+    if args.page_size:
+        large_page(args.page_size, min(thread_counts))
+        return
+    if args.transfer_cost:
+        torch.set_num_threads(min(thread_counts))
+        torch.manual_seed(0)
+        transfer_cost(args.height, args.width, args.train_steps, [int(v) for v in args.working.split(",")])
+        return
     # One thread for the brief training: on a shared 2-core machine a second OpenMP thread waiting at
     # barriers for a busy core made the same step several times slower (measured here).
     torch.set_num_threads(min(thread_counts))

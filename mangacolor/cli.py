@@ -74,73 +74,217 @@ def _cmd_store_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_colorize(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from mangacolor.inference.bundle import ModelBundle
-    from mangacolor.inference.colorize import PRESETS
-    from mangacolor.inference.pages import iter_input_pages, pack_cbz
-    from mangacolor.io.images import encode_png, read_image
+    """Exit codes: 0 every page done, 1 some pages failed (reported, the rest written), 2 an input,
+    reference, hint or model that cannot be used (one line, nothing started), 130 interrupted."""
+    from mangacolor.inference.api import Colorizer, read_page
+    from mangacolor.inference.hints import HintError
+    from mangacolor.inference.pages import InputError, plan_outputs
 
     try:
-        bundle = ModelBundle.load(_default_model(args.model), device=args.device)
-    except (FileNotFoundError, OSError) as exc:
+        if args.samples < 1:
+            raise InputError(f"--samples must be at least 1, got {args.samples}")
+        units = plan_outputs(args.inputs, args.out)
+        reference = read_page(args.reference, "reference", mode="RGB") if args.reference else None
+        hints = _hint_source(args.hints)
+    except (InputError, HintError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    options = PRESETS[args.mode]
-    reference = read_image(args.reference) if args.reference else None
-    hints = Path(args.hints) if args.hints else None
+    try:
+        colorizer = Colorizer(_load_bundle(args.model, args.device), args.mode)
+    except (FileNotFoundError, OSError, ValueError) as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 2
     lock = None
-    if args.lock_palette is not None and bundle.drafting is not None:
+    if args.lock_palette is not None and colorizer.bundle.drafting is not None:
         from mangacolor.drafting.sampling import PaletteLock
 
         # One CLS vector for every page: the chapter keeps one palette (paper §III-A).
-        lock = PaletteLock.from_seed(bundle.drafting, args.lock_palette)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    pages = list(iter_input_pages([Path(p) for p in args.inputs]))
-    written, skipped, groups = 0, 0, set()
-    for item in tqdm(pages, desc="colorize", unit="page", disable=args.quiet):
-        if item.page is None:
-            print(f"skipped {item.name}: {item.problem}", file=sys.stderr)
-            skipped += 1
-            continue
-        hint = None
-        if hints is not None:
-            hint_file = hints if hints.is_file() else hints / f"{item.name}.png"
-            if hint_file.exists():
-                hint = read_image(hint_file.read_bytes(), mode=None)
-                hint = _as_rgba(hint)
-        seed = args.draft_seed
-        drafts = bundle.drafts(item.page, n=args.samples, seed=seed if (seed is not None or args.samples > 1) else None,
-                               reference=reference, lock=lock)
-        target_dir = out / item.group if item.group else out
-        target_dir.mkdir(parents=True, exist_ok=True)
-        if item.group:
-            groups.add(item.group)
-        for k, draft in enumerate(drafts):
-            suffix = f"_s{k + 1}" if len(drafts) > 1 else ""
-            result = bundle.colorize(item.page, hint=hint, draft=draft, options=options)
-            target = target_dir / f"{item.name}{suffix}.png"
-            tmp = target.with_suffix(".png.tmp")
-            tmp.write_bytes(encode_png(result))
-            tmp.replace(target)
-            written += 1
-    for g in sorted(groups):
-        pack_cbz(out / g, out / f"{g}.cbz")
-    print(f"wrote {written} coloured page(s) to {out}" + (f", skipped {skipped}" if skipped else ""))
-    return 0 if written else 1
+        lock = PaletteLock.from_seed(colorizer.bundle.drafting, args.lock_palette)
+
+    def colour(grey, rel: str):
+        hint = _hint_for(hints, rel) if hints is not None and hints.is_dir() else hints
+        try:
+            out = colorizer.colorize(grey, hints=hint, reference=reference, samples=args.samples,
+                                     seed=args.draft_seed, lock=lock)
+        except InputError as exc:
+            raise _Fatal(str(exc)) from None
+        return out if isinstance(out, list) else [out]
+
+    return _run_units(units, colour, args, what="coloured")
 
 
-def _as_rgba(img):
-    import numpy as np
+class _Fatal(Exception):
+    """An input error met in the middle of a run (a hint that does not fit a page): stop, exit 2."""
 
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=2)
-    if img.shape[2] == 3:
-        # An RGB hint image: white means "no hint", everything else is a colour cue.
-        mask = (img.min(axis=2) < 250).astype(np.uint8) * 255
-        img = np.dstack([img, mask])
-    return img
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _load_bundle(model: str | None, device: str):
+    from mangacolor.inference.bundle import ModelBundle
+
+    return ModelBundle.load(_default_model(model), device=device)
+
+
+HINT_FORMS = 'an RGBA/RGB hint image or a .json list of points [{"x": X, "y": Y, "rgb": [R, G, B], "radius": R}]'
+
+
+def _hint_source(hints: str | None):
+    """--hints checked before any page is read: None, a folder of per-page hint files, or one hint file
+    (read again for each page, so its errors name it)."""
+    if hints is None:
+        return None
+    from mangacolor.inference.hints import HintError
+    from mangacolor.io.images import ImageError, read_image
+
+    path = Path(hints)
+    if path.is_dir():
+        return path
+    if not path.is_file():
+        raise HintError(f"{path}: no such hint file or folder (expected {HINT_FORMS}, or a folder of them named like the pages)")
+    if path.suffix.lower() == ".json":
+        try:
+            points = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise HintError(f"{path}: not readable JSON ({_one_line(exc)}); expected {HINT_FORMS}") from None
+        if not isinstance(points, (list, dict)):
+            raise HintError(f"{path}: expected {HINT_FORMS}")
+        return path
+    try:
+        read_image(path, mode="RGBA")
+        return path
+    except ImageError as exc:
+        raise HintError(f"{path}: {exc.reason}; expected {HINT_FORMS}") from None
+
+
+def _hint_for(folder: Path, rel: str) -> Path | None:
+    """The hint file of a page in a hint folder: same relative path (or file name), .png or .json."""
+    for stem in (Path(rel).with_suffix(""), Path(Path(rel).name).with_suffix("")):
+        for ext in (".png", ".json", ".webp"):
+            if (folder / f"{stem}{ext}").is_file():
+                return folder / f"{stem}{ext}"
+    return None
+
+
+def _run_units(units, process, args: argparse.Namespace, what: str) -> int:
+    """Turn each page of `units` into the images `process(page, rel_name)` returns (page: grey, or RGB
+    with `args.wants_rgb`), with progress
+    (pages/s, ETA), resume, colour-page pass-through, atomic writes and a summary line; shared by
+    `colorize` and `xdog`."""
+    import zipfile
+
+    import cv2
+    from tqdm import tqdm
+
+    from mangacolor.inference.pages import ArchiveJob, count_pages, encode_as, is_colour_page, sample_path, write_atomic
+    from mangacolor.io.images import ImageError, read_image
+
+    samples = getattr(args, "samples", 1)
+    stats = {"done": 0, "copied": 0, "existing": 0, "failed": 0}
+    bar = tqdm(total=sum(count_pages(u) for u in units), unit="page", disable=args.quiet, dynamic_ncols=True,
+               bar_format="{desc}: {n_fmt}/{total_fmt} pages |{bar}| {rate_noinv_fmt}, ETA {remaining}", desc=what)
+
+    def report(msg: str) -> None:
+        stats["failed"] += 1
+        bar.write(f"skipped {msg}", file=sys.stderr)
+
+    def one_page(data: bytes, name: str, rel: str, targets: list[Path], in_archive: bool) -> None:
+        try:
+            rgb = read_image(data, mode="RGB")
+        except ImageError as exc:
+            report(f"{name}: {exc.reason}")
+            if in_archive:  # the chapter keeps its page count: the original bytes go in unchanged
+                for t in targets:
+                    write_atomic(t, data)
+            return
+        if not args.force and is_colour_page(rgb):
+            for t in targets:
+                write_atomic(t, data if Path(name).suffix.lower() == t.suffix.lower() else encode_as(rgb, t.name))
+            stats["copied"] += 1
+            return
+        page = rgb if getattr(args, "wants_rgb", False) else cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        del rgb
+        try:
+            outs = process(page, rel)
+        except _Fatal:
+            raise
+        except Exception as exc:  # one bad page never ends the chapter
+            report(f"{name}: {type(exc).__name__}: {_one_line(exc)}")
+            return
+        for t, img in zip(targets, outs):
+            write_atomic(t, encode_as(img, t.name))
+        stats["done"] += 1
+
+    try:
+        for unit in units:
+            if unit.problem:
+                report(f"{unit.source}: {unit.problem}")
+                bar.update(count_pages(unit))
+                continue
+            if unit.kind == "page":
+                targets = [sample_path(unit.target, k, samples) for k in range(samples)]
+                if not args.overwrite and all(t.exists() for t in targets):
+                    stats["existing"] += 1
+                else:
+                    try:
+                        data = unit.source.read_bytes()
+                    except OSError as exc:
+                        report(f"{unit.source}: unreadable ({exc.strerror or exc})")
+                    else:
+                        rel = unit.target.relative_to(args.out) if unit.target.is_relative_to(args.out) else unit.source.name
+                        one_page(data, str(unit.source), str(rel), targets, in_archive=False)
+                bar.update(1)
+                continue
+            job = ArchiveJob(unit, samples)
+            if not args.overwrite and all(t.exists() for t in job.targets()):
+                stats["existing"] += count_pages(unit)
+                bar.update(count_pages(unit))
+                continue
+            try:
+                zf = job.open()
+            except (zipfile.BadZipFile, OSError) as exc:
+                report(f"{unit.source}: not a readable zip/cbz archive ({_one_line(exc)})")
+                continue
+            with zf:
+                for m in job.members:
+                    if m.problem:
+                        bar.write(f"left out of {unit.target.name}: {m.problem}", file=sys.stderr)
+                    if not m.is_page:
+                        continue
+                    parts = [job.part(m, k) for k in range(samples)]
+                    if not args.overwrite and all(p.exists() for p in parts):
+                        stats["existing"] += 1
+                    else:
+                        try:
+                            data = zf.read(m.name)
+                        except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as exc:
+                            data = None
+                            report(f"{unit.source}:{m.name}: corrupt member ({_one_line(exc)})")
+                            m.problem = f"corrupt member {m.name!r}"
+                        if data is not None:
+                            one_page(data, f"{unit.source}:{m.name}", f"{unit.source.stem}/{m.name}", parts, in_archive=True)
+                    bar.update(1)
+                job.assemble(zf)
+    except _Fatal as exc:
+        bar.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"interrupted: {stats['done'] + stats['copied']} page(s) finished this run are kept under {args.out}; "
+              "run the same command again to go on", file=sys.stderr)
+        return 130
+    bar.close()
+    parts = [f"{stats['done']} page(s) {what}"]
+    if stats["copied"]:
+        parts.append(f"{stats['copied']} already in colour, copied (--force to process them)")
+    if stats["existing"]:
+        parts.append(f"{stats['existing']} already done, skipped (--overwrite to redo)")
+    if stats["failed"]:
+        parts.append(f"{stats['failed']} failed")
+    print(f"{', '.join(parts)} -> {args.out}")
+    return 1 if stats["failed"] else 0
 
 
 def _default_model(model: str | None) -> str:
@@ -169,6 +313,44 @@ def _cmd_preset(args: argparse.Namespace) -> int:
           f"(MANGACOLOR_HOME moves it)\n# default MLflow store: sqlite:///{PROJECT_ROOT / 'mlflow.db'}")
     print(yaml.safe_dump(preset, sort_keys=False), end="")
     return 0
+
+
+def _add_io_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", type=Path, help="page images, folders of them, or .cbz/.zip chapters")
+    p.add_argument("-o", "--out", required=True, type=Path,
+                   help="an image file for one input page (or a .cbz for one chapter); otherwise a folder that "
+                        "mirrors the inputs' relative paths, archives written as archives")
+    p.add_argument("--overwrite", action="store_true", help="redo pages whose output already exists (default: skip them)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _cmd_xdog(args: argparse.Namespace) -> int:
+    from mangacolor.inference.pages import InputError, plan_outputs
+    from mangacolor.synthetic.xdog import xdog
+
+    try:
+        units = plan_outputs(args.inputs, args.out)
+        config = _xdog_config(args.preset)
+    except (InputError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    return _run_units(units, lambda page, rel: [xdog(page, config)], args, what="drawn as xDoG line art")
+
+
+def _xdog_config(name: str):
+    from mangacolor.synthetic.xdog import PRESETS, XDoGConfig
+
+    if name in PRESETS:
+        return XDoGConfig.preset(name)
+    from mangacolor.config import load_preset, stage_config
+    from mangacolor.synthetic.pages import XDoGStageConfig
+
+    try:
+        preset = load_preset(name)
+    except (FileNotFoundError, OSError) as exc:
+        raise ValueError(f"--preset {name}: not a project preset or an xDoG parameter set "
+                         f"(expected demo, paper, a YAML path, or one of {sorted(PRESETS)})") from exc
+    return stage_config(preset, "xdog", XDoGStageConfig).xdog_config()
 
 
 def build_parser(prog: str = "mangacolor") -> argparse.ArgumentParser:
@@ -210,26 +392,45 @@ def build_parser(prog: str = "mangacolor") -> argparse.ArgumentParser:
     p.add_argument("--preset", default="demo", help="preset whose artifact_root is used when --root is not given")
     p.set_defaults(func=_cmd_store_verify)
 
-    p = sub.add_parser("colorize", help="colorize a page, a folder or a chapter archive (CBZ/ZIP)")
-    p.add_argument("inputs", nargs="+", type=Path, help="page images, folders or .cbz/.zip chapters")
-    p.add_argument("-o", "--out", required=True, type=Path)
+    p = sub.add_parser("colorize", help="colorize a page, a folder or chapter archives (CBZ/ZIP)",
+                       description="Colour black-and-white pages. Exit codes: 0 done, 1 some pages failed (reported; "
+                                   "the others are written), 2 an input, reference, hint or model that cannot be used, "
+                                   "130 interrupted (finished pages are kept; run again to go on).")
+    _add_io_arguments(p)
     p.add_argument("--model", default=None, help="bundle folder or MLflow URI (default: models:/mangacolor-colorizer@champion)")
-    p.add_argument("--hints", default=None, help="RGBA (alpha = where) or RGB (non-white = where) hint image, or a folder of them by page name")
+    p.add_argument("--hints", default=None,
+                   help="hint image (RGBA: alpha marks the hints, any colour; RGB: every non-white pixel), a .json list of "
+                        'points [{"x", "y", "rgb": [r, g, b], "radius"}], or a folder of them named like the pages')
     p.add_argument("--draft-seed", type=int, default=None, help="sample the coloring draft with this seed (style mixing)")
-    p.add_argument("--samples", type=int, default=1, help="several sampled colorings per page")
+    p.add_argument("--samples", type=int, default=1, help="several sampled colorings per page (NAME_s1.png, ...)")
     p.add_argument("--reference", default=None, help="take the colours from this colour image")
     p.add_argument("--lock-palette", type=int, default=None, metavar="SEED", help="one palette for every page (a fixed mixing vector)")
-    p.add_argument("--mode", choices=["exact", "bf16", "fast"], default="exact", help="fast: working size + chroma upsampling onto the original ink")
+    p.add_argument("--mode", choices=["exact", "bf16", "fast"], default="exact",
+                   help="exact: the page's own size up to 1536 px a side (larger pages: working size + chroma onto "
+                        "the original ink); bf16: same in bf16; fast: working size 512")
+    p.add_argument("--force", action="store_true", help="also colour pages that are already in colour (default: copied as they are)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_colorize)
+
+    p = sub.add_parser("xdog", help="xDoG line art of colour pages: a page, a folder or chapter archives",
+                       description="The synthetic black-and-white pages' first step (paper §IV-A-3). Outputs follow "
+                                   "the same rules as `colorize`.")
+    _add_io_arguments(p)
+    p.add_argument("--preset", default="paper",
+                   help="a project preset (demo, paper or a YAML path: its `xdog:` section) or an xDoG parameter set "
+                        "(authors2021, alacgan, generic); default paper = authors2021, the paper's [38]")
+    p.set_defaults(func=_cmd_xdog, force=True, wants_rgb=True)
     return parser
 
 
 def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
     parser = parser or build_parser()
     args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:  # before or after the page loop, which reports what it kept
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -164,7 +164,7 @@ class ModelBundle:
         key = repr(options)
         if key not in self._prepared:
             # BN folding / channels-last make a modified copy: prepare once per options.
-            self._prepared[key] = prepare_generator(copy.deepcopy(self.generator), options, self.device)
+            self._prepared[key] = prepare_generator(self.generator, options, self.device)  # a copy
         draft_img = from_tensor(draft[0].float().cpu()) if draft is not None else None
         return colorize_page(self._prepared[key], page, hint=hint, draft=draft_img, options=options)
 

@@ -21,6 +21,18 @@ page's aspect, `mangacolor.data.augment.canvas_size`) colorizes a page brought t
 ink and screentones reach it at the scale it learnt them; the colour is then carried back to the
 page's own size like the working size's. `ModelBundle` fills `canvas` from the bundle.
 
+Pages above a working size (`max_long_side`, 1536 px in the CLI's presets and the `Colorizer` API)
+take the same working-size path, never the generator at full resolution: a 600 dpi scan
+(6000×4000) would need about 20 GiB of activations (1.3 GiB measured at 1536×1024, paper-size
+generator) and many minutes per page on a CPU. The default is this chroma
+transfer rather than tiles with overlap: the generator sees the whole page at once, so a
+character's colours cannot change from one tile to the next, memory and time are bounded whatever
+the scan's resolution, and the ink (the part people read) keeps the scan's own pixels; tiles would
+cost the full-resolution compute (about 15× a 1536×1024 page for 6000×4000) and show each tile only
+a part of the page. `colorize_page` does the transfer on horizontal strips of the full-resolution
+page (`transfer_chroma_strips`), so its memory is the working-size run plus a few strips; measured
+quality cost and peak memory: benchmarks/colorize.py (`--transfer-cost`, `--page-size 6000x4000`).
+
 Hints and drafts: a hint is given as an RGBA image the size of the page (alpha > 127 marks hint
 pixels, RGB their colour), a draft as any RGB image (resized to the page).
 """
@@ -28,8 +40,9 @@ pixels, RGB their colour), a draft as any RGB image (resized to the page).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -48,6 +61,12 @@ class InferenceOptions:
     luma_detail: float = 1.0  # working size only: how much of the page's own fine detail to add back
     multiple: int = 32
     canvas: tuple[int, int] | None = None  # (H, W) the model was trained on: pages are brought to it first
+    max_long_side: int | None = None  # colorize_page: pages larger than this take the working-size path
+
+
+# Pages above this long side are coloured at it and their chroma moved onto the original ink. 1536 px
+# keeps the paper-size generator under ~2.5 GiB peak on CPU (benchmarks/colorize.py --page-size).
+MAX_LONG_SIDE = 1536
 
 
 # "bf16" (the page's own size) is the fast mode to use: a mean ΔE76 of 0.2 from exact, 1/5 of the
@@ -55,9 +74,9 @@ class InferenceOptions:
 # times faster again, but a network trained at page scale sees ink and screentone at a scale it was
 # not trained on, and on a briefly trained model its colours moved by ΔE76 ≈ 20 (module docstring).
 PRESETS: dict[str, InferenceOptions] = {
-    "exact": InferenceOptions(),
-    "bf16": InferenceOptions(amp_dtype=torch.bfloat16),
-    "fast": InferenceOptions(working_long_side=512, amp_dtype=torch.bfloat16),
+    "exact": InferenceOptions(max_long_side=MAX_LONG_SIDE),
+    "bf16": InferenceOptions(amp_dtype=torch.bfloat16, max_long_side=MAX_LONG_SIDE),
+    "fast": InferenceOptions(working_long_side=512, amp_dtype=torch.bfloat16, max_long_side=MAX_LONG_SIDE),
 }
 
 
@@ -133,6 +152,49 @@ def transfer_chroma(small_rgb: torch.Tensor, bw_small: torch.Tensor, bw_full: to
     ink = (bw_full.float() - up(bw_small.float())) / 2  # the detail the downscaling blurred away
     y = ycc[:, :1] + detail * ink
     return (ycbcr_to_rgb(torch.cat([y, ycc[:, 1:]], dim=1)).clamp(0, 1) * 2 - 1).to(bw_full.dtype)
+
+
+def transfer_chroma_strips(small_rgb: np.ndarray, small_grey: np.ndarray, page: np.ndarray, detail: float = 1.0,
+                           rows: int = 256) -> np.ndarray:
+    """`transfer_chroma` on uint8 arrays, one strip of `rows` full-resolution rows at a time.
+
+    `small_rgb` (h,w,3) is the colorization of `small_grey` (h,w), the page `page` (H,W) downscaled.
+    Bilinear upsampling with the same half-pixel convention as F.interpolate(align_corners=False),
+    so the result matches `transfer_chroma`; memory is O(rows × W), not O(H × W) floats.
+    """
+    H, W = page.shape
+    h, w = small_grey.shape
+    ycc = rgb_to_ycbcr(torch.from_numpy(small_rgb).permute(2, 0, 1)[None].float() / 255)[0].permute(1, 2, 0).numpy()
+    small = np.ascontiguousarray(np.dstack([ycc, small_grey.astype(np.float32) / 255]))  # Y, Cb, Cr, grey
+    map_x = np.broadcast_to(((np.arange(W, dtype=np.float32) + 0.5) * (w / W) - 0.5).clip(0, w - 1), (rows, W))
+    out = np.empty((H, W, 3), np.uint8)
+    for r0 in range(0, H, rows):
+        r1 = min(H, r0 + rows)
+        ys = ((np.arange(r0, r1, dtype=np.float32) + 0.5) * (h / H) - 0.5).clip(0, h - 1)
+        map_y = np.ascontiguousarray(np.broadcast_to(ys[:, None], (r1 - r0, W)))
+        up = cv2.remap(small, np.ascontiguousarray(map_x[: r1 - r0]), map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        y = up[..., 0] + detail * (page[r0:r1].astype(np.float32) / 255 - up[..., 3])
+        cb, cr = up[..., 1], up[..., 2]
+        rgb = np.dstack([y + 1.403 * cr, y - 0.344 * cb - 0.714 * cr, y + 1.773 * cb])
+        out[r0:r1] = (rgb.clip(0, 1) * 255 + 0.5).astype(np.uint8)
+    return out
+
+
+def resize_hint_array(rgba: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`resize_hint` for a uint8 (H,W,4) hint image: downscaling keeps every hint point (a cell is
+    hinted if any pixel in it was, with their mean colour); upscaling is nearest-neighbour."""
+    h, w = size
+    if rgba.shape[:2] == (h, w):
+        return rgba
+    mask = (rgba[..., 3] > 127).astype(np.float32)
+    if h * w >= rgba.shape[0] * rgba.shape[1]:
+        out = cv2.resize(np.dstack([rgba[..., :3], (mask * 255).astype(np.uint8)]), (w, h), interpolation=cv2.INTER_NEAREST)
+        return np.ascontiguousarray(out)
+    m = cv2.resize(mask, (w, h), interpolation=cv2.INTER_AREA)
+    rgb = cv2.resize(rgba[..., :3].astype(np.float32) * mask[..., None], (w, h), interpolation=cv2.INTER_AREA)
+    rgb = rgb / np.maximum(m, 1e-6)[..., None]
+    on = m > 0
+    return np.dstack([(rgb * on[..., None]).clip(0, 255).round().astype(np.uint8), on.astype(np.uint8) * 255])
 
 
 def resize_hint(hint: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -224,6 +286,15 @@ def colorize_page(
         page = (page[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).round().astype(np.uint8)
     if hint is not None and hint.shape[:2] != page.shape[:2]:
         raise ValueError(f"hint is {hint.shape[1]}×{hint.shape[0]} but the page is {page.shape[1]}×{page.shape[0]}")
+    sides = [s for s in (options.working_long_side, options.max_long_side) if s is not None]
+    wh, ww = working_size(*page.shape[:2], min(sides) if sides else None)
+    if (wh, ww) != page.shape[:2]:
+        # Large page: colour at the working size, chroma onto the original ink, strip by strip.
+        small = cv2.resize(page, (ww, wh), interpolation=cv2.INTER_AREA)
+        small_hint = resize_hint_array(hint, (wh, ww)) if hint is not None else None
+        exact = replace(options, working_long_side=None, max_long_side=None)
+        rgb = colorize_page(generator, small, hint=small_hint, draft=draft, options=exact)
+        return transfer_chroma_strips(rgb, small, page, options.luma_detail)
     out = colorize_pages(
         generator,
         to_tensor(page)[None],
@@ -236,6 +307,7 @@ def colorize_page(
 
 __all__ = [
     "InferenceOptions",
+    "MAX_LONG_SIDE",
     "PRESETS",
     "colorize_page",
     "colorize_pages",
@@ -244,7 +316,9 @@ __all__ = [
     "prepare_generator",
     "resize_hint",
     "rgb_to_ycbcr",
+    "resize_hint_array",
     "transfer_chroma",
+    "transfer_chroma_strips",
     "working_size",
     "ycbcr_to_rgb",
 ]

@@ -74,7 +74,8 @@ def _to_uint8(img: Image.Image) -> np.ndarray:
 def read_image(source: bytes | str | Path, mode: str | None = "RGB") -> np.ndarray:
     """Decode an image file or its bytes to a uint8 array (HxWx3 for "RGB", HxW for "L").
 
-    `mode=None` keeps grey images grey and colour images RGB. Raises ImageError for anything that
+    `mode=None` keeps grey images grey and colour images RGB. `mode="RGBA"` keeps the alpha channel
+    (HxWx4; 255 where the file has none) instead of compositing onto white: hint images need it. Raises ImageError for anything that
     is not a usable page; the message is the reason recorded in manifests.
     """
     if isinstance(source, (str, Path)):
@@ -105,6 +106,8 @@ def read_image(source: bytes | str | Path, mode: str | None = "RGB") -> np.ndarr
             is_grey = img.mode in ("1", "L", "LA", "I;16", "I;16B", "I;16L", "I", "F") or (
                 img.mode == "P" and _palette_is_grey(img)
             )
+            if mode == "RGBA" and (img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)):
+                return np.array(img.convert("RGBA"), dtype=np.uint8, order="C")
             rgb = _to_uint8(img)
     except ImageError:
         raise
@@ -116,6 +119,8 @@ def read_image(source: bytes | str | Path, mode: str | None = "RGB") -> np.ndarr
         raise ImageError(f"corrupt {fmt}: decoding needs more than we give a page ({type(exc).__name__})") from exc
     except Exception as exc:  # noqa: BLE001 - PIL's decoders raise anything on crafted bytes; it is still a bad page
         raise ImageError(f"corrupt {fmt}: {type(exc).__name__}: {exc}") from exc
+    if mode == "RGBA":
+        return np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
     if mode == "L" or (mode is None and is_grey):
         return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
     # PIL hands out read-only buffers; callers own the page they read.

@@ -120,3 +120,44 @@ def test_pages_are_colorized_on_the_training_canvas(generator, hw, seen):
     assert out.shape == (*hw, 3)
     padded = tuple(-(-s // 32) * 32 for s in seen)  # colorize pads to the generator's multiple
     assert sizes == [padded]
+
+
+class Recording(KnownPage):
+    """KnownPage that also records the sizes the generator was run at."""
+
+    def __init__(self, page):
+        super().__init__(page)
+        self.sizes = []
+
+    def forward(self, bw, hint, draft):
+        self.sizes.append(tuple(bw.shape[-2:]))
+        return super().forward(bw, hint, draft)
+
+
+def test_large_pages_are_coloured_at_the_working_size_with_the_original_ink():
+    """A page above `max_long_side` never reaches the generator at full size, comes back at full size,
+    with its fine ink (the strip-wise chroma transfer equals the whole-page one)."""
+    h, w = 640, 384  # the working size 160×96 needs no padding, so KnownPage's output lines up
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    ink = ((torch.sin(xx * 300) > 0.7) | (torch.sin(yy * 250) > 0.8)).float()  # 1-2 px lines
+    page01 = ycbcr_to_rgb(torch.stack([0.8 - 0.6 * ink, 0.12 * torch.cos(3 * xx), 0.1 * torch.sin(2 * yy + 1)])[None]).clamp(0, 1)
+    grey = (rgb_to_ycbcr(page01)[0, 0].numpy() * 255).round().astype(np.uint8)
+    truth = (page01[0].permute(1, 2, 0).numpy() * 255).round()
+    model = Recording(page01 * 2 - 1).eval()
+    out = colorize_page(model, grey, options=InferenceOptions(max_long_side=160, channels_last=False, fold_batchnorm=False))
+    assert out.shape == (h, w, 3)
+    assert model.sizes == [(160, 96)]
+    psnr = 10 * np.log10(255**2 / ((out - truth) ** 2).mean())
+    assert psnr > 30, psnr
+
+    from mangacolor.inference.colorize import transfer_chroma, transfer_chroma_strips
+
+    rng = np.random.default_rng(0)
+    small_rgb = rng.integers(0, 256, (30, 20, 3), dtype=np.uint8)
+    small = rng.integers(0, 256, (30, 20), dtype=np.uint8)
+    full = rng.integers(0, 256, (97, 61), dtype=np.uint8)
+    strips = transfer_chroma_strips(small_rgb, small, full, rows=16)
+    t = lambda a: torch.from_numpy(a).float().div(127.5).sub(1)
+    whole = transfer_chroma(t(small_rgb).permute(2, 0, 1)[None], t(small)[None, None], t(full)[None, None])
+    whole = ((whole[0].permute(1, 2, 0) + 1) * 127.5).round().numpy()
+    assert np.abs(strips.astype(float) - whole).max() <= 1

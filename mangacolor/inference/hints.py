@@ -1,0 +1,127 @@
+"""Colour hints as artists give them, turned into the RGBA image the generator takes (paper §III-B).
+
+Three forms, all in the page's own pixel coordinates and resized with the page:
+
+- an RGBA image whose alpha marks the hints (alpha > 127), in any colour, white included;
+- an RGB image (or an RGBA one that is opaque everywhere): every pixel that is not white is a hint;
+- a JSON list of points `[{"x": 120, "y": 80, "rgb": [230, 40, 40], "radius": 12}, ...]` (a file or
+  the list itself): discs of that colour; `radius` is optional (8 px), `rgb` may be `"#e62828"`.
+
+A hint image of another size than the page is scaled to it when its aspect ratio matches (within
+2%, a hint drawn on a downscaled copy of the page); anything else is a `HintError` that names the
+file and what was expected.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from mangacolor.inference.colorize import resize_hint_array
+from mangacolor.io.images import ImageError, read_image
+
+DEFAULT_RADIUS = 8
+POINT_FORMAT = 'a JSON list of points [{"x": X, "y": Y, "rgb": [R, G, B], "radius": R}]'
+
+
+class HintError(ValueError):
+    """Hints that cannot be used; the message is one line naming the source and what was expected."""
+
+
+def _colour(value, where: str) -> tuple[int, int, int]:
+    if isinstance(value, str) and value.startswith("#") and len(value) == 7:
+        try:
+            return tuple(int(value[i : i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
+        except ValueError:
+            pass
+    if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 3 and all(
+        isinstance(v, (int, float)) and 0 <= v <= 255 for v in value
+    ):
+        return tuple(int(round(v)) for v in value)  # type: ignore[return-value]
+    raise HintError(f'{where}: "rgb" must be [r, g, b] with values 0-255 or "#rrggbb", got {value!r}')
+
+
+def points_to_rgba(points, size: tuple[int, int], source: str = "hints") -> np.ndarray:
+    """Rasterise hint points (page pixel coordinates) into an (H,W,4) uint8 hint image."""
+    if isinstance(points, dict) and "points" in points:
+        points = points["points"]
+    if not isinstance(points, list):
+        raise HintError(f"{source}: expected {POINT_FORMAT}, got {type(points).__name__}")
+    h, w = size
+    rgba = np.zeros((h, w, 4), np.uint8)
+    for i, p in enumerate(points):
+        where = f"{source}: point {i}"
+        if not isinstance(p, dict) or not {"x", "y", "rgb"} <= p.keys():
+            raise HintError(f"{where}: expected {{\"x\", \"y\", \"rgb\": [r, g, b], \"radius\"}}, got {p!r}")
+        try:
+            x, y = float(p["x"]), float(p["y"])
+            radius = float(p.get("radius", DEFAULT_RADIUS))
+        except (TypeError, ValueError):
+            raise HintError(f"{where}: x, y and radius must be numbers, got {p!r}") from None
+        if not (0 <= x < w and 0 <= y < h):
+            raise HintError(f"{where}: ({x:g}, {y:g}) lies outside the {w}×{h} page")
+        if radius <= 0:
+            raise HintError(f"{where}: radius must be > 0, got {radius:g}")
+        colour = _colour(p["rgb"], where)
+        cv2.circle(rgba, (int(round(x)), int(round(y))), max(0, int(round(radius)) - 1), (*colour, 255), thickness=-1)
+    return rgba
+
+
+def rgba_from_image(img: np.ndarray) -> np.ndarray:
+    """An (H,W,4) hint image, alpha 255 on hints and 0 elsewhere: alpha > 127 of an RGBA image, or
+    'not white' for RGB and opaque RGBA."""
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    if img.ndim != 3 or img.shape[2] not in (3, 4):
+        raise HintError(f"a hint image must be RGB or RGBA (H, W, 3|4); got shape {img.shape}")
+    if img.shape[2] == 4 and img[..., 3].min() < 255:
+        on = img[..., 3] > 127
+        return np.dstack([img[..., :3] * on[..., None], on * 255]).astype(np.uint8)
+    rgb = np.ascontiguousarray(img[..., :3].astype(np.uint8))
+    mask = (rgb.min(axis=2) < 250).astype(np.uint8) * 255
+    return np.dstack([rgb, mask])
+
+
+def load_hints(hints, size: tuple[int, int]) -> np.ndarray | None:
+    """Any accepted hint form -> (H,W,4) uint8 at the page's `size` (H, W), or None for no hints.
+
+    `hints`: None; a path to an image or a .json file; an (H,W,3|4) uint8 array; a list of point dicts.
+    """
+    if hints is None:
+        return None
+    source = "hints"
+    if isinstance(hints, (str, Path)):
+        path = Path(hints)
+        source = str(path)
+        if not path.is_file():
+            raise HintError(f"{path}: no such hint file (expected an RGBA/RGB image or {POINT_FORMAT})")
+        if path.suffix.lower() == ".json":
+            try:
+                hints = json.loads(path.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise HintError(f"{path}: not readable JSON ({exc}); expected {POINT_FORMAT}") from None
+        else:
+            try:
+                hints = read_image(path, mode="RGBA")
+            except ImageError as exc:
+                raise HintError(f"{path}: {exc.reason}; expected an RGBA/RGB hint image or {POINT_FORMAT}") from None
+    if isinstance(hints, (list, dict)):
+        return points_to_rgba(hints, size, source)
+    if not isinstance(hints, np.ndarray):
+        raise HintError(f"{source}: expected an image array, a path or {POINT_FORMAT}; got {type(hints).__name__}")
+    rgba = rgba_from_image(hints)
+    hh, hw = rgba.shape[:2]
+    h, w = size
+    if (hh, hw) != (h, w):
+        if abs(hw / hh - w / h) > 0.02 * (w / h):
+            raise HintError(f"{source}: the hint image is {hw}×{hh} but the page is {w}×{h}; "
+                            "expected a hint image the page's size or of its aspect ratio")
+        rgba = resize_hint_array(rgba, (h, w))
+    return rgba
+
+
+__all__ = ["HintError", "load_hints", "points_to_rgba", "rgba_from_image"]
