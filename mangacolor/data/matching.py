@@ -65,13 +65,15 @@ class MatchConfig:
     # connected dark components smaller than this fraction of the page's short side, squared, are
     # screentone dots or specks, not line art (only for the search maps, never for the error)
     dot_size: float = 0.012
-    # scale search range, relative to the size ratios of the two pages (bw size / colour size)
-    scale_range: tuple[float, float] = (0.75, 1.2)
+    # scale search range, relative to the size ratios of the two pages (bw size / colour size);
+    # the ratio itself may be anything (0.25x-4x resolution), the range covers white margins of up
+    # to 20% of each side (drawing = 60% of the scan: 0.6x) and trimmed colour borders (1.2x)
+    scale_range: tuple[float, float] = (0.58, 1.2)
     scale_step: float = 0.02
-    # coarse rotations tried; the refinement recovers up to ~2.5 degrees from each, so 0 alone
-    # suffices for scans; add e.g. (-3, 0, 3) for pages photographed askew (and raise the max)
-    rotations_deg: tuple[float, ...] = (0.0,)
-    max_rotation_deg: float = 2.0
+    # coarse rotations tried; the refinement recovers up to ~2.5 degrees from each, so these cover
+    # scans up to ~3 degrees askew; add e.g. (-6, 6) for pages photographed askew (and raise the max)
+    rotations_deg: tuple[float, ...] = (-2.0, 0.0, 2.0)
+    max_rotation_deg: float = 3.5
     # |scale_x / scale_y - 1| or shear above this is a diverged fit, not a scan
     max_anisotropy: float = 0.04
     coarse_side: int = 128
@@ -442,16 +444,35 @@ def _error(A: np.ndarray, c_mask: np.ndarray, white: np.ndarray) -> tuple[float,
     Returns (normalised error, raw error, baseline, coverage); coverage is the fraction of the
     colour page's black pixels that land on the bw page, so a placement that pushes most of the
     ink off the page (and so measures almost nothing) can be refused.
+
+    When the bw page is coarser than the colour page the mask is area-averaged first: a colour line
+    thinner than a bw pixel is only grey in the scan, so a bw pixel counts as under the black mask
+    when most of its area is colour black, not when its centre happens to hit a thin line.
     """
     hb, wb = white.shape
-    mask = (cv2.warpAffine(c_mask, A[:2], (wb, hb), flags=cv2.INTER_LINEAR) > 0.5).astype(np.uint8)
+    n_color = cv2.countNonZero(c_mask)
+    scale = math.sqrt(abs(np.linalg.det(A[:2, :2])))
+    if scale < 0.8:
+        small = cv2.resize(c_mask, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        A = A @ np.linalg.inv(_resize_map(c_mask.shape, small.shape))
+        c_mask = small
+    warped = cv2.warpAffine(c_mask, A[:2], (wb, hb), flags=cv2.INTER_LINEAR)
+    mask = (warped > 0.5).astype(np.uint8)
+    under = white
+    if scale < 0.8:
+        # a bw pixel that is a fraction m colour black can only be that dark: count the whiteness
+        # beyond 1 - m, per unit of m (1 for a pixel with no ink at all, as at full resolution)
+        under = np.clip(white - (1.0 - warped), 0.0, 1.0) / np.maximum(warped, 0.5)
     footprint = cv2.warpAffine(np.ones_like(c_mask), A[:2], (wb, hb), flags=cv2.INTER_LINEAR)
     footprint = (footprint > 0.5).astype(np.uint8)
     n = cv2.countNonZero(mask)
     if n == 0 or cv2.countNonZero(footprint) == 0:
         return math.inf, math.inf, math.nan, 0.0
-    coverage = min(1.0, n / (cv2.countNonZero(c_mask) * abs(np.linalg.det(A[:2, :2]))))
-    raw = cv2.mean(white, mask=mask)[0]
+    # coverage: the mask's ink that lands on the page over what would land on an unbounded page
+    inside = float(cv2.warpAffine(c_mask, A[:2], (wb, hb), flags=cv2.INTER_LINEAR).sum())
+    total = float(c_mask.sum()) * abs(np.linalg.det(A[:2, :2]))
+    coverage = min(1.0, inside / max(total, 1e-6)) if n_color else 0.0
+    raw = cv2.mean(under, mask=mask)[0]
     baseline = cv2.mean(white, mask=footprint)[0]
     return raw / max(baseline, 1e-3), raw, baseline, coverage
 
