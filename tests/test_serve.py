@@ -54,7 +54,7 @@ def _fetch(page, link) -> np.ndarray:
     return read_image(Path(info.value.path()).read_bytes(), mode="RGB")
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(600)
 def test_hint_page_in_a_browser_paint_a_hint_and_download(tmp_path):
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
