@@ -42,6 +42,25 @@ def test_serve_binds_localhost_by_default():
     assert args.host == "127.0.0.1"
 
 
+def test_painted_layer_alpha_becomes_the_hints_white_included():
+    from mangacolor.serve import page_and_hints
+
+    page = np.full((40, 30, 4), 255, np.uint8)
+    page[10:20, :, :3] = 0
+    layer = np.zeros((40, 30, 4), np.uint8)
+    layer[5:8, 5:8] = (255, 255, 255, 255)  # a white hint: still a hint
+    layer[30:33, 20:25] = (200, 20, 20, 128)  # a soft brush edge counts too
+    grey, hints = page_and_hints({"background": page, "layers": [layer], "composite": page})
+    assert grey.shape == (40, 30) and grey[15, 0] == 0 and grey[0, 0] == 255
+    assert hints.shape == (40, 30, 4)
+    assert (hints[5:8, 5:8] == 255).all()
+    assert (hints[30:33, 20:25] == (200, 20, 20, 255)).all()
+    assert hints[..., 3].sum() == 255 * (9 + 15)
+    assert page_and_hints({"background": page, "layers": [np.zeros_like(layer)]})[1] is None
+    with pytest.raises(ValueError, match="upload a page"):
+        page_and_hints({"background": None, "layers": []})
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
