@@ -9,6 +9,12 @@ recovered geometry is from the truth, so a faster setting that got sloppier show
 
     uv run python benchmarks/matching.py                      # 256x384 and 1170x1654, 6 pairs each
     uv run python benchmarks/matching.py --pairs 3 --sizes 1170x1654
+    uv run python benchmarks/matching.py --hard --pairs 4      # scans at 0.25x-4x, 20% margins, 3 degrees
+
+`--hard` uses `mangacolor.data.rescans.scan_pair` (real-scan conditions, issue 14): for each
+resolution ratio it matches `--pairs` scans (random rotation within 3 degrees, random margins up to
+20% of each side, JPEG) and as many decoys (another page of the same title), and prints how many
+were matched, false matches, the worst corner error and the time per pair.
 
 `bench_matching(size, n_pairs)` returns the figures for other benchmarks (benchmarks/ingest.py).
 """
@@ -73,15 +79,52 @@ def bench_matching(size: tuple[int, int], n_pairs: int = 6, seed: int = 0, cfg: 
     }
 
 
+def bench_hard(ratios=(0.25, 0.5, 1.0, 2.0, 4.0), n_pairs: int = 4, seed: int = 0,
+               cfg: MatchConfig | None = None) -> list[dict]:
+    """Per resolution ratio: scans matched of n_pairs, decoys matched (false), corner error, s/pair."""
+    from mangacolor.data.rescans import corner_error, scan_pair
+
+    cfg = cfg or MatchConfig()
+    rows = []
+    for ratio in ratios:
+        size = (768, 512) if ratio < 1 else (384, 256)
+        rng = np.random.default_rng([seed, int(ratio * 100)])
+        matched = false = 0
+        worst = 0.0
+        seconds = 0.0
+        for i in range(n_pairs):
+            rot, margins = float(rng.uniform(-3, 3)), rng.uniform(0, 0.2, 4)
+            bw, color, A = scan_pair(seed * 1000 + i, ratio, rot, margins, color_size=size)
+            decoy, _, _ = scan_pair(seed * 1000 + i, ratio, rot, margins, color_size=size, layout_seed=10_000 + i)
+            start = time.perf_counter()
+            res = match_pages(bw, color, cfg)
+            other = match_pages(decoy, color, cfg)
+            seconds += time.perf_counter() - start
+            matched += res.matched
+            false += other.matched
+            if res.matched:
+                worst = max(worst, corner_error(res.matrix, A, color.shape[:2]))
+        rows.append({"ratio": ratio, "pairs": n_pairs, "matched": matched, "false_matches": false,
+                     "max_corner_error_px": worst, "seconds_per_pair": seconds / (2 * n_pairs)})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=6)
     parser.add_argument("--sizes", nargs="+", default=["256x384", "1170x1654"], help="WxH page sizes")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hard", action="store_true", help="real-scan conditions: 0.25x-4x, margins, rotation")
     args = parser.parse_args()
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
           f"OpenCV {cv2.__version__} ({cv2.getNumThreads()} threads)")
+    if args.hard:
+        for r in bench_hard(n_pairs=args.pairs, seed=args.seed):
+            print(f"ratio {r['ratio']:>4}x: matched {r['matched']}/{r['pairs']}, decoys matched "
+                  f"{r['false_matches']}/{r['pairs']}, corner error <= {r['max_corner_error_px']:.2f} px, "
+                  f"{r['seconds_per_pair']:.2f} s/pair")
+        return
     for text in args.sizes:
         w, h = (int(v) for v in text.lower().split("x"))
         r = bench_matching((h, w), args.pairs, args.seed)

@@ -113,6 +113,17 @@ def _cmd_colorize(args: argparse.Namespace) -> int:
     return _run_units(units, colour, args, what="coloured")
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from mangacolor.serve import serve
+
+    try:
+        serve(args.model, host=args.host, port=args.port, device=args.device, mode=args.mode)
+    except (FileNotFoundError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 class _Fatal(Exception):
     """An input error met in the middle of a run (a hint that does not fit a page): stop, exit 2."""
 
@@ -420,6 +431,14 @@ def build_parser(prog: str = "mangacolor") -> argparse.ArgumentParser:
                    help="a project preset (demo, paper or a YAML path: its `xdog:` section) or an xDoG parameter set "
                         "(authors2021, alacgan, generic); default paper = authors2021, the paper's [38]")
     p.set_defaults(func=_cmd_xdog, force=True, wants_rgb=True)
+
+    p = sub.add_parser("serve", help="a hint page in the browser: upload a page, paint hints, see colorings side by side")
+    p.add_argument("--model", default=None, help="bundle folder or MLflow URI (default: models:/mangacolor-colorizer@champion)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=None, help="port (default: Gradio's, 7860 or the next free one)")
+    p.add_argument("--mode", choices=["exact", "bf16", "fast"], default="exact")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_cmd_serve)
     return parser
 
 

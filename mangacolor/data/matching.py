@@ -7,15 +7,19 @@ black-and-white too. The error is how far the black-and-white pixels under the c
 are from black; the crop/scale with the smallest error is the alignment, and a pair whose best error
 is above a threshold is not a pair at all.
 
-Real re-scanned pages also have white margins, a scale of 0.9-1.1, a rotation of up to a degree,
-JPEG noise, screentone where the colour page has flat colour, and different balloon text. So the
+Real scans also come at another resolution than the colour page (0.25x-4x), with white margins
+of up to a fifth of a side, a few degrees askew, with JPEG noise, screentone (moire when the scan is
+coarser than the tone) where the colour page has flat colour, and different balloon text. So the
 alignment here is an affine map colour -> black-and-white (scale, translation, small rotation),
-found coarse to fine:
+found coarse to fine; the search is global (every scale the page sizes and margins allow, every
+rotation within ~3 degrees, every translation), so nothing needs to start near the identity:
 
 1. ink maps: colour "black" = pixels whose brightest channel is below `ink_level` (step 3 of the
    paper); black-and-white line ink = dark pixels minus small connected components (screentone
    dots, which the colour page replaced by flat colour), used only to find the coarse placement;
-2. a grid search over scale (x rotation, optional) on a ~128 px pyramid level, where every
+2. a grid search over scale (2% steps from 0.58x to 1.2x the pages' size ratio, i.e. any resolution
+   ratio and margins up to 20% of each side) x rotation (-2, 0, 2 degrees; the refinement recovers
+   the rest) on a ~128 px pyramid level, where every
    translation is scored at once by a cross-correlation of the colour ink with the high-passed bw
    line ink (evenly dark areas, i.e. dense tone, hatching and fills, must not attract the colour
    ink), per unit of colour ink that lands inside the page;
@@ -29,7 +33,10 @@ found coarse to fine:
    threshold works for light and dark pages: mean whiteness (bw/255, after a `tolerance_px`
    minimum filter that forgives a pixel of misregistration and anti-aliasing) under the warped
    colour black mask, divided by the mean whiteness of the bw page under the colour page's
-   footprint, i.e. what a random mask would score. Same pages score ~0.02-0.15 on re-scans with
+   footprint, i.e. what a random mask would score. When the scan is coarser than the colour page
+   (scale < 0.8), the colour black mask is area-averaged to the scan's grid first and a scan pixel
+   that is a fraction m colour black is only expected to be that dark (whiteness beyond 1 - m,
+   per unit of m, counts): a thin line is only grey in a coarse scan. Same pages score ~0.02-0.15 on re-scans with
    different lettering, different pages ~0.6-1 and same-layout different drawings ~0.45+; the
    default threshold is 0.25. When the best coarse placement fails, the next `candidates` are
    refined too, so a rejection costs about three times a match.
@@ -65,13 +72,15 @@ class MatchConfig:
     # connected dark components smaller than this fraction of the page's short side, squared, are
     # screentone dots or specks, not line art (only for the search maps, never for the error)
     dot_size: float = 0.012
-    # scale search range, relative to the size ratios of the two pages (bw size / colour size)
-    scale_range: tuple[float, float] = (0.75, 1.2)
+    # scale search range, relative to the size ratios of the two pages (bw size / colour size);
+    # the ratio itself may be anything (0.25x-4x resolution), the range covers white margins of up
+    # to 20% of each side (drawing = 60% of the scan: 0.6x) and trimmed colour borders (1.2x)
+    scale_range: tuple[float, float] = (0.58, 1.2)
     scale_step: float = 0.02
-    # coarse rotations tried; the refinement recovers up to ~2.5 degrees from each, so 0 alone
-    # suffices for scans; add e.g. (-3, 0, 3) for pages photographed askew (and raise the max)
-    rotations_deg: tuple[float, ...] = (0.0,)
-    max_rotation_deg: float = 2.0
+    # coarse rotations tried; the refinement recovers up to ~2.5 degrees from each, so these cover
+    # scans up to ~3 degrees askew; add e.g. (-6, 6) for pages photographed askew (and raise the max)
+    rotations_deg: tuple[float, ...] = (-2.0, 0.0, 2.0)
+    max_rotation_deg: float = 3.5
     # |scale_x / scale_y - 1| or shear above this is a diverged fit, not a scan
     max_anisotropy: float = 0.04
     coarse_side: int = 128
@@ -263,37 +272,36 @@ def _coarse_candidates(c_ink, b_ink, s_lo, s_hi, cfg) -> list[tuple[float, np.nd
 
     # Each candidate is a scale and rotation; the template is the colour ink warped by it onto its
     # own bounding canvas, slid over the bw map padded with zeros to find the translation.
-    templates = []
     hc, wc = c_small.shape
-    for s in scales:
-        for r in rotations:
-            rot = np.array([[math.cos(math.radians(r)), -math.sin(math.radians(r))],
-                            [math.sin(math.radians(r)), math.cos(math.radians(r))]])
-            # a similarity at full resolution; the two small images' rounded sizes make it
-            # slightly anisotropic here, and must not make it anisotropic there
-            lin = to_b[:2, :2] @ (s * rot) @ np.linalg.inv(to_c[:2, :2])
-            corners = np.array([[-0.5, -0.5], [wc - 0.5, -0.5], [-0.5, hc - 0.5], [wc - 0.5, hc - 0.5]])
-            pts = corners @ lin.T
-            lo = np.floor(pts.min(axis=0))
-            hi = np.ceil(pts.max(axis=0))
-            M = np.hstack([lin, (-lo - 0.5)[:, None]])
-            size = (int(hi[0] - lo[0]), int(hi[1] - lo[1]))
-            tpl = cv2.warpAffine(c_small, M, size, flags=cv2.INTER_LINEAR)
-            templates.append((s, r, M, tpl))
+
+    def template(s: float, r: float):
+        rot = np.array([[math.cos(math.radians(r)), -math.sin(math.radians(r))],
+                        [math.sin(math.radians(r)), math.cos(math.radians(r))]])
+        # a similarity at full resolution; the two small images' rounded sizes make it
+        # slightly anisotropic here, and must not make it anisotropic there
+        lin = to_b[:2, :2] @ (s * rot) @ np.linalg.inv(to_c[:2, :2])
+        corners = np.array([[-0.5, -0.5], [wc - 0.5, -0.5], [-0.5, hc - 0.5], [wc - 0.5, hc - 0.5]])
+        pts = corners @ lin.T
+        lo = np.floor(pts.min(axis=0))
+        hi = np.ceil(pts.max(axis=0))
+        M = np.hstack([lin, (-lo - 0.5)[:, None]])
+        return M, (int(hi[0] - lo[0]), int(hi[1] - lo[1]))
 
     hb, wb = b_small.shape
-    th = max(t[3].shape[0] for t in templates)
-    tw = max(t[3].shape[1] for t in templates)
+    # pad for the largest template any (scale, rotation) can make
+    sizes = [template(s_hi, r)[1] for r in rotations]
+    tw, th = max(z[0] for z in sizes), max(z[1] for z in sizes)
     margin = 0.2 * max(hb, wb)
     py = int(math.ceil(margin + max(0, (th - hb) / 2))) + 1
     px = int(math.ceil(margin + max(0, (tw - wb) / 2))) + 1
     ink_pad = cv2.copyMakeBorder(b_small, py, py, px, px, cv2.BORDER_CONSTANT, value=0)
 
-    found = []
-    for s, r, M, tpl in templates:
+    def evaluate(s: float, r: float) -> tuple[float, np.ndarray]:
+        M, size = template(s, r)
+        tpl = cv2.warpAffine(c_small, M, size, flags=cv2.INTER_LINEAR)
         total = float(tpl.sum())
         if total <= 0:
-            continue
+            return -math.inf, np.eye(3)
         hit = cv2.matchTemplate(ink_pad, tpl, cv2.TM_CCORR)
         den = _ink_inside(tpl, hit.shape, (py, px), (hb, wb))
         # bw line ink per unit of colour ink inside the page; positions that push the colour page
@@ -303,8 +311,25 @@ def _coarse_candidates(c_ink, b_ink, s_lo, s_hi, cfg) -> list[tuple[float, np.nd
         T = _h(M)
         T[0, 2] += ix - px
         T[1, 2] += iy - py
-        full = np.linalg.inv(to_b) @ T @ to_c
-        found.append((float(score[iy, ix]), full))
+        return float(score[iy, ix]), np.linalg.inv(to_b) @ T @ to_c
+
+    # Every scale at the first rotation (0 by default), then the other rotations only around the
+    # best few scales: a page a few degrees askew still scores highest near its own scale upright,
+    # and this costs half of the full grid.
+    upright = min(rotations, key=abs)
+    first = [evaluate(s, upright) for s in scales]
+    found = list(first)
+    others = [r for r in rotations if r != upright]
+    if others:
+        best = sorted(range(len(scales)), key=lambda i: -first[i][0])
+        seeds: list[int] = []
+        for i in best:
+            if all(abs(i - j) > 1 for j in seeds):
+                seeds.append(i)
+            if len(seeds) >= cfg.candidates:
+                break
+        near = sorted({j for i in seeds for j in (i - 1, i, i + 1) if 0 <= j < len(scales)})
+        found += [evaluate(scales[j], r) for j in near for r in others]
 
     found.sort(key=lambda t: -t[0])
     distinct: list[tuple[float, np.ndarray]] = []
@@ -442,16 +467,35 @@ def _error(A: np.ndarray, c_mask: np.ndarray, white: np.ndarray) -> tuple[float,
     Returns (normalised error, raw error, baseline, coverage); coverage is the fraction of the
     colour page's black pixels that land on the bw page, so a placement that pushes most of the
     ink off the page (and so measures almost nothing) can be refused.
+
+    When the bw page is coarser than the colour page the mask is area-averaged first: a colour line
+    thinner than a bw pixel is only grey in the scan, so a bw pixel counts as under the black mask
+    when most of its area is colour black, not when its centre happens to hit a thin line.
     """
     hb, wb = white.shape
-    mask = (cv2.warpAffine(c_mask, A[:2], (wb, hb), flags=cv2.INTER_LINEAR) > 0.5).astype(np.uint8)
+    n_color = cv2.countNonZero(c_mask)
+    scale = math.sqrt(abs(np.linalg.det(A[:2, :2])))
+    if scale < 0.8:
+        small = cv2.resize(c_mask, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        A = A @ np.linalg.inv(_resize_map(c_mask.shape, small.shape))
+        c_mask = small
+    warped = cv2.warpAffine(c_mask, A[:2], (wb, hb), flags=cv2.INTER_LINEAR)
+    mask = (warped > 0.5).astype(np.uint8)
+    under = white
+    if scale < 0.8:
+        # a bw pixel that is a fraction m colour black can only be that dark: count the whiteness
+        # beyond 1 - m, per unit of m (1 for a pixel with no ink at all, as at full resolution)
+        under = np.clip(white - (1.0 - warped), 0.0, 1.0) / np.maximum(warped, 0.5)
     footprint = cv2.warpAffine(np.ones_like(c_mask), A[:2], (wb, hb), flags=cv2.INTER_LINEAR)
     footprint = (footprint > 0.5).astype(np.uint8)
     n = cv2.countNonZero(mask)
     if n == 0 or cv2.countNonZero(footprint) == 0:
         return math.inf, math.inf, math.nan, 0.0
-    coverage = min(1.0, n / (cv2.countNonZero(c_mask) * abs(np.linalg.det(A[:2, :2]))))
-    raw = cv2.mean(white, mask=mask)[0]
+    # coverage: the mask's ink that lands on the page over what would land on an unbounded page
+    inside = float(cv2.warpAffine(c_mask, A[:2], (wb, hb), flags=cv2.INTER_LINEAR).sum())
+    total = float(c_mask.sum()) * abs(np.linalg.det(A[:2, :2]))
+    coverage = min(1.0, inside / max(total, 1e-6)) if n_color else 0.0
+    raw = cv2.mean(under, mask=mask)[0]
     baseline = cv2.mean(white, mask=footprint)[0]
     return raw / max(baseline, 1e-3), raw, baseline, coverage
 

@@ -17,6 +17,8 @@ import pytest
 
 from mangacolor.data.matching import MatchConfig, match_pages, match_title, warp_color_to_bw
 from mangacolor.io.images import read_image
+from mangacolor.data.rescans import corner_error as scan_corner_error
+from mangacolor.data.rescans import scan_pair
 
 
 # ----------------------------------------------------------------------------------------------
@@ -348,3 +350,41 @@ def test_demo_corpus_pairs_precision_recall_and_geometry(demo_corpus):
         assert m.result.scale == pytest.approx(e["scale"], rel=0.005)
         assert m.result.rotation_deg == pytest.approx(e["rotation_deg"], abs=0.1)
         assert corner_error(m.result.matrix, np.asarray(e["affine"]), color_pages[m.bw_id].shape[:2]) < 1.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Real scans (issue 14): any resolution ratio, wide margins, a few degrees askew, JPEG, moire
+
+HARD_SCANS = [
+    # (resolution ratio scan/colour, rotation degrees, margins [top, left, bottom, right] of the scan's side)
+    (0.25, 2.5, (0.12, 0.15, 0.11, 0.19)),
+    (0.5, -2.8, (0.02, 0.13, 0.13, 0.12)),
+    (1.0, 3.0, (0.2, 0.2, 0.2, 0.2)),
+    (2.0, -2.1, (0.09, 0.16, 0.05, 0.01)),
+    (4.0, 0.8, (0.19, 0.09, 0.19, 0.1)),
+]
+
+
+def _colour_size(ratio):
+    # a 4x finer colour page is a 768 px one against a ~200 px scan; a 4x finer scan is ~1800 px
+    return (768, 512) if ratio < 1 else (384, 256)
+
+
+@pytest.mark.parametrize("ratio,rotation,margins", HARD_SCANS, ids=[f"{r}x" for r, _, _ in HARD_SCANS])
+def test_matches_scans_at_other_resolutions_with_margins_and_rotation(ratio, rotation, margins):
+    """A demo-corpus page against its re-lettered scan at 0.25x-4x the colour resolution, white
+    margins up to 20% of a side, up to 3 degrees askew, JPEG-compressed, screentone resampled."""
+    bw, color, A = scan_pair(3, ratio, rotation, margins, color_size=_colour_size(ratio))
+    res = match_pages(bw, color, CFG)
+    assert res.matched, res.reason
+    assert res.scale == pytest.approx(ratio, rel=0.01)
+    assert res.rotation_deg == pytest.approx(rotation, abs=0.2)
+    assert scan_corner_error(res.matrix, A, color.shape[:2]) < 1.0
+
+
+@pytest.mark.parametrize("ratio", [0.25, 1.0, 2.0])
+def test_rejects_other_pages_of_the_series_at_other_resolutions(ratio):
+    """Precision: the scan of another page of the same title (same hue, same renderer) never matches."""
+    bw, color, _ = scan_pair(4, ratio, 1.5, (0.1, 0.05, 0.1, 0.05), color_size=_colour_size(ratio), layout_seed=77)
+    res = match_pages(bw, color, CFG)
+    assert not res.matched and "threshold" in res.reason, (res.error, res.reason)
