@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from mangacolor.config import load_preset
-from mangacolor.data.demo_corpus import render_page
+from mangacolor.demo.corpus import render_page
 from mangacolor.models.colorizer import ColorizationGenerator, ColorizerConfig, count_gflops
 from mangacolor.training.colorization_stages import ColorizationConfig
 from mangacolor.training.colorizer import BwDataset, PairDataset, StepData

@@ -3,7 +3,7 @@
 import numpy as np
 
 from mangacolor.cli import main
-from mangacolor.data.demo_corpus import render_page
+from mangacolor.demo.corpus import render_page
 from mangacolor.io.images import encode_png, read_image
 from mangacolor.synthetic.xdog import xdog
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from mangacolor.cli import main
-from mangacolor.data.demo_corpus import render_page
+from mangacolor.demo.corpus import render_page
 from mangacolor.io.images import encode_png, read_image
 from tests.eval.bundles import tiny_bundle
 

@@ -13,7 +13,7 @@ import math
 import cv2
 import numpy as np
 
-from mangacolor.data.demo_corpus import render_page
+from mangacolor.demo.corpus import render_page
 
 
 def scan_transform(color_hw, ratio: float, rotation_deg: float, margins) -> tuple[np.ndarray, tuple[int, int]]:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mangacolor.data import scraper, sitegen
+from mangacolor.data import scraper
+from mangacolor.demo import sitegen
 from mangacolor.data.scraper import CrawlBusy, SiteConfig, crawl_title
 from mangacolor.data.web import WebTitle, scrape_title
 from mangacolor.io.store import Store, sha256_bytes

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mangacolor.cli import main
-from mangacolor.data.demo_corpus import render_page
+from mangacolor.demo.corpus import render_page
 from mangacolor.inference import Colorizer
 from mangacolor.inference.bundle import write_bundle
 from mangacolor.inference.hints import HintError, load_hints

@@ -3,7 +3,7 @@
 import cv2
 import numpy as np
 
-from mangacolor.data.demo_corpus import render_page
+from mangacolor.demo.corpus import render_page
 from mangacolor.inference.pages import is_colour_page
 from mangacolor.io.images import encode_jpeg, read_image
 
