@@ -36,7 +36,8 @@ rotation within ~3 degrees, every translation), so nothing needs to start near t
    footprint, i.e. what a random mask would score. When the scan is coarser than the colour page
    (scale < 0.8), the colour black mask is area-averaged to the scan's grid first and a scan pixel
    that is a fraction m colour black is only expected to be that dark (whiteness beyond 1 - m,
-   per unit of m, counts): a thin line is only grey in a coarse scan. Same pages score ~0.02-0.15 on re-scans with
+   per unit of m, counts): a thin line is only grey in a coarse scan. That error is stricter, so
+   it has its own threshold (`coarse_threshold`, 0.15; the result's `threshold` says which applied). Same pages score ~0.02-0.15 on re-scans with
    different lettering, different pages ~0.6-1 and same-layout different drawings ~0.45+; the
    default threshold is 0.25. When the best coarse placement fails, the next `candidates` are
    refined too, so a rejection costs about three times a match.
@@ -107,6 +108,10 @@ class MatchConfig:
     # the error's minimum filter radius, in bw pixels
     tolerance_px: int = 1
     threshold: float = 0.25
+    # the threshold when the bw scan is coarser than 0.8x the colour page: there the error counts
+    # only the whiteness a partly black pixel cannot explain (`_error`), same pages score ~0.07-0.09
+    # at 0.25x-0.5x and another page of the title 0.23+, so the full-resolution 0.25 would be lax
+    coarse_threshold: float = 0.15
     # a page with less black ink than this fraction of its area cannot be matched reliably
     min_ink_fraction: float = 0.002
 
@@ -564,23 +569,25 @@ def match_pages(bw: np.ndarray, color: np.ndarray, cfg: MatchConfig | None = Non
         err, raw, base, coverage = _error(A, c_mask, white)
         if coverage < cfg.min_overlap:
             err = math.inf  # nothing much was measured: not evidence of a match
-        if best is None or err < best[0]:
-            best = (err, raw, base, coverage, A)
-        if err <= cfg.threshold:
+        threshold = cfg.coarse_threshold if math.sqrt(abs(np.linalg.det(A[:2, :2]))) < 0.8 else cfg.threshold
+        # compared by margin to its own threshold, so coarse and fine placements rank fairly
+        if best is None or err - threshold < best[0] - best[5]:
+            best = (err, raw, base, coverage, A, threshold)
+        if err <= threshold:
             break  # matched pairs stop at the first peak; only rejections try the others
 
-    err, raw, base, coverage, A = best
+    err, raw, base, coverage, A, threshold = best
     crop, scale, rotation, scale_xy = _describe(A, (hc, wc), (hb, wb))
-    matched = bool(err <= cfg.threshold)
+    matched = bool(err <= threshold)
     if matched:
         reason = ""
     elif coverage < cfg.min_overlap:
         reason = f"only {coverage:.0%} of the colour page's black pixels fall on the black-and-white page"
     else:
-        reason = f"error {err:.3f} above threshold {cfg.threshold}"
+        reason = f"error {err:.3f} above threshold {threshold}"
     return MatchResult(
         matched=matched, error=float(err), crop=crop, scale=float(scale), rotation_deg=float(rotation),
-        transform=A[:2].tolist(), threshold=cfg.threshold, raw_error=float(raw), baseline=float(base),
+        transform=A[:2].tolist(), threshold=threshold, raw_error=float(raw), baseline=float(base),
         coverage=float(coverage), scale_xy=scale_xy, reason=reason,
     )
 

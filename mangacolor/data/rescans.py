@@ -67,11 +67,8 @@ def scan_pair(seed: int, ratio: float, rotation_deg: float = 0.0, margins=(0.0, 
     if ratio < 1:  # area-average first, as a scanner's sensor does, then place
         W_scale = math.sqrt(abs(np.linalg.det(W[:2, :2])))
         small = cv2.resize(bw_src, None, fx=W_scale, fy=W_scale, interpolation=cv2.INTER_AREA)
-        to_small = np.array([[W_scale, 0, 0.5 * W_scale - 0.5], [0, W_scale, 0.5 * W_scale - 0.5], [0, 0, 1]])
-        to_small[0, 0] = small.shape[1] / bw_src.shape[1]
-        to_small[1, 1] = small.shape[0] / bw_src.shape[0]
-        to_small[0, 2] = 0.5 * to_small[0, 0] - 0.5
-        to_small[1, 2] = 0.5 * to_small[1, 1] - 0.5
+        fx, fy = small.shape[1] / bw_src.shape[1], small.shape[0] / bw_src.shape[0]
+        to_small = np.array([[fx, 0, 0.5 * fx - 0.5], [0, fy, 0.5 * fy - 0.5], [0, 0, 1]])
         W = W @ np.linalg.inv(to_small)
         bw_src = small
     rng = np.random.default_rng([seed, 15])
