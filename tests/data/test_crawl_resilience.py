@@ -1,6 +1,6 @@
 """The crawler keeps what it has (issue 11, point 3): transient failures on a re-crawl, and two crawls at once.
 
-Against the generated gallery served on 127.0.0.1 (mangacolor.data.sitegen), whose `faults` make
+Against the generated gallery served on 127.0.0.1 (mangacolor.demo.sitegen), whose `faults` make
 chosen pages time out, reset the connection, answer 503 or 429 on the second crawl.
 """
 
