@@ -35,7 +35,7 @@ from mangacolor import config as mc_config
 from mangacolor.data.splits import holdout_pages, training_pages
 from mangacolor.eval import sets as eval_sets
 from mangacolor.eval.benchmark import benchmark_table, run_benchmarks
-from mangacolor.eval.candidates import latest_version, models_to_evaluate
+from mangacolor.eval.candidates import latest_versions, models_to_evaluate
 from mangacolor.eval.fid import FeatureExtractor
 from mangacolor.eval.gate import decide_promotion, set_verdict
 from mangacolor.eval.inception import WeightsNotFoundError, build_inception
@@ -352,17 +352,24 @@ benchmark_job = dg.define_asset_job("benchmark_model", selection=dg.AssetSelecti
 
 @dg.sensor(jobs=[evaluate_model_job, benchmark_job], minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
            description=f"A new version of {MODEL_NAME} in the MLflow registry: evaluate it on both sets (and promote it if it "
-                       "passes) and benchmark it. Cursor: the highest version seen.")
+                       f"passes) and benchmark it; a new version of a variant ({MODEL_NAME}-<variant>): evaluate both sets, "
+                       "where it is a row beside the candidate. Cursor: the highest version seen per registered model (JSON).")
 def new_model_version_sensor(context: dg.SensorEvaluationContext, mlflow: MlflowResource):
-    latest = latest_version(MlflowClient(tracking_uri=mlflow.tracking_uri))
-    seen = int(context.cursor) if context.cursor else 0
-    if latest is None or latest <= seen:
-        return dg.SkipReason(f"no new version of {MODEL_NAME} (latest {latest}, seen {seen})")
-    tags = {"mangacolor/model_version": str(latest)}
-    requests = [dg.RunRequest(job_name=evaluate_model_job.name, partition_key=p, run_key=f"v{latest}-{p}", tags=tags)
-                for p in EVAL_SETS.get_partition_keys()]
-    requests.append(dg.RunRequest(job_name=benchmark_job.name, run_key=f"v{latest}-benchmark", tags=tags))
-    return dg.SensorResult(run_requests=requests, cursor=str(latest))
+    latest = latest_versions(MlflowClient(tracking_uri=mlflow.tracking_uri))
+    cursor = context.cursor or "{}"
+    seen = json.loads(cursor) if cursor.startswith("{") else {MODEL_NAME: int(cursor)}  # an older integer cursor
+    new = {name: v for name, v in latest.items() if v > int(seen.get(name, 0))}
+    if not new:
+        return dg.SkipReason(f"no new version of {MODEL_NAME} or its variants (latest {latest}, seen {seen})")
+    requests = []
+    for name, version in sorted(new.items()):
+        tags = {"mangacolor/model_name": name, "mangacolor/model_version": str(version)}
+        prefix = f"v{version}" if name == MODEL_NAME else f"{name}-v{version}"
+        requests += [dg.RunRequest(job_name=evaluate_model_job.name, partition_key=p, run_key=f"{prefix}-{p}", tags=tags)
+                     for p in EVAL_SETS.get_partition_keys()]
+        if name == MODEL_NAME:
+            requests.append(dg.RunRequest(job_name=benchmark_job.name, run_key=f"{prefix}-benchmark", tags=tags))
+    return dg.SensorResult(run_requests=requests, cursor=json.dumps({**seen, **latest}, sort_keys=True))
 
 
 def _preset_schedule() -> ScheduleConfig:

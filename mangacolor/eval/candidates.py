@@ -71,6 +71,13 @@ def models_to_evaluate(client: mlflow.MlflowClient | None = None, name: str = MO
     return out
 
 
+def latest_versions(client: mlflow.MlflowClient, name: str = MODEL_NAME) -> dict[str, int]:
+    """The highest version of the full method and of each variant's own registered model, by model name."""
+    names = [name] + [rm.name for rm in client.search_registered_models(filter_string=f"name LIKE '{name}-%'")]
+    found = {n: latest_version(client, n) for n in names}
+    return {n: v for n, v in found.items() if v is not None}
+
+
 def latest_version(client: mlflow.MlflowClient, name: str = MODEL_NAME) -> int | None:
     """The highest version number registered under `name` (None if there is none yet)."""
     versions = client.search_model_versions(f"name='{name}'")  # none registered: an empty list, not an error

@@ -208,12 +208,16 @@ def test_sensor_requests_evaluation_of_new_versions_and_schedule_reevaluates_the
     assert isinstance(weekly(), dg.SkipReason)
     v1 = _register(env, "random")
     result = tick(None)
-    assert result.cursor == v1
+    assert json.loads(result.cursor) == {MODEL_NAME: int(v1)}
     assert sorted((r.job_name, r.partition_key) for r in result.run_requests) == [
         ("benchmark_model", None), ("evaluate_model", "holdout"), ("evaluate_model", "manga109")]
-    assert isinstance(tick(v1), dg.SkipReason)
+    assert isinstance(tick(result.cursor), dg.SkipReason) and isinstance(tick(v1), dg.SkipReason)  # an older integer cursor
+    # A variant, registered under its own name: evaluated on both sets (a row beside the candidate), not benchmarked.
     v2 = _register(env, "page", variant="no_adaptation", alias=None)
-    assert tick(v1).cursor == v2
+    variant = tick(result.cursor)
+    assert json.loads(variant.cursor) == {MODEL_NAME: int(v1), f"{MODEL_NAME}-no_adaptation": int(v2)}
+    assert sorted((r.job_name, r.partition_key) for r in variant.run_requests) == [
+        ("evaluate_model", "holdout"), ("evaluate_model", "manga109")]
 
     promote(v1)
     skipped = weekly()
