@@ -1,6 +1,7 @@
 """Which pages the drafting stage trains on: pairs by source_id, the grey fallback, and the configs."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from mangacolor.data.datasets import ok_rows
@@ -88,3 +89,37 @@ def test_second_round_adds_real_pages_with_their_pseudolabels_blurred_like_colou
     assert list(pseudo["id"]) == ["r/001#0"] and pseudo["blur_target"].all()
     x, y = DraftPairs(store, pseudo, "L", size=16, sigma=1.0)[0]
     assert x.shape == (16, 16) and np.array_equal(y, blur_page(label, 16, 1.0))  # the label blurred as blurred_color_pages
+
+
+def test_real_page_drafts_are_the_drafting_networks_drafts_of_each_page(store, tmp_path):
+    """bw_page_drafts' library part: one draft per readable real page, named by page_id; a broken page is quarantined."""
+    import torch
+
+    from mangacolor.device import DeviceSpec
+    from mangacolor.drafting.pages import invert_pages, page_drafts_stage
+    from mangacolor.io.images import read_image
+    from mangacolor.models.psp import EncoderConfig, PSp
+    from tests.training.test_colorization_stages import GEN
+
+    torch.manual_seed(0)
+    g = GEN.generator()
+    psp = PSp(EncoderConfig(input_nc=1, input_size=32, widths=(4, 8, 8, 16), units=(1, 1, 1, 1), se_reduction=4), g,
+              g.mean_latent(64, torch.Generator().manual_seed(0))).eval()
+    rng = np.random.default_rng(3)
+    _commit(store, "bw_pages", "r", {"001": rng.integers(0, 256, (48, 32), dtype=np.uint8),
+                                     "002": rng.integers(0, 256, (40, 60), dtype=np.uint8)})
+    rows = ok_rows(store, "bw_pages", ["r"])
+    broken = rows.iloc[:1].assign(id="r/003", uri=str(tmp_path / "missing.png"))
+    (tmp_path / "missing.png").write_bytes(b"<html>not a page</html>")
+    spec = DeviceSpec(torch.device("cpu"), None, seed=0)
+    writer = store.begin("bw_page_drafts")
+    summary = page_drafts_stage(pd.concat([rows, broken]), store, writer, psp, spec, input_size=32)
+    _, vdir, frame = writer.commit()
+    assert (summary.ok, summary.quarantined) == (2, 1)
+    ok = frame[frame.status == "ok"].set_index("page_id")
+    page = read_image(store.read_bytes(rows.set_index("id").loc["r/002", "uri"]), mode="L")
+    from mangacolor.drafting.blur import resize_square
+
+    expected, _ = invert_pages(psp, [resize_square(page, 32)], spec)
+    np.testing.assert_array_equal(read_image(store.read_bytes(f"{vdir}/{ok.loc['r/002', 'path']}")), expected[0])
+    assert frame.set_index("id").loc["r/003", "status"] == "quarantined"
