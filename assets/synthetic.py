@@ -97,10 +97,11 @@ def _gap_metadata(context, st, steps: dict[str, list], preset: dict, device: str
     return meta
 
 
-def _strip(st, title: str, steps: list[str], ids: list[str], extra: dict | None = None) -> dg.MetadataValue:
-    """The pages `ids` through colour and each step, side by side (`extra`: one more image per id)."""
+def _strip(st, title: str, steps: list[str], ids: list[str], extra: dict | None = None,
+           extra_name: str = "CUT") -> dg.MetadataValue:
+    """The pages `ids` through colour and each step, side by side (`extra`: one more image per id, named `extra_name`)."""
     stages = ["color_pages", *steps]
-    names = [STEP_NAMES[a] for a in stages] + (["CUT"] if extra else [])
+    names = [STEP_NAMES[a] for a in stages] + ([extra_name] if extra else [])
     images = synth.stage_strip(st, [(a, title) for a in stages], ids, extra)
     return thumbnails_md(images, f"{' | '.join(names)} — {', '.join(ids)}")
 
@@ -121,7 +122,10 @@ def _page_stage_result(context, st, asset: str, writer, summary, preset, device:
         **version_metadata(st, version, vdir),
         **_gap_metadata(context, st, pages, preset, device, tracker),
         "quarantine": dg.MetadataValue.md(bad.to_markdown(index=False) if len(bad) else "_none_"),
-        "samples": _strip(st, title, steps, list(ok["id"][:2])),
+        # This step's pages from the sealed version: LATEST still names the previous one until the asset returns.
+        "samples": _strip(st, title, steps[:-1], list(ok["id"][:2]),
+                          {r.id: read_image(st.read_bytes(f"{vdir}/{r.path}"), mode=None) for r in ok.head(2).itertuples()},
+                          STEP_NAMES[asset]),
     }
     return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
 
