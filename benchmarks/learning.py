@@ -159,21 +159,17 @@ class Chain:
 
 
 def untrained_like(bundle, seed: int = 0):
-    """The bundle's generator architecture with a fresh initialisation (what training starts from)."""
+    """The bundle's generator with every layer re-initialised (fixed seed): the network before training."""
     import copy
 
-    from mangacolor.models.colorizer import ColorizationGenerator, ColorizerConfig
-
-    config = ColorizerConfig.from_dict(bundle.info.get("colorizer_config") or {})
+    net = copy.deepcopy(bundle.generator)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        try:
-            net = ColorizationGenerator(config)
-        except Exception:  # a config without a loadable encoder file: same shapes, reinitialised
-            net = copy.deepcopy(bundle.generator)
-            for m in net.modules():
-                if hasattr(m, "reset_parameters"):
-                    m.reset_parameters()
+        for m in net.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+            if hasattr(m, "reset_running_stats"):
+                m.reset_running_stats()
     out = copy.copy(bundle)
     out.generator = net.eval().requires_grad_(False)
     out._prepared = {}
@@ -278,6 +274,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", default=None, help="keep the run's files here (default: a temporary folder, removed)")
     ap.add_argument("--reuse", action="store_true", help="--work already holds a trained chain: score it (and train variants) only")
+    ap.add_argument("--colorizer-steps", default=None,
+                    help="STEP1,STEP2,FINETUNE max_steps overriding the preset's colorizer (with --reuse: retrain the colorization group only)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     os.environ.setdefault("MANGACOLOR_THREADS", "1")
@@ -293,11 +291,22 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     try:
         chain = Chain(work, args.preset, args.seed, args.scale, reuse=args.reuse)
+        if args.colorizer_steps:
+            steps = [int(x) for x in args.colorizer_steps.split(",")]
+            section = chain.base.setdefault("colorizer", {})
+            for name, n in zip(("step1", "step2", "finetune"), steps):
+                section.setdefault(name, {})["max_steps"] = n
+            chain.defs = chain.definitions(chain.base)
         train_s = 0.0
         if not args.reuse:
             log(f"training the whole chain ({args.preset} preset)")
             train_s = chain.train_all()
             log(f"chain trained in {train_s:.0f} s")
+        elif args.colorizer_steps:
+            import dagster as dg
+
+            log(f"retraining the colorization group with max_steps {args.colorizer_steps}")
+            train_s = chain.materialize(chain.defs, dg.AssetSelection.groups("colorization"))
         bundle = chain.bundle()
         untrained = untrained_like(bundle, args.seed)
         holdout = list(holdout_pages(args.holdout, seed=args.seed))
