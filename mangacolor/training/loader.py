@@ -10,7 +10,8 @@ starts the loader at its checkpoint's step, so the data position is the step its
 
 Workers: `num_workers=None` means `MANGACOLOR_WORKERS` if set, else min(8, cores available - 1).
 They are forked on Linux (so `make` may close over lists of pages and models without pickling);
-elsewhere `make` must be picklable.
+elsewhere `make` must be picklable. Workers leave OpenCV's thread pool alone: reconfiguring it
+(`cv2.setNumThreads`) in a forked child can wait forever on the parent's condition variables.
 """
 
 from __future__ import annotations
@@ -61,16 +62,6 @@ class StepBatches(Dataset):
         return self.make(int(step))
 
 
-def _worker_init(_worker_id: int) -> None:
-    # One process per core already: OpenCV's own thread pool would only oversubscribe.
-    try:
-        import cv2
-
-        cv2.setNumThreads(1)
-    except ImportError:  # pragma: no cover - cv2 is a dependency
-        pass
-
-
 def to_device(batch: Any, device: torch.device, non_blocking: bool = False) -> Any:
     """Tensors in nested dicts / lists / tuples / dataclasses moved to `device`; anything else kept."""
     if isinstance(batch, torch.Tensor):
@@ -102,7 +93,6 @@ def step_loader(make: Callable[[int], Any], start: int, stop: int, device: torch
         num_workers=workers,
         pin_memory=torch.device(device).type == "cuda",
         prefetch_factor=prefetch_factor if workers > 0 else None,
-        worker_init_fn=_worker_init if workers > 0 else None,
         multiprocessing_context=context,
         # A private generator: creating the iterator must not draw from the global torch RNG,
         # which the loops' checkpoints save and restore.

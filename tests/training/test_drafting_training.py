@@ -33,7 +33,15 @@ def offline_empty_hub(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("network access attempted")
 
-    monkeypatch.setattr(socket.socket, "connect", refuse)
+    connect = socket.socket.connect
+
+    def refuse_network(sock, *args, **kwargs):
+        # Local (AF_UNIX) sockets stay: the loader's worker processes pass tensors through them.
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            refuse()
+        return connect(sock, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", refuse_network)
     monkeypatch.setattr(socket, "create_connection", refuse)
     return hub
 
