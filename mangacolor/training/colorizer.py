@@ -233,8 +233,9 @@ def collate(samples: list[Sample], device: torch.device) -> dict[str, torch.Tens
 class StepData:
     """The data of training step `it`, from (seed, it) alone: what `train_colorizer` asks its loader workers for.
 
-    Returns (pairs, cues, real, real_cues) as CPU tensors: the supervised batch and its cues, and for
-    step 1 the real black-and-white batch with its cues: empty hint, draft per the schedule (None otherwise).
+    Returns (pairs, cues, real, real_cues, y_real) as CPU tensors: the supervised batch and its cues; for
+    step 1 the real black-and-white batch with its cues: empty hint, draft per the schedule (None otherwise);
+    for step 2 the colour pages the discriminator sees as real (None: the batch's own colour targets).
     """
 
     cfg: ColorizerTrainConfig
@@ -246,6 +247,7 @@ class StepData:
     canvas: tuple[int, int] | None = None
     epochs_before: int = 0
     positions: tuple[int, ...] | None = None  # this process's positions in the global batch (DDP); None: all
+    real_colour: Dataset | None = None  # step 2: colour pages D sees as real (never pseudolabels)
 
     def load(self, dataset: Dataset, it: int, salt: int) -> dict[str, torch.Tensor]:
         """This process's items of step `it`'s global batch, each drawn and augmented from (seed, it, salt, position)."""
@@ -278,7 +280,8 @@ class StepData:
         if self.unpaired_real is not None:
             real = self.load(self.unpaired_real, it, 1)
             real_cues = self.cues(real, it, epoch, 1, hints=False)  # Ĥ: empty hint, S per the schedule (eq. 9)
-        return pairs, cues, real, real_cues
+        y_real = self.load(self.real_colour, it, 2)["color"] if self.real_colour is not None else None
+        return pairs, cues, real, real_cues, y_real
 
 
 # ---------------------------------------------------------------------------------------------
@@ -473,7 +476,8 @@ def train_colorizer(
     # so one process and N processes, each computing its positions, draw the same batch.
     positions = dist.positions(batch_size)
 
-    make = StepData(cfg, supervised, unpaired_real, batch_size, steps_per_epoch, augment, canvas, epochs_before, positions)
+    make = StepData(cfg, supervised, unpaired_real, batch_size, steps_per_epoch, augment, canvas, epochs_before, positions,
+                    real_colour)
 
     def save_snapshot(it: int, epoch: int) -> None:
         if not dist.is_main:
@@ -494,7 +498,7 @@ def train_colorizer(
 
     parts: dict[str, Any] = {}
     batches = step_batches(make, start, total_steps, dev, cfg.num_workers, cfg.prefetch_factor)
-    for it, (pairs, cues, real, real_cues) in batches:
+    for it, (pairs, cues, real, real_cues, y_real) in batches:
         epoch = it // steps_per_epoch + 1
         c_epoch = cue_epoch(epochs_before, it, steps_per_epoch)
         with spec.autocast():
@@ -508,7 +512,8 @@ def train_colorizer(
         parts = {}
         if discriminator is not None:
             discriminator.requires_grad_(True)
-            y_real = pairs["color"] if real_colour is None else load(real_colour, it, 2, np_rng)["color"]
+            if y_real is None:
+                y_real = pairs["color"]
             with spec.autocast():
                 d_loss, d_parts = discriminator_loss(
                     weights,
