@@ -115,10 +115,11 @@ def count_pages(unit: Unit) -> int:
         return 0
 
 
-def is_colour_page(rgb: np.ndarray, min_fraction: float = 0.02, min_chroma: float = 15.0) -> bool:
+def is_colour_page(rgb: np.ndarray, min_fraction: float = 0.02, min_chroma: float = 15.0, max_cast: float = 30.0) -> bool:
     """True when more than `min_fraction` of the page has a colour of its own: CIELAB chroma more than
     `min_chroma` away from a cast that scales with lightness (yellowed paper, a scanner's tint: fitted
-    as a*, b* linear in L* over the page, and removed)."""
+    as a*, b* linear in L* over the page, and removed). A "cast" stronger than `max_cast` is no paper
+    tint: a page of two flat colours fits the line exactly, and its pixels count by their own chroma."""
     if rgb.ndim == 2:
         return False
     small = rgb[..., :3]
@@ -129,8 +130,10 @@ def is_colour_page(rgb: np.ndarray, min_fraction: float = 0.02, min_chroma: floa
     ab = lab[:, 1:] - 128
     design = np.stack([lab[:, 0] / 255, np.ones(len(lab), np.float32)], axis=1)
     cast, *_ = np.linalg.lstsq(design, ab, rcond=None)
-    residual = ab - design @ cast
-    return float((np.hypot(residual[:, 0], residual[:, 1]) > min_chroma).mean()) > min_fraction
+    predicted = design @ cast
+    residual = ab - predicted
+    coloured = (np.hypot(residual[:, 0], residual[:, 1]) > min_chroma) | (np.hypot(predicted[:, 0], predicted[:, 1]) > max_cast)
+    return float(coloured.mean()) > min_fraction
 
 
 def encode_as(arr: np.ndarray, name: str) -> bytes:

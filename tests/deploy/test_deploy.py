@@ -76,7 +76,7 @@ def test_deploy_files_load_and_validate(monkeypatch, postgres_url):
         limits = (json.loads(k8s) if isinstance(k8s, str) else k8s)["container_config"]["resources"]["limits"]
         assert limits["nvidia.com/gpu"] == "1", a.key
     retried = {a.key.to_user_string() for a in gpu_assets if a.op.retry_policy}
-    assert {"stylegan", "colorizer_step1_snapshots", "colorizer_final", "cut_model"} <= retried
+    assert {"stylegan", "colorizer_step1_snapshots", "colorizer_step1_finetuned", "colorizer_step2", "drafting_network_final", "cut_model"} <= retried
     assert defs.executor.name == "k8s"
 
 
