@@ -68,9 +68,12 @@ def _delta_e(a, b) -> float:
     return float(np.linalg.norm(_lab(a) - _lab(b)))
 
 
+STEPS = 100
+
+
 @pytest.fixture(scope="module")
 def hint_trained_bundle(tmp_path_factory):
-    """The tiny colorizer trained briefly (60 Adam steps, about 30 s on one core) on 48×48 crops of demo
+    """The tiny colorizer trained briefly (100 Adam steps, about 20 s on one core) on 48×48 crops of demo
     corpus pages, each with 1-2 random-colour rectangles given as hints and painted into the target."""
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
@@ -79,7 +82,7 @@ def hint_trained_bundle(tmp_path_factory):
     opt = torch.optim.Adam(g.parameters(), lr=3e-3)
     to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).float().div(127.5).sub(1)
     g.train()
-    for _ in range(60):
+    for _ in range(STEPS):
         bws, hints, targets = [], [], []
         for _ in range(4):
             p = pages[rng.integers(len(pages))]
@@ -116,8 +119,8 @@ def test_a_trained_model_paints_the_hinted_colour(hint_trained_bundle, tmp_path)
     plain = read_image(tmp_path / "plain.png")[region].reshape(-1, 3).mean(0)
     hinted = read_image(tmp_path / "hinted.png")[region].reshape(-1, 3).mean(0)
     de_hinted, de_plain = _delta_e(hinted, HINT_RGB), _delta_e(plain, HINT_RGB)
-    # Measured here: ΔE76 ≈ 34 to the hint colour with the hint, ≈ 79 without (a briefly trained model
-    # gets the hue and overshoots the saturation). Blue must dominate where blue was asked for.
+    # A briefly trained model gets the hue and overshoots the saturation: the hint must bring ΔE76 to the
+    # hint colour under 3/4 of the unhinted one, and blue must dominate where blue was asked for.
     assert de_hinted < 0.75 * de_plain, (de_hinted, de_plain, hinted, plain)
     assert hinted[2] > hinted[0] + 60 and hinted[2] > hinted[1] + 40, hinted
     far = read_image(tmp_path / "hinted.png")[80:, :].astype(int) - read_image(tmp_path / "plain.png")[80:, :].astype(int)
