@@ -282,20 +282,20 @@ def test_the_holdout_check_fails_when_a_stage_recorded_a_holdout_page(chain):
 
 
 def test_the_fine_tune_has_a_blocking_holdout_check(chain):
-    from assets.colorization import holdout_never_trained_final
+    from assets.colorization import holdout_never_trained_step1_finetuned
     from assets.resources import StoreResource
 
     _, _, project, result = chain
     checks = {(c.asset_key.to_user_string(), c.check_name): c.passed for c in result.get_asset_check_evaluations()}
-    assert checks[("colorizer_final", "holdout_never_trained")]
-    assert all(spec.blocking for spec in holdout_never_trained_final.check_specs)
+    assert checks[("colorizer_step1_finetuned", "holdout_never_trained")]
+    assert all(spec.blocking for spec in holdout_never_trained_step1_finetuned.check_specs)
     store = Store(project["artifacts"])
     splits = store.latest_manifest("page_splits")
     leaked = splits.loc[splits.split == "holdout", "id"].iloc[0]
-    writer = store.begin("colorizer_final")
-    for row in store.latest_manifest("colorizer_final").to_dict("records"):
+    writer = store.begin("colorizer_step1_finetuned")
+    for row in store.latest_manifest("colorizer_step1_finetuned").to_dict("records"):
         writer.add(row)
     writer.add({"id": f"matched_bw:{leaked}", "status": "ok", "role": "matched_bw", "page_id": leaked})
     writer.commit()
-    failed = holdout_never_trained_final(store=StoreResource(artifact_root=str(project["artifacts"])))
+    failed = holdout_never_trained_step1_finetuned(store=StoreResource(artifact_root=str(project["artifacts"])))
     assert not failed.passed and failed.metadata["leaked_ids"].value == [leaked]
