@@ -101,7 +101,7 @@ def web_title_requests(known: set[str], preset: dict) -> list[dg.AddDynamicParti
     return [web_titles_partitions.build_add_request(new)] if new else []
 
 
-scrape_job = dg.define_asset_job("scrape_web_titles", selection=[scraped_pages], partitions_def=web_titles_partitions,
+scrape_job = dg.define_asset_job("scrape_web_titles", selection=[scraped_pages],  # partitioned by its asset
                                  description="Crawl web titles again (conditional requests: only changed pages download).")
 
 
