@@ -28,7 +28,6 @@ fine-tune recorded with the holdout.
 
 import json
 import math
-import os
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -47,10 +46,11 @@ from mangacolor.io.store import sha256_bytes
 from mangacolor.losses.colorization import default_vgg16_path
 from mangacolor.registry import MODEL_NAME, register_bundle
 from mangacolor.training import colorization_stages as stages
-from mangacolor.training.checkpoint import Checkpointer
 from mangacolor.training.colorizer import train_colorizer
 
-from .common import checkpoint_dir, color_titles, commits_last, progress_logger, thumbnails_md, version_metadata
+from .common import (
+    checkpoint_dir, color_titles, commits_last, progress_logger, resumed_from, thumbnails_md, version_metadata, work_dir,
+)
 from .digests import digest_key
 from .ingest import bw_pages, color_pages, page_pairs, page_splits
 from . import launch
@@ -82,10 +82,6 @@ WEIGHTS = "weights/model.safetensors"
 # --- shared by the stages --------------------------------------------------------------------------
 
 
-def _work_dir() -> Path:
-    return Path(os.environ.get("MANGACOLOR_WORK_DIR", mc_config.PROJECT_ROOT / ".cache"))
-
-
 def _to_local(st, uri: str, target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(st.read_bytes(uri))
@@ -113,11 +109,6 @@ def _checkpoint_key(cfg: stages.ColorizationConfig, section: str, **inputs) -> d
     shared = {k: v for k, v in full.items() if k not in skip}
     stage = {k: v for k, v in full[section].items() if k not in NOT_IN_CHECKPOINT_KEY}
     return {**shared, section: stage, "flags": _stage_flags(cfg, section), **inputs}
-
-
-def _resumed_from(work: Path) -> int:
-    latest = Checkpointer(work / "checkpoints").latest()
-    return int(latest.name.split("-")[1]) if latest else 0
 
 
 def _color_titles(context, st) -> list[str]:
@@ -229,7 +220,7 @@ def colorizer_step1_snapshots(context: dg.AssetExecutionContext, settings: Setti
     tcfg, step, pairs, real, every = step1_plan(st, cfg, titles)
     work = checkpoint_dir(context, _checkpoint_key(cfg, "step1", pairs=stages.rows_digest(pairs.rows, ("id", "sha256", "draft_uri")),
                                                    real=stages.rows_digest(real, ("id", "sha256", "draft_uri"))))
-    resumed = _resumed_from(work)
+    resumed = resumed_from(work)
     params = {"stage": {"name": "step1", "loop_step": step, "variant": flags.name(), "synthetic_pairs": len(pairs.rows),
                         "real_pages": len(real), "snapshot_every": every, "bw_source": pairs.bw_source, "drafts": pairs.drafts,
                         "device": spec.description}}
@@ -369,7 +360,7 @@ def selected_snapshots(context: dg.AssetExecutionContext, config: SnapshotSelect
     colour = stages.ranked_rows(ok_rows(st, "color_pages", _color_titles(context, st)), cfg.seed, "reference").head(sel.reference_pages)
     reference = [st.read_bytes(u) for u in colour["uri"]]
     try:
-        extractor = stages.feature_extractor(sel, spec.device, _work_dir() / "fid_features")
+        extractor = stages.feature_extractor(sel, spec.device, work_dir() / "fid_features")
     except WeightsNotFoundError as exc:
         if not config.override:
             raise dg.Failure(f"cannot rank snapshots: {exc} — or pick them by hand with the run config `override`") from exc
@@ -512,7 +503,7 @@ def colorizer_step2(context: dg.AssetExecutionContext, settings: SettingsResourc
     init = cfg.step2.init == "best_snapshot"
     work = checkpoint_dir(context, _checkpoint_key(cfg, "step2", pairs=stages.rows_digest(pairs.rows, ("id", "sha256", "draft_uri")),
                                                    pseudo=stages.rows_digest(pseudo), init=best["sha256"] if init else None))
-    resumed = _resumed_from(work)
+    resumed = resumed_from(work)
     params = {"stage": {"name": "step2", "variant": flags.name(), "synthetic_pairs": len(pairs.rows), "pseudolabels": len(pseudo),
                         "real_pages": int(pseudo["bw_id"].nunique()), "init": cfg.step2.init, "device": spec.description}}
     with tempfile.TemporaryDirectory() as tmp, mlflow.run(context, params=params) as tracker:

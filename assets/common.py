@@ -65,13 +65,26 @@ def version_metadata(store, version: str, version_dir: str) -> dict:
     return {"data_version": version, "uri": dg.MetadataValue.path(store.uri(store.relative(version_dir)))}
 
 
+def work_dir() -> Path:
+    """The local folder of run-time state (checkpoints, feature caches): MANGACOLOR_WORK_DIR or `.cache/`."""
+    return Path(os.environ.get("MANGACOLOR_WORK_DIR", PROJECT_ROOT / ".cache"))
+
+
+def resumed_from(work: Path) -> int:
+    """The step a training asset's checkpoints in `work` resume from (0: a fresh start)."""
+    from mangacolor.training.checkpoint import Checkpointer
+
+    latest = Checkpointer(work / "checkpoints").latest()
+    return int(latest.name.split("-")[1]) if latest else 0
+
+
 def checkpoint_dir(context: dg.AssetExecutionContext, config: dict) -> Path:
     """Where a training asset keeps its resumable checkpoints: stable across retries of the same config.
 
     A retried or re-launched materialization with the same resolved config finds the checkpoints of
     the interrupted one and resumes; a changed config starts fresh. MANGACOLOR_WORK_DIR moves it.
     """
-    base = Path(os.environ.get("MANGACOLOR_WORK_DIR", PROJECT_ROOT / ".cache"))
+    base = work_dir()
     digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
     partition = context.partition_key if context.has_partition_key else "all"
     path = base / "checkpoints" / context.asset_key.to_user_string() / partition / digest

@@ -14,8 +14,6 @@ GPU pool, each in one MLflow run, resuming from their checkpoints when retried w
 
 
 import json
-import os
-from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -27,11 +25,12 @@ from mangacolor.drafting.blur import BlurConfig
 from mangacolor.models.psp import load_psp
 from mangacolor.models.stylegan2 import load_generator
 from mangacolor.synthetic.pages import write_model
-from mangacolor.training.checkpoint import Checkpointer
 from mangacolor.training.drafting import train_psp
 from mangacolor.training.stylegan import train_stylegan
 
-from .common import checkpoint_dir, color_titles, commits_last, progress_logger, thumbnails_md, version_metadata
+from .common import (
+    checkpoint_dir, color_titles, commits_last, progress_logger, resumed_from, thumbnails_md, version_metadata, work_dir,
+)
 from .digests import digest_key
 from .ingest import bw_pages, color_pages, page_splits
 from .launch import GPU_OP_TAGS, TRAINING_RETRY
@@ -42,19 +41,10 @@ GROUP = "drafting"
 LPIPS_RANDOM_NOTE = "random-init VGG (LPIPS): the perceptual term compares random features, not the paper's loss"
 
 
-def _work_dir() -> Path:
-    return Path(os.environ.get("MANGACOLOR_WORK_DIR", mc_config.PROJECT_ROOT / ".cache"))
-
-
 def _set_tags(tags: dict) -> None:
     import mlflow
 
     mlflow.set_tags(tags)
-
-
-def _resumed_from(work: Path) -> int:
-    latest = Checkpointer(work / "checkpoints").latest()
-    return int(latest.name.split("-")[1]) if latest else 0
 
 
 def _materialized_titles(context, st, asset: str) -> list[str]:
@@ -133,14 +123,14 @@ def stylegan(context: dg.AssetExecutionContext, settings: SettingsResource, stor
     images = drafting.SquarePages(st, list(rows["uri"]), cfg.size)
     digest = drafting.rows_digest(rows)
     work = checkpoint_dir(context, drafting.checkpoint_key(cfg, drafting.STYLEGAN_LOOP_ONLY, pages=digest))
-    resumed = _resumed_from(work)
+    resumed = resumed_from(work)
     params = {"train_pages": len(rows), "train_pages_digest": digest, "resumed_from_step": resumed,
               "report": report_cfg.model_dump(mode="json")}
     with mlflow.run(context, params=params) as tracker:
         result = train_stylegan(cfg, images, work, spec, tracker, progress=context.log.info)
         g_ema, _ = load_generator(result["generator"])
         report = drafting.generator_report(g_ema.to(spec.device), images, report_cfg, spec.device,
-                                           _work_dir() / "fid_features", context.log.debug)
+                                           work_dir() / "fid_features", context.log.debug)
         m = report.metrics
         tracker.log_metrics({"fid": m.fid, "kid": m.kid_mean, "kid_std": m.kid_std}, step=result["steps"])
         tracker.log_text("fid_report.md", m.to_markdown())
@@ -191,7 +181,7 @@ def _train_encoder(context, settings, store, device, mlflow, asset: str, input_n
     digest = drafting.rows_digest(rows)
     work = checkpoint_dir(context, drafting.checkpoint_key(cfg, drafting.PSP_LOOP_ONLY, pages=digest, stylegan=gen_version,
                                                            **({"blur": blur.model_dump()} if pseudolabels else {})))
-    resumed = _resumed_from(work)
+    resumed = resumed_from(work)
     kinds = rows["input_kind"].value_counts().to_dict()
     params = {"train_pages": len(rows), "train_pages_digest": digest, "stylegan_version": gen_version,
               "resumed_from_step": resumed, "inputs": kinds}

@@ -13,8 +13,6 @@ page each synthetic page was made from.
 
 import functools
 import json
-import os
-from pathlib import Path
 
 import dagster as dg
 
@@ -26,11 +24,12 @@ from mangacolor.io.images import read_image
 from mangacolor.models.cut import apply_cut
 from mangacolor.models.refiner import refine
 from mangacolor.synthetic import pages as synth
-from mangacolor.training.checkpoint import Checkpointer
 from mangacolor.training.cut import CUTTrainConfig, load_cut_generator, train_cut
 from mangacolor.training.refiner import RefinerTrainConfig, load_refiner, train_refiner
 
-from .common import checkpoint_dir, color_titles, commits_last, holdout_check, progress_logger, thumbnails_md, version_metadata
+from .common import (
+    checkpoint_dir, color_titles, commits_last, holdout_check, progress_logger, resumed_from, thumbnails_md, version_metadata, work_dir,
+)
 from .digests import digest_key
 from .launch import GPU_OP_TAGS, TRAINING_RETRY
 from .ingest import bw_pages, color_pages, page_splits
@@ -45,10 +44,6 @@ NOT_IN_CHECKPOINT_KEY = {"steps", "log_every", "sample_every", "checkpoint_every
 
 
 # --- shared by the stages --------------------------------------------------------------------------
-
-
-def _work_dir() -> Path:
-    return Path(os.environ.get("MANGACOLOR_WORK_DIR", mc_config.PROJECT_ROOT / ".cache"))
 
 
 @functools.lru_cache(maxsize=2)
@@ -67,7 +62,7 @@ def _gap_metadata(context, st, steps: dict[str, list], preset: dict, device: str
     real = synth.read_grey(st, synth.subsample(synth.training_bw_rows(st), cfg.max_pages, cfg.seed))
     meta = {}
     try:
-        extractor = _extractor(cfg.model_dump_json(), device, str(_work_dir() / "fid_features"))
+        extractor = _extractor(cfg.model_dump_json(), device, str(work_dir() / "fid_features"))
     except WeightsNotFoundError as exc:
         # A metric must not fail the data stage: weight-free statistics only, and say how to get FID.
         context.log.warning(f"synthetic_gap without FID/KID: {exc}")
@@ -132,11 +127,6 @@ def _page_stage_result(context, st, asset: str, writer, summary, preset, device:
 
 def _checkpoint_key(cfg, **more) -> dict:
     return {**{k: v for k, v in cfg.model_dump(mode="json").items() if k not in NOT_IN_CHECKPOINT_KEY}, **more}
-
-
-def _resumed_from(work: Path) -> int:
-    latest = Checkpointer(work / "checkpoints").latest()
-    return int(latest.name.split("-")[1]) if latest else 0
 
 
 def _model_result(context, st, asset: str, result: dict, inputs: dict, tracker, resumed: int, samples) -> dg.MaterializeResult:
@@ -207,7 +197,7 @@ def refiner_model(context: dg.AssetExecutionContext, settings: SettingsResource,
     work = checkpoint_dir(context, _checkpoint_key(cfg, xdog=xcfg.model_dump(mode="json"), pages=digest))
     pairs = synth.RefinerPairs(st, rows, xcfg.xdog_config(), work / "xdog")
     pairs.prepare(progress_logger(context, len(pairs), "xDoG of the real training pages"))
-    resumed = _resumed_from(work)
+    resumed = resumed_from(work)
     params = {"xdog": xcfg.model_dump(mode="json"), "train_pages": len(rows), "train_pages_digest": digest,
               "resumed_from_step": resumed, "device": spec.description}
     with mlflow.run(context, params=params) as tracker:
@@ -270,7 +260,7 @@ def cut_model(context: dg.AssetExecutionContext, settings: SettingsResource, sto
     if source.empty:
         raise dg.Failure("no refined pages to translate: materialize refined_pages for at least one colour title")
     work = checkpoint_dir(context, _checkpoint_key(cfg, source=synth.rows_digest(source), target=synth.rows_digest(target)))
-    resumed = _resumed_from(work)
+    resumed = resumed_from(work)
     params = {"source_titles": titles, "source_pages": len(source), "target_pages": len(target),
               "target_pages_digest": synth.rows_digest(target), "resumed_from_step": resumed, "device": spec.description}
     with mlflow.run(context, params=params) as tracker:
