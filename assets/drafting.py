@@ -278,7 +278,7 @@ def bw_page_drafts(context: dg.AssetExecutionContext, settings: SettingsResource
     rows = real_training_rows(st)
     writer = st.begin("bw_page_drafts")
     summary = drafting.page_drafts_stage(rows, st, writer, psp, spec, blur_size, cfg.batch_size,
-                                         progress_logger(context, len(rows), "bw_page_drafts"))
+                                         progress_logger(context, len(rows), "bw_page_drafts"), num_workers=cfg.num_workers)
     version, vdir, _ = writer.seal(salt=versions["encoder_version"])
     return dg.MaterializeResult(
         metadata={"pages_ok": summary.ok, "quarantined": summary.quarantined, **versions, **version_metadata(st, version, vdir),
@@ -311,7 +311,8 @@ def coloring_drafts(context: dg.AssetExecutionContext, settings: SettingsResourc
     writer = st.begin("coloring_drafts", title)
     summary = drafting.drafts_stage(rows, st, writer, psp, cfg, spec, blur_size,
                                     progress_logger(context, len(rows), f"coloring_drafts[{title}]"))
-    version, vdir, _ = writer.seal(salt=f"{versions['encoder_version']}:{cfg.model_dump_json()}")
+    # How pages are batched and read does not change what is written: not part of the version.
+    version, vdir, _ = writer.seal(salt=f"{versions['encoder_version']}:{cfg.model_dump_json(exclude={'batch_size', 'num_workers'})}")
     mse = sum(summary.mse) / len(summary.mse) if summary.mse else None
     return dg.MaterializeResult(
         metadata={

@@ -18,6 +18,10 @@
    (synthetic pairs only) exists because step 1 needs drafts of real pages before any pseudolabel:
    drafting_network -> bw_page_drafts -> step 1 -> pseudolabels -> drafting_network_final.
 
+Both draft stages read pages in DataLoader worker processes and run the encoder and StyleGAN
+synthesis on batches (`map_pages`); PNGs are encoded and written in a background thread, in page
+order, so what is written does not depend on the number of workers or the batch size.
+
 Every encoder input is resized to the paper's 256x256 first (X_res, Y_res of Appendix C); the
 encoder itself then resizes to its `input_size`.
 """
@@ -26,8 +30,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import multiprocessing
 import tempfile
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,7 +92,8 @@ class DraftsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     size: int = Field(256, description="side of the stored draft PNG (the paper's S is 256x256)")
-    batch_size: int = 8
+    batch_size: int = Field(8, ge=1, description="pages through the encoder and StyleGAN synthesis at once")
+    num_workers: int | None = Field(None, ge=0, description="page-reading worker processes (null: MANGACOLOR_WORKERS or cores - 1, at most 8)")
 
 
 def stylegan_config(preset: dict) -> tuple[StyleGANTrainConfig, GeneratorReportConfig]:
@@ -314,6 +322,134 @@ def generator_report(g_ema: Generator, reals: torch.utils.data.Dataset, cfg: Gen
     return GeneratorReport(metrics, real_images, fakes, grid)
 
 
+# --- per-page stages: pages read in workers, run through a network in batches ---------------------
+
+
+@dataclass
+class Mapped:
+    """One row of a per-page stage: `value` what `load` made of it and `result` what `run` made of that,
+    or `reason` (the ImageError message) when the page could not be read."""
+
+    index: int
+    row: dict
+    value: object = None
+    result: object = None
+    reason: str | None = None
+
+
+class _Loaded(torch.utils.data.Dataset):
+    """Item i: (i, load(rows[i]), None), or (i, None, reason) for a page `load` cannot read."""
+
+    def __init__(self, rows: list[dict], load: Callable[[dict], object]):
+        self.rows, self.load = rows, load
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[int, object, str | None]:
+        try:
+            return i, self.load(self.rows[i]), None
+        except ImageError as exc:
+            return i, None, exc.reason
+
+
+def _as_is(item):
+    return item
+
+
+def loaded_rows(rows: list[dict], load: Callable[[dict], object], num_workers: int | None = None,
+                prefetch_factor: int = 4) -> Iterator[tuple[int, object, str | None]]:
+    """(i, load(rows[i]) or None, ImageError reason or None) in row order; `load` runs in DataLoader workers.
+
+    Workers: `num_workers` None means `MANGACOLOR_WORKERS` if set, else cores available - 1 (at most 8),
+    as the training loops read (mangacolor/training/loader.py). They are forked where the platform can,
+    so `load` may close over a store and lists of rows.
+    """
+    from mangacolor.training.loader import default_workers
+
+    workers = default_workers() if num_workers is None else num_workers
+    if workers < 0:
+        raise ValueError(f"num_workers must be 0 or more, got {workers}")
+    workers = min(workers, len(rows))
+    context = multiprocessing.get_context("fork") if workers and "fork" in multiprocessing.get_all_start_methods() else None
+    yield from torch.utils.data.DataLoader(
+        _Loaded(rows, load), batch_size=None, collate_fn=_as_is, num_workers=workers,
+        prefetch_factor=prefetch_factor if workers else None, multiprocessing_context=context,
+        generator=torch.Generator().manual_seed(0),  # creating the iterator must not draw from the global RNG
+    )
+
+
+def map_pages(rows: list[dict], load: Callable[[dict], object], run: Callable[[list], list], batch_size: int,
+              num_workers: int | None = None, group: Callable[[object], object] = lambda value: None,
+              waiting: int | None = None) -> Iterator[Mapped]:
+    """Every row through `load` (in workers: read, decode, resize) and `run` (here: the network, on
+    batches of up to `batch_size` values of one `group`, e.g. one input size), as `Mapped` in row order.
+
+    What a row gets does not depend on `num_workers` or `batch_size` beyond the network's own float
+    rounding across batch shapes. Pages of several sizes wait in one batch per group; once `waiting`
+    (default 4 x batch_size) pages wait, the fullest group runs early, so memory stays bounded.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be 1 or more, got {batch_size}")
+    waiting = waiting or 4 * batch_size
+    groups: dict[object, list[Mapped]] = {}
+    done: dict[int, Mapped] = {}
+    following = 0
+
+    def flush(key) -> None:
+        batch = groups.pop(key)
+        for item, result in zip(batch, run([item.value for item in batch]), strict=True):
+            item.result = result
+            done[item.index] = item
+
+    for i, value, reason in loaded_rows(rows, load, num_workers):
+        item = Mapped(i, rows[i], value, reason=reason)
+        if reason is not None:
+            done[i] = item
+        else:
+            key = group(value)
+            groups.setdefault(key, []).append(item)
+            if len(groups[key]) >= batch_size:
+                flush(key)
+            elif sum(map(len, groups.values())) >= waiting:
+                flush(max(groups, key=lambda k: len(groups[k])))
+        while following in done:
+            yield done.pop(following)
+            following += 1
+    for key in sorted(groups, key=lambda k: groups[k][0].index):
+        flush(key)
+    while following in done:
+        yield done.pop(following)
+        following += 1
+
+
+class OutputThread:
+    """Runs `fn(*args)` calls in one background thread, in the order given (PNG encoding and store writes
+    overlap the network); at most `depth` wait; an error raised there is raised here."""
+
+    def __init__(self, depth: int = 32):
+        self.pool, self.pending, self.depth = ThreadPoolExecutor(1, thread_name_prefix="page-writer"), deque(), depth
+
+    def submit(self, fn: Callable, *args) -> None:
+        self.pending.append(self.pool.submit(fn, *args))
+        while self.pending and (len(self.pending) > self.depth or self.pending[0].done()):
+            self.pending.popleft().result()
+
+    def __enter__(self) -> OutputThread:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            while self.pending:
+                future = self.pending.popleft()
+                if exc_type is None:
+                    future.result()
+                else:
+                    future.cancel()
+        finally:
+            self.pool.shutdown(wait=True)
+
+
 # --- 4. coloring drafts --------------------------------------------------------------------------
 
 
@@ -323,7 +459,14 @@ def invert_pages(psp: PSp, pages: list[np.ndarray], spec: DeviceSpec, batch_size
     psp = psp.eval()
     drafts, codes = [], []
     for i in range(0, len(pages), batch_size):
-        batch = torch.cat([psp.prepare(to_tensor(p)[None].to(spec.device)) for p in pages[i : i + batch_size]])
+        chunk = pages[i : i + batch_size]
+        if len({p.shape for p in chunk}) == 1:  # one size (the stages resize first): one transfer, one resize
+            x = torch.stack([to_tensor(p) for p in chunk])
+            if spec.device.type == "cuda":
+                x = x.pin_memory()
+            batch = psp.prepare(x.to(spec.device, non_blocking=True))
+        else:
+            batch = torch.cat([psp.prepare(to_tensor(p)[None].to(spec.device)) for p in chunk])
         with spec.autocast():
             images, w_plus = psp(batch)
         drafts += [from_tensor(im) for im in images]
@@ -348,6 +491,28 @@ class DraftSummary:
     latent_shape: tuple[int, int] | None = None
 
 
+def _drafted(records: list[dict], load: Callable[[dict], tuple], psp: PSp, spec: DeviceSpec, batch_size: int,
+             num_workers: int | None, writer: VersionWriter, summary: DraftSummary, finish: Callable[[Mapped], None],
+             progress: Callable[[int, str], None] | None) -> None:
+    """The loop both draft stages share: `load(row)` (in workers) gives a tuple whose first item is the
+    encoder's input, resized; batches go through `psp`; `finish(item)` (in the output thread, in row
+    order) writes a drafted page, whose `result` is (draft, W+). Unreadable pages are quarantined."""
+
+    def run(values: list[tuple]) -> list:
+        drafts, codes = invert_pages(psp, [v[0] for v in values], spec, len(values))
+        return list(zip(drafts, codes))
+
+    def quarantine(item: Mapped) -> None:
+        writer.add({**item.row["out"], "status": "quarantined", "reason": item.reason})
+        summary.quarantined += 1
+
+    with OutputThread() as output:
+        for n, item in enumerate(map_pages(records, load, run, batch_size, num_workers), 1):
+            output.submit(finish if item.reason is None else quarantine, item)
+            if progress:
+                progress(n, item.row["id"])
+
+
 def drafts_stage(rows: pd.DataFrame, store: Store, writer: VersionWriter, psp: PSp, cfg: DraftsConfig,
                  spec: DeviceSpec, input_size: int = 256, progress: Callable[[int, str], None] | None = None,
                  n_shown: int = 3) -> DraftSummary:
@@ -355,44 +520,37 @@ def drafts_stage(rows: pd.DataFrame, store: Store, writer: VersionWriter, psp: P
 
     Writes `drafts/<page>.png` (cfg.size square) per page and one `latents.safetensors` with a
     (n_latent, style_dim) W+ per page under the key in the row's `latent_key`. `mse_to_blurred` is
-    the draft's mean squared error to the blurred page in [0, 1] units.
+    the draft's mean squared error to the blurred page in [0, 1] units. Pages are read in
+    `cfg.num_workers` workers and inverted `cfg.batch_size` at a time.
     """
     summary, used = DraftSummary(), set()
-    records = rows.sort_values("id").to_dict("records")
     latents: dict[str, torch.Tensor] = {}
-    for start in range(0, len(records), cfg.batch_size):
-        chunk, pages, targets = [], [], []
-        for row in records[start : start + cfg.batch_size]:
-            out = {"id": row["id"], "title": row["title"], "page": row["page"], "source_uri": row["source_uri"],
-                   "source_id": row["source_id"], "source_sha256": row.get("source_sha256"), "blurred_uri": row["uri"]}
-            try:
-                page = read_image(store.read_bytes(row["source_uri"]), mode="RGB")
-                target = read_image(store.read_bytes(row["uri"]), mode="RGB")
-            except ImageError as exc:
-                writer.add({**out, "status": "quarantined", "reason": exc.reason})
-                summary.quarantined += 1
-                continue
-            chunk.append(out)
-            pages.append(resize_square(page, input_size))
-            targets.append(resize_square(target, cfg.size))
-        drafts, codes = invert_pages(psp, pages, spec, cfg.batch_size)
-        for out, page, target, small, code in zip(chunk, pages, targets, drafts, codes):
-            name = _page_name(out, used)
-            draft = resize_square(small, cfg.size)
-            data = encode_png(draft)
-            path = writer.write(f"drafts/{name}.png", data)
-            latents[name] = code.contiguous()
-            mse = float(np.mean((draft.astype(np.float32) / 255 - target.astype(np.float32) / 255) ** 2))
-            writer.add({**out, "path": path, "width": cfg.size, "height": cfg.size, "sha256": sha256_bytes(data),
-                        "status": "ok", "reason": None, "latent_path": LATENTS_FILE, "latent_key": name,
-                        "mse_to_blurred": mse})
-            summary.ok += 1
-            summary.mse.append(mse)
-            summary.latent_shape = tuple(code.shape)
-            if len(summary.shown) < 3 * n_shown:
-                summary.shown += [page, target, draft]
-            if progress:
-                progress(summary.ok + summary.quarantined, out["id"])
+    records = [{**row, "out": {"id": row["id"], "title": row["title"], "page": row["page"], "source_uri": row["source_uri"],
+                               "source_id": row["source_id"], "source_sha256": row.get("source_sha256"), "blurred_uri": row["uri"]}}
+               for row in rows.sort_values("id").to_dict("records")]
+
+    def load(row: dict) -> tuple[np.ndarray, np.ndarray]:
+        page = read_image(store.read_bytes(row["source_uri"]), mode="RGB")
+        target = read_image(store.read_bytes(row["uri"]), mode="RGB")
+        return resize_square(page, input_size), resize_square(target, cfg.size)
+
+    def finish(item: Mapped) -> None:
+        (page, target), (small, code) = item.value, item.result
+        name = _page_name(item.row["out"], used)
+        draft = resize_square(small, cfg.size)
+        data = encode_png(draft)
+        path = writer.write(f"drafts/{name}.png", data)
+        latents[name] = code.contiguous()
+        mse = float(np.mean((draft.astype(np.float32) / 255 - target.astype(np.float32) / 255) ** 2))
+        writer.add({**item.row["out"], "path": path, "width": cfg.size, "height": cfg.size, "sha256": sha256_bytes(data),
+                    "status": "ok", "reason": None, "latent_path": LATENTS_FILE, "latent_key": name, "mse_to_blurred": mse})
+        summary.ok += 1
+        summary.mse.append(mse)
+        summary.latent_shape = tuple(code.shape)
+        if len(summary.shown) < 3 * n_shown:
+            summary.shown += [page, target, draft]
+
+    _drafted(records, load, psp, spec, cfg.batch_size, cfg.num_workers, writer, summary, finish, progress)
     if latents:
         writer.write(LATENTS_FILE, save_safetensors(latents))
     return summary
@@ -400,36 +558,32 @@ def drafts_stage(rows: pd.DataFrame, store: Store, writer: VersionWriter, psp: P
 
 def page_drafts_stage(rows: pd.DataFrame, store: Store, writer: VersionWriter, psp: PSp, spec: DeviceSpec,
                       input_size: int = 256, batch_size: int = 8, progress: Callable[[int, str], None] | None = None,
-                      n_shown: int = 3) -> DraftSummary:
+                      n_shown: int = 3, num_workers: int | None = None) -> DraftSummary:
     """Drafts of black-and-white pages (rows: id, title, page, uri) by the drafting network, one 256 px PNG each.
 
-    `page_id` names the page; an unreadable page is quarantined with its reason.
+    `page_id` names the page; an unreadable page is quarantined with its reason. Pages are read in
+    `num_workers` workers (None: `MANGACOLOR_WORKERS` or the cores) and drafted `batch_size` at a time.
     """
     summary, used = DraftSummary(), set()
-    records = rows.sort_values("id").to_dict("records")
-    for start in range(0, len(records), batch_size):
-        chunk, pages = [], []
-        for row in records[start : start + batch_size]:
-            out = {"id": row["id"], "title": row["title"], "page": row["page"], "page_id": row["id"], "source_uri": row["uri"]}
-            try:
-                page = read_image(store.read_bytes(row["uri"]), mode="L")
-            except ImageError as exc:
-                writer.add({**out, "status": "quarantined", "reason": exc.reason})
-                summary.quarantined += 1
-                continue
-            chunk.append(out)
-            pages.append(resize_square(page, input_size))
-        drafts, _ = invert_pages(psp, pages, spec, batch_size)
-        for out, page, draft in zip(chunk, pages, drafts):
-            data = encode_png(draft)
-            path = writer.write(f"drafts/{safe_part(str(out['title']))}/{_page_name(out, used)}.png", data)
-            writer.add({**out, "path": path, "width": draft.shape[1], "height": draft.shape[0], "sha256": sha256_bytes(data),
-                        "status": "ok", "reason": None})
-            summary.ok += 1
-            if len(summary.shown) < 2 * n_shown:
-                summary.shown += [page, draft]
-            if progress:
-                progress(summary.ok + summary.quarantined, out["id"])
+    records = [{**row, "out": {"id": row["id"], "title": row["title"], "page": row["page"], "page_id": row["id"],
+                               "source_uri": row["uri"]}}
+               for row in rows.sort_values("id").to_dict("records")]
+
+    def load(row: dict) -> tuple[np.ndarray]:
+        return (resize_square(read_image(store.read_bytes(row["uri"]), mode="L"), input_size),)
+
+    def finish(item: Mapped) -> None:
+        (page,), (draft, _) = item.value, item.result
+        out = item.row["out"]
+        data = encode_png(draft)
+        path = writer.write(f"drafts/{safe_part(str(out['title']))}/{_page_name(out, used)}.png", data)
+        writer.add({**out, "path": path, "width": draft.shape[1], "height": draft.shape[0], "sha256": sha256_bytes(data),
+                    "status": "ok", "reason": None})
+        summary.ok += 1
+        if len(summary.shown) < 2 * n_shown:
+            summary.shown += [page, draft]
+
+    _drafted(records, load, psp, spec, batch_size, num_workers, writer, summary, finish, progress)
     return summary
 
 
