@@ -442,14 +442,19 @@ def pseudolabels(context: dg.AssetExecutionContext, settings: SettingsResource, 
                                            progress_logger(context, len(real), "pseudolabels"), spec.autocast, cfg.page_canvas())
         fallback = _fallback_meta(fallbacks)
         version, vdir, frame = writer.seal(salt=json.dumps({"snapshots": [s for s, _ in snapshots], "use_drafts": flags.use_drafts}))
-        tracker.log_metrics({"pages": summary.pages, "colorings": summary.colorings, "per_page": summary.per_page})
-    first = frame[frame["bw_id"] == frame["bw_id"].iloc[0]].sort_values("coloring") if len(frame) else frame
+        tracker.log_metrics({"pages": summary.pages, "colorings": summary.colorings, "per_page": summary.per_page,
+                             "quarantined": summary.quarantined})
+        if summary.quarantined:
+            context.log.warning(f"pseudolabels: {summary.quarantined} unreadable pages quarantined (reasons in the manifest)")
+    labelled = frame[frame["status"] == "ok"] if len(frame) else frame
+    first = labelled[labelled["bw_id"] == labelled["bw_id"].iloc[0]].sort_values("coloring") if len(labelled) else labelled
     shown = [read_image(st.read_bytes(first["source_uri"].iloc[0]))] if len(first) else []
     shown += [read_image(st.read_bytes(f"{vdir}/{p}")) for p in first["path"]]
     shown += [read_image(st.read_bytes(f"{vdir}/{p}")) for p in first["draft_path"] if isinstance(p, str)]
     meta = {
         **version_metadata(st, version, vdir),
         "pages": summary.pages,
+        "quarantined": summary.quarantined,
         "colorings": summary.colorings,
         "colorings_per_page": summary.per_page,
         "snapshots": dg.MetadataValue.json([s for s, _ in snapshots]),

@@ -130,6 +130,8 @@ class PseudolabelConfig(BaseModel):
     colorings_per_page: int = Field(3, ge=1, description="distinct colorings per real page (snapshots, then inverted drafts mixed with random CLS)")
     max_pages: int | None = Field(None, description="cap on the real training pages labelled (null: all)")
     long_side: int | None = Field(None, description="colorize pages at this long side, labels resized back (null: own size)")
+    batch_size: int = Field(4, ge=1, description="pages of one working size colorized at once")
+    num_workers: int | None = Field(None, ge=0, description="page-reading worker processes (null: MANGACOLOR_WORKERS or cores - 1, at most 8)")
 
 
 class ColorizationConfig(BaseModel):
@@ -704,6 +706,66 @@ class PseudolabelSummary:
     per_page: int
     draft_source: str  # inversion_encoder | none
     notes: list[str]
+    quarantined: int = 0
+
+
+@dataclass
+class _Page:
+    """What a reading worker hands over: the page at the generator's working size, and its own size."""
+
+    id: str
+    small: np.ndarray
+    shape: tuple[int, int]
+
+
+@dataclass
+class _Coloring:
+    k: int
+    step: int
+    kind: str
+    label: np.ndarray
+    draft: np.ndarray | None
+
+
+def _colorize_batch(generator: torch.nn.Module, pages: Sequence[_Page], draft: torch.Tensor | None, autocast) -> list[np.ndarray]:
+    """`colorize_grey` of pages of one working size at once: uint8 RGB, each at its page's size."""
+    device = next(generator.parameters()).device
+    bw = torch.stack([to_tensor(p.small) for p in pages]).to(device)
+    with autocast():
+        out = colorize(generator, bw, draft=None if draft is None else draft.to(device))
+    return [_fit(from_tensor(o.float().cpu()), p.shape) for o, p in zip(out, pages)]
+
+
+def _pseudolabel_batch(pages: Sequence[_Page], generators, per_page: int, inversion, seed: int, device, autocast) -> list[list[_Coloring]]:
+    """The `per_page` colorings of each of `pages` (one working size), made a batch at a time (see make_pseudolabels)."""
+    from mangacolor.drafting.sampling import mix
+
+    s = len(generators)
+    out: list[list[_Coloring]] = [[] for _ in pages]
+    w_base: list[torch.Tensor | None] = []
+    for k in range(per_page):
+        step, generator = generators[k % s]
+        drafts = None
+        if k < s:
+            labels = _colorize_batch(generator, pages, None, autocast)
+            kind, w_plus = "auto", None
+            if inversion is not None:
+                with torch.no_grad():
+                    w_plus = inversion.encode(torch.cat([inversion.prepare(to_tensor(label)[None].to(device)) for label in labels]))
+                    drafts = inversion.synthesize(w_plus)
+                kind = "auto+inverted_draft"
+            w_base.append(w_plus)
+        else:
+            # Seeded by (seed, page, k): the same CLS vector whatever batch the page falls in.
+            z = torch.cat([torch.randn(1, inversion.decoder.style_dim, generator=torch.Generator().manual_seed(_page_seed(seed, p.id, k)))
+                           for p in pages]).to(device)
+            with torch.no_grad():
+                drafts = inversion.synthesize(mix(w_base[k % s], inversion.decoder.get_latent(z)))
+            labels = _colorize_batch(generator, pages, drafts, autocast)
+            kind = "mixed_draft"
+        for j, label in enumerate(labels):
+            out[j].append(_Coloring(k, int(step), kind, label, None if drafts is None else from_tensor(drafts[j].float().cpu())))
+    return out
 
 
 def make_pseudolabels(
@@ -727,8 +789,12 @@ def make_pseudolabels(
     their inversions). Colorings k ≥ S need drafts to differ: the k-th inverted W+ gets its colour
     rows from a random CLS vector and the snapshot colorizes the page with that draft. Without an
     inversion encoder a page gets at most S colorings, one per snapshot.
+
+    Pages are read and brought to the working size in `cfg.num_workers` worker processes and
+    colorized `cfg.batch_size` pages of one working size at a time; labels are encoded and written
+    in page order by a background thread. An unreadable page is quarantined with its reason.
     """
-    from mangacolor.drafting.sampling import mix
+    from mangacolor.drafting.pages import OutputThread, map_pages
 
     generators = [(step, load_generator(path, device)) for step, path in snapshots]
     s = len(generators)
@@ -737,43 +803,44 @@ def make_pseudolabels(
     if per_page < cfg.colorings_per_page:
         notes.append(f"{per_page} colorings per page instead of {cfg.colorings_per_page}: without the inversion encoder "
                      "colorings can only differ by snapshot")
-    count = 0
-    for n, row in enumerate(pages.to_dict("records"), start=1):
+    summary = PseudolabelSummary(0, 0, per_page, "inversion_encoder" if inversion is not None else "none", notes)
+
+    def load(row: dict) -> _Page:
         page = read_image(store.read_bytes(row["uri"]), mode="L")
-        base: list[tuple[np.ndarray, torch.Tensor | None]] = []
-        for k in range(per_page):
-            step, generator = generators[k % s]
-            draft = None
-            if k < s:
-                label = colorize_grey(generator, page, long_side=cfg.long_side, autocast=autocast, canvas=canvas)
-                kind = "auto"
-                if inversion is not None:
-                    with torch.no_grad():
-                        w_plus = inversion.encode(to_tensor(label)[None].to(device))
-                        draft = inversion.synthesize(w_plus)
-                    kind = "auto+inverted_draft"
-                base.append((label, None if inversion is None else w_plus))
-            else:
-                w_plus = base[k % s][1]
-                gen = torch.Generator().manual_seed(_page_seed(seed, row["id"], k))
-                with torch.no_grad():
-                    z = torch.randn(1, inversion.decoder.style_dim, generator=gen).to(device)
-                    draft = inversion.synthesize(mix(w_plus, inversion.decoder.get_latent(z)))
-                label = colorize_grey(generator, page, draft=draft, long_side=cfg.long_side, autocast=autocast, canvas=canvas)
-                kind = "mixed_draft"
-            data = encode_png(label)
-            stem = f"{row['title']}/{row['page']}-{k}"
-            out = {"id": f"{row['id']}#{k}", "title": row["title"], "page": row["page"], "source_uri": row["uri"],
+        return _Page(row["id"], _scaled(page, cfg.long_side, canvas), page.shape[:2])
+
+    def run(batch: list[_Page]) -> list[list[_Coloring]]:
+        return _pseudolabel_batch(batch, generators, per_page, inversion, seed, device, autocast)
+
+    def write(row: dict, page: _Page, colorings: list[_Coloring]) -> None:
+        for c in colorings:
+            data = encode_png(c.label)
+            stem = f"{row['title']}/{row['page']}-{c.k}"
+            out = {"id": f"{row['id']}#{c.k}", "title": row["title"], "page": row["page"], "source_uri": row["uri"],
                    "path": writer.write(f"labels/{stem}.png", data), "width": page.shape[1], "height": page.shape[0],
                    "sha256": sha256_bytes(data), "status": "ok", "reason": None, "role": "pseudolabel_bw",
-                   "bw_id": row["id"], "page_id": row["id"], "snapshot": int(step), "coloring": k, "kind": kind, "draft_path": None}
-            if draft is not None:
-                out["draft_path"] = writer.write(f"drafts/{stem}.png", encode_png(from_tensor(draft[0].float().cpu())))
+                   "bw_id": row["id"], "page_id": row["id"], "snapshot": c.step, "coloring": c.k, "kind": c.kind, "draft_path": None}
+            if c.draft is not None:
+                out["draft_path"] = writer.write(f"drafts/{stem}.png", encode_png(c.draft))
             writer.add(out)
-            count += 1
-        if progress is not None:
-            progress(n, row["id"])
-    return PseudolabelSummary(len(pages), count, per_page, "inversion_encoder" if inversion is not None else "none", notes)
+            summary.colorings += 1
+        summary.pages += 1
+
+    def quarantine(row: dict, reason: str) -> None:
+        writer.add({"id": row["id"], "title": row["title"], "page": row["page"], "source_uri": row["uri"], "path": None,
+                    "status": "quarantined", "reason": reason, "bw_id": row["id"]})
+        summary.quarantined += 1
+
+    records = pages.to_dict("records")
+    with OutputThread() as output:
+        for n, item in enumerate(map_pages(records, load, run, cfg.batch_size, cfg.num_workers, group=lambda p: p.small.shape), 1):
+            if item.reason is None:
+                output.submit(write, item.row, item.value, item.result)
+            else:
+                output.submit(quarantine, item.row, item.reason)
+            if progress is not None:
+                progress(n, item.row["id"])
+    return summary
 
 
 # ---------------------------------------------------------------------------------------------
