@@ -28,6 +28,7 @@ import json
 import resource
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +104,7 @@ def main() -> None:
     ap.add_argument("--stages", nargs="+", default=["drafts", "pseudolabels"])
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
+    warnings.filterwarnings("ignore", "colorizer encoder is randomly")  # random networks on purpose: speed only
     device = torch.device(args.device)
     spec = DeviceSpec(device, None, seed=0)
     out = {"pages": args.pages - 1, "workers": args.workers, "batch": args.batch, "scale": args.scale, "device": str(device),
