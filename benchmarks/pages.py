@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import resource
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -104,7 +104,7 @@ def main() -> None:
     ap.add_argument("--stages", nargs="+", default=["drafts", "pseudolabels"])
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    warnings.filterwarnings("ignore", "colorizer encoder is randomly")  # random networks on purpose: speed only
+    logging.getLogger(build_generator.__module__).setLevel(logging.ERROR)  # random networks on purpose: speed only
     device = torch.device(args.device)
     spec = DeviceSpec(device, None, seed=0)
     out = {"pages": args.pages - 1, "workers": args.workers, "batch": args.batch, "scale": args.scale, "device": str(device),
