@@ -201,6 +201,10 @@ def tab(project):
                 route.abort()
 
         page.route("**/*", only_local)
+        # A fresh instance greets with "Join the Dagster community" (a modal, shown whenever the UI gets to it):
+        # skipped as a person would, before any action it would cover.
+        page.add_locator_handler(page.get_by_text("Join the Dagster community"),
+                                 lambda: page.get_by_role("button", name="Skip", exact=True).click())
         page.set_default_timeout(SLOW * 1000)
         yield page
         browser.close()
@@ -219,14 +223,6 @@ def evidence(tab, project, tmp_path):
             if log.exists():
                 shutil.copy(log, out / f"{name}.log")
         raise
-
-
-def _skip_welcome(tab) -> None:
-    """A fresh instance greets with "Join the Dagster community" (a modal over the page): skip it as a person would."""
-    skip = tab.get_by_role("button", name="Skip", exact=True)
-    with contextlib.suppress(Exception):
-        skip.wait_for(timeout=15_000)
-        skip.click()
 
 
 def _shot(tab, tmp_path, name: str) -> None:
@@ -269,7 +265,6 @@ def test_lineage_ingest_a_changed_page_and_only_its_partition_rerun(project, tab
 
         # 1. The lineage: every group of the graph is on screen.
         tab.goto(f"{project.url}/asset-groups")
-        _skip_welcome(tab)
         graph = tab.locator("svg foreignObject")  # the graph's nodes, not the group list beside it
         for group in GROUPS:
             graph.get_by_text(group, exact=True).filter(visible=True).first.wait_for()
