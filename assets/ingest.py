@@ -8,6 +8,7 @@ vanished ones are removed, and only titles whose fingerprint changed since the c
 
 
 import json
+import os
 from dataclasses import dataclass
 
 import dagster as dg
@@ -226,7 +227,7 @@ def _known(instance: dg.DagsterInstance) -> dict[str, set[str]]:
     return {role: set(instance.get_dynamic_partitions(p.name)) for role, p in PARTITIONS.items()}
 
 
-@dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+@dg.sensor(minimum_interval_seconds=int(os.environ.get("MANGACOLOR_SENSOR_INTERVAL", 60)), default_status=dg.DefaultSensorStatus.RUNNING,
            description="Adds a title partition when a new title appears in a source, removes one whose title is gone, and "
                        "observes a title only when its fingerprint (file metadata, no page bytes) changed, and the fan-in "
                        "digests when they changed. Cursor: the fingerprints and digests.")

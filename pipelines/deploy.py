@@ -50,12 +50,16 @@ def apply_pool_limits(instance: dg.DagsterInstance, limits: dict[str, int]) -> N
 
 
 def executor() -> dg.ExecutorDefinition | None:
-    """k8s_job_executor, configured from deploy/executor.yaml, when MANGACOLOR_EXECUTOR=k8s; else Dagster's default."""
+    """k8s_job_executor, configured from deploy/executor.yaml, when MANGACOLOR_EXECUTOR=k8s; Dagster's in-process
+    executor (each run's steps in the run's own process: no process start per step on a small machine) when
+    MANGACOLOR_EXECUTOR=in_process; else Dagster's default."""
     kind = os.environ.get("MANGACOLOR_EXECUTOR", "default")
     if kind == "default":
         return None
+    if kind == "in_process":
+        return dg.in_process_executor
     if kind != "k8s":
-        raise ValueError(f"MANGACOLOR_EXECUTOR must be 'default' or 'k8s'; got {kind!r}")
+        raise ValueError(f"MANGACOLOR_EXECUTOR must be 'default', 'in_process' or 'k8s'; got {kind!r}")
     from dagster_k8s import k8s_job_executor
 
     return k8s_job_executor.configured(yaml.safe_load((DEPLOY / "executor.yaml").read_text()))

@@ -1,0 +1,425 @@
+"""The Dagster UI and MLflow as an ML engineer uses them, driven in Debian's Chromium (issue 15 point 5).
+
+`dagster dev` (webserver + daemon) runs on 127.0.0.1 with a temporary DAGSTER_HOME on a tiny copy of the
+demo corpus (two colour titles, one black-and-white title, the matched pairs, Manga109). As a user would:
+the lineage shows every group; the ingest group is launched from its page and its runs succeed; a page of
+one title changes on disk, the title sensor observes it and exactly that title's partition shows unsynced;
+that partition and the unsynced assets are materialized again and nothing else runs. Then a small
+colorization run (in-process, into the same instance) and `colorizer_final` opened: its thumbnails render
+and its MLflow link opens the run in `mlflow ui`. Every page loads with all requests outside the two
+servers refused. Screenshots of each step go to $MANGACOLOR_TEST_ARTIFACTS/dagster-ui/ (`.ci/run` sets it
+to .ci/artifacts), with the dagster and mlflow logs when something fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.test_serve import CHROMIUM, CHROMIUM_ARGS, _free_port
+
+REPO = Path(__file__).resolve().parents[1]
+GROUPS = ["ingest", "synthetic", "drafting", "colorization", "evaluation"]
+COLOUR = ["azure_tide", "crimson_oath", "ember_blade"]  # the first two titles and the matched pairs' colour side
+BW = ["ember_blade", "night_harbor"]
+CHANGED = "azure_tide"
+SLOW = float(os.environ.get("MANGACOLOR_UI_TIMEOUT", 600))  # seconds for a server or a run: a loaded 2-core machine
+
+
+def _artifacts(tmp: Path) -> Path:
+    out = Path(os.environ.get("MANGACOLOR_TEST_ARTIFACTS", tmp)) / "dagster-ui"
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _poll(what: str, check, timeout: float = SLOW, every: float = 1.0):
+    """check() until it returns something truthy; a clear failure naming `what` after `timeout` seconds."""
+    end = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {value!r})")
+        time.sleep(every)
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def _gql(url: str, query: str, **variables) -> dict:
+    req = urllib.request.Request(f"{url}/graphql", json.dumps({"query": query, "variables": variables}).encode(),
+                                 {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        body = json.load(r)
+    assert "errors" not in body, body["errors"]
+    return body["data"]
+
+
+LOCATION = """{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus
+  locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
+PARTITION_STALE = """query($key: AssetKeyInput!, $p: String!) { assetNodeOrError(assetKey: $key) {
+  ... on AssetNode { staleStatus(partition: $p) } } }"""
+
+
+def _location_loaded(url: str):
+    entries = _gql(url, LOCATION)["workspaceOrError"]["locationEntries"]
+    for e in entries:
+        if e["locationOrLoadError"] and e["locationOrLoadError"]["__typename"] == "PythonError":
+            raise AssertionError(f"code location {e['name']} failed to load: {e['locationOrLoadError']['message']}")
+    return any(e["loadStatus"] == "LOADED" and e["locationOrLoadError"] for e in entries)
+
+
+def _stale_partitions(url: str) -> set[tuple[str, str]]:
+    """(asset, partition) the server reports STALE: the same query the UI's partition view makes."""
+    stale = set()
+    for asset, titles in (("color_pages", COLOUR), ("bw_pages", BW)):
+        for title in titles:
+            node = _gql(url, PARTITION_STALE, key={"path": [asset]}, p=title)["assetNodeOrError"]
+            if node["staleStatus"] == "STALE":
+                stale.add((asset, title))
+    return stale
+
+
+class Project:
+    """The temporary project: corpus, preset, instance folder, and the servers' environment."""
+
+    def __init__(self, root: Path, demo_corpus: Path):
+        self.root = root
+        self.data = root / "demo_data"
+        for part in ["color/azure_tide", "color/crimson_oath", "bw/night_harbor", "pairs", "manga109"]:
+            shutil.copytree(demo_corpus / part, self.data / part)
+        from mangacolor.config import PRESET_DIR
+        from tests.assets.test_colorization_assets import TEST_SECTION
+
+        preset = yaml.safe_load((PRESET_DIR / "demo.yaml").read_text())
+        keep = {"color_titles", "color_pairs", "bw_titles", "bw_pairs"}
+        preset["sources"] = [s for s in preset["sources"] if s["name"] in keep]
+        preset.pop("web_sources", None)
+        preset |= {"demo_data": str(self.data), "artifact_root": str(root / "artifacts"), "colorizer": TEST_SECTION}
+        self.preset = root / "preset.yaml"
+        self.preset.write_text(yaml.safe_dump(preset))
+        self.home = root / "dagster_home"
+        self.home.mkdir()
+        instance = yaml.safe_load((REPO / "pipelines" / "dagster.yaml").read_text())
+        instance["code_servers"] = {"local_startup_timeout": int(SLOW)}
+        (self.home / "dagster.yaml").write_text(yaml.safe_dump(instance))
+        self.tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
+        self.dagster_port, self.mlflow_port = _free_port(), _free_port()
+        self.url, self.mlflow_url = f"http://127.0.0.1:{self.dagster_port}", f"http://127.0.0.1:{self.mlflow_port}"
+        self.env = {
+            "MANGACOLOR_HOME": str(root), "DAGSTER_HOME": str(self.home), "MANGACOLOR_PRESET": str(self.preset),
+            "MLFLOW_TRACKING_URI": self.tracking_uri, "MANGACOLOR_MLFLOW_UI": self.mlflow_url,
+            "MANGACOLOR_MLFLOW_ARTIFACTS": (root / "mlartifacts").as_uri(), "MANGACOLOR_WORK_DIR": str(root / "work"),
+            "MANGACOLOR_SENSOR_INTERVAL": "2",  # the title sensor ticks every 2 s instead of every minute
+            "MANGACOLOR_EXECUTOR": "in_process",  # one process per run, not one more per step: a small machine
+            "MANGACOLOR_THREADS": "1", "OMP_NUM_THREADS": "1",
+            "DAGSTER_GRPC_TIMEOUT_SECONDS": str(int(SLOW)),  # a busy CI machine answers slowly
+        }
+        self.logs: dict[str, Path] = {}
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, name: str, cmd: list[str]) -> subprocess.Popen:
+        env = {k: v for k, v in os.environ.items() if k != "MANGACOLOR_ARTIFACT_ROOT"} | self.env
+        self.logs[name] = self.root / f"{name}.log"
+        proc = subprocess.Popen(cmd, cwd=self.root, env=env, stdout=self.logs[name].open("wb"), stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.procs:  # each its own session: the servers and the processes they started
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+    def instance(self):
+        import dagster as dg
+
+        return dg.DagsterInstance.from_config(str(self.home))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, demo_corpus):
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
+    proj = Project(tmp_path_factory.mktemp("dagster-ui"), demo_corpus)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DAGSTER_HOME", str(proj.home))  # the instance file reads it; the test opens the same instance
+        mp.setenv("MANGACOLOR_MLFLOW_UI", proj.mlflow_url)
+        mp.setenv("MANGACOLOR_WORK_DIR", str(proj.root / "work"))
+        mp.setenv("MANGACOLOR_MLFLOW_ARTIFACTS", proj.env["MANGACOLOR_MLFLOW_ARTIFACTS"])
+        mp.delenv("MANGACOLOR_ARTIFACT_ROOT", raising=False)
+        proj.start("dagster", [sys.executable, "-m", "dagster", "dev", "-w", str(REPO / "workspace.yaml"),
+                               "-h", "127.0.0.1", "-p", str(proj.dagster_port)])
+        try:
+            _poll("the Dagster webserver", lambda: _http_ok(f"{proj.url}/server_info"))
+            _poll("the mangacolor code location", lambda: _location_loaded(proj.url), every=2)
+            yield proj
+        finally:
+            proj.stop()
+
+
+@pytest.fixture(scope="module")
+def tab(project):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page.outside = []
+        local = (project.url, project.mlflow_url)
+
+        def only_local(route):
+            if route.request.url.startswith(local) or route.request.url.startswith("data:"):
+                route.continue_()
+            else:  # the UI must not need the internet
+                page.outside.append(route.request.url)
+                route.abort()
+
+        page.route("**/*", only_local)
+        # A fresh instance greets with "Join the Dagster community" (a modal, shown whenever the UI gets to it):
+        # skipped as a person would, before any action it would cover.
+        page.add_locator_handler(page.get_by_text("Join the Dagster community"),
+                                 lambda: page.get_by_role("button", name="Skip", exact=True).click())
+        page.set_default_timeout(SLOW * 1000)
+        yield page
+        browser.close()
+
+
+@contextlib.contextmanager
+def evidence(tab, project, tmp_path):
+    """On failure: a screenshot of the page and the servers' logs next to the step screenshots."""
+    try:
+        yield
+    except BaseException:
+        out = _artifacts(tmp_path)
+        with contextlib.suppress(Exception):
+            tab.screenshot(path=str(out / "failure.png"), full_page=True)
+        for name, log in project.logs.items():
+            if log.exists():
+                shutil.copy(log, out / f"{name}.log")
+        raise
+
+
+def _shot(tab, tmp_path, name: str) -> None:
+    tab.screenshot(path=str(_artifacts(tmp_path) / f"{name}.png"), full_page=True)
+
+
+def _materialized(instance, asset: str, after: float = 0.0) -> list[str | None]:
+    """Partitions (None: unpartitioned) of `asset` materialized after `after` (a timestamp), oldest first."""
+    import dagster as dg
+
+    records = instance.fetch_materializations(dg.AssetKey(asset), limit=1000).records
+    return sorted((r.partition_key for r in records if r.timestamp > after), key=str)
+
+
+def _runs_finished(instance, after: float) -> list:
+    """Runs created after `after`, once none of them is queued or running (else [])."""
+    import dagster as dg
+
+    runs = [r for r in instance.get_run_records() if r.create_timestamp.timestamp() > after]
+    if not runs or any(r.dagster_run.status not in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE,
+                                                    dg.DagsterRunStatus.CANCELED) for r in runs):
+        return []
+    return runs
+
+
+def _assert_succeeded(runs) -> None:
+    import dagster as dg
+
+    failed = [(r.dagster_run.run_id, r.dagster_run.status.value) for r in runs if r.dagster_run.status != dg.DagsterRunStatus.SUCCESS]
+    assert not failed, f"runs that did not succeed: {failed}"
+
+
+@pytest.mark.timeout(1800)
+def test_lineage_ingest_a_changed_page_and_only_its_partition_rerun(project, tab, tmp_path):
+    instance = project.instance()
+    with evidence(tab, project, tmp_path):
+        # The title sensor (running by default) registers the titles on its first tick.
+        _poll("the title sensor's partitions", lambda: sorted(instance.get_dynamic_partitions("color_titles")) == COLOUR
+              and sorted(instance.get_dynamic_partitions("bw_titles")) == BW)
+
+        # 1. The lineage: every group of the graph is on screen.
+        tab.goto(f"{project.url}/asset-groups")
+        graph = tab.locator("svg foreignObject")  # the graph's nodes, not the group list beside it
+        for group in GROUPS:
+            graph.get_by_text(group, exact=True).filter(visible=True).first.wait_for()
+        _shot(tab, tmp_path, "01-lineage")
+
+        # 2. The ingest group launched from its page ("Materialize all", every partition), its runs succeed.
+        started = time.time()
+        tab.goto(f"{project.url}/locations/mangacolor/asset-groups/ingest")
+        tab.get_by_role("button", name="Materialize all").click()
+        _shot(tab, tmp_path, "02-materialize-ingest-dialog")
+        tab.get_by_role("button", name=re.compile(r"^Launch (backfill|\d+ runs?)$")).click()
+        _poll("the ingest group's materializations", lambda: (
+            sorted(_materialized(instance, "color_pages", started)) == COLOUR
+            and sorted(_materialized(instance, "bw_pages", started)) == BW
+            and all(_materialized(instance, a, started) for a in ("manga109_pages", "page_pairs", "page_splits"))), every=2)
+        runs = _poll("the ingest runs to finish", lambda: _runs_finished(instance, started))
+        _assert_succeeded(runs)
+        tab.goto(f"{project.url}/runs")
+        tab.get_by_text("Success", exact=True).filter(visible=True).first.wait_for()
+        _shot(tab, tmp_path, "03-ingest-runs")
+        assert not _stale_partitions(project.url)
+
+        # 3. One page of one title changes on disk; the sensor observes that title and only its partition is unsynced.
+        from mangacolor.io.images import encode_png, read_image
+
+        page = project.data / "color" / CHANGED / "002.png"
+        img = read_image(page)
+        img[:40, :40] = 255 - img[:40, :40]
+        changed = time.time()
+        page.write_bytes(encode_png(img))
+        import dagster as dg
+
+        _poll("the title sensor's observation of the changed title", lambda: [
+            r for r in instance.fetch_observations(dg.AssetKey("color_sources"), limit=100).records
+            if r.partition_key == CHANGED and r.timestamp > changed])
+        assert _stale_partitions(project.url) == {("color_pages", CHANGED)}
+        tab.goto(f"{project.url}/assets/color_pages?view=partitions&partition={CHANGED}")
+        tab.get_by_text("Unsynced").filter(visible=True).first.wait_for()
+        _shot(tab, tmp_path, "04-stale-partition")
+
+        # 4. Materialize the stale partition, then "Materialize unsynced" for what reads it; nothing else runs.
+        rerun = time.time()
+        tab.get_by_role("button", name=re.compile(r"^Materialize")).first.click()
+        _select_partitions(tab, [CHANGED])
+        _shot(tab, tmp_path, "05-materialize-partition-dialog")
+        tab.get_by_role("button", name=re.compile(r"^Launch 1 run$")).click()
+        _poll("the changed partition's run", lambda: _materialized(instance, "color_pages", rerun) == [CHANGED], every=2)
+        tab.goto(f"{project.url}/locations/mangacolor/asset-groups/ingest")
+        tab.get_by_role("button", name="Materialize all").wait_for(state="visible")
+        tab.locator("[data-testid='materialize-button-dropdown'], button:has([aria-label='arrow_drop_down'])").first.click()
+        tab.get_by_text("Materialize unsynced", exact=True).click()
+        dialog = tab.get_by_role("dialog")
+        dialog.get_by_text("page_pairs").wait_for(state="visible")
+        _shot(tab, tmp_path, "06-materialize-unsynced-dialog")
+        dialog.get_by_role("button", name=re.compile(r"^Materialize \d+ assets?$")).click()
+        with contextlib.suppress(Exception):  # unpartitioned assets launch at once; a confirmation may come first
+            tab.get_by_role("button", name=re.compile(r"^Launch 1 run$")).click(timeout=5000)
+        _poll("page_pairs and page_splits after the change", lambda: all(
+            _materialized(instance, a, rerun) for a in ("page_pairs", "page_splits")), every=2)
+        runs = _poll("the reruns to finish", lambda: _runs_finished(instance, rerun))
+        _assert_succeeded(runs)
+        assert _materialized(instance, "color_pages", changed) == [CHANGED]
+        assert _materialized(instance, "bw_pages", changed) == [] and _materialized(instance, "manga109_pages", changed) == []
+        assert not _stale_partitions(project.url)
+        tab.goto(f"{project.url}/runs")
+        tab.get_by_text("Success", exact=True).filter(visible=True).first.wait_for()
+        _shot(tab, tmp_path, "07-reruns")
+    assert tab.outside == [], f"the UI asked the internet for {tab.outside[:3]}"
+
+
+def _select_partitions(tab, keys: list[str]) -> None:
+    """In the launch dialog's partition selection (a text box holding the selected keys), keep only `keys`."""
+    dialog = tab.get_by_role("dialog")
+    boxes = dialog.locator("input[type='text'], input:not([type]), textarea")
+    box = _poll("the partition selection box", lambda: next(
+        (b for b in boxes.all() if b.is_visible() and any(k in b.input_value() for k in COLOUR)), None), timeout=120)
+    box.fill(", ".join(keys))
+    box.press("Enter")
+    box.blur()
+
+
+def _ingest_in_process(project, instance, defs) -> None:
+    """What the first test launched from the UI, for when this test runs alone."""
+    import dagster as dg
+
+    from assets.ingest import register_and_observe
+    from mangacolor.config import load_preset
+    from pipelines.definitions import executable_defs
+
+    if not instance.get_dynamic_partitions("color_titles"):
+        register_and_observe(instance, load_preset(str(project.preset)))
+    for role in ("color", "bw"):
+        for title in instance.get_dynamic_partitions(f"{role}_titles"):
+            dg.materialize(executable_defs(defs), selection=[f"{role}_pages"], partition_key=title, instance=instance,
+                           resources=defs.resources)
+    dg.materialize(executable_defs(defs), selection=["page_pairs", "page_splits"], instance=instance, resources=defs.resources)
+
+
+@pytest.mark.timeout(1800)
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_colorizer_final_shows_its_thumbnails_and_links_its_mlflow_run(project, tab, tmp_path):
+    """A small colorization run (the colorization tests' tiny section) in-process into the UI's instance, then
+    `colorizer_final` opened in the UI: the `samples` image renders, the `mlflow_run` link opens the run in `mlflow ui`."""
+    import dagster as dg
+    import mlflow
+
+    from mangacolor.io.store import Store
+    from pipelines.definitions import build_definitions, executable_defs
+    from tests.assets.test_colorization_assets import CHAIN
+
+    project.start("mlflow", [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", project.tracking_uri,
+                             "--host", "127.0.0.1", "--port", str(project.mlflow_port), "--workers", "1"])
+    instance = project.instance()
+    defs = build_definitions(preset=str(project.preset), artifact_root=str(project.root / "artifacts"),
+                             tracking_uri=project.tracking_uri)
+    with evidence(tab, project, tmp_path):
+        if Store(project.root / "artifacts").latest_version("page_splits") is None:
+            _ingest_in_process(project, instance, defs)
+        result = dg.materialize(executable_defs(defs), selection=CHAIN, instance=instance, resources=defs.resources,
+                                tags={"mangacolor/launched_by": "test_dagster_ui"})
+        assert result.success
+        (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "colorizer_final"]
+        meta = event.event_specific_data.materialization.metadata
+        missing = [k for k in ("samples", "mlflow_run") if k not in meta]
+        if missing:
+            pytest.skip(f"colorizer_final has no {missing} metadata yet (issue 15 point 1: a small `samples` image and an "
+                        "`mlflow_run` URL to MANGACOLOR_MLFLOW_UI); this check runs once that metadata exists")
+        link = meta["mlflow_run"].value
+        match = re.fullmatch(re.escape(project.mlflow_url) + r"/#/experiments/(\w+)/runs/(\w+)", link)
+        assert match, f"mlflow_run is not a run link of {project.mlflow_url}: {link}"
+        run = mlflow.MlflowClient(project.tracking_uri).get_run(match[2])
+        assert run.info.experiment_id == match[1]
+
+        # The asset's page: the thumbnails render (an image with pixels), the MLflow link is there.
+        tab.goto(f"{project.url}/assets/colorizer_final")
+        row = tab.locator("tr", has=tab.get_by_text("samples", exact=True)).first
+        row.wait_for(state="visible")
+        scope = row
+        if not row.locator("img").count():  # markdown values open in a dialog
+            row.get_by_text(re.compile("Show Markdown")).click()
+            scope = tab.get_by_role("dialog")
+        image = scope.locator("img").first
+        image.wait_for(state="visible")
+        _poll("the samples thumbnails to render", lambda: image.evaluate("i => i.complete && i.naturalWidth > 0 && i.naturalHeight > 0"),
+              timeout=60)
+        _shot(tab, tmp_path, "08-colorizer-final-samples")
+        with contextlib.suppress(Exception):
+            tab.keyboard.press("Escape")
+        anchor = tab.locator(f"a[href='{link}']").first
+        anchor.wait_for(state="visible")
+        _shot(tab, tmp_path, "09-colorizer-final-mlflow-link")
+
+        # The link, followed: mlflow ui serves the run.
+        _poll("mlflow ui", lambda: _http_ok(f"{project.mlflow_url}/health"))
+        tab.goto(link)
+        tab.get_by_text(run.info.run_name, exact=True).first.wait_for(state="visible")
+        _shot(tab, tmp_path, "10-mlflow-run")
+    assert tab.outside == [], f"the pages asked the internet for {tab.outside[:3]}"
