@@ -92,6 +92,15 @@ def register_bundle(bundle_dir: str | Path, name: str | None = None, alias: str 
     return version
 
 
+def logged_model_id(version) -> str | None:
+    """The MLflow 3 logged model behind a registered version: `version.model_id`, or its `models:/<model_id>`
+    source (the SQL registry store keeps the source but not the id)."""
+    if getattr(version, "model_id", None):
+        return version.model_id
+    found = re.fullmatch(r"models:/(m-[0-9a-f]+)", version.source or "")
+    return found.group(1) if found else None
+
+
 def log_version_metrics(client: mlflow.MlflowClient, run_id: str, version, metrics: dict[str, float],
                         step: int = 0) -> None:
     """Log evaluation metrics of a registered version in `run_id`, linked to the version's logged model.
@@ -103,7 +112,7 @@ def log_version_metrics(client: mlflow.MlflowClient, run_id: str, version, metri
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    model_id = getattr(version, "model_id", None)
+    model_id = logged_model_id(version)
     client.log_batch(run_id, metrics=[Metric(k, float(v), now, step, model_id=model_id) for k, v in metrics.items()])
     client.set_tag(run_id, f"evaluated.{version.name}", str(version.version))
 

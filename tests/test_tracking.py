@@ -3,6 +3,7 @@ asynchronous metrics flushed at run end, and evaluation metrics on the registere
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -13,7 +14,7 @@ import pandas as pd
 import pytest
 
 from assets.resources import MlflowResource
-from mangacolor.registry import log_version_metrics, register_bundle
+from mangacolor.registry import log_version_metrics, logged_model_id, register_bundle
 from mangacolor.tracking import active_run, artifact_location, system_metrics_enabled
 
 
@@ -112,7 +113,7 @@ def test_artifact_location_is_left_to_a_server_and_beside_a_local_sqlite_store(t
     run_id = client.create_run(exp.experiment_id).info.run_id
     with active_run(client, run_id, system_metrics=False) as tracker:
         tracker.log_text("note.txt", "hello")
-    assert (tmp_path / "local" / "mlartifacts" / exp.experiment_id / run_id / "artifacts" / "note.txt").read_text() == "hello"
+    assert (tmp_path / "local" / "mlartifacts" / run_id / "artifacts" / "note.txt").read_text() == "hello"
 
 
 def test_system_metrics_follow_psutil_and_the_off_switch(monkeypatch):
@@ -170,9 +171,10 @@ def test_evaluation_metrics_show_on_the_registered_version(store, bundle_folder)
     assert mlflow.get_tracking_uri() != uri  # the registration went through the scope, not the process URI
     evaluation = client.create_run(res.experiment_id(client)).info.run_id
     mv = client.get_model_version(version.name, version.version)
-    assert mv.model_id
     log_version_metrics(client, evaluation, mv, {"holdout/auto/fid": 41.5, "holdout/auto/kid": 0.02})
-    model = client.get_logged_model(mv.model_id)
+    model = client.get_logged_model(logged_model_id(mv))
     shown = {m.key: (m.value, m.run_id) for m in model.metrics}
     assert shown == {"holdout/auto/fid": (41.5, evaluation), "holdout/auto/kid": (0.02, evaluation)}
+    assert json.loads(model.tags["mlflow.modelVersions"]) == [{"name": version.name, "version": version.version}]
+    assert model.source_run_id == train
     assert client.get_run(evaluation).data.tags[f"evaluated.{version.name}"] == str(version.version)
