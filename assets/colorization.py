@@ -33,7 +33,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
-import mlflow as mlflow_api
 import pandas as pd
 from pydantic import Field
 
@@ -116,11 +115,11 @@ def _color_titles(context, st) -> list[str]:
     return [t for t in known if st.latest_version("color_pages", t)]
 
 
-def _fallback_meta(fallbacks: list[str]) -> dict:
+def _fallback_meta(fallbacks: list[str], tracker=None) -> dict:
     """Metadata and MLflow tags saying which upstream asset was stood in for (none: `fallbacks: none`)."""
     text = "; ".join(fallbacks) if fallbacks else "none"
-    if mlflow_api.active_run() is not None:
-        mlflow_api.set_tags({"fallbacks": text[:5000], "fallback": str(bool(fallbacks)).lower()})
+    if tracker is not None:
+        tracker.set_tags({"fallbacks": text[:5000], "fallback": str(bool(fallbacks)).lower()})
     listed = "\n".join(f"- {f}" for f in fallbacks) if fallbacks else "_none: every upstream asset was materialized_"
     return {"fallback": bool(fallbacks), "fallbacks": dg.MetadataValue.md(listed)}
 
@@ -143,9 +142,12 @@ def _weights_row(writer, data: bytes, **more) -> str:
     return path
 
 
-def _log_training_pages(tracker, **roles: pd.DataFrame) -> None:
-    """The page ids a stage trained on, as an MLflow artifact beside the manifest rows."""
-    tracker.log_text("training_pages.json", json.dumps({role: sorted(map(str, rows)) for role, rows in roles.items()}, indent=1))
+def _log_training_pages(tracker, st, **roles: pd.DataFrame) -> None:
+    """The page ids a stage trained on (an MLflow artifact), and each role's rows as a training dataset input."""
+    ids = {role: sorted(map(str, rows["bw_id" if "bw_id" in rows else "id"].unique())) for role, rows in roles.items()}
+    tracker.log_text("training_pages.json", json.dumps(ids, indent=1))
+    for role, rows in roles.items():
+        tracker.log_dataset(rows, name=role, source=st.uri())
 
 
 def _train_metadata(st, version, vdir, result, resumed: int, tracker) -> dict:
@@ -225,15 +227,15 @@ def colorizer_step1_snapshots(context: dg.AssetExecutionContext, settings: Setti
                         "real_pages": len(real), "snapshot_every": every, "bw_source": pairs.bw_source, "drafts": pairs.drafts,
                         "device": spec.description}}
     with mlflow.run(context, params=params) as tracker:
-        mlflow_api.set_tags(_variant_tags(cfg))
-        fallback = _fallback_meta(pairs.fallbacks)
+        tracker.set_tags(_variant_tags(cfg))
+        fallback = _fallback_meta(pairs.fallbacks, tracker)
         if torchrun.launches():
             result, launched = launch.train_step1(context, torchrun, tracker.run_id, mlflow.tracking_uri, settings.preset,
                                                   store, titles, device, work)
         else:
             result, launched = train_step1(st, cfg, tcfg, step, pairs, real, every, work, spec, tracker, context.log.info), {}
         tracker.log_artifact(result.generator, "weights")  # the last snapshot; the others stay in the store
-        _log_training_pages(tracker, real_bw=real["id"], synthetic=pairs.rows["id"])
+        _log_training_pages(tracker, st, real_bw=real, synthetic=pairs.rows)
         writer = st.begin("colorizer_step1_snapshots")
         stages.write_snapshots(writer, result.snapshots)
         stages.add_training_rows(writer, "real_bw", real)
@@ -297,12 +299,13 @@ def colorizer_step1_finetuned(context: dg.AssetExecutionContext, settings: Setti
     params = {"stage": {"name": "finetune", "variant": flags.name(), "matched_pairs": len(pairs.rows),
                         "snapshots": [int(s) for s in shots["step"]], "device": spec.description}}
     with tempfile.TemporaryDirectory() as tmp, mlflow.run(context, params=params) as tracker:
-        mlflow_api.set_tags(_variant_tags(cfg))
-        fallback = _fallback_meta(fallbacks)
+        tracker.set_tags(_variant_tags(cfg))
+        fallback = _fallback_meta(fallbacks, tracker)
         local = [(int(r.step), int(r.epoch), _to_local(st, f"{vdir1}/{r.path}", Path(tmp) / f"{int(r.step)}.safetensors"))
                  for r in shots.itertuples()]
         tuned = stages.finetune_snapshots(tcfg, local, stages.StorePairs(st, pairs.rows), work, spec, tracker,
                                           progress=context.log.info, augment=cfg.augmentation())
+        tracker.log_dataset(pairs.rows, name="matched_bw", source=st.uri())
         for snap, row in zip(tuned, shots.itertuples()):
             if not snap.samples:  # passed through: the step-1 grid
                 snap.samples = str(_to_local(st, f"{vdir1}/{row.samples_path}", Path(tmp) / f"{snap.step}.png"))
@@ -377,7 +380,7 @@ def selected_snapshots(context: dg.AssetExecutionContext, config: SnapshotSelect
                 "random_init": str(ranking.random_init).lower(), "feature_extractor": ranking.feature_extractor}
         if ranking.random_init:
             tags["fid_note"] = RANDOM_INIT_NOTE
-        mlflow_api.set_tags(tags)
+        tracker.set_tags(tags)
         for row in ranking.table.to_dict("records"):
             tracker.log_metrics({k: row[k] for k in ("fid", "kid_mean", "kid_std") if not math.isnan(row[k])}, step=int(row["step"]))
         writer = st.begin("selected_snapshots")
@@ -433,14 +436,14 @@ def pseudolabels(context: dg.AssetExecutionContext, settings: SettingsResource, 
     params = {"stage": {"name": "pseudolabels", **cfg.pseudolabels.model_dump(mode="json"), "pages": len(real),
                         "snapshots": [int(s) for s in chosen["step"]]}}
     with tempfile.TemporaryDirectory() as tmp, mlflow.run(context, params=params) as tracker:
-        mlflow_api.set_tags(_variant_tags(cfg))
+        tracker.set_tags(_variant_tags(cfg))
         inversion = stages.stored_inversion(st, spec.device) if flags.use_drafts else None
         if flags.use_drafts and inversion is None:
             fallbacks.append("inversion_encoder not materialized: colorings differ by snapshot only, no drafts")
         snapshots = [(int(r.step), _to_local(st, r.uri, Path(tmp) / f"{int(r.step)}.safetensors")) for r in chosen.itertuples()]
         summary = stages.make_pseudolabels(st, real, snapshots, writer, cfg.pseudolabels, spec.device, inversion, cfg.seed,
                                            progress_logger(context, len(real), "pseudolabels"), spec.autocast, cfg.page_canvas())
-        fallback = _fallback_meta(fallbacks)
+        fallback = _fallback_meta(fallbacks, tracker)
         version, vdir, frame = writer.seal(salt=json.dumps({"snapshots": [s for s, _ in snapshots], "use_drafts": flags.use_drafts}))
         tracker.log_metrics({"pages": summary.pages, "colorings": summary.colorings, "per_page": summary.per_page,
                              "quarantined": summary.quarantined})
@@ -512,15 +515,15 @@ def colorizer_step2(context: dg.AssetExecutionContext, settings: SettingsResourc
     params = {"stage": {"name": "step2", "variant": flags.name(), "synthetic_pairs": len(pairs.rows), "pseudolabels": len(pseudo),
                         "real_pages": int(pseudo["bw_id"].nunique()), "init": cfg.step2.init, "device": spec.description}}
     with tempfile.TemporaryDirectory() as tmp, mlflow.run(context, params=params) as tracker:
-        mlflow_api.set_tags(_variant_tags(cfg))
-        fallback = _fallback_meta(pairs.fallbacks)
+        tracker.set_tags(_variant_tags(cfg))
+        fallback = _fallback_meta(pairs.fallbacks, tracker)
         init_weights = _to_local(st, best["uri"], Path(tmp) / "init.safetensors") if init else None
         n = len(pairs.rows) + len(pseudo)
         result = train_colorizer(tcfg, stages.StorePairs(st, pairs.rows), stages.StorePairs(st, pseudo), work, spec, tracker,
                                  progress=context.log.info, step="self_train", init_weights=init_weights,
                                  snapshot_every=stages.total_steps(tcfg, "self_train", n), augment=cfg.augmentation())
         tracker.log_artifact(result.generator, "weights")
-        _log_training_pages(tracker, pseudolabel_bw=pseudo["bw_id"].unique(), synthetic=pairs.rows["id"])
+        _log_training_pages(tracker, st, pseudolabel_bw=pseudo, synthetic=pairs.rows)
         _weights_row(writer, Path(result.generator).read_bytes())
         stages.add_training_rows(writer, "pseudolabel_bw", pseudo, id_column="bw_id")
         stages.add_training_rows(writer, "synthetic", pairs.rows)
@@ -573,7 +576,7 @@ def colorizer_final(context: dg.AssetExecutionContext, settings: SettingsResourc
     random_init = _random_init_flags(cfg, st)
     params = {"stage": {"name": "final", "variant": flags.name(), "canvas": list(cfg.page_canvas())}}
     with tempfile.TemporaryDirectory() as tmp, mlflow.run(context, params=params) as tracker:
-        mlflow_api.set_tags({**_variant_tags(cfg), **{f"random_init.{k}": str(v).lower() for k, v in random_init.items()}})
+        tracker.set_tags({**_variant_tags(cfg), **{f"random_init.{k}": str(v).lower() for k, v in random_init.items()}})
         generator = _to_local(st, f"{step2_dir}/{WEIGHTS}", Path(tmp) / "colorizer.safetensors")
         inputs = {a: st.latest_version(a) for a in ("colorizer_step2", "colorizer_step1_finetuned", "page_pairs", "stylegan",
                                                      "drafting_network", "drafting_network_final", "inversion_encoder")}
@@ -581,13 +584,13 @@ def colorizer_final(context: dg.AssetExecutionContext, settings: SettingsResourc
                 "flags": flags.model_dump(), "dagster_run_id": context.run.run_id, "mlflow_run_id": tracker.run_id,
                 "inputs": inputs, "random_init": random_init, "fallbacks": []}
         bundle_dir, parts, notes = stages.make_bundle(st, generator, flags, Path(tmp), info)
-        fallback = _fallback_meta(notes)
+        fallback = _fallback_meta(notes, tracker)
         writer = st.begin("colorizer_final")
         stages.write_folder(writer, bundle_dir, "bundle", "bundle")
         version, vdir, _ = writer.seal(salt=flags.name())
         tags = {**_variant_tags(cfg), "dagster.run_id": context.run.run_id, "data_version": version,
                 "random_init": str(any(random_init.values())).lower(), **{f"random_init.{k}": str(v).lower() for k, v in random_init.items()}}
-        model = register_bundle(bundle_dir, tags=tags)
+        model = register_bundle(bundle_dir, tags=tags, client=tracker.client)
     bundle_uri = st.uri(st.relative(f"{vdir}/bundle"))
     meta = {
         **version_metadata(st, version, vdir),

@@ -41,12 +41,6 @@ GROUP = "drafting"
 LPIPS_RANDOM_NOTE = "random-init VGG (LPIPS): the perceptual term compares random features, not the paper's loss"
 
 
-def _set_tags(tags: dict) -> None:
-    import mlflow
-
-    mlflow.set_tags(tags)
-
-
 def _materialized_titles(context, st, asset: str) -> list[str]:
     known = context.instance.get_dynamic_partitions(color_titles.name)
     titles = [t for t in known if st.latest_version(asset, t)]
@@ -61,6 +55,7 @@ def _model_result(context, st, asset: str, weights: str, rows, tracker, resumed:
     """Weights and the ids of every training page into the store, the weights into MLflow."""
     tracker.log_artifact(weights, "weights")
     tracker.log_text("training_pages.json", json.dumps(list(rows["id"]), indent=1))
+    tracker.log_dataset(rows, name="train", source=st.uri())
     writer = st.begin(asset)
     write_model(writer, weights, {"train": rows}, row_meta)
     version, vdir, _ = writer.seal()
@@ -135,7 +130,7 @@ def stylegan(context: dg.AssetExecutionContext, settings: SettingsResource, stor
         tracker.log_metrics({"fid": m.fid, "kid": m.kid_mean, "kid_std": m.kid_std}, step=result["steps"])
         tracker.log_text("fid_report.md", m.to_markdown())
         tracker.log_image("truncation_grid.png", report.grid)
-        _set_tags({"fid_features": m.feature_extractor, "random_init_inception": str(m.random_init)}
+        tracker.set_tags({"fid_features": m.feature_extractor, "random_init_inception": str(m.random_init)}
                   | ({"fid_note": drafting.RANDOM_INIT_NOTE} if m.random_init else {}))
         meta = {
             "steps": result["steps"], "size": cfg.size,
@@ -190,7 +185,7 @@ def _train_encoder(context, settings, store, device, mlflow, asset: str, input_n
             result = train_psp(cfg, pairs, gen_path, work, spec, tracker, progress=context.log.info)
             psp = load_psp(result["encoder"], gen_path).to(spec.device)
         random_lpips = result["lpips_trunk"] == "random"
-        _set_tags({"lpips_trunk": result["lpips_trunk"]} | ({"lpips_note": LPIPS_RANDOM_NOTE} if random_lpips else {})
+        tracker.set_tags({"lpips_trunk": result["lpips_trunk"]} | ({"lpips_note": LPIPS_RANDOM_NOTE} if random_lpips else {})
                   | ({"input_note": notes["input_note"]} if "input_note" in notes else {}))
         meta = {
             "steps": result["steps"], "input_nc": input_nc, "inputs": dg.MetadataValue.json(kinds),

@@ -29,7 +29,6 @@ import os
 import dagster as dg
 import numpy as np
 import pandas as pd
-from mlflow import MlflowClient
 
 from mangacolor import config as mc_config
 from mangacolor.data.splits import holdout_pages, training_pages
@@ -42,7 +41,7 @@ from mangacolor.eval.inception import WeightsNotFoundError, build_inception
 from mangacolor.eval.leakage import leaked_pages, trained_pages
 from mangacolor.eval.report import RANDOM_INIT_NOTE, EvaluationConfig, ScheduleConfig, evaluate_models
 from mangacolor.inference.bundle import ModelBundle
-from mangacolor.registry import MODEL_NAME, download_bundle, promote, version_by_alias
+from mangacolor.registry import MODEL_NAME, download_bundle, log_version_metrics, promote, version_by_alias
 
 from .common import commits_last, thumbnails_md, version_metadata
 from .digests import digest_key
@@ -99,6 +98,22 @@ def _samples(pages: list[np.ndarray], samples: dict[str, list[np.ndarray]]) -> l
 # --- fid_report --------------------------------------------------------------------------------
 
 
+REPORT_METRICS = ("fid", "fid_lo", "fid_hi", "kid", "kid_lo", "kid_hi", "ciede2000", "lpips", "psnr", "ssim", "clip_is", "aesthetic")
+
+
+def _log_model_metrics(tracker, models, lines: dict, set_name: str) -> None:
+    """Each registered version's rows also as metrics of its logged model (`<set>/<mode>/<metric>`), so the
+    registry shows a version's evaluations; the run keeps them under the role (`candidate/auto/fid`)."""
+    for m in models:
+        if not m.uri.startswith("models:/"):
+            continue
+        name, version = m.uri[len("models:/"):].rsplit("/", 1)
+        values = {f"{set_name}/{row.split('/', 1)[1]}/{k}": lines[row][k] for row in m.rows() if row in lines
+                  for k in REPORT_METRICS if lines[row].get(k) is not None and np.isfinite(lines[row][k])}
+        if values:
+            log_version_metrics(tracker.client, tracker.run_id, tracker.client.get_model_version(name, version), values)
+
+
 @dg.asset(
     partitions_def=EVAL_SETS,
     deps=[COLORIZER_FINAL, page_splits, manga109_pages, dg.AssetDep(color_pages, partition_mapping=dg.AllPartitionMapping()),
@@ -122,7 +137,7 @@ def fid_report(context: dg.AssetExecutionContext, settings: SettingsResource, st
     params = {**cfg.model_dump(mode="json", exclude={"benchmark", "schedule"}), "set": set_name}
     with mlflow.run(context, params=params) as tracker:
         try:
-            models = models_to_evaluate()
+            models = models_to_evaluate(tracker.client)
         except LookupError as exc:
             raise dg.Failure(str(exc)) from exc
         context.log.info("evaluating " + ", ".join(f"{m.name} v{m.version} ({m.variant})" for m in models if m.modes))
@@ -150,16 +165,13 @@ def fid_report(context: dg.AssetExecutionContext, settings: SettingsResource, st
         writer.write("report.json", blob.encode())
         version, vdir, _ = writer.seal(salt=hashlib.sha256(blob.encode()).hexdigest())
 
-        for line in result.table.to_dict("records"):
-            tracker.log_metrics({f"{line['row']}/{k}": line[k] for k in ("fid", "fid_lo", "fid_hi", "kid", "kid_lo", "kid_hi",
-                                                                     "ciede2000", "lpips", "psnr", "ssim", "clip_is", "aesthetic")
-                                 if line.get(k) is not None and np.isfinite(line[k])})
+        lines = {line["row"]: line for line in result.table.to_dict("records")}
+        for row, line in lines.items():
+            tracker.log_metrics({f"{row}/{k}": line[k] for k in REPORT_METRICS if line.get(k) is not None and np.isfinite(line[k])})
+        _log_model_metrics(tracker, models, lines, set_name)
         tracker.log_text("report.md", markdown)
         tracker.log_text("report.json", blob)
-        client = MlflowClient()
-        client.set_tag(tracker.run_id, "random_init", str(result.random_init))
-        if result.random_init:
-            client.set_tag(tracker.run_id, "fid_note", RANDOM_INIT_NOTE)
+        tracker.set_tags({"random_init": str(result.random_init)} | ({"fid_note": RANDOM_INIT_NOTE} if result.random_init else {}))
 
     cand = record["rows"][record["candidate"]["row"]]
     meta = {
@@ -258,12 +270,12 @@ def champion_model(context: dg.AssetExecutionContext, settings: SettingsResource
     cfg, st = _config(settings), store.get()
     reports = {s: _read_record(st, s) for s in cfg.gate.sets}
     with mlflow.run(context, params={"gate": cfg.gate.model_dump(mode="json")}) as tracker:
-        current = version_by_alias("champion")
+        current = version_by_alias("champion", client=tracker.client)
         before = str(current.version) if current is not None else None
         decision = decide_promotion(reports, cfg.gate.sets, before, cfg.gate.metric, cfg.gate.margin)
         if decision.promote:
-            promote(decision.version)
-            MlflowClient().set_model_version_tag(MODEL_NAME, decision.version, "promoted_by_dagster_run", context.run.run_id)
+            promote(decision.version, client=tracker.client)
+            tracker.client.set_model_version_tag(MODEL_NAME, decision.version, "promoted_by_dagster_run", context.run.run_id)
         after = decision.version if decision.promote else before
         tracker.log_text("decision.json", json.dumps({"promote": decision.promote, "version": decision.version,
                                                       "reasons": decision.reasons}, indent=1))
@@ -292,7 +304,7 @@ def inference_benchmark(context: dg.AssetExecutionContext, settings: SettingsRes
                         mlflow: MlflowResource) -> dg.MaterializeResult:
     cfg, st = _config(settings), store.get()
     with mlflow.run(context, params=cfg.benchmark.model_dump(mode="json")) as tracker:
-        model = version_by_alias("candidate") or version_by_alias("champion")
+        model = version_by_alias("candidate", client=tracker.client) or version_by_alias("champion", client=tracker.client)
         if model is None:
             raise dg.Failure(f"no {MODEL_NAME} version has the alias 'candidate' or 'champion': materialize colorizer_final first")
         path = download_bundle(f"models:/{MODEL_NAME}/{model.version}")
@@ -355,7 +367,7 @@ benchmark_job = dg.define_asset_job("benchmark_model", selection=dg.AssetSelecti
                        f"passes) and benchmark it; a new version of a variant ({MODEL_NAME}-<variant>): evaluate both sets, "
                        "where it is a row beside the candidate. Cursor: the highest version seen per registered model (JSON).")
 def new_model_version_sensor(context: dg.SensorEvaluationContext, mlflow: MlflowResource):
-    latest = latest_versions(MlflowClient(tracking_uri=mlflow.tracking_uri))
+    latest = latest_versions(mlflow.client())
     cursor = context.cursor or "{}"
     seen = json.loads(cursor) if cursor.startswith("{") else {MODEL_NAME: int(cursor)}  # an older integer cursor
     new = {name: v for name, v in latest.items() if v > int(seen.get(name, 0))}
@@ -390,7 +402,7 @@ def build_manga109_schedule(cfg: ScheduleConfig) -> dg.ScheduleDefinition:
                              "champion or no Manga109 pages.")
     def manga109_weekly(context: dg.ScheduleEvaluationContext, mlflow: MlflowResource, store: StoreResource):
         # No champion yet is a skip; an unreachable or broken tracking store is an error.
-        champion = version_by_alias("champion", MODEL_NAME, MlflowClient(tracking_uri=mlflow.tracking_uri))
+        champion = version_by_alias("champion", MODEL_NAME, mlflow.client())
         if champion is None:
             return dg.SkipReason(f"no {MODEL_NAME} version has the alias 'champion' yet")
         if store.get().latest_version("manga109_pages") is None:

@@ -86,9 +86,7 @@ def _gap_metadata(context, st, steps: dict[str, list], preset: dict, device: str
         for row in shown.to_dict("records"):
             tracker.log_metrics({f"synthetic_gap/{row['step']}/{c}": float(v) for c, v in row.items() if c != "step"})
         if meta.get("random_init"):
-            import mlflow
-
-            mlflow.set_tag("fid_note", RANDOM_INIT_NOTE)
+            tracker.set_tags({"fid_note": RANDOM_INIT_NOTE})
     return meta
 
 
@@ -133,6 +131,8 @@ def _model_result(context, st, asset: str, result: dict, inputs: dict, tracker, 
     """Weights and the ids of every training page into the store and MLflow."""
     tracker.log_artifact(result["weights"], "weights")
     tracker.log_text("training_pages.json", json.dumps({role: list(rows["id"]) for role, rows in inputs.items()}, indent=1))
+    for role, rows in inputs.items():
+        tracker.log_dataset(rows, name=role, source=st.uri())
     writer = st.begin(asset)
     synth.write_model(writer, result["weights"], inputs, {"steps": result["step"]})
     version, vdir, _ = writer.seal()
@@ -230,7 +230,7 @@ def refined_pages(context: dg.AssetExecutionContext, settings: SettingsResource,
     writer = st.begin("refined_pages", title)
     summary = synth.translate_stage(rows, st, writer, lambda page: refine(model, page, amp_dtype=spec.amp_dtype),
                                     progress_logger(context, len(rows), f"refined_pages[{title}]"))
-    with mlflow.run(context, params={"refiner_model": st.latest_version("refiner_model")}) as tracker:
+    with mlflow.run(context, params={"refiner_model": st.latest_version("refiner_model")}, per_materialization=True) as tracker:
         return _page_stage_result(context, st, "refined_pages", writer, summary, preset, str(spec.device), tracker)
 
 
@@ -293,7 +293,7 @@ def synthetic_bw_pages(context: dg.AssetExecutionContext, settings: SettingsReso
     writer = st.begin("synthetic_bw_pages", title)
     summary = synth.translate_stage(rows, st, writer, lambda page: apply_cut(G, page, amp_dtype=spec.amp_dtype),
                                     progress_logger(context, len(rows), f"synthetic_bw_pages[{title}]"))
-    with mlflow.run(context, params={"cut_model": st.latest_version("cut_model")}) as tracker:
+    with mlflow.run(context, params={"cut_model": st.latest_version("cut_model")}, per_materialization=True) as tracker:
         return _page_stage_result(context, st, "synthetic_bw_pages", writer, summary, preset, str(spec.device), tracker)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+import time
 from pathlib import Path
 
 import mlflow
@@ -60,8 +61,11 @@ class ColorizerModel(mlflow.pyfunc.PythonModel):
 
 
 def register_bundle(bundle_dir: str | Path, name: str | None = None, alias: str | None = "candidate",
-                    tags: dict | None = None):
+                    tags: dict | None = None, client: mlflow.MlflowClient | None = None):
     """Log the bundle as a pyfunc model in the active run and register it; returns the ModelVersion.
+
+    The active run and the registry are those of the fluent scope the caller opened
+    (`mangacolor.tracking.active_run`); `client` (the same store) sets the alias.
 
     The variant comes from `tags["variant"]` (default "full"). A variant other than the full method
     goes to `model_name(variant)` and gets none of the main aliases (`alias` is ignored for it);
@@ -84,8 +88,33 @@ def register_bundle(bundle_dir: str | Path, name: str | None = None, alias: str 
     )
     version = mlflow.register_model(info.model_uri, name, tags=tags)
     if alias:
-        mlflow.MlflowClient().set_registered_model_alias(name, alias, version.version)
+        (client or mlflow.MlflowClient()).set_registered_model_alias(name, alias, version.version)
     return version
+
+
+def logged_model_id(version) -> str | None:
+    """The MLflow 3 logged model behind a registered version: `version.model_id`, or its `models:/<model_id>`
+    source (the SQL registry store keeps the source but not the id)."""
+    if getattr(version, "model_id", None):
+        return version.model_id
+    found = re.fullmatch(r"models:/(m-[0-9a-f]+)", version.source or "")
+    return found.group(1) if found else None
+
+
+def log_version_metrics(client: mlflow.MlflowClient, run_id: str, version, metrics: dict[str, float],
+                        step: int = 0) -> None:
+    """Log evaluation metrics of a registered version in `run_id`, linked to the version's logged model.
+
+    MLflow 3 keeps a version's metrics on its LoggedModel (`version.model_id`), so the registry page of
+    the version and `client.get_logged_model(version.model_id).metrics` show them. The version number
+    is tagged on the run as well (`evaluated.<name>`), for stores whose versions predate logged models.
+    """
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    model_id = logged_model_id(version)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, step, model_id=model_id) for k, v in metrics.items()])
+    client.set_tag(run_id, f"evaluated.{version.name}", str(version.version))
 
 
 def _missing(exc: MlflowException) -> bool:
@@ -113,9 +142,10 @@ def variant_of(version) -> str:
     return (version.tags or {}).get("variant", FULL)
 
 
-def promote(version: str | int, name: str = MODEL_NAME, alias: str = "champion") -> None:
+def promote(version: str | int, name: str = MODEL_NAME, alias: str = "champion",
+            client: mlflow.MlflowClient | None = None) -> None:
     """Point `alias` at `version`; a main alias only ever names a version of the full method."""
-    client = mlflow.MlflowClient()
+    client = client or mlflow.MlflowClient()
     if alias in MAIN_ALIASES:
         mv = client.get_model_version(name, str(version))
         if name != MODEL_NAME or variant_of(mv) != FULL:

@@ -46,7 +46,8 @@ def build_resources(preset: str | None = None, artifact_root: str | None = None,
         ),
         "mlflow": MlflowResource(
             tracking_uri=tracking_uri or default_tracking_uri(PROJECT_ROOT),
-            artifact_location=os.environ.get("MANGACOLOR_MLFLOW_ARTIFACTS") or (PROJECT_ROOT / "mlartifacts").resolve().as_uri(),
+            # None: a tracking server picks the artifact store; a SQLite store gets mlartifacts/ beside it.
+            artifact_location=os.environ.get("MANGACOLOR_MLFLOW_ARTIFACTS"),
         ),
     }
 

@@ -14,7 +14,6 @@ import json
 import sys
 from pathlib import Path
 
-import mlflow
 import torch
 
 from assets import colorization
@@ -48,10 +47,11 @@ def main(spec_path: str) -> None:
         from dagster_pipes import open_dagster_pipes
 
         with open_dagster_pipes() as pipes:
-            mlflow.set_tracking_uri(spec["mlflow"]["tracking_uri"])
-            with mlflow.start_run(run_id=spec["mlflow"]["run_id"]):
-                pipes.log.info(f"torchrun: {ctx.world_size} processes, backend {torch.distributed.get_backend() if ctx.enabled else 'none'}")
-                result = train(spec, MlflowTracker(spec["mlflow"]["run_id"]), pipes.log.info)
+            # The run stays open in the launching asset: log to it through a client, flush, leave it running.
+            tracker = MlflowTracker(spec["mlflow"]["run_id"], tracking_uri=spec["mlflow"]["tracking_uri"])
+            pipes.log.info(f"torchrun: {ctx.world_size} processes, backend {torch.distributed.get_backend() if ctx.enabled else 'none'}")
+            result = train(spec, tracker, pipes.log.info)
+            tracker.flush()
             raw = dataclasses.asdict(result)
             raw = {**raw, "generator": str(result.generator), "discriminator": str(result.discriminator) if result.discriminator else None}
             pipes.report_asset_materialization(metadata={

@@ -22,7 +22,7 @@ from assets.resources import MlflowResource, StoreResource
 from mangacolor.config import load_preset
 from mangacolor.eval.report import RANDOM_INIT_NOTE
 from mangacolor.io.store import Store
-from mangacolor.registry import MODEL_NAME, promote, register_bundle, version_by_alias
+from mangacolor.registry import MODEL_NAME, logged_model_id, promote, register_bundle, version_by_alias
 from pipelines.definitions import executable_defs
 
 BW_TITLES = ["night_harbor", "paper_moon"]
@@ -147,6 +147,9 @@ def test_reports_for_both_sets_and_the_benchmark_are_written_flagged_and_cached(
                               "tags.`dagster.asset_key` = 'fid_report'")
     assert len(runs) == 3 and all(r.data.tags["fid_note"] == RANDOM_INIT_NOTE for r in runs)
     assert {"candidate/auto/fid", "no_drafts/auto/fid_hi"} <= set(runs[0].data.metrics)
+    # The registered candidate shows its evaluation: the numbers are on its logged model too.
+    cand = client.get_model_version_by_alias(MODEL_NAME, "candidate")
+    assert "holdout/auto/fid" in {m.key for m in client.get_logged_model(logged_model_id(cand)).metrics}
 
     # A forced leak: an (older) version of a training stage recorded an evaluated holdout page. The split
     # says nothing (the page is still in the holdout), the record of what was trained on does.

@@ -109,10 +109,14 @@ def test_synthetic_chain_pairs_every_page_with_its_colour_page_and_never_trains_
         run = client.get_run(meta[key]["mlflow_run_id"])
         assert run.data.params["steps"] == str(steps) and run.data.tags["dagster.asset_key"] == key
         assert [m.step for m in client.get_metric_history(run.info.run_id, loss)] == list(range(1, steps + 1))
+        contexts = {i.dataset.name: {t.key: t.value for t in i.tags}["mlflow.data.context"] for i in run.inputs.dataset_inputs}
+        assert contexts == ({"train": "training"} if key == "refiner_model" else {"source": "training", "target": "training"})
     assert int(client.get_run(meta["refiner_model"]["mlflow_run_id"]).data.params["train_pages"]) == len(train)
     runs = client.search_runs([client.get_experiment_by_name("mangacolor").experiment_id],
                               filter_string="tags.`dagster.asset_key` = 'synthetic_bw_pages'")
-    assert len(runs) == 1 and "synthetic_gap/CUT/gap" in runs[0].data.metrics
+    # A per-title stage's run holds each title's numbers under the title (one run per materialization, not per title).
+    assert len(runs) == 1 and f"{TITLE}/synthetic_gap/CUT/gap" in runs[0].data.metrics
+    assert runs[0].data.tags[f"{TITLE}/fid_note"] == "random-init Inception: not comparable to published FID"
 
 
 def test_refiner_materialized_again_with_more_steps_resumes_from_its_checkpoint(project, defs_for):
