@@ -96,4 +96,6 @@ def map_batches(load: Callable[[T], Any], apply: Callable[[Any], R], batches: Se
         yield from ordered_map(lambda batch: apply(load(batch)), batches, workers, prefetch_factor)
     else:
         for loaded in ordered_map(load, batches, workers, prefetch_factor):
-            yield apply(loaded)
+            result = apply(loaded)
+            del loaded  # not alive while the next batch is decoded
+            yield result
