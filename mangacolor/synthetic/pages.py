@@ -15,6 +15,11 @@ Every output row keeps `source_id`, the id of the colour page it was made from, 
 pair a synthetic page with its colour page. Real pages come from `training_bw_rows`: the train
 split only, the holdout is never read. `stage_gap` measures how far a stage's pages are from those
 real pages (`mangacolor.eval.gap.synthetic_gap`), so each step's progress is a number.
+
+The per-title stages stream: pages are decoded in worker processes a few units ahead
+(`mangacolor.io.pagemap`), run through xDoG or the network (on a GPU in same-size batches, on the
+CPU in the workers), and each output is written as it comes, so memory does not grow with the
+pages of a title; `gap_pages` chooses the compared pages from the manifest before reading any.
 """
 
 from __future__ import annotations
