@@ -15,14 +15,16 @@ import functools
 import json
 
 import dagster as dg
+import pandas as pd
+import torch
 
 from mangacolor import config as mc_config
 from mangacolor.data.datasets import ManifestImages, ok_rows
 from mangacolor.eval.inception import WeightsNotFoundError
 from mangacolor.eval.leakage import TRAINED_ROLES
 from mangacolor.io.images import read_image
-from mangacolor.models.cut import apply_cut
-from mangacolor.models.refiner import refine
+from mangacolor.models.cut import apply_cut, apply_cut_batch
+from mangacolor.models.refiner import refine, refine_batch
 from mangacolor.synthetic import pages as synth
 from mangacolor.training.cut import CUTTrainConfig, load_cut_generator, train_cut
 from mangacolor.training.refiner import RefinerTrainConfig, load_refiner, train_refiner
@@ -51,15 +53,17 @@ def _extractor(gap_cfg_json: str, device: str, cache_dir: str):
     return synth.gap_extractor(synth.GapConfig.model_validate_json(gap_cfg_json), device, cache_dir)
 
 
-def _gap_metadata(context, st, steps: dict[str, list], preset: dict, device: str, tracker=None) -> dict:
-    """`synthetic_gap` of the last step's pages against the real training pages, and of the earlier steps beside it."""
+def _gap_metadata(context, st, steps: dict[str, pd.DataFrame], preset: dict, device: str, tracker=None) -> dict:
+    """`synthetic_gap` of the last step's pages (ok manifest rows with `uri`) against the real training pages,
+    and of the earlier steps beside it. Pages are chosen from the manifests first and read on access."""
     if st.latest_version("page_splits") is None:
         return {"synthetic_gap_note": "page_splits not materialized yet: no real pages to compare with"}
-    steps = {name: pages for name, pages in steps.items() if pages}
+    steps = {name: rows for name, rows in steps.items() if len(rows)}
     if not steps:
         return {"synthetic_gap_note": "no ok pages to compare"}
     cfg = mc_config.stage_config(preset, "synthetic_gap", synth.GapConfig)
-    real = synth.read_grey(st, synth.subsample(synth.training_bw_rows(st), cfg.max_pages, cfg.seed))
+    real = synth.gap_pages(st, synth.training_bw_rows(st), cfg)
+    steps = {name: synth.gap_pages(st, rows, cfg) for name, rows in steps.items()}
     meta = {}
     try:
         extractor = _extractor(cfg.model_dump_json(), device, str(work_dir() / "fid_features"))
@@ -106,8 +110,8 @@ def _page_stage_result(context, st, asset: str, writer, summary, preset, device:
     chain = ["xdog_pages", "refined_pages", "synthetic_bw_pages"]
     steps = chain[: chain.index(asset) + 1]
     ok = frame[frame["status"] == "ok"].sort_values("id")
-    pages = {STEP_NAMES[a]: synth.read_grey(st, ok_rows(st, a, [title])) for a in steps[:-1]}
-    pages[STEP_NAMES[asset]] = [read_image(st.read_bytes(f"{vdir}/{p}"), mode="L") for p in ok["path"]]
+    # This step's pages from the sealed version: LATEST still names the previous one until the asset returns.
+    pages = {STEP_NAMES[a]: ok_rows(st, a, [title], version_dirs={title: vdir} if a == asset else None) for a in steps}
     bad = frame[frame["status"] != "ok"][["id", "reason"]]
     meta = {
         "pages_ok": summary.ok,
@@ -121,6 +125,13 @@ def _page_stage_result(context, st, asset: str, writer, summary, preset, device:
                           STEP_NAMES[asset]),
     }
     return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
+
+
+def _translate(preset, spec, rows, st, writer, network, progress):
+    """`translate_stage` as the preset's `synthetic_pages:` asks: batches through the network on a GPU, processes on the CPU."""
+    spread = mc_config.stage_config(preset, "synthetic_pages", synth.PageStageConfig)
+    return synth.translate_stage(rows, st, writer, network, progress, batch_size=spread.batch_size, workers=spread.workers,
+                                 batched=torch.device(spec.device).type != "cpu")
 
 
 def _checkpoint_key(cfg, **more) -> dict:
@@ -168,8 +179,9 @@ def xdog_pages(context: dg.AssetExecutionContext, settings: SettingsResource, st
     cfg = mc_config.stage_config(preset, "xdog", synth.XDoGStageConfig)
     rows = ok_rows(st, "color_pages", [title])
     writer = st.begin("xdog_pages", title)
+    spread = mc_config.stage_config(preset, "synthetic_pages", synth.PageStageConfig)
     summary = synth.xdog_stage(rows, st, writer, cfg.xdog_config(), progress_logger(context, len(rows), f"xdog_pages[{title}]"),
-                               color_jitter=cfg.color_jitter)
+                               color_jitter=cfg.color_jitter, workers=spread.workers)
     context.log.info(f"{title}: xDoG ({cfg.preset}) of {summary.ok} pages, {summary.quarantined} quarantined")
     return _page_stage_result(context, st, "xdog_pages", writer, summary, preset, str(device.spec().device))
 
@@ -228,8 +240,8 @@ def refined_pages(context: dg.AssetExecutionContext, settings: SettingsResource,
     with synth.model_weights(st, "refiner_model") as path:
         model = load_refiner(path, spec.device)
     writer = st.begin("refined_pages", title)
-    summary = synth.translate_stage(rows, st, writer, lambda page: refine(model, page, amp_dtype=spec.amp_dtype),
-                                    progress_logger(context, len(rows), f"refined_pages[{title}]"))
+    summary = _translate(preset, spec, rows, st, writer, lambda pages: refine_batch(model, pages, amp_dtype=spec.amp_dtype),
+                         progress_logger(context, len(rows), f"refined_pages[{title}]"))
     with mlflow.run(context, params={"refiner_model": st.latest_version("refiner_model")}, per_materialization=True) as tracker:
         return _page_stage_result(context, st, "refined_pages", writer, summary, preset, str(spec.device), tracker)
 
@@ -291,8 +303,8 @@ def synthetic_bw_pages(context: dg.AssetExecutionContext, settings: SettingsReso
     with synth.model_weights(st, "cut_model") as path:
         G = load_cut_generator(path, spec.device)
     writer = st.begin("synthetic_bw_pages", title)
-    summary = synth.translate_stage(rows, st, writer, lambda page: apply_cut(G, page, amp_dtype=spec.amp_dtype),
-                                    progress_logger(context, len(rows), f"synthetic_bw_pages[{title}]"))
+    summary = _translate(preset, spec, rows, st, writer, lambda pages: apply_cut_batch(G, pages, amp_dtype=spec.amp_dtype),
+                         progress_logger(context, len(rows), f"synthetic_bw_pages[{title}]"))
     with mlflow.run(context, params={"cut_model": st.latest_version("cut_model")}, per_materialization=True) as tracker:
         return _page_stage_result(context, st, "synthetic_bw_pages", writer, summary, preset, str(spec.device), tracker)
 

@@ -9,6 +9,7 @@ degenerate sizes) raises `ImageError` with a reason that ends up in the manifest
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from pathlib import Path
 
@@ -114,7 +115,8 @@ def read_image(source: bytes | str | Path, mode: str | None = "RGB") -> np.ndarr
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"decompression bomb: {exc}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(f"corrupt {fmt}: {exc}") from exc
+        # PIL names the BytesIO by its address: without it the reason, so the manifest's version, is stable.
+        raise ImageError(f"corrupt {fmt}: {re.sub(r' <[^<>]* at 0x[0-9a-fA-F]+>', '', str(exc))}") from exc
     except (MemoryError, RecursionError) as exc:
         raise ImageError(f"corrupt {fmt}: decoding needs more than we give a page ({type(exc).__name__})") from exc
     except Exception as exc:  # noqa: BLE001 - PIL's decoders raise anything on crafted bytes; it is still a bad page

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mangacolor.models.refiner import refine
+from mangacolor.models.refiner import refine_batch
 
 
 @dataclass(frozen=True)
@@ -262,4 +262,9 @@ def apply_cut(G: ResnetGenerator, page, device=None, amp_dtype=None):
 
     Pages are padded to at least 8 px a side: the reflection pads at 1/4 scale need 2 px there.
     """
-    return refine(G, page, multiple_of=4, min_size=8, device=device, amp_dtype=amp_dtype)
+    return apply_cut_batch(G, [page], device=device, amp_dtype=amp_dtype)[0]
+
+
+def apply_cut_batch(G: ResnetGenerator, pages, device=None, amp_dtype=None):
+    """`apply_cut` of several uint8 HxW pages of one size in one forward pass."""
+    return refine_batch(G, pages, multiple_of=4, min_size=8, device=device, amp_dtype=amp_dtype)

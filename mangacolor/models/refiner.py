@@ -179,13 +179,32 @@ def refine(
     then crops back, so any page size works. Used for the refiner here and for the CUT generator
     (`mangacolor.models.cut.apply_cut`).
     """
-    if page.ndim != 2 or page.dtype != np.uint8:
-        raise ValueError(f"refine expects a uint8 HxW grey page, got {page.dtype} {page.shape}")
+    return refine_batch(model, [page], multiple_of, min_size, device, amp_dtype)[0]
+
+
+@torch.no_grad()
+def refine_batch(
+    model: nn.Module,
+    pages: list[np.ndarray],
+    multiple_of: int | None = None,
+    min_size: int = 1,
+    device: torch.device | str | None = None,
+    amp_dtype: torch.dtype | None = None,
+) -> list[np.ndarray]:
+    """`refine` of several uint8 HxW pages of one size in one forward pass (one batch on the device)."""
+    if not pages:
+        return []
+    for page in pages:
+        if page.ndim != 2 or page.dtype != np.uint8:
+            raise ValueError(f"refine expects a uint8 HxW grey page, got {page.dtype} {page.shape}")
+    if len({page.shape for page in pages}) > 1:
+        # Padding a page to another's size would change its instance-norm statistics, so its output.
+        raise ValueError(f"refine_batch needs pages of one size, got {sorted({page.shape for page in pages})}")
     if multiple_of is None:
         multiple_of = multiple(model.cfg) if isinstance(getattr(model, "cfg", None), RefinerConfig) else 1
     if device is None:
         device = next(model.parameters()).device
-    x = torch.from_numpy(np.ascontiguousarray(page)).to(device=device, dtype=torch.float32)[None, None] / 127.5 - 1.0
+    x = torch.from_numpy(np.stack(pages)).to(device=device, dtype=torch.float32)[:, None] / 127.5 - 1.0
     x, (h, w) = pad_to_multiple(x, max(1, multiple_of), min_size)
     was_training = model.training
     model.eval()
@@ -194,8 +213,8 @@ def refine(
             y = model(x)
     finally:
         model.train(was_training)
-    y = y[0, 0, :h, :w].float().clamp(-1, 1)
-    return ((y + 1.0) * 127.5).round().to(torch.uint8).cpu().numpy()
+    y = y[:, 0, :h, :w].float().clamp(-1, 1)
+    return list(((y + 1.0) * 127.5).round().to(torch.uint8).cpu().numpy())
 
 
 def count_parameters(model: nn.Module) -> int:

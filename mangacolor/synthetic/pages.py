@@ -15,6 +15,11 @@ Every output row keeps `source_id`, the id of the colour page it was made from, 
 pair a synthetic page with its colour page. Real pages come from `training_bw_rows`: the train
 split only, the holdout is never read. `stage_gap` measures how far a stage's pages are from those
 real pages (`mangacolor.eval.gap.synthetic_gap`), so each step's progress is a number.
+
+The per-title stages stream: pages are decoded in worker processes a few units ahead
+(`mangacolor.io.pagemap`), run through xDoG or the network (on a GPU in same-size batches, on the
+CPU in the workers), and each output is written as it comes, so memory does not grow with the
+pages of a title; `gap_pages` chooses the compared pages from the manifest before reading any.
 """
 
 from __future__ import annotations
@@ -32,10 +37,11 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from mangacolor.data.datasets import ok_rows
+from mangacolor.data.datasets import ManifestImages, ok_rows
 from mangacolor.data.splits import holdout_pages, training_pages
 from mangacolor.eval.gap import synthetic_gap
 from mangacolor.io.images import ImageError, encode_png, read_image
+from mangacolor.io.pagemap import map_batches, size_batches
 from mangacolor.io.store import Store, VersionWriter, safe_part, sha256_bytes
 from mangacolor.synthetic.xdog import PRESETS, XDoGConfig, XDoGError, xdog
 
@@ -117,7 +123,29 @@ def read_grey(store: Store, rows: pd.DataFrame) -> list[np.ndarray]:
     return [read_image(store.read_bytes(uri), mode="L") for uri in rows["uri"]]
 
 
+def gap_pages(store: Store, rows: pd.DataFrame, cfg: GapConfig) -> ManifestImages:
+    """The grey pages `stage_gap` compares: chosen from the manifest first (`cfg.max_pages` by `cfg.seed`,
+    the draw `stage_gap` would make), then read on access, so a title is never decoded at once."""
+    return ManifestImages(store, subsample(rows, cfg.max_pages, cfg.seed), mode="L")
+
+
 # --- the per-page stages ---------------------------------------------------------------------------
+
+
+class PageStageConfig(BaseModel):
+    """Preset section `synthetic_pages:`: how the per-title stages spread their pages over processes and batches.
+
+    What the stages write does not depend on these (`tests/synthetic/test_page_stages.py`), except
+    that a batched forward pass on a GPU may round a pixel differently (±1 grey level) from one page
+    at a time, as floating-point sums in another order do.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_size: int = Field(8, ge=1, description="pages of one size per forward pass of the refiner / CUT on a GPU, "
+                                                 "and per unit of work of a worker")
+    workers: int | None = Field(None, ge=0, description="worker processes that decode (and on the CPU run xDoG or the "
+                                                        "network); null: MANGACOLOR_WORKERS, else cores - 1, at most 8")
 
 
 @dataclass
@@ -126,20 +154,20 @@ class StageSummary:
     quarantined: int = 0
 
 
-def _page_stage(
-    rows: pd.DataFrame,
-    store: Store,
-    writer: VersionWriter,
-    make: Callable[[np.ndarray], np.ndarray],
-    mode: str | None,
-    refused: tuple[type[Exception], ...],
-    progress: Callable[[int, str], None] | None,
-    prepare: Callable[[np.ndarray, dict], np.ndarray] | None = None,
-) -> StageSummary:
-    """Read each ok row's page, `make` a grey page of it, write it as PNG; `refused` errors quarantine the page."""
-    summary = StageSummary()
-    used: set[str] = set()
-    for n, row in enumerate(rows.sort_values("id").to_dict("records"), 1):
+@dataclass
+class _Done:
+    """One page's outcome, made in a worker: PNG bytes and size, or why it was quarantined."""
+
+    index: int
+    data: bytes | None = None
+    shape: tuple[int, int] | None = None
+    reason: str | None = None
+
+
+def _jobs(rows: pd.DataFrame) -> list[dict]:
+    """The ok rows in id order, each with its output row stub (`out`) and a unique file `name`."""
+    jobs, used = [], set()
+    for row in rows.sort_values("id").to_dict("records"):
         name = safe_part(str(row["page"]).replace("/", "-").rsplit(".", 1)[0])
         while name in used:
             name += "_"
@@ -149,21 +177,38 @@ def _page_stage(
         source_sha = row.get("source_sha256") or row.get("sha256")
         out = {"id": row["id"], "title": row["title"], "page": row["page"], "source_uri": row["uri"],
                "source_id": source_id, "source_sha256": source_sha}
-        try:
-            image = read_image(store.read_bytes(row["uri"]), mode=mode)
-            page = make(prepare(image, row) if prepare is not None else image)
-            data = encode_png(page)
-        except (ImageError, *refused) as exc:
-            reason = getattr(exc, "reason", None) or str(exc)
-            writer.add({**out, "status": "quarantined", "reason": reason})
-            summary.quarantined += 1
-        else:
-            path = writer.write(f"pages/{name}.png", data)
-            writer.add({**out, "path": path, "height": page.shape[0], "width": page.shape[1],
-                        "sha256": sha256_bytes(data), "status": "ok", "reason": None})
-            summary.ok += 1
-        if progress:
-            progress(n, row["id"])
+        jobs.append({"row": row, "out": out, "name": name})
+    return jobs
+
+
+def _reason(exc: Exception) -> str:
+    return getattr(exc, "reason", None) or str(exc)
+
+
+def _finish(index: int, page: np.ndarray) -> _Done:
+    return _Done(index, encode_png(page), (int(page.shape[0]), int(page.shape[1])))
+
+
+def _write(jobs: list[dict], results, writer: VersionWriter,
+           progress: Callable[[int, str], None] | None) -> StageSummary:
+    """Write each page as its batch arrives; the manifest rows go in id order at the end (they are small)."""
+    summary, rows, n = StageSummary(), {}, 0
+    for done_batch in results:
+        for done in done_batch:
+            job = jobs[done.index]
+            if done.data is None:
+                rows[done.index] = {**job["out"], "status": "quarantined", "reason": done.reason}
+                summary.quarantined += 1
+            else:
+                path = writer.write(f"pages/{job['name']}.png", done.data)
+                rows[done.index] = {**job["out"], "path": path, "height": done.shape[0], "width": done.shape[1],
+                                    "sha256": sha256_bytes(done.data), "status": "ok", "reason": None}
+                summary.ok += 1
+            n += 1
+            if progress:
+                progress(n, job["out"]["id"])
+    for i in sorted(rows):
+        writer.add(rows[i])
     return summary
 
 
@@ -173,32 +218,83 @@ def page_seed(page_id: str, salt: str = "color_jitter") -> int:
 
 
 def xdog_stage(rows: pd.DataFrame, store: Store, writer: VersionWriter, config: XDoGConfig,
-               progress: Callable[[int, str], None] | None = None, color_jitter: dict | None = None) -> StageSummary:
+               progress: Callable[[int, str], None] | None = None, color_jitter: dict | None = None,
+               workers: int | None = None) -> StageSummary:
     """Step 1: xDoG of each colour page (ok rows of `color_pages`, with `uri`); what xDoG refuses is quarantined.
 
     `color_jitter` (ColorPageJitter keywords; None: none) jitters each colour page first, seeded by its id.
+    Pages are read, jittered, drawn and encoded in `workers` processes (`mangacolor.io.pagemap`), one
+    page a unit, and written here as they come: a title is never in memory at once.
     """
-    prepare = None
+    jitter = None
     if color_jitter is not None:
         from mangacolor.data.augment import color_page_jitter
 
         jitter = color_page_jitter(**color_jitter)
+    jobs = _jobs(rows)
 
-        def prepare(image: np.ndarray, row: dict) -> np.ndarray:
-            rgb = image[..., :3] if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
-            return jitter(np.ascontiguousarray(rgb), seed=page_seed(str(row["id"])))
+    def make(batch: list[int]) -> list[_Done]:
+        done = []
+        for i in batch:
+            row = jobs[i]["row"]
+            try:
+                image = read_image(store.read_bytes(row["uri"]), mode=None)
+                if jitter is not None:
+                    rgb = image[..., :3] if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
+                    image = jitter(np.ascontiguousarray(rgb), seed=page_seed(str(row["id"])))
+                done.append(_finish(i, xdog(image, config)))
+            except (ImageError, XDoGError) as exc:
+                done.append(_Done(i, reason=_reason(exc)))
+        return done
 
-    return _page_stage(rows, store, writer, lambda image: xdog(image, config), None, (XDoGError,), progress, prepare)
+    batches = [[i] for i in range(len(jobs))]
+    return _write(jobs, map_batches(lambda batch: batch, make, batches, workers=workers), writer, progress)
 
 
-def translate_stage(rows: pd.DataFrame, store: Store, writer: VersionWriter, network: Callable[[np.ndarray], np.ndarray],
-                    progress: Callable[[int, str], None] | None = None) -> StageSummary:
-    """Steps 2 and 3: a page->page network (uint8 HxW in, uint8 HxW out) over each grey page of the previous step.
+def translate_stage(rows: pd.DataFrame, store: Store, writer: VersionWriter,
+                    network: Callable[[list[np.ndarray]], list[np.ndarray]],
+                    progress: Callable[[int, str], None] | None = None, *, batch_size: int = 8,
+                    workers: int | None = None, batched: bool = False) -> StageSummary:
+    """Steps 2 and 3: a page->page network (uint8 HxW pages of one size in, as many out) over the grey pages of the previous step.
+
+    Pages are grouped by size (the manifest's `height`/`width`; a unit whose pages turn out to differ
+    is split by size) into units of at most `batch_size`, decoded in `workers` processes and written
+    as they come. `batched` (a GPU): the network runs here, one forward pass per unit. Otherwise (the
+    CPU) it runs in the workers, one page a pass, so the pages written do not depend on `batch_size`
+    or `workers` at all.
 
     An unreadable page is quarantined; a network error (out of memory, a broken model) stops the
     stage, because it would otherwise quarantine every page of the title for one cause.
     """
-    return _page_stage(rows, store, writer, network, "L", (), progress)
+    jobs = _jobs(rows)
+    sizes = [(j["row"].get("height"), j["row"].get("width")) for j in jobs]
+    batches = size_batches([None if any(pd.isna(v) for v in hw) else hw for hw in sizes], batch_size)
+
+    def load(batch: list[int]) -> list[tuple[int, np.ndarray | None, str | None]]:
+        loaded = []
+        for i in batch:
+            try:
+                loaded.append((i, read_image(store.read_bytes(jobs[i]["row"]["uri"]), mode="L"), None))
+            except ImageError as exc:
+                loaded.append((i, None, _reason(exc)))
+        return loaded
+
+    def apply(loaded: list[tuple[int, np.ndarray | None, str | None]]) -> list[_Done]:
+        done = {i: _Done(i, reason=reason) for i, page, reason in loaded if page is None}
+        by_size: dict[tuple[int, ...], list[tuple[int, np.ndarray]]] = {}
+        for i, page, _ in loaded:
+            if page is not None:
+                by_size.setdefault(page.shape, []).append((i, page))
+        for group in by_size.values():
+            if batched:
+                outs = network([page for _, page in group])
+            else:
+                outs = [network([page])[0] for _, page in group]
+            done |= {i: _finish(i, out) for (i, _), out in zip(group, outs)}
+        return [done[i] for i, _, _ in loaded]
+
+    results = map_batches(load, apply, batches, workers=workers, apply_in_workers=not batched)
+    return _write(jobs, results, writer, progress)
 
 
 # --- the refiner's pairs ---------------------------------------------------------------------------
@@ -297,7 +393,7 @@ def stage_gap(synth: Sequence[np.ndarray], real: Sequence[np.ndarray], cfg: GapC
     """`synthetic_gap` of synthetic vs real grey pages, subsampled to `cfg.max_pages` a side by `cfg.seed`."""
     def pick(pages):
         if cfg.max_pages is None or len(pages) <= cfg.max_pages:
-            return list(pages)
+            return pages  # a lazy sequence (`gap_pages`) stays lazy
         keep = np.sort(np.random.default_rng(cfg.seed).choice(len(pages), cfg.max_pages, replace=False))
         return [pages[i] for i in keep]
 

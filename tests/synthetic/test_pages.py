@@ -48,7 +48,7 @@ def test_translate_stage_carries_source_ids_and_quarantines_unreadable_pages(tmp
     rows["source_id"] = ["colour/a", "colour/b"]
     rows["source_sha256"] = ["sa", "sb"]
     writer = store.begin("refined_pages", "t")
-    summary = translate_stage(rows, store, writer, lambda page: 255 - page)
+    summary = translate_stage(rows, store, writer, lambda pages: [255 - p for p in pages])
     _, vdir, frame = writer.commit()
     assert (summary.ok, summary.quarantined) == (1, 1)
     frame = frame.set_index("id")
@@ -63,7 +63,7 @@ def test_translate_stage_stops_on_a_network_error_instead_of_quarantining_the_ti
     store = Store(tmp_path)
     rows = _rows(store, {"a.png": encode_png(_page(1)[..., 0])})
 
-    def broken(page):
+    def broken(pages):
         raise RuntimeError("CUDA out of memory")
 
     with pytest.raises(RuntimeError, match="out of memory"):
