@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import mlflow
@@ -24,16 +25,43 @@ from mangacolor.tracking import MlflowTracker, NullTracker
 from mangacolor.training import distributed
 
 
-def _step1(spec: dict, tracker, progress):
+def _colorization(spec: dict):
+    """(store, colorization config, device spec) as the asset built them."""
     settings = SettingsResource(preset=spec["preset"], artifact_root=spec["artifact_root"])
-    cfg = colorization._config(settings)
     st = Store(spec["artifact_root"], spec.get("storage_options") or None)
     device = DeviceResource(**{k: v for k, v in spec["device"].items() if v is not None}).spec()
+    return st, colorization._config(settings), device
+
+
+def _step1(spec: dict, tracker, progress):
+    st, cfg, device = _colorization(spec)
     tcfg, step, pairs, real, every = colorization.step1_plan(st, cfg, spec["titles"])
     return colorization.train_step1(st, cfg, tcfg, step, pairs, real, every, Path(spec["work"]), device, tracker, progress)
 
 
-STAGES = {"colorizer_step1_snapshots": _step1}
+def _finetune(spec: dict, tracker, progress):
+    st, cfg, device = _colorization(spec)
+    with tempfile.TemporaryDirectory() as tmp:
+        return colorization.finetune_train(st, cfg, Path(spec["work"]), device, tracker, progress, Path(tmp))
+
+
+def _step2(spec: dict, tracker, progress):
+    st, cfg, device = _colorization(spec)
+    with tempfile.TemporaryDirectory() as tmp:
+        return colorization.step2_train(st, cfg, spec["titles"], Path(spec["work"]), device, tracker, progress, Path(tmp))
+
+
+# Stage name (the asset's) -> fn(spec, tracker, progress) returning the loop's result (dataclasses, lists, dicts).
+STAGES = {"colorizer_step1_snapshots": _step1, "colorizer_step1_finetuned": _finetune, "colorizer_step2": _step2}
+
+
+def as_json(result):
+    """The loop's result as JSON for the Pipes report: dataclasses as dicts, paths as strings."""
+    if dataclasses.is_dataclass(result):
+        result = dataclasses.asdict(result)
+    elif isinstance(result, (list, tuple)):
+        result = [dataclasses.asdict(r) if dataclasses.is_dataclass(r) else r for r in result]
+    return json.loads(json.dumps(result, default=str))
 
 
 def main(spec_path: str) -> None:
@@ -52,10 +80,8 @@ def main(spec_path: str) -> None:
             with mlflow.start_run(run_id=spec["mlflow"]["run_id"]):
                 pipes.log.info(f"torchrun: {ctx.world_size} processes, backend {torch.distributed.get_backend() if ctx.enabled else 'none'}")
                 result = train(spec, MlflowTracker(spec["mlflow"]["run_id"]), pipes.log.info)
-            raw = dataclasses.asdict(result)
-            raw = {**raw, "generator": str(result.generator), "discriminator": str(result.discriminator) if result.discriminator else None}
             pipes.report_asset_materialization(metadata={
-                "train_result": {"raw_value": raw, "type": "json"},
+                "train_result": {"raw_value": as_json(result), "type": "json"},
                 "world_size": ctx.world_size,
                 "ddp_backend": torch.distributed.get_backend() if ctx.enabled else "none",
                 "launched_with": "torchrun",

@@ -147,6 +147,23 @@ LOOPS: dict[str, Drill] = {
 }
 
 
+# Global batch of each loop in the 1-vs-N-process comparisons (2 per process and more where a loop needs it):
+# StyleGAN2's minibatch-stddev groups 4 images, and with 4 per process they are the groups of one process
+# (rows are strided over processes). The two pSp encoders are one loop (input_nc 1 or 3).
+DDP_BATCH = {"colorizer_adapt": 4, "colorizer_self_train": 4, "colorizer_finetune": 4, "stylegan": 8,
+             "drafting_network": 4, "inversion_encoder": 4, "refiner": 2, "cut": 2}
+
+
+def max_abs_diff(a: Path, b: Path) -> float:
+    """Largest absolute difference between the floating-point tensors of two safetensors files."""
+    from safetensors.torch import load_file
+
+    x, y = load_file(str(a)), load_file(str(b))
+    if x.keys() != y.keys():
+        raise ValueError(f"{a} and {b} hold different tensors")
+    return max(float((x[k].double() - y[k].double()).abs().max()) for k in x if x[k].is_floating_point())
+
+
 def run(loop: str, out_dir: Path, workers: int = 0, step_delay: float = 0.0, batch: int | None = None,
         fp32: bool = False) -> list[Path]:
     """Run (or resume) one drill loop; `step_delay` seconds of sleep per progress message (kill window);
