@@ -104,6 +104,17 @@ def train_colorizer_stage(context, torchrun: TorchrunResource, stage: str, *args
     return colorizer_result(raw), meta
 
 
+def run_stage(context: dg.AssetExecutionContext, torchrun: TorchrunResource, stage: str, train, *, tracker, mlflow, settings,
+              store, device, work: Path, titles=(), **args) -> tuple[Any, dict]:
+    """`train(store, preset, titles, work, device spec, tracker, progress, **args)` in this process, or under
+    `torchrun` when `torchrun.launches()` (the worker calls the same function by the stage's name):
+    (the loop's result, JSON after a launch; the metadata rank 0 reported, {} in this process)."""
+    if torchrun.launches():
+        return train_stage(context, torchrun, stage, tracker.run_id, mlflow.tracking_uri, settings.preset, store, list(titles),
+                           device, work, **args)
+    return train(store.get(), settings.load(), list(titles), work, device.spec(), tracker, context.log.info, **args), {}
+
+
 # --- what a GPU asset asks of the cluster ----------------------------------------------------------------
 
 # A retried training step resumes from its last checkpoint (kept under the artifact root or its mirror):

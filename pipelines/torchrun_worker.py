@@ -18,41 +18,62 @@ from pathlib import Path
 import mlflow
 import torch
 
-from assets import colorization
+from assets import colorization, drafting, synthetic
 from assets.resources import DeviceResource, SettingsResource
 from mangacolor.io.store import Store
 from mangacolor.tracking import MlflowTracker, NullTracker
 from mangacolor.training import distributed
 
 
-def _colorization(spec: dict):
-    """(store, colorization config, device spec) as the asset built them."""
+def _common(spec: dict):
+    """(store, settings, device spec) as the asset built them."""
     settings = SettingsResource(preset=spec["preset"], artifact_root=spec["artifact_root"])
     st = Store(spec["artifact_root"], spec.get("storage_options") or None)
     device = DeviceResource(**{k: v for k, v in spec["device"].items() if v is not None}).spec()
-    return st, colorization._config(settings), device
+    return st, settings, device
 
 
 def _step1(spec: dict, tracker, progress):
-    st, cfg, device = _colorization(spec)
+    st, settings, device = _common(spec)
+    cfg = colorization._config(settings)
     tcfg, step, pairs, real, every = colorization.step1_plan(st, cfg, spec["titles"])
     return colorization.train_step1(st, cfg, tcfg, step, pairs, real, every, Path(spec["work"]), device, tracker, progress)
 
 
 def _finetune(spec: dict, tracker, progress):
-    st, cfg, device = _colorization(spec)
+    st, settings, device = _common(spec)
     with tempfile.TemporaryDirectory() as tmp:
-        return colorization.finetune_train(st, cfg, Path(spec["work"]), device, tracker, progress, Path(tmp))
+        return colorization.finetune_train(st, colorization._config(settings), Path(spec["work"]), device, tracker, progress,
+                                           Path(tmp))
 
 
 def _step2(spec: dict, tracker, progress):
-    st, cfg, device = _colorization(spec)
+    st, settings, device = _common(spec)
     with tempfile.TemporaryDirectory() as tmp:
-        return colorization.step2_train(st, cfg, spec["titles"], Path(spec["work"]), device, tracker, progress, Path(tmp))
+        return colorization.step2_train(st, colorization._config(settings), spec["titles"], Path(spec["work"]), device, tracker,
+                                        progress, Path(tmp))
+
+
+def _stage(train):
+    """A stage whose asset calls `launch.run_stage(..., train, ...)`: the same call, in this rank."""
+    def run(spec: dict, tracker, progress):
+        st, settings, device = _common(spec)
+        return train(st, settings.load(), spec["titles"], Path(spec["work"]), device, tracker, progress, **spec.get("args", {}))
+    return run
 
 
 # Stage name (the asset's) -> fn(spec, tracker, progress) returning the loop's result (dataclasses, lists, dicts).
-STAGES = {"colorizer_step1_snapshots": _step1, "colorizer_step1_finetuned": _finetune, "colorizer_step2": _step2}
+STAGES = {
+    "colorizer_step1_snapshots": _step1,
+    "colorizer_step1_finetuned": _finetune,
+    "colorizer_step2": _step2,
+    "stylegan": _stage(drafting.stylegan_train),
+    "inversion_encoder": _stage(drafting.encoder_train),
+    "drafting_network": _stage(drafting.encoder_train),
+    "drafting_network_final": _stage(drafting.encoder_train),
+    "refiner_model": _stage(synthetic.refiner_train),
+    "cut_model": _stage(synthetic.cut_train),
+}
 
 
 def as_json(result):
