@@ -110,9 +110,7 @@ def train_cut(
     Returns {"weights": path of cut_generator.safetensors, "step": n, "metrics": {...}}. Under
     `torchrun` (`dist`, default the initialised process group) each process keeps its rows of every
     step's global batch of crops (crops are cheap; the patch positions are shared), gradients are
-    averaged, and rank 0 alone logs and writes (mangacolor/training/distributed.py). Known gap: the
-    PatchNCE term's gradients do not yet split exactly over processes, so N processes drift from one
-    (2e-3 after 6 tiny steps; tests/training/test_distributed_loops.py marks it).
+    averaged, and rank 0 alone logs and writes (mangacolor/training/distributed.py).
     """
     if len(source_pages) == 0 or len(target_pages) == 0:
         raise ValueError(f"train_cut needs pages on both sides; got {len(source_pages)} source and {len(target_pages)} target pages")
