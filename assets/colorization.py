@@ -230,8 +230,8 @@ def colorizer_step1_snapshots(context: dg.AssetExecutionContext, settings: Setti
         tracker.set_tags(_variant_tags(cfg))
         fallback = _fallback_meta(pairs.fallbacks, tracker)
         if torchrun.launches():
-            result, launched = launch.train_step1(context, torchrun, tracker.run_id, mlflow.tracking_uri, settings.preset,
-                                                  store, titles, device, work)
+            result, launched = launch.train_colorizer_stage(context, torchrun, "colorizer_step1_snapshots", tracker.run_id,
+                                                            mlflow.tracking_uri, settings.preset, store, titles, device, work)
         else:
             result, launched = train_step1(st, cfg, tcfg, step, pairs, real, every, work, spec, tracker, context.log.info), {}
         tracker.log_artifact(result.generator, "weights")  # the last snapshot; the others stay in the store
@@ -271,6 +271,17 @@ def _snapshots(st, asset: str) -> tuple[str, pd.DataFrame]:
     return vdir, frame[frame["role"] == "snapshot"].sort_values("step")
 
 
+def finetune_train(st, cfg: stages.ColorizationConfig, work: Path, spec, tracker, progress, tmp: Path) -> list[stages.FinetunedSnapshot]:
+    """The fine-tune of every step-1 snapshot; shared by the asset and the `torchrun` worker (each rank copies
+    the snapshots into its own `tmp`, the fine-tuned weights go to the shared `work`)."""
+    vdir1, shots = _snapshots(st, "colorizer_step1_snapshots")
+    pairs = stages.matched_pairs(st, cfg.variant.use_drafts)
+    local = [(int(r.step), int(r.epoch), _to_local(st, f"{vdir1}/{r.path}", tmp / f"{int(r.step)}.safetensors"))
+             for r in shots.itertuples()]
+    return stages.finetune_snapshots(cfg.train_config("finetune", "finetune"), local, stages.StorePairs(st, pairs.rows), work,
+                                     spec, tracker, progress=progress, augment=cfg.augmentation())
+
+
 @dg.asset(
     deps=[colorizer_step1_snapshots, page_pairs, DRAFTS],
     group_name=GROUP,
@@ -284,12 +295,11 @@ def _snapshots(st, asset: str) -> tuple[str, pd.DataFrame]:
 )
 @commits_last
 def colorizer_step1_finetuned(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
-                              device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+                              device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
     st, spec, cfg = store.get(), device.spec(), _config(settings)
     flags = cfg.variant
     vdir1, shots = _snapshots(st, "colorizer_step1_snapshots")
     pairs = stages.matched_pairs(st, flags.use_drafts)
-    tcfg = cfg.train_config("finetune", "finetune")
     work = checkpoint_dir(context, _checkpoint_key(cfg, "finetune", pairs=stages.rows_digest(pairs.rows, ("id", "sha256", "draft_uri")),
                                                    init=stages.rows_digest(shots.assign(id=shots["step"].astype(str)))))
     fallbacks = list(pairs.fallbacks)
@@ -301,10 +311,12 @@ def colorizer_step1_finetuned(context: dg.AssetExecutionContext, settings: Setti
     with tempfile.TemporaryDirectory() as tmp, mlflow.run(context, params=params) as tracker:
         tracker.set_tags(_variant_tags(cfg))
         fallback = _fallback_meta(fallbacks, tracker)
-        local = [(int(r.step), int(r.epoch), _to_local(st, f"{vdir1}/{r.path}", Path(tmp) / f"{int(r.step)}.safetensors"))
-                 for r in shots.itertuples()]
-        tuned = stages.finetune_snapshots(tcfg, local, stages.StorePairs(st, pairs.rows), work, spec, tracker,
-                                          progress=context.log.info, augment=cfg.augmentation())
+        if torchrun.launches() and len(pairs.rows):
+            raw, launched = launch.train_stage(context, torchrun, "colorizer_step1_finetuned", tracker.run_id, mlflow.tracking_uri,
+                                               settings.preset, store, [], device, work)
+            tuned = [stages.FinetunedSnapshot(**t) for t in raw]
+        else:
+            tuned, launched = finetune_train(st, cfg, work, spec, tracker, context.log.info, Path(tmp)), {}
         tracker.log_dataset(pairs.rows, name="matched_bw", source=st.uri())
         for snap, row in zip(tuned, shots.itertuples()):
             if not snap.samples:  # passed through: the step-1 grid
@@ -327,6 +339,7 @@ def colorizer_step1_finetuned(context: dg.AssetExecutionContext, settings: Setti
         "finetune_steps": steps,
         "finetune_steps_per_snapshot": tuned[0].finetune_steps if tuned else 0,
         "resumed_from_step": max((t.resumed_from for t in tuned), default=0),
+        **launched,
         **fallback,
         "mlflow_run_id": tracker.run_id,
     }
@@ -474,6 +487,19 @@ def pseudolabels(context: dg.AssetExecutionContext, settings: SettingsResource, 
 # --- step 2: self-training ----------------------------------------------------------------------------
 
 
+def step2_train(st, cfg: stages.ColorizationConfig, titles: list[str], work: Path, spec, tracker, progress, tmp: Path):
+    """Step 2's loop; shared by the asset and the `torchrun` worker (each rank copies the initial weights to its `tmp`)."""
+    flags = cfg.variant
+    pairs = stages.synthetic_pairs(st, titles, flags.use_drafts, flags.synthetic)
+    pseudo = stages.pseudolabel_pairs(st, flags.use_drafts)
+    tcfg = cfg.train_config("step2", "self_train")
+    init = _to_local(st, _selected(st).iloc[0]["uri"], tmp / "init.safetensors") if cfg.step2.init == "best_snapshot" else None
+    return train_colorizer(tcfg, stages.StorePairs(st, pairs.rows), stages.StorePairs(st, pseudo), work, spec, tracker,
+                           progress=progress, step="self_train", init_weights=init,
+                           snapshot_every=stages.total_steps(tcfg, "self_train", len(pairs.rows) + len(pseudo)),
+                           augment=cfg.augmentation())
+
+
 @dg.asset(
     deps=[pseudolabels, selected_snapshots, SYNTHETIC, *SYNTHETIC_LOWER, DRAFTS, COLOR, BW, page_splits],
     group_name=GROUP,
@@ -487,7 +513,7 @@ def pseudolabels(context: dg.AssetExecutionContext, settings: SettingsResource, 
 )
 @commits_last
 def colorizer_step2(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
-                    device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+                    device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
     st, spec, cfg = store.get(), device.spec(), _config(settings)
     flags = cfg.variant
     best = _selected(st).iloc[0]
@@ -503,11 +529,11 @@ def colorizer_step2(context: dg.AssetExecutionContext, settings: SettingsResourc
         note = f"variant.self_training is false: step 1's best snapshot (step {int(best['step'])}) passes through"
         return dg.MaterializeResult(metadata={**version_metadata(st, version, vdir), "skipped": True, "variant": flags.name(), "note": note},
                                     data_version=dg.DataVersion(version))
-    pairs = stages.synthetic_pairs(st, _color_titles(context, st), flags.use_drafts, flags.synthetic)
+    titles = _color_titles(context, st)
+    pairs = stages.synthetic_pairs(st, titles, flags.use_drafts, flags.synthetic)
     pseudo = stages.pseudolabel_pairs(st, flags.use_drafts)
     if pseudo.empty:
         raise dg.Failure("pseudolabels is empty: materialize pseudolabels (with variant.self_training true) first")
-    tcfg = cfg.train_config("step2", "self_train")
     init = cfg.step2.init == "best_snapshot"
     work = checkpoint_dir(context, _checkpoint_key(cfg, "step2", pairs=stages.rows_digest(pairs.rows, ("id", "sha256", "draft_uri")),
                                                    pseudo=stages.rows_digest(pseudo), init=best["sha256"] if init else None))
@@ -517,11 +543,11 @@ def colorizer_step2(context: dg.AssetExecutionContext, settings: SettingsResourc
     with tempfile.TemporaryDirectory() as tmp, mlflow.run(context, params=params) as tracker:
         tracker.set_tags(_variant_tags(cfg))
         fallback = _fallback_meta(pairs.fallbacks, tracker)
-        init_weights = _to_local(st, best["uri"], Path(tmp) / "init.safetensors") if init else None
-        n = len(pairs.rows) + len(pseudo)
-        result = train_colorizer(tcfg, stages.StorePairs(st, pairs.rows), stages.StorePairs(st, pseudo), work, spec, tracker,
-                                 progress=context.log.info, step="self_train", init_weights=init_weights,
-                                 snapshot_every=stages.total_steps(tcfg, "self_train", n), augment=cfg.augmentation())
+        if torchrun.launches():
+            result, launched = launch.train_colorizer_stage(context, torchrun, "colorizer_step2", tracker.run_id, mlflow.tracking_uri,
+                                                            settings.preset, store, titles, device, work)
+        else:
+            result, launched = step2_train(st, cfg, titles, work, spec, tracker, context.log.info, Path(tmp)), {}
         tracker.log_artifact(result.generator, "weights")
         _log_training_pages(tracker, st, pseudolabel_bw=pseudo, synthetic=pairs.rows)
         _weights_row(writer, Path(result.generator).read_bytes())
@@ -530,6 +556,7 @@ def colorizer_step2(context: dg.AssetExecutionContext, settings: SettingsResourc
         version, vdir, _ = writer.seal(salt=_stage_flags(cfg, "step2"))
     meta = {
         **_train_metadata(st, version, vdir, result, resumed, tracker),
+        **launched,
         "variant": flags.name(),
         "synthetic_pairs": len(pairs.rows),
         "pseudolabels": len(pseudo),

@@ -33,7 +33,7 @@ from .common import (
 )
 from .digests import digest_key
 from .ingest import bw_pages, color_pages, page_splits
-from .launch import GPU_OP_TAGS, TRAINING_RETRY
+from .launch import GPU_OP_TAGS, TRAINING_RETRY, TorchrunResource, run_stage
 from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
 
 EAGER = dg.AutomationCondition.eager()
@@ -100,6 +100,13 @@ def blurred_color_pages(context: dg.AssetExecutionContext, settings: SettingsRes
 # --- the Coloring Latent Space ---------------------------------------------------------------------
 
 
+def stylegan_train(st, preset: dict, titles: list[str], work, spec, tracker, progress) -> dict:
+    """The StyleGAN2 loop on the blurred pages of `titles`; shared by the asset and the `torchrun` worker."""
+    cfg, _ = drafting.stylegan_config(preset)
+    rows = drafting.blurred_rows(st, titles)
+    return train_stylegan(cfg, drafting.SquarePages(st, list(rows["uri"]), cfg.size), work, spec, tracker, progress=progress)
+
+
 @dg.asset(
     deps=[blurred_color_pages, digest_key("blurred_color_pages")],
     group_name=GROUP,
@@ -111,10 +118,11 @@ def blurred_color_pages(context: dg.AssetExecutionContext, settings: SettingsRes
 )
 @commits_last
 def stylegan(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
-             device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+             device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
     preset, st, spec = settings.load(), store.get(), device.spec()
     cfg, report_cfg = drafting.stylegan_config(preset)
-    rows = drafting.blurred_rows(st, _materialized_titles(context, st, "blurred_color_pages"))
+    titles = _materialized_titles(context, st, "blurred_color_pages")
+    rows = drafting.blurred_rows(st, titles)
     images = drafting.SquarePages(st, list(rows["uri"]), cfg.size)
     digest = drafting.rows_digest(rows)
     work = checkpoint_dir(context, drafting.checkpoint_key(cfg, drafting.STYLEGAN_LOOP_ONLY, pages=digest))
@@ -122,7 +130,8 @@ def stylegan(context: dg.AssetExecutionContext, settings: SettingsResource, stor
     params = {"train_pages": len(rows), "train_pages_digest": digest, "resumed_from_step": resumed,
               "report": report_cfg.model_dump(mode="json")}
     with mlflow.run(context, params=params) as tracker:
-        result = train_stylegan(cfg, images, work, spec, tracker, progress=context.log.info)
+        result, launched = run_stage(context, torchrun, "stylegan", stylegan_train, tracker=tracker, mlflow=mlflow, settings=settings,
+                                     store=store, device=device, work=work, titles=titles)
         g_ema, _ = load_generator(result["generator"])
         report = drafting.generator_report(g_ema.to(spec.device), images, report_cfg, spec.device,
                                            work_dir() / "fid_features", context.log.debug)
@@ -133,7 +142,7 @@ def stylegan(context: dg.AssetExecutionContext, settings: SettingsResource, stor
         tracker.set_tags({"fid_features": m.feature_extractor, "random_init_inception": str(m.random_init)}
                   | ({"fid_note": drafting.RANDOM_INIT_NOTE} if m.random_init else {}))
         meta = {
-            "steps": result["steps"], "size": cfg.size,
+            "steps": result["steps"], "size": cfg.size, **launched,
             **{k: float(v) for k, v in result["metrics"].items()},
             "fid": m.fid, "kid": m.kid_mean, "fid_samples": m.n_b, "fid_features": m.feature_extractor,
             "random_init": m.random_init, "fid_report": dg.MetadataValue.md(m.to_markdown()),
@@ -148,29 +157,45 @@ def stylegan(context: dg.AssetExecutionContext, settings: SettingsResource, stor
 # --- the two encoders into W+ ----------------------------------------------------------------------
 
 
-def _train_encoder(context, settings, store, device, mlflow, asset: str, input_nc: int,
-                   section: str | None = None, pseudolabels: bool = False) -> dg.MaterializeResult:
-    preset, st, spec = settings.load(), store.get(), device.spec()
-    cfg = drafting.psp_config(preset, section or asset, input_nc)
+def encoder_plan(st, preset: dict, titles: list[str], input_nc: int, section: str, pseudolabels: bool):
+    """(loop config, blur config, training rows, pairs, titles read as grey pages, pseudolabels missing) of a
+    pSp encoder; shared by the asset and the `torchrun` worker."""
+    cfg = drafting.psp_config(preset, section, input_nc)
     blur = mc_config.stage_config(preset, "blur", BlurConfig)
-    blur_size = blur.size
-    titles = _materialized_titles(context, st, "blurred_color_pages")
-    notes = {}
+    grey, no_pseudo = [], False
     if input_nc == 3:
         rows = drafting.inversion_rows(st, titles)
     else:
         rows, grey = drafting.drafting_rows(st, titles)
-        if grey:
-            notes["input_note"] = drafting.GREY_FALLBACK_NOTE
-            notes["grey_titles"] = dg.MetadataValue.json(grey)
-            context.log.warning(f"{drafting.GREY_FALLBACK_NOTE} for {grey}")
         if pseudolabels:
             pseudo = drafting.pseudolabel_draft_rows(st)
-            if pseudo.empty:
-                notes["pseudolabel_note"] = "no pseudolabels (self-training off or not materialized): synthetic pairs only"
-                context.log.warning(notes["pseudolabel_note"])
+            no_pseudo = pseudo.empty
             rows = pd.concat([rows.assign(blur_target=False), pseudo], ignore_index=True)
-    pairs = drafting.DraftPairs(st, rows, "RGB" if input_nc == 3 else "L", blur_size, blur.sigma)
+    pairs = drafting.DraftPairs(st, rows, "RGB" if input_nc == 3 else "L", blur.size, blur.sigma)
+    return cfg, blur, rows, pairs, grey, no_pseudo
+
+
+def encoder_train(st, preset: dict, titles: list[str], work, spec, tracker, progress, input_nc: int, section: str,
+                  pseudolabels: bool, generator: str) -> dict:
+    """The pSp loop against the stylegan version `generator`; shared by the asset and the `torchrun` worker."""
+    cfg, _, _, pairs, _, _ = encoder_plan(st, preset, titles, input_nc, section, pseudolabels)
+    with drafting.local_file(st, drafting.generator_path(st, generator)) as gen_path:
+        return train_psp(cfg, pairs, gen_path, work, spec, tracker, progress=progress)
+
+
+def _train_encoder(context, settings, store, device, mlflow, torchrun, asset: str, input_nc: int,
+                   section: str | None = None, pseudolabels: bool = False) -> dg.MaterializeResult:
+    preset, st, spec = settings.load(), store.get(), device.spec()
+    titles = _materialized_titles(context, st, "blurred_color_pages")
+    cfg, blur, rows, pairs, grey, no_pseudo = encoder_plan(st, preset, titles, input_nc, section or asset, pseudolabels)
+    notes = {}
+    if grey:
+        notes["input_note"] = drafting.GREY_FALLBACK_NOTE
+        notes["grey_titles"] = dg.MetadataValue.json(grey)
+        context.log.warning(f"{drafting.GREY_FALLBACK_NOTE} for {grey}")
+    if no_pseudo:
+        notes["pseudolabel_note"] = "no pseudolabels (self-training off or not materialized): synthetic pairs only"
+        context.log.warning(notes["pseudolabel_note"])
     _, gen_row = drafting.weights_row(st, "stylegan")
     gen_version = st.latest_version("stylegan")
     digest = drafting.rows_digest(rows)
@@ -181,14 +206,16 @@ def _train_encoder(context, settings, store, device, mlflow, asset: str, input_n
     params = {"train_pages": len(rows), "train_pages_digest": digest, "stylegan_version": gen_version,
               "resumed_from_step": resumed, "inputs": kinds}
     with mlflow.run(context, params=params) as tracker:
+        result, launched = run_stage(context, torchrun, asset, encoder_train, tracker=tracker, mlflow=mlflow, settings=settings,
+                                     store=store, device=device, work=work, titles=titles, input_nc=input_nc,
+                                     section=section or asset, pseudolabels=pseudolabels, generator=gen_version)
         with drafting.local_file(st, drafting.generator_path(st, gen_version)) as gen_path:
-            result = train_psp(cfg, pairs, gen_path, work, spec, tracker, progress=context.log.info)
             psp = load_psp(result["encoder"], gen_path).to(spec.device)
         random_lpips = result["lpips_trunk"] == "random"
         tracker.set_tags({"lpips_trunk": result["lpips_trunk"]} | ({"lpips_note": LPIPS_RANDOM_NOTE} if random_lpips else {})
                   | ({"input_note": notes["input_note"]} if "input_note" in notes else {}))
         meta = {
-            "steps": result["steps"], "input_nc": input_nc, "inputs": dg.MetadataValue.json(kinds),
+            "steps": result["steps"], "input_nc": input_nc, "inputs": dg.MetadataValue.json(kinds), **launched,
             **{k: float(v) for k, v in result["metrics"].items()},
             "lpips_trunk": result["lpips_trunk"], "random_init": random_lpips,
             **({"lpips_note": LPIPS_RANDOM_NOTE} if random_lpips else {}), **notes,
@@ -211,8 +238,8 @@ def _train_encoder(context, settings, store, device, mlflow, asset: str, input_n
 )
 @commits_last
 def inversion_encoder(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
-                      device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
-    return _train_encoder(context, settings, store, device, mlflow, "inversion_encoder", input_nc=3)
+                      device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
+    return _train_encoder(context, settings, store, device, mlflow, torchrun, "inversion_encoder", input_nc=3)
 
 
 @dg.asset(
@@ -226,8 +253,8 @@ def inversion_encoder(context: dg.AssetExecutionContext, settings: SettingsResou
 )
 @commits_last
 def drafting_network(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
-                     device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
-    return _train_encoder(context, settings, store, device, mlflow, "drafting_network", input_nc=1)
+                     device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
+    return _train_encoder(context, settings, store, device, mlflow, torchrun, "drafting_network", input_nc=1)
 
 
 @dg.asset(
@@ -244,8 +271,8 @@ def drafting_network(context: dg.AssetExecutionContext, settings: SettingsResour
 )
 @commits_last
 def drafting_network_final(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
-                           device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
-    return _train_encoder(context, settings, store, device, mlflow, "drafting_network_final", input_nc=1,
+                           device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
+    return _train_encoder(context, settings, store, device, mlflow, torchrun, "drafting_network_final", input_nc=1,
                           section="drafting_network", pseudolabels=True)
 
 

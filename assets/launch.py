@@ -14,6 +14,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -74,29 +75,44 @@ class TorchrunResource(dg.ConfigurableResource):
         return PipesK8sClient()
 
 
-def _result(meta: dict) -> ColorizerTrainResult:
-    raw = meta["train_result"]
-    raw = raw.value if isinstance(raw, dg.JsonMetadataValue) else raw
+def colorizer_result(raw: dict) -> ColorizerTrainResult:
+    """`train_colorizer`'s result from the JSON rank 0 reported."""
     return ColorizerTrainResult(
         generator=Path(raw["generator"]), discriminator=Path(raw["discriminator"]) if raw["discriminator"] else None,
         snapshots=[Snapshot(**s) for s in raw["snapshots"]], steps=raw["steps"], final_metrics=raw["final_metrics"],
         perceptual_random=raw["perceptual_random"])
 
 
-def train_step1(context: dg.AssetExecutionContext, torchrun: TorchrunResource, mlflow_run_id: str, tracking_uri: str,
-                preset: str, store, titles: list[str], device, work: Path) -> tuple[ColorizerTrainResult, dict]:
-    """Step 1 under `torchrun`: (the loop's result as rank 0 reported it, metadata rank 0 reported)."""
-    spec = {"stage": "colorizer_step1_snapshots", "preset": preset, "artifact_root": store.artifact_root,
-            "storage_options": dict(store.storage_options or {}), "titles": titles,
+def train_stage(context: dg.AssetExecutionContext, torchrun: TorchrunResource, stage: str, mlflow_run_id: str, tracking_uri: str,
+                preset: str, store, titles: list[str], device, work: Path, **args) -> tuple[Any, dict]:
+    """Train `stage` (a name in pipelines/torchrun_worker.py's STAGES) under `torchrun`: (the loop's result
+    as rank 0 reported it, as JSON; the metadata rank 0 reported). `args`: JSON the stage's worker reads."""
+    spec = {"stage": stage, "preset": preset, "artifact_root": store.artifact_root,
+            "storage_options": dict(store.storage_options or {}), "titles": titles, "args": args,
             "work": str(work), "mlflow": {"tracking_uri": tracking_uri, "run_id": mlflow_run_id},
             "device": {"name": device.device, "precision": device.precision, "seed": device.seed, "threads": device.threads}}
-    context.log.info(f"launching torchrun: {torchrun.nnodes} node(s) x {torchrun.gpus} process(es)")
+    context.log.info(f"launching torchrun for {stage}: {torchrun.nnodes} node(s) x {torchrun.gpus} process(es)")
     invocation = torchrun.run(context, spec, work)
-    reported = invocation.get_materialize_result()
-    meta = dict(reported.metadata or {})
-    result = _result(meta)
-    shown = {k: v for k, v in meta.items() if k != "train_result"}
-    return result, shown
+    meta = dict(invocation.get_materialize_result().metadata or {})
+    raw = meta.pop("train_result")
+    return (raw.value if isinstance(raw, dg.JsonMetadataValue) else raw), meta
+
+
+def train_colorizer_stage(context, torchrun: TorchrunResource, stage: str, *args, **kw) -> tuple[ColorizerTrainResult, dict]:
+    """`train_stage` for a stage whose loop is `train_colorizer` (step 1, step 2)."""
+    raw, meta = train_stage(context, torchrun, stage, *args, **kw)
+    return colorizer_result(raw), meta
+
+
+def run_stage(context: dg.AssetExecutionContext, torchrun: TorchrunResource, stage: str, train, *, tracker, mlflow, settings,
+              store, device, work: Path, titles=(), **args) -> tuple[Any, dict]:
+    """`train(store, preset, titles, work, device spec, tracker, progress, **args)` in this process, or under
+    `torchrun` when `torchrun.launches()` (the worker calls the same function by the stage's name):
+    (the loop's result, JSON after a launch; the metadata rank 0 reported, {} in this process)."""
+    if torchrun.launches():
+        return train_stage(context, torchrun, stage, tracker.run_id, mlflow.tracking_uri, settings.preset, store, list(titles),
+                           device, work, **args)
+    return train(store.get(), settings.load(), list(titles), work, device.spec(), tracker, context.log.info, **args), {}
 
 
 # --- what a GPU asset asks of the cluster ----------------------------------------------------------------

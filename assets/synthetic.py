@@ -33,7 +33,7 @@ from .common import (
     checkpoint_dir, color_titles, commits_last, holdout_check, progress_logger, resumed_from, thumbnails_md, version_metadata, work_dir,
 )
 from .digests import digest_key
-from .launch import GPU_OP_TAGS, TRAINING_RETRY
+from .launch import GPU_OP_TAGS, TRAINING_RETRY, TorchrunResource, run_stage
 from .ingest import bw_pages, color_pages, page_splits
 from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
 
@@ -138,7 +138,8 @@ def _checkpoint_key(cfg, **more) -> dict:
     return {**{k: v for k, v in cfg.model_dump(mode="json").items() if k not in NOT_IN_CHECKPOINT_KEY}, **more}
 
 
-def _model_result(context, st, asset: str, result: dict, inputs: dict, tracker, resumed: int, samples) -> dg.MaterializeResult:
+def _model_result(context, st, asset: str, result: dict, inputs: dict, tracker, resumed: int, samples,
+                  launched: dict | None = None) -> dg.MaterializeResult:
     """Weights and the ids of every training page into the store and MLflow."""
     tracker.log_artifact(result["weights"], "weights")
     tracker.log_text("training_pages.json", json.dumps({role: list(rows["id"]) for role, rows in inputs.items()}, indent=1))
@@ -156,6 +157,7 @@ def _model_result(context, st, asset: str, result: dict, inputs: dict, tracker, 
         "weights": dg.MetadataValue.path(st.uri(st.relative(f"{vdir}/{synth.WEIGHTS_PATH}"))),
         "mlflow_run_id": tracker.run_id,
         "samples": samples,
+        **(launched or {}),
     }
     return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
 
@@ -189,6 +191,20 @@ def xdog_pages(context: dg.AssetExecutionContext, settings: SettingsResource, st
 # --- step 2 ----------------------------------------------------------------------------------------
 
 
+def refiner_pairs(st, preset: dict, work):
+    """(loop config, xDoG config, training rows, (xDoG, page) pairs cached under `work`); shared with the `torchrun` worker."""
+    cfg = mc_config.stage_config(preset, "refiner", RefinerTrainConfig)
+    xcfg = mc_config.stage_config(preset, "xdog", synth.XDoGStageConfig)
+    rows = synth.training_bw_rows(st)
+    return cfg, xcfg, rows, synth.RefinerPairs(st, rows, xcfg.xdog_config(), work / "xdog")
+
+
+def refiner_train(st, preset: dict, titles: list[str], work, spec, tracker, progress) -> dict:
+    """The refiner loop (the asset has prepared the xDoG cache under `work`)."""
+    cfg, _, _, pairs = refiner_pairs(st, preset, work)
+    return train_refiner(cfg, pairs, work, spec, tracker, progress=progress)
+
+
 @dg.asset(
     deps=[bw_pages, page_splits],
     group_name=GROUP,
@@ -200,26 +216,27 @@ def xdog_pages(context: dg.AssetExecutionContext, settings: SettingsResource, st
 )
 @commits_last
 def refiner_model(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
-                  device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+                  device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
     preset, st, spec = settings.load(), store.get(), device.spec()
     cfg = mc_config.stage_config(preset, "refiner", RefinerTrainConfig)
     xcfg = mc_config.stage_config(preset, "xdog", synth.XDoGStageConfig)
     rows = synth.training_bw_rows(st)
     digest = synth.rows_digest(rows)
     work = checkpoint_dir(context, _checkpoint_key(cfg, xdog=xcfg.model_dump(mode="json"), pages=digest))
-    pairs = synth.RefinerPairs(st, rows, xcfg.xdog_config(), work / "xdog")
+    _, _, _, pairs = refiner_pairs(st, preset, work)
     pairs.prepare(progress_logger(context, len(pairs), "xDoG of the real training pages"))
     resumed = resumed_from(work)
     params = {"xdog": xcfg.model_dump(mode="json"), "train_pages": len(rows), "train_pages_digest": digest,
               "resumed_from_step": resumed, "device": spec.description}
     with mlflow.run(context, params=params) as tracker:
-        result = train_refiner(cfg, pairs, work, spec, tracker, progress=context.log.info)
+        result, launched = run_stage(context, torchrun, "refiner_model", refiner_train, tracker=tracker, mlflow=mlflow,
+                                     settings=settings, store=store, device=device, work=work)
         model = load_refiner(result["weights"], spec.device)
         shown = []
         for line, real in (pairs[i] for i in range(min(2, len(pairs)))):
             shown += [line, refine(model, line, amp_dtype=spec.amp_dtype), real]
         samples = thumbnails_md(shown, "xDoG(real) | refined | real — " + ", ".join(pairs.ids[:2]))
-        return _model_result(context, st, "refiner_model", result, {"train": rows}, tracker, resumed, samples)
+        return _model_result(context, st, "refiner_model", result, {"train": rows}, tracker, resumed, samples, launched)
 
 
 @dg.asset(
@@ -249,6 +266,14 @@ def refined_pages(context: dg.AssetExecutionContext, settings: SettingsResource,
 # --- step 3 ----------------------------------------------------------------------------------------
 
 
+def cut_train(st, preset: dict, titles: list[str], work, spec, tracker, progress) -> dict:
+    """The CUT loop from the refined pages of `titles` to the real training pages; shared with the `torchrun` worker."""
+    cfg = mc_config.stage_config(preset, "cut", CUTTrainConfig)
+    source, target = ok_rows(st, "refined_pages", titles), synth.training_bw_rows(st)
+    return train_cut(cfg, ManifestImages(st, source, mode="L"), ManifestImages(st, target, mode="L"), work, spec, tracker,
+                     progress=progress)
+
+
 @dg.asset(
     deps=[refined_pages, bw_pages, page_splits, digest_key("refined_pages"), digest_key("bw_pages")],
     group_name=GROUP,
@@ -260,7 +285,7 @@ def refined_pages(context: dg.AssetExecutionContext, settings: SettingsResource,
 )
 @commits_last
 def cut_model(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
-              device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+              device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
     preset, st, spec = settings.load(), store.get(), device.spec()
     cfg = mc_config.stage_config(preset, "cut", CUTTrainConfig)
     known = context.instance.get_dynamic_partitions(color_titles.name)
@@ -276,13 +301,14 @@ def cut_model(context: dg.AssetExecutionContext, settings: SettingsResource, sto
     params = {"source_titles": titles, "source_pages": len(source), "target_pages": len(target),
               "target_pages_digest": synth.rows_digest(target), "resumed_from_step": resumed, "device": spec.description}
     with mlflow.run(context, params=params) as tracker:
-        result = train_cut(cfg, ManifestImages(st, source, mode="L"), ManifestImages(st, target, mode="L"), work, spec, tracker,
-                           progress=context.log.info)
+        result, launched = run_stage(context, torchrun, "cut_model", cut_train, tracker=tracker, mlflow=mlflow, settings=settings,
+                                     store=store, device=device, work=work, titles=titles)
         G = load_cut_generator(result["weights"], spec.device)
         first = source.sort_values("id").iloc[0]
         translated = {first["id"]: apply_cut(G, read_image(st.read_bytes(first["uri"]), mode="L"), amp_dtype=spec.amp_dtype)}
         samples = _strip(st, first["title"], ["xdog_pages", "refined_pages"], [first["id"]], translated)
-        return _model_result(context, st, "cut_model", result, {"source": source, "target": target}, tracker, resumed, samples)
+        return _model_result(context, st, "cut_model", result, {"source": source, "target": target}, tracker, resumed, samples,
+                             launched)
 
 
 @dg.asset(

@@ -12,27 +12,76 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
 
-from assets import colorization
+from assets import colorization, drafting, synthetic
 from assets.resources import DeviceResource, SettingsResource
 from mangacolor.io.store import Store
 from mangacolor.tracking import MlflowTracker, NullTracker
 from mangacolor.training import distributed
 
 
-def _step1(spec: dict, tracker, progress):
+def _common(spec: dict):
+    """(store, settings, device spec) as the asset built them."""
     settings = SettingsResource(preset=spec["preset"], artifact_root=spec["artifact_root"])
-    cfg = colorization._config(settings)
     st = Store(spec["artifact_root"], spec.get("storage_options") or None)
     device = DeviceResource(**{k: v for k, v in spec["device"].items() if v is not None}).spec()
+    return st, settings, device
+
+
+def _step1(spec: dict, tracker, progress):
+    st, settings, device = _common(spec)
+    cfg = colorization._config(settings)
     tcfg, step, pairs, real, every = colorization.step1_plan(st, cfg, spec["titles"])
     return colorization.train_step1(st, cfg, tcfg, step, pairs, real, every, Path(spec["work"]), device, tracker, progress)
 
 
-STAGES = {"colorizer_step1_snapshots": _step1}
+def _finetune(spec: dict, tracker, progress):
+    st, settings, device = _common(spec)
+    with tempfile.TemporaryDirectory() as tmp:
+        return colorization.finetune_train(st, colorization._config(settings), Path(spec["work"]), device, tracker, progress,
+                                           Path(tmp))
+
+
+def _step2(spec: dict, tracker, progress):
+    st, settings, device = _common(spec)
+    with tempfile.TemporaryDirectory() as tmp:
+        return colorization.step2_train(st, colorization._config(settings), spec["titles"], Path(spec["work"]), device, tracker,
+                                        progress, Path(tmp))
+
+
+def _stage(train):
+    """A stage whose asset calls `launch.run_stage(..., train, ...)`: the same call, in this rank."""
+    def run(spec: dict, tracker, progress):
+        st, settings, device = _common(spec)
+        return train(st, settings.load(), spec["titles"], Path(spec["work"]), device, tracker, progress, **spec.get("args", {}))
+    return run
+
+
+# Stage name (the asset's) -> fn(spec, tracker, progress) returning the loop's result (dataclasses, lists, dicts).
+STAGES = {
+    "colorizer_step1_snapshots": _step1,
+    "colorizer_step1_finetuned": _finetune,
+    "colorizer_step2": _step2,
+    "stylegan": _stage(drafting.stylegan_train),
+    "inversion_encoder": _stage(drafting.encoder_train),
+    "drafting_network": _stage(drafting.encoder_train),
+    "drafting_network_final": _stage(drafting.encoder_train),
+    "refiner_model": _stage(synthetic.refiner_train),
+    "cut_model": _stage(synthetic.cut_train),
+}
+
+
+def as_json(result):
+    """The loop's result as JSON for the Pipes report: dataclasses as dicts, paths as strings."""
+    if dataclasses.is_dataclass(result):
+        result = dataclasses.asdict(result)
+    elif isinstance(result, (list, tuple)):
+        result = [dataclasses.asdict(r) if dataclasses.is_dataclass(r) else r for r in result]
+    return json.loads(json.dumps(result, default=str))
 
 
 def main(spec_path: str) -> None:
@@ -52,10 +101,8 @@ def main(spec_path: str) -> None:
             pipes.log.info(f"torchrun: {ctx.world_size} processes, backend {torch.distributed.get_backend() if ctx.enabled else 'none'}")
             result = train(spec, tracker, pipes.log.info)
             tracker.flush()
-            raw = dataclasses.asdict(result)
-            raw = {**raw, "generator": str(result.generator), "discriminator": str(result.discriminator) if result.discriminator else None}
             pipes.report_asset_materialization(metadata={
-                "train_result": {"raw_value": raw, "type": "json"},
+                "train_result": {"raw_value": as_json(result), "type": "json"},
                 "world_size": ctx.world_size,
                 "ddp_backend": torch.distributed.get_backend() if ctx.enabled else "none",
                 "launched_with": "torchrun",

@@ -180,13 +180,16 @@ class PatchSampleMLP(nn.Module):
         out, ids_out = [], []
         for i, (feat, mlp) in enumerate(zip(feats, self.mlps)):
             n, c, h, w = feat.shape
-            flat = feat.flatten(2).transpose(1, 2)  # N, HW, C
             if patch_ids is None:
                 ids = torch.randperm(h * w, generator=generator)[: min(self.n_patches, h * w)]
             else:
                 ids = patch_ids[i]
             ids = ids.to(feat.device)
-            z = mlp(flat[:, ids, :])
+            # Sample in NCHW order, then transpose the samples: the gradient that flows back into the
+            # feature map stays contiguous. (Indexing a transposed view sent back a channels-last
+            # gradient, and for a 1-image batch PyTorch 2.15's CPU backward of the residual blocks
+            # got that wrong: batch 1 trained on other gradients than each image of batch 2.)
+            z = mlp(feat.flatten(2)[:, :, ids].transpose(1, 2))  # N, P, C
             out.append(F.normalize(z, dim=-1))
             ids_out.append(ids)
         return out, ids_out

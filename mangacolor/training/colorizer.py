@@ -494,7 +494,7 @@ def train_colorizer(
     def checkpoint(it: int) -> None:
         if dist.is_main:
             checkpointer.save(it, modules, optimizers, {"snapshots": [dataclasses.asdict(s) for s in snapshots],
-                                                        "written_by": {"rank": dist.rank, "world_size": dist.world_size}})
+                                                        **distributed.written_by(dist)})
 
     parts: dict[str, Any] = {}
     batches = step_batches(make, start, total_steps, dev, cfg.num_workers, cfg.prefetch_factor)

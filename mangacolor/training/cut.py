@@ -37,6 +37,7 @@ from mangacolor.models.cut import (
     nce_loss,
 )
 from mangacolor.tracking import Tracker
+from mangacolor.training import distributed
 from mangacolor.training.checkpoint import Checkpointer, load_configured, save_weights
 from mangacolor.training.loader import step_batches
 from mangacolor.training.refiner import sample_strip, step_seed
@@ -102,15 +103,20 @@ def train_cut(
     device: DeviceSpec,
     tracker: Tracker,
     progress: Callable[[str], None] | None = None,
+    dist: distributed.DistContext | None = None,
 ) -> dict:
     """Train (or resume) CUT from `source_pages` (refined xDoG) to `target_pages` (real), uint8 HxW.
 
-    Returns {"weights": path of cut_generator.safetensors, "step": n, "metrics": {...}}.
+    Returns {"weights": path of cut_generator.safetensors, "step": n, "metrics": {...}}. Under
+    `torchrun` (`dist`, default the initialised process group) each process keeps its rows of every
+    step's global batch of crops (crops are cheap; the patch positions are shared), gradients are
+    averaged, and rank 0 alone logs and writes (mangacolor/training/distributed.py).
     """
     if len(source_pages) == 0 or len(target_pages) == 0:
         raise ValueError(f"train_cut needs pages on both sides; got {len(source_pages)} source and {len(target_pages)} target pages")
     out_dir = Path(out_dir)
-    dev = device.device
+    dist, dev, tracker, progress = distributed.for_loop(device.device, tracker, progress, dist)
+    dist.positions(cfg.batch_size)  # a global batch that does not split is an error before any work
     m = cfg.model
     torch.manual_seed(cfg.seed)
     G, D, F_mlp = build(m)
@@ -120,7 +126,7 @@ def train_cut(
         rng = np.random.default_rng(step_seed(cfg.seed, step))
         a = random_crops(source_pages, cfg.batch_size, cfg.crop, rng, cfg.flip)
         b = random_crops(target_pages, cfg.batch_size, cfg.crop, rng, cfg.flip)
-        return a, b
+        return dist.shard(a), dist.shard(b)
 
     # Data-dependent initialisation: the heads' sizes come from a first forward.
     with torch.no_grad():
@@ -150,6 +156,7 @@ def train_cut(
             loss_d = lsgan_d_loss(D(real_b), D(fake_b.detach()))
         optimizers["d"].zero_grad(set_to_none=True)
         scaler.scale(loss_d).backward()
+        dist.average_gradients(D)
         scaler.step(optimizers["d"])
 
         D.requires_grad_(False)
@@ -167,6 +174,8 @@ def train_cut(
         optimizers["g"].zero_grad(set_to_none=True)
         optimizers["f"].zero_grad(set_to_none=True)
         scaler.scale(loss_g).backward()
+        dist.average_gradients(G)
+        dist.average_gradients(F_mlp)
         scaler.step(optimizers["g"])
         scaler.step(optimizers["f"])
         scaler.update()
@@ -176,15 +185,18 @@ def train_cut(
             metrics = {"cut/d": loss_d.item(), "cut/g_gan": loss_gan.item(), "cut/nce": loss_nce.item()}
             if m.nce_idt:
                 metrics["cut/nce_idt"] = loss_nce_y.item()
+            metrics = dist.mean(metrics)
             tracker.log_metrics(metrics, step=done)
             if progress:
                 progress(f"cut step {done}/{cfg.steps} nce {loss_nce.item():.4f} d {loss_d.item():.4f}")
-        if done % cfg.sample_every == 0 or done == cfg.steps:
+        if (done % cfg.sample_every == 0 or done == cfg.steps) and dist.is_main:
             tracker.log_image(f"cut/samples_{done:08d}.png", sample_strip(real_a, fake_b, real_b))
-        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-            ckpt.save(done, modules, optimizers | {"scaler": scaler}, extra={"stage": "cut"})
+        if (done % cfg.checkpoint_every == 0 or done == cfg.steps) and dist.is_main:
+            ckpt.save(done, modules, optimizers | {"scaler": scaler}, extra={"stage": "cut", **distributed.written_by(dist)})
 
-    weights = save_weights(out_dir / "cut_generator.safetensors", G, metadata={"config": asdict(m), "steps": cfg.steps})
+    weights = out_dir / "cut_generator.safetensors"
+    if dist.is_main:
+        save_weights(weights, G, metadata={"config": asdict(m), "steps": cfg.steps})
     return {"weights": str(weights), "step": cfg.steps, "metrics": metrics}
 
 

@@ -70,6 +70,20 @@ class DistContext:
             p.grad.copy_(flat[offset:offset + n].view_as(p.grad))
             offset += n
 
+    def shard(self, batch: torch.Tensor) -> torch.Tensor:
+        """This process's rows (`positions`) of a tensor holding a step's global batch."""
+        if not self.enabled:
+            return batch
+        return batch[self.positions(batch.shape[0])]
+
+    def global_mean(self, values: torch.Tensor) -> torch.Tensor:
+        """Mean over the global batch of per-item `values`, differentiable through the all-reduce."""
+        if not self.enabled:
+            return values.mean()
+        from torch.distributed.nn.functional import all_reduce
+
+        return all_reduce(values.sum()) / (values.numel() * self.world_size)
+
     def mean(self, values: dict[str, float]) -> dict[str, float]:
         """Metrics averaged over the processes (each saw a shard of the batch)."""
         if not self.enabled or not values:
@@ -164,6 +178,26 @@ def sync_batchnorm(module: nn.Module, ctx: DistContext, device: torch.device) ->
     return module
 
 
+def for_loop(device: torch.device, tracker, progress, dist: DistContext | None = None):
+    """What a training loop needs to run as one rank: (context, this rank's device, tracker, progress).
+
+    `dist` defaults to the initialised process group (one process without one). Ranks other than 0
+    get a tracker and progress that do nothing: rank 0 alone logs.
+    """
+    from mangacolor.tracking import NullTracker
+
+    ctx = dist or current()
+    dev = local_device(torch.device(device), ctx)
+    if not ctx.is_main:
+        tracker, progress = NullTracker(), None
+    return ctx, dev, tracker, progress
+
+
+def written_by(ctx: DistContext) -> dict:
+    """Checkpoint `extra` naming the rank that wrote it (rank 0 alone writes)."""
+    return {"written_by": {"rank": ctx.rank, "world_size": ctx.world_size}}
+
+
 def local_device(device: torch.device, ctx: DistContext) -> torch.device:
     """One GPU per process: `cuda` becomes `cuda:LOCAL_RANK` (the launcher hides the others or not)."""
     if device.type == "cuda" and ctx.enabled:
@@ -173,5 +207,5 @@ def local_device(device: torch.device, ctx: DistContext) -> torch.device:
     return device
 
 
-__all__ = ["DistContext", "GlooSyncBatchNorm", "SINGLE", "current", "init_from_env", "local_device", "process_group",
-           "sync_batchnorm"]
+__all__ = ["DistContext", "GlooSyncBatchNorm", "SINGLE", "current", "for_loop", "init_from_env", "local_device",
+           "process_group", "sync_batchnorm", "written_by"]

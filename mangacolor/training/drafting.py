@@ -37,6 +37,7 @@ from mangacolor.io.images import from_tensor, to_tensor
 from mangacolor.models.psp import PSp, EncoderConfig
 from mangacolor.models.stylegan2 import load_generator
 from mangacolor.tracking import Tracker
+from mangacolor.training import distributed
 from mangacolor.training.checkpoint import Checkpointer, save_weights
 from mangacolor.training.loader import step_batches
 
@@ -176,20 +177,28 @@ def _sample_strip(psp: PSp, xs: torch.Tensor, ys: torch.Tensor) -> np.ndarray:
 
 
 def train_psp(cfg: PSpTrainConfig, pairs, generator_weights: str | Path, out_dir: str | Path, device: DeviceSpec,
-              tracker: Tracker, progress: Callable[[str], None] | None = None) -> dict:
+              tracker: Tracker, progress: Callable[[str], None] | None = None,
+              dist: distributed.DistContext | None = None) -> dict:
     """Train (or resume) a pSp encoder on `pairs` (a map-style dataset of (input page, blurred colour
     target)) against the frozen generator in `generator_weights` (our .safetensors or a port .pt).
-    Writes checkpoints under out_dir/checkpoints and out_dir/encoder.safetensors."""
+    Writes checkpoints under out_dir/checkpoints and out_dir/encoder.safetensors.
+
+    Under `torchrun` (`dist`, default the initialised process group) each process loads its positions
+    of every step's global batch, the encoder's batch norm uses global statistics, gradients are
+    averaged, and rank 0 alone logs and writes (mangacolor/training/distributed.py)."""
+    dist, dev, tracker, progress = distributed.for_loop(device.device, tracker, progress, dist)
     say = progress or (lambda _msg: None)
     out_dir = Path(out_dir)
-    spec = device
+    spec = DeviceSpec(dev, device.amp_dtype, device.seed)
     seed_everything(spec.seed)
     n_pairs = len(pairs)
     if n_pairs == 0:
         raise ValueError("train_psp: the dataset of pairs is empty")
 
     decoder, latent_avg = load_generator(generator_weights)
-    psp = PSp(cfg.encoder(), decoder, latent_avg).to(spec.device)
+    psp = PSp(cfg.encoder(), decoder, latent_avg)
+    psp.encoder = distributed.sync_batchnorm(psp.encoder, dist, spec.device)
+    psp = psp.to(spec.device)
     psp.train()
     lpips_model, trunk = build_lpips(cfg.lpips_net, cfg.vgg_weights) if cfg.lambda_lpips > 0 else (None, "unused")
     if lpips_model is not None:
@@ -207,10 +216,11 @@ def train_psp(cfg: PSpTrainConfig, pairs, generator_weights: str | Path, out_dir
                         "generator_weights": str(generator_weights), "device": spec.description})
 
     batch = min(cfg.batch_size, n_pairs)
+    positions = dist.positions(batch)
     steps_per_epoch = n_pairs // batch  # the last partial batch is dropped: BatchNorm dislikes tiny ones
     total = cfg.epochs * steps_per_epoch
     size = decoder.size
-    shown = [_load_pair(pairs, i, psp, size) for i in range(min(cfg.n_samples, n_pairs))]
+    shown = [_load_pair(pairs, i, psp, size) for i in range(min(cfg.n_samples, n_pairs) if dist.is_main else 1)]
     sample_x = torch.cat([x for x, _ in shown]).to(spec.device)
     sample_y = torch.cat([y for _, y in shown]).to(spec.device)
 
@@ -218,7 +228,8 @@ def train_psp(cfg: PSpTrainConfig, pairs, generator_weights: str | Path, out_dir
         # The batch of a step: positions in the shuffle of its epoch, seeded by (seed, epoch).
         epoch, pos = divmod(step, steps_per_epoch)
         perm = torch.randperm(n_pairs, generator=torch.Generator().manual_seed(spec.seed * 1_000_003 + epoch))
-        loaded = [_load_pair(pairs, int(i), psp, size) for i in perm[pos * batch : (pos + 1) * batch]]
+        chosen = perm[pos * batch : (pos + 1) * batch]
+        loaded = [_load_pair(pairs, int(chosen[j]), psp, size) for j in positions]
         return torch.cat([a for a, _ in loaded]), torch.cat([b for _, b in loaded])
 
     parts: dict[str, float] = {}
@@ -229,6 +240,7 @@ def train_psp(cfg: PSpTrainConfig, pairs, generator_weights: str | Path, out_dir
             loss, parts = draft_loss(image, y, w_plus, psp.latent_avg, cfg, lpips_model)
         optim.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+        dist.average_gradients(psp.encoder)
         scaler.step(optim)
         scaler.update()
         seen += batch
@@ -237,17 +249,20 @@ def train_psp(cfg: PSpTrainConfig, pairs, generator_weights: str | Path, out_dir
         if done % cfg.log_every == 0 or done == total:
             parts["images_per_s"] = seen / max(1e-9, time.perf_counter() - t0)
             parts["epoch"] = done / steps_per_epoch
+            parts = dist.mean(parts)
             tracker.log_metrics(parts, step=done)
             say(f"step {done}/{total} loss {parts['loss']:.4f}")
-        if done % cfg.sample_every == 0 or done == total:
+        if (done % cfg.sample_every == 0 or done == total) and dist.is_main:
             tracker.log_image(f"drafts/step_{done:08d}.png", _sample_strip(psp, sample_x, sample_y))
-        if done % cfg.checkpoint_every == 0 or done == total:
-            checkpointer.save(done, {"encoder": psp.encoder}, states)
+        if (done % cfg.checkpoint_every == 0 or done == total) and dist.is_main:
+            checkpointer.save(done, {"encoder": psp.encoder}, states, distributed.written_by(dist))
             say(f"checkpoint step {done}")
 
-    tensors, metadata = psp.encoder_state()
-    encoder_path = save_weights(out_dir / ENCODER_FILE, tensors,
-                                {**metadata, "lpips_trunk": trunk, "generator_weights": str(generator_weights), "steps": total})
+    encoder_path = out_dir / ENCODER_FILE
+    if dist.is_main:
+        tensors, metadata = psp.encoder_state()
+        save_weights(encoder_path, tensors, {**metadata, "lpips_trunk": trunk, "generator_weights": str(generator_weights),
+                                             "steps": total})
     return {
         "encoder": str(encoder_path),
         "checkpoints": str(checkpointer.directory),

@@ -35,6 +35,7 @@ from mangacolor.device import DeviceSpec
 from mangacolor.models.cut import PatchDiscriminator, lsgan_d_loss, lsgan_g_loss
 from mangacolor.models.refiner import Refiner, RefinerConfig
 from mangacolor.tracking import Tracker
+from mangacolor.training import distributed
 from mangacolor.training.checkpoint import Checkpointer, load_configured, save_weights
 from mangacolor.training.loader import step_batches
 
@@ -152,10 +153,14 @@ def step_seed(seed: int, step: int, *more: int) -> int:
     return int(np.random.SeedSequence([seed, step, *more]).generate_state(1)[0])
 
 
-def _batch(cfg: RefinerTrainConfig, pairs: Sequence, augment, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _batch(cfg: RefinerTrainConfig, pairs: Sequence, augment, step: int,
+           positions: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step `step`'s batch, or only the `positions` of it that this process computes (DDP)."""
     rng = np.random.default_rng(step_seed(cfg.seed, step))
+    chosen = rng.integers(len(pairs), size=cfg.batch_size)
     xs, ys = [], []
-    for i, idx in enumerate(rng.integers(len(pairs), size=cfg.batch_size)):
+    for i in range(cfg.batch_size) if positions is None else positions:
+        idx = chosen[i]
         xdog_page, real_page = pairs[int(idx)]
         if xdog_page.ndim != 2 or xdog_page.shape != real_page.shape:
             raise ValueError(
@@ -189,16 +194,20 @@ def train_refiner(
     device: DeviceSpec,
     tracker: Tracker,
     progress: Callable[[str], None] | None = None,
+    dist: distributed.DistContext | None = None,
 ) -> dict:
     """Train (or resume training) the refiner; returns {"weights": path, "step": n, "metrics": {...}}.
 
     `pairs`: a sequence of aligned (xDoG page, real page) uint8 HxW arrays, read on access.
-    `out_dir` holds `checkpoints/` and the final `refiner.safetensors`.
+    `out_dir` holds `checkpoints/` and the final `refiner.safetensors`. Under `torchrun` (`dist`,
+    default the initialised process group) each process takes its positions of every step's global
+    batch, gradients are averaged, and rank 0 alone logs and writes (mangacolor/training/distributed.py).
     """
     if len(pairs) == 0:
         raise ValueError("train_refiner: no (xDoG, real) pairs to train on")
     out_dir = Path(out_dir)
-    dev = device.device
+    dist, dev, tracker, progress = distributed.for_loop(device.device, tracker, progress, dist)
+    positions = dist.positions(cfg.batch_size)
     torch.manual_seed(cfg.seed)
     model = Refiner(cfg.model).to(dev)
     perceptual = VGGPerceptual(cfg.perceptual_layers, cfg.vgg_weights).to(dev) if cfg.lambda_per > 0 else None
@@ -220,7 +229,7 @@ def train_refiner(
         progress(f"refiner: {'resuming at step ' + str(start) if start else 'starting'} of {cfg.steps}")
 
     metrics: dict[str, float] = {}
-    batches = step_batches(lambda s: _batch(cfg, pairs, augment, s), start, cfg.steps, dev, cfg.num_workers, cfg.prefetch_factor)
+    batches = step_batches(lambda s: _batch(cfg, pairs, augment, s, positions), start, cfg.steps, dev, cfg.num_workers, cfg.prefetch_factor)
     for step, (x, y) in batches:
         with device.autocast():
             fake = model(x)
@@ -229,6 +238,7 @@ def train_refiner(
                 loss_d = lsgan_d_loss(disc(y), disc(fake.detach()))
             opt_d.zero_grad(set_to_none=True)
             scaler.scale(loss_d).backward()
+            dist.average_gradients(disc)
             scaler.step(opt_d)
         with device.autocast():
             l1 = F.l1_loss(fake.float(), y)
@@ -243,6 +253,7 @@ def train_refiner(
             raise FloatingPointError(f"refiner loss became {loss.item()} at step {step}; lower lr or use fp32")
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+        dist.average_gradients(model)
         scaler.step(opt)
         scaler.update()
 
@@ -251,15 +262,18 @@ def train_refiner(
             metrics = {"refiner/loss": loss.item(), "refiner/l1": l1.item(), "refiner/perceptual": per.item()}
             if cfg.adversarial:
                 metrics |= {"refiner/adv": adv.item(), "refiner/d": loss_d.item()}
+            metrics = dist.mean(metrics)
             tracker.log_metrics(metrics, step=done)
             if progress:
                 progress(f"refiner step {done}/{cfg.steps} loss {loss.item():.4f}")
-        if done % cfg.sample_every == 0 or done == cfg.steps:
+        if (done % cfg.sample_every == 0 or done == cfg.steps) and dist.is_main:
             tracker.log_image(f"refiner/samples_{done:08d}.png", sample_strip(x, fake, y))
-        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-            ckpt.save(done, modules, optimizers, extra={"stage": "refiner"})
+        if (done % cfg.checkpoint_every == 0 or done == cfg.steps) and dist.is_main:
+            ckpt.save(done, modules, optimizers, extra={"stage": "refiner", **distributed.written_by(dist)})
 
-    weights = save_weights(out_dir / "refiner.safetensors", model, metadata={"config": asdict(cfg.model), "steps": cfg.steps})
+    weights = out_dir / "refiner.safetensors"
+    if dist.is_main:
+        save_weights(weights, model, metadata={"config": asdict(cfg.model), "steps": cfg.steps})
     return {"weights": str(weights), "step": cfg.steps, "metrics": metrics}
 
 

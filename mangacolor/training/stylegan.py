@@ -49,6 +49,7 @@ from mangacolor.models.stylegan2 import (
     mixing_noise,
 )
 from mangacolor.tracking import Tracker
+from mangacolor.training import distributed
 from mangacolor.training.checkpoint import Checkpointer, save_weights
 from mangacolor.training.loader import step_batches
 
@@ -168,11 +169,30 @@ def _set_requires_grad(module: torch.nn.Module, flag: bool) -> None:
         p.requires_grad_(flag)
 
 
+def _draw(g: Generator, batch: int, cfg: StyleGANTrainConfig, device: torch.device,
+          dist: distributed.DistContext) -> dict:
+    """The random inputs of one generator pass over a global batch of `batch`: z (mixed with
+    probability `mixing_prob`), the mixing point and the noise maps, drawn at the global size from the
+    global RNG (which every rank seeds alike) and cut to this rank's rows, so that N processes draw
+    what one process does. Keyword arguments of `g(...)`."""
+    styles = [dist.shard(z) for z in mixing_noise(batch, cfg.style_dim, cfg.mixing_prob, device)]
+    inject = int(torch.randint(1, g.n_latent, ()).item()) if len(styles) > 1 else None
+    noise = [dist.shard(torch.randn(batch, 1, *getattr(g.noises, f"noise_{i}").shape[-2:], device=device))
+             for i in range(g.num_layers)]
+    return {"styles": styles, "inject_index": inject, "noise": noise}
+
+
 def stylegan_step(state: StyleGANState, real: torch.Tensor, step: int, cfg: StyleGANTrainConfig,
-                  spec: DeviceSpec) -> dict[str, float]:
-    """One D step (+ lazy R1), one G step (+ lazy path length), the EMA update. Returns metrics."""
+                  spec: DeviceSpec, dist: distributed.DistContext = distributed.SINGLE) -> dict[str, float]:
+    """One D step (+ lazy R1), one G step (+ lazy path length), the EMA update. Returns metrics.
+
+    `real` is this process's rows of the step's global batch (all of it for one process). Under
+    `torchrun` gradients are averaged and the path-length mean is taken over the global batch; the
+    discriminator's minibatch-stddev groups equal one process's when each process has at least
+    `stddev_group` (4) images (rows are strided across processes).
+    """
     g, d = state.g, state.d
-    batch, device = real.shape[0], real.device
+    batch, device = real.shape[0] * dist.world_size, real.device
     lr = learning_rate(cfg, step)
     for group in state.g_optim.param_groups:
         group["lr"] = lr * reg_ratio(cfg.g_reg_every)
@@ -185,11 +205,12 @@ def stylegan_step(state: StyleGANState, real: torch.Tensor, step: int, cfg: Styl
     _set_requires_grad(d, True)
     with spec.autocast():
         with torch.no_grad():
-            fake, _ = g(mixing_noise(batch, cfg.style_dim, cfg.mixing_prob, device))
+            fake, _ = g(**_draw(g, batch, cfg, device, dist))
         real_pred, fake_pred = d(real), d(fake)
         d_loss = d_logistic_loss(real_pred, fake_pred)
     d.zero_grad(set_to_none=True)
     d_loss.backward()
+    dist.average_gradients(d)
     state.d_optim.step()
     metrics.update(d_loss=d_loss.item(), real_score=real_pred.float().mean().item(), fake_score=fake_pred.float().mean().item())
 
@@ -203,6 +224,7 @@ def stylegan_step(state: StyleGANState, real: torch.Tensor, step: int, cfg: Styl
         d.zero_grad(set_to_none=True)
         # 0 * pred keeps every D output in the graph, as the port does.
         (cfg.r1_gamma / 2 * r1 * cfg.d_reg_every + 0 * real_pred[0, 0]).backward()
+        dist.average_gradients(d)
         state.d_optim.step()
         metrics["r1"] = r1.item()
 
@@ -210,20 +232,28 @@ def stylegan_step(state: StyleGANState, real: torch.Tensor, step: int, cfg: Styl
     _set_requires_grad(g, True)
     _set_requires_grad(d, False)
     with spec.autocast():
-        fake, _ = g(mixing_noise(batch, cfg.style_dim, cfg.mixing_prob, device))
+        fake, _ = g(**_draw(g, batch, cfg, device, dist))
         g_loss = g_nonsaturating_loss(d(fake))
     g.zero_grad(set_to_none=True)
     g_loss.backward()
+    dist.average_gradients(g)
     state.g_optim.step()
     metrics["g_loss"] = g_loss.item()
 
     if cfg.g_reg_every > 0 and step % cfg.g_reg_every == 0:
         path_batch = max(1, batch // cfg.path_batch_shrink)
         with spec.autocast():
-            fake, latents = g(mixing_noise(path_batch, cfg.style_dim, cfg.mixing_prob, device), return_latents=True)
-        path_loss, mean_path, path_lengths = g_path_regularize(fake, latents, state.mean_path_length, cfg.path_decay)
+            fake, latents = g(**_draw(g, path_batch, cfg, device, dist), return_latents=True)
+        y = dist.shard(torch.randn(path_batch, *fake.shape[1:], device=device, dtype=fake.dtype))
+        _, _, path_lengths = g_path_regularize(fake, latents, state.mean_path_length, cfg.path_decay,
+                                               noise=y / math.sqrt(fake.shape[2] * fake.shape[3]))
+        # The moving average moves by the global batch's mean path length (through the all-reduce, as
+        # g_path_regularize's own mean is differentiated for one process).
+        mean_path = state.mean_path_length + cfg.path_decay * (dist.global_mean(path_lengths) - state.mean_path_length)
+        path_loss = (path_lengths - mean_path).pow(2).mean()
         g.zero_grad(set_to_none=True)
         (cfg.path_regularize * cfg.g_reg_every * path_loss + 0 * fake[0, 0, 0, 0]).backward()
+        dist.average_gradients(g)
         state.g_optim.step()
         # A Python float: identical whether the run was resumed (from JSON) or not.
         state.mean_path_length = float(mean_path)
@@ -291,16 +321,18 @@ class _RealBatches:
             self._consumed += 1
         return item, f"image #{n}"
 
-    def __call__(self, step: int, device: torch.device) -> torch.Tensor:
+    def __call__(self, step: int, device: torch.device, positions: list[int] | None = None) -> torch.Tensor:
+        """Step `step`'s batch, or only its `positions` (this process's rows under `torchrun`)."""
+        rows = list(range(self.batch)) if positions is None else list(positions)
         out = []
-        for j in range(self.batch):
+        for j in rows:
             n = step * self.batch + j
             item, where = self._indexed(n) if self.indexable else self._streamed(n)
             out.append(_image_tensor(item, self.size, where))
         real = torch.stack(out)
         if self.hflip:
             g = torch.Generator().manual_seed(self.seed * 7_919 + step)
-            flip = torch.rand(self.batch, generator=g) < 0.5
+            flip = (torch.rand(self.batch, generator=g) < 0.5)[rows]
             real[flip] = real[flip].flip(-1)
         return real.to(device)
 
@@ -326,13 +358,19 @@ def sample_grid(g_ema: Generator, z: torch.Tensor, truncations: Iterable[float],
 
 
 def train_stylegan(cfg: StyleGANTrainConfig, images, out_dir: str | Path, device: DeviceSpec, tracker: Tracker,
-                   progress: Callable[[str], None] | None = None) -> dict:
+                   progress: Callable[[str], None] | None = None, dist: distributed.DistContext | None = None) -> dict:
     """Train (or resume training) StyleGAN2 on `images` (a map-style dataset or an iterable of uint8
     (size, size, 3) arrays). Writes checkpoints under out_dir/checkpoints and the EMA generator to
-    out_dir/generator.safetensors. Returns paths and the final metrics."""
+    out_dir/generator.safetensors. Returns paths and the final metrics.
+
+    Under `torchrun` (`dist`, default the initialised process group) each process reads its rows of
+    every step's global batch (see `stylegan_step`) and rank 0 alone logs and writes."""
+    dist, dev, tracker, progress = distributed.for_loop(device.device, tracker, progress, dist)
+    positions = dist.positions(cfg.batch_size)
+    dist.positions(max(1, cfg.batch_size // cfg.path_batch_shrink))  # the path-length batch must split too
     say = progress or (lambda _msg: None)
     out_dir = Path(out_dir)
-    spec = device
+    spec = DeviceSpec(dev, device.amp_dtype, device.seed)
     if spec.amp_dtype == torch.float16:
         # No loss scaling here: fp16 gradients of the R1 / path terms underflow. bf16 or fp32 only.
         say("train_stylegan: fp16 autocast is not supported, running in fp32")
@@ -365,23 +403,27 @@ def train_stylegan(cfg: StyleGANTrainConfig, images, out_dir: str | Path, device
     cpu = torch.device("cpu")
     # A streamed (non-indexable) source has one position, kept in this process: no workers then.
     workers = cfg.num_workers if batches.indexable else 0
-    for step, real in step_batches(lambda s: batches(s, cpu), start, cfg.iterations, spec.device, workers, cfg.prefetch_factor):
-        metrics = stylegan_step(state, real, step, cfg, spec)
+    for step, real in step_batches(lambda s: batches(s, cpu, positions), start, cfg.iterations, spec.device, workers,
+                                   cfg.prefetch_factor):
+        metrics = stylegan_step(state, real, step, cfg, spec, dist)
         images_done += cfg.batch_size
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.iterations:
             metrics["images_per_s"] = images_done / max(1e-9, time.perf_counter() - t0)
+            metrics = dist.mean(metrics)
             tracker.log_metrics(metrics, step=done)
             say(f"step {done}/{cfg.iterations} d_loss {metrics['d_loss']:.3f} g_loss {metrics['g_loss']:.3f}")
-        if done % cfg.sample_every == 0 or done == cfg.iterations:
+        if (done % cfg.sample_every == 0 or done == cfg.iterations) and dist.is_main:
             tracker.log_image(f"samples/step_{done:08d}.png", sample_grid(state.g_ema, sample_z, cfg.truncations, spec.seed))
-        if done % cfg.checkpoint_every == 0 or done == cfg.iterations:
-            checkpointer.save(done, modules, optimizers, {"mean_path_length": state.mean_path_length})
+        if (done % cfg.checkpoint_every == 0 or done == cfg.iterations) and dist.is_main:
+            checkpointer.save(done, modules, optimizers, {"mean_path_length": state.mean_path_length, **distributed.written_by(dist)})
             say(f"checkpoint step {done}")
 
-    latent_avg = state.g_ema.mean_latent(4096, torch.Generator().manual_seed(spec.seed))
-    tensors, metadata = generator_state(state.g_ema, latent_avg)
-    generator_path = save_weights(out_dir / GENERATOR_FILE, tensors, {**metadata, "steps": cfg.iterations})
+    generator_path = out_dir / GENERATOR_FILE
+    if dist.is_main:
+        latent_avg = state.g_ema.mean_latent(4096, torch.Generator().manual_seed(spec.seed))
+        tensors, metadata = generator_state(state.g_ema, latent_avg)
+        save_weights(generator_path, tensors, {**metadata, "steps": cfg.iterations})
     return {
         "generator": str(generator_path),
         "checkpoints": str(checkpointer.directory),

@@ -1,5 +1,8 @@
-"""Step 1 launched as `torchrun` with 2 gloo processes through Dagster Pipes: it materializes, rank 0's
-metadata arrives in Dagster, rank 0 alone logs to MLflow and writes the checkpoints."""
+"""Training assets launched as `torchrun` with 2 gloo processes through Dagster Pipes: step 1 (the
+colorizer loop) and the refiner (a loop the worker runs through `launch.run_stage`, like StyleGAN2, the
+pSp encoders and CUT). Each materializes, rank 0's metadata arrives in Dagster, rank 0 alone logs to
+MLflow and writes the checkpoints. That 1 and 2 processes train the same weights is
+tests/training/test_distributed_loops.py."""
 
 import json
 import shutil
@@ -18,10 +21,11 @@ from tests.assets.test_colorization_assets import _definitions, _metadata, _run,
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-def test_step1_under_torchrun_materializes_with_rank0_reporting(tmp_path, demo_corpus, monkeypatch):
+def test_step1_and_refiner_under_torchrun_materialize_with_rank0_reporting(tmp_path, demo_corpus, monkeypatch):
     data = tmp_path / "demo_data"
     shutil.copytree(demo_corpus, data)
     preset = yaml.safe_load((PRESET_DIR / "demo.yaml").read_text()) | {"demo_data": str(data), "artifact_root": str(tmp_path / "art")}
+    preset["refiner"] |= {"steps": 2, "batch_size": 2, "crop_hw": [64, 48], "checkpoint_every": 1, "log_every": 1, "sample_every": 2}
     (tmp_path / "preset.yaml").write_text(yaml.safe_dump(preset))
     project = {"preset": str(tmp_path / "preset.yaml"), "artifacts": tmp_path / "art", "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     monkeypatch.delenv("MANGACOLOR_ARTIFACT_ROOT", raising=False)
@@ -60,6 +64,17 @@ def test_step1_under_torchrun_materializes_with_rank0_reporting(tmp_path, demo_c
     history = client.get_metric_history(meta["mlflow_run_id"], "g_mae")
     assert sorted(m.step for m in history) == [1, 2]
     assert [a.path for a in client.list_artifacts(meta["mlflow_run_id"], "weights")] == ["weights/generator.safetensors"]
+
+    # The refiner: the same launch through launch.run_stage.
+    refined = dg.materialize([*defs.assets, *defs.asset_checks], selection=["refiner_model"], instance=instance, resources=resources)
+    assert refined.success
+    meta = _metadata(refined, "refiner_model")
+    assert meta["world_size"] == 2 and meta["ddp_backend"] == "gloo" and meta["reported_by_rank"] == 0 and meta["steps"] == 2
+    assert Store(project["artifacts"]).latest_version("refiner_model")
+    states = sorted(p for p in (tmp_path / "work").rglob("checkpoints/step-*/state.json") if json.loads(p.read_text())["extra"].get("stage") == "refiner")
+    assert [p.parent.name for p in states] == ["step-00000001", "step-00000002"]
+    assert all(json.loads(p.read_text())["extra"]["written_by"] == {"rank": 0, "world_size": 2} for p in states)
+    assert sorted(m.step for m in client.get_metric_history(meta["mlflow_run_id"], "refiner/loss")) == [1, 2]
 
 
 def test_launch_settings_for_several_nodes_and_kubernetes():

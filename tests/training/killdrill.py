@@ -1,7 +1,9 @@
 """The training loops at tiny sizes, for the kill drills (tests/training/test_kill_drills.py).
 
 Each entry of `LOOPS` runs one training loop on generated data into `out_dir` (checkpoints under
-`out_dir/checkpoints`, a checkpoint every step) and returns the final weights files. By hand:
+`out_dir/checkpoints`, a checkpoint every step) and returns the final weights files; `batch`
+overrides the loop's global batch (the distributed equivalence test and benchmarks/distributed.py
+run these same loops in 1 and N processes). By hand:
 
     uv run python -m tests.training.killdrill colorizer_adapt /tmp/drill --workers 2
 """
@@ -36,29 +38,29 @@ def grey_pages(n: int, seed: int, hw=(40, 36)) -> list[np.ndarray]:
     return [np.where(rng.random(hw) < 0.3, 40, 230).astype(np.uint8) for _ in range(n)]
 
 
-def refiner(out: Path, workers: int, spec: DeviceSpec, progress) -> list[Path]:
+def refiner(out: Path, workers: int, spec: DeviceSpec, progress, batch: int = 2) -> list[Path]:
     from mangacolor.models.refiner import TINY
     from mangacolor.training.refiner import RefinerTrainConfig, train_refiner
 
     real = grey_pages(3, 0)
     pairs = [(np.where(r < 128, 0, 255).astype(np.uint8), r) for r in real]
-    cfg = RefinerTrainConfig(model=TINY, steps=6, batch_size=2, crop_hw=(32, 24), lambda_per=0.0,
+    cfg = RefinerTrainConfig(model=TINY, steps=6, batch_size=batch, crop_hw=(32, 24), lambda_per=0.0,
                              checkpoint_every=1, log_every=1, sample_every=100, lr=1e-3, num_workers=workers)
     return [Path(train_refiner(cfg, pairs, out, spec, NullTracker(), progress)["weights"])]
 
 
-def cut(out: Path, workers: int, spec: DeviceSpec, progress) -> list[Path]:
+def cut(out: Path, workers: int, spec: DeviceSpec, progress, batch: int = 1) -> list[Path]:
     from mangacolor.models.cut import TINY
     from mangacolor.training.cut import CUTTrainConfig, train_cut
 
-    cfg = CUTTrainConfig(model=TINY, steps=6, crop=32, checkpoint_every=1, log_every=1, sample_every=100, num_workers=workers)
+    cfg = CUTTrainConfig(model=TINY, steps=6, batch_size=batch, crop=32, checkpoint_every=1, log_every=1, sample_every=100, num_workers=workers)
     return [Path(train_cut(cfg, grey_pages(3, 1), grey_pages(3, 2), out, spec, NullTracker(), progress)["weights"])]
 
 
-def stylegan(out: Path, workers: int, spec: DeviceSpec, progress) -> list[Path]:
+def stylegan(out: Path, workers: int, spec: DeviceSpec, progress, batch: int = 4) -> list[Path]:
     from mangacolor.training.stylegan import StyleGANTrainConfig, train_stylegan
 
-    cfg = StyleGANTrainConfig(size=16, style_dim=16, n_mlp=2, channel_multiplier=1, channel_max=8, batch_size=4, iterations=6,
+    cfg = StyleGANTrainConfig(size=16, style_dim=16, n_mlp=2, channel_multiplier=1, channel_max=8, batch_size=batch, iterations=6,
                               lr=2e-3, d_reg_every=2, g_reg_every=2, log_every=1, sample_every=100, checkpoint_every=1,
                               n_samples=2, truncations=(1.0,), num_workers=workers)
     images = list(np.random.default_rng(3).integers(0, 256, (8, 16, 16, 3), dtype=np.uint8))
@@ -78,27 +80,27 @@ def _generator_file(folder: Path) -> Path:
     return path
 
 
-def _psp(out: Path, workers: int, spec: DeviceSpec, progress, input_nc: int) -> list[Path]:
+def _psp(out: Path, workers: int, spec: DeviceSpec, progress, input_nc: int, batch: int = 2) -> list[Path]:
     from mangacolor.training.drafting import PSpTrainConfig, train_psp
 
     g = torch.Generator().manual_seed(1)
     pairs = []
-    for _ in range(4):
+    for _ in range(max(4, batch)):
         colour = F.interpolate(torch.rand(1, 3, 4, 4, generator=g) * 2 - 1, size=(32, 32), mode="bilinear", align_corners=False)[0]
         grey = (0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2])[None]
         pairs.append((grey if input_nc == 1 else colour, colour))
-    cfg = PSpTrainConfig(input_nc=input_nc, input_size=32, widths=(4, 8, 8, 16), units=(1, 1, 1, 1), se_reduction=4, batch_size=2,
+    cfg = PSpTrainConfig(input_nc=input_nc, input_size=32, widths=(4, 8, 8, 16), units=(1, 1, 1, 1), se_reduction=4, batch_size=batch,
                          epochs=3, lr=1e-3, lambda_lpips=0.0, log_every=1, sample_every=100, checkpoint_every=1, n_samples=1,
                          num_workers=workers)
     return [Path(train_psp(cfg, pairs, _generator_file(out.parent), out, spec, NullTracker(), progress)["encoder"])]
 
 
-def drafting_network(out, workers, spec, progress):
-    return _psp(out, workers, spec, progress, input_nc=1)
+def drafting_network(out, workers, spec, progress, batch: int = 2):
+    return _psp(out, workers, spec, progress, input_nc=1, batch=batch)
 
 
-def inversion_encoder(out, workers, spec, progress):
-    return _psp(out, workers, spec, progress, input_nc=3)
+def inversion_encoder(out, workers, spec, progress, batch: int = 2):
+    return _psp(out, workers, spec, progress, input_nc=3, batch=batch)
 
 
 def _colour_pages(n: int, seed: int, h: int = 40, w: int = 36) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -113,19 +115,19 @@ def _colour_pages(n: int, seed: int, h: int = 40, w: int = 36) -> tuple[list[np.
     return [c.mean(2).astype(np.uint8) for c in colours], colours
 
 
-def _colorizer(out: Path, workers: int, spec: DeviceSpec, progress, step: str) -> list[Path]:
+def _colorizer(out: Path, workers: int, spec: DeviceSpec, progress, step: str, batch: int = 2) -> list[Path]:
     from mangacolor.data.augment import paired_augmentation
     from mangacolor.models.colorizer import ColorizerConfig
     from mangacolor.models.discriminator import DiscriminatorConfig
     from mangacolor.training.colorizer import BwDataset, ColorizerTrainConfig, PairDataset, augment_from_paired, train_colorizer
 
-    bw, colour = _colour_pages(4, 0)
-    drafts = list(np.random.default_rng(1).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8))
+    bw, colour = _colour_pages(max(4, batch), 0)
+    drafts = list(np.random.default_rng(1).integers(0, 256, (len(bw), 16, 16, 3), dtype=np.uint8))
     synthetic = PairDataset(bw, colour, drafts)
     real_bw, real_colour = _colour_pages(4, 2)
     real = PairDataset(real_bw, real_colour) if step == "self_train" else BwDataset(real_bw)
     cfg = ColorizerTrainConfig(generator=ColorizerConfig.tiny(), discriminator=DiscriminatorConfig.tiny(), crop=(32, 32),
-                               batch_size=2, epochs=3, allow_random_vgg=True, perceptual_layers=("relu1_2",), max_steps=6,
+                               batch_size=batch, epochs=3, allow_random_vgg=True, perceptual_layers=("relu1_2",), max_steps=6,
                                log_every=1, checkpoint_every=1, num_workers=workers)
     augment = augment_from_paired(paired_augmentation(crop_hw=(32, 32), seed=0))
     result = train_colorizer(cfg, synthetic, None if step == "finetune" else real, out, spec, NullTracker(), progress,
@@ -139,19 +141,38 @@ LOOPS: dict[str, Drill] = {
     "stylegan": Drill(6, stylegan),
     "inversion_encoder": Drill(6, inversion_encoder),
     "drafting_network": Drill(6, drafting_network),
-    "colorizer_adapt": Drill(6, lambda o, w, s, p: _colorizer(o, w, s, p, "adapt")),
-    "colorizer_self_train": Drill(6, lambda o, w, s, p: _colorizer(o, w, s, p, "self_train")),
-    "colorizer_finetune": Drill(6, lambda o, w, s, p: _colorizer(o, w, s, p, "finetune")),
+    "colorizer_adapt": Drill(6, lambda o, w, s, p, **kw: _colorizer(o, w, s, p, "adapt", **kw)),
+    "colorizer_self_train": Drill(6, lambda o, w, s, p, **kw: _colorizer(o, w, s, p, "self_train", **kw)),
+    "colorizer_finetune": Drill(6, lambda o, w, s, p, **kw: _colorizer(o, w, s, p, "finetune", **kw)),
 }
 
 
-def run(loop: str, out_dir: Path, workers: int = 0, step_delay: float = 0.0) -> list[Path]:
-    """Run (or resume) one drill loop; `step_delay` seconds of sleep per progress message (kill window)."""
+# Global batch of each loop in the 1-vs-N-process comparisons (2 per process and more where a loop needs it):
+# StyleGAN2's minibatch-stddev groups 4 images, and with 4 per process they are the groups of one process
+# (rows are strided over processes). The two pSp encoders are one loop (input_nc 1 or 3).
+DDP_BATCH = {"colorizer_adapt": 4, "colorizer_self_train": 4, "colorizer_finetune": 4, "stylegan": 8,
+             "drafting_network": 4, "inversion_encoder": 4, "refiner": 2, "cut": 2}
+
+
+def max_abs_diff(a: Path, b: Path) -> float:
+    """Largest absolute difference between the floating-point tensors of two safetensors files."""
+    from safetensors.torch import load_file
+
+    x, y = load_file(str(a)), load_file(str(b))
+    if x.keys() != y.keys():
+        raise ValueError(f"{a} and {b} hold different tensors")
+    return max(float((x[k].double() - y[k].double()).abs().max()) for k in x if x[k].is_floating_point())
+
+
+def run(loop: str, out_dir: Path, workers: int = 0, step_delay: float = 0.0, batch: int | None = None,
+        fp32: bool = False) -> list[Path]:
+    """Run (or resume) one drill loop; `step_delay` seconds of sleep per progress message (kill window);
+    `batch`: the global batch (default: the drill's); `fp32`: without the drill's autocast."""
     import warnings
 
     torch.set_num_threads(1)
     drill = LOOPS[loop]
-    spec = DeviceSpec(torch.device("cpu"), drill.amp, seed=7)
+    spec = DeviceSpec(torch.device("cpu"), None if fp32 else drill.amp, seed=7)
 
     def progress(_message: str) -> None:
         if step_delay:
@@ -159,18 +180,29 @@ def run(loop: str, out_dir: Path, workers: int = 0, step_delay: float = 0.0) -> 
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # random-init VGG and friends
-        return drill.run(Path(out_dir), workers, spec, progress)
+        return drill.run(Path(out_dir), workers, spec, progress, **({"batch": batch} if batch else {}))
 
 
 def main() -> None:
+    """One loop into OUT_DIR, or several (OUT_DIR/<loop>); under `torchrun`, as one rank of a gloo group."""
+    from mangacolor.training import distributed
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("loop", choices=sorted(LOOPS))
+    parser.add_argument("loop", nargs="+", help=f"LOOP or LOOP:BATCH (global batch), LOOP one of {', '.join(LOOPS)}")
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--step-delay", type=float, default=0.0)
+    parser.add_argument("--fp32", action="store_true", help="no autocast (the drills' fp16 exercises the GradScaler)")
     args = parser.parse_args()
-    for path in run(args.loop, args.out_dir, args.workers, args.step_delay):
-        print(path)
+    runs = [(name, int(batch) if batch else None) for name, _, batch in (entry.partition(":") for entry in args.loop)]
+    unknown = [name for name, _ in runs if name not in LOOPS]
+    if unknown:
+        parser.error(f"unknown loop {unknown[0]!r}; choose from {', '.join(LOOPS)}")
+    with distributed.process_group("cpu"):
+        for loop, batch in runs:
+            out = args.out_dir / loop if len(runs) > 1 else args.out_dir
+            for path in run(loop, out, args.workers, args.step_delay, batch, args.fp32):
+                print(path)
 
 
 if __name__ == "__main__":
