@@ -127,13 +127,17 @@ class Chain:
                 log(f"  {names}{f' [{p}]' if p else ''}: {time.perf_counter() - t:.0f} s")
         return time.perf_counter() - t0
 
-    def train_all(self) -> float:
-        import dagster as dg
-
+    def register(self) -> None:
+        """The titles as dynamic partitions of this run's (ephemeral) instance: a --reuse run needs them too."""
         from assets.ingest import register_and_observe
         from mangacolor.config import load_preset
 
         register_and_observe(self.instance, load_preset(self.work / "preset-0.yaml"))
+
+    def train_all(self) -> float:
+        import dagster as dg
+
+        self.register()
         skip = dg.AssetSelection.assets("scraped_pages") | dg.AssetSelection.groups("evaluation")
         return self.materialize(self.defs, dg.AssetSelection.all() - skip)
 
@@ -298,6 +302,8 @@ def main() -> int:
                 section.setdefault(name, {})["max_steps"] = n
             chain.defs = chain.definitions(chain.base)
         train_s = 0.0
+        if args.reuse:
+            chain.register()  # the variants' runs need the titles too
         if not args.reuse:
             log(f"training the whole chain ({args.preset} preset)")
             train_s = chain.train_all()

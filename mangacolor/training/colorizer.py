@@ -343,6 +343,18 @@ def sample_grid(generator: nn.Module, pairs: dict[str, torch.Tensor] | None, rea
 # ---------------------------------------------------------------------------------------------
 
 
+def epoch_steps(pages: int, batch_size: int, canvas: tuple[int, int], crop: tuple[int, int]) -> int:
+    """Steps in one epoch: every training page's canvas covered once by crops.
+
+    Appendix B crops 768x512 out of the 768x512 canvas (plus a <= 15 px mirror pad), so there an epoch
+    is one crop per page, as the paper counts it. A preset that crops a small window out of a larger
+    canvas (the demo's 64x64 out of 384x256) sees a page's area only once every canvas/crop crops;
+    counting pages alone would make its "2 epochs" of fine-tuning a twelfth of the paper's.
+    """
+    crops_per_page = max(1, round(canvas[0] * canvas[1] / (crop[0] * crop[1])))
+    return max(1, pages * crops_per_page // batch_size)
+
+
 def cue_epoch(epochs_before: int, it: int, steps_per_epoch: int) -> int:
     """The 1-based epoch of Appendix D's cue schedule at loop step `it`.
 
@@ -445,7 +457,7 @@ def train_colorizer(
         modules["d"], optimizers["d"] = discriminator, opt_d
     scaler = torch.amp.GradScaler(dev.type, enabled=spec.amp_dtype == torch.float16)
 
-    steps_per_epoch = max(1, len(supervised) // batch_size)
+    steps_per_epoch = epoch_steps(len(supervised), batch_size, canvas, cfg.crop)
     total_steps = epochs * steps_per_epoch
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
@@ -591,6 +603,7 @@ __all__ = [
     "augment_from_paired",
     "collate",
     "cue_epoch",
+    "epoch_steps",
     "random_crop",
     "sample_grid",
     "train_colorizer",

@@ -241,6 +241,16 @@ def test_cue_epoch_counts_the_epochs_the_weights_were_trained():
     assert [cue_epoch(15, it, 2) for it in range(4)] == [16, 16, 17, 17]  # the fine-tune after 15 epochs of step 1
 
 
+def test_an_epoch_covers_every_pages_canvas_once():
+    """Appendix B's 768x512 crop of the 768x512 canvas: one crop per page, so 2 epochs of 6 pairs at batch
+    4 are 2 steps each. A 96x96 crop of a 384x256 canvas sees a page's area in 11 crops: 16 steps."""
+    from mangacolor.training.colorizer import epoch_steps
+
+    assert epoch_steps(6, 4, (768, 512), (768, 512)) == 1
+    assert epoch_steps(6, 4, (384, 256), (96, 96)) == 6 * 11 // 4
+    assert epoch_steps(1, 8, (64, 64), (64, 64)) == 1  # never zero
+
+
 def test_a_finetune_continues_the_schedule_of_its_weights_and_sees_drafts(tmp_path):
     """Drafts only from the third epoch: two epochs of training see none; the one-epoch fine-tune from
     those weights is in its third epoch, so every page gets its draft (a restarted count would give none)."""
