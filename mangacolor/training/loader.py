@@ -62,18 +62,31 @@ class StepBatches(Dataset):
         return self.make(int(step))
 
 
-def to_device(batch: Any, device: torch.device, non_blocking: bool = False) -> Any:
-    """Tensors in nested dicts / lists / tuples / dataclasses moved to `device`; anything else kept."""
+def map_tensors(batch: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """`fn` applied to every tensor in nested dicts / lists / tuples / dataclasses; anything else kept."""
     if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=non_blocking)
+        return fn(batch)
     if isinstance(batch, dict):
-        return {k: to_device(v, device, non_blocking) for k, v in batch.items()}
+        return {k: map_tensors(v, fn) for k, v in batch.items()}
     if isinstance(batch, (list, tuple)):
-        return type(batch)(to_device(v, device, non_blocking) for v in batch)
+        return type(batch)(map_tensors(v, fn) for v in batch)
     if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
-        return dataclasses.replace(batch, **{f.name: to_device(getattr(batch, f.name), device, non_blocking)
+        return dataclasses.replace(batch, **{f.name: map_tensors(getattr(batch, f.name), fn)
                                              for f in dataclasses.fields(batch) if f.init})
     return batch
+
+
+def to_device(batch: Any, device: torch.device, non_blocking: bool = False) -> Any:
+    """Tensors in nested dicts / lists / tuples / dataclasses moved to `device`; anything else kept."""
+    return map_tensors(batch, lambda t: t.to(device, non_blocking=non_blocking))
+
+
+class Pinnable:
+    """Mixin for a dataclass batch: the `DataLoader`'s pin-memory thread pins every tensor in it
+    (it pins only tensors, dicts and sequences by itself, and would leave a dataclass in pageable memory)."""
+
+    def pin_memory(self) -> Any:
+        return map_tensors(self, torch.Tensor.pin_memory)
 
 
 def step_loader(make: Callable[[int], Any], start: int, stop: int, device: torch.device,
