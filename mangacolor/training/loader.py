@@ -12,6 +12,14 @@ Workers: `num_workers=None` means `MANGACOLOR_WORKERS` if set, else min(8, cores
 They are forked on Linux (so `make` may close over lists of pages and models without pickling);
 elsewhere `make` must be picklable. Workers leave OpenCV's thread pool alone: reconfiguring it
 (`cv2.setNumThreads`) in a forked child can wait forever on the parent's condition variables.
+
+Batches should leave the workers compact: a worker's batch is copied into shared memory and mapped
+by the loop, so float pages with page-size cue planes cost the loop in copying what the workers
+saved in decoding. The colorizer's step-1 batch at paper size is 138 MB as float pages, 4-channel
+hints and page-size drafts, and 12.6 MB as its workers ship it (uint8 pages, hint points:
+`colorizer.StepBatch`), made float on the training device by `colorizer.expand_batch`. A dataclass
+batch derives from `Pinnable` so that the loader pins it for the copy to a GPU. There is no cache of
+decoded pages: at the paper's 100,000 pages a worker would almost never draw a page twice.
 """
 
 from __future__ import annotations
