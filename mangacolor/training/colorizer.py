@@ -34,7 +34,7 @@ from torch import nn
 from torch.utils.data import ConcatDataset, Dataset
 
 from mangacolor.device import DeviceSpec
-from mangacolor.io.images import encode_png, from_tensor, read_image, thumbnail_grid, to_tensor
+from mangacolor.io.images import encode_png, from_tensor, read_image, thumbnail_grid
 from mangacolor.losses.colorization import (
     FINETUNE_WEIGHTS,
     STEP1_WEIGHTS,
@@ -49,8 +49,8 @@ from mangacolor.models.discriminator import ColorizationDiscriminator, Discrimin
 from mangacolor.tracking import NullTracker, Tracker
 from mangacolor.training import distributed
 from mangacolor.training.checkpoint import Checkpointer, save_weights
-from mangacolor.training.cues import CueConfig, Cues, sample_cues
-from mangacolor.training.loader import step_batches
+from mangacolor.training.cues import CueConfig, Cues, resize_draft, sample_cues
+from mangacolor.training.loader import Pinnable, step_batches
 
 log = logging.getLogger(__name__)
 
@@ -208,34 +208,127 @@ def _stream_indices(n: int, start: int, count: int, seed: int, salt: int) -> lis
     return out
 
 
-def collate(samples: list[Sample], device: torch.device) -> dict[str, torch.Tensor]:
-    """uint8 samples -> float tensors in [-1, 1] on `device`; drafts stacked with a validity mask."""
-    batch = {"bw": torch.stack([to_tensor(s["bw"]) for s in samples]).to(device)}
+def _chw(arr: np.ndarray) -> torch.Tensor:
+    """uint8 HxW or HxWxC -> uint8 CxHxW (no copy beyond making it contiguous)."""
+    t = torch.from_numpy(np.ascontiguousarray(arr))
+    return t[None] if t.ndim == 2 else t.permute(2, 0, 1)
+
+
+def _unit(t: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 -> float in [-1, 1], computed as `to_tensor` does (so the values are the same)."""
+    return t.float().div(127.5).sub(1.0).to(dtype)
+
+
+def compact_pages(samples: list[Sample]) -> dict[str, Any]:
+    """uint8 samples -> the batch as a loader worker ships it: uint8 "bw" (B,1,H,W) and "color" (B,3,H,W),
+    "draft" a list of uint8 (3,h,w) drafts at their own size (None where absent) with "has_draft" (B,) bool.
+    `expand_pages` makes it the float batch the networks take."""
+    batch: dict[str, Any] = {"bw": torch.stack([_chw(s["bw"]) for s in samples])}
     if all("color" in s for s in samples):
-        batch["color"] = torch.stack([to_tensor(s["color"]) for s in samples]).to(device)
+        batch["color"] = torch.stack([_chw(s["color"]) for s in samples])
     if any("draft" in s for s in samples):
-        # Drafts from different sources (stored inversions, pseudolabel drafts) may differ in size;
-        # the generator resizes them to the page anyway, so bring a batch to its largest.
-        h = max(s["draft"].shape[0] for s in samples if "draft" in s)
-        w = max(s["draft"].shape[1] for s in samples if "draft" in s)
-        drafts = []
-        for s in samples:
-            d = to_tensor(s["draft"]) if "draft" in s else torch.zeros(3, h, w)
-            if d.shape[-2:] != (h, w):
-                d = torch.nn.functional.interpolate(d[None], size=(h, w), mode="bilinear", align_corners=False)[0]
-            drafts.append(d)
-        batch["draft"] = torch.stack(drafts).to(device)
+        batch["draft"] = [_chw(s["draft"]) if "draft" in s else None for s in samples]
         batch["has_draft"] = torch.tensor(["draft" in s for s in samples])
     return batch
+
+
+def expand_pages(batch: dict[str, Any], device: torch.device, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """A `compact_pages` batch -> float tensors in [-1, 1] on `device`; drafts stacked with a validity mask."""
+    out = {"bw": _unit(batch["bw"].to(device), dtype)}
+    if "color" in batch:
+        out["color"] = _unit(batch["color"].to(device), dtype)
+    if "draft" in batch:
+        # Drafts from different sources (stored inversions, pseudolabel drafts) may differ in size;
+        # the generator resizes them to the page anyway, so bring a batch to its largest.
+        h = max(d.shape[-2] for d in batch["draft"] if d is not None)
+        w = max(d.shape[-1] for d in batch["draft"] if d is not None)
+        drafts = []
+        for d in batch["draft"]:
+            d = _unit(d.to(device)) if d is not None else torch.zeros(3, h, w, device=device)
+            if d.shape[-2:] != (h, w):
+                d = torch.nn.functional.interpolate(d[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+            drafts.append(d.to(dtype))
+        out["draft"] = torch.stack(drafts)
+        out["has_draft"] = batch["has_draft"]
+    return out
+
+
+def collate(samples: list[Sample], device: torch.device) -> dict[str, torch.Tensor]:
+    """uint8 samples -> float tensors in [-1, 1] on `device`; drafts stacked with a validity mask."""
+    return expand_pages(compact_pages(samples), device)
+
+
+@dataclass
+class CompactCues:
+    """A batch's cues as a loader worker ships them: which pages got a hint and a draft, and the hint
+    points alone (a hint is a few hundred points on a 768×512 page). `expand_cues` rebuilds `Cues`."""
+
+    has_hint: torch.Tensor  # (B,) bool
+    has_draft: torch.Tensor  # (B,) bool
+    hint_at: torch.Tensor  # (N,) int64: flat (page, y, x) index of each hint point
+    hint_rgb: torch.Tensor  # (N, 3) float32: its colour in [-1, 1]
+
+
+def compact_cues(cues: Cues, first: int = 0) -> CompactCues:
+    """`Cues` -> `CompactCues`, pages numbered from `first` (the hint's mask channel is exactly 0 or 1)."""
+    b, _, h, w = cues.hint.shape
+    flat = cues.hint.detach().float().cpu().reshape(b, 4, h * w)
+    page, pos = (flat[:, 3] != 0).nonzero(as_tuple=True)
+    return CompactCues(cues.has_hint.cpu(), cues.has_draft.cpu(), (page + first) * (h * w) + pos,
+                       flat[page, :3, pos].contiguous())
+
+
+def expand_cues(cues: CompactCues, pages: dict[str, torch.Tensor]) -> Cues:
+    """`CompactCues` -> the full `Cues` on `pages`' device: the hint painted back from its points,
+    the drafts of the pages that get one resized to the page (as `sample_cues` does)."""
+    b, _, h, w = pages["bw"].shape
+    device, dtype = pages["bw"].device, pages["bw"].dtype
+    hint = torch.zeros(b, 4, h * w, device=device, dtype=dtype)
+    at = cues.hint_at.to(device)
+    page, pos = at // (h * w), at % (h * w)
+    hint[page, :3, pos] = cues.hint_rgb.to(device, dtype)
+    hint[page, 3, pos] = 1.0
+    draft = torch.zeros(b, 3, h, w, device=device, dtype=dtype)
+    if cues.has_draft.any():
+        idx = cues.has_draft.nonzero().squeeze(1).to(device)
+        draft[idx] = resize_draft(pages["draft"][idx], (h, w)).to(dtype)
+    return Cues(hint=hint.view(b, 4, h, w), draft=draft, has_hint=cues.has_hint, has_draft=cues.has_draft)
+
+
+@dataclass
+class StepBatch(Pinnable):
+    """One training step's data as `StepData` builds it in a loader worker: uint8 pages, sparse hints.
+
+    A tenth of the float batch's bytes, so shipping it from a worker costs little; `expand_batch`
+    turns it into the float batch on the training device."""
+
+    pairs: dict[str, Any]  # compact_pages
+    cues: CompactCues
+    real: dict[str, Any] | None = None
+    real_cues: CompactCues | None = None
+    y_real: torch.Tensor | None = None  # uint8 (B,3,H,W)
+
+
+def expand_batch(batch: StepBatch, device: torch.device, dtype: torch.dtype = torch.float32) -> tuple:
+    """(pairs, cues, real, real_cues, y_real) as float tensors on `device`: the batch the loop trains on."""
+    pairs = expand_pages(batch.pairs, device, dtype)
+    cues = expand_cues(batch.cues, pairs)
+    real = real_cues = None
+    if batch.real is not None:
+        real = expand_pages(batch.real, device, dtype)
+        real_cues = expand_cues(batch.real_cues, real)
+    y_real = _unit(batch.y_real.to(device), dtype) if batch.y_real is not None else None
+    return pairs, cues, real, real_cues, y_real
 
 
 @dataclass
 class StepData:
     """The data of training step `it`, from (seed, it) alone: what `train_colorizer` asks its loader workers for.
 
-    Returns (pairs, cues, real, real_cues, y_real) as CPU tensors: the supervised batch and its cues; for
-    step 1 the real black-and-white batch with its cues: empty hint, draft per the schedule (None otherwise);
-    for step 2 the colour pages the discriminator sees as real (None: the batch's own colour targets).
+    Returns a `StepBatch` (`expand_batch` makes it float tensors on the device): the supervised batch and
+    its cues; for step 1 the real black-and-white batch with its cues: empty hint, draft per the schedule
+    (None otherwise); for step 2 the colour pages the discriminator sees as real (None: the batch's own
+    colour targets).
     """
 
     cfg: ColorizerTrainConfig
@@ -249,7 +342,7 @@ class StepData:
     positions: tuple[int, ...] | None = None  # this process's positions in the global batch (DDP); None: all
     real_colour: Dataset | None = None  # step 2: colour pages D sees as real (never pseudolabels)
 
-    def load(self, dataset: Dataset, it: int, salt: int) -> dict[str, torch.Tensor]:
+    def samples(self, dataset: Dataset, it: int, salt: int) -> list[Sample]:
         """This process's items of step `it`'s global batch, each drawn and augmented from (seed, it, salt, position)."""
         cfg, samples = self.cfg, []
         chosen = _stream_indices(len(dataset), it * self.batch_size, self.batch_size, cfg.seed, salt)
@@ -258,30 +351,42 @@ class StepData:
             sample = dataset[chosen[j]]
             sample = self.augment(sample, item_rng) if self.augment is not None else random_crop(sample, cfg.crop, item_rng, self.canvas)
             samples.append(sample)
-        return collate(samples, torch.device("cpu"))
+        return samples
 
-    def cues(self, batch: dict[str, torch.Tensor], it: int, epoch: int, salt: int, hints: bool = True) -> Cues:
-        """Cues item by item, each from its own (seed, it, salt, position) generator: the same whatever the sharding."""
+    def load(self, dataset: Dataset, it: int, salt: int) -> dict[str, Any]:
+        return compact_pages(self.samples(dataset, it, salt))
+
+    def cue_rng(self, it: int, salt: int, position: int) -> torch.Generator:
+        return torch.Generator().manual_seed(int(np.random.default_rng([self.cfg.seed, it, salt, position, 1]).integers(2**62)))
+
+    def cues(self, batch: dict[str, Any], it: int, epoch: int, salt: int, hints: bool = True) -> CompactCues:
+        """Cues item by item, each from its own (seed, it, salt, position) generator: the same whatever the sharding.
+
+        The drafts drawn here are resized to the page on the device (`expand_cues`), not in the worker."""
         per_item = []
         for k, j in enumerate(self.shard()):
-            one = {key: v[k:k + 1] for key, v in batch.items()}
-            rng = torch.Generator().manual_seed(int(np.random.default_rng([self.cfg.seed, it, salt, j, 1]).integers(2**62)))
-            per_item.append(sample_cues(one, epoch, rng, self.cfg.cues, hints=hints))
-        return Cues(*(torch.cat([getattr(c, f.name) for c in per_item]) for f in dataclasses.fields(Cues)))
+            one = {"bw": _unit(batch["bw"][k:k + 1])}
+            if "color" in batch:
+                one["color"] = _unit(batch["color"][k:k + 1])
+            if "draft" in batch:
+                # Only whether the page has a draft enters the draws; its resized copy is not kept.
+                one["draft"], one["has_draft"] = torch.zeros(1, 3, 1, 1), batch["has_draft"][k:k + 1]
+            per_item.append(compact_cues(sample_cues(one, epoch, self.cue_rng(it, salt, j), self.cfg.cues, hints=hints), k))
+        return CompactCues(*(torch.cat([getattr(c, f.name) for c in per_item]) for f in dataclasses.fields(CompactCues)))
 
     def shard(self) -> tuple[int, ...]:
         return tuple(self.positions) if self.positions is not None else tuple(range(self.batch_size))
 
-    def __call__(self, it: int) -> tuple:
+    def __call__(self, it: int) -> StepBatch:
         epoch = cue_epoch(self.epochs_before, it, self.steps_per_epoch)
         pairs = self.load(self.supervised, it, 0)
-        cues = self.cues(pairs, it, epoch, 0)
-        real = real_cues = None
+        batch = StepBatch(pairs, self.cues(pairs, it, epoch, 0))
         if self.unpaired_real is not None:
-            real = self.load(self.unpaired_real, it, 1)
-            real_cues = self.cues(real, it, epoch, 1, hints=False)  # Ĥ: empty hint, S per the schedule (eq. 9)
-        y_real = self.load(self.real_colour, it, 2)["color"] if self.real_colour is not None else None
-        return pairs, cues, real, real_cues, y_real
+            batch.real = self.load(self.unpaired_real, it, 1)
+            batch.real_cues = self.cues(batch.real, it, epoch, 1, hints=False)  # Ĥ: empty hint, S per the schedule (eq. 9)
+        if self.real_colour is not None:
+            batch.y_real = self.load(self.real_colour, it, 2)["color"]
+        return batch
 
 
 # ---------------------------------------------------------------------------------------------
@@ -510,7 +615,8 @@ def train_colorizer(
 
     parts: dict[str, Any] = {}
     batches = step_batches(make, start, total_steps, dev, cfg.num_workers, cfg.prefetch_factor)
-    for it, (pairs, cues, real, real_cues, y_real) in batches:
+    for it, step_batch in batches:
+        pairs, cues, real, real_cues, y_real = expand_batch(step_batch, dev)
         epoch = it // steps_per_epoch + 1
         c_epoch = cue_epoch(epochs_before, it, steps_per_epoch)
         with spec.autocast():
@@ -595,15 +701,18 @@ __all__ = [
     "Augment",
     "BwDataset",
     "ColorizerTrainConfig",
+    "CompactCues",
     "ColorizerTrainResult",
     "PairDataset",
     "STEP_DEFAULTS",
     "Snapshot",
+    "StepBatch",
     "StepData",
     "augment_from_paired",
     "collate",
     "cue_epoch",
     "epoch_steps",
+    "expand_batch",
     "random_crop",
     "sample_grid",
     "train_colorizer",

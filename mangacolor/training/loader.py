@@ -12,6 +12,14 @@ Workers: `num_workers=None` means `MANGACOLOR_WORKERS` if set, else min(8, cores
 They are forked on Linux (so `make` may close over lists of pages and models without pickling);
 elsewhere `make` must be picklable. Workers leave OpenCV's thread pool alone: reconfiguring it
 (`cv2.setNumThreads`) in a forked child can wait forever on the parent's condition variables.
+
+Batches should leave the workers compact: a worker's batch is copied into shared memory and mapped
+by the loop, so float pages with page-size cue planes cost the loop in copying what the workers
+saved in decoding. The colorizer's step-1 batch at paper size is 138 MB as float pages, 4-channel
+hints and page-size drafts, and 12.6 MB as its workers ship it (uint8 pages, hint points:
+`colorizer.StepBatch`), made float on the training device by `colorizer.expand_batch`. A dataclass
+batch derives from `Pinnable` so that the loader pins it for the copy to a GPU. There is no cache of
+decoded pages: at the paper's 100,000 pages a worker would almost never draw a page twice.
 """
 
 from __future__ import annotations
@@ -62,18 +70,31 @@ class StepBatches(Dataset):
         return self.make(int(step))
 
 
-def to_device(batch: Any, device: torch.device, non_blocking: bool = False) -> Any:
-    """Tensors in nested dicts / lists / tuples / dataclasses moved to `device`; anything else kept."""
+def map_tensors(batch: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """`fn` applied to every tensor in nested dicts / lists / tuples / dataclasses; anything else kept."""
     if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=non_blocking)
+        return fn(batch)
     if isinstance(batch, dict):
-        return {k: to_device(v, device, non_blocking) for k, v in batch.items()}
+        return {k: map_tensors(v, fn) for k, v in batch.items()}
     if isinstance(batch, (list, tuple)):
-        return type(batch)(to_device(v, device, non_blocking) for v in batch)
+        return type(batch)(map_tensors(v, fn) for v in batch)
     if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
-        return dataclasses.replace(batch, **{f.name: to_device(getattr(batch, f.name), device, non_blocking)
+        return dataclasses.replace(batch, **{f.name: map_tensors(getattr(batch, f.name), fn)
                                              for f in dataclasses.fields(batch) if f.init})
     return batch
+
+
+def to_device(batch: Any, device: torch.device, non_blocking: bool = False) -> Any:
+    """Tensors in nested dicts / lists / tuples / dataclasses moved to `device`; anything else kept."""
+    return map_tensors(batch, lambda t: t.to(device, non_blocking=non_blocking))
+
+
+class Pinnable:
+    """Mixin for a dataclass batch: the `DataLoader`'s pin-memory thread pins every tensor in it
+    (it pins only tensors, dicts and sequences by itself, and would leave a dataclass in pageable memory)."""
+
+    def pin_memory(self) -> Any:
+        return map_tensors(self, torch.Tensor.pin_memory)
 
 
 def step_loader(make: Callable[[int], Any], start: int, stop: int, device: torch.device,
