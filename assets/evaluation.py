@@ -52,6 +52,7 @@ from .ingest import color_pages, manga109_pages, page_splits
 from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
 
 GROUP = "evaluation"
+REPORT_COLUMNS = ["row", "fid", "fid_lo", "fid_hi", "kid", "ciede2000", "lpips", "psnr", "ssim"]
 OWNERS = ["team:evaluation"]
 EVAL_SETS = dg.StaticPartitionsDefinition(list(eval_sets.EVAL_SETS))
 COLORIZER_FINAL = dg.AssetKey("colorizer_final")
@@ -167,8 +168,10 @@ def fid_report(context: dg.AssetExecutionContext, settings: SettingsResource, st
     cand = record["rows"][record["candidate"]["row"]]
     meta = {
         **version_metadata(st, version, vdir),
-        "report": dg.MetadataValue.md(markdown),
-        "metrics_full": dg.MetadataValue.path(st.uri(st.relative(f"{vdir}/metrics.parquet"))),  # the report shows them
+        # Our rows only; the report beside the paper's Tables 1 and 3 and every column are in the store.
+        "report": table_value(result.table[[c for c in REPORT_COLUMNS if c in result.table]]),
+        "report_full": dg.MetadataValue.path(st.uri(st.relative(f"{vdir}/report.md"))),
+        "metrics_full": dg.MetadataValue.path(st.uri(st.relative(f"{vdir}/metrics.parquet"))),
         "random_init": result.random_init,
         "candidate_version": record["candidate"]["version"],
         "champion_version": record["champion"]["version"] or "none",
