@@ -103,6 +103,7 @@ def test_drafting_stage_end_to_end_with_resume_and_grey_fallback(project, make_d
 
     client = mlflow.MlflowClient(project["tracking_uri"])
     run = client.get_run(sg["mlflow_run_id"])
+    assert sg["mlflow_run"] == f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
     assert run.data.params["size"] == "16" and run.data.params["resumed_from_step"] == "2"
     assert run.data.tags["fid_note"] == RANDOM_INIT_NOTE and "fid" in run.data.metrics
     assert [m.step for m in client.get_metric_history(run.info.run_id, "g_loss")] == [3, 4]
