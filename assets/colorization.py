@@ -33,6 +33,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 from pydantic import Field
 
@@ -48,8 +49,9 @@ from mangacolor.training import colorization_stages as stages
 from mangacolor.training.colorizer import train_colorizer
 
 from .common import (
-    checkpoint_dir, color_titles, commits_last, progress_logger, resumed_from, thumbnails_md, version_metadata, work_dir,
+    checkpoint_dir, color_titles, commits_last, progress_logger, resumed_from, version_metadata, work_dir,
 )
+from .metadata import THUMBNAIL_BYTES, image_budget, samples_md, table_value
 from .digests import digest_key
 from .ingest import bw_pages, color_pages, page_pairs, page_splits
 from . import launch
@@ -57,6 +59,7 @@ from .launch import GPU_OP_TAGS, TRAINING_RETRY, TorchrunResource
 from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
 
 GROUP = "colorization"
+OWNERS = ["team:ml"]
 SECTION = "colorizer"
 RANDOM_INIT_NOTE = "random-init Inception: not comparable to published FID"
 ALL = dg.AllPartitionMapping()
@@ -130,9 +133,29 @@ def _variant_tags(cfg: stages.ColorizationConfig) -> dict:
             "adversarial_adaptation": str(flags.adversarial_adaptation).lower(), "self_training": str(flags.self_training).lower()}
 
 
-def _grid(st, uri: str, caption: str, height: int = 384) -> dg.MetadataValue:
-    image = read_image(st.read_bytes(uri))
-    return thumbnails_md([image], caption, height=min(height, image.shape[0]))
+def _grid(st, vdir: str, image, caption: str, name: str = "samples", height: int = 384,
+          max_bytes: int = THUMBNAIL_BYTES) -> dg.MetadataValue:
+    """A training loop's sample grid (an array, a local file or a store path) kept in the version folder, shown small."""
+    if isinstance(image, (str, Path)):  # a local file (the loop's samples) or a path in the store
+        image = read_image(Path(image).read_bytes() if Path(image).is_file() else st.read_bytes(str(image)))
+    return samples_md(st, vdir, [image], caption, name, min(height, image.shape[0]), max_bytes)
+
+
+def _bundle_samples(st, bundle_dir: Path, n: int = 2) -> list[np.ndarray]:
+    """Holdout pages (never trained on) coloured by the bundle just written, each beside its page: what a user gets."""
+    from mangacolor.inference.api import Colorizer
+
+    if st.latest_version("page_splits") is None:
+        return []
+    held = set(holdout_pages(st.latest_manifest("page_splits"))["id"])
+    pages = ok_rows(st, "bw_pages")
+    pages = pages[pages["id"].isin(held)].drop_duplicates("id").sort_values("id").head(n)
+    colorizer = Colorizer.from_bundle(bundle_dir)
+    shown = []
+    for uri in pages["uri"]:
+        page = read_image(st.read_bytes(uri), mode="L")
+        shown += [page, colorizer.colorize(page)]
+    return shown
 
 
 def _weights_row(writer, data: bytes, **more) -> str:
@@ -205,6 +228,7 @@ def train_step1(st, cfg, tcfg, step, pairs, real, every, work, spec, tracker, pr
 @dg.asset(
     deps=[SYNTHETIC, *SYNTHETIC_LOWER, DRAFTS, BW_DRAFTS, COLOR, BW, page_splits, *FAN_IN_DIGESTS],
     group_name=GROUP,
+    owners=OWNERS, tags={"stage": GROUP, "role": "training"},
     pool="gpu",
     op_tags=GPU_OP_TAGS,
     retry_policy=TRAINING_RETRY,
@@ -256,8 +280,8 @@ def colorizer_step1_snapshots(context: dg.AssetExecutionContext, settings: Setti
         "real_drafts": int(real["draft_uri"].notna().sum()) if "draft_uri" in real else 0,
         "bw_source_by_title": dg.MetadataValue.json(pairs.bw_source),
         **fallback,
-        "samples": _grid(st, f"{vdir}/{last['samples_path']}", f"step {int(last['step'])}: synthetic rows bw | colorized | "
-                                                               "colour, then real rows bw | colorized (no hint, no draft)"),
+        "samples": _grid(st, vdir, f"{vdir}/{last['samples_path']}", f"step {int(last['step'])}: synthetic rows bw | colorized | "
+                                                                     "colour, then real rows bw | colorized (no hint, no draft)"),
     }
     return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
 
@@ -285,6 +309,7 @@ def finetune_train(st, cfg: stages.ColorizationConfig, work: Path, spec, tracker
 @dg.asset(
     deps=[colorizer_step1_snapshots, page_pairs, DRAFTS],
     group_name=GROUP,
+    owners=OWNERS, tags={"stage": GROUP, "role": "training"},
     pool="gpu",
     op_tags=GPU_OP_TAGS,
     retry_policy=TRAINING_RETRY,
@@ -344,7 +369,7 @@ def colorizer_step1_finetuned(context: dg.AssetExecutionContext, settings: Setti
         "mlflow_run_id": tracker.run_id,
     }
     if tuned and tuned[-1].samples:
-        meta["samples"] = thumbnails_md([read_image(tuned[-1].samples)], "matched pairs: bw | colorized | colour", height=384)
+        meta["samples"] = _grid(st, vdir, tuned[-1].samples, "matched pairs: bw | colorized | colour")
     return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
 
 
@@ -359,6 +384,7 @@ class SnapshotSelection(dg.Config):
 @dg.asset(
     deps=[colorizer_step1_finetuned, COLOR, BW, page_splits],
     group_name=GROUP,
+    owners=OWNERS, tags={"stage": GROUP, "role": "selection"},
     pool="gpu",
     op_tags=GPU_OP_TAGS,
     kinds={"pytorch"},
@@ -399,21 +425,22 @@ def selected_snapshots(context: dg.AssetExecutionContext, config: SnapshotSelect
         writer = st.begin("selected_snapshots")
         grids = stages.write_selection(writer, ranking, chosen, {step: path for step, _, path in local}, validation)
         version, vdir, _ = writer.seal(salt=json.dumps({"selected": chosen, "validation": list(validation_rows["id"])}))
-    table = ranking.table.assign(selected=ranking.table["step"].isin(chosen))
+    ranking_table = ranking.table.assign(selected=ranking.table["step"].isin(chosen))
     meta = {
         **version_metadata(st, version, vdir),
         "selected_steps": dg.MetadataValue.json(chosen),
         "override": bool(config.override),
         "metric": sel.metric,
-        "ranking": dg.MetadataValue.md(table.to_markdown(index=False, floatfmt=".5g")),
+        "ranking": table_value(ranking_table),
         "validation_pages": len(validation),
         "reference_pages": len(reference),
         "feature_extractor": ranking.feature_extractor,
         "random_init": ranking.random_init,
         "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in ranking.notes) or "_none_"),
         "mlflow_run_id": tracker.run_id,
-        **{f"grid_step_{s}": thumbnails_md([g], f"snapshot step {s} (rank {int(table.loc[table.step == s, 'rank'].iloc[0])}): "
-                                                "real page | coloring", height=min(256, g.shape[0])) for s, g in grids.items()},
+        **{f"grid_step_{s}": _grid(st, vdir, g, f"snapshot step {s} (rank {int(ranking_table.loc[ranking_table.step == s, 'rank'].iloc[0])}): "
+                                                "real page | coloring", f"grid_step_{s}", 256, image_budget(len(grids)))
+           for s, g in grids.items()},
     }
     if ranking.random_init:
         meta["fid_note"] = RANDOM_INIT_NOTE
@@ -426,6 +453,7 @@ def selected_snapshots(context: dg.AssetExecutionContext, config: SnapshotSelect
 @dg.asset(
     deps=[selected_snapshots, page_splits, BW, STYLEGAN, INVERSION],
     group_name=GROUP,
+    owners=OWNERS, tags={"stage": GROUP, "role": "data"},
     pool="gpu",
     op_tags=GPU_OP_TAGS,
     kinds={"pytorch", "parquet"},
@@ -479,7 +507,7 @@ def pseudolabels(context: dg.AssetExecutionContext, settings: SettingsResource, 
         **fallback,
         "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in summary.notes) or "_none_"),
         "mlflow_run_id": tracker.run_id,
-        "samples": thumbnails_md(shown, f"{first['bw_id'].iloc[0] if len(first) else ''}: page | its colorings | their drafts"),
+        "samples": samples_md(st, vdir, shown, f"{first['bw_id'].iloc[0] if len(first) else ''}: page | its colorings | their drafts"),
     }
     return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
 
@@ -503,6 +531,7 @@ def step2_train(st, cfg: stages.ColorizationConfig, titles: list[str], work: Pat
 @dg.asset(
     deps=[pseudolabels, selected_snapshots, SYNTHETIC, *SYNTHETIC_LOWER, DRAFTS, COLOR, BW, page_splits],
     group_name=GROUP,
+    owners=OWNERS, tags={"stage": GROUP, "role": "training"},
     pool="gpu",
     op_tags=GPU_OP_TAGS,
     retry_policy=TRAINING_RETRY,
@@ -566,8 +595,7 @@ def colorizer_step2(context: dg.AssetExecutionContext, settings: SettingsResourc
         "weights": dg.MetadataValue.path(st.uri(st.relative(f"{vdir}/{WEIGHTS}"))),
     }
     if result.snapshots:
-        meta["samples"] = thumbnails_md([read_image(result.snapshots[-1].samples)], "bw | colorized | target (synthetic and pseudolabelled rows)",
-                                        height=384)
+        meta["samples"] = _grid(st, vdir, result.snapshots[-1].samples, "bw | colorized | target (synthetic and pseudolabelled rows)")
     return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
 
 
@@ -589,6 +617,7 @@ def _random_init_flags(cfg: stages.ColorizationConfig, st) -> dict[str, bool]:
 @dg.asset(
     deps=[colorizer_step2, STYLEGAN, DRAFTING, DRAFTING_FINAL, INVERSION],
     group_name=GROUP,
+    owners=OWNERS, tags={"stage": GROUP, "role": "model"},
     kinds={"pytorch", "mlflow"},
     description="The final colorizer: step 2's generator (step 1 ended with the matched-pair fine-tune, Appendix D) written as a "
                 f"model bundle (colorizer + StyleGAN + drafting + inversion, and the training canvas) and registered as {MODEL_NAME} with alias 'candidate' "
@@ -611,6 +640,7 @@ def colorizer_final(context: dg.AssetExecutionContext, settings: SettingsResourc
                 "flags": flags.model_dump(), "dagster_run_id": context.run.run_id, "mlflow_run_id": tracker.run_id,
                 "inputs": inputs, "random_init": random_init, "fallbacks": []}
         bundle_dir, parts, notes = stages.make_bundle(st, generator, flags, Path(tmp), info)
+        shown = _bundle_samples(st, bundle_dir)
         fallback = _fallback_meta(notes, tracker)
         writer = st.begin("colorizer_final")
         stages.write_folder(writer, bundle_dir, "bundle", "bundle")
@@ -632,6 +662,7 @@ def colorizer_final(context: dg.AssetExecutionContext, settings: SettingsResourc
         "random_init": dg.MetadataValue.json(random_init),
         **fallback,
         "mlflow_run_id": tracker.run_id,
+        "samples": samples_md(st, vdir, shown, "holdout pages: page | colorized by this bundle (no hints)", height=192),
     }
     return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
 

@@ -1,7 +1,6 @@
-"""Small helpers every asset uses: metadata thumbnails, partition definitions, progress logging."""
+"""Small helpers every asset uses: partition definitions, the commit wrapper, progress logging, version metadata."""
 
 
-import base64
 import functools
 import contextlib
 import hashlib
@@ -11,12 +10,12 @@ import posixpath
 from pathlib import Path
 
 import dagster as dg
-import numpy as np
 
 from mangacolor.config import PROJECT_ROOT
 
-from mangacolor.io.images import encode_png, thumbnail_grid
-from mangacolor.io.store import commit_scope
+from mangacolor.io.store import MANIFEST, commit_scope
+
+from .metadata import manifest_metadata, mlflow_run_link
 
 color_titles = dg.DynamicPartitionsDefinition(name="color_titles")
 bw_titles = dg.DynamicPartitionsDefinition(name="bw_titles")
@@ -33,7 +32,7 @@ def commits_last(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         with commit_scope() as writers:
-            result = fn(*args, **kwargs)
+            result = with_mlflow_link(fn(*args, **kwargs), kwargs.get("mlflow"))
         context = kwargs.get("context", args[0] if args else None)
         from .digests import report_digest  # digests needs resources, which need this module
 
@@ -44,13 +43,13 @@ def commits_last(fn):
     return wrapper
 
 
-def thumbnails_md(images: list[np.ndarray], caption: str = "", height: int = 96) -> dg.MetadataValue:
-    """A strip of small PNGs inlined as base64 markdown, so the UI shows samples without any server."""
-    if not images:
-        return dg.MetadataValue.md("_no images_")
-    png = encode_png(thumbnail_grid(images, height=height), compression=9)
-    b64 = base64.b64encode(png).decode()
-    return dg.MetadataValue.md(f"{caption}\n\n![samples](data:image/png;base64,{b64})")
+def with_mlflow_link(result, mlflow):
+    """`mlflow_run`: a link to the result's `mlflow_run_id` in the MLflow UI, found through the asset's MLflow resource."""
+    if not isinstance(result, dg.MaterializeResult) or mlflow is None or "mlflow_run_id" not in (result.metadata or {}):
+        return result
+    run_id = result.metadata["mlflow_run_id"]
+    run_id = getattr(run_id, "value", run_id)
+    return result._replace(metadata={**result.metadata, "mlflow_run": mlflow_run_link(mlflow.tracking_uri, run_id)})
 
 
 def progress_logger(context: dg.AssetExecutionContext, total: int | None, label: str, every: int = 10):
@@ -62,7 +61,15 @@ def progress_logger(context: dg.AssetExecutionContext, total: int | None, label:
 
 
 def version_metadata(store, version: str, version_dir: str) -> dict:
-    return {"data_version": version, "uri": dg.MetadataValue.path(store.uri(store.relative(version_dir)))}
+    """The version written: its data version, its folder and Dagster's row count, URI and column schema of its manifest."""
+    uri = store.uri(store.relative(version_dir))
+    return {"data_version": version, "uri": dg.MetadataValue.path(uri),
+            **manifest_metadata(uri, store.read_manifest(version_dir))}
+
+
+def manifest_uri(store, version_dir: str) -> str:
+    """Where the whole table of a version is: its manifest (metadata tables show at most 50 of its rows)."""
+    return store.uri(store.relative(f"{version_dir}/{MANIFEST}"))
 
 
 def work_dir() -> Path:

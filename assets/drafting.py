@@ -29,14 +29,16 @@ from mangacolor.training.drafting import train_psp
 from mangacolor.training.stylegan import train_stylegan
 
 from .common import (
-    checkpoint_dir, color_titles, commits_last, progress_logger, resumed_from, thumbnails_md, version_metadata, work_dir,
+    checkpoint_dir, color_titles, commits_last, progress_logger, resumed_from, version_metadata, work_dir,
 )
+from .metadata import image_budget, samples_md
 from .digests import digest_key
 from .ingest import bw_pages, color_pages, page_splits
 from .launch import GPU_OP_TAGS, TRAINING_RETRY, TorchrunResource, run_stage
 from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
 
 EAGER = dg.AutomationCondition.eager()
+OWNERS = ["team:ml"]
 GROUP = "drafting"
 LPIPS_RANDOM_NOTE = "random-init VGG (LPIPS): the perceptual term compares random features, not the paper's loss"
 
@@ -51,8 +53,10 @@ def _materialized_titles(context, st, asset: str) -> list[str]:
     return titles
 
 
-def _model_result(context, st, asset: str, weights: str, rows, tracker, resumed: int, meta: dict, row_meta: dict) -> dg.MaterializeResult:
-    """Weights and the ids of every training page into the store, the weights into MLflow."""
+def _model_result(context, st, asset: str, weights: str, rows, tracker, resumed: int, meta: dict, row_meta: dict,
+                  grids: dict) -> dg.MaterializeResult:
+    """Weights and the ids of every training page into the store, the weights into MLflow; `grids`: metadata key ->
+    (images, caption, height) of the sample grids, kept in the version folder."""
     tracker.log_artifact(weights, "weights")
     tracker.log_text("training_pages.json", json.dumps(list(rows["id"]), indent=1))
     tracker.log_dataset(rows, name="train", source=st.uri())
@@ -61,7 +65,9 @@ def _model_result(context, st, asset: str, weights: str, rows, tracker, resumed:
     version, vdir, _ = writer.seal()
     meta = {"resumed_from_step": resumed, "train_pages": len(rows), **meta, **version_metadata(st, version, vdir),
             "weights": dg.MetadataValue.path(st.uri(st.relative(f"{vdir}/weights/model.safetensors"))),
-            "mlflow_run_id": tracker.run_id}
+            "mlflow_run_id": tracker.run_id,
+            **{key: samples_md(st, vdir, images, caption, key, height, image_budget(len(grids)))
+               for key, (images, caption, height) in grids.items()}}
     return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
 
 
@@ -72,6 +78,7 @@ def _model_result(context, st, asset: str, weights: str, rows, tracker, resumed:
     partitions_def=color_titles,
     deps=[color_pages],
     group_name=GROUP,
+    owners=OWNERS, tags={"stage": GROUP, "role": "data"},
     automation_condition=EAGER,
     kinds={"python", "parquet"},
     description="Colour pages of a title resized to 256x256 and strongly blurred (§III-A): what StyleGAN learns and the encoders' targets; preset section `blur:`.",
@@ -91,7 +98,7 @@ def blurred_color_pages(context: dg.AssetExecutionContext, settings: SettingsRes
             "pages_ok": summary.ok, "quarantined": summary.quarantined, "size": cfg.size, "sigma_px": cfg.sigma,
             "detail_kept": dg.MetadataValue.float(kept) if kept is not None else dg.MetadataValue.null(),
             **version_metadata(st, version, vdir),
-            "samples": thumbnails_md(summary.shown, "colour page | blurred (pairs)"),
+            "samples": samples_md(st, vdir, summary.shown, "colour page | blurred (pairs)"),
         },
         data_version=dg.DataVersion(version),
     )
@@ -110,6 +117,7 @@ def stylegan_train(st, preset: dict, titles: list[str], work, spec, tracker, pro
 @dg.asset(
     deps=[blurred_color_pages, digest_key("blurred_color_pages")],
     group_name=GROUP,
+    owners=OWNERS, tags={"stage": GROUP, "role": "training"},
     pool="gpu",
     op_tags=GPU_OP_TAGS,
     retry_policy=TRAINING_RETRY,
@@ -147,11 +155,11 @@ def stylegan(context: dg.AssetExecutionContext, settings: SettingsResource, stor
             "fid": m.fid, "kid": m.kid_mean, "fid_samples": m.n_b, "fid_features": m.feature_extractor,
             "random_init": m.random_init, "fid_report": dg.MetadataValue.md(m.to_markdown()),
             **({"fid_note": drafting.RANDOM_INIT_NOTE} if m.random_init else {}),
-            "samples": thumbnails_md(report.fakes[:8] + report.reals[:8], "generated (8) | blurred pages (8)", height=64),
-            "truncation_grid": thumbnails_md([report.grid], f"rows: truncation psi {report_cfg.truncations}", height=256),
         }
+        grids = {"samples": (report.fakes[:8] + report.reals[:8], "generated (8) | blurred pages (8)", 64),
+                 "truncation_grid": ([report.grid], f"rows: truncation psi {report_cfg.truncations}", 256)}
         return _model_result(context, st, "stylegan", result["generator"], rows, tracker, resumed, meta,
-                             {"steps": result["steps"], "size": cfg.size})
+                             {"steps": result["steps"], "size": cfg.size}, grids)
 
 
 # --- the two encoders into W+ ----------------------------------------------------------------------
@@ -220,16 +228,17 @@ def _train_encoder(context, settings, store, device, mlflow, torchrun, asset: st
             "lpips_trunk": result["lpips_trunk"], "random_init": random_lpips,
             **({"lpips_note": LPIPS_RANDOM_NOTE} if random_lpips else {}), **notes,
             "stylegan_version": gen_version,
-            "samples": thumbnails_md(drafting.preview_triples(psp, pairs, spec), "input page | blurred target | draft (triples)"),
         }
+        grids = {"samples": (drafting.preview_triples(psp, pairs, spec), "input page | blurred target | draft (triples)", 96)}
         return _model_result(context, st, asset, result["encoder"], rows, tracker, resumed, meta,
                              {"steps": result["steps"], "stylegan_version": gen_version, "input_nc": input_nc,
-                              "lpips_trunk": result["lpips_trunk"], "generator_steps": gen_row.get("steps")})
+                              "lpips_trunk": result["lpips_trunk"], "generator_steps": gen_row.get("steps")}, grids)
 
 
 @dg.asset(
     deps=[stylegan, blurred_color_pages, color_pages],
     group_name=GROUP,
+    owners=OWNERS, tags={"stage": GROUP, "role": "training"},
     pool="gpu",
     op_tags=GPU_OP_TAGS,
     retry_policy=TRAINING_RETRY,
@@ -245,6 +254,7 @@ def inversion_encoder(context: dg.AssetExecutionContext, settings: SettingsResou
 @dg.asset(
     deps=[stylegan, blurred_color_pages, "synthetic_bw_pages", digest_key("synthetic_bw_pages")],
     group_name=GROUP,
+    owners=OWNERS, tags={"stage": GROUP, "role": "training"},
     pool="gpu",
     op_tags=GPU_OP_TAGS,
     retry_policy=TRAINING_RETRY,
@@ -260,6 +270,7 @@ def drafting_network(context: dg.AssetExecutionContext, settings: SettingsResour
 @dg.asset(
     deps=[stylegan, blurred_color_pages, "synthetic_bw_pages", "pseudolabels"],
     group_name=GROUP,
+    owners=OWNERS, tags={"stage": GROUP, "role": "training"},
     pool="gpu",
     op_tags=GPU_OP_TAGS,
     retry_policy=TRAINING_RETRY,
@@ -282,6 +293,7 @@ def drafting_network_final(context: dg.AssetExecutionContext, settings: Settings
 @dg.asset(
     deps=[drafting_network, dg.AssetDep(bw_pages, partition_mapping=dg.AllPartitionMapping()), page_splits],
     group_name=GROUP,
+    owners=OWNERS, tags={"stage": GROUP, "role": "data"},
     pool="gpu",
     op_tags=GPU_OP_TAGS,
     kinds={"pytorch", "parquet"},
@@ -304,7 +316,7 @@ def bw_page_drafts(context: dg.AssetExecutionContext, settings: SettingsResource
     version, vdir, _ = writer.seal(salt=versions["encoder_version"])
     return dg.MaterializeResult(
         metadata={"pages_ok": summary.ok, "quarantined": summary.quarantined, **versions, **version_metadata(st, version, vdir),
-                  "samples": thumbnails_md(summary.shown, "real page | its draft (pairs)")},
+                  "samples": samples_md(st, vdir, summary.shown, "real page | its draft (pairs)")},
         data_version=dg.DataVersion(version),
     )
 
@@ -316,6 +328,7 @@ def bw_page_drafts(context: dg.AssetExecutionContext, settings: SettingsResource
     partitions_def=color_titles,
     deps=[inversion_encoder, blurred_color_pages, color_pages],
     group_name=GROUP,
+    owners=OWNERS, tags={"stage": GROUP, "role": "data"},
     automation_condition=EAGER,
     pool="gpu",
     op_tags=GPU_OP_TAGS,
@@ -342,7 +355,7 @@ def coloring_drafts(context: dg.AssetExecutionContext, settings: SettingsResourc
             "w_plus_shape": dg.MetadataValue.json(list(summary.latent_shape or [])),
             "mse_to_blurred": dg.MetadataValue.float(mse) if mse is not None else dg.MetadataValue.null(),
             **versions, **version_metadata(st, version, vdir),
-            "samples": thumbnails_md(summary.shown, "colour page | blurred | draft (triples)"),
+            "samples": samples_md(st, vdir, summary.shown, "colour page | blurred | draft (triples)"),
         },
         data_version=dg.DataVersion(version),
     )

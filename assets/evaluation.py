@@ -43,13 +43,16 @@ from mangacolor.eval.report import RANDOM_INIT_NOTE, EvaluationConfig, ScheduleC
 from mangacolor.inference.bundle import ModelBundle
 from mangacolor.registry import MODEL_NAME, download_bundle, log_version_metrics, promote, version_by_alias
 
-from .common import commits_last, thumbnails_md, version_metadata
+from .common import commits_last, version_metadata
+from .metadata import samples_md, table_value
 from .digests import digest_key
 from .launch import GPU_OP_TAGS
 from .ingest import color_pages, manga109_pages, page_splits
 from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
 
 GROUP = "evaluation"
+REPORT_COLUMNS = ["row", "fid", "fid_lo", "fid_hi", "kid", "ciede2000", "lpips", "psnr", "ssim"]
+OWNERS = ["team:evaluation"]
 EVAL_SETS = dg.StaticPartitionsDefinition(list(eval_sets.EVAL_SETS))
 COLORIZER_FINAL = dg.AssetKey("colorizer_final")
 
@@ -119,6 +122,7 @@ def _log_model_metrics(tracker, models, lines: dict, set_name: str) -> None:
     deps=[COLORIZER_FINAL, page_splits, manga109_pages, dg.AssetDep(color_pages, partition_mapping=dg.AllPartitionMapping()),
           digest_key("color_pages")],
     group_name=GROUP,
+    owners=OWNERS, tags={"stage": GROUP, "role": "evaluation"},
     pool="gpu",
     op_tags=GPU_OP_TAGS,
     kinds={"pytorch", "parquet"},
@@ -176,7 +180,10 @@ def fid_report(context: dg.AssetExecutionContext, settings: SettingsResource, st
     cand = record["rows"][record["candidate"]["row"]]
     meta = {
         **version_metadata(st, version, vdir),
-        "report": dg.MetadataValue.md(markdown),
+        # Our rows only; the report beside the paper's Tables 1 and 3 and every column are in the store.
+        "report": table_value(result.table[[c for c in REPORT_COLUMNS if c in result.table]]),
+        "report_full": dg.MetadataValue.path(st.uri(st.relative(f"{vdir}/report.md"))),
+        "metrics_full": dg.MetadataValue.path(st.uri(st.relative(f"{vdir}/metrics.parquet"))),
         "random_init": result.random_init,
         "candidate_version": record["candidate"]["version"],
         "champion_version": record["champion"]["version"] or "none",
@@ -196,7 +203,7 @@ def fid_report(context: dg.AssetExecutionContext, settings: SettingsResource, st
         "resize": cand["resize"],
         "fid_method": cand["fid_method"],
         "mlflow_run_id": tracker.run_id,
-        "samples": thumbnails_md(_samples(pages[: cfg.n_samples], result.samples), "page | " + " | ".join(result.samples)),
+        "samples": samples_md(st, vdir, _samples(pages[: cfg.n_samples], result.samples), "page | " + " | ".join(result.samples)),
     }
     if result.random_init:
         meta["random_init_note"] = RANDOM_INIT_NOTE
@@ -260,6 +267,7 @@ def random_init_flagged(context: dg.AssetCheckExecutionContext, store: StoreReso
 @dg.asset(
     deps=[fid_report],
     group_name=GROUP,
+    owners=OWNERS, tags={"stage": GROUP, "role": "model"},
     kinds={"mlflow"},
     description="The `champion` alias of the registered colorizer: moved to the candidate only when its reports on every "
                 "gating set (evaluation.gate.sets) pass the gate against the current champion.",
@@ -293,6 +301,7 @@ def champion_model(context: dg.AssetExecutionContext, settings: SettingsResource
 @dg.asset(
     deps=[COLORIZER_FINAL],
     group_name=GROUP,
+    owners=OWNERS, tags={"stage": GROUP, "role": "evaluation"},
     pool="gpu",
     op_tags=GPU_OP_TAGS,
     kinds={"pytorch"},
@@ -309,9 +318,9 @@ def inference_benchmark(context: dg.AssetExecutionContext, settings: SettingsRes
             raise dg.Failure(f"no {MODEL_NAME} version has the alias 'candidate' or 'champion': materialize colorizer_final first")
         path = download_bundle(f"models:/{MODEL_NAME}/{model.version}")
         results = run_benchmarks(lambda d: ModelBundle.load(path, d), cfg.benchmark, cfg.inference_options(), context.log.info)
-        table = benchmark_table(results)
+        table_frame = benchmark_table(results)
         frame = pd.DataFrame(results)
-        markdown = (f"## Inference benchmark: {MODEL_NAME} v{model.version}\n\n" + table.to_markdown(index=False) +
+        markdown = (f"## Inference benchmark: {MODEL_NAME} v{model.version}\n\n" + table_frame.to_markdown(index=False) +
                     "\n\nPaper rows: one 512×768 page on their GPU; ours: median of the timed runs after warm-up, "
                     "preprocessing = drafting network + StyleGAN draft, colorization = generator from uint8 page to uint8 page; "
                     "memory: CUDA tensors, or CPU resident-set growth (a lower bound, see mangacolor/eval/benchmark.py).")
@@ -328,8 +337,8 @@ def inference_benchmark(context: dg.AssetExecutionContext, settings: SettingsRes
             tracker.log_metrics({f"{key}/{k}": r[k] for k in ("preprocessing_s", "colorization_s", "total_s",
                                                                "preprocessing_peak_mb", "colorization_peak_mb") if np.isfinite(r[k])})
         tracker.log_text("benchmark.md", markdown)
-    meta = {**version_metadata(st, version, vdir), "model_version": str(model.version), "table": dg.MetadataValue.md(markdown),
-            "mlflow_run_id": tracker.run_id}
+    meta = {**version_metadata(st, version, vdir), "model_version": str(model.version), "table": table_value(table_frame),
+            "table_full": dg.MetadataValue.path(st.uri(st.relative(f"{vdir}/benchmark.md"))), "mlflow_run_id": tracker.run_id}
     for r in results:
         key = f"{r['device']}_{r['width']}x{r['height']}"
         meta[f"{key}_colorization_s"] = float(r["colorization_s"])

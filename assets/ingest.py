@@ -22,11 +22,13 @@ from mangacolor.data.splits import holdout_pages, make_splits, training_pages
 from mangacolor.io.images import read_image
 from mangacolor.io.store import Store
 
-from .common import bw_titles, color_titles, commits_last, progress_logger, thumbnails_md, version_metadata
+from .common import bw_titles, color_titles, commits_last, manifest_uri, progress_logger, version_metadata
+from .metadata import samples_md, table_metadata
 from .digests import digest_key, digest_observations
 from .resources import SettingsResource, StoreResource
 
 EAGER = dg.AutomationCondition.eager()
+OWNERS = ["team:data"]
 
 
 def _sample_images(store, version_dir: str, frame: pd.DataFrame, n: int = 4) -> list:
@@ -41,8 +43,8 @@ def _ingest_metadata(store, version, version_dir, frame, summary) -> dict:
         "pages_ok": summary.ok,
         "quarantined": summary.quarantined,
         "near_duplicates": summary.duplicates,
-        "quarantine": dg.MetadataValue.md(bad.to_markdown(index=False) if len(bad) else "_none_"),
-        "samples": thumbnails_md(_sample_images(store, version_dir, frame)),
+        **table_metadata("quarantine", bad, manifest_uri(store, version_dir)),
+        "samples": samples_md(store, version_dir, _sample_images(store, version_dir, frame)),
     }
 
 
@@ -67,6 +69,7 @@ def _make_ingest(role: str, partitions_def: dg.DynamicPartitionsDefinition):
         partitions_def=partitions_def,
         deps=[observe],
         group_name="ingest",
+        owners=OWNERS, tags={"stage": "ingest", "role": "data"},
         automation_condition=EAGER,
         kinds={"python", "parquet"},
         description=f"Validated {label} pages of one title with a parquet manifest; unreadable, odd and near-duplicate files quarantined with their reason.",
@@ -96,6 +99,7 @@ bw_sources, bw_pages = _make_ingest("bw", bw_titles)
 
 @dg.asset(
     group_name="ingest",
+    owners=OWNERS, tags={"stage": "ingest", "role": "data"},
     automation_condition=EAGER,
     kinds={"python", "parquet"},
     description="Manga109 pages read from the official layout (books.txt, images/<title>/<NNN>.jpg): the unseen-style evaluation set.",
@@ -118,6 +122,7 @@ def manga109_pages(context: dg.AssetExecutionContext, settings: SettingsResource
 
 @dg.asset(
     group_name="ingest",
+    owners=OWNERS, tags={"stage": "ingest", "role": "data"},
     deps=[color_pages, bw_pages, digest_key("color_pages"), digest_key("bw_pages")],
     automation_condition=EAGER,
     kinds={"python", "parquet"},
@@ -143,8 +148,8 @@ def page_pairs(context: dg.AssetExecutionContext, settings: SettingsResource, st
             "candidates": stats["candidates"],
             "matched": stats["matched"],
             "rejected": stats["rejected"],
-            "pairs": dg.MetadataValue.md(table.to_markdown(index=False) if len(table) else "_none_"),
-            "samples": thumbnails_md(samples, "black-and-white | aligned colour"),
+            **table_metadata("pairs", table, manifest_uri(st, vdir)),
+            "samples": samples_md(st, vdir, samples, "black-and-white | aligned colour"),
         },
         data_version=dg.DataVersion(version),
     )
@@ -152,6 +157,7 @@ def page_pairs(context: dg.AssetExecutionContext, settings: SettingsResource, st
 
 @dg.asset(
     group_name="ingest",
+    owners=OWNERS, tags={"stage": "ingest", "role": "data"},
     deps=[bw_pages, page_pairs, digest_key("bw_pages")],
     automation_condition=EAGER,
     kinds={"python", "parquet"},

@@ -13,13 +13,17 @@ someone else's server.
 
 
 import dagster as dg
+import pandas as pd
 from pydantic import Field
 
 from mangacolor.data.scraper import CrawlError, PageRecord
 from mangacolor.data.web import UNVERSIONED_COLUMNS, default_crawl_dir, scrape_title, web_titles
 
-from .common import commits_last, mirrored_dir, thumbnails_md, version_metadata, web_titles as web_titles_partitions
+from .common import commits_last, manifest_uri, mirrored_dir, version_metadata, web_titles as web_titles_partitions
+from .metadata import samples_md, table_metadata
 from .resources import SettingsResource, StoreResource
+
+OWNERS = ["team:data"]
 
 
 class ScrapeConfig(dg.Config):
@@ -38,6 +42,7 @@ def _progress(context: dg.AssetExecutionContext, label: str, every: int = 10):
 @dg.asset(
     partitions_def=web_titles_partitions,
     group_name="ingest",
+    owners=OWNERS, tags={"stage": "ingest", "role": "data"},
     kinds={"python", "parquet"},
     description="Pages of one web title crawled by the polite, resumable scraper, with URL, HTTP status, ETag and fetch time per page; refused or broken pages quarantined with their reason.",
 )
@@ -77,10 +82,10 @@ def scraped_pages(context: dg.AssetExecutionContext, config: ScrapeConfig, setti
             "pages_downloaded": summary.downloaded,
             "pages_not_modified": summary.not_modified,
             "bytes_downloaded": summary.bytes_downloaded,
-            "refresh_failed": dg.MetadataValue.md(
-                "\n".join(f"- {p}: {why} (last good copy kept)" for p, why in summary.refresh_failed) or "_none_"),
-            "quarantine": dg.MetadataValue.md(bad.to_markdown(index=False) if len(bad) else "_none_"),
-            "samples": thumbnails_md(summary.samples),
+            **table_metadata("refresh_failed", pd.DataFrame(summary.refresh_failed, columns=["page", "reason"]).assign(
+                kept="last good copy")),
+            **table_metadata("quarantine", bad, manifest_uri(st, vdir)),
+            "samples": samples_md(st, vdir, summary.samples),
         },
         data_version=dg.DataVersion(version),
     )

@@ -30,14 +30,16 @@ from mangacolor.training.cut import CUTTrainConfig, load_cut_generator, train_cu
 from mangacolor.training.refiner import RefinerTrainConfig, load_refiner, train_refiner
 
 from .common import (
-    checkpoint_dir, color_titles, commits_last, holdout_check, progress_logger, resumed_from, thumbnails_md, version_metadata, work_dir,
+    checkpoint_dir, color_titles, commits_last, holdout_check, manifest_uri, progress_logger, resumed_from, version_metadata, work_dir,
 )
+from .metadata import samples_md, table_metadata, table_value
 from .digests import digest_key
 from .launch import GPU_OP_TAGS, TRAINING_RETRY, TorchrunResource, run_stage
 from .ingest import bw_pages, color_pages, page_splits
 from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
 
 EAGER = dg.AutomationCondition.eager()
+OWNERS = ["team:ml"]
 GROUP = "synthetic"
 RANDOM_INIT_NOTE = "random-init Inception: not comparable to published FID"
 STEP_NAMES = {"color_pages": "colour", "xdog_pages": "xDoG", "refined_pages": "refined", "synthetic_bw_pages": "CUT"}
@@ -78,7 +80,7 @@ def _gap_metadata(context, st, steps: dict[str, pd.DataFrame], preset: dict, dev
     context.log.info("synthetic_gap by step:\n" + shown.to_string(index=False))
     meta |= {
         "synthetic_gap": numbers["gap"],
-        "synthetic_gap_by_step": dg.MetadataValue.md(shown.to_markdown(index=False, floatfmt=".4g")),
+        "synthetic_gap_by_step": table_value(shown),
         "synthetic_gap_details": dg.MetadataValue.json(numbers),
     }
     if "fid" in last:
@@ -95,12 +97,13 @@ def _gap_metadata(context, st, steps: dict[str, pd.DataFrame], preset: dict, dev
 
 
 def _strip(st, title: str, steps: list[str], ids: list[str], extra: dict | None = None,
-           extra_name: str = "CUT") -> dg.MetadataValue:
-    """The pages `ids` through colour and each step, side by side (`extra`: one more image per id, named `extra_name`)."""
+           extra_name: str = "CUT") -> tuple[list, str]:
+    """The pages `ids` through colour and each step, side by side (`extra`: one more image per id, named `extra_name`),
+    with their caption."""
     stages = ["color_pages", *steps]
     names = [STEP_NAMES[a] for a in stages] + ([extra_name] if extra else [])
     images = synth.stage_strip(st, [(a, title) for a in stages], ids, extra)
-    return thumbnails_md(images, f"{' | '.join(names)} — {', '.join(ids)}")
+    return images, f"{' | '.join(names)} — {', '.join(ids)}"
 
 
 def _page_stage_result(context, st, asset: str, writer, summary, preset, device: str, tracker=None) -> dg.MaterializeResult:
@@ -118,11 +121,11 @@ def _page_stage_result(context, st, asset: str, writer, summary, preset, device:
         "quarantined": summary.quarantined,
         **version_metadata(st, version, vdir),
         **_gap_metadata(context, st, pages, preset, device, tracker),
-        "quarantine": dg.MetadataValue.md(bad.to_markdown(index=False) if len(bad) else "_none_"),
+        **table_metadata("quarantine", bad, manifest_uri(st, vdir)),
         # This step's pages from the sealed version: LATEST still names the previous one until the asset returns.
-        "samples": _strip(st, title, steps[:-1], list(ok["id"][:2]),
-                          {r.id: read_image(st.read_bytes(f"{vdir}/{r.path}"), mode=None) for r in ok.head(2).itertuples()},
-                          STEP_NAMES[asset]),
+        "samples": samples_md(st, vdir, *_strip(st, title, steps[:-1], list(ok["id"][:2]),
+                                               {r.id: read_image(st.read_bytes(f"{vdir}/{r.path}"), mode=None) for r in ok.head(2).itertuples()},
+                                               STEP_NAMES[asset])),
     }
     return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
 
@@ -138,9 +141,9 @@ def _checkpoint_key(cfg, **more) -> dict:
     return {**{k: v for k, v in cfg.model_dump(mode="json").items() if k not in NOT_IN_CHECKPOINT_KEY}, **more}
 
 
-def _model_result(context, st, asset: str, result: dict, inputs: dict, tracker, resumed: int, samples,
-                  launched: dict | None = None) -> dg.MaterializeResult:
-    """Weights and the ids of every training page into the store and MLflow."""
+def _model_result(context, st, asset: str, result: dict, inputs: dict, tracker, resumed: int,
+                  samples: tuple[list, str], launched: dict | None = None) -> dg.MaterializeResult:
+    """Weights and the ids of every training page into the store and MLflow; `samples`: (images, caption) of the grid."""
     tracker.log_artifact(result["weights"], "weights")
     tracker.log_text("training_pages.json", json.dumps({role: list(rows["id"]) for role, rows in inputs.items()}, indent=1))
     for role, rows in inputs.items():
@@ -156,7 +159,7 @@ def _model_result(context, st, asset: str, result: dict, inputs: dict, tracker, 
         **version_metadata(st, version, vdir),
         "weights": dg.MetadataValue.path(st.uri(st.relative(f"{vdir}/{synth.WEIGHTS_PATH}"))),
         "mlflow_run_id": tracker.run_id,
-        "samples": samples,
+        "samples": samples_md(st, vdir, *samples),
         **(launched or {}),
     }
     return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
@@ -169,6 +172,7 @@ def _model_result(context, st, asset: str, result: dict, inputs: dict, tracker, 
     partitions_def=color_titles,
     deps=[color_pages],
     group_name=GROUP,
+    owners=OWNERS, tags={"stage": GROUP, "role": "data"},
     automation_condition=EAGER,
     kinds={"python", "parquet"},
     description="xDoG line art of every colour page of a title (§IV-A-3 step 1, preset section `xdog:`), each colour page "
@@ -208,6 +212,7 @@ def refiner_train(st, preset: dict, titles: list[str], work, spec, tracker, prog
 @dg.asset(
     deps=[bw_pages, page_splits],
     group_name=GROUP,
+    owners=OWNERS, tags={"stage": GROUP, "role": "training"},
     pool="gpu",
     op_tags=GPU_OP_TAGS,
     retry_policy=TRAINING_RETRY,
@@ -235,7 +240,7 @@ def refiner_model(context: dg.AssetExecutionContext, settings: SettingsResource,
         shown = []
         for line, real in (pairs[i] for i in range(min(2, len(pairs)))):
             shown += [line, refine(model, line, amp_dtype=spec.amp_dtype), real]
-        samples = thumbnails_md(shown, "xDoG(real) | refined | real — " + ", ".join(pairs.ids[:2]))
+        samples = (shown, "xDoG(real) | refined | real — " + ", ".join(pairs.ids[:2]))
         return _model_result(context, st, "refiner_model", result, {"train": rows}, tracker, resumed, samples, launched)
 
 
@@ -243,6 +248,7 @@ def refiner_model(context: dg.AssetExecutionContext, settings: SettingsResource,
     partitions_def=color_titles,
     deps=[xdog_pages, refiner_model],
     group_name=GROUP,
+    owners=OWNERS, tags={"stage": GROUP, "role": "data"},
     automation_condition=EAGER,
     pool="gpu",
     op_tags=GPU_OP_TAGS,
@@ -277,6 +283,7 @@ def cut_train(st, preset: dict, titles: list[str], work, spec, tracker, progress
 @dg.asset(
     deps=[refined_pages, bw_pages, page_splits, digest_key("refined_pages"), digest_key("bw_pages")],
     group_name=GROUP,
+    owners=OWNERS, tags={"stage": GROUP, "role": "training"},
     pool="gpu",
     op_tags=GPU_OP_TAGS,
     retry_policy=TRAINING_RETRY,
@@ -315,6 +322,7 @@ def cut_model(context: dg.AssetExecutionContext, settings: SettingsResource, sto
     partitions_def=color_titles,
     deps=[refined_pages, cut_model],
     group_name=GROUP,
+    owners=OWNERS, tags={"stage": GROUP, "role": "data"},
     automation_condition=EAGER,
     pool="gpu",
     op_tags=GPU_OP_TAGS,

@@ -86,7 +86,7 @@ def test_drafting_stage_end_to_end_with_resume_and_grey_fallback(project, make_d
     page = read_image(store.read_bytes(f"{store.latest_dir('blurred_color_pages', TITLES[0])}/{frame.iloc[0]['path']}"))
     assert page.shape == (256, 256, 3)
     assert blurred[TITLES[0]]["sigma_px"] == 8.0 and blurred[TITLES[0]]["detail_kept"] < 0.2
-    assert "data:image/png;base64" in blurred[TITLES[0]]["samples"]
+    assert "data:image/jpeg;base64" in blurred[TITLES[0]]["samples"] and "/metadata/samples.png" in blurred[TITLES[0]]["samples"]
 
     # StyleGAN: 2 iterations, then a retry with 4 resumes from the step-2 checkpoint.
     first = _materialize(defs, instance, "stylegan")
@@ -103,6 +103,7 @@ def test_drafting_stage_end_to_end_with_resume_and_grey_fallback(project, make_d
 
     client = mlflow.MlflowClient(project["tracking_uri"])
     run = client.get_run(sg["mlflow_run_id"])
+    assert sg["mlflow_run"] == f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
     assert run.data.params["size"] == "16" and run.data.params["resumed_from_step"] == "2"
     assert run.data.tags["fid_note"] == RANDOM_INIT_NOTE and "fid" in run.data.metrics
     assert [m.step for m in client.get_metric_history(run.info.run_id, "g_loss")] == [3, 4]

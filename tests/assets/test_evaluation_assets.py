@@ -108,7 +108,9 @@ def test_reports_for_both_sets_and_the_benchmark_are_written_flagged_and_cached(
         m = meta["fid_report"]
         assert m["random_init"] is True and m["random_init_note"] == RANDOM_INIT_NOTE
         assert m["candidate_version"] == v1 and m["champion_version"] == "none" and m["pages"] == 3
-        assert RANDOM_INIT_NOTE in m["report"] and "paper (their data, their Inception)" in m["report"]
+        report = Store(env["artifacts"]).read_bytes(m["report_full"]).decode()
+        assert RANDOM_INIT_NOTE in report and "paper (their data, their Inception)" in report
+        assert [r.data["row"] for r in m["report"].records] and m["report"].records[0].data["fid"] > 0
 
     st = Store(env["artifacts"])
     for set_name in ("holdout", "manga109"):
