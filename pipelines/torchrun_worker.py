@@ -25,7 +25,7 @@ from mangacolor.training import distributed
 
 
 def _step1(spec: dict, tracker, progress):
-    settings = SettingsResource(preset=spec["preset"], artifact_root=spec["artifact_root"])
+    settings = SettingsResource(**{**spec.get("settings", {"preset": spec["preset"]}), "artifact_root": spec["artifact_root"]})
     cfg = colorization._config(settings)
     st = Store(spec["artifact_root"], spec.get("storage_options") or None)
     device = DeviceResource(**{k: v for k, v in spec["device"].items() if v is not None}).spec()
