@@ -82,11 +82,11 @@ def _report_everything(defs: dg.Definitions, instance: dg.DagsterInstance) -> li
         resolver = _resolver(instance, graph)
         tags = {CODE_VERSION_TAG: node.code_version}
         for parent in node.parent_keys:
-            record = instance.get_latest_data_version_record(parent, graph.get(parent).is_external)
-            if graph.get(parent).partitions_def is None:
-                tags[f"{INPUT_DATA_VERSION_TAG_PREFIX}/{parent.to_user_string()}"] = resolver.get_current_data_version(parent).value
-            elif record is not None:
-                tags[f"{INPUT_DATA_VERSION_TAG_PREFIX}/{parent.to_user_string()}"] = record.asset_materialization.tags[DATA_VERSION_TAG]
+            partitions = _partitions(graph.get(parent), instance)
+            records = [r for p in partitions if (r := instance.get_latest_data_version_record(parent, graph.get(parent).is_external, p))]
+            record = max(records, key=lambda r: r.storage_id, default=None)  # the newest input read, of any partition
+            version = resolver.get_current_data_version(parent, partitions[0]).value
+            tags[f"{INPUT_DATA_VERSION_TAG_PREFIX}/{parent.to_user_string()}"] = version
             tags[f"{INPUT_EVENT_POINTER_TAG_PREFIX}/{parent.to_user_string()}"] = str(record.storage_id) if record else "NULL"
         for partition in _partitions(node, instance):
             version = f"{key.to_user_string()}-{partition}-1"

@@ -2,27 +2,15 @@
 
 import dagster as dg
 import mlflow
-import pytest
 
 from assets.resources import SettingsResource
 from pipelines.definitions import executable_defs
-from tests.assets.conftest import build
-from tests.assets.test_synthetic_assets import _ingest, _set_sections
+from tests.assets import test_synthetic_assets as synthetic
+from tests.assets.test_synthetic_assets import _ingest
+
+defs_for = synthetic.defs_for  # the fixture: the demo preset with tiny synthetic sections
 
 LAUNCH = {"resources": {"settings": {"config": {"refiner": {"steps": 3}}}}}
-
-
-@pytest.fixture()
-def defs_for(project, tmp_path, monkeypatch):
-    monkeypatch.delenv("MANGACOLOR_ARTIFACT_ROOT", raising=False)
-    monkeypatch.setenv("MANGACOLOR_WORK_DIR", str(tmp_path / "work"))
-    monkeypatch.setenv("MANGACOLOR_MLFLOW_ARTIFACTS", (tmp_path / "mlartifacts").as_uri())
-
-    def make(**steps):
-        _set_sections(project, **steps)
-        return build(project)
-
-    return make
 
 
 def _launchpad_default(defs: dg.Definitions, *path: str):
