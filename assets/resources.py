@@ -13,6 +13,7 @@ from enum import Enum
 from typing import Any
 
 import dagster as dg
+import pydantic
 from pydantic import Field
 
 from mangacolor import config as mc_config
@@ -110,7 +111,14 @@ class SettingsResource(dg.ConfigurableResource):
         """The resource with the fields filled from `preset`'s values, so the Launchpad shows them as defaults."""
         loaded = mc_config.load_preset(preset, **({"artifact_root": artifact_root} if artifact_root else {}))
         values = {section: _pick(loaded.get(section) or {}, _fields(model)) for section, model in _switches(cls).items()}
-        return cls(preset=preset, artifact_root=artifact_root, defaults_from=preset, **values)
+        # Dagster fills a field that a run's config leaves out from the class's default, not from the values
+        # configured here: a subclass whose defaults are this preset's keeps them in a partial run config.
+        shown = pydantic.create_model(
+            cls.__name__, __base__=cls, __module__=cls.__module__, __doc__=cls.__doc__,
+            preset=(str, Field(preset, description=cls.model_fields["preset"].description)),
+            artifact_root=(str | None, artifact_root), defaults_from=(str | None, Field(preset, description=cls.model_fields["defaults_from"].description)),
+            **{section: (model, model(**values[section])) for section, model in _switches(cls).items()})
+        return shown(preset=preset, artifact_root=artifact_root, defaults_from=preset, **values)
 
     def overrides(self) -> dict:
         """The fields that differ from `defaults_from`'s values (all set fields without it), nested as the preset."""

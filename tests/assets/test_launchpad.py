@@ -16,10 +16,11 @@ LAUNCH = {"resources": {"settings": {"config": {"refiner": {"steps": 3}}}}}
 def _launchpad_default(defs: dg.Definitions, *path: str):
     """The default the Launchpad shows under `resources: settings: config: <path>` (Dagster's own run config schema)."""
     config_type = defs.resolve_implicit_global_asset_job_def().run_config_schema.config_type
-    field = config_type.fields["resources"].config_type.fields["settings"].config_type.fields["config"]
-    for name in path:
-        field = field.config_type.fields[name]
-    return field.default_value
+    section = config_type.fields["resources"].config_type.fields["settings"].config_type.fields["config"].config_type.fields[path[0]]
+    value = section.default_value
+    for name in path[1:]:
+        value = value[name]
+    return value
 
 
 def test_the_launchpad_shows_the_presets_values_and_a_run_overrides_them(project, defs_for, tmp_path):
@@ -27,6 +28,7 @@ def test_the_launchpad_shows_the_presets_values_and_a_run_overrides_them(project
     assert _launchpad_default(defs, "refiner", "steps") == 40
     assert _launchpad_default(defs, "colorizer", "variant", "synthetic") == "cut"
     assert _launchpad_default(defs, "colorizer", "step1", "max_steps") == 6
+    assert _launchpad_default(defs, "preset") == project["preset"]
     instance = dg.DagsterInstance.ephemeral()
     _ingest(defs, instance, project, [])
 
@@ -35,7 +37,7 @@ def test_the_launchpad_shows_the_presets_values_and_a_run_overrides_them(project
     assert result.success
     (event,) = result.get_asset_materialization_events()
     meta = {k: getattr(v, "value", v) for k, v in event.event_specific_data.materialization.metadata.items()}
-    assert meta["steps"] == 3  # not the preset's 40
+    assert meta["steps"] == 3  # not the preset's 40 (and the run config left `preset` out: still the project's)
     run = mlflow.MlflowClient(project["tracking_uri"]).get_run(meta["mlflow_run_id"])
     assert run.data.params["steps"] == "3"
     saved = sorted(int(p.name.split("-")[1]) for p in (tmp_path / "work").rglob("step-*"))
