@@ -4,7 +4,9 @@ Local defaults need nothing installed: artifacts under `<project>/artifacts`, ML
 `<project>/mlflow.db`. Environment variables switch a deployment without code changes:
 MANGACOLOR_PRESET (demo | paper | a YAML path), MANGACOLOR_ARTIFACT_ROOT (a folder or s3://...),
 MLFLOW_TRACKING_URI, MANGACOLOR_DEVICE / MANGACOLOR_PRECISION / MANGACOLOR_THREADS, MANGACOLOR_GPUS (torchrun
-processes per training asset).
+processes per training asset). Per run, the Launchpad's `resources: settings: config:` picks the preset,
+the colorizer's variant switches and each training stage's length (assets/resources.py); each asset's
+code version follows the preset sections it reads (assets/versions.py).
 """
 
 from __future__ import annotations
