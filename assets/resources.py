@@ -112,12 +112,12 @@ class SettingsResource(dg.ConfigurableResource):
         loaded = mc_config.load_preset(preset, **({"artifact_root": artifact_root} if artifact_root else {}))
         values = {section: _pick(loaded.get(section) or {}, _fields(model)) for section, model in _switches(cls).items()}
         # Dagster fills a field that a run's config leaves out from the class's default, not from the values
-        # configured here: a subclass whose defaults are this preset's keeps them in a partial run config.
+        # configured here: subclasses whose defaults are this preset's keep them in a partial run config.
         shown = pydantic.create_model(
             cls.__name__, __base__=cls, __module__=cls.__module__, __doc__=cls.__doc__,
             preset=(str, Field(preset, description=cls.model_fields["preset"].description)),
             artifact_root=(str | None, artifact_root), defaults_from=(str | None, Field(preset, description=cls.model_fields["defaults_from"].description)),
-            **{section: (model, model(**values[section])) for section, model in _switches(cls).items()})
+            **{section: (sub := _with_defaults(model, values[section]), sub()) for section, model in _switches(cls).items()})
         return shown(preset=preset, artifact_root=artifact_root, defaults_from=preset, **values)
 
     def overrides(self) -> dict:
@@ -138,6 +138,22 @@ class SettingsResource(dg.ConfigurableResource):
 def _switches(cls) -> dict:
     return {name: f.annotation for name, f in cls.model_fields.items() if isinstance(f.annotation, type)
             and issubclass(f.annotation, dg.Config)}
+
+
+def _with_defaults(model, values: dict):
+    """A subclass of the Config class `model` whose field defaults are `values` (nested classes likewise)."""
+    fields = {}
+    for name, f in model.model_fields.items():
+        if isinstance(f.annotation, type) and issubclass(f.annotation, dg.Config):
+            sub = _with_defaults(f.annotation, values.get(name) or {})
+            fields[name] = (sub, sub())
+        else:
+            fields[name] = (f.annotation, Field(values.get(name), description=f.description, ge=_ge(f), validate_default=True))
+    return pydantic.create_model(model.__name__, __base__=model, __module__=model.__module__, __doc__=model.__doc__, **fields)
+
+
+def _ge(field):
+    return next((m.ge for m in field.metadata if hasattr(m, "ge")), None)
 
 
 def _fields(model) -> dict:
