@@ -5,18 +5,19 @@ colour training pages (mangacolor/eval/report.py): the `candidate` with its draf
 empty draft, the `champion` when it is another version, and the latest version of each ablation
 variant. Its blocking check `candidate_not_worse` applies the gate (mangacolor/eval/gate.py).
 
-Promotion is a separate asset, `champion_model`, downstream of `fid_report`: in the
-`evaluate_model` job it runs in the same run as a report, so a failing blocking check skips it and
-a worse candidate is never promoted; and it re-derives the decision from the stored reports of
-every gating set, so materializing it by hand cannot promote a candidate that failed, or one that
-was compared with a champion that has changed since.
+Promotion is a separate asset, `champion_model`, downstream of `fid_report`, in its own job
+(`promote_model`): the sensor requests it once per candidate version, after that version's
+evaluation runs (one per set) have finished. It re-derives the decision from the stored reports of
+every gating set, so it cannot promote a candidate that failed on any set, or one that was compared
+with a champion that has changed since, whether the sensor or a person launches it.
 
 `inference_benchmark` times the candidate like Table 4 on every device present.
 
 Automation: `new_model_version_sensor` (running by default) polls the MLflow registry and, for each
-new version, requests `evaluate_model` for both sets and `benchmark_model`; `manga109_weekly`
-(cron and status from the preset's `evaluation.schedule`, running by default, skipping while no
-champion or Manga109 pages exist) re-evaluates the champion on Manga109.
+new version, requests `evaluate_model` for both sets with that version in the run config (so the
+report scores exactly it, whatever `@candidate` names when the run starts), `benchmark_model`, and
+later one `promote_model`; `manga109_weekly` (cron and status from the preset's `evaluation.schedule`,
+running by default, skipping while no champion or Manga109 pages exist) re-evaluates the champion on Manga109.
 """
 
 
@@ -29,6 +30,7 @@ import os
 import dagster as dg
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
 from mangacolor import config as mc_config
 from mangacolor.data.splits import holdout_pages, training_pages
@@ -55,6 +57,16 @@ REPORT_COLUMNS = ["row", "fid", "fid_lo", "fid_hi", "kid", "ciede2000", "lpips",
 OWNERS = ["team:evaluation"]
 EVAL_SETS = dg.StaticPartitionsDefinition(list(eval_sets.EVAL_SETS))
 COLORIZER_FINAL = dg.AssetKey("colorizer_final")
+
+
+class EvaluateConfig(dg.Config):
+    """Which registered version `fid_report` scores as the one under test (the sensor sets it; null: `@candidate` now)."""
+
+    model_name: str = Field(MODEL_NAME, description=f"{MODEL_NAME}, or a variant's own model {MODEL_NAME}-<variant>")
+    model_version: str | None = Field(None, description="the version to evaluate; null: whatever the alias 'candidate' names at run time")
+
+    def pinned(self) -> dict[str, str] | None:
+        return {self.model_name: self.model_version} if self.model_version else None
 
 
 def _config(settings: SettingsResource) -> EvaluationConfig:
@@ -130,7 +142,7 @@ def _log_model_metrics(tracker, models, lines: dict, set_name: str) -> None:
                 "ablation variants) on the holdout or Manga109, beside the paper's Tables 1 and 3.",
 )
 @commits_last
-def fid_report(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
+def fid_report(context: dg.AssetExecutionContext, config: EvaluateConfig, settings: SettingsResource, store: StoreResource,
                device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     cfg, st, spec, set_name = _config(settings), store.get(), device.spec(), context.partition_key
     try:
@@ -141,7 +153,7 @@ def fid_report(context: dg.AssetExecutionContext, settings: SettingsResource, st
     params = {**cfg.model_dump(mode="json", exclude={"benchmark", "schedule"}), "set": set_name}
     with mlflow.run(context, params=params) as tracker:
         try:
-            models = models_to_evaluate(tracker.client)
+            models = models_to_evaluate(tracker.client, pinned=config.pinned())
         except LookupError as exc:
             raise dg.Failure(str(exc)) from exc
         context.log.info("evaluating " + ", ".join(f"{m.name} v{m.version} ({m.variant})" for m in models if m.modes))
@@ -361,36 +373,73 @@ def benchmark_complete(settings: SettingsResource, store: StoreResource) -> dg.A
 # --- jobs, sensor, schedule --------------------------------------------------------------------
 
 evaluate_model_job = dg.define_asset_job(
-    "evaluate_model", selection=dg.AssetSelection.assets(fid_report, champion_model),
-    description="Score the registered models on one set and promote the candidate if it passes the gate.",
+    "evaluate_model", selection=dg.AssetSelection.assets(fid_report),
+    description="Score the registered models on one set (run config `ops: fid_report: config: model_version` names the "
+                "version under test; null: the `candidate` alias at run time). Promotion is `promote_model`, once per version.",
+)
+promote_model_job = dg.define_asset_job(
+    "promote_model", selection=dg.AssetSelection.assets(champion_model),
+    description="Move the `champion` alias to the candidate if its stored reports on every gating set pass the gate.",
 )
 reevaluate_manga109_job = dg.define_asset_job(
     "reevaluate_manga109", selection=dg.AssetSelection.assets(fid_report),
     description="Re-score the champion (and the current candidate and variants) on Manga109; promotes nothing.",
 )
 benchmark_job = dg.define_asset_job("benchmark_model", selection=dg.AssetSelection.assets(inference_benchmark))
+VERSION_TAGS = ("mangacolor/model_name", "mangacolor/model_version")
 
 
-@dg.sensor(jobs=[evaluate_model_job, benchmark_job], minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
-           description=f"A new version of {MODEL_NAME} in the MLflow registry: evaluate it on both sets (and promote it if it "
-                       f"passes) and benchmark it; a new version of a variant ({MODEL_NAME}-<variant>): evaluate both sets, "
-                       "where it is a row beside the candidate. Cursor: the highest version seen per registered model (JSON).")
+def _read_cursor(cursor: str | None) -> tuple[dict[str, int], list[str]]:
+    """(highest version seen per registered model, candidate versions whose evaluation runs have not all finished)."""
+    if not cursor:
+        return {}, []
+    if not cursor.startswith("{"):
+        return {MODEL_NAME: int(cursor)}, []  # the oldest cursor: one integer
+    raw = json.loads(cursor)
+    if "seen" not in raw:
+        return raw, []  # an older cursor: the seen dict alone
+    return raw["seen"], list(raw.get("pending", []))
+
+
+def _evaluations_finished(instance: dg.DagsterInstance, version: str) -> bool:
+    runs = instance.get_runs(dg.RunsFilter(job_name=evaluate_model_job.name,
+                                           tags=dict(zip(VERSION_TAGS, (MODEL_NAME, version)))))
+    return len(runs) >= len(EVAL_SETS.get_partition_keys()) and all(r.is_finished for r in runs)
+
+
+@dg.sensor(jobs=[evaluate_model_job, promote_model_job, benchmark_job], minimum_interval_seconds=60,
+           default_status=dg.DefaultSensorStatus.RUNNING,
+           description=f"A new version of {MODEL_NAME} in the MLflow registry: evaluate exactly that version on both sets "
+                       f"(one run per set, the version in its run config), benchmark it, and once both evaluation runs have "
+                       f"finished request one `promote_model` run; a new version of a variant ({MODEL_NAME}-<variant>): "
+                       "evaluate both sets, where that version is a row beside the candidate. Cursor (JSON): the highest "
+                       "version seen per registered model, and the versions waiting for promotion.")
 def new_model_version_sensor(context: dg.SensorEvaluationContext, mlflow: MlflowResource):
     latest = latest_versions(mlflow.client())
-    cursor = context.cursor or "{}"
-    seen = json.loads(cursor) if cursor.startswith("{") else {MODEL_NAME: int(cursor)}  # an older integer cursor
+    seen, pending = _read_cursor(context.cursor)
     new = {name: v for name, v in latest.items() if v > int(seen.get(name, 0))}
-    if not new:
-        return dg.SkipReason(f"no new version of {MODEL_NAME} or its variants (latest {latest}, seen {seen})")
     requests = []
     for name, version in sorted(new.items()):
-        tags = {"mangacolor/model_name": name, "mangacolor/model_version": str(version)}
+        tags = dict(zip(VERSION_TAGS, (name, str(version))))
         prefix = f"v{version}" if name == MODEL_NAME else f"{name}-v{version}"
-        requests += [dg.RunRequest(job_name=evaluate_model_job.name, partition_key=p, run_key=f"{prefix}-{p}", tags=tags)
+        config = dg.RunConfig(ops={fid_report.node_def.name: EvaluateConfig(model_name=name, model_version=str(version))})
+        requests += [dg.RunRequest(job_name=evaluate_model_job.name, partition_key=p, run_key=f"{prefix}-{p}", tags=tags,
+                                   run_config=config)
                      for p in EVAL_SETS.get_partition_keys()]
         if name == MODEL_NAME:
             requests.append(dg.RunRequest(job_name=benchmark_job.name, run_key=f"{prefix}-benchmark", tags=tags))
-    return dg.SensorResult(run_requests=requests, cursor=json.dumps({**seen, **latest}, sort_keys=True))
+            pending.append(str(version))
+    # Promotion reads the reports of every gating set: one run, after the evaluation runs of that version.
+    for version in [v for v in pending if _evaluations_finished(context.instance, v)]:
+        requests.append(dg.RunRequest(job_name=promote_model_job.name, run_key=f"v{version}-promote",
+                                      tags=dict(zip(VERSION_TAGS, (MODEL_NAME, version)))))
+        pending.remove(version)
+    cursor = json.dumps({"seen": {**seen, **latest}, "pending": pending}, sort_keys=True)
+    if not requests:
+        return dg.SensorResult(skip_reason=f"no new version of {MODEL_NAME} or its variants (latest {latest}, seen {seen}"
+                                           + (f"; waiting for the evaluation runs of v{', v'.join(pending)})" if pending else ")"),
+                               cursor=cursor)
+    return dg.SensorResult(run_requests=requests, cursor=cursor)
 
 
 def _preset_schedule() -> ScheduleConfig:

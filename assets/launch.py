@@ -90,6 +90,8 @@ def train_stage(context: dg.AssetExecutionContext, torchrun: TorchrunResource, s
     spec = {"stage": stage, "preset": preset, "artifact_root": store.artifact_root,
             "storage_options": dict(store.storage_options or {}), "titles": titles, "args": args,
             "work": str(work), "mlflow": {"tracking_uri": tracking_uri, "run_id": mlflow_run_id},
+            # The run's settings as launched (Launchpad overrides included), not just the preset's name.
+            "settings": context.resources.settings.model_dump(mode="json"),
             "device": {"name": device.device, "precision": device.precision, "seed": device.seed, "threads": device.threads}}
     context.log.info(f"launching torchrun for {stage}: {torchrun.nnodes} node(s) x {torchrun.gpus} process(es)")
     invocation = torchrun.run(context, spec, work)

@@ -9,9 +9,12 @@ Local defaults (a project-local artifact folder, a SQLite MLflow store) come fro
 import contextlib
 import os
 from pathlib import Path
+from enum import Enum
 from typing import Any
 
 import dagster as dg
+import pydantic
+from pydantic import Field
 
 from mangacolor import config as mc_config
 from mangacolor.device import DeviceSpec, resolve_device
@@ -45,14 +48,137 @@ class DeviceResource(dg.ConfigurableResource):
         return resolve_device(self.device, self.precision, self.seed)
 
 
-class SettingsResource(dg.ConfigurableResource):
-    """The preset (configs/<name>.yaml or a path) every stage reads its typed config from."""
+class Synthetic(str, Enum):
+    xdog = "xdog"
+    refined = "refined"
+    cut = "cut"
 
-    preset: str = "demo"
+
+class VariantSwitches(dg.Config):
+    """colorizer.variant: the ablations of Tables 1 and 3 (null: the preset's value)."""
+
+    synthetic: Synthetic | None = Field(None, description="synthetic pages step 1 and 2 train on")
+    use_drafts: bool | None = Field(None, description="coloring drafts as a cue (Table 3 'w/o drafts': false)")
+    adversarial_adaptation: bool | None = Field(None, description="real pages in step 1's adversarial loss")
+    self_training: bool | None = Field(None, description="step 2 on pseudolabels; false: step 1's best snapshot is final")
+
+
+class Steps(dg.Config):
+    steps: int | None = Field(None, ge=1, description="optimizer steps (null: the preset's)")
+
+
+class Iterations(dg.Config):
+    iterations: int | None = Field(None, ge=1, description="training iterations (null: the preset's)")
+
+
+class Epochs(dg.Config):
+    epochs: int | None = Field(None, ge=1, description="epochs (null: the preset's)")
+
+
+class ColorizerStage(dg.Config):
+    epochs: int | None = Field(None, ge=1, description="epochs (null: the preset's)")
+    max_steps: int | None = Field(None, ge=1, description="stop after this many steps (null: the preset's)")
+
+
+class ColorizerSwitches(dg.Config):
+    variant: VariantSwitches = VariantSwitches()
+    step1: ColorizerStage = ColorizerStage()
+    finetune: ColorizerStage = ColorizerStage()
+    step2: ColorizerStage = ColorizerStage()
+
+
+class SettingsResource(dg.ConfigurableResource):
+    """The preset (configs/<name>.yaml or a path) every stage reads its typed config from, with per-run changes.
+
+    In the Launchpad (`resources: settings: config:`) a run picks the preset, the colorizer's variant
+    switches and each training stage's length; the fields show the values of the preset the deployment
+    loaded (`defaults_from`). A field changed from that value is applied on top of whichever preset
+    the run picked; a field left as shown, or null, keeps the picked preset's own value.
+    """
+
+    preset: str = Field("demo", description="demo | paper | small | a YAML path")
     artifact_root: str | None = None
+    defaults_from: str | None = Field(None, description="the preset whose values the fields below show (set by the deployment)")
+    refiner: Steps = Steps()
+    cut: Steps = Steps()
+    stylegan: Iterations = Iterations()
+    inversion_encoder: Epochs = Epochs()
+    drafting_network: Epochs = Epochs()
+    colorizer: ColorizerSwitches = ColorizerSwitches()
+
+    @classmethod
+    def showing(cls, preset: str, artifact_root: str | None = None) -> "SettingsResource":
+        """The resource with the fields filled from `preset`'s values, so the Launchpad shows them as defaults."""
+        loaded = mc_config.load_preset(preset, **({"artifact_root": artifact_root} if artifact_root else {}))
+        values = {section: _pick(loaded.get(section) or {}, _fields(model)) for section, model in _switches(cls).items()}
+        # Dagster fills a field that a run's config leaves out from the class's default, not from the values
+        # configured here: subclasses whose defaults are this preset's keep them in a partial run config.
+        shown = pydantic.create_model(
+            cls.__name__, __base__=cls, __module__=cls.__module__, __doc__=cls.__doc__,
+            preset=(str, Field(preset, description=cls.model_fields["preset"].description)),
+            artifact_root=(str | None, artifact_root), defaults_from=(str | None, Field(preset, description=cls.model_fields["defaults_from"].description)),
+            **{section: (sub := _with_defaults(model, values[section]), sub()) for section, model in _switches(cls).items()})
+        return shown(preset=preset, artifact_root=artifact_root, defaults_from=preset, **values)
+
+    def overrides(self) -> dict:
+        """The fields that differ from `defaults_from`'s values (all set fields without it), nested as the preset."""
+        base = mc_config.load_preset(self.defaults_from) if self.defaults_from else {}
+        out: dict = {}
+        for section in _switches(type(self)):
+            changed = _changed(getattr(self, section).model_dump(mode="json"), base.get(section) or {})
+            if changed:
+                out[section] = changed
+        return out
 
     def load(self) -> dict:
-        return mc_config.load_preset(self.preset, **({"artifact_root": self.artifact_root} if self.artifact_root else {}))
+        return mc_config.load_preset(self.preset, overrides=self.overrides(),
+                                     **({"artifact_root": self.artifact_root} if self.artifact_root else {}))
+
+
+def _switches(cls) -> dict:
+    return {name: f.annotation for name, f in cls.model_fields.items() if isinstance(f.annotation, type)
+            and issubclass(f.annotation, dg.Config)}
+
+
+def _with_defaults(model, values: dict):
+    """A subclass of the Config class `model` whose field defaults are `values` (nested classes likewise)."""
+    fields = {}
+    for name, f in model.model_fields.items():
+        if isinstance(f.annotation, type) and issubclass(f.annotation, dg.Config):
+            sub = _with_defaults(f.annotation, values.get(name) or {})
+            fields[name] = (sub, sub())
+        else:
+            fields[name] = (f.annotation, Field(values.get(name), description=f.description, ge=_ge(f), validate_default=True))
+    return pydantic.create_model(model.__name__, __base__=model, __module__=model.__module__, __doc__=model.__doc__, **fields)
+
+
+def _ge(field):
+    return next((m.ge for m in field.metadata if hasattr(m, "ge")), None)
+
+
+def _fields(model) -> dict:
+    """{field: nested fields or None} of a Config class."""
+    out = {}
+    for name, f in model.model_fields.items():
+        nested = isinstance(f.annotation, type) and issubclass(f.annotation, dg.Config)
+        out[name] = _fields(f.annotation) if nested else None
+    return out
+
+
+def _pick(values: dict, fields: dict) -> dict:
+    return {k: _pick(values.get(k) or {}, sub) if sub is not None else values.get(k) for k, sub in fields.items()}
+
+
+def _changed(values: dict, base: dict) -> dict:
+    out = {}
+    for k, v in values.items():
+        if isinstance(v, dict):
+            sub = _changed(v, base.get(k) or {} if isinstance(base, dict) else {})
+            if sub:
+                out[k] = sub
+        elif v is not None and (not isinstance(base, dict) or base.get(k) != v):
+            out[k] = v
+    return out
 
 
 class MlflowResource(dg.ConfigurableResource):

@@ -4,7 +4,9 @@ Local defaults need nothing installed: artifacts under `<project>/artifacts`, ML
 `<project>/mlflow.db`. Environment variables switch a deployment without code changes:
 MANGACOLOR_PRESET (demo | paper | a YAML path), MANGACOLOR_ARTIFACT_ROOT (a folder or s3://...),
 MLFLOW_TRACKING_URI, MANGACOLOR_DEVICE / MANGACOLOR_PRECISION / MANGACOLOR_THREADS, MANGACOLOR_GPUS (torchrun
-processes per training asset).
+processes per training asset). Per run, the Launchpad's `resources: settings: config:` picks the preset,
+the colorizer's variant switches and each training stage's length (assets/resources.py); each asset's
+code version follows the preset sections it reads (assets/versions.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import dagster as dg
 
 from assets import colorization, digests, drafting, evaluation, ingest, scrape, synthetic
 from assets.launch import TorchrunResource
+from assets.versions import with_code_versions
 from assets.resources import DeviceResource, MlflowResource, SettingsResource, StoreResource, default_tracking_uri
 from mangacolor.config import PROJECT_ROOT, load_preset
 from pipelines import deploy
@@ -28,7 +31,8 @@ def build_resources(preset: str | None = None, artifact_root: str | None = None,
     root = loaded["artifact_root"]
     device = loaded.get("device", {})
     return {
-        "settings": SettingsResource(preset=preset, artifact_root=artifact_root),
+        # Shows the preset's variant switches and training lengths in the Launchpad, changeable per run.
+        "settings": SettingsResource.showing(preset, artifact_root),
         "store": StoreResource(artifact_root=root),
         "device": DeviceResource(
             device=os.environ.get("MANGACOLOR_DEVICE", device.get("name", "auto")),
@@ -53,7 +57,10 @@ def build_resources(preset: str | None = None, artifact_root: str | None = None,
 
 
 def build_definitions(**resource_overrides) -> dg.Definitions:
-    loaded = dg.load_assets_from_modules(ASSET_MODULES)
+    resources = build_resources(**resource_overrides)
+    # Each asset's code version digests the preset sections it reads (assets/versions.py): an edited
+    # section shows its assets, and what is built from them, as stale.
+    loaded = with_code_versions(list(dg.load_assets_from_modules(ASSET_MODULES)), resources["settings"].load())
     checks = dg.load_asset_checks_from_modules(ASSET_MODULES)
     sensors = [ingest.title_sensor, evaluation.new_model_version_sensor]
     automation = dg.AutomationConditionSensorDefinition(
@@ -64,10 +71,11 @@ def build_definitions(**resource_overrides) -> dg.Definitions:
         executor=deploy.executor(),
         assets=loaded,
         asset_checks=checks,
-        jobs=[scrape.scrape_job, evaluation.evaluate_model_job, evaluation.reevaluate_manga109_job, evaluation.benchmark_job],
+        jobs=[scrape.scrape_job, evaluation.evaluate_model_job, evaluation.promote_model_job, evaluation.reevaluate_manga109_job,
+              evaluation.benchmark_job],
         schedules=[scrape.nightly_scrape, evaluation.manga109_weekly],
         sensors=[*sensors, automation],
-        resources=build_resources(**resource_overrides),
+        resources=resources,
     )
 
 

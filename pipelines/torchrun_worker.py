@@ -25,8 +25,8 @@ from mangacolor.training import distributed
 
 
 def _common(spec: dict):
-    """(store, settings, device spec) as the asset built them."""
-    settings = SettingsResource(preset=spec["preset"], artifact_root=spec["artifact_root"])
+    """(store, settings, device spec) as the asset built them, the run's Launchpad settings included."""
+    settings = SettingsResource(**{**spec.get("settings", {"preset": spec["preset"]}), "artifact_root": spec["artifact_root"]})
     st = Store(spec["artifact_root"], spec.get("storage_options") or None)
     device = DeviceResource(**{k: v for k, v in spec["device"].items() if v is not None}).spec()
     return st, settings, device

@@ -42,10 +42,16 @@ def _variant(mv) -> str:
     return variant_of(mv)
 
 
-def models_to_evaluate(client: mlflow.MlflowClient | None = None, name: str = MODEL_NAME) -> list[EvalModel]:
-    """The models one evaluation run scores (see the module docstring); LookupError without a candidate."""
+def models_to_evaluate(client: mlflow.MlflowClient | None = None, name: str = MODEL_NAME,
+                       pinned: dict[str, str] | None = None) -> list[EvalModel]:
+    """The models one evaluation run scores (see the module docstring); LookupError without a candidate.
+
+    `pinned` ({registered model name: version}) names the exact version to score instead of the one an
+    alias or "latest" points to now: `{name: v}` is the candidate, `{name-<variant>: v}` that variant's row.
+    """
     client = client or mlflow.MlflowClient()
-    cand = version_by_alias("candidate", name, client)
+    pinned = dict(pinned or {})
+    cand = client.get_model_version(name, pinned.pop(name)) if name in pinned else version_by_alias("candidate", name, client)
     if cand is None:
         raise LookupError(
             f"no version of {name!r} has the alias 'candidate' in the MLflow registry at {mlflow.get_tracking_uri()}: "
@@ -65,6 +71,9 @@ def models_to_evaluate(client: mlflow.MlflowClient | None = None, name: str = MO
         if v != FULL and str(mv.version) not in scored and (v not in latest or int(mv.version) > int(latest[v].version)):
             latest[v] = mv
     latest.update(variant_models(client, name))
+    for model_name, version in pinned.items():
+        mv = client.get_model_version(model_name, version)
+        latest[_variant(mv)] = mv
     for v in sorted(latest):
         mv = latest[v]
         out.append(EvalModel(v, "variant", str(mv.version), v, f"models:/{mv.name}/{mv.version}"))

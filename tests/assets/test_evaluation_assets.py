@@ -195,6 +195,10 @@ def test_gate_promotes_a_better_candidate_and_blocks_a_worse_one(env):
     assert record["candidate"]["version"] == worse and record["champion"]["version"] == better
 
 
+def _skipped(result) -> bool:
+    return isinstance(result, dg.SkipReason) or (not result.run_requests and bool(result.skip_reason))
+
+
 def test_sensor_requests_evaluation_of_new_versions_and_schedule_reevaluates_the_champion(env):
     from assets.evaluation import build_manga109_schedule, manga109_weekly, new_model_version_sensor
     from mangacolor.eval.report import ScheduleConfig
@@ -209,20 +213,22 @@ def test_sensor_requests_evaluation_of_new_versions_and_schedule_reevaluates_the
     def weekly():
         return manga109_weekly(dg.build_schedule_context(instance=instance, resources=resources))
 
-    assert isinstance(tick(None), dg.SkipReason)  # nothing registered yet
+    assert _skipped(tick(None))  # nothing registered yet
     assert isinstance(weekly(), dg.SkipReason)
     v1 = _register(env, "random")
     result = tick(None)
-    assert json.loads(result.cursor) == {MODEL_NAME: int(v1)}
+    assert json.loads(result.cursor) == {"seen": {MODEL_NAME: int(v1)}, "pending": [v1]}
     assert sorted((r.job_name, r.partition_key) for r in result.run_requests) == [
         ("benchmark_model", None), ("evaluate_model", "holdout"), ("evaluate_model", "manga109")]
-    assert isinstance(tick(result.cursor), dg.SkipReason) and isinstance(tick(v1), dg.SkipReason)  # an older integer cursor
+    assert _skipped(tick(result.cursor)) and _skipped(tick(v1))  # an older integer cursor
+    assert _skipped(tick(json.dumps({MODEL_NAME: int(v1)})))  # an older cursor: the seen versions alone
     # A variant, registered under its own name: evaluated on both sets (a row beside the candidate), not benchmarked.
     v2 = _register(env, "page", variant="no_adaptation", alias=None)
     variant = tick(result.cursor)
-    assert json.loads(variant.cursor) == {MODEL_NAME: int(v1), f"{MODEL_NAME}-no_adaptation": int(v2)}
+    assert json.loads(variant.cursor)["seen"] == {MODEL_NAME: int(v1), f"{MODEL_NAME}-no_adaptation": int(v2)}
     assert sorted((r.job_name, r.partition_key) for r in variant.run_requests) == [
         ("evaluate_model", "holdout"), ("evaluate_model", "manga109")]
+    assert {r.run_config["ops"]["fid_report"]["config"]["model_version"] for r in variant.run_requests} == {v2}
 
     promote(v1)
     skipped = weekly()
@@ -236,3 +242,39 @@ def test_sensor_requests_evaluation_of_new_versions_and_schedule_reevaluates_the
     stopped = build_manga109_schedule(ScheduleConfig(cron="30 2 * * *", status="STOPPED"))
     assert stopped.cron_schedule == "30 2 * * *" and stopped.default_status == dg.DefaultScheduleStatus.STOPPED
     assert MODEL_NAME == "mangacolor-colorizer"
+
+
+def test_sensor_runs_evaluate_the_version_it_saw_and_promote_it_once(env):
+    """@candidate moves on before the evaluation runs start: they still score the version the sensor saw,
+    and `champion_model` runs once, after both, not in each set's run."""
+    from assets.evaluation import new_model_version_sensor
+
+    defs = _preset(env)
+    instance = dg.DagsterInstance.ephemeral()
+    _ingest(defs, instance, env)
+
+    def tick(cursor):
+        return new_model_version_sensor(dg.build_sensor_context(instance=instance, cursor=cursor,
+                                                                resources={"mlflow": defs.resources["mlflow"]}))
+
+    v1 = _register(env, "page")
+    first = tick(None)
+    evaluations = [r for r in first.run_requests if r.job_name == "evaluate_model"]
+    v2 = _register(env, "random")  # registered (and made the candidate) before the runs start
+    assert _alias("candidate") == v2
+    waiting = tick(first.cursor)
+    assert not [r for r in waiting.run_requests if r.job_name == "promote_model"]  # v1's evaluations have not run
+
+    for request in evaluations:
+        result = defs.get_job_def("evaluate_model").execute_in_process(
+            instance=instance, partition_key=request.partition_key, run_config=request.run_config, tags=request.tags)
+        materialized = {e.asset_key.to_user_string(): e for e in result.get_asset_materialization_events()}
+        assert set(materialized) == {"fid_report"}  # no promotion inside a set's run
+        meta = materialized["fid_report"].event_specific_data.materialization.metadata
+        assert meta["candidate_version"].value == v1, request.partition_key
+    promotions = [r for r in tick(waiting.cursor).run_requests if r.job_name == "promote_model"]
+    assert [(r.run_key, r.tags["mangacolor/model_version"]) for r in promotions] == [(f"v{v1}-promote", v1)]
+
+    result = defs.get_job_def("promote_model").execute_in_process(instance=instance, tags=promotions[0].tags)
+    (event,) = result.get_asset_materialization_events()
+    assert event.asset_key.to_user_string() == "champion_model" and _alias("champion") == v1
