@@ -27,7 +27,7 @@ def test_the_launchpad_shows_the_presets_values_and_a_run_overrides_them(project
     defs = defs_for(refiner_steps=40)
     assert _launchpad_default(defs, "refiner", "steps") == 40
     assert _launchpad_default(defs, "colorizer", "variant", "synthetic") == "cut"
-    assert _launchpad_default(defs, "colorizer", "step1", "max_steps") == 6
+    assert _launchpad_default(defs, "colorizer", "step1", "max_steps") == 60
     assert _launchpad_default(defs, "preset") == project["preset"]
     instance = dg.DagsterInstance.ephemeral()
     _ingest(defs, instance, project, [])
@@ -60,4 +60,4 @@ def test_a_changed_field_applies_on_top_of_the_preset_the_run_picks():
     assert ablation.overrides() == {"colorizer": {"variant": {"synthetic": "xdog", "use_drafts": False}}}
     variant = ablation.load()["colorizer"]["variant"]
     assert variant == {"synthetic": "xdog", "use_drafts": False, "adversarial_adaptation": True, "self_training": True}
-    assert ablation.load()["colorizer"]["step1"]["max_steps"] == 6  # the rest of the section is the preset's
+    assert ablation.load()["colorizer"]["step1"]["max_steps"] == 60  # the rest of the section is the preset's
