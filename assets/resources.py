@@ -7,6 +7,7 @@ Local defaults (a project-local artifact folder, a SQLite MLflow store) come fro
 
 
 import contextlib
+import json
 import os
 from pathlib import Path
 from enum import Enum
@@ -99,6 +100,8 @@ class SettingsResource(dg.ConfigurableResource):
     preset: str = Field("demo", description="demo | paper | small | a YAML path")
     artifact_root: str | None = None
     defaults_from: str | None = Field(None, description="the preset whose values the fields below show (set by the deployment)")
+    shown: str | None = Field(None, description="those values as JSON, as the deployment loaded them (set by the deployment): "
+                                                "a field differs from what was shown, not from the preset file as it is now")
     refiner: Steps = Steps()
     cut: Steps = Steps()
     stylegan: Iterations = Iterations()
@@ -111,18 +114,25 @@ class SettingsResource(dg.ConfigurableResource):
         """The resource with the fields filled from `preset`'s values, so the Launchpad shows them as defaults."""
         loaded = mc_config.load_preset(preset, **({"artifact_root": artifact_root} if artifact_root else {}))
         values = {section: _pick(loaded.get(section) or {}, _fields(model)) for section, model in _switches(cls).items()}
+        as_json = json.dumps(values, sort_keys=True)
         # Dagster fills a field that a run's config leaves out from the class's default, not from the values
         # configured here: subclasses whose defaults are this preset's keep them in a partial run config.
         shown = pydantic.create_model(
             cls.__name__, __base__=cls, __module__=cls.__module__, __doc__=cls.__doc__,
             preset=(str, Field(preset, description=cls.model_fields["preset"].description)),
             artifact_root=(str | None, artifact_root), defaults_from=(str | None, Field(preset, description=cls.model_fields["defaults_from"].description)),
+            shown=(str | None, Field(as_json, description=cls.model_fields["shown"].description)),
             **{section: (sub := _with_defaults(model, values[section]), sub()) for section, model in _switches(cls).items()})
-        return shown(preset=preset, artifact_root=artifact_root, defaults_from=preset, **values)
+        return shown(preset=preset, artifact_root=artifact_root, defaults_from=preset, shown=as_json, **values)
 
     def overrides(self) -> dict:
         """The fields that differ from `defaults_from`'s values (all set fields without it), nested as the preset."""
-        base = mc_config.load_preset(self.defaults_from) if self.defaults_from else {}
+        # Against what the Launchpad showed: the preset file may have changed since the deployment loaded it
+        # (an edited section must not be undone by the stale value a run left as shown).
+        if self.shown:
+            base = json.loads(self.shown)
+        else:
+            base = mc_config.load_preset(self.defaults_from) if self.defaults_from else {}
         out: dict = {}
         for section in _switches(type(self)):
             changed = _changed(getattr(self, section).model_dump(mode="json"), base.get(section) or {})

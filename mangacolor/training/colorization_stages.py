@@ -55,7 +55,7 @@ from mangacolor.losses.colorization import LossWeights
 from mangacolor.models.colorizer import ColorizerConfig, build_generator, colorize
 from mangacolor.models.discriminator import DiscriminatorConfig
 from mangacolor.training.checkpoint import load_weights
-from mangacolor.training.colorizer import STEP_DEFAULTS, ColorizerTrainConfig, Step
+from mangacolor.training.colorizer import STEP_DEFAULTS, ColorizerTrainConfig, Step, epoch_steps
 from mangacolor.training.cues import CueConfig, CueStage, HintConfig
 
 # Roles of manifest rows that name a real black-and-white page a stage read (the holdout check's input).
@@ -227,7 +227,7 @@ def _tuples(d: dict) -> dict:
 def total_steps(cfg: ColorizerTrainConfig, step: Step, n_supervised: int) -> int:
     """The step count `train_colorizer` will run (same formula), to spread snapshots over it."""
     epochs, batch, _ = cfg.resolved(step)
-    n = epochs * max(1, n_supervised // batch)
+    n = epochs * epoch_steps(n_supervised, batch, tuple(cfg.canvas or cfg.crop), tuple(cfg.crop))
     return min(n, cfg.max_steps) if cfg.max_steps is not None else n
 
 
