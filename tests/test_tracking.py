@@ -54,8 +54,9 @@ def tracked(mlflow: MlflowResource) -> None:
 
 
 def test_two_tracking_uris_in_one_process_each_get_their_own_runs(tmp_path, monkeypatch, store):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///" + str(tmp_path / "elsewhere.db"))
-    before = mlflow.get_tracking_uri()
+    elsewhere = "sqlite:///" + str(tmp_path / "elsewhere.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", elsewhere)
+    before = mlflow.get_tracking_uri()  # the environment's, or one an earlier test of this process set
     a, b = store("a"), store("b")
     for uri in (a, b, a):
         assert dg.materialize([tracked], resources={"mlflow": MlflowResource(tracking_uri=uri)}).success
@@ -64,8 +65,8 @@ def test_two_tracking_uris_in_one_process_each_get_their_own_runs(tmp_path, monk
     for run in runs_a + runs_b:
         assert run.data.params == {"lr": "0.1", "fluent": "yes"}
         assert run.info.status == "FINISHED"
-    # The process-wide URI (here inherited from the environment) is what it was, and nothing went there.
-    assert mlflow.get_tracking_uri() == before and os.environ["MLFLOW_TRACKING_URI"] == before
+    # The process-wide URI and the environment's are what they were, and nothing went to the environment's store.
+    assert mlflow.get_tracking_uri() == before and os.environ["MLFLOW_TRACKING_URI"] == elsewhere
     assert not (tmp_path / "elsewhere.db").exists()
 
 
