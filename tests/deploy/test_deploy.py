@@ -133,7 +133,8 @@ def test_ingest_on_postgres_with_artifacts_and_mlflow_on_s3(tmp_path, monkeypatc
 
     res = MlflowResource(tracking_uri=tracking, experiment="deploy-test", artifact_location="s3://mangacolor/mlartifacts")
     assert dg.materialize([tracked], instance=instance, resources={"mlflow": res}).success
-    run = mlflow.MlflowClient(tracking).search_runs([mlflow.get_experiment_by_name("deploy-test").experiment_id])[0]
+    client = mlflow.MlflowClient(tracking)  # the assets' own store, not the process-wide one
+    run = client.search_runs([client.get_experiment_by_name("deploy-test").experiment_id])[0]
     assert run.info.artifact_uri.startswith("s3://mangacolor/mlartifacts/")
     objects = s3.list_objects_v2(Bucket="mangacolor", Prefix="mlartifacts/")["Contents"]
     assert any(o["Key"].endswith("/hello.txt") for o in objects)
