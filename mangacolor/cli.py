@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -178,6 +181,32 @@ def _hint_for(folder: Path, rel: str) -> Path | None:
     return None
 
 
+@contextmanager
+def _stop_between_pages():
+    """Ctrl-C asks the page loop to stop after the page in hand; a second Ctrl-C stops at once.
+
+    Python raises KeyboardInterrupt in whatever Python code the main thread runs next, and when that
+    is a finalizer or a library's catch-all the interrupt is printed as "ignored" and lost (the chapter
+    could be lost). A flag the loop reads between pages cannot be lost that way. Where SIGINT is ignored
+    (started with `nohup` or as a background job of a script, which inherit SIG_IGN) it stays ignored,
+    and outside the main thread (no handler can be set there) the flag is never raised."""
+    asked = threading.Event()
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        yield asked
+        return
+
+    def on_sigint(signum, frame):
+        if asked.is_set():
+            raise KeyboardInterrupt
+        asked.set()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield asked
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _run_units(units, process, args: argparse.Namespace, what: str) -> int:
     """Turn each page of `units` into the images `process(page, rel_name)` returns (page: grey, or RGB
     with `args.wants_rgb`), with progress
@@ -227,65 +256,71 @@ def _run_units(units, process, args: argparse.Namespace, what: str) -> int:
             write_atomic(t, encode_as(img, t.name))
         stats["done"] += 1
 
-    try:
-        for unit in units:
-            if unit.problem:
-                report(f"{unit.source}: {unit.problem}")
-                bar.update(count_pages(unit))
-                continue
-            if unit.kind == "page":
-                targets = [sample_path(unit.target, k, samples) for k in range(samples)]
-                if not args.overwrite and all(t.exists() for t in targets):
-                    stats["existing"] += 1
-                else:
-                    try:
-                        data = unit.source.read_bytes()
-                    except OSError as exc:
-                        report(f"{unit.source}: unreadable ({exc.strerror or exc})")
-                    else:
-                        rel = unit.target.relative_to(args.out) if unit.target.is_relative_to(args.out) else unit.source.name
-                        one_page(data, str(unit.source), str(rel), targets, in_archive=False)
-                bar.update(1)
-                continue
-            job = ArchiveJob(unit, samples)
-            if not args.overwrite and all(t.exists() for t in job.targets()):
-                stats["existing"] += count_pages(unit)
-                bar.update(count_pages(unit))
-                continue
-            try:
-                zf = job.open()
-            except (zipfile.BadZipFile, OSError) as exc:
-                report(f"{unit.source}: not a readable zip/cbz archive ({_one_line(exc)})")
-                continue
-            with zf:
-                for m in job.members:
-                    if m.problem:
-                        bar.write(f"left out of {unit.target.name}: {m.problem}", file=sys.stderr)
-                    if not m.is_page:
-                        continue
-                    parts = [job.part(m, k) for k in range(samples)]
-                    if not args.overwrite and all(p.exists() for p in parts):
+    def tick(pages: int = 1) -> None:
+        bar.update(pages)
+        if stop.is_set():
+            raise KeyboardInterrupt
+
+    with _stop_between_pages() as stop:
+        try:
+            for unit in units:
+                if unit.problem:
+                    report(f"{unit.source}: {unit.problem}")
+                    tick(count_pages(unit))
+                    continue
+                if unit.kind == "page":
+                    targets = [sample_path(unit.target, k, samples) for k in range(samples)]
+                    if not args.overwrite and all(t.exists() for t in targets):
                         stats["existing"] += 1
                     else:
                         try:
-                            data = zf.read(m.name)
-                        except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as exc:
-                            data = None
-                            report(f"{unit.source}:{m.name}: corrupt member ({_one_line(exc)})")
-                            m.problem = f"corrupt member {m.name!r}"
-                        if data is not None:
-                            one_page(data, f"{unit.source}:{m.name}", f"{unit.source.stem}/{m.name}", parts, in_archive=True)
-                    bar.update(1)
-                job.assemble(zf)
-    except _Fatal as exc:
-        bar.close()
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        bar.close()
-        print(f"interrupted: {stats['done'] + stats['copied']} page(s) finished this run are kept under {args.out}; "
-              "run the same command again to go on", file=sys.stderr)
-        return 130
+                            data = unit.source.read_bytes()
+                        except OSError as exc:
+                            report(f"{unit.source}: unreadable ({exc.strerror or exc})")
+                        else:
+                            rel = unit.target.relative_to(args.out) if unit.target.is_relative_to(args.out) else unit.source.name
+                            one_page(data, str(unit.source), str(rel), targets, in_archive=False)
+                    tick()
+                    continue
+                job = ArchiveJob(unit, samples)
+                if not args.overwrite and all(t.exists() for t in job.targets()):
+                    stats["existing"] += count_pages(unit)
+                    tick(count_pages(unit))
+                    continue
+                try:
+                    zf = job.open()
+                except (zipfile.BadZipFile, OSError) as exc:
+                    report(f"{unit.source}: not a readable zip/cbz archive ({_one_line(exc)})")
+                    continue
+                with zf:
+                    for m in job.members:
+                        if m.problem:
+                            bar.write(f"left out of {unit.target.name}: {m.problem}", file=sys.stderr)
+                        if not m.is_page:
+                            continue
+                        parts = [job.part(m, k) for k in range(samples)]
+                        if not args.overwrite and all(p.exists() for p in parts):
+                            stats["existing"] += 1
+                        else:
+                            try:
+                                data = zf.read(m.name)
+                            except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as exc:
+                                data = None
+                                report(f"{unit.source}:{m.name}: corrupt member ({_one_line(exc)})")
+                                m.problem = f"corrupt member {m.name!r}"
+                            if data is not None:
+                                one_page(data, f"{unit.source}:{m.name}", f"{unit.source.stem}/{m.name}", parts, in_archive=True)
+                        tick()
+                    job.assemble(zf)
+        except _Fatal as exc:
+            bar.close()
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            bar.close()
+            print(f"interrupted: {stats['done'] + stats['copied']} page(s) finished this run are kept under {args.out}; "
+                  "run the same command again to go on", file=sys.stderr)
+            return 130
     bar.close()
     parts = [f"{stats['done']} page(s) {what}"]
     if stats["copied"]:
