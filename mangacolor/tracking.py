@@ -19,6 +19,7 @@ import os
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
@@ -150,7 +151,11 @@ class MlflowTracker:
         frame = frame.reset_index(drop=True)
         for column in frame.columns[frame.dtypes == object]:  # lists/dicts in a cell: JSON text, as the schema wants
             frame[column] = frame[column].map(lambda v: v if v is None or isinstance(v, str) else json.dumps(v, default=str))
-        dataset = mlflow.data.from_pandas(frame, source=source, name=self._key(name))
+        with warnings.catch_warnings():
+            # MLflow registers its local artifact source twice and warns, on every path, that the two
+            # (identical) readings are ambiguous; either is right.
+            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
+            dataset = mlflow.data.from_pandas(frame, source=source, name=self._key(name))
         tags = [InputTag(MLFLOW_DATASET_CONTEXT, context)]
         self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=tags)])
 

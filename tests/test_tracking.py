@@ -98,6 +98,22 @@ def test_async_step_metrics_are_all_there_when_the_run_ends_and_the_manifest_is_
     assert "num_rows" in inp.dataset.profile and '"num_rows": 2' in inp.dataset.profile
 
 
+def test_a_manifest_input_from_a_local_folder_logs_without_mlflows_ambiguous_source_warning(store, tmp_path):
+    import warnings
+
+    from mangacolor.tracking import MlflowTracker
+
+    uri = store("w")
+    client = mlflow.MlflowClient(uri)
+    run = client.create_run(client.create_experiment("w"))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        MlflowTracker(run.info.run_id, client=client).log_dataset(pd.DataFrame({"id": ["a"]}), name="train", source=str(tmp_path))
+    assert not [w for w in seen if "interpreted in multiple ways" in str(w.message)]
+    (inp,) = client.get_run(run.info.run_id).inputs.dataset_inputs
+    assert inp.dataset.name == "train" and str(tmp_path) in inp.dataset.source
+
+
 def test_artifact_location_is_left_to_a_server_and_beside_a_local_sqlite_store(tmp_path, store):
     # Starting `mlflow server` took > 90 s on the shared 2-core machine (DB migrations + app import),
     # so the server case is the decision; the SQLite case is a real store.

@@ -115,9 +115,10 @@ def build_lpips(net: str = "vgg", weights: str | Path | None = None) -> tuple[nn
             raise ValueError(f"{path}: no convolution of the {net} trunk found in it; expected torchvision's {filename}")
         trunk = "imagenet"
     else:
-        log.warning("random-init VGG (LPIPS): %s not found, so the LPIPS term compares random features. "
-                    "Download %s on a machine with internet and copy it there (or set vgg_weights) "
-                    "for the paper's loss.", path, url)
+        name, why = {"vgg": ("VGG", "for the paper's loss"), "alex": ("AlexNet", "for LPIPS figures comparable to published ones")}[net]
+        log.warning("random-init %s (LPIPS): %s not found, so the LPIPS term compares random features. "
+                    "Download %s on a machine with internet and copy it there (or configure its path) %s.",
+                    name, path, url, why)
         trunk = "random"
     model.eval().requires_grad_(False)
     return model, trunk
