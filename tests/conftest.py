@@ -8,6 +8,21 @@ import torch
 # Tests use tiny tensors: one thread avoids OpenMP spin-up costs and oversubscription on 2-core CI.
 torch.set_num_threads(1)
 
+# The files that take a minute or more (`uv run pytest` prints the slowest tests) go first, so the
+# pytest-xdist workers, which take whole files in order, do not end with one of them while the other
+# worker idles. Order within a file is kept; every worker computes the same order.
+SLOW_FILES = ["assets/test_torchrun_launch.py", "training/test_distributed_loops.py", "test_dagster_ui.py",
+              "test_serve.py", "inference/test_colorize_cli.py", "assets/test_colorization_assets.py",
+              "assets/test_evaluation_assets.py", "assets/test_drafting_assets.py"]
+
+
+def pytest_collection_modifyitems(session, config, items):
+    def rank(item) -> int:
+        path = item.nodeid.split("::", 1)[0].removeprefix("tests/")
+        return SLOW_FILES.index(path) if path in SLOW_FILES else len(SLOW_FILES)
+
+    items.sort(key=rank)  # stable: files and tests keep their order otherwise
+
 
 @pytest.fixture(scope="session")
 def demo_corpus(tmp_path_factory):
