@@ -149,12 +149,24 @@ class Chain:
         defs = self.definitions(preset)
         return self.materialize(defs, dg.AssetSelection.groups("colorization"))
 
-    def bundle(self):
+    def bundle(self, main: bool = False):
+        """The latest colorizer_final's bundle; `main`: the main model's, which a variant trained after it
+        has replaced as latest in the store (its folder is kept in `main_bundle.txt` of the work folder)."""
         from mangacolor.inference.bundle import ModelBundle
         from mangacolor.io.store import Store
 
-        store = Store(str(self.work / "artifacts"))
-        return ModelBundle.load(Path(store.latest_dir("colorizer_final")) / "bundle")
+        pointer = self.work / "main_bundle.txt"
+        if main and pointer.exists():
+            folder = Path(pointer.read_text().strip())
+        else:
+            folder = Path(Store(str(self.work / "artifacts")).latest_dir("colorizer_final")) / "bundle"
+        return ModelBundle.load(folder)
+
+    def keep_main_bundle(self) -> None:
+        from mangacolor.io.store import Store
+
+        folder = Path(Store(str(self.work / "artifacts")).latest_dir("colorizer_final")) / "bundle"
+        (self.work / "main_bundle.txt").write_text(str(folder))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -313,7 +325,9 @@ def main() -> int:
 
             log(f"retraining the colorization group with max_steps {args.colorizer_steps}")
             train_s = chain.materialize(chain.defs, dg.AssetSelection.groups("colorization"))
-        bundle = chain.bundle()
+        if train_s or not (work / "main_bundle.txt").exists():  # the main model was (re)trained just now
+            chain.keep_main_bundle()
+        bundle = chain.bundle(main=True)
         untrained = untrained_like(bundle, args.seed)
         holdout = list(holdout_pages(args.holdout, seed=args.seed))
         extractor = FeatureExtractor(build_inception("random"), batch_size=8)
