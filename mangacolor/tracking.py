@@ -89,6 +89,15 @@ def flatten_params(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def _json_cell(value):
+    """A manifest cell as MLflow's dataset schema takes it: text, None, or the JSON text of anything else."""
+    if value is None or isinstance(value, str):
+        return value
+    if value is getattr(__import__("pandas"), "NA") or (isinstance(value, float) and value != value):
+        return None
+    return json.dumps(value, default=str)
+
+
 class MlflowTracker:
     """Logs to one MLflow run through an explicit client (the caller opens and closes the run).
 
@@ -148,9 +157,15 @@ class MlflowTracker:
         from mlflow.entities import DatasetInput, InputTag
         from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
+        import pandas as pd
+
         frame = frame.reset_index(drop=True)
-        for column in frame.columns[frame.dtypes == object]:  # lists/dicts in a cell: JSON text, as the schema wants
-            frame[column] = frame[column].map(lambda v: v if v is None or isinstance(v, str) else json.dumps(v, default=str))
+        for column in frame.columns:
+            # Text columns as plain Python objects: MLflow's digest compares cell types, which Arrow-backed
+            # string columns (a manifest read back from Parquet) refuse, and that failed a whole training
+            # asset. Lists/dicts in a cell become JSON text, as the schema wants; missing values None.
+            if frame[column].dtype == object or isinstance(frame[column].dtype, (pd.StringDtype, pd.ArrowDtype)):
+                frame[column] = frame[column].astype(object).map(_json_cell)
         with warnings.catch_warnings():
             # MLflow registers its local artifact source twice and warns, on every path, that the two
             # (identical) readings are ambiguous; either is right.
