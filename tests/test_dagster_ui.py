@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.assets.test_colorization_assets import CHAIN, TEST_SECTION
 from tests.test_serve import CHROMIUM, CHROMIUM_ARGS, _free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,17 +38,14 @@ BW = ["ember_blade", "night_harbor"]
 CHANGED = "azure_tide"
 SLOW = float(os.environ.get("MANGACOLOR_UI_TIMEOUT", 600))  # seconds for a server or a run: a loaded 2-core machine
 # The colorization tests' tiny section cut to one step per stage and one snapshot: the run exists to be looked at.
-UI_SECTION = {
-    "generator": {"tiny": True}, "discriminator": {"tiny": True},
-    "cues": {"schedule": [{"first_epoch": 1, "p_hint": 0.3, "p_draft": 0.5}]},
-    "crop": [64, 64], "augment": {"max_pad": 4}, "allow_random_vgg": True, "num_workers": 0,
-    "checkpoint_every": 10, "log_every": 1, "sample_count": 1,
-    "step1": {"batch_size": 1, "max_steps": 1, "snapshots": 1, "losses": {"per": 0}},
-    "step2": {"batch_size": 1, "max_steps": 1, "init": "best_snapshot", "losses": {"per": 0}},
-    "finetune": {"epochs": 1, "batch_size": 1, "max_steps": 1, "losses": {"per": 0}},
-    "selection": {"metric": "kid", "keep": 1, "validation_pages": 2, "reference_pages": 2, "long_side": 64,
-                  "inception": "random", "kid_subsets": 2, "kid_subset_size": 2},
-    "pseudolabels": {"colorings_per_page": 1, "max_pages": 1, "long_side": 64, "num_workers": 0},
+UI_SECTION = TEST_SECTION | {
+    "num_workers": 0, "sample_count": 1,
+    "step1": TEST_SECTION["step1"] | {"batch_size": 1, "max_steps": 1, "snapshots": 1},
+    "step2": TEST_SECTION["step2"] | {"batch_size": 1, "max_steps": 1},
+    "finetune": TEST_SECTION["finetune"] | {"epochs": 1, "batch_size": 1},
+    "selection": TEST_SECTION["selection"] | {"keep": 1, "validation_pages": 2, "reference_pages": 2, "long_side": 64,
+                                              "kid_subsets": 2, "kid_subset_size": 2},
+    "pseudolabels": TEST_SECTION["pseudolabels"] | {"colorings_per_page": 1, "max_pages": 1, "long_side": 64, "num_workers": 0},
 }
 
 def _artifacts(tmp: Path) -> Path:
@@ -392,8 +390,6 @@ def test_colorizer_final_shows_its_thumbnails_and_links_its_mlflow_run(project, 
 
     from mangacolor.io.store import Store
     from pipelines.definitions import build_definitions, executable_defs
-    from tests.assets.test_colorization_assets import CHAIN
-
     instance = project.instance()
     defs = build_definitions(preset=str(project.preset), artifact_root=str(project.root / "artifacts"),
                              tracking_uri=project.tracking_uri)
