@@ -325,15 +325,16 @@ def test_lineage_ingest_a_changed_page_and_only_its_partition_rerun(project, tab
 
         # 4. Materialize the stale partition, then "Materialize unsynced" for what reads it; nothing else runs.
         rerun = time.time()
-        # (The button's accessible name starts with its icon's label, so it is found by its test id.)
-        tab.locator("[data-testid='materialize-button']").filter(visible=True).first.click()
-        _select_partitions(tab, [CHANGED])
+        # (The button's accessible name starts with its icon's label, "materialization Materialize…": matched in part.)
+        tab.get_by_role("button", name="Materialize…").click()
+        dialog = tab.get_by_role("dialog")
+        _assert_selected_partitions(dialog, [CHANGED])
         _shot(tab, tmp_path, "05-materialize-partition-dialog")
-        tab.get_by_role("dialog").get_by_role("button", name="Launch 1 run", exact=True).click()
+        dialog.get_by_role("button", name="Launch 1 run", exact=True).click()
         _poll("the changed partition's run", lambda: _materialized(instance, "color_pages", rerun) == [CHANGED], every=2)
         tab.goto(f"{project.url}/locations/mangacolor/asset-groups/ingest")
         tab.get_by_role("button", name="Materialize all").wait_for(state="visible")
-        tab.locator("[data-testid='materialize-button-dropdown']").filter(visible=True).first.click()
+        tab.locator("button:has([aria-label='arrow_drop_down'])").filter(visible=True).first.click()
         tab.get_by_text("Materialize unsynced", exact=True).click()
         dialog = tab.get_by_role("dialog")
         dialog.get_by_text("page_pairs").wait_for(state="visible")
@@ -354,13 +355,15 @@ def test_lineage_ingest_a_changed_page_and_only_its_partition_rerun(project, tab
     assert tab.outside == [], f"the UI asked the internet for {tab.outside[:3]}"
 
 
-def _select_partitions(tab, keys: list[str]) -> None:
-    """In the launch dialog's partition selection (a text box of keys and ranges), type exactly `keys`."""
-    box = tab.get_by_role("dialog").get_by_test_id("dimension-range-input")
-    box.wait_for(state="visible")
-    box.fill(", ".join(keys))
-    box.press("Enter")
-    box.blur()
+def _assert_selected_partitions(dialog, keys: list[str]) -> None:
+    """The launch dialog opened from a partition's page selects that partition: its chips are exactly `keys`."""
+    dialog.get_by_text(f"{len(keys)} partition{'s' if len(keys) > 1 else ''}", exact=True).wait_for(state="visible")
+    for title in COLOUR:
+        chip = dialog.get_by_text(title, exact=True).filter(visible=True)
+        if title in keys:
+            chip.first.wait_for(state="visible")
+        else:
+            assert not chip.count(), f"the launch dialog also selects {title}"
 
 
 def _ingest_in_process(project, instance, defs) -> None:
@@ -408,8 +411,9 @@ def test_colorizer_final_shows_its_thumbnails_and_links_its_mlflow_run(project, 
         run = mlflow.MlflowClient(project.tracking_uri).get_run(match[2])
         assert run.info.experiment_id == match[1]
 
-        # The asset's page: the thumbnails render (an image with pixels), the MLflow link is there.
-        tab.goto(f"{project.url}/assets/colorizer_final")
+        # The asset's events page (the latest materialization's metadata): the thumbnails render (an image with
+        # pixels), the MLflow link is there.
+        tab.goto(f"{project.url}/assets/colorizer_final?view=events")
         row = tab.locator("tr", has=tab.get_by_text("samples", exact=True)).first
         row.wait_for(state="visible")
         scope = row
@@ -429,6 +433,10 @@ def test_colorizer_final_shows_its_thumbnails_and_links_its_mlflow_run(project, 
 
         # The link, followed: mlflow ui serves the run.
         _poll("mlflow ui", lambda: _http_ok(f"{project.mlflow_url}/health"))
+        assert _http_ok(link)  # the page (its #fragment is the browser's)
+        with urllib.request.urlopen(f"{project.mlflow_url}/api/2.0/mlflow/runs/get?run_id={match[2]}", timeout=30) as r:
+            served = json.load(r)["run"]["info"]
+        assert (served["run_id"], served["experiment_id"]) == (match[2], match[1])
         tab.goto(link)
         tab.get_by_text(run.info.run_name, exact=True).first.wait_for(state="visible")
         _shot(tab, tmp_path, "10-mlflow-run")
