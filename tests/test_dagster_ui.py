@@ -152,8 +152,8 @@ class Project:
         self.logs: dict[str, Path] = {}
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, name: str, cmd: list[str]) -> subprocess.Popen:
-        env = {k: v for k, v in os.environ.items() if k != "MANGACOLOR_ARTIFACT_ROOT"} | self.env
+    def start(self, name: str, cmd: list[str], **more_env: str) -> subprocess.Popen:
+        env = {k: v for k, v in os.environ.items() if k != "MANGACOLOR_ARTIFACT_ROOT"} | self.env | more_env
         self.logs[name] = self.root / f"{name}.log"
         proc = subprocess.Popen(cmd, cwd=self.root, env=env, stdout=self.logs[name].open("wb"), stderr=subprocess.STDOUT,
                                 start_new_session=True)
@@ -192,9 +192,11 @@ def project(tmp_path_factory, demo_corpus):
         mp.setenv("MANGACOLOR_WORKERS", "0")
         proj.start("dagster", [sys.executable, "-m", "dagster", "dev", "-w", str(REPO / "workspace.yaml"),
                                "-h", "127.0.0.1", "-p", str(proj.dagster_port)])
-        # mlflow ui starts beside it (it creates the tracking database the colorization run logs to).
+        # mlflow ui starts beside it (it creates the tracking database the colorization run logs to), without its
+        # job runner (eight more Python processes on a 2-core machine; showing runs needs none).
         proj.start("mlflow", [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", proj.tracking_uri,
-                              "--host", "127.0.0.1", "--port", str(proj.mlflow_port), "--workers", "1"])
+                              "--host", "127.0.0.1", "--port", str(proj.mlflow_port), "--workers", "1"],
+                   MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
         try:
             _poll("the Dagster webserver", lambda: _http_ok(f"{proj.url}/server_info"))
             _poll("the mangacolor code location", lambda: _location_loaded(proj.url), every=2)
