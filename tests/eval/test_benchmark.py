@@ -23,7 +23,11 @@ def test_warmup_runs_are_not_timed():
 def test_cpu_peak_memory_sees_a_large_temporary_allocation():
     with bench._PeakRSS() as peak:
         block = np.ones(64 * 2**20, np.uint8)  # 64 MiB, every page touched
-        time.sleep(0.05)
+        # Held until the sampling thread has seen it (at most 5 s): on a busy machine (two test workers)
+        # the thread can wait for a core longer than a fixed sleep. A sampler that never sees it fails below.
+        deadline = time.monotonic() + 5
+        while peak.method == "rss-sampled" and peak.megabytes < 48 and time.monotonic() < deadline:
+            time.sleep(0.01)
         del block
     if peak.method == "rss-sampled":
         assert peak.megabytes >= 48
