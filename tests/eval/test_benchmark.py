@@ -21,14 +21,21 @@ def test_warmup_runs_are_not_timed():
 
 
 def test_cpu_peak_memory_sees_a_large_temporary_allocation():
+    import mmap
+
     with bench._PeakRSS() as peak:
-        block = np.ones(64 * 2**20, np.uint8)  # 64 MiB, every page touched
-        # Held until the sampling thread has seen it (at most 5 s): on a busy machine (two test workers)
-        # the thread can wait for a core longer than a fixed sleep. A sampler that never sees it fails below.
+        # 64 MiB of fresh pages from the kernel: a malloc'd block could reuse memory an earlier test in
+        # this worker freed but which stayed resident, and then the resident size would not move.
+        block = mmap.mmap(-1, 64 * 2**20)
+        view = np.frombuffer(block, np.uint8)
+        view[:] = 1  # every page touched
+        # Held until the sampling thread has seen it (at most 5 s): on a busy machine the thread can
+        # wait for a core. A sampler that never sees it fails below.
         deadline = time.monotonic() + 5
         while peak.method == "rss-sampled" and peak.megabytes < 48 and time.monotonic() < deadline:
             time.sleep(0.01)
-        del block
+        del view
+        block.close()
     if peak.method == "rss-sampled":
         assert peak.megabytes >= 48
 
