@@ -91,11 +91,7 @@ def flatten_params(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
 
 def _json_cell(value):
     """A manifest cell as MLflow's dataset schema takes it: text, None, or the JSON text of anything else."""
-    if value is None or isinstance(value, str):
-        return value
-    if value is getattr(__import__("pandas"), "NA") or (isinstance(value, float) and value != value):
-        return None
-    return json.dumps(value, default=str)
+    return value if value is None or isinstance(value, str) else json.dumps(value, default=str)
 
 
 class MlflowTracker:
@@ -165,7 +161,7 @@ class MlflowTracker:
             # string columns (a manifest read back from Parquet) refuse, and that failed a whole training
             # asset. Lists/dicts in a cell become JSON text, as the schema wants; missing values None.
             if frame[column].dtype == object or isinstance(frame[column].dtype, (pd.StringDtype, pd.ArrowDtype)):
-                frame[column] = frame[column].astype(object).map(_json_cell)
+                frame[column] = frame[column].astype(object).where(frame[column].notna(), None).map(_json_cell)
         with warnings.catch_warnings():
             # MLflow registers its local artifact source twice and warns, on every path, that the two
             # (identical) readings are ambiguous; either is right.
