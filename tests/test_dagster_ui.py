@@ -36,6 +36,7 @@ GROUPS = ["ingest", "synthetic", "drafting", "colorization", "evaluation"]
 COLOUR = ["azure_tide", "ember_blade"]  # a colour title and the matched pairs' colour side
 BW = ["ember_blade", "night_harbor"]
 CHANGED = "azure_tide"
+UNPARTITIONED = ["manga109_pages", "page_pairs", "page_splits"]
 SLOW = float(os.environ.get("MANGACOLOR_UI_TIMEOUT", 600))  # seconds for a server or a run: a loaded 2-core machine
 # The colorization tests' tiny section cut to one step per stage and one snapshot: the run exists to be looked at.
 UI_SECTION = TEST_SECTION | {
@@ -61,8 +62,12 @@ def _artifacts(tmp: Path) -> Path:
     return out
 
 
-def _poll(what: str, check, timeout: float = SLOW, every: float = 1.0):
-    """check() until it returns something truthy; a clear failure naming `what` after `timeout` seconds."""
+def _poll(what: str, check, timeout: float = SLOW, every: float = 1.0, tab=None):
+    """check() until it returns something truthy; a clear failure naming `what` after `timeout` seconds.
+
+    With a browser tab open, wait through the tab: Playwright's sync API runs route handlers (`only_local`) only
+    while Python is inside a Playwright call, so a `time.sleep` here holds every request the page makes (the launch
+    dialog then spins on "Launching..." for as long as the test waits)."""
     end = time.monotonic() + timeout
     while True:
         value = check()
@@ -70,7 +75,10 @@ def _poll(what: str, check, timeout: float = SLOW, every: float = 1.0):
             return value
         if time.monotonic() > end:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {value!r})")
-        time.sleep(every)
+        if tab is None:
+            time.sleep(every)
+        else:
+            tab.wait_for_timeout(every * 1000)
 
 
 def _http_ok(url: str) -> bool:
@@ -94,6 +102,7 @@ LOCATION = """{ workspaceOrError { ... on Workspace { locationEntries { name loa
   locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
 PARTITION_STALE = """query($key: AssetKeyInput!, $p: String!) { assetNodeOrError(assetKey: $key) {
   ... on AssetNode { staleStatus(partition: $p) } } }"""
+ASSET_STALE = """query($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) { ... on AssetNode { staleStatus } } }"""
 
 
 def _location_loaded(url: str):
@@ -104,12 +113,13 @@ def _location_loaded(url: str):
     return any(e["loadStatus"] == "LOADED" and e["locationOrLoadError"] for e in entries)
 
 
-def _stale_partitions(url: str) -> set[tuple[str, str]]:
-    """(asset, partition) the server reports STALE: the same query the UI's partition view makes."""
+def _stale(url: str) -> set[tuple[str, str | None]]:
+    """(asset, partition or None) of the ingest group the server reports STALE: the query the UI's views make."""
     stale = set()
-    for asset, titles in (("color_pages", COLOUR), ("bw_pages", BW)):
+    for asset, titles in (("color_pages", COLOUR), ("bw_pages", BW), *((a, [None]) for a in UNPARTITIONED)):
         for title in titles:
-            node = _gql(url, PARTITION_STALE, key={"path": [asset]}, p=title)["assetNodeOrError"]
+            query, args = (PARTITION_STALE, {"p": title}) if title else (ASSET_STALE, {})
+            node = _gql(url, query, key={"path": [asset]}, **args)["assetNodeOrError"]
             if node["staleStatus"] == "STALE":
                 stale.add((asset, title))
     return stale
@@ -288,7 +298,7 @@ def test_lineage_ingest_a_changed_page_and_only_its_partition_rerun(project, tab
     with evidence(tab, project, tmp_path):
         # The title sensor (running by default) registers the titles on its first tick.
         _poll("the title sensor's partitions", lambda: sorted(instance.get_dynamic_partitions("color_titles")) == COLOUR
-              and sorted(instance.get_dynamic_partitions("bw_titles")) == BW)
+              and sorted(instance.get_dynamic_partitions("bw_titles")) == BW, tab=tab)
 
         # 1. The lineage: every group of the graph is on screen.
         tab.goto(f"{project.url}/asset-groups")
@@ -306,13 +316,13 @@ def test_lineage_ingest_a_changed_page_and_only_its_partition_rerun(project, tab
         _poll("the ingest group's materializations", lambda: (
             sorted(_materialized(instance, "color_pages", started)) == COLOUR
             and sorted(_materialized(instance, "bw_pages", started)) == BW
-            and all(_materialized(instance, a, started) for a in ("manga109_pages", "page_pairs", "page_splits"))), every=2)
-        runs = _poll("the ingest runs to finish", lambda: _runs_finished(instance, started))
+            and all(_materialized(instance, a, started) for a in UNPARTITIONED)), every=2, tab=tab)
+        runs = _poll("the ingest runs to finish", lambda: _runs_finished(instance, started), tab=tab)
         _assert_succeeded(runs)
         tab.goto(f"{project.url}/runs")
         tab.get_by_text("Success", exact=True).filter(visible=True).first.wait_for()
         _shot(tab, tmp_path, "03-ingest-runs")
-        assert not _stale_partitions(project.url)
+        assert not _stale(project.url)
 
         # 3. One page of one title changes on disk; the sensor observes that title and only its partition is unsynced.
         from mangacolor.io.images import encode_png, read_image
@@ -326,13 +336,15 @@ def test_lineage_ingest_a_changed_page_and_only_its_partition_rerun(project, tab
 
         _poll("the title sensor's observation of the changed title", lambda: [
             r for r in instance.fetch_observations(dg.AssetKey("color_sources"), limit=100).records
-            if r.partition_key == CHANGED and r.timestamp > changed])
-        assert _stale_partitions(project.url) == {("color_pages", CHANGED)}
+            if r.partition_key == CHANGED and r.timestamp > changed], tab=tab)
+        assert _stale(project.url) == {("color_pages", CHANGED)}
         tab.goto(f"{project.url}/assets/color_pages?view=partitions&partition={CHANGED}")
         tab.get_by_text("Unsynced").filter(visible=True).first.wait_for()
         _shot(tab, tmp_path, "04-stale-partition")
 
-        # 4. Materialize the stale partition, then "Materialize unsynced" for what reads it; nothing else runs.
+        # 4. Materialize the stale partition; then page_pairs, which reads every colour title, is the one unsynced asset
+        # ("Materialize unsynced" lists it alone). Its content does not change (the changed title has no pairs), so
+        # its data version stays and page_splits stays synced: nothing else runs.
         rerun = time.time()
         # (The button's accessible name starts with its icon's label, "materialization Materialize…": matched in part.)
         tab.get_by_role("button", name="Materialize…").click()
@@ -340,24 +352,28 @@ def test_lineage_ingest_a_changed_page_and_only_its_partition_rerun(project, tab
         _assert_selected_partitions(dialog, [CHANGED])
         _shot(tab, tmp_path, "05-materialize-partition-dialog")
         dialog.get_by_role("button", name="Launch 1 run", exact=True).click()
-        _poll("the changed partition's run", lambda: _materialized(instance, "color_pages", rerun) == [CHANGED], every=2)
+        _poll("the changed partition's run", lambda: _materialized(instance, "color_pages", rerun) == [CHANGED], every=2, tab=tab)
+        _poll("page_pairs to show unsynced", lambda: _stale(project.url) == {("page_pairs", None)}, every=2, tab=tab)
         tab.goto(f"{project.url}/locations/mangacolor/asset-groups/ingest")
         tab.get_by_role("button", name="Materialize all").wait_for(state="visible")
         tab.locator("button:has([aria-label='arrow_drop_down'])").filter(visible=True).first.click()
         tab.get_by_text("Materialize unsynced", exact=True).click()
         dialog = tab.get_by_role("dialog")
-        dialog.get_by_text("page_pairs").wait_for(state="visible")
+        dialog.get_by_role("button", name="Materialize 1 assets", exact=True).wait_for(state="visible")
+        dialog.get_by_text("page_pairs", exact=True).first.wait_for(state="visible")
+        assert not dialog.get_by_text("page_splits", exact=True).count(), "page_splits listed as unsynced"
         _shot(tab, tmp_path, "06-materialize-unsynced-dialog")
-        dialog.get_by_role("button", name=re.compile(r"^Materialize \d+ assets?$")).click()
+        dialog.get_by_role("button", name="Materialize 1 assets", exact=True).click()
         with contextlib.suppress(Exception):  # unpartitioned assets launch at once; a confirmation may come first
             tab.get_by_role("button", name=re.compile(r"^Launch 1 run$")).click(timeout=5000)
-        _poll("page_pairs and page_splits after the change", lambda: all(
-            _materialized(instance, a, rerun) for a in ("page_pairs", "page_splits")), every=2)
-        runs = _poll("the reruns to finish", lambda: _runs_finished(instance, rerun))
+        _poll("page_pairs after the change", lambda: _materialized(instance, "page_pairs", rerun), every=2, tab=tab)
+        runs = _poll("the reruns to finish", lambda: _runs_finished(instance, rerun), tab=tab)
         _assert_succeeded(runs)
+        assert len(runs) == 2, f"expected the partition's run and page_pairs' run, got {len(runs)}"
         assert _materialized(instance, "color_pages", changed) == [CHANGED]
-        assert _materialized(instance, "bw_pages", changed) == [] and _materialized(instance, "manga109_pages", changed) == []
-        assert not _stale_partitions(project.url)
+        for asset in ("bw_pages", "manga109_pages", "page_splits"):
+            assert _materialized(instance, asset, changed) == [], f"{asset} ran again"
+        assert not _stale(project.url)
         tab.goto(f"{project.url}/runs")
         tab.get_by_text("Success", exact=True).filter(visible=True).first.wait_for()
         _shot(tab, tmp_path, "07-reruns")
@@ -432,7 +448,7 @@ def test_colorizer_final_shows_its_thumbnails_and_links_its_mlflow_run(project, 
         image = scope.locator("img").first
         image.wait_for(state="visible")
         _poll("the samples thumbnails to render", lambda: image.evaluate("i => i.complete && i.naturalWidth > 0 && i.naturalHeight > 0"),
-              timeout=60)
+              timeout=60, tab=tab)
         _shot(tab, tmp_path, "08-colorizer-final-samples")
         with contextlib.suppress(Exception):
             tab.keyboard.press("Escape")
@@ -441,7 +457,7 @@ def test_colorizer_final_shows_its_thumbnails_and_links_its_mlflow_run(project, 
         _shot(tab, tmp_path, "09-colorizer-final-mlflow-link")
 
         # The link, followed: mlflow ui serves the run.
-        _poll("mlflow ui", lambda: _http_ok(f"{project.mlflow_url}/health"))
+        _poll("mlflow ui", lambda: _http_ok(f"{project.mlflow_url}/health"), tab=tab)
         assert _http_ok(link)  # the page (its #fragment is the browser's)
         with urllib.request.urlopen(f"{project.mlflow_url}/api/2.0/mlflow/runs/get?run_id={match[2]}", timeout=30) as r:
             served = json.load(r)["run"]["info"]
