@@ -43,7 +43,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from mangacolor.data.datasets import ok_rows  # noqa: E402
+from mangacolor.io.store import ok_rows  # noqa: E402
 from mangacolor.io.images import encode_png  # noqa: E402
 from mangacolor.io.store import Store, sha256_bytes  # noqa: E402
 from mangacolor.models.cut import CUTConfig, ResnetGenerator, apply_cut  # noqa: E402

@@ -16,21 +16,6 @@ from mangacolor.io.images import read_image
 from mangacolor.io.store import Store
 
 
-def ok_rows(store: Store, asset: str, partitions: list[str] | None = None, version_dirs: dict[str, str] | None = None) -> pd.DataFrame:
-    """The `status == ok` rows of the latest version of each partition, with an absolute `uri` column."""
-    partitions = store.partitions(asset) if partitions is None else partitions
-    frames = []
-    for p in partitions:
-        vdir = (version_dirs or {}).get(p) or store.latest_dir(asset, p)
-        f = store.read_manifest(vdir)
-        f = f[f["status"] == "ok"].copy()
-        f["uri"] = [f"{vdir}/{rel}" for rel in f["path"]]
-        frames.append(f)
-    if not frames:
-        return pd.DataFrame(columns=["id", "title", "page", "uri"])
-    return pd.concat(frames, ignore_index=True)
-
-
 class ManifestImages(torch.utils.data.Dataset):
     """uint8 pages (HxW for mode "L", HxWx3 for "RGB") from manifest rows, optionally transformed."""
 

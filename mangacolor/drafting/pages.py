@@ -46,11 +46,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import save as save_safetensors
 
 from mangacolor.config import stage_config
-from mangacolor.data.datasets import ok_rows
 from mangacolor.device import DeviceSpec
 from mangacolor.drafting.blur import BlurConfig, blur_page, detail_kept, resize_square
 from mangacolor.io.images import ImageError, encode_png, from_tensor, read_image, to_tensor
-from mangacolor.io.store import UNPARTITIONED, Store, VersionWriter, safe_part, sha256_bytes
+from mangacolor.io.store import UNPARTITIONED, Store, VersionWriter, ok_rows, safe_part, sha256_bytes
 from mangacolor.models.psp import PSp, load_psp
 from mangacolor.models.stylegan2 import Generator
 from mangacolor.synthetic.pages import WEIGHTS_PATH

@@ -21,10 +21,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from mangacolor.data.datasets import ok_rows
 from mangacolor.data.splits import holdout_pages
 from mangacolor.io.images import read_image
-from mangacolor.io.store import UNPARTITIONED, Store
+from mangacolor.io.store import UNPARTITIONED, Store, ok_rows
 
 EVAL_SETS = ("holdout", "manga109")
 SET_DESCRIPTIONS = {

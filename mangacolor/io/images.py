@@ -13,10 +13,14 @@ import re
 import warnings
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+if TYPE_CHECKING:  # torch only for the two tensor helpers: reading a page must not import it (Dagster runs, the sensor)
+    import torch
 
 # A 600 dpi double-page scan is about 10k x 7k; anything far beyond that is a bomb, not a page.
 MAX_PIXELS = 80_000_000
@@ -155,6 +159,8 @@ def encode_jpeg(arr: np.ndarray, quality: int = 92) -> bytes:
 
 def to_tensor(arr: np.ndarray) -> torch.Tensor:
     """uint8 HxW or HxWxC -> float CxHxW in [-1, 1] (the range every network here uses)."""
+    import torch
+
     t = torch.from_numpy(np.ascontiguousarray(arr))
     t = t[None] if t.ndim == 2 else t.permute(2, 0, 1)
     return t.float().div(127.5).sub(1.0)
@@ -162,6 +168,8 @@ def to_tensor(arr: np.ndarray) -> torch.Tensor:
 
 def from_tensor(t: torch.Tensor) -> np.ndarray:
     """float CxHxW in [-1, 1] -> uint8 HxW (1 channel) or HxWx3."""
+    import torch
+
     t = t.detach().float().cpu().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
     return t[0].numpy() if t.shape[0] == 1 else t.permute(1, 2, 0).contiguous().numpy()
 

@@ -590,3 +590,18 @@ def _verify_version(store: Store, asset: str, partition: str, version: str) -> l
         if rel in files and sha256_bytes(data) != files[rel]:
             out.append(Problem(asset, partition, version, rel, f"sha256 {sha256_bytes(data)[:12]}… != {files[rel][:12]}… in the manifest"))
     return out
+
+
+def ok_rows(store: Store, asset: str, partitions: list[str] | None = None, version_dirs: dict[str, str] | None = None) -> pd.DataFrame:
+    """The `status == ok` rows of the latest version of each partition, with an absolute `uri` column."""
+    partitions = store.partitions(asset) if partitions is None else partitions
+    frames = []
+    for p in partitions:
+        vdir = (version_dirs or {}).get(p) or store.latest_dir(asset, p)
+        f = store.read_manifest(vdir)
+        f = f[f["status"] == "ok"].copy()
+        f["uri"] = [f"{vdir}/{rel}" for rel in f["path"]]
+        frames.append(f)
+    if not frames:
+        return pd.DataFrame(columns=["id", "title", "page", "uri"])
+    return pd.concat(frames, ignore_index=True)

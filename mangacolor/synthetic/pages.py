@@ -37,12 +37,12 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from mangacolor.data.datasets import ManifestImages, ok_rows
+from mangacolor.data.datasets import ManifestImages
 from mangacolor.data.splits import holdout_pages, training_pages
 from mangacolor.eval.gap import synthetic_gap
 from mangacolor.io.images import ImageError, encode_png, read_image
 from mangacolor.io.pagemap import map_batches, size_batches
-from mangacolor.io.store import Store, VersionWriter, safe_part, sha256_bytes
+from mangacolor.io.store import Store, VersionWriter, ok_rows, safe_part, sha256_bytes
 from mangacolor.synthetic.xdog import PRESETS, XDoGConfig, XDoGError, xdog
 
 # --- configuration -------------------------------------------------------------------------------

@@ -47,10 +47,9 @@ import torch
 from pydantic import BaseModel, Field
 from torch.utils.data import Dataset
 
-from mangacolor.data.datasets import ok_rows
 from mangacolor.data.splits import holdout_pages, training_pages
 from mangacolor.io.images import encode_png, from_tensor, read_image, thumbnail_grid, to_tensor
-from mangacolor.io.store import Store, VersionWriter, sha256_bytes
+from mangacolor.io.store import Store, VersionWriter, ok_rows, sha256_bytes
 from mangacolor.losses.colorization import LossWeights
 from mangacolor.models.colorizer import ColorizerConfig, build_generator, colorize
 from mangacolor.models.discriminator import DiscriminatorConfig

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mangacolor.data.datasets import ok_rows
+from mangacolor.io.store import ok_rows
 from mangacolor.drafting.blur import BlurConfig
 from mangacolor.drafting.pages import DraftPairs, SquarePages, blur_stage, drafting_rows, inversion_rows, psp_config, stylegan_config
 from mangacolor.io.images import encode_png
