@@ -31,6 +31,7 @@ import math
 import tempfile
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import numpy as np
@@ -38,15 +39,13 @@ import pandas as pd
 from pydantic import Field
 
 from mangacolor import config as mc_config
-from mangacolor.data.datasets import ok_rows
+from mangacolor.config import MODEL_NAME
 from mangacolor.data.splits import holdout_pages
-from mangacolor.eval.inception import WeightsNotFoundError
 from mangacolor.io.images import read_image
-from mangacolor.io.store import sha256_bytes
-from mangacolor.losses.colorization import default_vgg16_path
-from mangacolor.registry import MODEL_NAME, register_bundle
-from mangacolor.training import colorization_stages as stages
-from mangacolor.training.colorizer import train_colorizer
+from mangacolor.io.store import ok_rows, sha256_bytes
+
+if TYPE_CHECKING:  # the stages' torch code is imported by the asset that runs it, not by the code location
+    from mangacolor.training import colorization_stages as stages
 
 from .common import (
     checkpoint_dir, color_titles, commits_last, progress_logger, resumed_from, version_metadata, work_dir,
@@ -90,7 +89,9 @@ def _to_local(st, uri: str, target: Path) -> Path:
     return target
 
 
-def _config(settings: SettingsResource) -> stages.ColorizationConfig:
+def _config(settings: SettingsResource) -> "stages.ColorizationConfig":
+    from mangacolor.training import colorization_stages as stages
+
     return mc_config.stage_config(settings.load(), SECTION, stages.ColorizationConfig)
 
 
@@ -100,11 +101,11 @@ STAGE_FLAGS = {"step1": ("synthetic", "use_drafts", "adversarial_adaptation"), "
                "finetune": ("synthetic", "use_drafts", "adversarial_adaptation")}
 
 
-def _stage_flags(cfg: stages.ColorizationConfig, section: str) -> str:
+def _stage_flags(cfg: "stages.ColorizationConfig", section: str) -> str:
     return ",".join(f"{f}={getattr(cfg.variant, f)}" for f in STAGE_FLAGS[section])
 
 
-def _checkpoint_key(cfg: stages.ColorizationConfig, section: str, **inputs) -> dict:
+def _checkpoint_key(cfg: "stages.ColorizationConfig", section: str, **inputs) -> dict:
     """The config that shapes one training stage, plus digests of its inputs."""
     full = cfg.model_dump(mode="json")
     skip = NOT_IN_CHECKPOINT_KEY | {"variant", "step1", "step2", "finetune", "selection", "pseudolabels"}
@@ -127,7 +128,7 @@ def _fallback_meta(fallbacks: list[str], tracker=None) -> dict:
     return {"fallback": bool(fallbacks), "fallbacks": dg.MetadataValue.md(listed)}
 
 
-def _variant_tags(cfg: stages.ColorizationConfig) -> dict:
+def _variant_tags(cfg: "stages.ColorizationConfig") -> dict:
     flags = cfg.variant
     return {"variant": flags.name(), "synthetic": flags.synthetic, "use_drafts": str(flags.use_drafts).lower(),
             "adversarial_adaptation": str(flags.adversarial_adaptation).lower(), "self_training": str(flags.self_training).lower()}
@@ -195,12 +196,14 @@ def _selected(st) -> pd.DataFrame:
 # --- step 1: adversarial domain adaptation -----------------------------------------------------------
 
 
-def step1_plan(st, cfg: stages.ColorizationConfig, titles: list[str]):
+def step1_plan(st, cfg: "stages.ColorizationConfig", titles: list[str]):
     """What step 1 trains on and how: (loop config, loop step, synthetic pairs, real rows, snapshot interval).
 
     Shared by the asset and the `torchrun` worker (pipelines/torchrun_worker.py), which derive it
     from the same store, so every process of a launched run sees the same rows.
     """
+    from mangacolor.training import colorization_stages as stages
+
     flags = cfg.variant
     pairs = stages.synthetic_pairs(st, titles, flags.use_drafts, flags.synthetic)
     if pairs.rows.empty:
@@ -221,6 +224,9 @@ def step1_plan(st, cfg: stages.ColorizationConfig, titles: list[str]):
 
 
 def train_step1(st, cfg, tcfg, step, pairs, real, every, work, spec, tracker, progress):
+    from mangacolor.training import colorization_stages as stages
+    from mangacolor.training.colorizer import train_colorizer
+
     return train_colorizer(tcfg, stages.StorePairs(st, pairs.rows), stages.StoreBw(st, real) if len(real) else None, work,
                            spec, tracker, progress=progress, step=step, snapshot_every=every, augment=cfg.augmentation())
 
@@ -240,6 +246,8 @@ def train_step1(st, cfg, tcfg, step, pairs, real, every, work, spec, tracker, pr
 @commits_last
 def colorizer_step1_snapshots(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                               device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
+    from mangacolor.training import colorization_stages as stages
+
     st, spec, cfg = store.get(), device.spec(), _config(settings)
     flags = cfg.variant
     titles = _color_titles(context, st)
@@ -295,9 +303,11 @@ def _snapshots(st, asset: str) -> tuple[str, pd.DataFrame]:
     return vdir, frame[frame["role"] == "snapshot"].sort_values("step")
 
 
-def finetune_train(st, cfg: stages.ColorizationConfig, work: Path, spec, tracker, progress, tmp: Path) -> list[stages.FinetunedSnapshot]:
+def finetune_train(st, cfg: "stages.ColorizationConfig", work: Path, spec, tracker, progress, tmp: Path) -> "list[stages.FinetunedSnapshot]":
     """The fine-tune of every step-1 snapshot; shared by the asset and the `torchrun` worker (each rank copies
     the snapshots into its own `tmp`, the fine-tuned weights go to the shared `work`)."""
+    from mangacolor.training import colorization_stages as stages
+
     vdir1, shots = _snapshots(st, "colorizer_step1_snapshots")
     pairs = stages.matched_pairs(st, cfg.variant.use_drafts)
     local = [(int(r.step), int(r.epoch), _to_local(st, f"{vdir1}/{r.path}", tmp / f"{int(r.step)}.safetensors"))
@@ -321,6 +331,8 @@ def finetune_train(st, cfg: stages.ColorizationConfig, work: Path, spec, tracker
 @commits_last
 def colorizer_step1_finetuned(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                               device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
+    from mangacolor.training import colorization_stages as stages
+
     st, spec, cfg = store.get(), device.spec(), _config(settings)
     flags = cfg.variant
     vdir1, shots = _snapshots(st, "colorizer_step1_snapshots")
@@ -394,6 +406,9 @@ class SnapshotSelection(dg.Config):
 @commits_last
 def selected_snapshots(context: dg.AssetExecutionContext, config: SnapshotSelection, settings: SettingsResource,
                        store: StoreResource, device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+    from mangacolor.eval.inception import WeightsNotFoundError
+    from mangacolor.training import colorization_stages as stages
+
     st, spec, cfg = store.get(), device.spec(), _config(settings)
     sel = cfg.selection
     vdir1, shots = _snapshots(st, "colorizer_step1_finetuned")
@@ -463,6 +478,8 @@ def selected_snapshots(context: dg.AssetExecutionContext, config: SnapshotSelect
 @commits_last
 def pseudolabels(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                  device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+    from mangacolor.training import colorization_stages as stages
+
     st, spec, cfg = store.get(), device.spec(), _config(settings)
     flags = cfg.variant
     writer = st.begin("pseudolabels")
@@ -515,8 +532,11 @@ def pseudolabels(context: dg.AssetExecutionContext, settings: SettingsResource, 
 # --- step 2: self-training ----------------------------------------------------------------------------
 
 
-def step2_train(st, cfg: stages.ColorizationConfig, titles: list[str], work: Path, spec, tracker, progress, tmp: Path):
+def step2_train(st, cfg: "stages.ColorizationConfig", titles: list[str], work: Path, spec, tracker, progress, tmp: Path):
     """Step 2's loop; shared by the asset and the `torchrun` worker (each rank copies the initial weights to its `tmp`)."""
+    from mangacolor.training import colorization_stages as stages
+    from mangacolor.training.colorizer import train_colorizer
+
     flags = cfg.variant
     pairs = stages.synthetic_pairs(st, titles, flags.use_drafts, flags.synthetic)
     pseudo = stages.pseudolabel_pairs(st, flags.use_drafts)
@@ -543,6 +563,8 @@ def step2_train(st, cfg: stages.ColorizationConfig, titles: list[str], work: Pat
 @commits_last
 def colorizer_step2(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                     device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
+    from mangacolor.training import colorization_stages as stages
+
     st, spec, cfg = store.get(), device.spec(), _config(settings)
     flags = cfg.variant
     best = _selected(st).iloc[0]
@@ -602,8 +624,10 @@ def colorizer_step2(context: dg.AssetExecutionContext, settings: SettingsResourc
 # --- fine-tune, bundle, registry ----------------------------------------------------------------------
 
 
-def _random_init_flags(cfg: stages.ColorizationConfig, st) -> dict[str, bool]:
+def _random_init_flags(cfg: "stages.ColorizationConfig", st) -> dict[str, bool]:
     """Which pretrained networks of the paper this model stood in for with random ones."""
+    from mangacolor.losses.colorization import default_vgg16_path
+
     vgg_file = Path(cfg.vgg_weights).expanduser() if cfg.vgg_weights else default_vgg16_path()
     uses_vgg = any(getattr(cfg, s).losses.get("per", 1.0) for s in ("step1", "step2", "finetune"))
     inception = False
@@ -626,6 +650,9 @@ def _random_init_flags(cfg: stages.ColorizationConfig, st) -> dict[str, bool]:
 @commits_last
 def colorizer_final(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                     mlflow: MlflowResource) -> dg.MaterializeResult:
+    from mangacolor.registry import register_bundle
+    from mangacolor.training import colorization_stages as stages
+
     st, cfg = store.get(), _config(settings)
     flags = cfg.variant
     step2_dir = st.latest_dir("colorizer_step2")
@@ -676,6 +703,8 @@ def _holdout_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=asset, name="holdout_never_trained", blocking=True,
                     description=f"The real black-and-white pages {key} trained on (its manifest) are disjoint from the holdout of page_splits.")
     def check(store: StoreResource) -> dg.AssetCheckResult:
+        from mangacolor.training import colorization_stages as stages
+
         st = store.get()
         trained = stages.trained_real_ids(st.latest_manifest(key))
         held = set(holdout_pages(st.latest_manifest("page_splits"))["id"])

@@ -19,14 +19,8 @@ import dagster as dg
 import pandas as pd
 
 from mangacolor import config as mc_config
-from mangacolor.data.datasets import ok_rows
-from mangacolor.drafting import pages as drafting
 from mangacolor.drafting.blur import BlurConfig
-from mangacolor.models.psp import load_psp
-from mangacolor.models.stylegan2 import load_generator
-from mangacolor.synthetic.pages import write_model
-from mangacolor.training.drafting import train_psp
-from mangacolor.training.stylegan import train_stylegan
+from mangacolor.io.store import ok_rows
 
 from .common import (
     checkpoint_dir, color_titles, commits_last, progress_logger, resumed_from, version_metadata, work_dir,
@@ -57,6 +51,8 @@ def _model_result(context, st, asset: str, weights: str, rows, tracker, resumed:
                   grids: dict) -> dg.MaterializeResult:
     """Weights and the ids of every training page into the store, the weights into MLflow; `grids`: metadata key ->
     (images, caption, height) of the sample grids, kept in the version folder."""
+    from mangacolor.synthetic.pages import write_model
+
     tracker.log_artifact(weights, "weights")
     tracker.log_text("training_pages.json", json.dumps(list(rows["id"]), indent=1))
     tracker.log_dataset(rows, name="train", source=st.uri())
@@ -85,6 +81,8 @@ def _model_result(context, st, asset: str, weights: str, rows, tracker, resumed:
 )
 @commits_last
 def blurred_color_pages(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource) -> dg.MaterializeResult:
+    from mangacolor.drafting import pages as drafting
+
     st, title = store.get(), context.partition_key
     cfg = mc_config.stage_config(settings.load(), "blur", BlurConfig)
     rows = ok_rows(st, "color_pages", [title])
@@ -109,6 +107,9 @@ def blurred_color_pages(context: dg.AssetExecutionContext, settings: SettingsRes
 
 def stylegan_train(st, preset: dict, titles: list[str], work, spec, tracker, progress) -> dict:
     """The StyleGAN2 loop on the blurred pages of `titles`; shared by the asset and the `torchrun` worker."""
+    from mangacolor.drafting import pages as drafting
+    from mangacolor.training.stylegan import train_stylegan
+
     cfg, _ = drafting.stylegan_config(preset)
     rows = drafting.blurred_rows(st, titles)
     return train_stylegan(cfg, drafting.SquarePages(st, list(rows["uri"]), cfg.size), work, spec, tracker, progress=progress)
@@ -127,6 +128,9 @@ def stylegan_train(st, preset: dict, titles: list[str], work, spec, tracker, pro
 @commits_last
 def stylegan(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
              device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
+    from mangacolor.drafting import pages as drafting
+    from mangacolor.models.stylegan2 import load_generator
+
     preset, st, spec = settings.load(), store.get(), device.spec()
     cfg, report_cfg = drafting.stylegan_config(preset)
     titles = _materialized_titles(context, st, "blurred_color_pages")
@@ -168,6 +172,8 @@ def stylegan(context: dg.AssetExecutionContext, settings: SettingsResource, stor
 def encoder_plan(st, preset: dict, titles: list[str], input_nc: int, section: str, pseudolabels: bool):
     """(loop config, blur config, training rows, pairs, titles read as grey pages, pseudolabels missing) of a
     pSp encoder; shared by the asset and the `torchrun` worker."""
+    from mangacolor.drafting import pages as drafting
+
     cfg = drafting.psp_config(preset, section, input_nc)
     blur = mc_config.stage_config(preset, "blur", BlurConfig)
     grey, no_pseudo = [], False
@@ -186,6 +192,9 @@ def encoder_plan(st, preset: dict, titles: list[str], input_nc: int, section: st
 def encoder_train(st, preset: dict, titles: list[str], work, spec, tracker, progress, input_nc: int, section: str,
                   pseudolabels: bool, generator: str) -> dict:
     """The pSp loop against the stylegan version `generator`; shared by the asset and the `torchrun` worker."""
+    from mangacolor.drafting import pages as drafting
+    from mangacolor.training.drafting import train_psp
+
     cfg, _, _, pairs, _, _ = encoder_plan(st, preset, titles, input_nc, section, pseudolabels)
     with drafting.local_file(st, drafting.generator_path(st, generator)) as gen_path:
         return train_psp(cfg, pairs, gen_path, work, spec, tracker, progress=progress)
@@ -193,6 +202,9 @@ def encoder_train(st, preset: dict, titles: list[str], work, spec, tracker, prog
 
 def _train_encoder(context, settings, store, device, mlflow, torchrun, asset: str, input_nc: int,
                    section: str | None = None, pseudolabels: bool = False) -> dg.MaterializeResult:
+    from mangacolor.drafting import pages as drafting
+    from mangacolor.models.psp import load_psp
+
     preset, st, spec = settings.load(), store.get(), device.spec()
     titles = _materialized_titles(context, st, "blurred_color_pages")
     cfg, blur, rows, pairs, grey, no_pseudo = encoder_plan(st, preset, titles, input_nc, section or asset, pseudolabels)
@@ -303,6 +315,7 @@ def drafting_network_final(context: dg.AssetExecutionContext, settings: Settings
 @commits_last
 def bw_page_drafts(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                    device: DeviceResource) -> dg.MaterializeResult:
+    from mangacolor.drafting import pages as drafting
     from mangacolor.training.colorization_stages import real_training_rows
 
     preset, st, spec = settings.load(), store.get(), device.spec()
@@ -338,6 +351,8 @@ def bw_page_drafts(context: dg.AssetExecutionContext, settings: SettingsResource
 @commits_last
 def coloring_drafts(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                     device: DeviceResource) -> dg.MaterializeResult:
+    from mangacolor.drafting import pages as drafting
+
     preset, st, spec, title = settings.load(), store.get(), device.spec(), context.partition_key
     cfg = mc_config.stage_config(preset, "coloring_drafts", drafting.DraftsConfig)
     blur_size = mc_config.stage_config(preset, "blur", BlurConfig).size

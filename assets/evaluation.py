@@ -26,6 +26,7 @@ import hashlib
 import io
 import json
 import os
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import numpy as np
@@ -33,17 +34,16 @@ import pandas as pd
 from pydantic import Field
 
 from mangacolor import config as mc_config
+from mangacolor.config import MODEL_NAME
 from mangacolor.data.splits import holdout_pages, training_pages
 from mangacolor.eval import sets as eval_sets
-from mangacolor.eval.benchmark import benchmark_table, run_benchmarks
-from mangacolor.eval.candidates import latest_versions, models_to_evaluate
-from mangacolor.eval.fid import FeatureExtractor
 from mangacolor.eval.gate import decide_promotion, set_verdict
-from mangacolor.eval.inception import WeightsNotFoundError, build_inception
 from mangacolor.eval.leakage import leaked_pages, trained_pages
-from mangacolor.eval.report import RANDOM_INIT_NOTE, EvaluationConfig, ScheduleConfig, evaluate_models
-from mangacolor.inference.bundle import ModelBundle
-from mangacolor.registry import MODEL_NAME, download_bundle, log_version_metrics, promote, version_by_alias
+from mangacolor.eval.schedule import ScheduleConfig, preset_schedule
+
+if TYPE_CHECKING:
+    from mangacolor.eval.fid import FeatureExtractor
+    from mangacolor.eval.report import EvaluationConfig
 
 from .common import commits_last, version_metadata
 from .metadata import samples_md, table_value
@@ -69,17 +69,24 @@ class EvaluateConfig(dg.Config):
         return {self.model_name: self.model_version} if self.model_version else None
 
 
-def _config(settings: SettingsResource) -> EvaluationConfig:
-    return mc_config.stage_config(settings.load(), "evaluation", EvaluationConfig)
+def _config(settings: SettingsResource) -> "EvaluationConfig":
+    from mangacolor.eval import report
+
+    return mc_config.stage_config(settings.load(), "evaluation", report.EvaluationConfig)
 
 
 @functools.lru_cache(maxsize=2)
 def _inception(weights: str, device: str):
     # Building the 24M-parameter network takes seconds: once per process and device.
+    from mangacolor.eval.inception import build_inception
+
     return build_inception(weights, device)
 
 
-def _extractor(cfg: EvaluationConfig, device, store: StoreResource, log) -> FeatureExtractor:
+def _extractor(cfg: "EvaluationConfig", device, store: StoreResource, log) -> "FeatureExtractor":
+    from mangacolor.eval.fid import FeatureExtractor
+    from mangacolor.eval.inception import WeightsNotFoundError
+
     try:
         network = _inception(cfg.inception, str(device))
     except WeightsNotFoundError as exc:
@@ -119,6 +126,8 @@ REPORT_METRICS = ("fid", "fid_lo", "fid_hi", "kid", "kid_lo", "kid_hi", "ciede20
 def _log_model_metrics(tracker, models, lines: dict, set_name: str) -> None:
     """Each registered version's rows also as metrics of its logged model (`<set>/<mode>/<metric>`), so the
     registry shows a version's evaluations; the run keeps them under the role (`candidate/auto/fid`)."""
+    from mangacolor.registry import log_version_metrics
+
     for m in models:
         if not m.uri.startswith("models:/"):
             continue
@@ -144,6 +153,11 @@ def _log_model_metrics(tracker, models, lines: dict, set_name: str) -> None:
 @commits_last
 def fid_report(context: dg.AssetExecutionContext, config: EvaluateConfig, settings: SettingsResource, store: StoreResource,
                device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+    from mangacolor.eval import report
+    from mangacolor.eval.candidates import models_to_evaluate
+    from mangacolor.eval.inception import WeightsNotFoundError
+    from mangacolor.inference.bundle import ModelBundle
+
     cfg, st, spec, set_name = _config(settings), store.get(), device.spec(), context.partition_key
     try:
         page_rows = eval_sets.evaluation_rows(st, set_name, cfg.max_pages, cfg.seed)
@@ -162,10 +176,10 @@ def fid_report(context: dg.AssetExecutionContext, config: EvaluateConfig, settin
         pages = eval_sets.LazyPages(st, page_rows["uri"], "L")
         truths = eval_sets.LazyPages(st, eval_sets.matched_truth_uris(st, page_rows), "RGB")
         try:
-            result = evaluate_models(loaded, pages, eval_sets.LazyPages(st, ref_rows["uri"], "RGB"),
-                                     _extractor(cfg, spec.device, store, context.log.info), cfg, set_name,
-                                     eval_sets.reference_description(cfg.reference_exclude_titles), context.log.info,
-                                     truths=truths, reference_key=eval_sets.content_key(ref_rows))
+            result = report.evaluate_models(loaded, pages, eval_sets.LazyPages(st, ref_rows["uri"], "RGB"),
+                                            _extractor(cfg, spec.device, store, context.log.info), cfg, set_name,
+                                            eval_sets.reference_description(cfg.reference_exclude_titles), context.log.info,
+                                            truths=truths, reference_key=eval_sets.content_key(ref_rows))
         except WeightsNotFoundError as exc:
             raise dg.Failure(f"fid_report[{set_name}]: {exc}") from exc
         passed, reason = result.gate_verdict(cfg.gate.metric, cfg.gate.margin)
@@ -187,7 +201,7 @@ def fid_report(context: dg.AssetExecutionContext, config: EvaluateConfig, settin
         _log_model_metrics(tracker, models, lines, set_name)
         tracker.log_text("report.md", markdown)
         tracker.log_text("report.json", blob)
-        tracker.set_tags({"random_init": str(result.random_init)} | ({"fid_note": RANDOM_INIT_NOTE} if result.random_init else {}))
+        tracker.set_tags({"random_init": str(result.random_init)} | ({"fid_note": report.RANDOM_INIT_NOTE} if result.random_init else {}))
 
     cand = record["rows"][record["candidate"]["row"]]
     meta = {
@@ -218,7 +232,7 @@ def fid_report(context: dg.AssetExecutionContext, config: EvaluateConfig, settin
         "samples": samples_md(st, vdir, _samples(pages[: cfg.n_samples], result.samples), "page | " + " | ".join(result.samples)),
     }
     if result.random_init:
-        meta["random_init_note"] = RANDOM_INIT_NOTE
+        meta["random_init_note"] = report.RANDOM_INIT_NOTE
     return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
 
 
@@ -259,6 +273,8 @@ def holdout_disjoint_eval(context: dg.AssetCheckExecutionContext, store: StoreRe
 @dg.asset_check(asset=fid_report, blocking=True, partitions_def=EVAL_SETS,
                 description="A report made with the random-init Inception says so in its markdown and metadata.")
 def random_init_flagged(context: dg.AssetCheckExecutionContext, store: StoreResource) -> dg.AssetCheckResult:
+    from mangacolor.eval import report
+
     st, set_name = store.get(), context.partition_key
     record = _read_record(st, set_name)
     markdown = st.read_bytes(f"{st.latest_dir('fid_report', set_name)}/report.md").decode()
@@ -268,9 +284,9 @@ def random_init_flagged(context: dg.AssetCheckExecutionContext, store: StoreReso
     flag = getattr(meta.get("random_init"), "value", None)
     note = getattr(meta.get("random_init_note"), "value", "")
     random_rows = any(r["random_init"] for r in record["rows"].values())
-    ok = flag == random_rows and (not random_rows or (RANDOM_INIT_NOTE in markdown and note == RANDOM_INIT_NOTE))
+    ok = flag == random_rows and (not random_rows or (report.RANDOM_INIT_NOTE in markdown and note == report.RANDOM_INIT_NOTE))
     return dg.AssetCheckResult(passed=ok, metadata={"random_init": random_rows, "metadata_flag": str(flag),
-                                                    "markdown_says_so": RANDOM_INIT_NOTE in markdown})
+                                                    "markdown_says_so": report.RANDOM_INIT_NOTE in markdown})
 
 
 # --- promotion ---------------------------------------------------------------------------------
@@ -287,6 +303,8 @@ def random_init_flagged(context: dg.AssetCheckExecutionContext, store: StoreReso
 @commits_last
 def champion_model(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                    mlflow: MlflowResource) -> dg.MaterializeResult:
+    from mangacolor.registry import promote, version_by_alias
+
     cfg, st = _config(settings), store.get()
     reports = {s: _read_record(st, s) for s in cfg.gate.sets}
     with mlflow.run(context, params={"gate": cfg.gate.model_dump(mode="json")}) as tracker:
@@ -323,6 +341,10 @@ def champion_model(context: dg.AssetExecutionContext, settings: SettingsResource
 @commits_last
 def inference_benchmark(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                         mlflow: MlflowResource) -> dg.MaterializeResult:
+    from mangacolor.eval.benchmark import benchmark_table, run_benchmarks
+    from mangacolor.inference.bundle import ModelBundle
+    from mangacolor.registry import download_bundle, version_by_alias
+
     cfg, st = _config(settings), store.get()
     with mlflow.run(context, params=cfg.benchmark.model_dump(mode="json")) as tracker:
         model = version_by_alias("candidate", client=tracker.client) or version_by_alias("champion", client=tracker.client)
@@ -415,6 +437,8 @@ def _evaluations_finished(instance: dg.DagsterInstance, version: str) -> bool:
                        "evaluate both sets, where that version is a row beside the candidate. Cursor (JSON): the highest "
                        "version seen per registered model, and the versions waiting for promotion.")
 def new_model_version_sensor(context: dg.SensorEvaluationContext, mlflow: MlflowResource):
+    from mangacolor.eval.candidates import latest_versions
+
     latest = latest_versions(mlflow.client())
     seen, pending = _read_cursor(context.cursor)
     new = {name: v for name, v in latest.items() if v > int(seen.get(name, 0))}
@@ -445,8 +469,7 @@ def new_model_version_sensor(context: dg.SensorEvaluationContext, mlflow: Mlflow
 def _preset_schedule() -> ScheduleConfig:
     """The schedule section of the preset the deployment runs (MANGACOLOR_PRESET), defaults otherwise."""
     try:
-        preset = mc_config.load_preset(os.environ.get("MANGACOLOR_PRESET", "demo"))
-        return mc_config.stage_config(preset, "evaluation", EvaluationConfig).schedule
+        return preset_schedule(mc_config.load_preset(os.environ.get("MANGACOLOR_PRESET", "demo")))
     except (FileNotFoundError, ValueError):
         return ScheduleConfig()
 
@@ -460,6 +483,8 @@ def build_manga109_schedule(cfg: ScheduleConfig) -> dg.ScheduleDefinition:
                              "champion or no Manga109 pages.")
     def manga109_weekly(context: dg.ScheduleEvaluationContext, mlflow: MlflowResource, store: StoreResource):
         # No champion yet is a skip; an unreachable or broken tracking store is an error.
+        from mangacolor.registry import version_by_alias
+
         champion = version_by_alias("champion", MODEL_NAME, mlflow.client())
         if champion is None:
             return dg.SkipReason(f"no {MODEL_NAME} version has the alias 'champion' yet")

@@ -15,12 +15,11 @@ import dagster as dg
 import pandas as pd
 
 from mangacolor import config as mc_config
-from mangacolor.data.datasets import ok_rows
 from mangacolor.data.ingest import ingest_items
 from mangacolor.data.sources import iter_items, list_titles, scan_changes, scan_sources, titles_by_role
 from mangacolor.data.splits import holdout_pages, make_splits, training_pages
 from mangacolor.io.images import read_image
-from mangacolor.io.store import Store
+from mangacolor.io.store import Store, ok_rows
 
 from .common import bw_titles, color_titles, commits_last, manifest_uri, progress_logger, version_metadata
 from .metadata import samples_md, table_metadata

@@ -14,11 +14,12 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from mangacolor.training.colorizer import ColorizerTrainResult, Snapshot
+if TYPE_CHECKING:
+    from mangacolor.training.colorizer import ColorizerTrainResult
 
 WORKER = "pipelines.torchrun_worker"
 
@@ -77,6 +78,8 @@ class TorchrunResource(dg.ConfigurableResource):
 
 def colorizer_result(raw: dict) -> ColorizerTrainResult:
     """`train_colorizer`'s result from the JSON rank 0 reported."""
+    from mangacolor.training.colorizer import ColorizerTrainResult, Snapshot
+
     return ColorizerTrainResult(
         generator=Path(raw["generator"]), discriminator=Path(raw["discriminator"]) if raw["discriminator"] else None,
         snapshots=[Snapshot(**s) for s in raw["snapshots"]], steps=raw["steps"], final_metrics=raw["final_metrics"],

@@ -11,16 +11,18 @@ import json
 import os
 from pathlib import Path
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import pydantic
 from pydantic import Field
 
 from mangacolor import config as mc_config
-from mangacolor.device import DeviceSpec, resolve_device
 from mangacolor.io.store import Store
 from mangacolor.tracking import active_run, find_or_create_run, get_or_create_experiment
+
+if TYPE_CHECKING:
+    from mangacolor.device import DeviceSpec
 
 
 class StoreResource(dg.ConfigurableResource):
@@ -41,7 +43,9 @@ class DeviceResource(dg.ConfigurableResource):
     seed: int = 0
     threads: int | None = None  # CPU threads for torch; 1 is much faster on a machine other jobs share
 
-    def spec(self) -> DeviceSpec:
+    def spec(self) -> "DeviceSpec":
+        from mangacolor.device import resolve_device  # torch: imported by the run that computes, not by the code location
+
         if self.threads:
             import torch
 

@@ -16,18 +16,11 @@ import json
 
 import dagster as dg
 import pandas as pd
-import torch
 
 from mangacolor import config as mc_config
-from mangacolor.data.datasets import ManifestImages, ok_rows
-from mangacolor.eval.inception import WeightsNotFoundError
 from mangacolor.eval.leakage import TRAINED_ROLES
 from mangacolor.io.images import read_image
-from mangacolor.models.cut import apply_cut, apply_cut_batch
-from mangacolor.models.refiner import refine, refine_batch
-from mangacolor.synthetic import pages as synth
-from mangacolor.training.cut import CUTTrainConfig, load_cut_generator, train_cut
-from mangacolor.training.refiner import RefinerTrainConfig, load_refiner, train_refiner
+from mangacolor.io.store import ok_rows
 
 from .common import (
     checkpoint_dir, color_titles, commits_last, holdout_check, manifest_uri, progress_logger, resumed_from, version_metadata, work_dir,
@@ -52,12 +45,17 @@ NOT_IN_CHECKPOINT_KEY = {"steps", "log_every", "sample_every", "checkpoint_every
 
 @functools.lru_cache(maxsize=2)
 def _extractor(gap_cfg_json: str, device: str, cache_dir: str):
+    from mangacolor.synthetic import pages as synth
+
     return synth.gap_extractor(synth.GapConfig.model_validate_json(gap_cfg_json), device, cache_dir)
 
 
 def _gap_metadata(context, st, steps: dict[str, pd.DataFrame], preset: dict, device: str, tracker=None) -> dict:
     """`synthetic_gap` of the last step's pages (ok manifest rows with `uri`) against the real training pages,
     and of the earlier steps beside it. Pages are chosen from the manifests first and read on access."""
+    from mangacolor.eval.inception import WeightsNotFoundError
+    from mangacolor.synthetic import pages as synth
+
     if st.latest_version("page_splits") is None:
         return {"synthetic_gap_note": "page_splits not materialized yet: no real pages to compare with"}
     steps = {name: rows for name, rows in steps.items() if len(rows)}
@@ -100,6 +98,8 @@ def _strip(st, title: str, steps: list[str], ids: list[str], extra: dict | None 
            extra_name: str = "CUT") -> tuple[list, str]:
     """The pages `ids` through colour and each step, side by side (`extra`: one more image per id, named `extra_name`),
     with their caption."""
+    from mangacolor.synthetic import pages as synth
+
     stages = ["color_pages", *steps]
     names = [STEP_NAMES[a] for a in stages] + ([extra_name] if extra else [])
     images = synth.stage_strip(st, [(a, title) for a in stages], ids, extra)
@@ -132,6 +132,10 @@ def _page_stage_result(context, st, asset: str, writer, summary, preset, device:
 
 def _translate(preset, spec, rows, st, writer, network, progress):
     """`translate_stage` as the preset's `synthetic_pages:` asks: batches through the network on a GPU, processes on the CPU."""
+    import torch
+
+    from mangacolor.synthetic import pages as synth
+
     spread = mc_config.stage_config(preset, "synthetic_pages", synth.PageStageConfig)
     return synth.translate_stage(rows, st, writer, network, progress, batch_size=spread.batch_size, workers=spread.workers,
                                  batched=torch.device(spec.device).type != "cpu")
@@ -144,6 +148,8 @@ def _checkpoint_key(cfg, **more) -> dict:
 def _model_result(context, st, asset: str, result: dict, inputs: dict, tracker, resumed: int,
                   samples: tuple[list, str], launched: dict | None = None) -> dg.MaterializeResult:
     """Weights and the ids of every training page into the store and MLflow; `samples`: (images, caption) of the grid."""
+    from mangacolor.synthetic import pages as synth
+
     tracker.log_artifact(result["weights"], "weights")
     tracker.log_text("training_pages.json", json.dumps({role: list(rows["id"]) for role, rows in inputs.items()}, indent=1))
     for role, rows in inputs.items():
@@ -181,6 +187,8 @@ def _model_result(context, st, asset: str, result: dict, inputs: dict, tracker, 
 @commits_last
 def xdog_pages(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                device: DeviceResource) -> dg.MaterializeResult:
+    from mangacolor.synthetic import pages as synth
+
     preset, st, title = settings.load(), store.get(), context.partition_key
     cfg = mc_config.stage_config(preset, "xdog", synth.XDoGStageConfig)
     rows = ok_rows(st, "color_pages", [title])
@@ -197,6 +205,9 @@ def xdog_pages(context: dg.AssetExecutionContext, settings: SettingsResource, st
 
 def refiner_pairs(st, preset: dict, work):
     """(loop config, xDoG config, training rows, (xDoG, page) pairs cached under `work`); shared with the `torchrun` worker."""
+    from mangacolor.synthetic import pages as synth
+    from mangacolor.training.refiner import RefinerTrainConfig
+
     cfg = mc_config.stage_config(preset, "refiner", RefinerTrainConfig)
     xcfg = mc_config.stage_config(preset, "xdog", synth.XDoGStageConfig)
     rows = synth.training_bw_rows(st)
@@ -205,6 +216,8 @@ def refiner_pairs(st, preset: dict, work):
 
 def refiner_train(st, preset: dict, titles: list[str], work, spec, tracker, progress) -> dict:
     """The refiner loop (the asset has prepared the xDoG cache under `work`)."""
+    from mangacolor.training.refiner import train_refiner
+
     cfg, _, _, pairs = refiner_pairs(st, preset, work)
     return train_refiner(cfg, pairs, work, spec, tracker, progress=progress)
 
@@ -222,6 +235,10 @@ def refiner_train(st, preset: dict, titles: list[str], work, spec, tracker, prog
 @commits_last
 def refiner_model(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                   device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
+    from mangacolor.models.refiner import refine
+    from mangacolor.synthetic import pages as synth
+    from mangacolor.training.refiner import RefinerTrainConfig, load_refiner
+
     preset, st, spec = settings.load(), store.get(), device.spec()
     cfg = mc_config.stage_config(preset, "refiner", RefinerTrainConfig)
     xcfg = mc_config.stage_config(preset, "xdog", synth.XDoGStageConfig)
@@ -258,6 +275,10 @@ def refiner_model(context: dg.AssetExecutionContext, settings: SettingsResource,
 @commits_last
 def refined_pages(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                   device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+    from mangacolor.models.refiner import refine_batch
+    from mangacolor.synthetic import pages as synth
+    from mangacolor.training.refiner import load_refiner
+
     preset, st, spec, title = settings.load(), store.get(), device.spec(), context.partition_key
     rows = ok_rows(st, "xdog_pages", [title])
     with synth.model_weights(st, "refiner_model") as path:
@@ -274,6 +295,10 @@ def refined_pages(context: dg.AssetExecutionContext, settings: SettingsResource,
 
 def cut_train(st, preset: dict, titles: list[str], work, spec, tracker, progress) -> dict:
     """The CUT loop from the refined pages of `titles` to the real training pages; shared with the `torchrun` worker."""
+    from mangacolor.data.datasets import ManifestImages
+    from mangacolor.synthetic import pages as synth
+    from mangacolor.training.cut import CUTTrainConfig, train_cut
+
     cfg = mc_config.stage_config(preset, "cut", CUTTrainConfig)
     source, target = ok_rows(st, "refined_pages", titles), synth.training_bw_rows(st)
     return train_cut(cfg, ManifestImages(st, source, mode="L"), ManifestImages(st, target, mode="L"), work, spec, tracker,
@@ -293,6 +318,10 @@ def cut_train(st, preset: dict, titles: list[str], work, spec, tracker, progress
 @commits_last
 def cut_model(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
               device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
+    from mangacolor.models.cut import apply_cut
+    from mangacolor.synthetic import pages as synth
+    from mangacolor.training.cut import CUTTrainConfig, load_cut_generator
+
     preset, st, spec = settings.load(), store.get(), device.spec()
     cfg = mc_config.stage_config(preset, "cut", CUTTrainConfig)
     known = context.instance.get_dynamic_partitions(color_titles.name)
@@ -332,6 +361,10 @@ def cut_model(context: dg.AssetExecutionContext, settings: SettingsResource, sto
 @commits_last
 def synthetic_bw_pages(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                        device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+    from mangacolor.models.cut import apply_cut_batch
+    from mangacolor.synthetic import pages as synth
+    from mangacolor.training.cut import load_cut_generator
+
     preset, st, spec, title = settings.load(), store.get(), device.spec(), context.partition_key
     rows = ok_rows(st, "refined_pages", [title])
     with synth.model_weights(st, "cut_model") as path:

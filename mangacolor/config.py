@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from mangacolor.data.sources import SourceConfig
 
 _SOURCE_TREE = Path(__file__).resolve().parent.parent
+MODEL_NAME = "mangacolor-colorizer"  # the full method's registered model; a variant registers as MODEL_NAME-<variant>
 
 
 def _project_root() -> Path:

@@ -26,9 +26,9 @@ import mlflow
 import mlflow.pyfunc
 from mlflow.exceptions import MlflowException
 
+from mangacolor.config import MODEL_NAME
 from mangacolor.inference.bundle import ModelBundle, download_bundle  # noqa: F401 - download_bundle re-exported
 
-MODEL_NAME = "mangacolor-colorizer"
 FULL = "full"
 MAIN_ALIASES = ("candidate", "champion")
 

@@ -33,6 +33,7 @@ from pydantic import BaseModel, Field
 from mangacolor.eval.benchmark import BenchmarkConfig
 from mangacolor.eval.candidates import MODES, EvalModel
 from mangacolor.eval.fid import FID_METHODS, FeatureExtractor, MetricReport, metric_report
+from mangacolor.eval.schedule import ScheduleConfig
 from mangacolor.eval.sets import SET_DESCRIPTIONS
 from mangacolor.inference.colorize import InferenceOptions, colorize_page, prepare_generator
 
@@ -89,12 +90,6 @@ class GateConfig(BaseModel):
     metric: Literal["fid", "kid"] = "fid"
     margin: float = Field(0.0, description="in the metric's units; see mangacolor.eval.gate")
     sets: list[str] = Field(default_factory=lambda: ["holdout", "manga109"], description="sets a candidate must pass on to be promoted")
-
-
-class ScheduleConfig(BaseModel):
-    cron: str = "0 4 * * 1"  # Mondays 04:00
-    timezone: str = "UTC"
-    status: Literal["RUNNING", "STOPPED"] = "RUNNING"
 
 
 class EvaluationConfig(BaseModel):
