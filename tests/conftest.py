@@ -10,8 +10,11 @@ torch.set_num_threads(1)
 
 # The files that take a minute or more (`uv run pytest` prints the slowest tests) go first, so the
 # pytest-xdist workers, which take whole files in order, do not end with one of them while the other
-# worker idles. Order within a file is kept; every worker computes the same order.
-SLOW_FILES = ["assets/test_torchrun_launch.py", "training/test_distributed_loops.py", "test_dagster_ui.py",
+# worker idles. Order within a file is kept; every worker computes the same order. (xdist would sort the
+# files by their number of tests instead: pyproject's addopts turn that off with --no-loadscope-reorder.)
+# The Dagster UI test leads: it is the longest, and mostly waits on its servers' runs, so the other
+# worker's files fill its time.
+SLOW_FILES = ["test_dagster_ui.py", "assets/test_torchrun_launch.py", "training/test_distributed_loops.py",
               "test_serve.py", "inference/test_colorize_cli.py", "assets/test_colorization_assets.py",
               "assets/test_evaluation_assets.py", "assets/test_drafting_assets.py"]
 
