@@ -79,9 +79,8 @@ def _cmd_store_verify(args: argparse.Namespace) -> int:
 def _cmd_colorize(args: argparse.Namespace) -> int:
     """Exit codes: 0 every page done, 1 some pages failed (reported, the rest written), 2 an input,
     reference, hint or model that cannot be used (one line, nothing started), 130 interrupted."""
-    from mangacolor.inference.api import Colorizer, read_page
     from mangacolor.inference.hints import HintError
-    from mangacolor.inference.pages import InputError, plan_outputs
+    from mangacolor.inference.pages import InputError, plan_outputs, read_page
 
     try:
         if args.samples < 1:
@@ -92,6 +91,8 @@ def _cmd_colorize(args: argparse.Namespace) -> int:
     except (InputError, HintError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from mangacolor.inference.api import Colorizer  # torch: only once the inputs are known to be usable
+
     try:
         colorizer = Colorizer(_load_bundle(args.model, args.device), args.mode)
     except (FileNotFoundError, OSError, ValueError) as exc:

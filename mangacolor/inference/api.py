@@ -21,35 +21,9 @@ import numpy as np
 from mangacolor.inference.bundle import ModelBundle
 from mangacolor.inference.colorize import PRESETS, InferenceOptions
 from mangacolor.inference.hints import HintError, load_hints
-from mangacolor.inference.pages import InputError
-from mangacolor.io.images import ImageError, read_image
+from mangacolor.inference.pages import InputError, read_page
 
 DEFAULT_MODEL = "models:/mangacolor-colorizer@champion"
-
-
-def read_page(page, what: str = "page", mode: str = "L") -> np.ndarray:
-    """A path or an array -> uint8 array (grey for mode "L", RGB for "RGB"); InputError otherwise."""
-    if isinstance(page, (str, Path)):
-        path = Path(page)
-        if not path.is_file():
-            raise InputError(f"{path}: no such {what} file (expected an image file: PNG, JPEG, WebP, ...)")
-        try:
-            return read_image(path, mode=mode)
-        except ImageError as exc:
-            raise InputError(f"{path}: not a usable {what} image ({exc.reason})") from None
-    if not isinstance(page, np.ndarray) or page.ndim not in (2, 3) or (page.ndim == 3 and page.shape[2] not in (1, 3, 4)):
-        raise InputError(f"{what}: expected a path or a uint8 array (H, W) or (H, W, 3); got "
-                         f"{getattr(page, 'shape', type(page).__name__)}")
-    arr = np.asarray(page)
-    if arr.dtype != np.uint8:
-        raise InputError(f"{what}: expected a uint8 array, got dtype {arr.dtype}")
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[..., 0]
-    if mode == "L" and arr.ndim == 3:
-        return (arr[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).round().astype(np.uint8)
-    if mode == "RGB" and arr.ndim == 2:
-        return np.repeat(arr[..., None], 3, axis=2)
-    return np.ascontiguousarray(arr[..., :3]) if mode == "RGB" else arr
 
 
 class Colorizer:

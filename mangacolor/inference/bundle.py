@@ -16,7 +16,6 @@ this module and never the other way round) decides names, versions and aliases.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import shutil

@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mangacolor.inference.hints import resize_hint_array
 from mangacolor.io.images import from_tensor, to_tensor
 from mangacolor.models.colorizer import colorize
 
@@ -182,23 +183,6 @@ def transfer_chroma_strips(small_rgb: np.ndarray, small_grey: np.ndarray, page: 
         rgb = np.dstack([y + 1.403 * cr, y - 0.344 * cb - 0.714 * cr, y + 1.773 * cb])
         out[r0:r1] = (rgb.clip(0, 1) * 255 + 0.5).astype(np.uint8)
     return out
-
-
-def resize_hint_array(rgba: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """`resize_hint` for a uint8 (H,W,4) hint image: downscaling keeps every hint point (a cell is
-    hinted if any pixel in it was, with their mean colour); upscaling is nearest-neighbour."""
-    h, w = size
-    if rgba.shape[:2] == (h, w):
-        return rgba
-    mask = (rgba[..., 3] > 127).astype(np.float32)
-    if h * w >= rgba.shape[0] * rgba.shape[1]:
-        out = cv2.resize(np.dstack([rgba[..., :3], (mask * 255).astype(np.uint8)]), (w, h), interpolation=cv2.INTER_NEAREST)
-        return np.ascontiguousarray(out)
-    m = cv2.resize(mask, (w, h), interpolation=cv2.INTER_AREA)
-    rgb = cv2.resize(rgba[..., :3].astype(np.float32) * mask[..., None], (w, h), interpolation=cv2.INTER_AREA)
-    rgb = rgb / np.maximum(m, 1e-6)[..., None]
-    on = m > 0
-    return np.dstack([(rgb * on[..., None]).clip(0, 255).round().astype(np.uint8), on.astype(np.uint8) * 255])
 
 
 def resize_hint(hint: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -21,7 +21,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mangacolor.inference.colorize import resize_hint_array
 from mangacolor.io.images import ImageError, read_image
 
 DEFAULT_RADIUS = 8
@@ -84,6 +83,23 @@ def rgba_from_image(img: np.ndarray) -> np.ndarray:
     rgb = np.ascontiguousarray(img[..., :3].astype(np.uint8))
     mask = (rgb.min(axis=2) < 250).astype(np.uint8) * 255
     return np.dstack([rgb, mask])
+
+
+def resize_hint_array(rgba: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`resize_hint` for a uint8 (H,W,4) hint image: downscaling keeps every hint point (a cell is
+    hinted if any pixel in it was, with their mean colour); upscaling is nearest-neighbour."""
+    h, w = size
+    if rgba.shape[:2] == (h, w):
+        return rgba
+    mask = (rgba[..., 3] > 127).astype(np.float32)
+    if h * w >= rgba.shape[0] * rgba.shape[1]:
+        out = cv2.resize(np.dstack([rgba[..., :3], (mask * 255).astype(np.uint8)]), (w, h), interpolation=cv2.INTER_NEAREST)
+        return np.ascontiguousarray(out)
+    m = cv2.resize(mask, (w, h), interpolation=cv2.INTER_AREA)
+    rgb = cv2.resize(rgba[..., :3].astype(np.float32) * mask[..., None], (w, h), interpolation=cv2.INTER_AREA)
+    rgb = rgb / np.maximum(m, 1e-6)[..., None]
+    on = m > 0
+    return np.dstack([(rgb * on[..., None]).clip(0, 255).round().astype(np.uint8), on.astype(np.uint8) * 255])
 
 
 def load_hints(hints, size: tuple[int, int]) -> np.ndarray | None:

@@ -149,6 +149,20 @@ def test_reference_image_changes_the_colours(bundle, tmp_path):
     assert not np.array_equal(read_image(tmp_path / "r.png"), read_image(tmp_path / "plain.png"))
 
 
+def test_unusable_inputs_are_reported_before_torch_or_the_model_loads(tmp_path):
+    """"No such file" comes in a second, not after the 8 s torch import and the model download."""
+    (tmp_path / "p.png").write_bytes(encode_png(_page()))
+    (tmp_path / "ref.png").write_text("<html>not an image</html>")
+    calls = [["colorize", str(tmp_path / "nope.png"), "-o", str(tmp_path / "out")],
+             ["colorize", str(tmp_path / "p.png"), "-o", str(tmp_path / "out"), "--reference", str(tmp_path / "ref.png")],
+             ["colorize", str(tmp_path / "p.png"), "-o", str(tmp_path / "out"), "--hints", str(tmp_path / "ref.png")]]
+    code = f"import sys; from mangacolor.cli import main; print([main(a) for a in {calls!r}], 'torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, cwd=REPO, timeout=300)
+    assert done.stdout.split() == ["[2,", "2,", "2]", "False"], done.stdout + done.stderr[-2000:]
+    assert [line.split(":")[0] for line in done.stderr.splitlines() if line.startswith("error:")] == ["error"] * 3, done.stderr
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("case", ["missing input", "not a page", "bad reference", "hint of another shape",
                                   "missing model", "image name for a folder"])
 def test_unusable_input_is_one_line_exit_2_no_traceback(bundle, tmp_path, case, capsys):
