@@ -97,6 +97,9 @@ LOCATION = """{ workspaceOrError { ... on Workspace { locationEntries { name loa
 PARTITION_STALE = """query($key: AssetKeyInput!, $p: String!) { assetNodeOrError(assetKey: $key) {
   ... on AssetNode { staleStatus(partition: $p) } } }"""
 ASSET_STALE = """query($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) { ... on AssetNode { staleStatus } } }"""
+SENSOR = """query($s: SensorSelector!) { sensorOrError(sensorSelector: $s) { __typename ... on Sensor { id } } }"""
+STOP_SENSOR = """mutation($id: String!) { stopSensor(id: $id) { __typename
+  ... on StopSensorMutationResult { instigationState { status } } ... on PythonError { message } } }"""
 
 
 def _location_loaded(url: str):
@@ -402,6 +405,15 @@ def _assert_selected_partitions(dialog, keys: list[str]) -> None:
             assert not chip.count(), f"the launch dialog also selects {title}"
 
 
+def _stop_sensor(url: str, name: str) -> None:
+    """What the sensor's toggle in the UI's Automation page does."""
+    selector = {"repositoryLocationName": "mangacolor", "repositoryName": "__repository__", "sensorName": name}
+    sensor = _gql(url, SENSOR, s=selector)["sensorOrError"]
+    assert sensor["__typename"] == "Sensor", sensor
+    stopped = _gql(url, STOP_SENSOR, id=sensor["id"])["stopSensor"]
+    assert stopped.get("instigationState", {}).get("status") == "STOPPED", stopped
+
+
 def _ingest_in_process(project, instance, defs) -> None:
     """What the first test launched from the UI, for when this test runs alone."""
     import dagster as dg
@@ -435,6 +447,9 @@ def test_colorizer_final_shows_its_thumbnails_and_links_its_mlflow_run(project, 
     with evidence(tab, project, tmp_path):
         if Store(project.root / "artifacts").latest_version("page_splits") is None:
             _ingest_in_process(project, instance, defs)
+        # The model this run registers would start new_model_version_sensor's two evaluation runs in the servers,
+        # minutes of CPU this test does not look at (tests/assets/test_evaluation_assets.py tests the sensor).
+        _stop_sensor(project.url, "new_model_version_sensor")
         result = dg.materialize(executable_defs(defs), selection=CHAIN, instance=instance, resources=defs.resources,
                                 tags={"mangacolor/launched_by": "test_dagster_ui"})
         assert result.success
