@@ -1,4 +1,4 @@
-"""Colorization assets (DESIGN.md § asset graph, "colorization"; paper §III, §III-B, §IV-B-3, Appendices C–D).
+"""Colorization assets (README § The asset graph, "colorization"; paper §III, §III-B, §IV-B-3, Appendices C–D).
 
 Appendix D's order: step 1 is `colorizer_step1_snapshots` (adversarial domain adaptation, several
 snapshots; real pages carry their drafting-network drafts from `bw_page_drafts`) then

@@ -1,4 +1,4 @@
-"""Drafting assets: the Coloring Latent Space and its encoders (DESIGN.md § asset graph, "drafting";
+"""Drafting assets: the Coloring Latent Space and its encoders (README § The asset graph, "drafting";
 paper §III-A, §IV-B-1/2, §IV-C-1/2, Appendix D).
 
 `blurred_color_pages` -> `stylegan` -> `inversion_encoder` (colour -> W+) and `drafting_network`

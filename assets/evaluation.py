@@ -1,4 +1,4 @@
-"""Evaluation assets (DESIGN.md § asset graph, "evaluation"; paper §V, Tables 1, 3 and 4).
+"""Evaluation assets (README § The asset graph, "evaluation"; paper §V, Tables 1, 3 and 4).
 
 `fid_report` [holdout | manga109] scores the registered models in automatic mode against the
 colour training pages (mangacolor/eval/report.py): the `candidate` with its drafts and with an

@@ -1,4 +1,4 @@
-"""Ingest assets (DESIGN.md § asset graph, "ingest"): pages in, bad files quarantined, pairs matched, split fixed.
+"""Ingest assets (README § The asset graph, "ingest"): pages in, bad files quarantined, pairs matched, split fixed.
 
 `color_sources` / `bw_sources` are observed (a fingerprint of each title's file metadata), so a changed
 page makes exactly its title's `color_pages` / `bw_pages` partition and what depends on it stale.

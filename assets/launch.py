@@ -1,4 +1,4 @@
-"""Launching a training asset on several GPUs: `torchrun` through Dagster Pipes (DESIGN.md § beyond one machine).
+"""Launching a training asset on several GPUs: `torchrun` through Dagster Pipes (docs/architecture.md § Several GPUs).
 
 With `gpus: N > 1` (or `nnodes > 1`) a training asset does not train in its own process: it starts
 `torchrun` (`PipesSubprocessClient` on a machine, `PipesK8sClient` as a pod on Kubernetes) running

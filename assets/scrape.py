@@ -1,4 +1,4 @@
-"""The `scraped_pages` asset (DESIGN.md § asset graph, "ingest"): web galleries crawled politely into the store.
+"""The `scraped_pages` asset (README § The asset graph, "ingest"): web galleries crawled politely into the store.
 
 One partition per crawled title (`web_titles`, added by `register_web_titles` from the preset's
 `web_sources`). A materialization crawls the title incrementally (a persistent crawl folder keeps

@@ -1,4 +1,4 @@
-"""Synthetic black-and-white pages (DESIGN.md § asset graph, "synthetic"; paper §IV-A-3, steps 1-3).
+"""Synthetic black-and-white pages (README § The asset graph, "synthetic"; paper §IV-A-3, steps 1-3).
 
 `xdog_pages` -> `refiner_model` -> `refined_pages` -> `cut_model` -> `synthetic_bw_pages`.
 The per-title stages are partitioned like `color_pages` and eager; the two models are trained on

@@ -1,4 +1,4 @@
-"""Speed of the Coloring Latent Space stage (DESIGN.md targets): StyleGAN2 training and drafts.
+"""Speed of the Coloring Latent Space stage (docs/architecture.md § Targets): StyleGAN2 training and drafts.
 
 Prints, for the paper's sizes (256 px, channel multiplier 2, pSp IR-SE-50):
   - the machine's fp32 matmul GFLOP/s right before the runs (the CPU is shared: scale by it);
@@ -30,7 +30,7 @@ from mangacolor.models import stylegan2 as sg
 from mangacolor.models.psp import PSp, EncoderConfig
 from mangacolor.training.stylegan import StyleGANTrainConfig, build_state, stylegan_step
 
-PORT_STEP_S = 88.0  # DESIGN.md: the port's batch-4 step on the project's 2-core CPU
+PORT_STEP_S = 88.0  # docs/architecture.md § Targets: the port's batch-4 step on the project's 2-core CPU
 
 
 def sync(device: torch.device) -> None:

@@ -1,6 +1,6 @@
 """The generated demo corpus: manga-like pages made from a seed, so tests and the demo need no download.
 
-DESIGN.md § Data. The paper trains on scraped colour manga, Danbooru illustrations, black-and-white
+docs/architecture.md § Demo data. The paper trains on scraped colour manga, Danbooru illustrations, black-and-white
 titles, matched black-and-white/colour pairs (§IV-A-2, "Data matching") and tests on Manga109; this
 module draws a small stand-in for each, with numpy and OpenCV primitives only.
 

@@ -1,7 +1,7 @@
 """FID and KID between two sets of pages, with bootstrap intervals and a feature cache (paper §V).
 
 The paper's Tables 1 and 3 are FIDs. `frechet_distance` is the published formula exactly
-(REFERENCES.md § FID): ‖μ₁−μ₂‖² + Tr Σ₁ + Tr Σ₂ − 2 Tr √(Σ₁Σ₂) in float64, scipy's `sqrtm`, 1e-6·I
+(docs/architecture.md § FID): ‖μ₁−μ₂‖² + Tr Σ₁ + Tr Σ₂ − 2 Tr √(Σ₁Σ₂) in float64, scipy's `sqrtm`, 1e-6·I
 added to both covariances when the root is not finite, imaginary diagonal above 1e-3 an error.
 Below a few thousand pages FID is biased upwards, so every report also carries KID, the unbiased
 squared MMD under the cubic polynomial kernel k(x, y) = (x·y/d + 1)³, averaged over random subsets.

@@ -9,7 +9,7 @@ and the last E block max-pools. Module and parameter names follow that file, so 
 `load_state_dict(strict=True)`.
 
 Inputs are resized to 299x299 by a *named* resize, because the resize alone moves FID by whole
-points (REFERENCES.md § FID): `bilinear-torch` is pytorch-fid's (float bilinear, no antialias),
+points (docs/architecture.md § FID): `bilinear-torch` is pytorch-fid's (float bilinear, no antialias),
 `bicubic-clean` is float bicubic with antialias, close to clean-fid's. Reports name the one used.
 
 Weights are never downloaded: `build_inception("auto")` reads a file the user placed, and

@@ -42,7 +42,7 @@ PAPER_SOURCE = "paper (their data, their Inception)"
 OURS_SOURCE = "ours"
 
 
-# --- the published numbers (REFERENCES.md, "Numbers to compare with") ---------------------------
+# --- the published numbers (docs/architecture.md § Numbers to compare with) ---------------------
 
 
 @dataclass(frozen=True)

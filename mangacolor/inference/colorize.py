@@ -1,4 +1,4 @@
-"""Colorizing pages with a trained generator, exactly or fast (paper §III-B; DESIGN.md "Targets").
+"""Colorizing pages with a trained generator, exactly or fast (paper §III-B; docs/architecture.md § Targets).
 
 Exact mode runs the generator on the page at its own size, as the paper does. The fast modes trade
 a measured amount of fidelity for time on CPUs (figures: benchmarks/colorize.py):

@@ -2,8 +2,8 @@
 
 G(X, H, S) -> Ŷ: a black-and-white page X (1 channel), a colour hint H (4 channels: RGB × mask, mask)
 and a coloring draft S (3 channels, the StyleGAN draft resized to the page) give an RGB page in
-[-1, 1]. The layout is the authors' 2021 model, itself AlacGAN's (REFERENCES.md, "Colorization
-network lineage"), with the paper's two changes: the draft joins the hint branch, and the decoder's
+[-1, 1]. The layout is the authors' 2021 model, itself AlacGAN's (docs/architecture.md § Colorization
+network lineage), with the paper's two changes: the draft joins the hint branch, and the decoder's
 "tunnels" are made of SE-ResNeXt bottlenecks.
 
     X ───────────────► SE-ResNeXt-50 encoder ──► taps f_k at 1/2, 1/4, 1/8 and the output at 1/16

@@ -5,7 +5,7 @@ them one way into the real domain. It is trained on 64x64 crops, so that it lear
 local pixel statistics (screentone, ink density) rather than page layout, and then applied to whole
 pages: every part of it is convolutional.
 
-Pieces, as in the paper (see REFERENCES.md § CUT):
+Pieces, as in the paper (see docs/architecture.md § CUT):
   - `ResnetGenerator`: reflection pad, 7x7 conv, two stride-2 convs, `n_blocks` residual blocks,
     two x2 upsamplings, 7x7 conv, tanh; InstanceNorm. `encode` returns the features PatchNCE taps.
   - `PatchSampleMLP`: picks the same random positions in the source's and the output's features

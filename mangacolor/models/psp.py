@@ -6,7 +6,7 @@ the inversion encoder a colour page (`input_nc=3`). Trained with lambda_MSE * MS
 LPIPS against the blurred colour page (Appendix C eq. 4-5, Appendix D), see
 `mangacolor/training/drafting.py`.
 
-Architecture, as in the pSp "gradual style encoder" (REFERENCES.md § pSp):
+Architecture, as in the pSp "gradual style encoder" (docs/architecture.md § pSp encoder):
   - input layer: 3x3 conv (no bias) + BatchNorm + PReLU, `input_nc` channels in;
   - IR-SE-50 body: four stages of `bottleneck_IR_SE` units ([3, 4, 14, 3], widths 64/128/256/512),
     each stage starting with stride 2;

@@ -3,7 +3,7 @@
 The paper trains StyleGAN2 on heavily blurred colour pages at 256x256 (Appendix D: batch 32,
 lr 1e-3, 700k iterations) and then uses its synthesis network as the frozen decoder of the pSp
 drafting and inversion encoders (`mangacolor/models/psp.py`). Architecture and parameter names
-follow the widely used pure-PyTorch port (REFERENCES.md § StyleGAN2), so a checkpoint of that port
+follow the widely used pure-PyTorch port (docs/architecture.md § StyleGAN2), so a checkpoint of that port
 (a torch `.pt` dict with `g_ema`, `latent_avg`, ...) loads with the identity key mapping:
 `load_port_checkpoint`. At 256 px with channel multiplier 2 the generator has 30,034,338
 parameters (mapping 2,101,248) and the discriminator 28,864,129.

@@ -10,7 +10,7 @@ Flat areas of any tone give D = (1 − γ)·v ≥ 0 > ε, so they come out as pa
 dark side of every edge. The paper uses "parameters similar to [38]", the authors' 2021 code:
 σ 0.5, k 8, γ 0.95, φ 89.25, ε −0.1 on a 7× upscaled page, then an Otsu threshold and an area
 downscale back to the page size (the `authors2021` preset). Two other parameter sets seen for
-anime line art are here too (`alacgan`, `generic`); see REFERENCES.md § xDoG.
+anime line art are here too (`alacgan`, `generic`); see docs/architecture.md § xDoG.
 
 σ is in pixels of the working image (the upscaled one when `upscale` > 1): that is what makes the
 upscale worth doing, since the lines come out thinner than one page pixel and the area downscale

@@ -1,7 +1,7 @@
 """Colour cues for training the colorization network: simulated hints and the draft schedule.
 
 Hints (paper §III-B, "we employ the method proposed in [10] to simulate color hints"; AlacGAN's
-recipe, REFERENCES.md "Colorization network lineage"): per image a threshold X is drawn from a
+recipe, docs/architecture.md § Colorization network lineage): per image a threshold X is drawn from a
 normal of mean 1 truncated to [0, 1], and a hint point is placed wherever a uniform draw is ≥ X, on a
 grid at a fraction of the page resolution, so that a page gets tens to hundreds of points. The
 colours come from a slightly re-cropped and resized copy of the colour page, so a point's colour is

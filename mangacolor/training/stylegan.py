@@ -1,6 +1,6 @@
 """Training the Coloring Latent Space: StyleGAN2 on blurred colour pages (paper §IV-B-1, Appendix D).
 
-Recipe (REFERENCES.md § StyleGAN2, the port's defaults unless the paper says otherwise):
+Recipe (docs/architecture.md § StyleGAN2, the port's defaults unless the paper says otherwise):
   - non-saturating logistic loss; lazy R1 on reals (gamma 10) every 16 D steps, weighted
     gamma/2 * 16; path-length regularisation every 4 G steps (weight 2, half batch, EMA 0.01);
   - style mixing with probability 0.9; G EMA with beta = 0.5 ** (batch / 10,000) per step, i.e.

@@ -24,7 +24,7 @@ from mangacolor.io.images import encode_png
 
 
 def reference_fid(fa: np.ndarray, fb: np.ndarray) -> float:
-    """The published formula, written out independently of the library (REFERENCES.md § FID)."""
+    """The published formula, written out independently of the library (docs/architecture.md § FID)."""
     fa, fb = fa.astype(np.float64), fb.astype(np.float64)
     mu1, mu2 = fa.mean(axis=0), fb.mean(axis=0)
     s1, s2 = np.cov(fa, rowvar=False), np.cov(fb, rowvar=False)
