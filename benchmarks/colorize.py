@@ -43,7 +43,8 @@ import torch
 
 from mangacolor.demo.corpus import render_page
 from mangacolor.inference.colorize import InferenceOptions, colorize_pages, prepare_generator, working_size
-from mangacolor.models.colorizer import ColorizationGenerator, ColorizerConfig, count_gflops, count_parameters
+from mangacolor.models.colorizer import ColorizationGenerator, ColorizerConfig, count_gflops
+from mangacolor.io.weights import count_parameters
 
 
 def demo_page(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -104,7 +105,7 @@ def large_page(size: str, threads: int) -> None:
 
     from mangacolor.inference.bundle import write_bundle
     from mangacolor.io.images import encode_png
-    from mangacolor.training.checkpoint import save_weights
+    from mangacolor.io.weights import save_weights
 
     w, h = (int(v) for v in size.lower().split("x"))
     with tempfile.TemporaryDirectory(prefix="mangacolor-bench-") as tmp:

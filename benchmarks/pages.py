@@ -44,7 +44,7 @@ from mangacolor.models.colorizer import ColorizerConfig, build_generator
 from mangacolor.models.psp import EncoderConfig, PSp
 from mangacolor.models.stylegan2 import StyleGAN2Config
 from mangacolor.training import colorization_stages as stages
-from mangacolor.training.checkpoint import save_weights
+from mangacolor.io.weights import save_weights
 from mangacolor.training.loader import available_cores
 
 

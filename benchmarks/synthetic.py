@@ -47,7 +47,8 @@ from mangacolor.io.store import ok_rows  # noqa: E402
 from mangacolor.io.images import encode_png  # noqa: E402
 from mangacolor.io.store import Store, sha256_bytes  # noqa: E402
 from mangacolor.models.cut import CUTConfig, ResnetGenerator, apply_cut  # noqa: E402
-from mangacolor.models.refiner import Refiner, RefinerConfig, count_parameters, pad_to_multiple, refine, refine_batch  # noqa: E402
+from mangacolor.models.refiner import Refiner, RefinerConfig, pad_to_multiple, refine, refine_batch  # noqa: E402
+from mangacolor.io.weights import count_parameters
 from mangacolor.synthetic import pages as synth  # noqa: E402
 from mangacolor.synthetic.xdog import PRESETS, xdog  # noqa: E402
 

@@ -96,7 +96,7 @@ class ModelBundle:
     def load(cls, location: str | Path, device: str | torch.device = "cpu") -> "ModelBundle":
         from mangacolor.models.colorizer import ColorizationGenerator, ColorizerConfig
         from mangacolor.models.psp import load_psp
-        from mangacolor.training.checkpoint import load_weights
+        from mangacolor.io.weights import load_weights
 
         path = resolve_bundle_path(location)
         info = json.loads((path / BUNDLE_JSON).read_text())

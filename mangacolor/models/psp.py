@@ -235,7 +235,7 @@ def load_psp(path, generator_path) -> PSp:
     """A trained drafting/inversion network (in eval mode): encoder weights (.safetensors) written
     by `mangacolor.training.drafting` + the generator file it was trained with."""
     from mangacolor.models.stylegan2 import load_generator
-    from mangacolor.training.checkpoint import load_weights
+    from mangacolor.io.weights import load_weights
 
     decoder, _ = load_generator(generator_path)
     state, metadata = load_weights(path)

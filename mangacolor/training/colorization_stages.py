@@ -53,7 +53,7 @@ from mangacolor.io.store import Store, VersionWriter, ok_rows, sha256_bytes
 from mangacolor.losses.colorization import LossWeights
 from mangacolor.models.colorizer import ColorizerConfig, build_generator, colorize
 from mangacolor.models.discriminator import DiscriminatorConfig
-from mangacolor.training.checkpoint import load_weights
+from mangacolor.io.weights import load_weights
 from mangacolor.training.colorizer import STEP_DEFAULTS, ColorizerTrainConfig, Step, epoch_steps
 from mangacolor.training.cues import CueConfig, CueStage, HintConfig
 

@@ -48,7 +48,8 @@ from mangacolor.models.colorizer import ColorizerConfig, build_generator
 from mangacolor.models.discriminator import ColorizationDiscriminator, DiscriminatorConfig
 from mangacolor.tracking import NullTracker, Tracker
 from mangacolor.training import distributed
-from mangacolor.training.checkpoint import Checkpointer, save_weights
+from mangacolor.training.checkpoint import Checkpointer
+from mangacolor.io.weights import save_weights
 from mangacolor.training.cues import CueConfig, Cues, resize_draft, sample_cues
 from mangacolor.training.loader import Pinnable, step_batches
 
@@ -477,7 +478,7 @@ def weights_epochs(path: str | Path | None) -> int:
     """Whole epochs the generator in `path` was trained (its `epochs_trained` metadata); 0 for None or an older file."""
     if path is None:
         return 0
-    from mangacolor.training.checkpoint import load_weights
+    from mangacolor.io.weights import load_weights
 
     _, meta = load_weights(path)
     return int(math.floor(float(meta.get("epochs_trained", 0)) + 1e-9))

@@ -38,7 +38,8 @@ from mangacolor.models.cut import (
 )
 from mangacolor.tracking import Tracker
 from mangacolor.training import distributed
-from mangacolor.training.checkpoint import Checkpointer, load_configured, save_weights
+from mangacolor.training.checkpoint import Checkpointer
+from mangacolor.io.weights import load_configured, save_weights
 from mangacolor.training.loader import step_batches
 from mangacolor.training.refiner import sample_strip, step_seed
 

@@ -38,7 +38,8 @@ from mangacolor.models.psp import PSp, EncoderConfig
 from mangacolor.models.stylegan2 import load_generator
 from mangacolor.tracking import Tracker
 from mangacolor.training import distributed
-from mangacolor.training.checkpoint import Checkpointer, save_weights
+from mangacolor.training.checkpoint import Checkpointer
+from mangacolor.io.weights import save_weights
 from mangacolor.training.loader import step_batches
 
 log = logging.getLogger(__name__)

@@ -50,7 +50,8 @@ from mangacolor.models.stylegan2 import (
 )
 from mangacolor.tracking import Tracker
 from mangacolor.training import distributed
-from mangacolor.training.checkpoint import Checkpointer, save_weights
+from mangacolor.training.checkpoint import Checkpointer
+from mangacolor.io.weights import save_weights
 from mangacolor.training.loader import step_batches
 
 GENERATOR_FILE = "generator.safetensors"

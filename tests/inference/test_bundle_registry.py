@@ -8,7 +8,7 @@ import torch
 from mangacolor.inference.bundle import ModelBundle, write_bundle
 from mangacolor.models.colorizer import ColorizerConfig, build_generator
 from mangacolor.registry import MODEL_NAME, download_bundle, promote, register_bundle, version_by_alias
-from mangacolor.training.checkpoint import save_weights
+from mangacolor.io.weights import save_weights
 
 
 @pytest.fixture()

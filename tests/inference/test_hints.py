@@ -15,7 +15,7 @@ from mangacolor.inference.bundle import write_bundle
 from mangacolor.inference.hints import HintError, load_hints
 from mangacolor.io.images import encode_png, read_image
 from mangacolor.models.colorizer import ColorizationGenerator, ColorizerConfig
-from mangacolor.training.checkpoint import save_weights
+from mangacolor.io.weights import save_weights
 
 HINT_RGB = (40, 90, 220)
 

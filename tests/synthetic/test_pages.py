@@ -9,7 +9,7 @@ from mangacolor.io.images import encode_png, read_image
 from mangacolor.io.store import Store, sha256_bytes
 from mangacolor.synthetic.pages import RefinerPairs, model_weights, translate_stage, write_model, xdog_stage
 from mangacolor.synthetic.xdog import PRESETS, xdog
-from mangacolor.training.checkpoint import load_weights, save_weights
+from mangacolor.io.weights import load_weights, save_weights
 
 
 def _page(seed: int, shape=(48, 32, 3)) -> np.ndarray:

@@ -15,7 +15,7 @@ from mangacolor.models.psp import EncoderConfig, PSp
 from mangacolor.models.stylegan2 import StyleGAN2Config, generator_state
 from mangacolor.training import colorization_stages as stages
 from mangacolor.synthetic.pages import write_model
-from mangacolor.training.checkpoint import save_weights
+from mangacolor.io.weights import save_weights
 
 pytestmark = pytest.mark.filterwarnings("ignore:colorizer encoder is randomly")
 

@@ -14,7 +14,8 @@ from mangacolor.device import DeviceSpec
 from mangacolor.models.psp import load_psp
 from mangacolor.models.stylegan2 import StyleGAN2Config, generator_state
 from mangacolor.tracking import NullTracker
-from mangacolor.training.checkpoint import Checkpointer, load_weights, save_weights
+from mangacolor.training.checkpoint import Checkpointer
+from mangacolor.io.weights import load_weights, save_weights
 from mangacolor.training.drafting import PSpTrainConfig, build_lpips, train_psp
 
 CPU = DeviceSpec(torch.device("cpu"), None, seed=5)
