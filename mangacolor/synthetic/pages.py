@@ -25,7 +25,6 @@ pages of a title; `gap_pages` chooses the compared pages from the manifest befor
 from __future__ import annotations
 
 import hashlib
-import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -40,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mangacolor.data.datasets import ManifestImages
 from mangacolor.data.splits import holdout_pages, training_pages
 from mangacolor.eval.gap import synthetic_gap
+from mangacolor.io.files import write_atomic
 from mangacolor.io.images import ImageError, encode_png, read_image
 from mangacolor.io.pagemap import map_batches, size_batches
 from mangacolor.io.store import Store, VersionWriter, ok_rows, safe_part, sha256_bytes
@@ -333,9 +333,7 @@ class RefinerPairs(Sequence):
             line = read_image(path, mode="L")
         else:
             line = xdog(real, self.config)
-            tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-            tmp.write_bytes(encode_png(line))
-            os.replace(tmp, path)
+            write_atomic(path, encode_png(line))
         return line, real
 
     def prepare(self, progress: Callable[[int, str], None] | None = None) -> None:

@@ -21,8 +21,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +32,7 @@ from torch import nn
 from torch.utils.data import ConcatDataset, Dataset
 
 from mangacolor.device import DeviceSpec
+from mangacolor.io.files import write_atomic
 from mangacolor.io.images import encode_png, from_tensor, read_image, thumbnail_grid
 from mangacolor.losses.colorization import (
     FINETUNE_WEIGHTS,
@@ -413,14 +412,6 @@ class ColorizerTrainResult:
     perceptual_random: bool
 
 
-def _write_png(path: Path, image: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(encode_png(image))
-    os.replace(tmp, path)
-
-
 def sample_grid(generator: nn.Module, pairs: dict[str, torch.Tensor] | None, real: dict[str, torch.Tensor] | None) -> np.ndarray:
     """Rows of [bw, colorized, target] for pairs and [bw, colorized] for real pages; no hints, no draft."""
     was_training = generator.training
@@ -605,7 +596,7 @@ def train_colorizer(
                 "epochs_trained": epochs_before + it / steps_per_epoch}
         save_weights(folder / "generator.safetensors", generator, meta)
         grid = sample_grid(generator, grid_pairs, grid_real)
-        _write_png(folder / "samples.png", grid)
+        write_atomic(folder / "samples.png", encode_png(grid))
         tracker.log_image(f"samples/step-{it:08d}.png", grid)
         snapshots.append(Snapshot(it, epoch, str(folder / "generator.safetensors"), str(folder / "samples.png")))
 
