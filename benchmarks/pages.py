@@ -45,7 +45,7 @@ from mangacolor.models.psp import EncoderConfig, PSp
 from mangacolor.models.stylegan2 import StyleGAN2Config
 from mangacolor.training import colorization_stages as stages
 from mangacolor.io.weights import save_weights
-from mangacolor.training.loader import available_cores
+from mangacolor.io.pagemap import available_cores
 
 
 def write_pages(store: Store, n: int, hw: tuple[int, int]) -> pd.DataFrame:

@@ -141,7 +141,7 @@ def rss_child(n: int, hw: tuple[int, int]) -> dict:
 
 
 def stage_figures(args) -> dict:
-    from mangacolor.training.loader import default_workers
+    from mangacolor.io.pagemap import default_workers
 
     hw = args.stage_size
     workers = args.workers or max(2, default_workers())

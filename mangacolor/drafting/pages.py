@@ -48,6 +48,7 @@ from safetensors.torch import save as save_safetensors
 from mangacolor.config import stage_config
 from mangacolor.device import DeviceSpec
 from mangacolor.drafting.blur import BlurConfig, blur_page, detail_kept, resize_square
+from mangacolor.io.pagemap import WORKERS_HELP
 from mangacolor.io.images import ImageError, encode_png, from_tensor, read_image, to_tensor
 from mangacolor.io.store import UNPARTITIONED, Store, VersionWriter, ok_rows, safe_part, sha256_bytes
 from mangacolor.models.psp import PSp, load_psp
@@ -92,7 +93,7 @@ class DraftsConfig(BaseModel):
 
     size: int = Field(256, description="side of the stored draft PNG (the paper's S is 256x256)")
     batch_size: int = Field(8, ge=1, description="pages through the encoder and StyleGAN synthesis at once")
-    num_workers: int | None = Field(None, ge=0, description="page-reading worker processes (null: MANGACOLOR_WORKERS or cores - 1, at most 8)")
+    num_workers: int | None = Field(None, ge=0, description=WORKERS_HELP)
 
 
 def stylegan_config(preset: dict) -> tuple[StyleGANTrainConfig, GeneratorReportConfig]:
@@ -364,12 +365,9 @@ def loaded_rows(rows: list[dict], load: Callable[[dict], object], num_workers: i
     as the training loops read (mangacolor/training/loader.py). They are forked where the platform can,
     so `load` may close over a store and lists of rows.
     """
-    from mangacolor.training.loader import default_workers
+    from mangacolor.io.pagemap import resolve_workers
 
-    workers = default_workers() if num_workers is None else num_workers
-    if workers < 0:
-        raise ValueError(f"num_workers must be 0 or more, got {workers}")
-    workers = min(workers, len(rows))
+    workers = min(resolve_workers(num_workers), len(rows))
     context = multiprocessing.get_context("fork") if workers and "fork" in multiprocessing.get_all_start_methods() else None
     yield from torch.utils.data.DataLoader(
         _Loaded(rows, load), batch_size=None, collate_fn=_as_is, num_workers=workers,

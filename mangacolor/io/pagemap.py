@@ -12,7 +12,7 @@ them to `map_batches`, which
   number of workers.
 
 Workers: `None` means `MANGACOLOR_WORKERS` if set, else one per core but one, at most 8
-(`mangacolor.training.loader.default_workers`). They are forked on Linux, so the functions may close
+(`resolve_workers`: the one place every loader, stage and loop decides its worker count). They are forked on Linux, so the functions may close
 over a store and a model; elsewhere they must be picklable. PyTorch runs each worker on one
 intra-op thread.
 """
@@ -20,16 +20,48 @@ intra-op thread.
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from mangacolor.training.loader import default_workers
-
 T = TypeVar("T")
 R = TypeVar("R")
+
+WORKERS_ENV = "MANGACOLOR_WORKERS"
+# What a `num_workers` / `workers` setting of a preset section means when it is null.
+WORKERS_HELP = "worker processes that read pages (null: MANGACOLOR_WORKERS, else cores - 1, at most 8)"
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def default_workers() -> int:
+    """`MANGACOLOR_WORKERS` if set, else one worker per core but one (for the process that drives them), at most 8."""
+    env = os.environ.get(WORKERS_ENV)
+    if env not in (None, ""):
+        try:
+            n = int(env)
+        except ValueError:
+            raise ValueError(f"{WORKERS_ENV} must be a whole number of data-loading workers, got {env!r}") from None
+        if n < 0:
+            raise ValueError(f"{WORKERS_ENV} must be 0 or more, got {n}")
+        return n
+    return max(0, min(8, available_cores() - 1))
+
+
+def resolve_workers(workers: int | None, what: str = "num_workers") -> int:
+    """A configured worker count, or `default_workers()` for None; a negative one is an error naming `what`."""
+    workers = default_workers() if workers is None else workers
+    if workers < 0:
+        raise ValueError(f"{what} must be 0 or more, got {workers}")
+    return workers
 
 
 def size_batches(keys: Sequence[Hashable], batch_size: int) -> list[list[int]]:
@@ -65,10 +97,7 @@ def _as_is(x: Any) -> Any:
 def ordered_map(fn: Callable[[T], R], items: Sequence[T], workers: int | None = None,
                 prefetch_factor: int = 2) -> Iterator[R]:
     """fn(item) for each item, in order, computed in `workers` processes (0: here), a bounded number ahead."""
-    workers = default_workers() if workers is None else workers
-    if workers < 0:
-        raise ValueError(f"workers must be 0 or more, got {workers}")
-    workers = min(workers, len(items))
+    workers = min(resolve_workers(workers, "workers"), len(items))
     if workers == 0:
         yield from (fn(item) for item in items)
         return

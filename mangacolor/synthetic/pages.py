@@ -41,7 +41,7 @@ from mangacolor.data.splits import holdout_pages, training_pages
 from mangacolor.eval.gap import synthetic_gap
 from mangacolor.io.files import write_atomic
 from mangacolor.io.images import ImageError, encode_png, read_image
-from mangacolor.io.pagemap import map_batches, size_batches
+from mangacolor.io.pagemap import WORKERS_HELP, map_batches, size_batches
 from mangacolor.io.store import Store, VersionWriter, ok_rows, safe_part, sha256_bytes
 from mangacolor.synthetic.xdog import PRESETS, XDoGConfig, XDoGError, xdog
 
@@ -144,8 +144,7 @@ class PageStageConfig(BaseModel):
 
     batch_size: int = Field(8, ge=1, description="pages of one size per forward pass of the refiner / CUT on a GPU, "
                                                  "and per unit of work of a worker")
-    workers: int | None = Field(None, ge=0, description="worker processes that decode (and on the CPU run xDoG or the "
-                                                        "network); null: MANGACOLOR_WORKERS, else cores - 1, at most 8")
+    workers: int | None = Field(None, ge=0, description=WORKERS_HELP + "; on the CPU they also run xDoG or the network")
 
 
 @dataclass

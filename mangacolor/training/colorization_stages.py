@@ -48,6 +48,7 @@ from pydantic import BaseModel, Field
 from torch.utils.data import Dataset
 
 from mangacolor.data.splits import holdout_pages, training_pages
+from mangacolor.io.pagemap import WORKERS_HELP
 from mangacolor.io.images import encode_png, from_tensor, read_image, thumbnail_grid, to_tensor
 from mangacolor.io.store import Store, VersionWriter, ok_rows, sha256_bytes
 from mangacolor.losses.colorization import LossWeights
@@ -130,7 +131,7 @@ class PseudolabelConfig(BaseModel):
     max_pages: int | None = Field(None, description="cap on the real training pages labelled (null: all)")
     long_side: int | None = Field(None, description="colorize pages at this long side, labels resized back (null: own size)")
     batch_size: int = Field(4, ge=1, description="pages of one working size colorized at once")
-    num_workers: int | None = Field(None, ge=0, description="page-reading worker processes (null: MANGACOLOR_WORKERS or cores - 1, at most 8)")
+    num_workers: int | None = Field(None, ge=0, description=WORKERS_HELP)
 
 
 class ColorizationConfig(BaseModel):
@@ -153,7 +154,7 @@ class ColorizationConfig(BaseModel):
     log_every: int = 10
     sample_count: int = 4
     max_real_pages: int | None = Field(None, description="cap on the real training pages step 1 reads (null: all)")
-    num_workers: int | None = Field(None, ge=0, description="data-loading worker processes (null: MANGACOLOR_WORKERS or cores - 1, at most 8)")
+    num_workers: int | None = Field(None, ge=0, description=WORKERS_HELP)
     prefetch_factor: int = Field(2, ge=1, description="batches each worker prepares ahead")
     step1: Step1Section = Field(default_factory=Step1Section)
     step2: Step2Section = Field(default_factory=lambda: Step2Section(batch_size=8))

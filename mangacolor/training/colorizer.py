@@ -91,7 +91,7 @@ class ColorizerTrainConfig:
     checkpoint_every: int = 500
     log_every: int = 10
     sample_count: int = 4  # pages per sample grid
-    num_workers: int | None = None  # data-loading worker processes; None: MANGACOLOR_WORKERS or cores - 1 (max 8)
+    num_workers: int | None = None  # data-loading worker processes; None: mangacolor.io.pagemap.resolve_workers
     prefetch_factor: int = 2
 
     def resolved(self, step: Step) -> tuple[int, int, LossWeights]:

@@ -74,7 +74,7 @@ class PSpTrainConfig:
     sample_every: int = 1000
     checkpoint_every: int = 1000
     n_samples: int = 4
-    num_workers: int | None = None  # data-loading worker processes; None: MANGACOLOR_WORKERS or cores - 1 (max 8)
+    num_workers: int | None = None  # data-loading worker processes; None: mangacolor.io.pagemap.resolve_workers
     prefetch_factor: int = 2
 
     def encoder(self) -> EncoderConfig:

@@ -69,7 +69,7 @@ class RefinerTrainConfig(BaseModel):
     log_every: int = 50
     sample_every: int = 1000
     seed: int = 0
-    num_workers: int | None = None  # data-loading worker processes; None: MANGACOLOR_WORKERS or cores - 1 (max 8)
+    num_workers: int | None = None  # data-loading worker processes; None: mangacolor.io.pagemap.resolve_workers
     prefetch_factor: int = 2
 
 
