@@ -19,7 +19,7 @@
    drafting_network -> bw_page_drafts -> step 1 -> pseudolabels -> drafting_network_final.
 
 Both draft stages read pages in DataLoader worker processes and run the encoder and StyleGAN
-synthesis on batches (`map_pages`); PNGs are encoded and written in a background thread, in page
+synthesis on batches (`mangacolor.io.pagemap.map_pages`); PNGs are encoded and written in a background thread, in page
 order, so what is written does not depend on the number of workers or the batch size.
 
 Every encoder input is resized to the paper's 256x256 first (X_res, Y_res of Appendix C); the
@@ -30,11 +30,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import multiprocessing
 import tempfile
-from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +45,7 @@ from safetensors.torch import save as save_safetensors
 from mangacolor.config import stage_config
 from mangacolor.device import DeviceSpec
 from mangacolor.drafting.blur import BlurConfig, blur_page, detail_kept, resize_square
-from mangacolor.io.pagemap import WORKERS_HELP
+from mangacolor.io.pagemap import WORKERS_HELP, Mapped, OutputThread, map_pages
 from mangacolor.io.images import ImageError, encode_png, from_tensor, read_image, to_tensor
 from mangacolor.io.store import UNPARTITIONED, Store, VersionWriter, ok_rows, safe_part, sha256_bytes
 from mangacolor.models.psp import PSp, load_psp
@@ -320,131 +317,6 @@ def generator_report(g_ema: Generator, reals: torch.utils.data.Dataset, cfg: Gen
     z = torch.randn(cfg.grid_columns, g_ema.style_dim, generator=torch.Generator().manual_seed(cfg.seed + 1))
     grid = sample_grid(g_ema, z.to(g_ema.input.input.device), cfg.truncations, cfg.seed)
     return GeneratorReport(metrics, real_images, fakes, grid)
-
-
-# --- per-page stages: pages read in workers, run through a network in batches ---------------------
-
-
-@dataclass
-class Mapped:
-    """One row of a per-page stage: `value` what `load` made of it and `result` what `run` made of that,
-    or `reason` (the ImageError message) when the page could not be read."""
-
-    index: int
-    row: dict
-    value: object = None
-    result: object = None
-    reason: str | None = None
-
-
-class _Loaded(torch.utils.data.Dataset):
-    """Item i: (i, load(rows[i]), None), or (i, None, reason) for a page `load` cannot read."""
-
-    def __init__(self, rows: list[dict], load: Callable[[dict], object]):
-        self.rows, self.load = rows, load
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> tuple[int, object, str | None]:
-        try:
-            return i, self.load(self.rows[i]), None
-        except ImageError as exc:
-            return i, None, exc.reason
-
-
-def _as_is(item):
-    return item
-
-
-def loaded_rows(rows: list[dict], load: Callable[[dict], object], num_workers: int | None = None,
-                prefetch_factor: int = 4) -> Iterator[tuple[int, object, str | None]]:
-    """(i, load(rows[i]) or None, ImageError reason or None) in row order; `load` runs in DataLoader workers.
-
-    Workers: `num_workers` None means `MANGACOLOR_WORKERS` if set, else cores available - 1 (at most 8),
-    as the training loops read (mangacolor/training/loader.py). They are forked where the platform can,
-    so `load` may close over a store and lists of rows.
-    """
-    from mangacolor.io.pagemap import resolve_workers
-
-    workers = min(resolve_workers(num_workers), len(rows))
-    context = multiprocessing.get_context("fork") if workers and "fork" in multiprocessing.get_all_start_methods() else None
-    yield from torch.utils.data.DataLoader(
-        _Loaded(rows, load), batch_size=None, collate_fn=_as_is, num_workers=workers,
-        prefetch_factor=prefetch_factor if workers else None, multiprocessing_context=context,
-        generator=torch.Generator().manual_seed(0),  # creating the iterator must not draw from the global RNG
-    )
-
-
-def map_pages(rows: list[dict], load: Callable[[dict], object], run: Callable[[list], list], batch_size: int,
-              num_workers: int | None = None, group: Callable[[object], object] = lambda value: None,
-              waiting: int | None = None) -> Iterator[Mapped]:
-    """Every row through `load` (in workers: read, decode, resize) and `run` (here: the network, on
-    batches of up to `batch_size` values of one `group`, e.g. one input size), as `Mapped` in row order.
-
-    What a row gets does not depend on `num_workers` or `batch_size` beyond the network's own float
-    rounding across batch shapes. Pages of several sizes wait in one batch per group; once `waiting`
-    (default 4 x batch_size) pages wait, the fullest group runs early, so memory stays bounded.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be 1 or more, got {batch_size}")
-    waiting = waiting or 4 * batch_size
-    groups: dict[object, list[Mapped]] = {}
-    done: dict[int, Mapped] = {}
-    following = 0
-
-    def flush(key) -> None:
-        batch = groups.pop(key)
-        for item, result in zip(batch, run([item.value for item in batch]), strict=True):
-            item.result = result
-            done[item.index] = item
-
-    for i, value, reason in loaded_rows(rows, load, num_workers):
-        item = Mapped(i, rows[i], value, reason=reason)
-        if reason is not None:
-            done[i] = item
-        else:
-            key = group(value)
-            groups.setdefault(key, []).append(item)
-            if len(groups[key]) >= batch_size:
-                flush(key)
-            elif sum(map(len, groups.values())) >= waiting:
-                flush(max(groups, key=lambda k: len(groups[k])))
-        while following in done:
-            yield done.pop(following)
-            following += 1
-    for key in sorted(groups, key=lambda k: groups[k][0].index):
-        flush(key)
-    while following in done:
-        yield done.pop(following)
-        following += 1
-
-
-class OutputThread:
-    """Runs `fn(*args)` calls in one background thread, in the order given (PNG encoding and store writes
-    overlap the network); at most `depth` wait; an error raised there is raised here."""
-
-    def __init__(self, depth: int = 32):
-        self.pool, self.pending, self.depth = ThreadPoolExecutor(1, thread_name_prefix="page-writer"), deque(), depth
-
-    def submit(self, fn: Callable, *args) -> None:
-        self.pending.append(self.pool.submit(fn, *args))
-        while self.pending and (len(self.pending) > self.depth or self.pending[0].done()):
-            self.pending.popleft().result()
-
-    def __enter__(self) -> OutputThread:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            while self.pending:
-                future = self.pending.popleft()
-                if exc_type is None:
-                    future.result()
-                else:
-                    future.cancel()
-        finally:
-            self.pool.shutdown(wait=True)
 
 
 # --- 4. coloring drafts --------------------------------------------------------------------------

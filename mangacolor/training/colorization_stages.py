@@ -794,7 +794,7 @@ def make_pseudolabels(
     colorized `cfg.batch_size` pages of one working size at a time; labels are encoded and written
     in page order by a background thread. An unreadable page is quarantined with its reason.
     """
-    from mangacolor.drafting.pages import OutputThread, map_pages
+    from mangacolor.io.pagemap import OutputThread, map_pages
 
     generators = [(step, load_generator(path, device)) for step, path in snapshots]
     s = len(generators)
