@@ -193,7 +193,7 @@ def encoder_train(st, preset: dict, titles: list[str], work, spec, tracker, prog
                   pseudolabels: bool, generator: str) -> dict:
     """The pSp loop against the stylegan version `generator`; shared by the asset and the `torchrun` worker."""
     from mangacolor.drafting import pages as drafting
-    from mangacolor.training.drafting import train_psp
+    from mangacolor.training.psp import train_psp
 
     cfg, _, _, pairs, _, _ = encoder_plan(st, preset, titles, input_nc, section, pseudolabels)
     with drafting.local_file(st, drafting.generator_path(st, generator)) as gen_path:

@@ -4,7 +4,7 @@
    keep `source_id` / `source_uri`, the colour page they were made from.
 2. StyleGAN2 is trained on `SquarePages` of those pages (`mangacolor.training.stylegan`); its EMA
    generator is measured by `generator_report` (FID/KID against the blurred pages, a truncation grid).
-3. Two pSp encoders into its W+ (`mangacolor.training.drafting`), both on `DraftPairs` whose target is
+3. Two pSp encoders into its W+ (`mangacolor.training.psp`), both on `DraftPairs` whose target is
    the blurred colour page: the inversion encoder reads the colour page (`inversion_rows`), the
    drafting network a black-and-white version of it (`drafting_rows`: the synthetic page made from
    it, or its grey conversion when there is none).
@@ -51,7 +51,7 @@ from mangacolor.io.store import UNPARTITIONED, Store, VersionWriter, ok_rows, sa
 from mangacolor.models.psp import PSp, load_psp
 from mangacolor.models.stylegan2 import Generator
 from mangacolor.synthetic.pages import WEIGHTS_PATH
-from mangacolor.training.drafting import PSpTrainConfig
+from mangacolor.training.psp import PSpTrainConfig
 from mangacolor.training.stylegan import StyleGANTrainConfig, sample_grid
 
 RANDOM_INIT_NOTE = "random-init Inception: not comparable to published FID"

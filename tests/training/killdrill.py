@@ -81,7 +81,7 @@ def _generator_file(folder: Path) -> Path:
 
 
 def _psp(out: Path, workers: int, spec: DeviceSpec, progress, input_nc: int, batch: int = 2) -> list[Path]:
-    from mangacolor.training.drafting import PSpTrainConfig, train_psp
+    from mangacolor.training.psp import PSpTrainConfig, train_psp
 
     g = torch.Generator().manual_seed(1)
     pairs = []

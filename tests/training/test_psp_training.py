@@ -1,4 +1,4 @@
-"""pSp training (mangacolor/training/drafting.py): overfits a batch, resumes exactly, builds LPIPS offline."""
+"""pSp training (mangacolor/training/psp.py): overfits a batch, resumes exactly, builds LPIPS offline."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from mangacolor.models.stylegan2 import StyleGAN2Config, generator_state
 from mangacolor.tracking import NullTracker
 from mangacolor.training.checkpoint import Checkpointer
 from mangacolor.io.weights import load_weights, save_weights
-from mangacolor.training.drafting import PSpTrainConfig, build_lpips, train_psp
+from mangacolor.training.psp import PSpTrainConfig, build_lpips, train_psp
 
 CPU = DeviceSpec(torch.device("cpu"), None, seed=5)
 TINY = PSpTrainConfig(
