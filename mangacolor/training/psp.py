@@ -18,7 +18,6 @@ sample, checkpoint; the encoder is written with `save_weights` at the end.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -40,9 +39,9 @@ from mangacolor.training.checkpoint import Checkpointer
 from mangacolor.io.weights import save_weights
 from mangacolor.training.loader import step_batches
 
-log = logging.getLogger(__name__)
-
 ENCODER_FILE = "encoder.safetensors"
+
+
 @dataclass
 class PSpTrainConfig:
     # encoder (pSp IR-SE-50 by default)
