@@ -42,7 +42,8 @@ import numpy as np
 import torch
 
 from mangacolor.demo.corpus import render_page
-from mangacolor.inference.colorize import InferenceOptions, colorize_pages, prepare_generator, working_size
+from mangacolor.data.canvas import working_size
+from mangacolor.inference.colorize import InferenceOptions, colorize_pages, prepare_generator
 from mangacolor.models.colorizer import ColorizationGenerator, ColorizerConfig, count_gflops
 from mangacolor.io.weights import count_parameters
 

@@ -559,8 +559,8 @@ def load_generator(path: str | Path, device: torch.device) -> torch.nn.Module:
 
 
 def _scaled(page: np.ndarray, long_side: int | None, canvas: tuple[int, int] | None = None) -> np.ndarray:
-    from mangacolor.data.augment import resize_to
-    from mangacolor.inference.colorize import working_size
+    from mangacolor.data.canvas import resize_to
+    from mangacolor.data.canvas import working_size
 
     return resize_to(page, working_size(*page.shape[:2], long_side, canvas))
 

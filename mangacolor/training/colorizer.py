@@ -156,9 +156,9 @@ def random_crop(sample: Sample, size: tuple[int, int], rng: np.random.Generator 
     (random, or centred when rng is None).
 
     The same window is cut from "bw", "color" and the whole-page "draft", which is first stretched
-    onto the page (`mangacolor.data.augment.to_canvas`), so the draft stays on the region it colours.
+    onto the page (`mangacolor.data.canvas.to_canvas`), so the draft stays on the region it colours.
     """
-    from mangacolor.data.augment import to_canvas
+    from mangacolor.data.canvas import to_canvas
 
     sample = to_canvas(sample, canvas)
     h, w = sample["bw"].shape[:2]
