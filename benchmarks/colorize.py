@@ -104,7 +104,7 @@ def large_page(size: str, threads: int) -> None:
     import tempfile
     from pathlib import Path
 
-    from mangacolor.inference.bundle import write_bundle
+    from mangacolor.io.bundle import write_bundle
     from mangacolor.io.images import encode_png
     from mangacolor.io.weights import save_weights
 

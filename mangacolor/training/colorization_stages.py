@@ -525,7 +525,7 @@ def drafting_files(store: Store, target: Path) -> tuple[dict[str, Path], list[st
 def make_bundle(store: Store, colorizer: Path, flags: VariantFlags, target: Path, info: dict) -> tuple[Path, list[str], list[str]]:
     """The model bundle of a colorizer in `target`/bundle: with the drafting parts unless the variant has no
     drafts. Returns (bundle folder, parts, notes saying which parts are missing and why)."""
-    from mangacolor.inference.bundle import write_bundle
+    from mangacolor.io.bundle import write_bundle
 
     files, notes = {"colorizer": colorizer}, []
     if flags.use_drafts:

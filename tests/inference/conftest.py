@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mangacolor.inference.bundle import write_bundle
+from mangacolor.io.bundle import write_bundle
 from mangacolor.models.colorizer import ColorizerConfig, build_generator
 from mangacolor.models.psp import EncoderConfig, PSp
 from mangacolor.models.stylegan2 import StyleGAN2Config, generator_state

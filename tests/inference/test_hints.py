@@ -11,7 +11,7 @@ import torch
 from mangacolor.cli import main
 from mangacolor.demo.corpus import render_page
 from mangacolor.inference import Colorizer
-from mangacolor.inference.bundle import write_bundle
+from mangacolor.io.bundle import write_bundle
 from mangacolor.inference.hints import HintError, load_hints
 from mangacolor.io.images import encode_png, read_image
 from mangacolor.models.colorizer import ColorizationGenerator, ColorizerConfig

@@ -193,7 +193,8 @@ def test_without_inversion_a_page_gets_one_coloring_per_snapshot(tmp_path):
 
 
 def test_bundle_parts_share_the_generator_the_drafting_network_was_trained_against(tmp_path):
-    from mangacolor.inference.bundle import ModelBundle, write_bundle
+    from mangacolor.inference.bundle import ModelBundle
+    from mangacolor.io.bundle import write_bundle
 
     store = Store(tmp_path / "store")
     assert stages.drafting_files(store, tmp_path / "none") == ({}, ["drafting_network not materialized: bundle without drafting",
