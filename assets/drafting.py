@@ -51,7 +51,7 @@ def _model_result(context, st, asset: str, weights: str, rows, tracker, resumed:
                   grids: dict) -> dg.MaterializeResult:
     """Weights and the ids of every training page into the store, the weights into MLflow; `grids`: metadata key ->
     (images, caption, height) of the sample grids, kept in the version folder."""
-    from mangacolor.synthetic.pages import write_model
+    from mangacolor.stages.synthetic import write_model
 
     tracker.log_artifact(weights, "weights")
     tracker.log_text("training_pages.json", json.dumps(list(rows["id"]), indent=1))

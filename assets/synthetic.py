@@ -45,7 +45,7 @@ NOT_IN_CHECKPOINT_KEY = {"steps", "log_every", "sample_every", "checkpoint_every
 
 @functools.lru_cache(maxsize=2)
 def _extractor(gap_cfg_json: str, device: str, cache_dir: str):
-    from mangacolor.synthetic import pages as synth
+    from mangacolor.stages import synthetic as synth
 
     return synth.gap_extractor(synth.GapConfig.model_validate_json(gap_cfg_json), device, cache_dir)
 
@@ -54,7 +54,7 @@ def _gap_metadata(context, st, steps: dict[str, pd.DataFrame], preset: dict, dev
     """`synthetic_gap` of the last step's pages (ok manifest rows with `uri`) against the real training pages,
     and of the earlier steps beside it. Pages are chosen from the manifests first and read on access."""
     from mangacolor.eval.inception import WeightsNotFoundError
-    from mangacolor.synthetic import pages as synth
+    from mangacolor.stages import synthetic as synth
 
     if st.latest_version("page_splits") is None:
         return {"synthetic_gap_note": "page_splits not materialized yet: no real pages to compare with"}
@@ -98,7 +98,7 @@ def _strip(st, title: str, steps: list[str], ids: list[str], extra: dict | None 
            extra_name: str = "CUT") -> tuple[list, str]:
     """The pages `ids` through colour and each step, side by side (`extra`: one more image per id, named `extra_name`),
     with their caption."""
-    from mangacolor.synthetic import pages as synth
+    from mangacolor.stages import synthetic as synth
 
     stages = ["color_pages", *steps]
     names = [STEP_NAMES[a] for a in stages] + ([extra_name] if extra else [])
@@ -134,7 +134,7 @@ def _translate(preset, spec, rows, st, writer, network, progress):
     """`translate_stage` as the preset's `synthetic_pages:` asks: batches through the network on a GPU, processes on the CPU."""
     import torch
 
-    from mangacolor.synthetic import pages as synth
+    from mangacolor.stages import synthetic as synth
 
     spread = mc_config.stage_config(preset, "synthetic_pages", synth.PageStageConfig)
     return synth.translate_stage(rows, st, writer, network, progress, batch_size=spread.batch_size, workers=spread.workers,
@@ -148,7 +148,7 @@ def _checkpoint_key(cfg, **more) -> dict:
 def _model_result(context, st, asset: str, result: dict, inputs: dict, tracker, resumed: int,
                   samples: tuple[list, str], launched: dict | None = None) -> dg.MaterializeResult:
     """Weights and the ids of every training page into the store and MLflow; `samples`: (images, caption) of the grid."""
-    from mangacolor.synthetic import pages as synth
+    from mangacolor.stages import synthetic as synth
 
     tracker.log_artifact(result["weights"], "weights")
     tracker.log_text("training_pages.json", json.dumps({role: list(rows["id"]) for role, rows in inputs.items()}, indent=1))
@@ -187,7 +187,7 @@ def _model_result(context, st, asset: str, result: dict, inputs: dict, tracker, 
 @commits_last
 def xdog_pages(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                device: DeviceResource) -> dg.MaterializeResult:
-    from mangacolor.synthetic import pages as synth
+    from mangacolor.stages import synthetic as synth
 
     preset, st, title = settings.load(), store.get(), context.partition_key
     cfg = mc_config.stage_config(preset, "xdog", synth.XDoGStageConfig)
@@ -205,7 +205,7 @@ def xdog_pages(context: dg.AssetExecutionContext, settings: SettingsResource, st
 
 def refiner_pairs(st, preset: dict, work):
     """(loop config, xDoG config, training rows, (xDoG, page) pairs cached under `work`); shared with the `torchrun` worker."""
-    from mangacolor.synthetic import pages as synth
+    from mangacolor.stages import synthetic as synth
     from mangacolor.training.refiner import RefinerTrainConfig
 
     cfg = mc_config.stage_config(preset, "refiner", RefinerTrainConfig)
@@ -236,7 +236,7 @@ def refiner_train(st, preset: dict, titles: list[str], work, spec, tracker, prog
 def refiner_model(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                   device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
     from mangacolor.models.refiner import refine
-    from mangacolor.synthetic import pages as synth
+    from mangacolor.stages import synthetic as synth
     from mangacolor.training.refiner import RefinerTrainConfig, load_refiner
 
     preset, st, spec = settings.load(), store.get(), device.spec()
@@ -276,7 +276,7 @@ def refiner_model(context: dg.AssetExecutionContext, settings: SettingsResource,
 def refined_pages(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                   device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     from mangacolor.models.refiner import refine_batch
-    from mangacolor.synthetic import pages as synth
+    from mangacolor.stages import synthetic as synth
     from mangacolor.training.refiner import load_refiner
 
     preset, st, spec, title = settings.load(), store.get(), device.spec(), context.partition_key
@@ -296,7 +296,7 @@ def refined_pages(context: dg.AssetExecutionContext, settings: SettingsResource,
 def cut_train(st, preset: dict, titles: list[str], work, spec, tracker, progress) -> dict:
     """The CUT loop from the refined pages of `titles` to the real training pages; shared with the `torchrun` worker."""
     from mangacolor.data.datasets import ManifestImages
-    from mangacolor.synthetic import pages as synth
+    from mangacolor.stages import synthetic as synth
     from mangacolor.training.cut import CUTTrainConfig, train_cut
 
     cfg = mc_config.stage_config(preset, "cut", CUTTrainConfig)
@@ -319,7 +319,7 @@ def cut_train(st, preset: dict, titles: list[str], work, spec, tracker, progress
 def cut_model(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
               device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
     from mangacolor.models.cut import apply_cut
-    from mangacolor.synthetic import pages as synth
+    from mangacolor.stages import synthetic as synth
     from mangacolor.training.cut import CUTTrainConfig, load_cut_generator
 
     preset, st, spec = settings.load(), store.get(), device.spec()
@@ -362,7 +362,7 @@ def cut_model(context: dg.AssetExecutionContext, settings: SettingsResource, sto
 def synthetic_bw_pages(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                        device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     from mangacolor.models.cut import apply_cut_batch
-    from mangacolor.synthetic import pages as synth
+    from mangacolor.stages import synthetic as synth
     from mangacolor.training.cut import load_cut_generator
 
     preset, st, spec, title = settings.load(), store.get(), device.spec(), context.partition_key

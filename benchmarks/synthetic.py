@@ -49,7 +49,7 @@ from mangacolor.io.store import Store, sha256_bytes  # noqa: E402
 from mangacolor.models.cut import CUTConfig, ResnetGenerator, apply_cut  # noqa: E402
 from mangacolor.models.refiner import Refiner, RefinerConfig, pad_to_multiple, refine, refine_batch  # noqa: E402
 from mangacolor.io.weights import count_parameters
-from mangacolor.synthetic import pages as synth  # noqa: E402
+from mangacolor.stages import synthetic as synth  # noqa: E402
 from mangacolor.synthetic.xdog import PRESETS, xdog  # noqa: E402
 
 

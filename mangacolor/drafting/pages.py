@@ -50,7 +50,7 @@ from mangacolor.io.images import ImageError, encode_png, from_tensor, read_image
 from mangacolor.io.store import UNPARTITIONED, Store, VersionWriter, ok_rows, safe_part, sha256_bytes
 from mangacolor.models.psp import PSp, load_psp
 from mangacolor.models.stylegan2 import Generator
-from mangacolor.synthetic.pages import WEIGHTS_PATH
+from mangacolor.stages.synthetic import WEIGHTS_PATH
 from mangacolor.training.psp import PSpTrainConfig
 from mangacolor.training.stylegan import StyleGANTrainConfig, sample_grid
 

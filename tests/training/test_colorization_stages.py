@@ -14,7 +14,7 @@ from mangacolor.models.colorizer import ColorizerConfig, build_generator
 from mangacolor.models.psp import EncoderConfig, PSp
 from mangacolor.models.stylegan2 import StyleGAN2Config, generator_state
 from mangacolor.training import colorization_stages as stages
-from mangacolor.synthetic.pages import write_model
+from mangacolor.stages.synthetic import write_model
 from mangacolor.io.weights import save_weights
 
 pytestmark = pytest.mark.filterwarnings("ignore:colorizer encoder is randomly")

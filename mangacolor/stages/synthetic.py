@@ -135,7 +135,7 @@ def gap_pages(store: Store, rows: pd.DataFrame, cfg: GapConfig) -> ManifestImage
 class PageStageConfig(BaseModel):
     """Preset section `synthetic_pages:`: how the per-title stages spread their pages over processes and batches.
 
-    What the stages write does not depend on these (`tests/synthetic/test_page_stages.py`), except
+    What the stages write does not depend on these (`tests/stages/test_synthetic_page_stages.py`), except
     that a batched forward pass on a GPU may round a pixel differently (±1 grey level) from one page
     at a time, as floating-point sums in another order do.
     """

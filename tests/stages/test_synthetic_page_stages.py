@@ -10,7 +10,7 @@ import torch
 from mangacolor.io.images import encode_png, read_image
 from mangacolor.io.store import Store, sha256_bytes
 from mangacolor.models.refiner import Refiner, RefinerConfig, refine_batch
-from mangacolor.synthetic import pages as synth
+from mangacolor.stages import synthetic as synth
 from mangacolor.synthetic.xdog import PRESETS
 
 SHAPES = [(40, 32), (40, 32), (24, 48), (40, 32), (24, 48), (40, 32), (33, 17)]
