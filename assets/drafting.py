@@ -81,7 +81,7 @@ def _model_result(context, st, asset: str, weights: str, rows, tracker, resumed:
 )
 @commits_last
 def blurred_color_pages(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource) -> dg.MaterializeResult:
-    from mangacolor.drafting import pages as drafting
+    from mangacolor.stages import drafting
 
     st, title = store.get(), context.partition_key
     cfg = mc_config.stage_config(settings.load(), "blur", BlurConfig)
@@ -107,7 +107,7 @@ def blurred_color_pages(context: dg.AssetExecutionContext, settings: SettingsRes
 
 def stylegan_train(st, preset: dict, titles: list[str], work, spec, tracker, progress) -> dict:
     """The StyleGAN2 loop on the blurred pages of `titles`; shared by the asset and the `torchrun` worker."""
-    from mangacolor.drafting import pages as drafting
+    from mangacolor.stages import drafting
     from mangacolor.training.stylegan import train_stylegan
 
     cfg, _ = drafting.stylegan_config(preset)
@@ -128,7 +128,7 @@ def stylegan_train(st, preset: dict, titles: list[str], work, spec, tracker, pro
 @commits_last
 def stylegan(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
              device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
-    from mangacolor.drafting import pages as drafting
+    from mangacolor.stages import drafting
     from mangacolor.models.stylegan2 import load_generator
 
     preset, st, spec = settings.load(), store.get(), device.spec()
@@ -172,7 +172,7 @@ def stylegan(context: dg.AssetExecutionContext, settings: SettingsResource, stor
 def encoder_plan(st, preset: dict, titles: list[str], input_nc: int, section: str, pseudolabels: bool):
     """(loop config, blur config, training rows, pairs, titles read as grey pages, pseudolabels missing) of a
     pSp encoder; shared by the asset and the `torchrun` worker."""
-    from mangacolor.drafting import pages as drafting
+    from mangacolor.stages import drafting
 
     cfg = drafting.psp_config(preset, section, input_nc)
     blur = mc_config.stage_config(preset, "blur", BlurConfig)
@@ -192,7 +192,7 @@ def encoder_plan(st, preset: dict, titles: list[str], input_nc: int, section: st
 def encoder_train(st, preset: dict, titles: list[str], work, spec, tracker, progress, input_nc: int, section: str,
                   pseudolabels: bool, generator: str) -> dict:
     """The pSp loop against the stylegan version `generator`; shared by the asset and the `torchrun` worker."""
-    from mangacolor.drafting import pages as drafting
+    from mangacolor.stages import drafting
     from mangacolor.training.psp import train_psp
 
     cfg, _, _, pairs, _, _ = encoder_plan(st, preset, titles, input_nc, section, pseudolabels)
@@ -202,7 +202,7 @@ def encoder_train(st, preset: dict, titles: list[str], work, spec, tracker, prog
 
 def _train_encoder(context, settings, store, device, mlflow, torchrun, asset: str, input_nc: int,
                    section: str | None = None, pseudolabels: bool = False) -> dg.MaterializeResult:
-    from mangacolor.drafting import pages as drafting
+    from mangacolor.stages import drafting
     from mangacolor.models.psp import load_psp
 
     preset, st, spec = settings.load(), store.get(), device.spec()
@@ -315,7 +315,7 @@ def drafting_network_final(context: dg.AssetExecutionContext, settings: Settings
 @commits_last
 def bw_page_drafts(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                    device: DeviceResource) -> dg.MaterializeResult:
-    from mangacolor.drafting import pages as drafting
+    from mangacolor.stages import drafting
     from mangacolor.training.colorization_stages import real_training_rows
 
     preset, st, spec = settings.load(), store.get(), device.spec()
@@ -351,7 +351,7 @@ def bw_page_drafts(context: dg.AssetExecutionContext, settings: SettingsResource
 @commits_last
 def coloring_drafts(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                     device: DeviceResource) -> dg.MaterializeResult:
-    from mangacolor.drafting import pages as drafting
+    from mangacolor.stages import drafting
 
     preset, st, spec, title = settings.load(), store.get(), device.spec(), context.partition_key
     cfg = mc_config.stage_config(preset, "coloring_drafts", drafting.DraftsConfig)

@@ -37,7 +37,7 @@ import torch
 
 from mangacolor.demo.corpus import render_page
 from mangacolor.device import DeviceSpec
-from mangacolor.drafting.pages import page_drafts_stage
+from mangacolor.stages.drafting import page_drafts_stage
 from mangacolor.io.images import encode_png
 from mangacolor.io.store import Store
 from mangacolor.models.colorizer import ColorizerConfig, build_generator

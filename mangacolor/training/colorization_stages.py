@@ -22,7 +22,7 @@ two-step scheme also runs without an orchestrator:
 4. step 2, self-training on synthetic pairs plus pseudolabelled real pages: the final colorizer
    (§III: "in the end, we train the drafting network and colorization network independently in a
    supervised manner with synthetic data and real data with pseudolabels"). The drafting network's
-   second round trains on the same pseudolabels (mangacolor/drafting/pages.py).
+   second round trains on the same pseudolabels (mangacolor/stages/drafting.py).
 
 Real black-and-white pages come only from `training_pages(page_splits)`; every stage records the
 ids it read, so an asset check can prove the holdout was never trained on.
@@ -481,7 +481,7 @@ def stored_inversion(store: Store, device: torch.device):
     """The latest `inversion_encoder` with the StyleGAN it was trained against, or None if it has no version."""
     if store.latest_version("inversion_encoder") is None:
         return None
-    from mangacolor.drafting.pages import load_stored_psp
+    from mangacolor.stages.drafting import load_stored_psp
 
     return load_stored_psp(store, "inversion_encoder", device)[0].requires_grad_(False)
 
@@ -492,7 +492,7 @@ def drafting_files(store: Store, target: Path) -> tuple[dict[str, Path], list[st
     Both encoders must decode through one generator (a bundle holds one StyleGAN): the one the
     drafting network was trained against; an inversion encoder trained against another is left out.
     """
-    from mangacolor.drafting.pages import generator_path, weights_row
+    from mangacolor.stages.drafting import generator_path, weights_row
 
     encoders, notes = {}, []
     # The drafting network's second round (synthetic pairs + pseudolabelled real pages, §III) when it

@@ -12,7 +12,7 @@ import yaml
 import assets.drafting
 import assets.ingest
 from mangacolor.device import DeviceSpec
-from mangacolor.drafting.pages import GREY_FALLBACK_NOTE, RANDOM_INIT_NOTE, invert_pages, load_latents, load_stored_psp
+from mangacolor.stages.drafting import GREY_FALLBACK_NOTE, RANDOM_INIT_NOTE, invert_pages, load_latents, load_stored_psp
 from mangacolor.drafting.blur import resize_square
 from mangacolor.io.images import read_image
 from mangacolor.io.store import Store

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from mangacolor.config import load_preset, stage_config
-from mangacolor.drafting.pages import stylegan_config
+from mangacolor.stages.drafting import stylegan_config
 from mangacolor.models.colorizer import ColorizationGenerator, ColorizerConfig, encoder_reductions
 from mangacolor.tracking import NullTracker
 from mangacolor.training.colorization_stages import ColorizationConfig

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mangacolor.device import DeviceSpec
-from mangacolor.drafting.pages import DraftsConfig, drafts_stage, page_drafts_stage
+from mangacolor.stages.drafting import DraftsConfig, drafts_stage, page_drafts_stage
 from mangacolor.io.images import ImageError, encode_png, read_image
 from mangacolor.io.store import Store
 from mangacolor.models.psp import EncoderConfig, PSp
