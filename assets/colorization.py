@@ -10,7 +10,7 @@ snapshots ranked by KID/FID of their colorings of real training pages; a person 
 model bundle and registered in MLflow: the full method as `mangacolor-colorizer@candidate`, an
 ablation variant under its own name `mangacolor-colorizer-<variant>`, no alias).
 
-The logic lives in mangacolor/training/colorization_stages.py; the preset section `colorizer:` holds
+The logic lives in mangacolor/stages/colorization/; the preset section `colorizer:` holds
 every setting, and the ablations are its `variant:` switches (synthetic: xdog | refined | cut,
 use_drafts, adversarial_adaptation, self_training), recorded as the registered version's `variant` tag.
 
@@ -45,7 +45,8 @@ from mangacolor.io.images import read_image
 from mangacolor.io.store import ok_rows, sha256_bytes
 
 if TYPE_CHECKING:  # the stages' torch code is imported by the asset that runs it, not by the code location
-    from mangacolor.training import colorization_stages as stages
+    from mangacolor.stages.colorization.config import ColorizationConfig
+    from mangacolor.stages.colorization.train import FinetunedSnapshot
 
 from .common import (
     checkpoint_dir, color_titles, commits_last, progress_logger, resumed_from, version_metadata, work_dir,
@@ -89,10 +90,10 @@ def _to_local(st, uri: str, target: Path) -> Path:
     return target
 
 
-def _config(settings: SettingsResource) -> "stages.ColorizationConfig":
-    from mangacolor.training import colorization_stages as stages
+def _config(settings: SettingsResource) -> "ColorizationConfig":
+    from mangacolor.stages.colorization.config import ColorizationConfig
 
-    return mc_config.stage_config(settings.load(), SECTION, stages.ColorizationConfig)
+    return mc_config.stage_config(settings.load(), SECTION, ColorizationConfig)
 
 
 # The variant switches that change what each training stage computes (the rest act downstream of it),
@@ -101,11 +102,11 @@ STAGE_FLAGS = {"step1": ("synthetic", "use_drafts", "adversarial_adaptation"), "
                "finetune": ("synthetic", "use_drafts", "adversarial_adaptation")}
 
 
-def _stage_flags(cfg: "stages.ColorizationConfig", section: str) -> str:
+def _stage_flags(cfg: "ColorizationConfig", section: str) -> str:
     return ",".join(f"{f}={getattr(cfg.variant, f)}" for f in STAGE_FLAGS[section])
 
 
-def _checkpoint_key(cfg: "stages.ColorizationConfig", section: str, **inputs) -> dict:
+def _checkpoint_key(cfg: "ColorizationConfig", section: str, **inputs) -> dict:
     """The config that shapes one training stage, plus digests of its inputs."""
     full = cfg.model_dump(mode="json")
     skip = NOT_IN_CHECKPOINT_KEY | {"variant", "step1", "step2", "finetune", "selection", "pseudolabels"}
@@ -128,7 +129,7 @@ def _fallback_meta(fallbacks: list[str], tracker=None) -> dict:
     return {"fallback": bool(fallbacks), "fallbacks": dg.MetadataValue.md(listed)}
 
 
-def _variant_tags(cfg: "stages.ColorizationConfig") -> dict:
+def _variant_tags(cfg: "ColorizationConfig") -> dict:
     flags = cfg.variant
     return {"variant": flags.name(), "synthetic": flags.synthetic, "use_drafts": str(flags.use_drafts).lower(),
             "adversarial_adaptation": str(flags.adversarial_adaptation).lower(), "self_training": str(flags.self_training).lower()}
@@ -196,38 +197,39 @@ def _selected(st) -> pd.DataFrame:
 # --- step 1: adversarial domain adaptation -----------------------------------------------------------
 
 
-def step1_plan(st, cfg: "stages.ColorizationConfig", titles: list[str]):
+def step1_plan(st, cfg: "ColorizationConfig", titles: list[str]):
     """What step 1 trains on and how: (loop config, loop step, synthetic pairs, real rows, snapshot interval).
 
     Shared by the asset and the `torchrun` worker (pipelines/torchrun_worker.py), which derive it
     from the same store, so every process of a launched run sees the same rows.
     """
-    from mangacolor.training import colorization_stages as stages
+    from mangacolor.stages.colorization.config import snapshot_every
+    from mangacolor.stages.colorization.data import real_training_rows, synthetic_pairs, with_page_drafts
 
     flags = cfg.variant
-    pairs = stages.synthetic_pairs(st, titles, flags.use_drafts, flags.synthetic)
+    pairs = synthetic_pairs(st, titles, flags.use_drafts, flags.synthetic)
     if pairs.rows.empty:
         raise dg.Failure("no colour pages to pair: materialize color_pages (and synthetic_bw_pages) for at least one title")
     tcfg = cfg.train_config("step1", "adapt")
     if flags.adversarial_adaptation:
-        step, real = "adapt", stages.real_training_rows(st, cfg.max_real_pages, cfg.seed)
+        step, real = "adapt", real_training_rows(st, cfg.max_real_pages, cfg.seed)
         if flags.use_drafts:
-            real, notes = stages.with_page_drafts(st, real)
+            real, notes = with_page_drafts(st, real)
             pairs.notes.extend(notes)
     else:
         # Without adaptation no real page may even pass through the network (its batch-norm
         # statistics would adapt): the loop's supervised mode with the synthetic adversarial term only.
-        step, real = "finetune", stages.real_training_rows(st, 0)
+        step, real = "finetune", real_training_rows(st, 0)
         tcfg = replace(tcfg, losses=replace(tcfg.losses, real_g=0.0, real_d=0.0))
-    every = stages.snapshot_every(tcfg, step, len(pairs.rows), cfg.step1.snapshots)
+    every = snapshot_every(tcfg, step, len(pairs.rows), cfg.step1.snapshots)
     return tcfg, step, pairs, real, every
 
 
 def train_step1(st, cfg, tcfg, step, pairs, real, every, work, spec, tracker, progress):
-    from mangacolor.training import colorization_stages as stages
+    from mangacolor.stages.colorization.data import StoreBw, StorePairs
     from mangacolor.training.colorizer import train_colorizer
 
-    return train_colorizer(tcfg, stages.StorePairs(st, pairs.rows), stages.StoreBw(st, real) if len(real) else None, work,
+    return train_colorizer(tcfg, StorePairs(st, pairs.rows), StoreBw(st, real) if len(real) else None, work,
                            spec, tracker, progress=progress, step=step, snapshot_every=every, augment=cfg.augmentation())
 
 
@@ -246,14 +248,15 @@ def train_step1(st, cfg, tcfg, step, pairs, real, every, work, spec, tracker, pr
 @commits_last
 def colorizer_step1_snapshots(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                               device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
-    from mangacolor.training import colorization_stages as stages
+    from mangacolor.stages.colorization.data import add_training_rows, rows_digest
+    from mangacolor.stages.colorization.train import write_snapshots
 
     st, spec, cfg = store.get(), device.spec(), _config(settings)
     flags = cfg.variant
     titles = _color_titles(context, st)
     tcfg, step, pairs, real, every = step1_plan(st, cfg, titles)
-    work = checkpoint_dir(context, _checkpoint_key(cfg, "step1", pairs=stages.rows_digest(pairs.rows, ("id", "sha256", "draft_uri")),
-                                                   real=stages.rows_digest(real, ("id", "sha256", "draft_uri"))))
+    work = checkpoint_dir(context, _checkpoint_key(cfg, "step1", pairs=rows_digest(pairs.rows, ("id", "sha256", "draft_uri")),
+                                                   real=rows_digest(real, ("id", "sha256", "draft_uri"))))
     resumed = resumed_from(work)
     params = {"stage": {"name": "step1", "loop_step": step, "variant": flags.name(), "synthetic_pairs": len(pairs.rows),
                         "real_pages": len(real), "snapshot_every": every, "bw_source": pairs.bw_source, "drafts": pairs.drafts,
@@ -269,9 +272,9 @@ def colorizer_step1_snapshots(context: dg.AssetExecutionContext, settings: Setti
         tracker.log_artifact(result.generator, "weights")  # the last snapshot; the others stay in the store
         _log_training_pages(tracker, st, real_bw=real, synthetic=pairs.rows)
         writer = st.begin("colorizer_step1_snapshots")
-        stages.write_snapshots(writer, result.snapshots)
-        stages.add_training_rows(writer, "real_bw", real)
-        stages.add_training_rows(writer, "synthetic", pairs.rows)
+        write_snapshots(writer, result.snapshots)
+        add_training_rows(writer, "real_bw", real)
+        add_training_rows(writer, "synthetic", pairs.rows)
         version, vdir, frame = writer.seal(salt=_stage_flags(cfg, "step1"))
     shots = frame[frame["role"] == "snapshot"]
     last = shots.iloc[-1]
@@ -303,16 +306,17 @@ def _snapshots(st, asset: str) -> tuple[str, pd.DataFrame]:
     return vdir, frame[frame["role"] == "snapshot"].sort_values("step")
 
 
-def finetune_train(st, cfg: "stages.ColorizationConfig", work: Path, spec, tracker, progress, tmp: Path) -> "list[stages.FinetunedSnapshot]":
+def finetune_train(st, cfg: "ColorizationConfig", work: Path, spec, tracker, progress, tmp: Path) -> "list[FinetunedSnapshot]":
     """The fine-tune of every step-1 snapshot; shared by the asset and the `torchrun` worker (each rank copies
     the snapshots into its own `tmp`, the fine-tuned weights go to the shared `work`)."""
-    from mangacolor.training import colorization_stages as stages
+    from mangacolor.stages.colorization.data import StorePairs, matched_pairs
+    from mangacolor.stages.colorization.train import finetune_snapshots
 
     vdir1, shots = _snapshots(st, "colorizer_step1_snapshots")
-    pairs = stages.matched_pairs(st, cfg.variant.use_drafts)
+    pairs = matched_pairs(st, cfg.variant.use_drafts)
     local = [(int(r.step), int(r.epoch), _to_local(st, f"{vdir1}/{r.path}", tmp / f"{int(r.step)}.safetensors"))
              for r in shots.itertuples()]
-    return stages.finetune_snapshots(cfg.train_config("finetune", "finetune"), local, stages.StorePairs(st, pairs.rows), work,
+    return finetune_snapshots(cfg.train_config("finetune", "finetune"), local, StorePairs(st, pairs.rows), work,
                                      spec, tracker, progress=progress, augment=cfg.augmentation())
 
 
@@ -331,14 +335,15 @@ def finetune_train(st, cfg: "stages.ColorizationConfig", work: Path, spec, track
 @commits_last
 def colorizer_step1_finetuned(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                               device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
-    from mangacolor.training import colorization_stages as stages
+    from mangacolor.stages.colorization.data import REAL_ROLES, add_training_rows, matched_pairs, rows_digest
+    from mangacolor.stages.colorization.train import FinetunedSnapshot, write_snapshots
 
     st, spec, cfg = store.get(), device.spec(), _config(settings)
     flags = cfg.variant
     vdir1, shots = _snapshots(st, "colorizer_step1_snapshots")
-    pairs = stages.matched_pairs(st, flags.use_drafts)
-    work = checkpoint_dir(context, _checkpoint_key(cfg, "finetune", pairs=stages.rows_digest(pairs.rows, ("id", "sha256", "draft_uri")),
-                                                   init=stages.rows_digest(shots.assign(id=shots["step"].astype(str)))))
+    pairs = matched_pairs(st, flags.use_drafts)
+    work = checkpoint_dir(context, _checkpoint_key(cfg, "finetune", pairs=rows_digest(pairs.rows, ("id", "sha256", "draft_uri")),
+                                                   init=rows_digest(shots.assign(id=shots["step"].astype(str)))))
     fallbacks = list(pairs.fallbacks)
     if pairs.rows.empty:
         context.log.warning("page_pairs has no matched pair: the step-1 snapshots pass through without the fine-tune")
@@ -351,7 +356,7 @@ def colorizer_step1_finetuned(context: dg.AssetExecutionContext, settings: Setti
         if torchrun.launches() and len(pairs.rows):
             raw, launched = launch.train_stage(context, torchrun, "colorizer_step1_finetuned", tracker.run_id, mlflow.tracking_uri,
                                                settings.preset, store, [], device, work)
-            tuned = [stages.FinetunedSnapshot(**t) for t in raw]
+            tuned = [FinetunedSnapshot(**t) for t in raw]
         else:
             tuned, launched = finetune_train(st, cfg, work, spec, tracker, context.log.info, Path(tmp)), {}
         tracker.log_dataset(pairs.rows, name="matched_bw", source=st.uri())
@@ -359,12 +364,12 @@ def colorizer_step1_finetuned(context: dg.AssetExecutionContext, settings: Setti
             if not snap.samples:  # passed through: the step-1 grid
                 snap.samples = str(_to_local(st, f"{vdir1}/{row.samples_path}", Path(tmp) / f"{snap.step}.png"))
         writer = st.begin("colorizer_step1_finetuned")
-        stages.write_snapshots(writer, tuned)
+        write_snapshots(writer, tuned)
         # The weights carry what step 1 read too: the holdout check looks here as well.
         step1 = st.read_manifest(vdir1)
-        for row in step1[step1["role"].isin(stages.REAL_ROLES)].to_dict("records"):
+        for row in step1[step1["role"].isin(REAL_ROLES)].to_dict("records"):
             writer.add(row)
-        stages.add_training_rows(writer, "matched_bw", pairs.rows, id_column="bw_id")
+        add_training_rows(writer, "matched_bw", pairs.rows, id_column="bw_id")
         version, vdir, _ = writer.seal(salt=_stage_flags(cfg, "finetune"))
     steps = sum(t.finetune_steps for t in tuned)
     meta = {
@@ -407,17 +412,18 @@ class SnapshotSelection(dg.Config):
 def selected_snapshots(context: dg.AssetExecutionContext, config: SnapshotSelection, settings: SettingsResource,
                        store: StoreResource, device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     from mangacolor.eval.inception import WeightsNotFoundError
-    from mangacolor.training import colorization_stages as stages
+    from mangacolor.stages.colorization.data import ranked_rows, real_training_rows
+    from mangacolor.stages.colorization.selection import choose, feature_extractor, rank_snapshots, write_selection
 
     st, spec, cfg = store.get(), device.spec(), _config(settings)
     sel = cfg.selection
     vdir1, shots = _snapshots(st, "colorizer_step1_finetuned")
-    validation_rows = stages.real_training_rows(st, sel.validation_pages, cfg.seed + 1)
+    validation_rows = real_training_rows(st, sel.validation_pages, cfg.seed + 1)
     validation = [read_image(st.read_bytes(u), mode="L") for u in validation_rows["uri"]]
-    colour = stages.ranked_rows(ok_rows(st, "color_pages", _color_titles(context, st)), cfg.seed, "reference").head(sel.reference_pages)
+    colour = ranked_rows(ok_rows(st, "color_pages", _color_titles(context, st)), cfg.seed, "reference").head(sel.reference_pages)
     reference = [st.read_bytes(u) for u in colour["uri"]]
     try:
-        extractor = stages.feature_extractor(sel, spec.device, work_dir() / "fid_features")
+        extractor = feature_extractor(sel, spec.device, work_dir() / "fid_features")
     except WeightsNotFoundError as exc:
         if not config.override:
             raise dg.Failure(f"cannot rank snapshots: {exc} — or pick them by hand with the run config `override`") from exc
@@ -427,9 +433,9 @@ def selected_snapshots(context: dg.AssetExecutionContext, config: SnapshotSelect
     with tempfile.TemporaryDirectory() as tmp, mlflow.run(context, params=params) as tracker:
         local = [(int(r.step), int(r.epoch), _to_local(st, f"{vdir1}/{r.path}", Path(tmp) / f"{int(r.step)}.safetensors"))
                  for r in shots.itertuples()]
-        ranking = stages.rank_snapshots(local, validation, reference, sel, spec.device, extractor, context.log.info, spec.autocast,
+        ranking = rank_snapshots(local, validation, reference, sel, spec.device, extractor, context.log.info, spec.autocast,
                                         cfg.page_canvas())
-        chosen = stages.choose(ranking.table, sel.keep, config.override)
+        chosen = choose(ranking.table, sel.keep, config.override)
         tags = {"metric": sel.metric, "selected_steps": json.dumps(chosen), "override": str(bool(config.override)).lower(),
                 "random_init": str(ranking.random_init).lower(), "feature_extractor": ranking.feature_extractor}
         if ranking.random_init:
@@ -438,7 +444,7 @@ def selected_snapshots(context: dg.AssetExecutionContext, config: SnapshotSelect
         for row in ranking.table.to_dict("records"):
             tracker.log_metrics({k: row[k] for k in ("fid", "kid_mean", "kid_std") if not math.isnan(row[k])}, step=int(row["step"]))
         writer = st.begin("selected_snapshots")
-        grids = stages.write_selection(writer, ranking, chosen, {step: path for step, _, path in local}, validation)
+        grids = write_selection(writer, ranking, chosen, {step: path for step, _, path in local}, validation)
         version, vdir, _ = writer.seal(salt=json.dumps({"selected": chosen, "validation": list(validation_rows["id"])}))
     ranking_table = ranking.table.assign(selected=ranking.table["step"].isin(chosen))
     meta = {
@@ -478,7 +484,9 @@ def selected_snapshots(context: dg.AssetExecutionContext, config: SnapshotSelect
 @commits_last
 def pseudolabels(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                  device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
-    from mangacolor.training import colorization_stages as stages
+    from mangacolor.stages.colorization.bundle import stored_inversion
+    from mangacolor.stages.colorization.data import real_training_rows
+    from mangacolor.stages.colorization.pseudolabels import make_pseudolabels
 
     st, spec, cfg = store.get(), device.spec(), _config(settings)
     flags = cfg.variant
@@ -488,18 +496,18 @@ def pseudolabels(context: dg.AssetExecutionContext, settings: SettingsResource, 
         return dg.MaterializeResult(metadata={**version_metadata(st, version, vdir), "skipped": True, "variant": flags.name(),
                                               "note": "colorizer.variant.self_training is false: no pseudolabels"},
                                     data_version=dg.DataVersion(version))
-    real = stages.real_training_rows(st, cfg.pseudolabels.max_pages, cfg.seed)
+    real = real_training_rows(st, cfg.pseudolabels.max_pages, cfg.seed)
     chosen = _selected(st)
     fallbacks = []
     params = {"stage": {"name": "pseudolabels", **cfg.pseudolabels.model_dump(mode="json"), "pages": len(real),
                         "snapshots": [int(s) for s in chosen["step"]]}}
     with tempfile.TemporaryDirectory() as tmp, mlflow.run(context, params=params) as tracker:
         tracker.set_tags(_variant_tags(cfg))
-        inversion = stages.stored_inversion(st, spec.device) if flags.use_drafts else None
+        inversion = stored_inversion(st, spec.device) if flags.use_drafts else None
         if flags.use_drafts and inversion is None:
             fallbacks.append("inversion_encoder not materialized: colorings differ by snapshot only, no drafts")
         snapshots = [(int(r.step), _to_local(st, r.uri, Path(tmp) / f"{int(r.step)}.safetensors")) for r in chosen.itertuples()]
-        summary = stages.make_pseudolabels(st, real, snapshots, writer, cfg.pseudolabels, spec.device, inversion, cfg.seed,
+        summary = make_pseudolabels(st, real, snapshots, writer, cfg.pseudolabels, spec.device, inversion, cfg.seed,
                                            progress_logger(context, len(real), "pseudolabels"), spec.autocast, cfg.page_canvas())
         fallback = _fallback_meta(fallbacks, tracker)
         version, vdir, frame = writer.seal(salt=json.dumps({"snapshots": [s for s, _ in snapshots], "use_drafts": flags.use_drafts}))
@@ -532,19 +540,20 @@ def pseudolabels(context: dg.AssetExecutionContext, settings: SettingsResource, 
 # --- step 2: self-training ----------------------------------------------------------------------------
 
 
-def step2_train(st, cfg: "stages.ColorizationConfig", titles: list[str], work: Path, spec, tracker, progress, tmp: Path):
+def step2_train(st, cfg: "ColorizationConfig", titles: list[str], work: Path, spec, tracker, progress, tmp: Path):
     """Step 2's loop; shared by the asset and the `torchrun` worker (each rank copies the initial weights to its `tmp`)."""
-    from mangacolor.training import colorization_stages as stages
+    from mangacolor.stages.colorization.config import total_steps
+    from mangacolor.stages.colorization.data import StorePairs, pseudolabel_pairs, synthetic_pairs
     from mangacolor.training.colorizer import train_colorizer
 
     flags = cfg.variant
-    pairs = stages.synthetic_pairs(st, titles, flags.use_drafts, flags.synthetic)
-    pseudo = stages.pseudolabel_pairs(st, flags.use_drafts)
+    pairs = synthetic_pairs(st, titles, flags.use_drafts, flags.synthetic)
+    pseudo = pseudolabel_pairs(st, flags.use_drafts)
     tcfg = cfg.train_config("step2", "self_train")
     init = _to_local(st, _selected(st).iloc[0]["uri"], tmp / "init.safetensors") if cfg.step2.init == "best_snapshot" else None
-    return train_colorizer(tcfg, stages.StorePairs(st, pairs.rows), stages.StorePairs(st, pseudo), work, spec, tracker,
+    return train_colorizer(tcfg, StorePairs(st, pairs.rows), StorePairs(st, pseudo), work, spec, tracker,
                            progress=progress, step="self_train", init_weights=init,
-                           snapshot_every=stages.total_steps(tcfg, "self_train", len(pairs.rows) + len(pseudo)),
+                           snapshot_every=total_steps(tcfg, "self_train", len(pairs.rows) + len(pseudo)),
                            augment=cfg.augmentation())
 
 
@@ -563,7 +572,7 @@ def step2_train(st, cfg: "stages.ColorizationConfig", titles: list[str], work: P
 @commits_last
 def colorizer_step2(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                     device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
-    from mangacolor.training import colorization_stages as stages
+    from mangacolor.stages.colorization.data import REAL_ROLES, add_training_rows, pseudolabel_pairs, rows_digest, synthetic_pairs
 
     st, spec, cfg = store.get(), device.spec(), _config(settings)
     flags = cfg.variant
@@ -574,20 +583,20 @@ def colorizer_step2(context: dg.AssetExecutionContext, settings: SettingsResourc
         _weights_row(writer, data, source=f"selected_snapshots step {int(best['step'])}")
         # The weights are step 1's: so are the real pages they saw (the holdout check reads them here).
         step1 = st.latest_manifest("colorizer_step1_finetuned")
-        for row in step1[step1["role"].isin(stages.REAL_ROLES)].to_dict("records"):
+        for row in step1[step1["role"].isin(REAL_ROLES)].to_dict("records"):
             writer.add(row)
         version, vdir, _ = writer.seal(salt="self_training: false")
         note = f"variant.self_training is false: step 1's best snapshot (step {int(best['step'])}) passes through"
         return dg.MaterializeResult(metadata={**version_metadata(st, version, vdir), "skipped": True, "variant": flags.name(), "note": note},
                                     data_version=dg.DataVersion(version))
     titles = _color_titles(context, st)
-    pairs = stages.synthetic_pairs(st, titles, flags.use_drafts, flags.synthetic)
-    pseudo = stages.pseudolabel_pairs(st, flags.use_drafts)
+    pairs = synthetic_pairs(st, titles, flags.use_drafts, flags.synthetic)
+    pseudo = pseudolabel_pairs(st, flags.use_drafts)
     if pseudo.empty:
         raise dg.Failure("pseudolabels is empty: materialize pseudolabels (with variant.self_training true) first")
     init = cfg.step2.init == "best_snapshot"
-    work = checkpoint_dir(context, _checkpoint_key(cfg, "step2", pairs=stages.rows_digest(pairs.rows, ("id", "sha256", "draft_uri")),
-                                                   pseudo=stages.rows_digest(pseudo), init=best["sha256"] if init else None))
+    work = checkpoint_dir(context, _checkpoint_key(cfg, "step2", pairs=rows_digest(pairs.rows, ("id", "sha256", "draft_uri")),
+                                                   pseudo=rows_digest(pseudo), init=best["sha256"] if init else None))
     resumed = resumed_from(work)
     params = {"stage": {"name": "step2", "variant": flags.name(), "synthetic_pairs": len(pairs.rows), "pseudolabels": len(pseudo),
                         "real_pages": int(pseudo["bw_id"].nunique()), "init": cfg.step2.init, "device": spec.description}}
@@ -602,8 +611,8 @@ def colorizer_step2(context: dg.AssetExecutionContext, settings: SettingsResourc
         tracker.log_artifact(result.generator, "weights")
         _log_training_pages(tracker, st, pseudolabel_bw=pseudo, synthetic=pairs.rows)
         _weights_row(writer, Path(result.generator).read_bytes())
-        stages.add_training_rows(writer, "pseudolabel_bw", pseudo, id_column="bw_id")
-        stages.add_training_rows(writer, "synthetic", pairs.rows)
+        add_training_rows(writer, "pseudolabel_bw", pseudo, id_column="bw_id")
+        add_training_rows(writer, "synthetic", pairs.rows)
         version, vdir, _ = writer.seal(salt=_stage_flags(cfg, "step2"))
     meta = {
         **_train_metadata(st, version, vdir, result, resumed, tracker),
@@ -624,7 +633,7 @@ def colorizer_step2(context: dg.AssetExecutionContext, settings: SettingsResourc
 # --- fine-tune, bundle, registry ----------------------------------------------------------------------
 
 
-def _random_init_flags(cfg: "stages.ColorizationConfig", st) -> dict[str, bool]:
+def _random_init_flags(cfg: "ColorizationConfig", st) -> dict[str, bool]:
     """Which pretrained networks of the paper this model stood in for with random ones."""
     from mangacolor.losses.colorization import default_vgg16_path
 
@@ -651,7 +660,7 @@ def _random_init_flags(cfg: "stages.ColorizationConfig", st) -> dict[str, bool]:
 def colorizer_final(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                     mlflow: MlflowResource) -> dg.MaterializeResult:
     from mangacolor.registry import register_bundle
-    from mangacolor.training import colorization_stages as stages
+    from mangacolor.stages.colorization.bundle import make_bundle, write_folder
 
     st, cfg = store.get(), _config(settings)
     flags = cfg.variant
@@ -666,11 +675,11 @@ def colorizer_final(context: dg.AssetExecutionContext, settings: SettingsResourc
         info = {"colorizer_config": cfg.generator_config().to_dict(), "canvas": list(cfg.page_canvas()), "variant": flags.name(),
                 "flags": flags.model_dump(), "dagster_run_id": context.run.run_id, "mlflow_run_id": tracker.run_id,
                 "inputs": inputs, "random_init": random_init, "fallbacks": []}
-        bundle_dir, parts, notes = stages.make_bundle(st, generator, flags, Path(tmp), info)
+        bundle_dir, parts, notes = make_bundle(st, generator, flags, Path(tmp), info)
         shown = _bundle_samples(st, bundle_dir)
         fallback = _fallback_meta(notes, tracker)
         writer = st.begin("colorizer_final")
-        stages.write_folder(writer, bundle_dir, "bundle", "bundle")
+        write_folder(writer, bundle_dir, "bundle", "bundle")
         version, vdir, _ = writer.seal(salt=flags.name())
         tags = {**_variant_tags(cfg), "dagster.run_id": context.run.run_id, "data_version": version,
                 "random_init": str(any(random_init.values())).lower(), **{f"random_init.{k}": str(v).lower() for k, v in random_init.items()}}
@@ -703,10 +712,10 @@ def _holdout_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=asset, name="holdout_never_trained", blocking=True,
                     description=f"The real black-and-white pages {key} trained on (its manifest) are disjoint from the holdout of page_splits.")
     def check(store: StoreResource) -> dg.AssetCheckResult:
-        from mangacolor.training import colorization_stages as stages
+        from mangacolor.stages.colorization.data import trained_real_ids
 
         st = store.get()
-        trained = stages.trained_real_ids(st.latest_manifest(key))
+        trained = trained_real_ids(st.latest_manifest(key))
         held = set(holdout_pages(st.latest_manifest("page_splits"))["id"])
         leaked = sorted(trained & held)
         return dg.AssetCheckResult(passed=not leaked, metadata={"real_pages_trained": len(trained), "holdout": len(held),

@@ -316,7 +316,7 @@ def drafting_network_final(context: dg.AssetExecutionContext, settings: Settings
 def bw_page_drafts(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                    device: DeviceResource) -> dg.MaterializeResult:
     from mangacolor.stages import drafting
-    from mangacolor.training.colorization_stages import real_training_rows
+    from mangacolor.stages.colorization.data import real_training_rows
 
     preset, st, spec = settings.load(), store.get(), device.spec()
     cfg = mc_config.stage_config(preset, "coloring_drafts", drafting.DraftsConfig)

@@ -43,7 +43,8 @@ from mangacolor.io.store import Store
 from mangacolor.models.colorizer import ColorizerConfig, build_generator
 from mangacolor.models.psp import EncoderConfig, PSp
 from mangacolor.models.stylegan2 import StyleGAN2Config
-from mangacolor.training import colorization_stages as stages
+from mangacolor.stages.colorization.config import PseudolabelConfig
+from mangacolor.stages.colorization.pseudolabels import make_pseudolabels
 from mangacolor.io.weights import save_weights
 from mangacolor.io.pagemap import available_cores
 
@@ -123,11 +124,11 @@ def main() -> None:
             return run
 
         def pseudolabels(workers: int, batch: int):
-            cfg = stages.PseudolabelConfig(colorings_per_page=3, long_side=args.long_side, batch_size=batch, num_workers=workers)
+            cfg = PseudolabelConfig(colorings_per_page=3, long_side=args.long_side, batch_size=batch, num_workers=workers)
 
             def run(part, name):
                 writer = store.begin("pseudolabels", f"{name}-{workers}-{batch}")
-                stages.make_pseudolabels(store, part, snapshots, writer, cfg, device, inversion, autocast=spec.autocast)
+                make_pseudolabels(store, part, snapshots, writer, cfg, device, inversion, autocast=spec.autocast)
                 writer.abort()
             return run
 

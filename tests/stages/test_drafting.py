@@ -99,7 +99,7 @@ def test_real_page_drafts_are_the_drafting_networks_drafts_of_each_page(store, t
     from mangacolor.stages.drafting import invert_pages, page_drafts_stage
     from mangacolor.io.images import read_image
     from mangacolor.models.psp import EncoderConfig, PSp
-    from tests.training.test_colorization_stages import GEN
+    from tests.stages.test_colorization import GEN
 
     torch.manual_seed(0)
     g = GEN.generator()

@@ -14,8 +14,10 @@ from mangacolor.stages.drafting import DraftsConfig, drafts_stage, page_drafts_s
 from mangacolor.io.images import ImageError, encode_png, read_image
 from mangacolor.io.store import Store
 from mangacolor.models.psp import EncoderConfig, PSp
-from mangacolor.training import colorization_stages as stages
-from tests.training.test_colorization_stages import GEN, _snapshots, store_drafting_models
+from mangacolor.stages.colorization.bundle import stored_inversion
+from mangacolor.stages.colorization.config import PseudolabelConfig
+from mangacolor.stages.colorization.pseudolabels import make_pseudolabels
+from tests.stages.test_colorization import GEN, _snapshots, store_drafting_models
 
 pytestmark = pytest.mark.filterwarnings("ignore:colorizer encoder is randomly")
 SPEC = DeviceSpec(torch.device("cpu"), None, seed=0)
@@ -95,15 +97,15 @@ def test_drafts_do_not_depend_on_workers_or_batch_size(tmp_path):
 def test_pseudolabels_do_not_depend_on_workers_or_batch_size(tmp_path):
     store = Store(tmp_path / "store")
     store_drafting_models(store, tmp_path)
-    inversion = stages.stored_inversion(store, torch.device("cpu"))
+    inversion = stored_inversion(store, torch.device("cpu"))
     snapshots = _snapshots(tmp_path)
     # Two page sizes: pages are batched by working size, each label comes back at its page's size.
     rows = _bw_rows(store, tmp_path, [(48, 40), (32, 64), (48, 40), (32, 64), (48, 40)])
     frames = {}
     for workers, batch in ((0, 1), (2, 3)):
         writer = store.begin("pseudolabels", f"w{workers}")
-        cfg = stages.PseudolabelConfig(colorings_per_page=3, batch_size=batch, num_workers=workers)
-        summary = stages.make_pseudolabels(store, rows, snapshots, writer, cfg, torch.device("cpu"), inversion)
+        cfg = PseudolabelConfig(colorings_per_page=3, batch_size=batch, num_workers=workers)
+        summary = make_pseudolabels(store, rows, snapshots, writer, cfg, torch.device("cpu"), inversion)
         _, vdir, frame = writer.commit()
         assert (summary.pages, summary.colorings, summary.quarantined) == (5, 15, 1)
         frames[workers] = vdir, frame
