@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from mangacolor.io.store import Store, VersionWriter, sha256_bytes
-from mangacolor.stages.colorization.config import VariantFlags
+from mangacolor.stages.colorization.config import ColorizationConfig, VariantFlags
 
 
 def stored_inversion(store: Store, device: torch.device):
@@ -81,3 +82,17 @@ def write_folder(writer: VersionWriter, folder: Path, prefix: str, role: str) ->
         data = f.read_bytes()
         writer.add({"id": f"{role}:{f.name}", "title": None, "page": None, "path": writer.write(f"{prefix}/{f.name}", data),
                     "sha256": sha256_bytes(data), "status": "ok", "reason": None, "role": role})
+
+
+def random_init_flags(cfg: ColorizationConfig, store: Store) -> dict[str, bool]:
+    """Which pretrained networks of the paper this model stood in for with random ones."""
+    from mangacolor.losses.colorization import default_vgg16_path
+
+    vgg_file = Path(cfg.vgg_weights).expanduser() if cfg.vgg_weights else default_vgg16_path()
+    uses_vgg = any(getattr(cfg, s).losses.get("per", 1.0) for s in ("step1", "step2", "finetune"))
+    inception = False
+    if store.latest_version("selected_snapshots"):
+        frame = store.latest_manifest("selected_snapshots")
+        inception = bool(frame.get("random_init", pd.Series([False])).astype(bool).any())
+    return {"encoder": cfg.generator_config().encoder_weights is None, "vgg": bool(uses_vgg and not vgg_file.exists()),
+            "inception_selection": inception}

@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from mangacolor.config import stage_config
 from mangacolor.io.pagemap import WORKERS_HELP
 from mangacolor.losses.colorization import LossWeights
 from mangacolor.models.colorizer import ColorizerConfig
@@ -41,6 +42,11 @@ class VariantFlags(BaseModel):
         off += [tag for flag, tag in ((self.use_drafts, "no_drafts"), (self.adversarial_adaptation, "no_adaptation"),
                                       (self.self_training, "no_self_training")) if not flag]
         return "+".join(off) or "full"
+
+    def tags(self) -> dict[str, str]:
+        """The switches as MLflow tags (and the registered version's `variant` tag)."""
+        return {"variant": self.name(), "synthetic": self.synthetic, "use_drafts": str(self.use_drafts).lower(),
+                "adversarial_adaptation": str(self.adversarial_adaptation).lower(), "self_training": str(self.self_training).lower()}
 
 
 class StepSection(BaseModel):
@@ -186,3 +192,31 @@ def total_steps(cfg: ColorizerTrainConfig, step: Step, n_supervised: int) -> int
 
 def snapshot_every(cfg: ColorizerTrainConfig, step: Step, n_supervised: int, snapshots: int) -> int:
     return max(1, math.ceil(total_steps(cfg, step, n_supervised) / snapshots))
+
+
+SECTION = "colorizer"
+# Loop settings that do not change what a stage computes: a retry with other values resumes.
+NOT_IN_CHECKPOINT_KEY = {"max_steps", "log_every", "checkpoint_every", "sample_count"}
+# The variant switches that change what each training stage computes (the rest act downstream of it),
+# so flipping `self_training` reuses step 1's checkpoints and store version.
+STAGE_FLAGS = {"step1": ("synthetic", "use_drafts", "adversarial_adaptation"), "step2": ("synthetic", "use_drafts"),
+               "finetune": ("synthetic", "use_drafts", "adversarial_adaptation")}
+
+
+def colorization_config(preset: dict) -> ColorizationConfig:
+    """The preset's `colorizer:` section."""
+    return stage_config(preset, SECTION, ColorizationConfig)
+
+
+def stage_flags(cfg: ColorizationConfig, section: str) -> str:
+    """The variant switches that shape one training stage (`section`: step1 | finetune | step2), as text."""
+    return ",".join(f"{f}={getattr(cfg.variant, f)}" for f in STAGE_FLAGS[section])
+
+
+def checkpoint_key(cfg: ColorizationConfig, section: str, **inputs) -> dict:
+    """The config that shapes one training stage, plus digests of its inputs."""
+    full = cfg.model_dump(mode="json")
+    skip = NOT_IN_CHECKPOINT_KEY | {"variant", "step1", "step2", "finetune", "selection", "pseudolabels"}
+    shared = {k: v for k, v in full.items() if k not in skip}
+    stage = {k: v for k, v in full[section].items() if k not in NOT_IN_CHECKPOINT_KEY}
+    return {**shared, section: stage, "flags": stage_flags(cfg, section), **inputs}

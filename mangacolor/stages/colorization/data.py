@@ -271,3 +271,18 @@ def trained_real_ids(manifest: pd.DataFrame) -> set[str]:
     if "role" not in manifest or "page_id" not in manifest:
         return set()
     return set(manifest.loc[manifest["role"].isin(REAL_ROLES), "page_id"].dropna())
+
+
+def stored_snapshots(store: Store, asset: str) -> tuple[str, pd.DataFrame]:
+    """(version dir, snapshot rows by step) of the latest version of a snapshot asset (step 1, its fine-tune)."""
+    vdir = store.latest_dir(asset)
+    frame = store.read_manifest(vdir)
+    return vdir, frame[frame["role"] == "snapshot"].sort_values("step")
+
+
+def chosen_snapshots(store: Store) -> pd.DataFrame:
+    """The selected snapshots of the latest `selected_snapshots`, best first, with their weights' uri."""
+    vdir = store.latest_dir("selected_snapshots")
+    frame = store.read_manifest(vdir)
+    chosen = frame[frame["selected"].astype(bool)].sort_values("order")
+    return chosen.assign(uri=[f"{vdir}/{p}" for p in chosen["path"]])
