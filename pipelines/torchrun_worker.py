@@ -17,9 +17,11 @@ from pathlib import Path
 
 import torch
 
-from assets import colorization, drafting, synthetic
+from assets import drafting
 from assets.resources import DeviceResource, SettingsResource
 from mangacolor.io.store import Store
+from mangacolor.stages import synthetic
+from mangacolor.stages.colorization import train
 from mangacolor.tracking import MlflowTracker, NullTracker
 from mangacolor.training import distributed
 
@@ -32,40 +34,24 @@ def _common(spec: dict):
     return st, settings, device
 
 
-def _step1(spec: dict, tracker, progress):
-    st, settings, device = _common(spec)
-    cfg = colorization._config(settings)
-    tcfg, step, pairs, real, every = colorization.step1_plan(st, cfg, spec["titles"])
-    return colorization.train_step1(st, cfg, tcfg, step, pairs, real, every, Path(spec["work"]), device, tracker, progress)
-
-
-def _finetune(spec: dict, tracker, progress):
-    st, settings, device = _common(spec)
-    with tempfile.TemporaryDirectory() as tmp:
-        return colorization.finetune_train(st, colorization._config(settings), Path(spec["work"]), device, tracker, progress,
-                                           Path(tmp))
-
-
-def _step2(spec: dict, tracker, progress):
-    st, settings, device = _common(spec)
-    with tempfile.TemporaryDirectory() as tmp:
-        return colorization.step2_train(st, colorization._config(settings), spec["titles"], Path(spec["work"]), device, tracker,
-                                        progress, Path(tmp))
-
-
-def _stage(train):
-    """A stage whose asset calls `launch.run_stage(..., train, ...)`: the same call, in this rank."""
+def _stage(train, tmp: bool = False):
+    """A stage whose asset calls `launch.run_stage(..., train, ...)`: the same call, in this rank (`tmp`: with
+    a temporary folder of this rank's own, for the local copies of its input weights)."""
     def run(spec: dict, tracker, progress):
         st, settings, device = _common(spec)
-        return train(st, settings.load(), spec["titles"], Path(spec["work"]), device, tracker, progress, **spec.get("args", {}))
+        args = (st, settings.load(), spec["titles"], Path(spec["work"]), device, tracker, progress)
+        if not tmp:
+            return train(*args, **spec.get("args", {}))
+        with tempfile.TemporaryDirectory() as folder:
+            return train(*args, Path(folder), **spec.get("args", {}))
     return run
 
 
 # Stage name (the asset's) -> fn(spec, tracker, progress) returning the loop's result (dataclasses, lists, dicts).
 STAGES = {
-    "colorizer_step1_snapshots": _step1,
-    "colorizer_step1_finetuned": _finetune,
-    "colorizer_step2": _step2,
+    "colorizer_step1_snapshots": _stage(train.train_step1),
+    "colorizer_step1_finetuned": _stage(train.finetune_train, tmp=True),
+    "colorizer_step2": _stage(train.step2_train, tmp=True),
     "stylegan": _stage(drafting.stylegan_train),
     "inversion_encoder": _stage(drafting.encoder_train),
     "drafting_network": _stage(drafting.encoder_train),

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from mangacolor.config import stage_config
 from mangacolor.data.datasets import ManifestImages
 from mangacolor.data.splits import holdout_pages, training_pages
 from mangacolor.eval.gap import synthetic_gap
@@ -341,6 +342,48 @@ class RefinerPairs(Sequence):
             self[i]
             if progress:
                 progress(i + 1, self.ids[i])
+
+
+# --- the trained steps: what the assets run in their process and the torchrun worker in every rank ----
+
+
+def translate_pages(preset: dict, spec, rows: pd.DataFrame, st: Store, writer: VersionWriter,
+                    network: Callable[[list[np.ndarray]], list[np.ndarray]],
+                    progress: Callable[[int, str], None] | None = None) -> StageSummary:
+    """`translate_stage` as the preset's `synthetic_pages:` asks: batches through the network on a GPU, processes on the CPU."""
+    import torch
+
+    spread = stage_config(preset, "synthetic_pages", PageStageConfig)
+    return translate_stage(rows, st, writer, network, progress, batch_size=spread.batch_size, workers=spread.workers,
+                           batched=torch.device(spec.device).type != "cpu")
+
+
+def refiner_pairs(st: Store, preset: dict, work: Path):
+    """(loop config, xDoG config, training rows, (xDoG, page) pairs cached under `work`) of the refiner."""
+    from mangacolor.training.refiner import RefinerTrainConfig
+
+    cfg = stage_config(preset, "refiner", RefinerTrainConfig)
+    xcfg = stage_config(preset, "xdog", XDoGStageConfig)
+    rows = training_bw_rows(st)
+    return cfg, xcfg, rows, RefinerPairs(st, rows, xcfg.xdog_config(), work / "xdog")
+
+
+def refiner_train(st: Store, preset: dict, titles: list[str], work: Path, spec, tracker, progress) -> dict:
+    """The refiner loop (the asset has prepared the xDoG cache under `work`)."""
+    from mangacolor.training.refiner import train_refiner
+
+    cfg, _, _, pairs = refiner_pairs(st, preset, work)
+    return train_refiner(cfg, pairs, work, spec, tracker, progress=progress)
+
+
+def cut_train(st: Store, preset: dict, titles: list[str], work: Path, spec, tracker, progress) -> dict:
+    """The CUT loop from the refined pages of `titles` to the real training pages."""
+    from mangacolor.training.cut import CUTTrainConfig, train_cut
+
+    cfg = stage_config(preset, "cut", CUTTrainConfig)
+    source, target = ok_rows(st, "refined_pages", titles), training_bw_rows(st)
+    return train_cut(cfg, ManifestImages(st, source, mode="L"), ManifestImages(st, target, mode="L"), work, spec, tracker,
+                     progress=progress)
 
 
 # --- models in the store -------------------------------------------------------------------------
