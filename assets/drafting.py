@@ -16,7 +16,6 @@ GPU pool, each in one MLflow run, resuming from their checkpoints when retried w
 import json
 
 import dagster as dg
-import pandas as pd
 
 from mangacolor import config as mc_config
 from mangacolor.drafting.blur import BlurConfig
@@ -105,16 +104,6 @@ def blurred_color_pages(context: dg.AssetExecutionContext, settings: SettingsRes
 # --- the Coloring Latent Space ---------------------------------------------------------------------
 
 
-def stylegan_train(st, preset: dict, titles: list[str], work, spec, tracker, progress) -> dict:
-    """The StyleGAN2 loop on the blurred pages of `titles`; shared by the asset and the `torchrun` worker."""
-    from mangacolor.stages import drafting
-    from mangacolor.training.stylegan import train_stylegan
-
-    cfg, _ = drafting.stylegan_config(preset)
-    rows = drafting.blurred_rows(st, titles)
-    return train_stylegan(cfg, drafting.SquarePages(st, list(rows["uri"]), cfg.size), work, spec, tracker, progress=progress)
-
-
 @dg.asset(
     deps=[blurred_color_pages, digest_key("blurred_color_pages")],
     group_name=GROUP,
@@ -142,7 +131,7 @@ def stylegan(context: dg.AssetExecutionContext, settings: SettingsResource, stor
     params = {"train_pages": len(rows), "train_pages_digest": digest, "resumed_from_step": resumed,
               "report": report_cfg.model_dump(mode="json")}
     with mlflow.run(context, params=params) as tracker:
-        result, launched = run_stage(context, torchrun, "stylegan", stylegan_train, tracker=tracker, mlflow=mlflow, settings=settings,
+        result, launched = run_stage(context, torchrun, "stylegan", drafting.stylegan_train, tracker=tracker, mlflow=mlflow, settings=settings,
                                      store=store, device=device, work=work, titles=titles)
         g_ema, _ = load_generator(result["generator"])
         report = drafting.generator_report(g_ema.to(spec.device), images, report_cfg, spec.device,
@@ -169,37 +158,6 @@ def stylegan(context: dg.AssetExecutionContext, settings: SettingsResource, stor
 # --- the two encoders into W+ ----------------------------------------------------------------------
 
 
-def encoder_plan(st, preset: dict, titles: list[str], input_nc: int, section: str, pseudolabels: bool):
-    """(loop config, blur config, training rows, pairs, titles read as grey pages, pseudolabels missing) of a
-    pSp encoder; shared by the asset and the `torchrun` worker."""
-    from mangacolor.stages import drafting
-
-    cfg = drafting.psp_config(preset, section, input_nc)
-    blur = mc_config.stage_config(preset, "blur", BlurConfig)
-    grey, no_pseudo = [], False
-    if input_nc == 3:
-        rows = drafting.inversion_rows(st, titles)
-    else:
-        rows, grey = drafting.drafting_rows(st, titles)
-        if pseudolabels:
-            pseudo = drafting.pseudolabel_draft_rows(st)
-            no_pseudo = pseudo.empty
-            rows = pd.concat([rows.assign(blur_target=False), pseudo], ignore_index=True)
-    pairs = drafting.DraftPairs(st, rows, "RGB" if input_nc == 3 else "L", blur.size, blur.sigma)
-    return cfg, blur, rows, pairs, grey, no_pseudo
-
-
-def encoder_train(st, preset: dict, titles: list[str], work, spec, tracker, progress, input_nc: int, section: str,
-                  pseudolabels: bool, generator: str) -> dict:
-    """The pSp loop against the stylegan version `generator`; shared by the asset and the `torchrun` worker."""
-    from mangacolor.stages import drafting
-    from mangacolor.training.psp import train_psp
-
-    cfg, _, _, pairs, _, _ = encoder_plan(st, preset, titles, input_nc, section, pseudolabels)
-    with drafting.local_file(st, drafting.generator_path(st, generator)) as gen_path:
-        return train_psp(cfg, pairs, gen_path, work, spec, tracker, progress=progress)
-
-
 def _train_encoder(context, settings, store, device, mlflow, torchrun, asset: str, input_nc: int,
                    section: str | None = None, pseudolabels: bool = False) -> dg.MaterializeResult:
     from mangacolor.stages import drafting
@@ -207,7 +165,7 @@ def _train_encoder(context, settings, store, device, mlflow, torchrun, asset: st
 
     preset, st, spec = settings.load(), store.get(), device.spec()
     titles = _materialized_titles(context, st, "blurred_color_pages")
-    cfg, blur, rows, pairs, grey, no_pseudo = encoder_plan(st, preset, titles, input_nc, section or asset, pseudolabels)
+    cfg, blur, rows, pairs, grey, no_pseudo = drafting.encoder_plan(st, preset, titles, input_nc, section or asset, pseudolabels)
     notes = {}
     if grey:
         notes["input_note"] = drafting.GREY_FALLBACK_NOTE
@@ -226,7 +184,7 @@ def _train_encoder(context, settings, store, device, mlflow, torchrun, asset: st
     params = {"train_pages": len(rows), "train_pages_digest": digest, "stylegan_version": gen_version,
               "resumed_from_step": resumed, "inputs": kinds}
     with mlflow.run(context, params=params) as tracker:
-        result, launched = run_stage(context, torchrun, asset, encoder_train, tracker=tracker, mlflow=mlflow, settings=settings,
+        result, launched = run_stage(context, torchrun, asset, drafting.encoder_train, tracker=tracker, mlflow=mlflow, settings=settings,
                                      store=store, device=device, work=work, titles=titles, input_nc=input_nc,
                                      section=section or asset, pseudolabels=pseudolabels, generator=gen_version)
         with drafting.local_file(st, drafting.generator_path(st, gen_version)) as gen_path:

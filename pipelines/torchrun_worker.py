@@ -17,10 +17,9 @@ from pathlib import Path
 
 import torch
 
-from assets import drafting
 from assets.resources import DeviceResource, SettingsResource
 from mangacolor.io.store import Store
-from mangacolor.stages import synthetic
+from mangacolor.stages import drafting, synthetic
 from mangacolor.stages.colorization import train
 from mangacolor.tracking import MlflowTracker, NullTracker
 from mangacolor.training import distributed

@@ -463,6 +463,45 @@ def load_latents(store: Store, version_dir: str, path: str = LATENTS_FILE) -> di
     return load(store.read_bytes(f"{version_dir}/{path}"))
 
 
+# --- the trained networks: what the assets run in their process and the torchrun worker in every rank ----
+
+
+def stylegan_train(st: Store, preset: dict, titles: list[str], work: Path, spec, tracker, progress) -> dict:
+    """The StyleGAN2 loop on the blurred pages of `titles`."""
+    from mangacolor.training.stylegan import train_stylegan
+
+    cfg, _ = stylegan_config(preset)
+    rows = blurred_rows(st, titles)
+    return train_stylegan(cfg, SquarePages(st, list(rows["uri"]), cfg.size), work, spec, tracker, progress=progress)
+
+
+def encoder_plan(st: Store, preset: dict, titles: list[str], input_nc: int, section: str, pseudolabels: bool):
+    """(loop config, blur config, training rows, pairs, titles read as grey pages, pseudolabels missing) of a pSp encoder."""
+    cfg = psp_config(preset, section, input_nc)
+    blur = stage_config(preset, "blur", BlurConfig)
+    grey, no_pseudo = [], False
+    if input_nc == 3:
+        rows = inversion_rows(st, titles)
+    else:
+        rows, grey = drafting_rows(st, titles)
+        if pseudolabels:
+            pseudo = pseudolabel_draft_rows(st)
+            no_pseudo = pseudo.empty
+            rows = pd.concat([rows.assign(blur_target=False), pseudo], ignore_index=True)
+    pairs = DraftPairs(st, rows, "RGB" if input_nc == 3 else "L", blur.size, blur.sigma)
+    return cfg, blur, rows, pairs, grey, no_pseudo
+
+
+def encoder_train(st: Store, preset: dict, titles: list[str], work: Path, spec, tracker, progress, input_nc: int, section: str,
+                  pseudolabels: bool, generator: str) -> dict:
+    """The pSp loop against the stylegan version `generator`."""
+    from mangacolor.training.psp import train_psp
+
+    cfg, _, _, pairs, _, _ = encoder_plan(st, preset, titles, input_nc, section, pseudolabels)
+    with local_file(st, generator_path(st, generator)) as gen_path:
+        return train_psp(cfg, pairs, gen_path, work, spec, tracker, progress=progress)
+
+
 # --- models in the store -------------------------------------------------------------------------
 
 
