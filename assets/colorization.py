@@ -29,6 +29,7 @@ fine-tune recorded with the holdout.
 import json
 import math
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import dagster as dg
@@ -47,8 +48,7 @@ from .common import (
 from .metadata import THUMBNAIL_BYTES, image_budget, samples_md, table_value
 from .digests import digest_key
 from .ingest import bw_pages, color_pages, page_pairs, page_splits
-from . import launch
-from .launch import GPU_OP_TAGS, TRAINING_RETRY, TorchrunResource
+from .launch import GPU_OP_TAGS, TRAINING_RETRY, TorchrunResource, run_stage
 from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
 
 GROUP = "colorization"
@@ -175,11 +175,8 @@ def colorizer_step1_snapshots(context: dg.AssetExecutionContext, settings: Setti
     with mlflow.run(context, params=params) as tracker:
         tracker.set_tags(cfg.variant.tags())
         fallback = _fallback_meta(pairs.fallbacks, tracker)
-        if torchrun.launches():
-            result, launched = launch.train_colorizer_stage(context, torchrun, "colorizer_step1_snapshots", tracker.run_id,
-                                                            mlflow.tracking_uri, settings.preset, store, titles, device, work)
-        else:
-            result, launched = train_step1(st, settings.load(), titles, work, spec, tracker, context.log.info, plan), {}
+        result, launched = run_stage(context, torchrun, "colorizer_step1_snapshots", partial(train_step1, plan=plan), tracker=tracker,
+                                     mlflow=mlflow, settings=settings, store=store, device=device, work=work, titles=titles)
         tracker.log_artifact(result.generator, "weights")  # the last snapshot; the others stay in the store
         _log_training_pages(tracker, st, real_bw=real, synthetic=pairs.rows)
         writer = st.begin("colorizer_step1_snapshots")
@@ -229,7 +226,7 @@ def colorizer_step1_finetuned(context: dg.AssetExecutionContext, settings: Setti
     from mangacolor.stages.colorization.config import checkpoint_key, colorization_config, stage_flags
     from mangacolor.stages.common import to_local
     from mangacolor.stages.colorization.data import REAL_ROLES, add_training_rows, matched_pairs, rows_digest, stored_snapshots
-    from mangacolor.stages.colorization.train import FinetunedSnapshot, finetune_train, write_snapshots
+    from mangacolor.stages.colorization.train import finetune_train, write_snapshots
 
     st, spec, cfg = store.get(), device.spec(), colorization_config(settings.load())
     flags = cfg.variant
@@ -246,12 +243,10 @@ def colorizer_step1_finetuned(context: dg.AssetExecutionContext, settings: Setti
     with tempfile.TemporaryDirectory() as tmp, mlflow.run(context, params=params) as tracker:
         tracker.set_tags(cfg.variant.tags())
         fallback = _fallback_meta(fallbacks, tracker)
-        if torchrun.launches() and len(pairs.rows):
-            raw, launched = launch.train_stage(context, torchrun, "colorizer_step1_finetuned", tracker.run_id, mlflow.tracking_uri,
-                                               settings.preset, store, [], device, work)
-            tuned = [FinetunedSnapshot(**t) for t in raw]
-        else:
-            tuned, launched = finetune_train(st, settings.load(), [], work, spec, tracker, context.log.info, Path(tmp)), {}
+        # Without matched pairs the snapshots pass through here: nothing to launch.
+        tuned, launched = run_stage(context, torchrun if len(pairs.rows) else None, "colorizer_step1_finetuned",
+                                    partial(finetune_train, tmp=Path(tmp)), tracker=tracker, mlflow=mlflow, settings=settings,
+                                    store=store, device=device, work=work)
         tracker.log_dataset(pairs.rows, name="matched_bw", source=st.uri())
         for snap, row in zip(tuned, shots.itertuples()):
             if not snap.samples:  # passed through: the step-1 grid
@@ -485,11 +480,8 @@ def colorizer_step2(context: dg.AssetExecutionContext, settings: SettingsResourc
     with tempfile.TemporaryDirectory() as tmp, mlflow.run(context, params=params) as tracker:
         tracker.set_tags(cfg.variant.tags())
         fallback = _fallback_meta(pairs.fallbacks, tracker)
-        if torchrun.launches():
-            result, launched = launch.train_colorizer_stage(context, torchrun, "colorizer_step2", tracker.run_id, mlflow.tracking_uri,
-                                                            settings.preset, store, titles, device, work)
-        else:
-            result, launched = step2_train(st, settings.load(), titles, work, spec, tracker, context.log.info, Path(tmp)), {}
+        result, launched = run_stage(context, torchrun, "colorizer_step2", partial(step2_train, tmp=Path(tmp)), tracker=tracker,
+                                     mlflow=mlflow, settings=settings, store=store, device=device, work=work, titles=titles)
         tracker.log_artifact(result.generator, "weights")
         _log_training_pages(tracker, st, pseudolabel_bw=pseudo, synthetic=pairs.rows)
         _weights_row(writer, Path(result.generator).read_bytes())
