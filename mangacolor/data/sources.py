@@ -30,6 +30,7 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from mangacolor.data.archives import ARCHIVE_EXTENSIONS, IMAGE_EXTENSIONS, natural_key, read_archive
+from mangacolor.io.store import in_this_process
 
 PAPER_DANBOORU_TAGS = ["colored", "colorized", "comic"]
 
@@ -70,7 +71,10 @@ def manga109_source(preset: dict) -> SourceConfig | None:
 
 
 def _fs(cfg: SourceConfig):
+    """The source's filesystem, its listings fresh: a long-lived code server's sensor must see a title added since its
+    last tick (s3fs would otherwise answer from the listing it cached then)."""
     fs, root = fsspec.core.url_to_fs(cfg.uri, **cfg.storage_options)
+    fs.invalidate_cache()
     return fs, root.rstrip("/")
 
 
@@ -105,10 +109,11 @@ def _loader(fs, root: str, path: str) -> Callable[[], bytes]:
     """Read `path`, re-checking just before reading that it still stays inside `root`."""
 
     def load() -> bytes:
-        why = _escapes(fs, root, path)
+        here = in_this_process(fs)  # loaders run in forked workers too
+        why = _escapes(here, root, path)
         if why:
             raise PermissionError(why)
-        return fs.cat_file(path)
+        return here.cat_file(path)
 
     return load
 
@@ -282,7 +287,7 @@ def _scraped_items(cfg: SourceConfig, title: str) -> Iterator[SourceItem]:
     frame = _scraped_manifest(fs, vdir)
     for row in frame[frame["status"] == "ok"].itertuples():
         path = posixpath.join(vdir, row.path)
-        yield SourceItem(title, str(row.page), str(row.source_uri), lambda p=path: fs.cat_file(p))
+        yield SourceItem(title, str(row.page), str(row.source_uri), lambda p=path: in_this_process(fs).cat_file(p))
 
 
 def iter_items(cfg: SourceConfig, title: str) -> Iterator[SourceItem]:
