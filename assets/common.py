@@ -5,13 +5,12 @@ import functools
 import contextlib
 import hashlib
 import json
-import os
 import posixpath
 from pathlib import Path
 
 import dagster as dg
 
-from mangacolor.config import PROJECT_ROOT
+from mangacolor.config import work_dir  # noqa: F401  (the assets' work folder)
 
 from mangacolor.io.store import MANIFEST, commit_scope
 from mangacolor.stages import StageInputError
@@ -77,11 +76,6 @@ def manifest_uri(store, version_dir: str) -> str:
     return store.uri(store.relative(f"{version_dir}/{MANIFEST}"))
 
 
-def work_dir() -> Path:
-    """The local folder of run-time state (checkpoints, feature caches): MANGACOLOR_WORK_DIR or `.cache/`."""
-    return Path(os.environ.get("MANGACOLOR_WORK_DIR", PROJECT_ROOT / ".cache"))
-
-
 def resumed_from(work: Path) -> int:
     """The step a training asset's checkpoints in `work` resume from (0: a fresh start)."""
     from mangacolor.training.checkpoint import Checkpointer
@@ -127,7 +121,7 @@ def holdout_check(asset, roles: tuple[str, ...], name: str = "holdout_never_trai
 @contextlib.contextmanager
 def mirrored_dir(local: Path):
     """A work folder (crawl state, caches) kept beside the artifacts: with MANGACOLOR_WORK_MIRROR set, an
-    empty local folder is first filled from its mirror (the same path below MANGACOLOR_WORK_DIR), and
+    empty local folder is first filled from its mirror (the same path below the work folder), and
     what the block leaves there is uploaded after it, even when it fails, so a step retried on a fresh
     pod starts from where the last one got. Checkpoints mirror themselves (mangacolor/training/checkpoint.py)."""
     from mangacolor.training.checkpoint import default_mirror
