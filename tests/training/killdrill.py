@@ -154,6 +154,25 @@ DDP_BATCH = {"colorizer_adapt": 4, "colorizer_self_train": 4, "colorizer_finetun
              "drafting_network": 4, "inversion_encoder": 4, "refiner": 2, "cut": 2}
 
 
+def local_nodes(nnodes: int, nproc_per_node: int, args: list[str], env: dict, cwd: Path) -> list:
+    """`torchrun` as `nnodes` "nodes" on 127.0.0.1, `nproc_per_node` processes each, meeting through a c10d rendezvous
+    (what a multi-node Job does with its headless service's address): one Popen per node, `args` after torchrun's own.
+    The first node to start hosts the rendezvous store; the others join it."""
+    import socket
+    import subprocess
+    import sys
+    import uuid
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rdzv = ["--nnodes", str(nnodes), "--nproc-per-node", str(nproc_per_node), "--rdzv-backend", "c10d",
+            "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", uuid.uuid4().hex[:12], "--local-addr", "127.0.0.1"]
+    env = {**env, "GLOO_SOCKET_IFNAME": env.get("GLOO_SOCKET_IFNAME", "lo")}
+    return [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", *rdzv, *args], cwd=cwd, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(nnodes)]
+
+
 def max_abs_diff(a: Path, b: Path) -> float:
     """Largest absolute difference between the floating-point tensors of two safetensors files."""
     from safetensors.torch import load_file
