@@ -48,7 +48,7 @@ from .common import (
 from .metadata import THUMBNAIL_BYTES, image_budget, samples_md, table_value
 from .digests import digest_key
 from .ingest import bw_pages, color_pages, page_pairs, page_splits
-from .launch import GPU_OP_TAGS, TRAINING_RETRY, TorchrunResource, run_stage
+from .launch import gpu_asset_args, TRAINING_RETRY, TorchrunResource, run_stage
 from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
 
 GROUP = "colorization"
@@ -146,8 +146,7 @@ def _train_metadata(st, version, vdir, result, resumed: int, tracker) -> dict:
     deps=[SYNTHETIC, *SYNTHETIC_LOWER, DRAFTS, BW_DRAFTS, COLOR, BW, page_splits, *FAN_IN_DIGESTS],
     group_name=GROUP,
     owners=OWNERS, tags={"stage": GROUP, "role": "training"},
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
+    **gpu_asset_args("colorizer_step1_snapshots"),
     retry_policy=TRAINING_RETRY,
     kinds={"pytorch"},
     description="Step 1 (§III, eq. 2–3): synthetic pairs supervised and adversarially, real black-and-white pages of the "
@@ -212,8 +211,7 @@ def colorizer_step1_snapshots(context: dg.AssetExecutionContext, settings: Setti
     deps=[colorizer_step1_snapshots, page_pairs, DRAFTS],
     group_name=GROUP,
     owners=OWNERS, tags={"stage": GROUP, "role": "training"},
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
+    **gpu_asset_args("colorizer_step1_finetuned"),
     retry_policy=TRAINING_RETRY,
     kinds={"pytorch"},
     description="The end of step 1 (Appendix D: 'in the first step, we fine-tune the model with a paired dataset of real data "
@@ -290,8 +288,7 @@ class SnapshotSelection(dg.Config):
     deps=[colorizer_step1_finetuned, COLOR, BW, page_splits],
     group_name=GROUP,
     owners=OWNERS, tags={"stage": GROUP, "role": "selection"},
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
+    **gpu_asset_args("selected_snapshots"),
     kinds={"pytorch"},
     description="The fine-tuned step-1 snapshots ranked by KID/FID of their colorings of a validation slice of real training pages against "
                 "colour pages (the paper's authors chose by eye); the best are kept for pseudolabels. Run config `override` picks by hand.",
@@ -365,8 +362,7 @@ def selected_snapshots(context: dg.AssetExecutionContext, config: SnapshotSelect
     deps=[selected_snapshots, page_splits, BW, STYLEGAN, INVERSION],
     group_name=GROUP,
     owners=OWNERS, tags={"stage": GROUP, "role": "data"},
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
+    **gpu_asset_args("pseudolabels"),
     kinds={"pytorch", "parquet"},
     description="Pseudolabels for self-training: the selected snapshots colorize every real training page several times "
                 "(distinct snapshots, then drafts from the inversion encoder mixed with random CLS vectors); PNGs + manifest.",
@@ -436,8 +432,7 @@ def pseudolabels(context: dg.AssetExecutionContext, settings: SettingsResource, 
     deps=[pseudolabels, selected_snapshots, SYNTHETIC, *SYNTHETIC_LOWER, DRAFTS, COLOR, BW, page_splits],
     group_name=GROUP,
     owners=OWNERS, tags={"stage": GROUP, "role": "training"},
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
+    **gpu_asset_args("colorizer_step2"),
     retry_policy=TRAINING_RETRY,
     kinds={"pytorch"},
     description="Step 2 (§III): self-training on synthetic pairs plus pseudolabelled real pages, all supervised, the adversarial "

@@ -27,7 +27,7 @@ from .common import (
 from .metadata import image_budget, samples_md
 from .digests import digest_key
 from .ingest import bw_pages, color_pages, page_splits
-from .launch import GPU_OP_TAGS, TRAINING_RETRY, TorchrunResource, run_stage
+from .launch import gpu_asset_args, TRAINING_RETRY, TorchrunResource, run_stage
 from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
 
 EAGER = dg.AutomationCondition.eager()
@@ -108,8 +108,7 @@ def blurred_color_pages(context: dg.AssetExecutionContext, settings: SettingsRes
     deps=[blurred_color_pages, digest_key("blurred_color_pages")],
     group_name=GROUP,
     owners=OWNERS, tags={"stage": GROUP, "role": "training"},
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
+    **gpu_asset_args("stylegan"),
     retry_policy=TRAINING_RETRY,
     kinds={"pytorch"},
     description="StyleGAN2 on the blurred colour pages of every colour title (§IV-B-1, Appendix D): its W+ is the Coloring Latent Space; preset section `stylegan:` (`init_checkpoint`: a port .pt to start from, as the paper did from Danbooru).",
@@ -209,8 +208,7 @@ def _train_encoder(context, settings, store, device, mlflow, torchrun, asset: st
     deps=[stylegan, blurred_color_pages, color_pages],
     group_name=GROUP,
     owners=OWNERS, tags={"stage": GROUP, "role": "training"},
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
+    **gpu_asset_args("inversion_encoder"),
     retry_policy=TRAINING_RETRY,
     kinds={"pytorch"},
     description="GAN inversion (§IV-B-2): pSp from a colour page to W+ of the frozen `stylegan`, trained with 1·MSE + 0.5·LPIPS against the blurred page; makes the drafts of colour pages. Preset section `inversion_encoder:`.",
@@ -225,8 +223,7 @@ def inversion_encoder(context: dg.AssetExecutionContext, settings: SettingsResou
     deps=[stylegan, blurred_color_pages, "synthetic_bw_pages", digest_key("synthetic_bw_pages")],
     group_name=GROUP,
     owners=OWNERS, tags={"stage": GROUP, "role": "training"},
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
+    **gpu_asset_args("drafting_network"),
     retry_policy=TRAINING_RETRY,
     kinds={"pytorch"},
     description="The drafting network (§III-A eq. 1, §IV-B-2): pSp from a black-and-white page to W+ of the frozen `stylegan`, trained on synthetic pages (grey conversions where `synthetic_bw_pages` is missing, said in the metadata) against the blurred colour page. Preset section `drafting_network:`.",
@@ -241,8 +238,7 @@ def drafting_network(context: dg.AssetExecutionContext, settings: SettingsResour
     deps=[stylegan, blurred_color_pages, "synthetic_bw_pages", "pseudolabels"],
     group_name=GROUP,
     owners=OWNERS, tags={"stage": GROUP, "role": "training"},
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
+    **gpu_asset_args("drafting_network_final"),
     retry_policy=TRAINING_RETRY,
     kinds={"pytorch"},
     description="The drafting network's second round (§III: 'in the end, we train the drafting network ... with synthetic data and "
@@ -264,8 +260,7 @@ def drafting_network_final(context: dg.AssetExecutionContext, settings: Settings
     deps=[drafting_network, dg.AssetDep(bw_pages, partition_mapping=dg.AllPartitionMapping()), page_splits],
     group_name=GROUP,
     owners=OWNERS, tags={"stage": GROUP, "role": "data"},
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
+    **gpu_asset_args("bw_page_drafts"),
     kinds={"pytorch", "parquet"},
     description="Coloring drafts of the real black-and-white training pages (train split only) made with the first-round "
                 "drafting network: the S that step 1 gives real pages (eq. 9). 256x256 PNG per page, `page_id` names it.",
@@ -301,8 +296,7 @@ def bw_page_drafts(context: dg.AssetExecutionContext, settings: SettingsResource
     group_name=GROUP,
     owners=OWNERS, tags={"stage": GROUP, "role": "data"},
     automation_condition=EAGER,
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
+    **gpu_asset_args("coloring_drafts"),
     kinds={"pytorch", "parquet"},
     description="Coloring drafts of a title's colour pages made with the inversion encoder (§IV-B-3), 256x256 PNG plus each page's W+ (latents.safetensors); `source_id` pairs a draft with its colour page. Preset section `coloring_drafts:`.",
 )

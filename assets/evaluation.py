@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 from .common import commits_last, version_metadata
 from .metadata import samples_md, table_value
 from .digests import digest_key
-from .launch import GPU_OP_TAGS
+from .launch import gpu_asset_args
 from .ingest import color_pages, manga109_pages, page_splits
 from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
 
@@ -144,8 +144,7 @@ def _log_model_metrics(tracker, models, lines: dict, set_name: str) -> None:
           digest_key("color_pages")],
     group_name=GROUP,
     owners=OWNERS, tags={"stage": GROUP, "role": "evaluation"},
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
+    **gpu_asset_args("fid_report"),
     kinds={"pytorch", "parquet"},
     description="FID/KID with bootstrap intervals of the registered models in automatic mode (candidate, champion, "
                 "ablation variants) on the holdout or Manga109, beside the paper's Tables 1 and 3.",
@@ -332,8 +331,7 @@ def champion_model(context: dg.AssetExecutionContext, settings: SettingsResource
     deps=[COLORIZER_FINAL],
     group_name=GROUP,
     owners=OWNERS, tags={"stage": GROUP, "role": "evaluation"},
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
+    **gpu_asset_args("inference_benchmark"),
     kinds={"pytorch"},
     description="Seconds per page for preprocessing (drafting network + StyleGAN) and colorization, median of N runs, "
                 "and peak memory, on every device present, beside the paper's Table 4.",

@@ -27,7 +27,7 @@ from .common import (
 )
 from .metadata import samples_md, table_metadata, table_value
 from .digests import digest_key
-from .launch import GPU_OP_TAGS, TRAINING_RETRY, TorchrunResource, run_stage
+from .launch import gpu_asset_args, TRAINING_RETRY, TorchrunResource, run_stage
 from .ingest import bw_pages, color_pages, page_splits
 from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
 
@@ -196,8 +196,7 @@ def xdog_pages(context: dg.AssetExecutionContext, settings: SettingsResource, st
     deps=[bw_pages, page_splits],
     group_name=GROUP,
     owners=OWNERS, tags={"stage": GROUP, "role": "training"},
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
+    **gpu_asset_args("refiner_model"),
     retry_policy=TRAINING_RETRY,
     kinds={"pytorch"},
     description="The xDoG refiner (§IV-A-3 step 2): learns xDoG(real black-and-white page) -> that page on the train split (never the holdout); preset section `refiner:`.",
@@ -237,8 +236,7 @@ def refiner_model(context: dg.AssetExecutionContext, settings: SettingsResource,
     group_name=GROUP,
     owners=OWNERS, tags={"stage": GROUP, "role": "data"},
     automation_condition=EAGER,
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
+    **gpu_asset_args("refined_pages"),
     kinds={"pytorch", "parquet"},
     description="xDoG pages of a title through the trained refiner (§IV-A-3 step 2): denser, closer to printed pages.",
 )
@@ -267,8 +265,7 @@ def refined_pages(context: dg.AssetExecutionContext, settings: SettingsResource,
     deps=[refined_pages, bw_pages, page_splits, digest_key("refined_pages"), digest_key("bw_pages")],
     group_name=GROUP,
     owners=OWNERS, tags={"stage": GROUP, "role": "training"},
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
+    **gpu_asset_args("cut_model"),
     retry_policy=TRAINING_RETRY,
     kinds={"pytorch"},
     description="CUT (§IV-A-3 step 3) on 64x64 crops: refined pages of every colour title -> real black-and-white pages of the train split; preset section `cut:`.",
@@ -311,8 +308,7 @@ def cut_model(context: dg.AssetExecutionContext, settings: SettingsResource, sto
     group_name=GROUP,
     owners=OWNERS, tags={"stage": GROUP, "role": "data"},
     automation_condition=EAGER,
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
+    **gpu_asset_args("synthetic_bw_pages"),
     kinds={"pytorch", "parquet"},
     description="The synthetic black-and-white pages (§IV-A-3 step 3): refined pages translated by CUT, whole pages at once; `source_id` names the colour page.",
 )

@@ -180,3 +180,55 @@ def test_two_runs_wanting_the_gpu_pool_run_one_after_the_other(tmp_path, monkeyp
         assert p.exitcode == 0
     (a, b) = sorted((json.loads(o.read_text()) for o in outs), key=lambda t: t["start"])
     assert b["start"] >= a["end"], f"the gpu pool let two runs overlap: {a} {b}"
+
+
+@dg.asset
+def three_gpu_step(context: dg.AssetExecutionContext) -> None:
+    """What a launching asset does: it has no pool of its own and holds one slot of `gpu` per GPU of its ranks."""
+    from assets.launch import gpu_slots
+
+    with gpu_slots(context, int(context.run.tags["gpus"]), poll_s=0.2):
+        start = time.time()
+        held = context.instance.event_log_storage.get_concurrency_info("gpu").active_slot_count
+        time.sleep(1.0)
+        Path(context.run.tags["out"]).write_text(json.dumps({"start": start, "end": time.time(), "held": held}))
+
+
+def _run_three_gpu_step(home: str, env: dict, out: str, gpus: int = 3) -> None:
+    import os
+
+    os.environ.update(env, DAGSTER_HOME=home)
+    with dg.DagsterInstance.get() as instance:
+        result = dg.materialize([three_gpu_step], instance=instance, tags={"out": out, "gpus": str(gpus)}, raise_on_error=False)
+        failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+        Path(out + ".error").write_text("".join(str(e.event_specific_data.error.message) for e in failures))
+
+
+def test_a_run_holds_a_slot_of_the_gpu_pool_per_gpu(tmp_path, monkeypatch, postgres_url):
+    """4 GPUs, two runs of 3 each: one after the other, each holding 3 slots; a run wanting 5 can never run: an error."""
+    import os
+
+    _pg_env(monkeypatch, postgres_url)
+    home = _home(tmp_path)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("MANGACOLOR_GPUS_TOTAL", "4")
+    with dg.DagsterInstance.get() as instance:
+        apply_pool_limits(instance, pool_limits())
+    env = {k: v for k, v in os.environ.items() if k.startswith(("DAGSTER_PG_", "MANGACOLOR_LOG"))}
+    ctx = multiprocessing.get_context("spawn")
+    outs = [str(tmp_path / f"run{i}.json") for i in range(2)]
+    procs = [ctx.Process(target=_run_three_gpu_step, args=(str(home), env, o)) for o in outs]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(180)
+        assert p.exitcode == 0
+    assert [Path(o + ".error").read_text() for o in outs] == ["", ""]
+    (a, b) = sorted((json.loads(Path(o).read_text()) for o in outs), key=lambda t: t["start"])
+    assert a["held"] == b["held"] == 3
+    assert b["start"] >= a["end"], f"two 3-GPU runs overlapped on 4 GPUs: {a} {b}"
+    too_many = str(tmp_path / "five.json")
+    _run_three_gpu_step(str(home), env, too_many, gpus=5)
+    assert "has 4 slot(s) and this run holds 5 GPUs" in Path(too_many + ".error").read_text()
+    with dg.DagsterInstance.get() as instance:
+        assert instance.event_log_storage.get_concurrency_info("gpu").active_slot_count == 0  # all freed
