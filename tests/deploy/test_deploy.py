@@ -140,6 +140,29 @@ def test_ingest_on_postgres_with_artifacts_and_mlflow_on_s3(tmp_path, monkeypatc
     assert any(o["Key"].endswith("/hello.txt") for o in objects)
 
 
+def test_the_image_and_the_chart_values_fit_the_deployment():
+    """The Dockerfile is the README's set-up (uv, the lock, bytecode compiled once) on the project's Python; the Helm
+    values name the chart's own keys and every variable the executor passes on is set in the code server."""
+    import re
+    import tomllib
+
+    root = DEPLOY.parent
+    docker = (root / "Dockerfile").read_text()
+    assert "pip install --no-cache-dir uv" in docker
+    assert docker.count("uv sync --frozen --compile-bytecode --no-dev") == 2
+    python = re.search(r"^FROM python:(\d+\.\d+)", docker, re.M).group(1)
+    assert tomllib.loads((root / "pyproject.toml").read_text())["project"]["requires-python"].startswith(f">={python}")
+    assert "uv sync --compile-bytecode" in (root / "README.md").read_text()
+
+    values = yaml.safe_load((DEPLOY / "helm-values.yaml").read_text())
+    # The chart reads the password from the key `postgresql-password` of global.postgresqlSecretName; ours exists beforehand.
+    assert values["global"]["postgresqlSecretName"] and values["generatePostgresqlPasswordSecret"] is False
+    env = {e["name"] for e in values["dagster-user-deployments"]["deployments"][0]["env"]}
+    executor = yaml.safe_load((DEPLOY / "executor.yaml").read_text())
+    assert set(executor["env_vars"]) <= env  # dagster-k8s fails a step whose env_vars name an unset variable
+    assert {"MANGACOLOR_GPUS_TOTAL", "MANGACOLOR_IMAGE", "MANGACOLOR_WORK_MIRROR"} <= env
+
+
 # --- two runs wanting the gpu pool ----------------------------------------------------------------------
 
 
