@@ -184,15 +184,15 @@ def max_abs_diff(a: Path, b: Path) -> float:
 
 
 def run(loop: str, out_dir: Path, workers: int = 0, step_delay: float = 0.0, batch: int | None = None,
-        fp32: bool = False, say: Callable[[str], None] | None = None) -> list[Path]:
+        fp32: bool = False, say: Callable[[str], None] | None = None, device: str = "cpu") -> list[Path]:
     """Run (or resume) one drill loop; `step_delay` seconds of sleep per progress message (kill window);
     `batch`: the global batch (default: the drill's); `fp32`: without the drill's autocast; `say`: gets the
-    loop's progress messages ("resuming at step ...")."""
+    loop's progress messages ("resuming at step ..."); `device`: cpu or cuda (benchmarks/gpu_check.py)."""
     import warnings
 
     torch.set_num_threads(1)
     drill = LOOPS[loop]
-    spec = DeviceSpec(torch.device("cpu"), None if fp32 else drill.amp, seed=7)
+    spec = DeviceSpec(torch.device(device), None if fp32 else drill.amp, seed=7)
 
     def progress(message: str) -> None:
         if say is not None:
@@ -216,6 +216,7 @@ def main() -> None:
     parser.add_argument("--step-delay", type=float, default=0.0)
     parser.add_argument("--fp32", action="store_true", help="no autocast (the drills' fp16 exercises the GradScaler)")
     parser.add_argument("--verbose", action="store_true", help="print the loops' progress messages")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
     runs = [(name, int(batch) if batch else None) for name, _, batch in (entry.partition(":") for entry in args.loop)]
     unknown = [name for name, _ in runs if name not in LOOPS]
@@ -225,7 +226,7 @@ def main() -> None:
         for loop, batch in runs:
             out = args.out_dir / loop if len(runs) > 1 else args.out_dir
             say = (lambda m: print(m, flush=True)) if args.verbose else None
-            for path in run(loop, out, args.workers, args.step_delay, batch, args.fp32, say):
+            for path in run(loop, out, args.workers, args.step_delay, batch, args.fp32, say, args.device):
                 print(path)
 
 
