@@ -182,26 +182,36 @@ def _run_gpu_step(home: str, env: dict, out: str) -> None:
         assert dg.materialize([gpu_step], instance=instance, tags={"out": out}).success
 
 
-def test_two_runs_wanting_the_gpu_pool_run_one_after_the_other(tmp_path, monkeypatch, postgres_url):
+def _gpu_instance(tmp_path, monkeypatch, postgres_url, gpus: int) -> tuple[str, dict]:
+    """(DAGSTER_HOME, environment for a run process) of an instance on PostgreSQL whose gpu pool has `gpus` slots."""
     import os
 
     _pg_env(monkeypatch, postgres_url)
     home = _home(tmp_path)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
-    monkeypatch.setenv("MANGACOLOR_GPUS_TOTAL", "1")
+    monkeypatch.setenv("MANGACOLOR_GPUS_TOTAL", str(gpus))
     with dg.DagsterInstance.get() as instance:
         apply_pool_limits(instance, pool_limits())
-        assert instance.event_log_storage.get_concurrency_info("gpu").slot_count == 1
-    env = {k: v for k, v in os.environ.items() if k.startswith(("DAGSTER_PG_", "MANGACOLOR_LOG"))}
+        assert instance.event_log_storage.get_concurrency_info("gpu").slot_count == gpus
+    return str(home), {k: v for k, v in os.environ.items() if k.startswith(("DAGSTER_PG_", "MANGACOLOR_LOG"))}
+
+
+def _two_runs(target, home: str, env: dict, tmp_path: Path) -> tuple[dict, dict]:
+    """Two runs of `target` at once, each in a process of its own as runs are: what each wrote, in start order."""
     ctx = multiprocessing.get_context("spawn")
-    outs = [tmp_path / f"run{i}.json" for i in range(2)]
-    procs = [ctx.Process(target=_run_gpu_step, args=(str(home), env, str(o))) for o in outs]
+    outs = [str(tmp_path / f"run{i}.json") for i in range(2)]
+    procs = [ctx.Process(target=target, args=(home, env, o)) for o in outs]
     for p in procs:
         p.start()
     for p in procs:
         p.join(180)
         assert p.exitcode == 0
-    (a, b) = sorted((json.loads(o.read_text()) for o in outs), key=lambda t: t["start"])
+    first, second = sorted((json.loads(Path(o).read_text()) for o in outs), key=lambda t: t["start"])
+    return first, second
+
+
+def test_two_runs_wanting_the_gpu_pool_run_one_after_the_other(tmp_path, monkeypatch, postgres_url):
+    a, b = _two_runs(_run_gpu_step, *_gpu_instance(tmp_path, monkeypatch, postgres_url, 1), tmp_path)
     assert b["start"] >= a["end"], f"the gpu pool let two runs overlap: {a} {b}"
 
 
@@ -224,34 +234,18 @@ def _run_three_gpu_step(home: str, env: dict, out: str, gpus: int = 3) -> None:
     with dg.DagsterInstance.get() as instance:
         result = dg.materialize([three_gpu_step], instance=instance, tags={"out": out, "gpus": str(gpus)}, raise_on_error=False)
         failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-        Path(out + ".error").write_text("".join(str(e.event_specific_data.error.message) for e in failures))
+        if failures:
+            Path(out + ".error").write_text("".join(str(e.event_specific_data.error.message) for e in failures))
 
 
 def test_a_run_holds_a_slot_of_the_gpu_pool_per_gpu(tmp_path, monkeypatch, postgres_url):
     """4 GPUs, two runs of 3 each: one after the other, each holding 3 slots; a run wanting 5 can never run: an error."""
-    import os
-
-    _pg_env(monkeypatch, postgres_url)
-    home = _home(tmp_path)
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    monkeypatch.setenv("MANGACOLOR_GPUS_TOTAL", "4")
-    with dg.DagsterInstance.get() as instance:
-        apply_pool_limits(instance, pool_limits())
-    env = {k: v for k, v in os.environ.items() if k.startswith(("DAGSTER_PG_", "MANGACOLOR_LOG"))}
-    ctx = multiprocessing.get_context("spawn")
-    outs = [str(tmp_path / f"run{i}.json") for i in range(2)]
-    procs = [ctx.Process(target=_run_three_gpu_step, args=(str(home), env, o)) for o in outs]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(180)
-        assert p.exitcode == 0
-    assert [Path(o + ".error").read_text() for o in outs] == ["", ""]
-    (a, b) = sorted((json.loads(Path(o).read_text()) for o in outs), key=lambda t: t["start"])
+    home, env = _gpu_instance(tmp_path, monkeypatch, postgres_url, 4)
+    a, b = _two_runs(_run_three_gpu_step, home, env, tmp_path)
     assert a["held"] == b["held"] == 3
     assert b["start"] >= a["end"], f"two 3-GPU runs overlapped on 4 GPUs: {a} {b}"
     too_many = str(tmp_path / "five.json")
-    _run_three_gpu_step(str(home), env, too_many, gpus=5)
+    _run_three_gpu_step(home, env, too_many, gpus=5)
     assert "has 4 slot(s) and this run holds 5 GPUs" in Path(too_many + ".error").read_text()
     with dg.DagsterInstance.get() as instance:
         assert instance.event_log_storage.get_concurrency_info("gpu").active_slot_count == 0  # all freed
