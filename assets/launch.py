@@ -172,13 +172,15 @@ def asset_gpus(asset: str, preset: dict | None = None, torchrun: TorchrunResourc
 
     An inference asset: one GPU in its pod. A training stage: the ranks its batch allows (`TorchrunResource.plan`), in
     its own pod with the subprocess launcher, in the training pods (none in its own) with the k8s launcher."""
-    from mangacolor.stages.launch import STAGES
-
     if preset is None:
         preset = _deployed_preset(os.environ.get("MANGACOLOR_PRESET", "demo"))
+    torchrun = torchrun or TorchrunResource.from_deployment(preset)
+    if torchrun.gpus * torchrun.nnodes == 1:
+        return 1, 1  # (without reading the stages' batches: their configs import torch, which the code server need not)
+    from mangacolor.stages.launch import STAGES
+
     if asset not in STAGES:
         return 1, 1
-    torchrun = torchrun or TorchrunResource.from_deployment(preset)
     per_node, nodes = torchrun.plan(asset, preset)
     held = per_node * nodes
     return (0 if held > 1 and torchrun.launcher == "k8s" else per_node), held

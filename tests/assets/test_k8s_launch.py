@@ -10,8 +10,10 @@ from assets.launch import TorchrunResource, asset_gpus, gpu_asset_args, gpu_pods
 from mangacolor.config import load_preset
 from mangacolor.stages.launch import ranks
 
-DEPLOYMENT_ENV = {"MANGACOLOR_ARTIFACT_ROOT": "s3://mangacolor/artifacts", "MLFLOW_TRACKING_URI": "http://mlflow.mangacolor.svc:5000",
-                  "MANGACOLOR_MLFLOW_ARTIFACTS": "s3://mangacolor/mlartifacts", "MANGACOLOR_WORK_MIRROR": "s3://mangacolor/work"}
+DEPLOYMENT_ENV = {"MANGACOLOR_PRESET": "paper", "MANGACOLOR_EXECUTOR": "k8s", "MANGACOLOR_ARTIFACT_ROOT": "s3://mangacolor/artifacts",
+                  "MLFLOW_TRACKING_URI": "http://mlflow.mangacolor.svc:5000", "MANGACOLOR_MLFLOW_ARTIFACTS": "s3://mangacolor/mlartifacts",
+                  "MANGACOLOR_WORK_MIRROR": "s3://mangacolor/work", "MANGACOLOR_GPUS": "8", "MANGACOLOR_LAUNCHER": "k8s",
+                  "MANGACOLOR_IMAGE": "registry.example.org/mangacolor:1.2"}
 SPEC = "s3://mangacolor/artifacts/.launches/colorizer_step1_snapshots/0a1b2c3d/spec.json"
 NAME = "mc-colorizer-step1-snapshots-0a1b2c3d"
 
@@ -21,7 +23,7 @@ def deployment_env(monkeypatch):
     """The environment of an asset's pod, as deploy/executor.yaml passes it."""
     for key, value in DEPLOYMENT_ENV.items():
         monkeypatch.setenv(key, value)
-    for key in ("MANGACOLOR_GPUS", "MANGACOLOR_NNODES", "MANGACOLOR_LAUNCHER", "MANGACOLOR_IMAGE", "DAGSTER_CURRENT_IMAGE"):
+    for key in ("MANGACOLOR_NNODES", "DAGSTER_CURRENT_IMAGE"):
         monkeypatch.delenv(key, raising=False)
 
 
@@ -78,6 +80,7 @@ def test_several_nodes_are_an_indexed_job_meeting_through_a_headless_service(dep
 
 
 def test_the_training_pods_need_an_image(deployment_env, monkeypatch):
+    monkeypatch.delenv("MANGACOLOR_IMAGE")
     with pytest.raises(dg.Failure, match="MANGACOLOR_IMAGE"):
         TorchrunResource(launcher="k8s").image()
     monkeypatch.setenv("DAGSTER_CURRENT_IMAGE", "registry.example.org/mangacolor:code")  # the image Dagster runs this code in
@@ -97,9 +100,6 @@ def test_gpus_are_requested_once_by_the_pods_that_train(deployment_env, monkeypa
     local = TorchrunResource(gpus=8, launcher="subprocess")
     assert asset_gpus("colorizer_step1_snapshots", paper, local) == (4, 4)
 
-    monkeypatch.setenv("MANGACOLOR_PRESET", "paper")
-    monkeypatch.setenv("MANGACOLOR_GPUS", "8")
-    monkeypatch.setenv("MANGACOLOR_LAUNCHER", "k8s")
     launching = gpu_asset_args("colorizer_step1_snapshots")
     assert launching["pool"] is None and launching["op_tags"]["mangacolor/gpus"] == "4"  # it claims 4 slots itself
     assert "nvidia.com/gpu" not in str(launching["op_tags"]["dagster-k8s/config"])
