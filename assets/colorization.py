@@ -40,7 +40,7 @@ from pydantic import Field
 from mangacolor.config import MODEL_NAME
 from mangacolor.data.splits import holdout_pages
 from mangacolor.io.images import read_image
-from mangacolor.io.store import ok_rows, sha256_bytes
+from mangacolor.io.store import ok_rows
 
 from .common import (
     checkpoint_dir, color_titles, commits_last, progress_logger, resumed_from, version_metadata, work_dir,
@@ -68,7 +68,6 @@ COLOR = dg.AssetDep(color_pages, partition_mapping=ALL)
 BW = dg.AssetDep(bw_pages, partition_mapping=ALL)
 # Past 100 titles Dagster drops the partitioned edges above from staleness: these digests keep step 1 stale-aware.
 FAN_IN_DIGESTS = [digest_key(a) for a in ("synthetic_bw_pages", "coloring_drafts", "color_pages", "bw_pages")]
-WEIGHTS = "weights/model.safetensors"
 
 
 # --- shared by the stages --------------------------------------------------------------------------
@@ -113,13 +112,6 @@ def _bundle_samples(st, bundle_dir: Path, n: int = 2) -> list[np.ndarray]:
     return shown
 
 
-def _weights_row(writer, data: bytes, **more) -> str:
-    path = writer.write(WEIGHTS, data)
-    writer.add({"id": "weights", "title": None, "page": None, "path": path, "sha256": sha256_bytes(data),
-                "status": "ok", "reason": None, "role": "weights", **more})
-    return path
-
-
 def _log_training_pages(tracker, st, **roles: pd.DataFrame) -> None:
     """The page ids a stage trained on (an MLflow artifact), and each role's rows as a training dataset input."""
     ids = {role: sorted(map(str, rows["bw_id" if "bw_id" in rows else "id"].unique())) for role, rows in roles.items()}
@@ -158,8 +150,8 @@ def _train_metadata(st, version, vdir, result, resumed: int, tracker) -> dict:
 def colorizer_step1_snapshots(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                               device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
     from mangacolor.stages.colorization.config import checkpoint_key, colorization_config, stage_flags
-    from mangacolor.stages.colorization.data import add_training_rows, rows_digest
     from mangacolor.stages.colorization.train import step1_plan, train_step1, write_snapshots
+    from mangacolor.stages.common import add_training_rows, rows_digest
 
     st, spec, cfg = store.get(), device.spec(), colorization_config(settings.load())
     flags = cfg.variant
@@ -224,9 +216,9 @@ def colorizer_step1_snapshots(context: dg.AssetExecutionContext, settings: Setti
 def colorizer_step1_finetuned(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                               device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
     from mangacolor.stages.colorization.config import checkpoint_key, colorization_config, stage_flags
-    from mangacolor.stages.common import to_local
-    from mangacolor.stages.colorization.data import REAL_ROLES, add_training_rows, matched_pairs, rows_digest, stored_snapshots
+    from mangacolor.stages.colorization.data import REAL_ROLES, matched_pairs, stored_snapshots
     from mangacolor.stages.colorization.train import finetune_train, write_snapshots
+    from mangacolor.stages.common import add_training_rows, rows_digest, to_local
 
     st, spec, cfg = store.get(), device.spec(), colorization_config(settings.load())
     flags = cfg.variant
@@ -299,11 +291,11 @@ class SnapshotSelection(dg.Config):
 @commits_last
 def selected_snapshots(context: dg.AssetExecutionContext, config: SnapshotSelection, settings: SettingsResource,
                        store: StoreResource, device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
-    from mangacolor.stages.colorization.config import colorization_config
-    from mangacolor.stages.common import to_local
     from mangacolor.eval.inception import WeightsNotFoundError
-    from mangacolor.stages.colorization.data import ranked_rows, real_training_rows, stored_snapshots
+    from mangacolor.stages.colorization.config import colorization_config
+    from mangacolor.stages.colorization.data import stored_snapshots
     from mangacolor.stages.colorization.selection import choose, feature_extractor, rank_snapshots, write_selection
+    from mangacolor.stages.common import ranked_rows, real_training_rows, to_local
 
     st, spec, cfg = store.get(), device.spec(), colorization_config(settings.load())
     sel = cfg.selection
@@ -374,11 +366,11 @@ def selected_snapshots(context: dg.AssetExecutionContext, config: SnapshotSelect
 @commits_last
 def pseudolabels(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                  device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
-    from mangacolor.stages.colorization.config import colorization_config
-    from mangacolor.stages.common import to_local
     from mangacolor.stages.colorization.bundle import stored_inversion
-    from mangacolor.stages.colorization.data import chosen_snapshots, real_training_rows
+    from mangacolor.stages.colorization.config import colorization_config
+    from mangacolor.stages.colorization.data import chosen_snapshots
     from mangacolor.stages.colorization.pseudolabels import make_pseudolabels
+    from mangacolor.stages.common import real_training_rows, to_local
 
     st, spec, cfg = store.get(), device.spec(), colorization_config(settings.load())
     flags = cfg.variant
@@ -448,8 +440,9 @@ def pseudolabels(context: dg.AssetExecutionContext, settings: SettingsResource, 
 def colorizer_step2(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                     device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
     from mangacolor.stages.colorization.config import checkpoint_key, colorization_config, stage_flags
+    from mangacolor.stages.colorization.data import REAL_ROLES, chosen_snapshots, pseudolabel_pairs, synthetic_pairs
     from mangacolor.stages.colorization.train import step2_train
-    from mangacolor.stages.colorization.data import REAL_ROLES, add_training_rows, chosen_snapshots, pseudolabel_pairs, rows_digest, synthetic_pairs
+    from mangacolor.stages.common import WEIGHTS_PATH, add_training_rows, rows_digest, write_weights
 
     st, spec, cfg = store.get(), device.spec(), colorization_config(settings.load())
     flags = cfg.variant
@@ -457,7 +450,7 @@ def colorizer_step2(context: dg.AssetExecutionContext, settings: SettingsResourc
     writer = st.begin("colorizer_step2")
     if not flags.self_training:
         data = st.read_bytes(best["uri"])
-        _weights_row(writer, data, source=f"selected_snapshots step {int(best['step'])}")
+        write_weights(writer, data, source=f"selected_snapshots step {int(best['step'])}")
         # The weights are step 1's: so are the real pages they saw (the holdout check reads them here).
         step1 = st.latest_manifest("colorizer_step1_finetuned")
         for row in step1[step1["role"].isin(REAL_ROLES)].to_dict("records"):
@@ -484,7 +477,7 @@ def colorizer_step2(context: dg.AssetExecutionContext, settings: SettingsResourc
                                      mlflow=mlflow, settings=settings, store=store, device=device, work=work, titles=titles)
         tracker.log_artifact(result.generator, "weights")
         _log_training_pages(tracker, st, pseudolabel_bw=pseudo, synthetic=pairs.rows)
-        _weights_row(writer, Path(result.generator).read_bytes())
+        write_weights(writer, Path(result.generator).read_bytes())
         add_training_rows(writer, "pseudolabel_bw", pseudo, id_column="bw_id")
         add_training_rows(writer, "synthetic", pairs.rows)
         version, vdir, _ = writer.seal(salt=stage_flags(cfg, "step2"))
@@ -497,7 +490,7 @@ def colorizer_step2(context: dg.AssetExecutionContext, settings: SettingsResourc
         "real_pages": int(pseudo["bw_id"].nunique()),
         "init": cfg.step2.init + (f" (step {int(best['step'])})" if init else ""),
         **fallback,
-        "weights": dg.MetadataValue.path(st.uri(st.relative(f"{vdir}/{WEIGHTS}"))),
+        "weights": dg.MetadataValue.path(st.uri(st.relative(f"{vdir}/{WEIGHTS_PATH}"))),
     }
     if result.snapshots:
         meta["samples"] = _grid(st, vdir, result.snapshots[-1].samples, "bw | colorized | target (synthetic and pseudolabelled rows)")
@@ -519,10 +512,10 @@ def colorizer_step2(context: dg.AssetExecutionContext, settings: SettingsResourc
 @commits_last
 def colorizer_final(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                     mlflow: MlflowResource) -> dg.MaterializeResult:
-    from mangacolor.stages.colorization.config import colorization_config
-    from mangacolor.stages.common import to_local
     from mangacolor.registry import register_bundle
     from mangacolor.stages.colorization.bundle import make_bundle, random_init_flags, write_folder
+    from mangacolor.stages.colorization.config import colorization_config
+    from mangacolor.stages.common import WEIGHTS_PATH, to_local
 
     st, cfg = store.get(), colorization_config(settings.load())
     flags = cfg.variant
@@ -531,7 +524,7 @@ def colorizer_final(context: dg.AssetExecutionContext, settings: SettingsResourc
     params = {"stage": {"name": "final", "variant": flags.name(), "canvas": list(cfg.page_canvas())}}
     with tempfile.TemporaryDirectory() as tmp, mlflow.run(context, params=params) as tracker:
         tracker.set_tags({**cfg.variant.tags(), **{f"random_init.{k}": str(v).lower() for k, v in random_init.items()}})
-        generator = to_local(st, f"{step2_dir}/{WEIGHTS}", Path(tmp) / "colorizer.safetensors")
+        generator = to_local(st, f"{step2_dir}/{WEIGHTS_PATH}", Path(tmp) / "colorizer.safetensors")
         inputs = {a: st.latest_version(a) for a in ("colorizer_step2", "colorizer_step1_finetuned", "page_pairs", "stylegan",
                                                      "drafting_network", "drafting_network_final", "inversion_encoder")}
         info = {"colorizer_config": cfg.generator_config().to_dict(), "canvas": list(cfg.page_canvas()), "variant": flags.name(),

@@ -50,7 +50,7 @@ def _model_result(context, st, asset: str, weights: str, rows, tracker, resumed:
                   grids: dict) -> dg.MaterializeResult:
     """Weights and the ids of every training page into the store, the weights into MLflow; `grids`: metadata key ->
     (images, caption, height) of the sample grids, kept in the version folder."""
-    from mangacolor.stages.synthetic import write_model
+    from mangacolor.stages.common import write_model
 
     tracker.log_artifact(weights, "weights")
     tracker.log_text("training_pages.json", json.dumps(list(rows["id"]), indent=1))
@@ -117,16 +117,17 @@ def blurred_color_pages(context: dg.AssetExecutionContext, settings: SettingsRes
 @commits_last
 def stylegan(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
              device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
-    from mangacolor.stages import drafting
     from mangacolor.models.stylegan2 import load_generator
+    from mangacolor.stages import drafting
+    from mangacolor.stages.common import checkpoint_key, rows_digest
 
     preset, st, spec = settings.load(), store.get(), device.spec()
     cfg, report_cfg = drafting.stylegan_config(preset)
     titles = _materialized_titles(context, st, "blurred_color_pages")
     rows = drafting.blurred_rows(st, titles)
     images = drafting.SquarePages(st, list(rows["uri"]), cfg.size)
-    digest = drafting.rows_digest(rows)
-    work = checkpoint_dir(context, drafting.checkpoint_key(cfg, drafting.STYLEGAN_LOOP_ONLY, pages=digest))
+    digest = rows_digest(rows, ("id", "sha256", "input_uri"))
+    work = checkpoint_dir(context, checkpoint_key(cfg, drafting.STYLEGAN_LOOP_ONLY, pages=digest))
     resumed = resumed_from(work)
     params = {"train_pages": len(rows), "train_pages_digest": digest, "resumed_from_step": resumed,
               "report": report_cfg.model_dump(mode="json")}
@@ -160,8 +161,9 @@ def stylegan(context: dg.AssetExecutionContext, settings: SettingsResource, stor
 
 def _train_encoder(context, settings, store, device, mlflow, torchrun, asset: str, input_nc: int,
                    section: str | None = None, pseudolabels: bool = False) -> dg.MaterializeResult:
-    from mangacolor.stages import drafting
     from mangacolor.models.psp import load_psp
+    from mangacolor.stages import drafting
+    from mangacolor.stages.common import checkpoint_key, local_file, rows_digest, weights_row
 
     preset, st, spec = settings.load(), store.get(), device.spec()
     titles = _materialized_titles(context, st, "blurred_color_pages")
@@ -174,10 +176,10 @@ def _train_encoder(context, settings, store, device, mlflow, torchrun, asset: st
     if no_pseudo:
         notes["pseudolabel_note"] = "no pseudolabels (self-training off or not materialized): synthetic pairs only"
         context.log.warning(notes["pseudolabel_note"])
-    _, gen_row = drafting.weights_row(st, "stylegan")
+    _, gen_row = weights_row(st, "stylegan")
     gen_version = st.latest_version("stylegan")
-    digest = drafting.rows_digest(rows)
-    work = checkpoint_dir(context, drafting.checkpoint_key(cfg, drafting.PSP_LOOP_ONLY, pages=digest, stylegan=gen_version,
+    digest = rows_digest(rows, ("id", "sha256", "input_uri"))
+    work = checkpoint_dir(context, checkpoint_key(cfg, drafting.PSP_LOOP_ONLY, pages=digest, stylegan=gen_version,
                                                            **({"blur": blur.model_dump()} if pseudolabels else {})))
     resumed = resumed_from(work)
     kinds = rows["input_kind"].value_counts().to_dict()
@@ -187,7 +189,7 @@ def _train_encoder(context, settings, store, device, mlflow, torchrun, asset: st
         result, launched = run_stage(context, torchrun, asset, drafting.encoder_train, tracker=tracker, mlflow=mlflow, settings=settings,
                                      store=store, device=device, work=work, titles=titles, input_nc=input_nc,
                                      section=section or asset, pseudolabels=pseudolabels, generator=gen_version)
-        with drafting.local_file(st, drafting.generator_path(st, gen_version)) as gen_path:
+        with local_file(st, drafting.generator_path(st, gen_version)) as gen_path:
             psp = load_psp(result["encoder"], gen_path).to(spec.device)
         random_lpips = result["lpips_trunk"] == "random"
         tracker.set_tags({"lpips_trunk": result["lpips_trunk"]} | ({"lpips_note": LPIPS_RANDOM_NOTE} if random_lpips else {})
@@ -274,7 +276,7 @@ def drafting_network_final(context: dg.AssetExecutionContext, settings: Settings
 def bw_page_drafts(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                    device: DeviceResource) -> dg.MaterializeResult:
     from mangacolor.stages import drafting
-    from mangacolor.stages.colorization.data import real_training_rows
+    from mangacolor.stages.common import real_training_rows
 
     preset, st, spec = settings.load(), store.get(), device.spec()
     cfg = mc_config.stage_config(preset, "coloring_drafts", drafting.DraftsConfig)

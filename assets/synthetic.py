@@ -36,8 +36,6 @@ OWNERS = ["team:ml"]
 GROUP = "synthetic"
 RANDOM_INIT_NOTE = "random-init Inception: not comparable to published FID"
 STEP_NAMES = {"color_pages": "colour", "xdog_pages": "xDoG", "refined_pages": "refined", "synthetic_bw_pages": "CUT"}
-# Loop settings that do not change what a step computes: a retry (or more `steps`) with other values resumes.
-NOT_IN_CHECKPOINT_KEY = {"steps", "log_every", "sample_every", "checkpoint_every"}
 
 
 # --- shared by the stages --------------------------------------------------------------------------
@@ -130,21 +128,17 @@ def _page_stage_result(context, st, asset: str, writer, summary, preset, device:
     return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
 
 
-def _checkpoint_key(cfg, **more) -> dict:
-    return {**{k: v for k, v in cfg.model_dump(mode="json").items() if k not in NOT_IN_CHECKPOINT_KEY}, **more}
-
-
 def _model_result(context, st, asset: str, result: dict, inputs: dict, tracker, resumed: int,
                   samples: tuple[list, str], launched: dict | None = None) -> dg.MaterializeResult:
     """Weights and the ids of every training page into the store and MLflow; `samples`: (images, caption) of the grid."""
-    from mangacolor.stages import synthetic as synth
+    from mangacolor.stages.common import WEIGHTS_PATH, write_model
 
     tracker.log_artifact(result["weights"], "weights")
     tracker.log_text("training_pages.json", json.dumps({role: list(rows["id"]) for role, rows in inputs.items()}, indent=1))
     for role, rows in inputs.items():
         tracker.log_dataset(rows, name=role, source=st.uri())
     writer = st.begin(asset)
-    synth.write_model(writer, result["weights"], inputs, {"steps": result["step"]})
+    write_model(writer, result["weights"], inputs, {"steps": result["step"]})
     version, vdir, _ = writer.seal()
     meta = {
         "steps": result["step"],
@@ -152,7 +146,7 @@ def _model_result(context, st, asset: str, result: dict, inputs: dict, tracker, 
         **{f"{role}_pages": len(rows) for role, rows in inputs.items()},
         **{k.replace("/", "_"): float(v) for k, v in result["metrics"].items()},
         **version_metadata(st, version, vdir),
-        "weights": dg.MetadataValue.path(st.uri(st.relative(f"{vdir}/{synth.WEIGHTS_PATH}"))),
+        "weights": dg.MetadataValue.path(st.uri(st.relative(f"{vdir}/{WEIGHTS_PATH}"))),
         "mlflow_run_id": tracker.run_id,
         "samples": samples_md(st, vdir, *samples),
         **(launched or {}),
@@ -207,14 +201,15 @@ def refiner_model(context: dg.AssetExecutionContext, settings: SettingsResource,
                   device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
     from mangacolor.models.refiner import refine
     from mangacolor.stages import synthetic as synth
+    from mangacolor.stages.common import checkpoint_key, rows_digest
     from mangacolor.training.refiner import RefinerTrainConfig, load_refiner
 
     preset, st, spec = settings.load(), store.get(), device.spec()
     cfg = mc_config.stage_config(preset, "refiner", RefinerTrainConfig)
     xcfg = mc_config.stage_config(preset, "xdog", synth.XDoGStageConfig)
     rows = synth.training_bw_rows(st)
-    digest = synth.rows_digest(rows)
-    work = checkpoint_dir(context, _checkpoint_key(cfg, xdog=xcfg.model_dump(mode="json"), pages=digest))
+    digest = rows_digest(rows)
+    work = checkpoint_dir(context, checkpoint_key(cfg, synth.LOOP_ONLY, xdog=xcfg.model_dump(mode="json"), pages=digest))
     _, _, _, pairs = synth.refiner_pairs(st, preset, work)
     pairs.prepare(progress_logger(context, len(pairs), "xDoG of the real training pages"))
     resumed = resumed_from(work)
@@ -247,11 +242,12 @@ def refined_pages(context: dg.AssetExecutionContext, settings: SettingsResource,
                   device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     from mangacolor.models.refiner import refine_batch
     from mangacolor.stages import synthetic as synth
+    from mangacolor.stages.common import model_weights
     from mangacolor.training.refiner import load_refiner
 
     preset, st, spec, title = settings.load(), store.get(), device.spec(), context.partition_key
     rows = ok_rows(st, "xdog_pages", [title])
-    with synth.model_weights(st, "refiner_model") as path:
+    with model_weights(st, "refiner_model") as path:
         model = load_refiner(path, spec.device)
     writer = st.begin("refined_pages", title)
     summary = synth.translate_pages(preset, spec, rows, st, writer, lambda pages: refine_batch(model, pages, amp_dtype=spec.amp_dtype),
@@ -278,6 +274,7 @@ def cut_model(context: dg.AssetExecutionContext, settings: SettingsResource, sto
               device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
     from mangacolor.models.cut import apply_cut
     from mangacolor.stages import synthetic as synth
+    from mangacolor.stages.common import checkpoint_key, rows_digest
     from mangacolor.training.cut import CUTTrainConfig, load_cut_generator
 
     preset, st, spec = settings.load(), store.get(), device.spec()
@@ -290,10 +287,10 @@ def cut_model(context: dg.AssetExecutionContext, settings: SettingsResource, sto
     source, target = ok_rows(st, "refined_pages", titles), synth.training_bw_rows(st)
     if source.empty:
         raise dg.Failure("no refined pages to translate: materialize refined_pages for at least one colour title")
-    work = checkpoint_dir(context, _checkpoint_key(cfg, source=synth.rows_digest(source), target=synth.rows_digest(target)))
+    work = checkpoint_dir(context, checkpoint_key(cfg, synth.LOOP_ONLY, source=rows_digest(source), target=rows_digest(target)))
     resumed = resumed_from(work)
     params = {"source_titles": titles, "source_pages": len(source), "target_pages": len(target),
-              "target_pages_digest": synth.rows_digest(target), "resumed_from_step": resumed, "device": spec.description}
+              "target_pages_digest": rows_digest(target), "resumed_from_step": resumed, "device": spec.description}
     with mlflow.run(context, params=params) as tracker:
         result, launched = run_stage(context, torchrun, "cut_model", synth.cut_train, tracker=tracker, mlflow=mlflow, settings=settings,
                                      store=store, device=device, work=work, titles=titles)
@@ -321,11 +318,12 @@ def synthetic_bw_pages(context: dg.AssetExecutionContext, settings: SettingsReso
                        device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     from mangacolor.models.cut import apply_cut_batch
     from mangacolor.stages import synthetic as synth
+    from mangacolor.stages.common import model_weights
     from mangacolor.training.cut import load_cut_generator
 
     preset, st, spec, title = settings.load(), store.get(), device.spec(), context.partition_key
     rows = ok_rows(st, "refined_pages", [title])
-    with synth.model_weights(st, "cut_model") as path:
+    with model_weights(st, "cut_model") as path:
         G = load_cut_generator(path, spec.device)
     writer = st.begin("synthetic_bw_pages", title)
     summary = synth.translate_pages(preset, spec, rows, st, writer, lambda pages: apply_cut_batch(G, pages, amp_dtype=spec.amp_dtype),

@@ -25,9 +25,7 @@ pages of a title; `gap_pages` chooses the compared pages from the manifest befor
 from __future__ import annotations
 
 import hashlib
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -38,12 +36,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mangacolor.config import stage_config
 from mangacolor.data.datasets import ManifestImages
-from mangacolor.data.splits import holdout_pages, training_pages
 from mangacolor.eval.gap import synthetic_gap
 from mangacolor.io.files import write_atomic
 from mangacolor.io.images import ImageError, encode_png, read_image
 from mangacolor.io.pagemap import WORKERS_HELP, map_batches, size_batches
 from mangacolor.io.store import Store, VersionWriter, ok_rows, safe_part, sha256_bytes
+from mangacolor.stages.common import real_training_rows
 from mangacolor.synthetic.xdog import PRESETS, XDoGConfig, XDoGError, xdog
 
 # --- configuration -------------------------------------------------------------------------------
@@ -89,26 +87,11 @@ class GapConfig(BaseModel):
 
 
 def training_bw_rows(store: Store) -> pd.DataFrame:
-    """The ok black-and-white pages of the train split (`page_splits`), with `uri`; never the holdout.
-
-    Pages added after the split was made are in neither split and are left out until it is re-made.
-    """
-    splits = store.latest_manifest("page_splits")
-    train_ids = set(training_pages(splits)["id"]) - set(holdout_pages(splits)["id"])
-    rows = ok_rows(store, "bw_pages")
-    rows = rows[rows["id"].isin(train_ids)].sort_values("id").reset_index(drop=True)
+    """The ok black-and-white pages of the train split (`page_splits`), with `uri`, by id; never the holdout."""
+    rows = real_training_rows(store)
     if rows.empty:
         raise ValueError("no black-and-white training pages: materialize bw_pages and page_splits first")
     return rows
-
-
-def rows_digest(rows: pd.DataFrame) -> str:
-    """A short digest of which pages (id and content) a model is trained on."""
-    h = hashlib.sha256()
-    shas = rows["sha256"] if "sha256" in rows else [""] * len(rows)
-    for page_id, sha in sorted(zip(rows["id"], shas)):
-        h.update(f"{page_id}|{sha}\n".encode())
-    return h.hexdigest()[:16]
 
 
 def subsample(rows: pd.DataFrame, n: int | None, seed: int = 0) -> pd.DataFrame:
@@ -346,6 +329,10 @@ class RefinerPairs(Sequence):
 
 # --- the trained steps: what the assets run in their process and the torchrun worker in every rank ----
 
+# Loop settings of the refiner and CUT that do not change what a step computes: a retry (or more `steps`)
+# with other values resumes.
+LOOP_ONLY = {"steps", "log_every", "sample_every", "checkpoint_every"}
+
 
 def translate_pages(preset: dict, spec, rows: pd.DataFrame, st: Store, writer: VersionWriter,
                     network: Callable[[list[np.ndarray]], list[np.ndarray]],
@@ -387,43 +374,6 @@ def cut_train(st: Store, preset: dict, titles: list[str], work: Path, spec, trac
 
 
 # --- models in the store -------------------------------------------------------------------------
-
-
-WEIGHTS_PATH = "weights/model.safetensors"
-
-
-def write_model(writer: VersionWriter, weights: str | Path, inputs: dict[str, pd.DataFrame], metadata: dict | None = None) -> None:
-    """A model asset's version: the weights file plus one manifest row per training page, by role.
-
-    The rows make the data version depend on what the model saw, and let anyone check which pages
-    trained it (the holdout must never be among them).
-    """
-    data = Path(weights).read_bytes()
-    path = writer.write(WEIGHTS_PATH, data)
-    writer.add({"id": "weights", "title": None, "page": None, "path": path, "sha256": sha256_bytes(data),
-                "status": "ok", "reason": None, "role": "weights", **(metadata or {})})
-    for role, rows in inputs.items():
-        for row in rows.sort_values("id").to_dict("records"):
-            writer.add({"id": f"{role}:{row['id']}", "title": row["title"], "page": row["page"], "path": None,
-                        "sha256": row.get("sha256"), "status": "ok", "reason": None, "role": role, "page_id": row["id"]})
-
-
-@contextmanager
-def model_weights(store: Store, asset: str) -> Iterator[Path]:
-    """A local path to the latest weights of a model asset written by `write_model` (copied from object stores)."""
-    vdir = store.latest_dir(asset)
-    frame = store.read_manifest(vdir)
-    found = frame[frame["role"] == "weights"] if "role" in frame else frame.iloc[0:0]
-    if found.empty:
-        raise FileNotFoundError(f"{vdir}: no weights row in the manifest; re-materialize {asset}")
-    path = f"{vdir}/{found.iloc[0]['path']}"
-    if store.is_local:
-        yield Path(path)
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        local = Path(tmp) / "model.safetensors"
-        local.write_bytes(store.read_bytes(path))
-        yield local
 
 
 # --- how far from real pages ---------------------------------------------------------------------

@@ -18,7 +18,7 @@ from mangacolor.stages.colorization.config import PseudolabelConfig, SYNTHETIC_L
 from mangacolor.stages.colorization.data import StorePairs, matched_pairs, synthetic_pairs
 from mangacolor.stages.colorization.pseudolabels import make_pseudolabels
 from mangacolor.stages.colorization.selection import choose
-from mangacolor.stages.synthetic import write_model
+from mangacolor.stages.common import write_model
 from mangacolor.io.weights import save_weights
 
 pytestmark = pytest.mark.filterwarnings("ignore:colorizer encoder is randomly")

@@ -18,6 +18,7 @@ from mangacolor.io.pagemap import WORKERS_HELP
 from mangacolor.losses.colorization import LossWeights
 from mangacolor.models.colorizer import ColorizerConfig
 from mangacolor.models.discriminator import DiscriminatorConfig
+from mangacolor.stages import common
 from mangacolor.training.colorizer import STEP_DEFAULTS, ColorizerTrainConfig, Step, epoch_steps
 from mangacolor.training.cues import CueConfig, CueStage, HintConfig
 
@@ -215,8 +216,6 @@ def stage_flags(cfg: ColorizationConfig, section: str) -> str:
 
 def checkpoint_key(cfg: ColorizationConfig, section: str, **inputs) -> dict:
     """The config that shapes one training stage, plus digests of its inputs."""
-    full = cfg.model_dump(mode="json")
-    skip = NOT_IN_CHECKPOINT_KEY | {"variant", "step1", "step2", "finetune", "selection", "pseudolabels"}
-    shared = {k: v for k, v in full.items() if k not in skip}
-    stage = {k: v for k, v in full[section].items() if k not in NOT_IN_CHECKPOINT_KEY}
+    shared = common.checkpoint_key(cfg, NOT_IN_CHECKPOINT_KEY | {"variant", "step1", "step2", "finetune", "selection", "pseudolabels"})
+    stage = common.checkpoint_key(getattr(cfg, section), NOT_IN_CHECKPOINT_KEY)
     return {**shared, section: stage, "flags": stage_flags(cfg, section), **inputs}

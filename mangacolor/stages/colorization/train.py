@@ -21,9 +21,17 @@ from mangacolor.io.store import Store, VersionWriter, sha256_bytes
 from mangacolor.stages import StageInputError
 from mangacolor.stages.colorization.config import ColorizationConfig, colorization_config, snapshot_every, total_steps
 from mangacolor.stages.colorization.data import (
-    PairInputs, StoreBw, StorePairs, chosen_snapshots, matched_pairs, pseudolabel_pairs, real_training_rows,
-    stored_snapshots, synthetic_pairs, with_page_drafts,
+    PairInputs,
+    StoreBw,
+    StorePairs,
+    chosen_snapshots,
+    matched_pairs,
+    pseudolabel_pairs,
+    stored_snapshots,
+    synthetic_pairs,
+    with_page_drafts,
 )
+from mangacolor.stages.common import real_training_rows
 from mangacolor.stages.common import to_local
 from mangacolor.training.colorizer import ColorizerTrainConfig, ColorizerTrainResult, Step, train_colorizer
 
