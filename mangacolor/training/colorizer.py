@@ -70,6 +70,11 @@ STEP_DEFAULTS: dict[str, tuple[int, int, LossWeights]] = {
 }
 
 
+def page_canvas(canvas: tuple[int, int] | None, crop: tuple[int, int]) -> tuple[int, int]:
+    """The training canvas (H, W): `canvas`, or the crop when there is none (the one place that decides)."""
+    return tuple(canvas or crop)
+
+
 @dataclass
 class ColorizerTrainConfig:
     generator: ColorizerConfig = field(default_factory=ColorizerConfig)
@@ -99,6 +104,21 @@ class ColorizerTrainConfig:
             raise ValueError(f"step must be one of {list(STEP_DEFAULTS)}; got {step!r}")
         epochs, batch, weights = STEP_DEFAULTS[step]
         return self.epochs or epochs, self.batch_size or batch, self.losses or weights
+
+    def page_canvas(self) -> tuple[int, int]:
+        """The canvas (H, W) pages are brought to before the crop."""
+        return page_canvas(self.canvas, self.crop)
+
+    def steps_per_epoch(self, step: Step, n_supervised: int) -> int:
+        """Steps of one epoch over `n_supervised` pairs (`epoch_steps`)."""
+        _, batch, _ = self.resolved(step)
+        return epoch_steps(n_supervised, batch, self.page_canvas(), self.crop)
+
+    def total_steps(self, step: Step, n_supervised: int) -> int:
+        """The steps `train_colorizer` runs: the step's epochs, at most `max_steps`."""
+        epochs, _, _ = self.resolved(step)
+        n = epochs * self.steps_per_epoch(step, n_supervised)
+        return min(n, self.max_steps) if self.max_steps is not None else n
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -514,7 +534,7 @@ def train_colorizer(
     spec = _as_spec(device, cfg.seed)
     dist = dist or distributed.current()
     dev = distributed.local_device(spec.device, dist)
-    canvas = tuple(cfg.canvas or cfg.crop)
+    canvas = cfg.page_canvas()
     if not dist.is_main:
         tracker, progress = NullTracker(), None
     epochs, batch_size, weights = cfg.resolved(step)
@@ -554,10 +574,7 @@ def train_colorizer(
         modules["d"], optimizers["d"] = discriminator, opt_d
     scaler = torch.amp.GradScaler(dev.type, enabled=spec.amp_dtype == torch.float16)
 
-    steps_per_epoch = epoch_steps(len(supervised), batch_size, canvas, cfg.crop)
-    total_steps = epochs * steps_per_epoch
-    if cfg.max_steps is not None:
-        total_steps = min(total_steps, cfg.max_steps)
+    steps_per_epoch, total_steps = cfg.steps_per_epoch(step, len(supervised)), cfg.total_steps(step, len(supervised))
     snapshot_every = snapshot_every or steps_per_epoch
 
     checkpointer = Checkpointer(out_dir / "checkpoints")

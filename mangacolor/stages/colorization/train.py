@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from mangacolor.io.store import Store, VersionWriter, sha256_bytes
 from mangacolor.stages import StageInputError
-from mangacolor.stages.colorization.config import ColorizationConfig, colorization_config, snapshot_every, total_steps
+from mangacolor.stages.colorization.config import ColorizationConfig, colorization_config, snapshot_every
 from mangacolor.stages.colorization.data import (
     PairInputs,
     StoreBw,
@@ -88,7 +88,7 @@ def finetune_snapshots(cfg, snapshots: Sequence[tuple[int, int, Path]], pairs: D
         latest = Checkpointer(folder / "checkpoints").latest()
         resumed = int(latest.name.split("-")[1]) if latest else 0
         result = train_colorizer(cfg, pairs, None, folder, device, PrefixedTracker(tracker, f"snapshot-{step}"), progress,
-                                 step="finetune", init_weights=path, snapshot_every=total_steps(cfg, "finetune", len(pairs)),
+                                 step="finetune", init_weights=path, snapshot_every=cfg.total_steps("finetune", len(pairs)),
                                  augment=augment)
         out.append(FinetunedSnapshot(step, epoch, str(result.generator), result.snapshots[-1].samples, result.steps, resumed))
     return out
@@ -177,5 +177,5 @@ def step2_train(st: Store, preset: dict, titles: list[str], work: Path, spec, tr
     init = to_local(st, chosen_snapshots(st).iloc[0]["uri"], tmp / "init.safetensors") if cfg.step2.init == "best_snapshot" else None
     return train_colorizer(tcfg, StorePairs(st, pairs.rows), StorePairs(st, pseudo), work, spec, tracker,
                            progress=progress, step="self_train", init_weights=init,
-                           snapshot_every=total_steps(tcfg, "self_train", len(pairs.rows) + len(pseudo)),
+                           snapshot_every=tcfg.total_steps("self_train", len(pairs.rows) + len(pseudo)),
                            augment=cfg.augmentation())
