@@ -43,12 +43,12 @@ from mangacolor.io.images import read_image
 from mangacolor.io.store import ok_rows
 
 from .common import (
-    checkpoint_dir, color_titles, commits_last, progress_logger, resumed_from, version_metadata, work_dir,
+    checkpoint_dir, color_titles, commits_last, gpu_asset, progress_logger, resumed_from, version_metadata, work_dir,
 )
 from .metadata import THUMBNAIL_BYTES, image_budget, samples_md, table_value
 from .digests import digest_key
 from .ingest import bw_pages, color_pages, page_pairs, page_splits
-from .launch import GPU_OP_TAGS, TRAINING_RETRY, TorchrunResource, run_stage
+from .launch import TorchrunResource, run_stage
 from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
 
 GROUP = "colorization"
@@ -134,19 +134,13 @@ def _train_metadata(st, version, vdir, result, resumed: int, tracker) -> dict:
 # --- step 1: adversarial domain adaptation -----------------------------------------------------------
 
 
-@dg.asset(
+@gpu_asset(
+    GROUP, "training",
     deps=[SYNTHETIC, *SYNTHETIC_LOWER, DRAFTS, BW_DRAFTS, COLOR, BW, page_splits, *FAN_IN_DIGESTS],
-    group_name=GROUP,
-    owners=OWNERS, tags={"stage": GROUP, "role": "training"},
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
-    retry_policy=TRAINING_RETRY,
-    kinds={"pytorch"},
     description="Step 1 (§III, eq. 2–3): synthetic pairs supervised and adversarially, real black-and-white pages of the "
                 "train split adversarially with their drafts (domain adaptation, eq. 9); several generator snapshots with "
                 "sample grids. Preset `colorizer:`.",
 )
-@commits_last
 def colorizer_step1_snapshots(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                               device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
     from mangacolor.stages.colorization.config import checkpoint_key, colorization_config, stage_flags
@@ -200,19 +194,13 @@ def colorizer_step1_snapshots(context: dg.AssetExecutionContext, settings: Setti
 # --- the end of step 1: fine-tune on matched real pairs (Appendix D) ----------------------------------
 
 
-@dg.asset(
+@gpu_asset(
+    GROUP, "training",
     deps=[colorizer_step1_snapshots, page_pairs, DRAFTS],
-    group_name=GROUP,
-    owners=OWNERS, tags={"stage": GROUP, "role": "training"},
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
-    retry_policy=TRAINING_RETRY,
-    kinds={"pytorch"},
     description="The end of step 1 (Appendix D: 'in the first step, we fine-tune the model with a paired dataset of real data "
                 "after training', at most two epochs): every step-1 snapshot fine-tuned on the matched real page pairs, "
                 "continuing the cue schedule of its epochs. These are the snapshots that are ranked and make pseudolabels.",
 )
-@commits_last
 def colorizer_step1_finetuned(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                               device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
     from mangacolor.stages.colorization.config import checkpoint_key, colorization_config, stage_flags
@@ -278,17 +266,12 @@ class SnapshotSelection(dg.Config):
         None, description="Snapshot steps (column `step` of the ranking) to use instead of the automatic choice, best first.")
 
 
-@dg.asset(
+@gpu_asset(
+    GROUP, "selection",
     deps=[colorizer_step1_finetuned, COLOR, BW, page_splits],
-    group_name=GROUP,
-    owners=OWNERS, tags={"stage": GROUP, "role": "selection"},
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
-    kinds={"pytorch"},
     description="The fine-tuned step-1 snapshots ranked by KID/FID of their colorings of a validation slice of real training pages against "
                 "colour pages (the paper's authors chose by eye); the best are kept for pseudolabels. Run config `override` picks by hand.",
 )
-@commits_last
 def selected_snapshots(context: dg.AssetExecutionContext, config: SnapshotSelection, settings: SettingsResource,
                        store: StoreResource, device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     from mangacolor.eval.inception import WeightsNotFoundError
@@ -353,17 +336,13 @@ def selected_snapshots(context: dg.AssetExecutionContext, config: SnapshotSelect
 # --- pseudolabels (§IV-B-3) ---------------------------------------------------------------------------
 
 
-@dg.asset(
+@gpu_asset(
+    GROUP, "data",
     deps=[selected_snapshots, page_splits, BW, STYLEGAN, INVERSION],
-    group_name=GROUP,
-    owners=OWNERS, tags={"stage": GROUP, "role": "data"},
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
-    kinds={"pytorch", "parquet"},
+    kinds=("parquet", "pytorch"),
     description="Pseudolabels for self-training: the selected snapshots colorize every real training page several times "
                 "(distinct snapshots, then drafts from the inversion encoder mixed with random CLS vectors); PNGs + manifest.",
 )
-@commits_last
 def pseudolabels(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                  device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     from mangacolor.stages.colorization.bundle import stored_inversion
@@ -424,19 +403,13 @@ def pseudolabels(context: dg.AssetExecutionContext, settings: SettingsResource, 
 # --- step 2: self-training ----------------------------------------------------------------------------
 
 
-@dg.asset(
+@gpu_asset(
+    GROUP, "training",
     deps=[pseudolabels, selected_snapshots, SYNTHETIC, *SYNTHETIC_LOWER, DRAFTS, COLOR, BW, page_splits],
-    group_name=GROUP,
-    owners=OWNERS, tags={"stage": GROUP, "role": "training"},
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
-    retry_policy=TRAINING_RETRY,
-    kinds={"pytorch"},
     description="Step 2 (§III): self-training on synthetic pairs plus pseudolabelled real pages, all supervised, the adversarial "
                 "loss on both together with real colour pages as D's real side (λ_syn 1.2, batch 8): the final colorizer. With "
                 "`variant.self_training: false`, step 1's best fine-tuned snapshot passes through.",
 )
-@commits_last
 def colorizer_step2(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                     device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
     from mangacolor.stages.colorization.config import checkpoint_key, colorization_config, stage_flags

@@ -16,6 +16,7 @@ from mangacolor.config import PROJECT_ROOT
 from mangacolor.io.store import MANIFEST, commit_scope
 from mangacolor.stages import StageInputError
 
+from .launch import GPU_OP_TAGS, TRAINING_RETRY
 from .metadata import manifest_metadata, mlflow_run_link
 
 color_titles = dg.DynamicPartitionsDefinition(name="color_titles")
@@ -46,6 +47,19 @@ def commits_last(fn):
         return result
 
     return wrapper
+
+
+def gpu_asset(group: str, role: str, description: str, *, owners=("team:ml",), kinds=("pytorch",), **more):
+    """`@dg.asset` + `@commits_last` for an asset that runs on a GPU: the `gpu` pool (a slot per GPU), a pod that
+    requests its GPUs (`GPU_OP_TAGS`), retries that resume from the last checkpoint for a training asset (role
+    "training"), and the group, owners and stage/role tags of its group. `more`: other `dg.asset` arguments."""
+
+    def decorate(fn):
+        return dg.asset(group_name=group, owners=list(owners), tags={"stage": group, "role": role}, pool="gpu", op_tags=GPU_OP_TAGS,
+                        retry_policy=TRAINING_RETRY if role == "training" else None, kinds=set(kinds), description=description,
+                        **more)(commits_last(fn))
+
+    return decorate
 
 
 def with_mlflow_link(result, mlflow):

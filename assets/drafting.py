@@ -22,12 +22,12 @@ from mangacolor.drafting.blur import BlurConfig
 from mangacolor.io.store import ok_rows
 
 from .common import (
-    checkpoint_dir, color_titles, commits_last, progress_logger, resumed_from, version_metadata, work_dir,
+    checkpoint_dir, color_titles, commits_last, gpu_asset, progress_logger, resumed_from, version_metadata, work_dir,
 )
 from .metadata import image_budget, samples_md
 from .digests import digest_key
 from .ingest import bw_pages, color_pages, page_splits
-from .launch import GPU_OP_TAGS, TRAINING_RETRY, TorchrunResource, run_stage
+from .launch import TorchrunResource, run_stage
 from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
 
 EAGER = dg.AutomationCondition.eager()
@@ -104,17 +104,11 @@ def blurred_color_pages(context: dg.AssetExecutionContext, settings: SettingsRes
 # --- the Coloring Latent Space ---------------------------------------------------------------------
 
 
-@dg.asset(
+@gpu_asset(
+    GROUP, "training",
     deps=[blurred_color_pages, digest_key("blurred_color_pages")],
-    group_name=GROUP,
-    owners=OWNERS, tags={"stage": GROUP, "role": "training"},
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
-    retry_policy=TRAINING_RETRY,
-    kinds={"pytorch"},
     description="StyleGAN2 on the blurred colour pages of every colour title (§IV-B-1, Appendix D): its W+ is the Coloring Latent Space; preset section `stylegan:` (`init_checkpoint`: a port .pt to start from, as the paper did from Danbooru).",
 )
-@commits_last
 def stylegan(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
              device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
     from mangacolor.models.stylegan2 import load_generator
@@ -207,52 +201,34 @@ def _train_encoder(context, settings, store, device, mlflow, torchrun, asset: st
                               "lpips_trunk": result["lpips_trunk"], "generator_steps": gen_row.get("steps")}, grids)
 
 
-@dg.asset(
+@gpu_asset(
+    GROUP, "training",
     deps=[stylegan, blurred_color_pages, color_pages],
-    group_name=GROUP,
-    owners=OWNERS, tags={"stage": GROUP, "role": "training"},
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
-    retry_policy=TRAINING_RETRY,
-    kinds={"pytorch"},
     description="GAN inversion (§IV-B-2): pSp from a colour page to W+ of the frozen `stylegan`, trained with 1·MSE + 0.5·LPIPS against the blurred page; makes the drafts of colour pages. Preset section `inversion_encoder:`.",
 )
-@commits_last
 def inversion_encoder(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                       device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
     return _train_encoder(context, settings, store, device, mlflow, torchrun, "inversion_encoder", input_nc=3)
 
 
-@dg.asset(
+@gpu_asset(
+    GROUP, "training",
     deps=[stylegan, blurred_color_pages, "synthetic_bw_pages", digest_key("synthetic_bw_pages")],
-    group_name=GROUP,
-    owners=OWNERS, tags={"stage": GROUP, "role": "training"},
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
-    retry_policy=TRAINING_RETRY,
-    kinds={"pytorch"},
     description="The drafting network (§III-A eq. 1, §IV-B-2): pSp from a black-and-white page to W+ of the frozen `stylegan`, trained on synthetic pages (grey conversions where `synthetic_bw_pages` is missing, said in the metadata) against the blurred colour page. Preset section `drafting_network:`.",
 )
-@commits_last
 def drafting_network(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                      device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
     return _train_encoder(context, settings, store, device, mlflow, torchrun, "drafting_network", input_nc=1)
 
 
-@dg.asset(
+@gpu_asset(
+    GROUP, "training",
     deps=[stylegan, blurred_color_pages, "synthetic_bw_pages", "pseudolabels"],
-    group_name=GROUP,
-    owners=OWNERS, tags={"stage": GROUP, "role": "training"},
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
-    retry_policy=TRAINING_RETRY,
-    kinds={"pytorch"},
     description="The drafting network's second round (§III: 'in the end, we train the drafting network ... with synthetic data and "
                 "real data with pseudolabels'): pSp from a black-and-white page to W+, trained on the synthetic pairs plus the real "
                 "training pages with their pseudolabels (blurred like the colour pages). The model bundle ships this one. "
                 "Preset section `drafting_network:`.",
 )
-@commits_last
 def drafting_network_final(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                            device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
     return _train_encoder(context, settings, store, device, mlflow, torchrun, "drafting_network_final", input_nc=1,
@@ -262,17 +238,13 @@ def drafting_network_final(context: dg.AssetExecutionContext, settings: Settings
 # --- drafts of the real black-and-white training pages ---------------------------------------------
 
 
-@dg.asset(
+@gpu_asset(
+    GROUP, "data",
     deps=[drafting_network, dg.AssetDep(bw_pages, partition_mapping=dg.AllPartitionMapping()), page_splits],
-    group_name=GROUP,
-    owners=OWNERS, tags={"stage": GROUP, "role": "data"},
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
-    kinds={"pytorch", "parquet"},
+    kinds=("parquet", "pytorch"),
     description="Coloring drafts of the real black-and-white training pages (train split only) made with the first-round "
                 "drafting network: the S that step 1 gives real pages (eq. 9). 256x256 PNG per page, `page_id` names it.",
 )
-@commits_last
 def bw_page_drafts(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                    device: DeviceResource) -> dg.MaterializeResult:
     from mangacolor.stages import drafting
@@ -297,18 +269,14 @@ def bw_page_drafts(context: dg.AssetExecutionContext, settings: SettingsResource
 # --- drafts of the colour training pages -----------------------------------------------------------
 
 
-@dg.asset(
+@gpu_asset(
+    GROUP, "data",
     partitions_def=color_titles,
     deps=[inversion_encoder, blurred_color_pages, color_pages],
-    group_name=GROUP,
-    owners=OWNERS, tags={"stage": GROUP, "role": "data"},
     automation_condition=EAGER,
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
-    kinds={"pytorch", "parquet"},
+    kinds=("parquet", "pytorch"),
     description="Coloring drafts of a title's colour pages made with the inversion encoder (§IV-B-3), 256x256 PNG plus each page's W+ (latents.safetensors); `source_id` pairs a draft with its colour page. Preset section `coloring_drafts:`.",
 )
-@commits_last
 def coloring_drafts(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                     device: DeviceResource) -> dg.MaterializeResult:
     from mangacolor.stages import drafting

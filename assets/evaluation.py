@@ -45,10 +45,9 @@ if TYPE_CHECKING:
     from mangacolor.eval.fid import FeatureExtractor
     from mangacolor.eval.report import EvaluationConfig
 
-from .common import commits_last, version_metadata
+from .common import commits_last, gpu_asset, version_metadata
 from .metadata import samples_md, table_value
 from .digests import digest_key
-from .launch import GPU_OP_TAGS
 from .ingest import color_pages, manga109_pages, page_splits
 from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
 
@@ -138,19 +137,16 @@ def _log_model_metrics(tracker, models, lines: dict, set_name: str) -> None:
             log_version_metrics(tracker.client, tracker.run_id, tracker.client.get_model_version(name, version), values)
 
 
-@dg.asset(
+@gpu_asset(
+    GROUP, "evaluation",
+    owners=OWNERS,
     partitions_def=EVAL_SETS,
     deps=[COLORIZER_FINAL, page_splits, manga109_pages, dg.AssetDep(color_pages, partition_mapping=dg.AllPartitionMapping()),
           digest_key("color_pages")],
-    group_name=GROUP,
-    owners=OWNERS, tags={"stage": GROUP, "role": "evaluation"},
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
-    kinds={"pytorch", "parquet"},
+    kinds=("parquet", "pytorch"),
     description="FID/KID with bootstrap intervals of the registered models in automatic mode (candidate, champion, "
                 "ablation variants) on the holdout or Manga109, beside the paper's Tables 1 and 3.",
 )
-@commits_last
 def fid_report(context: dg.AssetExecutionContext, config: EvaluateConfig, settings: SettingsResource, store: StoreResource,
                device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     from mangacolor.eval import report
@@ -328,17 +324,13 @@ def champion_model(context: dg.AssetExecutionContext, settings: SettingsResource
 # --- inference_benchmark -----------------------------------------------------------------------
 
 
-@dg.asset(
+@gpu_asset(
+    GROUP, "evaluation",
+    owners=OWNERS,
     deps=[COLORIZER_FINAL],
-    group_name=GROUP,
-    owners=OWNERS, tags={"stage": GROUP, "role": "evaluation"},
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
-    kinds={"pytorch"},
     description="Seconds per page for preprocessing (drafting network + StyleGAN) and colorization, median of N runs, "
                 "and peak memory, on every device present, beside the paper's Table 4.",
 )
-@commits_last
 def inference_benchmark(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                         mlflow: MlflowResource) -> dg.MaterializeResult:
     from mangacolor.eval.benchmark import benchmark_table, run_benchmarks

@@ -23,11 +23,11 @@ from mangacolor.io.images import read_image
 from mangacolor.io.store import ok_rows
 
 from .common import (
-    checkpoint_dir, color_titles, commits_last, holdout_check, manifest_uri, progress_logger, resumed_from, version_metadata, work_dir,
+    checkpoint_dir, color_titles, commits_last, gpu_asset, holdout_check, manifest_uri, progress_logger, resumed_from, version_metadata, work_dir,
 )
 from .metadata import samples_md, table_metadata, table_value
 from .digests import digest_key
-from .launch import GPU_OP_TAGS, TRAINING_RETRY, TorchrunResource, run_stage
+from .launch import TorchrunResource, run_stage
 from .ingest import bw_pages, color_pages, page_splits
 from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
 
@@ -186,17 +186,11 @@ def xdog_pages(context: dg.AssetExecutionContext, settings: SettingsResource, st
 # --- step 2 ----------------------------------------------------------------------------------------
 
 
-@dg.asset(
+@gpu_asset(
+    GROUP, "training",
     deps=[bw_pages, page_splits],
-    group_name=GROUP,
-    owners=OWNERS, tags={"stage": GROUP, "role": "training"},
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
-    retry_policy=TRAINING_RETRY,
-    kinds={"pytorch"},
     description="The xDoG refiner (§IV-A-3 step 2): learns xDoG(real black-and-white page) -> that page on the train split (never the holdout); preset section `refiner:`.",
 )
-@commits_last
 def refiner_model(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                   device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
     from mangacolor.models.refiner import refine
@@ -226,18 +220,14 @@ def refiner_model(context: dg.AssetExecutionContext, settings: SettingsResource,
         return _model_result(context, st, "refiner_model", result, {"train": rows}, tracker, resumed, samples, launched)
 
 
-@dg.asset(
+@gpu_asset(
+    GROUP, "data",
     partitions_def=color_titles,
     deps=[xdog_pages, refiner_model],
-    group_name=GROUP,
-    owners=OWNERS, tags={"stage": GROUP, "role": "data"},
     automation_condition=EAGER,
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
-    kinds={"pytorch", "parquet"},
+    kinds=("parquet", "pytorch"),
     description="xDoG pages of a title through the trained refiner (§IV-A-3 step 2): denser, closer to printed pages.",
 )
-@commits_last
 def refined_pages(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                   device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     from mangacolor.models.refiner import refine_batch
@@ -259,17 +249,11 @@ def refined_pages(context: dg.AssetExecutionContext, settings: SettingsResource,
 # --- step 3 ----------------------------------------------------------------------------------------
 
 
-@dg.asset(
+@gpu_asset(
+    GROUP, "training",
     deps=[refined_pages, bw_pages, page_splits, digest_key("refined_pages"), digest_key("bw_pages")],
-    group_name=GROUP,
-    owners=OWNERS, tags={"stage": GROUP, "role": "training"},
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
-    retry_policy=TRAINING_RETRY,
-    kinds={"pytorch"},
     description="CUT (§IV-A-3 step 3) on 64x64 crops: refined pages of every colour title -> real black-and-white pages of the train split; preset section `cut:`.",
 )
-@commits_last
 def cut_model(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
               device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
     from mangacolor.models.cut import apply_cut
@@ -302,18 +286,14 @@ def cut_model(context: dg.AssetExecutionContext, settings: SettingsResource, sto
                              launched)
 
 
-@dg.asset(
+@gpu_asset(
+    GROUP, "data",
     partitions_def=color_titles,
     deps=[refined_pages, cut_model],
-    group_name=GROUP,
-    owners=OWNERS, tags={"stage": GROUP, "role": "data"},
     automation_condition=EAGER,
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
-    kinds={"pytorch", "parquet"},
+    kinds=("parquet", "pytorch"),
     description="The synthetic black-and-white pages (§IV-A-3 step 3): refined pages translated by CUT, whole pages at once; `source_id` names the colour page.",
 )
-@commits_last
 def synthetic_bw_pages(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                        device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     from mangacolor.models.cut import apply_cut_batch
