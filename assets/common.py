@@ -13,11 +13,11 @@ import dagster as dg
 
 from mangacolor.config import PROJECT_ROOT
 
-from mangacolor.io.store import MANIFEST, commit_scope
+from mangacolor.io.store import commit_scope
 from mangacolor.stages import StageInputError
 
 from .launch import GPU_OP_TAGS, TRAINING_RETRY
-from .metadata import manifest_metadata, mlflow_run_link
+from .metadata import mlflow_run_link
 
 color_titles = dg.DynamicPartitionsDefinition(name="color_titles")
 bw_titles = dg.DynamicPartitionsDefinition(name="bw_titles")
@@ -77,18 +77,6 @@ def progress_logger(context: dg.AssetExecutionContext, total: int | None, label:
             context.log.info(f"{label}: {n}/{total if total is not None else '?'} ({item})")
 
     return report
-
-
-def version_metadata(store, version: str, version_dir: str) -> dict:
-    """The version written: its data version, its folder and Dagster's row count, URI and column schema of its manifest."""
-    uri = store.uri(store.relative(version_dir))
-    return {"data_version": version, "uri": dg.MetadataValue.path(uri),
-            **manifest_metadata(uri, store.read_manifest(version_dir))}
-
-
-def manifest_uri(store, version_dir: str) -> str:
-    """Where the whole table of a version is: its manifest (metadata tables show at most 50 of its rows)."""
-    return store.uri(store.relative(f"{version_dir}/{MANIFEST}"))
 
 
 def work_dir() -> Path:

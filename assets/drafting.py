@@ -21,10 +21,8 @@ from mangacolor import config as mc_config
 from mangacolor.drafting.blur import BlurConfig
 from mangacolor.io.store import ok_rows
 
-from .common import (
-    checkpoint_dir, color_titles, commits_last, gpu_asset, progress_logger, resumed_from, version_metadata, work_dir,
-)
-from .metadata import image_budget, samples_md
+from .common import checkpoint_dir, color_titles, commits_last, gpu_asset, progress_logger, resumed_from, work_dir
+from .metadata import image_budget, samples_md, version_metadata
 from .digests import digest_key
 from .ingest import bw_pages, color_pages, page_splits
 from .launch import TorchrunResource, run_stage

@@ -45,8 +45,8 @@ if TYPE_CHECKING:
     from mangacolor.eval.fid import FeatureExtractor
     from mangacolor.eval.report import EvaluationConfig
 
-from .common import commits_last, gpu_asset, version_metadata
-from .metadata import samples_md, table_value
+from .common import commits_last, gpu_asset
+from .metadata import samples_md, table_value, version_metadata
 from .digests import digest_key
 from .ingest import color_pages, manga109_pages, page_splits
 from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource

@@ -23,8 +23,8 @@ from mangacolor.data.splits import holdout_pages, make_splits, training_pages
 from mangacolor.io.images import read_image
 from mangacolor.io.store import Store, ok_rows
 
-from .common import bw_titles, color_titles, commits_last, manifest_uri, progress_logger, version_metadata
-from .metadata import samples_md, table_metadata
+from .common import bw_titles, color_titles, commits_last, progress_logger
+from .metadata import manifest_uri, samples_md, table_metadata, version_metadata
 from .digests import digest_key, digest_observations
 from .resources import SettingsResource, StoreResource
 

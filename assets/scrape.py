@@ -19,8 +19,8 @@ from pydantic import Field
 from mangacolor.data.scraper import CrawlError, PageRecord
 from mangacolor.data.web import UNVERSIONED_COLUMNS, default_crawl_dir, scrape_title, web_titles
 
-from .common import commits_last, manifest_uri, mirrored_dir, version_metadata, web_titles as web_titles_partitions
-from .metadata import samples_md, table_metadata
+from .common import commits_last, mirrored_dir, web_titles as web_titles_partitions
+from .metadata import manifest_uri, samples_md, table_metadata, version_metadata
 from .resources import SettingsResource, StoreResource
 
 OWNERS = ["team:data"]

@@ -22,10 +22,8 @@ from mangacolor.eval.leakage import TRAINED_ROLES
 from mangacolor.io.images import read_image
 from mangacolor.io.store import ok_rows
 
-from .common import (
-    checkpoint_dir, color_titles, commits_last, gpu_asset, holdout_check, manifest_uri, progress_logger, resumed_from, version_metadata, work_dir,
-)
-from .metadata import samples_md, table_metadata, table_value
+from .common import checkpoint_dir, color_titles, commits_last, gpu_asset, holdout_check, progress_logger, resumed_from, work_dir
+from .metadata import manifest_uri, samples_md, table_metadata, table_value, version_metadata
 from .digests import digest_key
 from .launch import TorchrunResource, run_stage
 from .ingest import bw_pages, color_pages, page_splits

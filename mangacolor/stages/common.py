@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -22,6 +23,16 @@ from mangacolor.data.splits import holdout_pages, training_pages
 from mangacolor.io.store import Store, VersionWriter, content_version, ok_rows, sha256_bytes
 
 WEIGHTS_PATH = "weights/model.safetensors"
+
+
+class Recorded(NamedTuple):
+    """A version a stage wrote: its data version and folder, what it holds (plain values an asset shows as
+    metadata), and a sample grid to show (a local file or a store path; None: none)."""
+
+    version: str
+    folder: str
+    facts: dict
+    samples: str | None = None
 
 
 # --- the pages of the train split ------------------------------------------------------------------
