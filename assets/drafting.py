@@ -13,7 +13,6 @@ GPU pool, each in one MLflow run, resuming from their checkpoints when retried w
 """
 
 
-import json
 
 import dagster as dg
 
@@ -22,7 +21,7 @@ from mangacolor.drafting.blur import BlurConfig
 from mangacolor.io.store import ok_rows
 
 from .common import checkpoint_dir, color_titles, commits_last, gpu_asset, progress_logger, resumed_from, work_dir
-from .metadata import image_budget, samples_md, version_metadata
+from .metadata import model_result, samples_md, version_metadata
 from .digests import digest_key
 from .ingest import bw_pages, color_pages, page_splits
 from .launch import TorchrunResource, run_stage
@@ -42,26 +41,6 @@ def _materialized_titles(context, st, asset: str) -> list[str]:
     if not titles:
         raise dg.Failure(f"no {asset} to train on: materialize it for at least one colour title")
     return titles
-
-
-def _model_result(context, st, asset: str, weights: str, rows, tracker, resumed: int, meta: dict, row_meta: dict,
-                  grids: dict) -> dg.MaterializeResult:
-    """Weights and the ids of every training page into the store, the weights into MLflow; `grids`: metadata key ->
-    (images, caption, height) of the sample grids, kept in the version folder."""
-    from mangacolor.stages.common import write_model
-
-    tracker.log_artifact(weights, "weights")
-    tracker.log_text("training_pages.json", json.dumps(list(rows["id"]), indent=1))
-    tracker.log_dataset(rows, name="train", source=st.uri())
-    writer = st.begin(asset)
-    write_model(writer, weights, {"train": rows}, row_meta)
-    version, vdir, _ = writer.seal()
-    meta = {"resumed_from_step": resumed, "train_pages": len(rows), **meta, **version_metadata(st, version, vdir),
-            "weights": dg.MetadataValue.path(st.uri(st.relative(f"{vdir}/weights/model.safetensors"))),
-            "mlflow_run_id": tracker.run_id,
-            **{key: samples_md(st, vdir, images, caption, key, height, image_budget(len(grids)))
-               for key, (images, caption, height) in grids.items()}}
-    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
 
 
 # --- blurred pages ---------------------------------------------------------------------------------
@@ -144,8 +123,8 @@ def stylegan(context: dg.AssetExecutionContext, settings: SettingsResource, stor
         }
         grids = {"samples": (report.fakes[:8] + report.reals[:8], "generated (8) | blurred pages (8)", 64),
                  "truncation_grid": ([report.grid], f"rows: truncation psi {report_cfg.truncations}", 256)}
-        return _model_result(context, st, "stylegan", result["generator"], rows, tracker, resumed, meta,
-                             {"steps": result["steps"], "size": cfg.size}, grids)
+        return model_result(st, "stylegan", result["generator"], {"train": rows}, tracker, {"resumed_from_step": resumed, **meta},
+                            {"steps": result["steps"], "size": cfg.size}, grids)
 
 
 # --- the two encoders into W+ ----------------------------------------------------------------------
@@ -194,9 +173,9 @@ def _train_encoder(context, settings, store, device, mlflow, torchrun, asset: st
             "stylegan_version": gen_version,
         }
         grids = {"samples": (drafting.preview_triples(psp, pairs, spec), "input page | blurred target | draft (triples)", 96)}
-        return _model_result(context, st, asset, result["encoder"], rows, tracker, resumed, meta,
-                             {"steps": result["steps"], "stylegan_version": gen_version, "input_nc": input_nc,
-                              "lpips_trunk": result["lpips_trunk"], "generator_steps": gen_row.get("steps")}, grids)
+        return model_result(st, asset, result["encoder"], {"train": rows}, tracker, {"resumed_from_step": resumed, **meta},
+                            {"steps": result["steps"], "stylegan_version": gen_version, "input_nc": input_nc,
+                             "lpips_trunk": result["lpips_trunk"], "generator_steps": gen_row.get("steps")}, grids)
 
 
 @gpu_asset(

@@ -12,7 +12,6 @@ page each synthetic page was made from.
 
 
 import functools
-import json
 
 import dagster as dg
 import pandas as pd
@@ -23,7 +22,7 @@ from mangacolor.io.images import read_image
 from mangacolor.io.store import ok_rows
 
 from .common import checkpoint_dir, color_titles, commits_last, gpu_asset, holdout_check, progress_logger, resumed_from, work_dir
-from .metadata import manifest_uri, samples_md, table_metadata, table_value, version_metadata
+from .metadata import manifest_uri, model_result, samples_md, table_metadata, table_value, version_metadata
 from .digests import digest_key
 from .launch import TorchrunResource, run_stage
 from .ingest import bw_pages, color_pages, page_splits
@@ -102,6 +101,12 @@ def _strip(st, title: str, steps: list[str], ids: list[str], extra: dict | None 
     return images, f"{' | '.join(names)} — {', '.join(ids)}"
 
 
+def _loop_metadata(result: dict, resumed: int, launched: dict) -> dict:
+    """The refiner's or CUT's loop result as metadata: steps, the step it resumed from, its last metrics."""
+    return {"steps": result["step"], "resumed_from_step": resumed,
+            **{k.replace("/", "_"): float(v) for k, v in result["metrics"].items()}, **launched}
+
+
 def _page_stage_result(context, st, asset: str, writer, summary, preset, device: str, tracker=None) -> dg.MaterializeResult:
     """Commit a per-title stage, then measure it (and the steps before it) against the real pages."""
     version, vdir, frame = writer.seal()
@@ -122,32 +127,6 @@ def _page_stage_result(context, st, asset: str, writer, summary, preset, device:
         "samples": samples_md(st, vdir, *_strip(st, title, steps[:-1], list(ok["id"][:2]),
                                                {r.id: read_image(st.read_bytes(f"{vdir}/{r.path}"), mode=None) for r in ok.head(2).itertuples()},
                                                STEP_NAMES[asset])),
-    }
-    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
-
-
-def _model_result(context, st, asset: str, result: dict, inputs: dict, tracker, resumed: int,
-                  samples: tuple[list, str], launched: dict | None = None) -> dg.MaterializeResult:
-    """Weights and the ids of every training page into the store and MLflow; `samples`: (images, caption) of the grid."""
-    from mangacolor.stages.common import WEIGHTS_PATH, write_model
-
-    tracker.log_artifact(result["weights"], "weights")
-    tracker.log_text("training_pages.json", json.dumps({role: list(rows["id"]) for role, rows in inputs.items()}, indent=1))
-    for role, rows in inputs.items():
-        tracker.log_dataset(rows, name=role, source=st.uri())
-    writer = st.begin(asset)
-    write_model(writer, result["weights"], inputs, {"steps": result["step"]})
-    version, vdir, _ = writer.seal()
-    meta = {
-        "steps": result["step"],
-        "resumed_from_step": resumed,
-        **{f"{role}_pages": len(rows) for role, rows in inputs.items()},
-        **{k.replace("/", "_"): float(v) for k, v in result["metrics"].items()},
-        **version_metadata(st, version, vdir),
-        "weights": dg.MetadataValue.path(st.uri(st.relative(f"{vdir}/{WEIGHTS_PATH}"))),
-        "mlflow_run_id": tracker.run_id,
-        "samples": samples_md(st, vdir, *samples),
-        **(launched or {}),
     }
     return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
 
@@ -214,34 +193,34 @@ def refiner_model(context: dg.AssetExecutionContext, settings: SettingsResource,
         shown = []
         for line, real in (pairs[i] for i in range(min(2, len(pairs)))):
             shown += [line, refine(model, line, amp_dtype=spec.amp_dtype), real]
-        samples = (shown, "xDoG(real) | refined | real — " + ", ".join(pairs.ids[:2]))
-        return _model_result(context, st, "refiner_model", result, {"train": rows}, tracker, resumed, samples, launched)
+        samples = (shown, "xDoG(real) | refined | real — " + ", ".join(pairs.ids[:2]), 96)
+        return model_result(st, "refiner_model", result["weights"], {"train": rows}, tracker, _loop_metadata(result, resumed, launched),
+                            {"steps": result["step"]}, {"samples": samples})
 
 
-@gpu_asset(
-    GROUP, "data",
-    partitions_def=color_titles,
-    deps=[xdog_pages, refiner_model],
-    automation_condition=EAGER,
-    kinds=("parquet", "pytorch"),
-    description="xDoG pages of a title through the trained refiner (§IV-A-3 step 2): denser, closer to printed pages.",
-)
-def refined_pages(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
-                  device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
-    from mangacolor.models.refiner import refine_batch
-    from mangacolor.stages import synthetic as synth
-    from mangacolor.stages.common import model_weights
-    from mangacolor.training.refiner import load_refiner
+def _translation(asset: str, deps: list, description: str) -> dg.AssetsDefinition:
+    """`refined_pages` and `synthetic_bw_pages`, one asset written once: a title's pages of the step before through the
+    latest trained network (`mangacolor.stages.synthetic.translate_title`), measured against the real pages."""
 
-    preset, st, spec, title = settings.load(), store.get(), device.spec(), context.partition_key
-    rows = ok_rows(st, "xdog_pages", [title])
-    with model_weights(st, "refiner_model") as path:
-        model = load_refiner(path, spec.device)
-    writer = st.begin("refined_pages", title)
-    summary = synth.translate_pages(preset, spec, rows, st, writer, lambda pages: refine_batch(model, pages, amp_dtype=spec.amp_dtype),
-                         progress_logger(context, len(rows), f"refined_pages[{title}]"))
-    with mlflow.run(context, params={"refiner_model": st.latest_version("refiner_model")}, per_materialization=True) as tracker:
-        return _page_stage_result(context, st, "refined_pages", writer, summary, preset, str(spec.device), tracker)
+    @gpu_asset(GROUP, "data", name=asset, partitions_def=color_titles, deps=deps, automation_condition=EAGER,
+               kinds=("parquet", "pytorch"), description=description)
+    def translation(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
+                    device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+        from mangacolor.stages.synthetic import TRANSLATIONS, translate_title
+
+        preset, st, spec, title = settings.load(), store.get(), device.spec(), context.partition_key
+        writer, summary = translate_title(st, preset, spec, asset, title,
+                                          lambda total: progress_logger(context, total, f"{asset}[{title}]"))
+        model_asset = TRANSLATIONS[asset][1]
+        with mlflow.run(context, params={model_asset: st.latest_version(model_asset)}, per_materialization=True) as tracker:
+            return _page_stage_result(context, st, asset, writer, summary, preset, str(spec.device), tracker)
+
+    return translation
+
+
+refined_pages = _translation(
+    "refined_pages", [xdog_pages, refiner_model],
+    "xDoG pages of a title through the trained refiner (§IV-A-3 step 2): denser, closer to printed pages.")
 
 
 # --- step 3 ----------------------------------------------------------------------------------------
@@ -279,35 +258,15 @@ def cut_model(context: dg.AssetExecutionContext, settings: SettingsResource, sto
         G = load_cut_generator(result["weights"], spec.device)
         first = source.sort_values("id").iloc[0]
         translated = {first["id"]: apply_cut(G, read_image(st.read_bytes(first["uri"]), mode="L"), amp_dtype=spec.amp_dtype)}
-        samples = _strip(st, first["title"], ["xdog_pages", "refined_pages"], [first["id"]], translated)
-        return _model_result(context, st, "cut_model", result, {"source": source, "target": target}, tracker, resumed, samples,
-                             launched)
+        samples = (*_strip(st, first["title"], ["xdog_pages", "refined_pages"], [first["id"]], translated), 96)
+        return model_result(st, "cut_model", result["weights"], {"source": source, "target": target}, tracker,
+                            _loop_metadata(result, resumed, launched), {"steps": result["step"]}, {"samples": samples})
 
 
-@gpu_asset(
-    GROUP, "data",
-    partitions_def=color_titles,
-    deps=[refined_pages, cut_model],
-    automation_condition=EAGER,
-    kinds=("parquet", "pytorch"),
-    description="The synthetic black-and-white pages (§IV-A-3 step 3): refined pages translated by CUT, whole pages at once; `source_id` names the colour page.",
-)
-def synthetic_bw_pages(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
-                       device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
-    from mangacolor.models.cut import apply_cut_batch
-    from mangacolor.stages import synthetic as synth
-    from mangacolor.stages.common import model_weights
-    from mangacolor.training.cut import load_cut_generator
-
-    preset, st, spec, title = settings.load(), store.get(), device.spec(), context.partition_key
-    rows = ok_rows(st, "refined_pages", [title])
-    with model_weights(st, "cut_model") as path:
-        G = load_cut_generator(path, spec.device)
-    writer = st.begin("synthetic_bw_pages", title)
-    summary = synth.translate_pages(preset, spec, rows, st, writer, lambda pages: apply_cut_batch(G, pages, amp_dtype=spec.amp_dtype),
-                         progress_logger(context, len(rows), f"synthetic_bw_pages[{title}]"))
-    with mlflow.run(context, params={"cut_model": st.latest_version("cut_model")}, per_materialization=True) as tracker:
-        return _page_stage_result(context, st, "synthetic_bw_pages", writer, summary, preset, str(spec.device), tracker)
+synthetic_bw_pages = _translation(
+    "synthetic_bw_pages", [refined_pages, cut_model],
+    "The synthetic black-and-white pages (§IV-A-3 step 3): refined pages translated by CUT, whole pages at once; "
+    "`source_id` names the colour page.")
 
 
 # --- the holdout never trains the refiner or CUT ------------------------------------------------------

@@ -41,7 +41,7 @@ from mangacolor.io.files import write_atomic
 from mangacolor.io.images import ImageError, encode_png, read_image
 from mangacolor.io.pagemap import WORKERS_HELP, map_batches, size_batches
 from mangacolor.io.store import Store, VersionWriter, ok_rows, safe_part, sha256_bytes
-from mangacolor.stages.common import real_training_rows
+from mangacolor.stages.common import model_weights, real_training_rows
 from mangacolor.synthetic.xdog import PRESETS, XDoGConfig, XDoGError, xdog
 
 # --- configuration -------------------------------------------------------------------------------
@@ -343,6 +343,37 @@ def translate_pages(preset: dict, spec, rows: pd.DataFrame, st: Store, writer: V
     spread = stage_config(preset, "synthetic_pages", PageStageConfig)
     return translate_stage(rows, st, writer, network, progress, batch_size=spread.batch_size, workers=spread.workers,
                            batched=torch.device(spec.device).type != "cpu")
+
+
+# Steps 2 and 3 over one title: the asset translated -> (the previous step's asset, the model asset that translates).
+TRANSLATIONS = {"refined_pages": ("xdog_pages", "refiner_model"), "synthetic_bw_pages": ("refined_pages", "cut_model")}
+
+
+def _network(model_asset: str, weights: Path, spec) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
+    """The trained refiner or CUT generator in `weights` as a page -> page function of a batch of one size."""
+    if model_asset == "refiner_model":
+        from mangacolor.models.refiner import refine_batch
+        from mangacolor.training.refiner import load_refiner
+
+        model = load_refiner(weights, spec.device)
+        return lambda pages: refine_batch(model, pages, amp_dtype=spec.amp_dtype)
+    from mangacolor.models.cut import apply_cut_batch
+    from mangacolor.training.cut import load_cut_generator
+
+    generator = load_cut_generator(weights, spec.device)
+    return lambda pages: apply_cut_batch(generator, pages, amp_dtype=spec.amp_dtype)
+
+
+def translate_title(st: Store, preset: dict, spec, asset: str, title: str,
+                    progress: Callable[[int], Callable[[int, str], None] | None] = lambda total: None) -> tuple[VersionWriter, StageSummary]:
+    """Step 2 (`refined_pages`) or 3 (`synthetic_bw_pages`) of one title: the previous step's pages through the latest
+    trained network, written to a new version of `asset` (not sealed). `progress(total)` gives the page progress."""
+    source, model_asset = TRANSLATIONS[asset]
+    rows = ok_rows(st, source, [title])
+    with model_weights(st, model_asset) as path:
+        network = _network(model_asset, path, spec)
+    writer = st.begin(asset, title)
+    return writer, translate_pages(preset, spec, rows, st, writer, network, progress(len(rows)))
 
 
 def refiner_pairs(st: Store, preset: dict, work: Path):
