@@ -352,7 +352,7 @@ def colorizer_step2(context: dg.AssetExecutionContext, settings: SettingsResourc
 @commits_last
 def colorizer_final(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                     mlflow: MlflowResource) -> dg.MaterializeResult:
-    from mangacolor.registry import register_bundle
+    from mangacolor.inference.registry import register_bundle
     from mangacolor.stages.colorization.bundle import bundle_info, make_bundle, random_init_flags, write_folder
     from mangacolor.stages.colorization.config import colorization_config
     from mangacolor.stages.common import WEIGHTS_PATH, Recorded, to_local

@@ -118,7 +118,7 @@ REPORT_METRICS = ("fid", "fid_lo", "fid_hi", "kid", "kid_lo", "kid_hi", "ciede20
 def _log_model_metrics(tracker, models, lines: dict, set_name: str) -> None:
     """Each registered version's rows also as metrics of its logged model (`<set>/<mode>/<metric>`), so the
     registry shows a version's evaluations; the run keeps them under the role (`candidate/auto/fid`)."""
-    from mangacolor.registry import log_version_metrics
+    from mangacolor.inference.registry import log_version_metrics
 
     for m in models:
         if not m.uri.startswith("models:/"):
@@ -302,7 +302,7 @@ def random_init_flagged(context: dg.AssetCheckExecutionContext, store: StoreReso
 @commits_last
 def champion_model(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                    mlflow: MlflowResource) -> dg.MaterializeResult:
-    from mangacolor.registry import promote, version_by_alias
+    from mangacolor.inference.registry import promote, version_by_alias
 
     cfg, st = _config(settings), store.get()
     reports = {s: _read_record(st, s) for s in cfg.gate.sets}
@@ -339,7 +339,7 @@ def inference_benchmark(context: dg.AssetExecutionContext, settings: SettingsRes
     from mangacolor.eval.benchmark import benchmark_table, run_benchmarks
     from mangacolor.inference.bundle import ModelBundle
     from mangacolor.io.bundle import download_bundle
-    from mangacolor.registry import version_by_alias
+    from mangacolor.inference.registry import version_by_alias
     from mangacolor.stages.evaluation import benchmark_markdown, write_benchmark
 
     cfg, st = _config(settings), store.get()
@@ -469,7 +469,7 @@ def build_manga109_schedule(cfg: ScheduleConfig) -> dg.ScheduleDefinition:
                              "champion or no Manga109 pages.")
     def manga109_weekly(context: dg.ScheduleEvaluationContext, mlflow: MlflowResource, store: StoreResource):
         # No champion yet is a skip; an unreachable or broken tracking store is an error.
-        from mangacolor.registry import version_by_alias
+        from mangacolor.inference.registry import version_by_alias
 
         champion = version_by_alias("champion", MODEL_NAME, mlflow.client())
         if champion is None:

@@ -11,7 +11,7 @@ Without the drafting networks the bundle still colorizes, with an empty draft (t
 "empty draft" row). The same folder is what `colorizer_final` registers in MLflow, so
 `models:/mangacolor-colorizer@champion` and a local path load the same way. This module knows
 loaded bundles; the folder itself (its files, writing one, finding one behind a model URI) is
-`mangacolor.io.bundle`, and the registry (`mangacolor.registry`, which imports this module and never
+`mangacolor.io.bundle`, and the registry (`mangacolor.inference.registry`, which imports this module and never
 the other way round) decides names, versions and aliases.
 """
 

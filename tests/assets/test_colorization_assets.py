@@ -17,7 +17,7 @@ from mangacolor.config import PRESET_DIR, load_preset
 from mangacolor.inference.bundle import ModelBundle
 from mangacolor.io.images import read_image
 from mangacolor.io.store import Store
-from mangacolor.registry import MODEL_NAME
+from mangacolor.inference.registry import MODEL_NAME
 from mangacolor.io.weights import load_weights
 from tests.stages.test_colorization import store_drafting_models
 
