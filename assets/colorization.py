@@ -41,7 +41,7 @@ from mangacolor.data.splits import holdout_pages
 from mangacolor.io.images import read_image
 from mangacolor.io.store import ok_rows
 
-from .common import checkpoint_dir, color_titles, commits_last, gpu_asset, progress_logger, resumed_from, work_dir
+from .common import checkpoint_dir, color_titles, gpu_asset, progress_logger, resumed_from, stage_asset, work_dir
 from .metadata import (
     colorizer_result, fallback_metadata, image_budget, log_training_pages, notes_md, recorded_result, samples_md, table_value,
     training_grid, version_metadata,
@@ -73,6 +73,13 @@ FAN_IN_DIGESTS = [digest_key(a) for a in ("synthetic_bw_pages", "coloring_drafts
 # --- shared by the stages --------------------------------------------------------------------------
 
 
+def _inputs(settings: SettingsResource, store: StoreResource, device: DeviceResource | None = None):
+    """(store, device spec or None, the preset's `colorizer:` section): what every colorization asset starts from."""
+    from mangacolor.stages.colorization.config import colorization_config
+
+    return store.get(), device.spec() if device is not None else None, colorization_config(settings.load())
+
+
 def _color_titles(context, st) -> list[str]:
     known = context.instance.get_dynamic_partitions(color_titles.name)
     return [t for t in known if st.latest_version("color_pages", t)]
@@ -98,8 +105,7 @@ def _bundle_samples(st, bundle_dir: Path, n: int = 2) -> list[np.ndarray]:
 # --- step 1: adversarial domain adaptation -----------------------------------------------------------
 
 
-@gpu_asset(
-    GROUP, "training",
+@gpu_asset(GROUP, "training",
     deps=[SYNTHETIC, *SYNTHETIC_LOWER, DRAFTS, BW_DRAFTS, COLOR, BW, page_splits, *FAN_IN_DIGESTS],
     description="Step 1 (§III, eq. 2–3): synthetic pairs supervised and adversarially, real black-and-white pages of the "
                 "train split adversarially with their drafts (domain adaptation, eq. 9); several generator snapshots with "
@@ -107,11 +113,11 @@ def _bundle_samples(st, bundle_dir: Path, n: int = 2) -> list[np.ndarray]:
 )
 def colorizer_step1_snapshots(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                               device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
-    from mangacolor.stages.colorization.config import checkpoint_key, colorization_config
+    from mangacolor.stages.colorization.config import checkpoint_key
     from mangacolor.stages.colorization.train import record_step1, step1_plan, train_step1
     from mangacolor.stages.common import rows_digest
 
-    st, spec, cfg = store.get(), device.spec(), colorization_config(settings.load())
+    st, spec, cfg = _inputs(settings, store, device)
     titles = _color_titles(context, st)
     plan = step1_plan(st, cfg, titles)
     pairs, real = plan.pairs, plan.real
@@ -137,21 +143,19 @@ def colorizer_step1_snapshots(context: dg.AssetExecutionContext, settings: Setti
 # --- the end of step 1: fine-tune on matched real pairs (Appendix D) ----------------------------------
 
 
-@gpu_asset(
-    GROUP, "training",
-    deps=[colorizer_step1_snapshots, page_pairs, DRAFTS],
+@gpu_asset(GROUP, "training", deps=[colorizer_step1_snapshots, page_pairs, DRAFTS],
     description="The end of step 1 (Appendix D: 'in the first step, we fine-tune the model with a paired dataset of real data "
                 "after training', at most two epochs): every step-1 snapshot fine-tuned on the matched real page pairs, "
                 "continuing the cue schedule of its epochs. These are the snapshots that are ranked and make pseudolabels.",
 )
 def colorizer_step1_finetuned(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                               device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
-    from mangacolor.stages.colorization.config import checkpoint_key, colorization_config
+    from mangacolor.stages.colorization.config import checkpoint_key
     from mangacolor.stages.colorization.data import matched_pairs, stored_snapshots
     from mangacolor.stages.colorization.train import finetune_train, record_finetune
     from mangacolor.stages.common import rows_digest
 
-    st, spec, cfg = store.get(), device.spec(), colorization_config(settings.load())
+    st, spec, cfg = _inputs(settings, store, device)
     _, shots = stored_snapshots(st, "colorizer_step1_snapshots")
     pairs = matched_pairs(st, cfg.variant.use_drafts)
     work = checkpoint_dir(context, checkpoint_key(cfg, "finetune", pairs=rows_digest(pairs.rows, ("id", "sha256", "draft_uri")),
@@ -186,20 +190,17 @@ class SnapshotSelection(dg.Config):
         None, description="Snapshot steps (column `step` of the ranking) to use instead of the automatic choice, best first.")
 
 
-@gpu_asset(
-    GROUP, "selection",
-    deps=[colorizer_step1_finetuned, COLOR, BW, page_splits],
+@gpu_asset(GROUP, "selection", deps=[colorizer_step1_finetuned, COLOR, BW, page_splits],
     description="The fine-tuned step-1 snapshots ranked by KID/FID of their colorings of a validation slice of real training pages against "
                 "colour pages (the paper's authors chose by eye); the best are kept for pseudolabels. Run config `override` picks by hand.",
 )
 def selected_snapshots(context: dg.AssetExecutionContext, config: SnapshotSelection, settings: SettingsResource,
                        store: StoreResource, device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
-    from mangacolor.stages.colorization.config import colorization_config
     from mangacolor.stages.colorization.data import stored_snapshots
     from mangacolor.stages.colorization.selection import choose, rank_snapshots, record_selection
     from mangacolor.stages.common import ranked_rows, real_training_rows, to_local
 
-    st, spec, cfg = store.get(), device.spec(), colorization_config(settings.load())
+    st, spec, cfg = _inputs(settings, store, device)
     sel = cfg.selection
     vdir1, shots = stored_snapshots(st, "colorizer_step1_finetuned")
     validation_rows = real_training_rows(st, sel.validation_pages, cfg.seed + 1)
@@ -251,22 +252,18 @@ def _log_ranking(tracker, ranking, chosen: list[int], metric: str, override: boo
 # --- pseudolabels (§IV-B-3) ---------------------------------------------------------------------------
 
 
-@gpu_asset(
-    GROUP, "data",
-    deps=[selected_snapshots, page_splits, BW, STYLEGAN, INVERSION],
-    kinds=("parquet", "pytorch"),
+@gpu_asset(GROUP, "data", deps=[selected_snapshots, page_splits, BW, STYLEGAN, INVERSION], kinds=("parquet", "pytorch"),
     description="Pseudolabels for self-training: the selected snapshots colorize every real training page several times "
                 "(distinct snapshots, then drafts from the inversion encoder mixed with random CLS vectors); PNGs + manifest.",
 )
 def pseudolabels(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                  device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     from mangacolor.stages.colorization.bundle import stored_inversion
-    from mangacolor.stages.colorization.config import colorization_config
     from mangacolor.stages.colorization.data import chosen_snapshots
     from mangacolor.stages.colorization.pseudolabels import first_page_labels, make_pseudolabels, pseudolabel_facts, skip_pseudolabels
     from mangacolor.stages.common import real_training_rows, to_local
 
-    st, spec, cfg = store.get(), device.spec(), colorization_config(settings.load())
+    st, spec, cfg = _inputs(settings, store, device)
     flags = cfg.variant
     if not flags.self_training:
         return recorded_result(st, skip_pseudolabels(st, cfg))
@@ -297,8 +294,7 @@ def pseudolabels(context: dg.AssetExecutionContext, settings: SettingsResource, 
 # --- step 2: self-training ----------------------------------------------------------------------------
 
 
-@gpu_asset(
-    GROUP, "training",
+@gpu_asset(GROUP, "training",
     deps=[pseudolabels, selected_snapshots, SYNTHETIC, *SYNTHETIC_LOWER, DRAFTS, COLOR, BW, page_splits],
     description="Step 2 (§III): self-training on synthetic pairs plus pseudolabelled real pages, all supervised, the adversarial "
                 "loss on both together with real colour pages as D's real side (λ_syn 1.2, batch 8): the final colorizer. With "
@@ -306,12 +302,12 @@ def pseudolabels(context: dg.AssetExecutionContext, settings: SettingsResource, 
 )
 def colorizer_step2(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                     device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
-    from mangacolor.stages.colorization.config import checkpoint_key, colorization_config
+    from mangacolor.stages.colorization.config import checkpoint_key
     from mangacolor.stages.colorization.data import chosen_snapshots
     from mangacolor.stages.colorization.train import pass_step2_through, record_step2, step2_pairs, step2_train
     from mangacolor.stages.common import WEIGHTS_PATH, rows_digest
 
-    st, spec, cfg = store.get(), device.spec(), colorization_config(settings.load())
+    st, spec, cfg = _inputs(settings, store, device)
     flags = cfg.variant
     best = chosen_snapshots(st).iloc[0]
     if not flags.self_training:
@@ -340,24 +336,19 @@ def colorizer_step2(context: dg.AssetExecutionContext, settings: SettingsResourc
 # --- fine-tune, bundle, registry ----------------------------------------------------------------------
 
 
-@dg.asset(
+@stage_asset(GROUP, "model", owners=OWNERS, kinds=("mlflow", "pytorch"),
     deps=[colorizer_step2, STYLEGAN, DRAFTING, DRAFTING_FINAL, INVERSION],
-    group_name=GROUP,
-    owners=OWNERS, tags={"stage": GROUP, "role": "model"},
-    kinds={"pytorch", "mlflow"},
     description="The final colorizer: step 2's generator (step 1 ended with the matched-pair fine-tune, Appendix D) written as a "
                 f"model bundle (colorizer + StyleGAN + drafting + inversion, and the training canvas) and registered as {MODEL_NAME} with alias 'candidate' "
                 f"(an ablation variant as {MODEL_NAME}-<variant>, without aliases).",
 )
-@commits_last
 def colorizer_final(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                     mlflow: MlflowResource) -> dg.MaterializeResult:
     from mangacolor.inference.registry import register_bundle
     from mangacolor.stages.colorization.bundle import bundle_info, make_bundle, random_init_flags, write_folder
-    from mangacolor.stages.colorization.config import colorization_config
     from mangacolor.stages.common import WEIGHTS_PATH, Recorded, to_local
 
-    st, cfg = store.get(), colorization_config(settings.load())
+    st, _, cfg = _inputs(settings, store)
     flags, random_init = cfg.variant, random_init_flags(cfg, st)
     random_tags = {f"random_init.{k}": str(v).lower() for k, v in random_init.items()}
     params = {"stage": {"name": "final", "variant": flags.name(), "canvas": list(cfg.page_canvas())}}

@@ -49,17 +49,23 @@ def commits_last(fn):
     return wrapper
 
 
-def gpu_asset(group: str, role: str, description: str, *, owners=("team:ml",), kinds=("pytorch",), **more):
-    """`@dg.asset` + `@commits_last` for an asset that runs on a GPU: the `gpu` pool (a slot per GPU), a pod that
-    requests its GPUs (`GPU_OP_TAGS`), retries that resume from the last checkpoint for a training asset (role
-    "training"), and the group, owners and stage/role tags of its group. `more`: other `dg.asset` arguments."""
+def stage_asset(group: str, role: str, description: str, *, gpu: bool = False, owners=("team:ml",), kinds=("pytorch",), **more):
+    """`@dg.asset` + `@commits_last` with the group, owners and stage/role tags of an asset's group; `gpu`: see
+    `gpu_asset`. `more`: other `dg.asset` arguments (deps, partitions_def, automation_condition, ...)."""
+    if gpu:
+        more = {"pool": "gpu", "op_tags": GPU_OP_TAGS, "retry_policy": TRAINING_RETRY if role == "training" else None, **more}
 
     def decorate(fn):
-        return dg.asset(group_name=group, owners=list(owners), tags={"stage": group, "role": role}, pool="gpu", op_tags=GPU_OP_TAGS,
-                        retry_policy=TRAINING_RETRY if role == "training" else None, kinds=set(kinds), description=description,
-                        **more)(commits_last(fn))
+        return dg.asset(group_name=group, owners=list(owners), tags={"stage": group, "role": role}, kinds=set(kinds),
+                        description=description, **more)(commits_last(fn))
 
     return decorate
+
+
+def gpu_asset(group: str, role: str, description: str, **more):
+    """`stage_asset` for an asset that runs on a GPU: the `gpu` pool (a slot per GPU), a pod that requests its GPUs
+    (`GPU_OP_TAGS`), and retries that resume from the last checkpoint for a training asset (role "training")."""
+    return stage_asset(group, role, description, gpu=True, **more)
 
 
 def with_mlflow_link(result, mlflow):

@@ -20,7 +20,7 @@ from mangacolor import config as mc_config
 from mangacolor.drafting.blur import BlurConfig
 from mangacolor.io.store import ok_rows
 
-from .common import checkpoint_dir, color_titles, commits_last, gpu_asset, progress_logger, resumed_from, work_dir
+from .common import checkpoint_dir, color_titles, gpu_asset, progress_logger, resumed_from, stage_asset, work_dir
 from .metadata import model_result, samples_md, version_metadata
 from .digests import digest_key
 from .ingest import bw_pages, color_pages, page_splits
@@ -46,16 +46,10 @@ def _materialized_titles(context, st, asset: str) -> list[str]:
 # --- blurred pages ---------------------------------------------------------------------------------
 
 
-@dg.asset(
-    partitions_def=color_titles,
-    deps=[color_pages],
-    group_name=GROUP,
-    owners=OWNERS, tags={"stage": GROUP, "role": "data"},
+@stage_asset(GROUP, "data", owners=OWNERS, kinds=("parquet", "python"), partitions_def=color_titles, deps=[color_pages],
     automation_condition=EAGER,
-    kinds={"python", "parquet"},
     description="Colour pages of a title resized to 256x256 and strongly blurred (§III-A): what StyleGAN learns and the encoders' targets; preset section `blur:`.",
 )
-@commits_last
 def blurred_color_pages(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource) -> dg.MaterializeResult:
     from mangacolor.stages import drafting
 
@@ -81,9 +75,7 @@ def blurred_color_pages(context: dg.AssetExecutionContext, settings: SettingsRes
 # --- the Coloring Latent Space ---------------------------------------------------------------------
 
 
-@gpu_asset(
-    GROUP, "training",
-    deps=[blurred_color_pages, digest_key("blurred_color_pages")],
+@gpu_asset(GROUP, "training", deps=[blurred_color_pages, digest_key("blurred_color_pages")],
     description="StyleGAN2 on the blurred colour pages of every colour title (§IV-B-1, Appendix D): its W+ is the Coloring Latent Space; preset section `stylegan:` (`init_checkpoint`: a port .pt to start from, as the paper did from Danbooru).",
 )
 def stylegan(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
@@ -178,45 +170,39 @@ def _train_encoder(context, settings, store, device, mlflow, torchrun, asset: st
                              "lpips_trunk": result["lpips_trunk"], "generator_steps": gen_row.get("steps")}, grids)
 
 
-@gpu_asset(
-    GROUP, "training",
-    deps=[stylegan, blurred_color_pages, color_pages],
-    description="GAN inversion (§IV-B-2): pSp from a colour page to W+ of the frozen `stylegan`, trained with 1·MSE + 0.5·LPIPS against the blurred page; makes the drafts of colour pages. Preset section `inversion_encoder:`.",
-)
-def inversion_encoder(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
-                      device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
-    return _train_encoder(context, settings, store, device, mlflow, torchrun, "inversion_encoder", input_nc=3)
+def _encoder(asset: str, input_nc: int, deps: list, description: str, section: str | None = None,
+             pseudolabels: bool = False) -> dg.AssetsDefinition:
+    """A pSp encoder asset (`_train_encoder`): the inversion encoder, the drafting network and its second round."""
+
+    @gpu_asset(GROUP, "training", name=asset, deps=deps, description=description)
+    def encoder(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
+                device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
+        return _train_encoder(context, settings, store, device, mlflow, torchrun, asset, input_nc, section, pseudolabels)
+
+    return encoder
 
 
-@gpu_asset(
-    GROUP, "training",
-    deps=[stylegan, blurred_color_pages, "synthetic_bw_pages", digest_key("synthetic_bw_pages")],
-    description="The drafting network (§III-A eq. 1, §IV-B-2): pSp from a black-and-white page to W+ of the frozen `stylegan`, trained on synthetic pages (grey conversions where `synthetic_bw_pages` is missing, said in the metadata) against the blurred colour page. Preset section `drafting_network:`.",
-)
-def drafting_network(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
-                     device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
-    return _train_encoder(context, settings, store, device, mlflow, torchrun, "drafting_network", input_nc=1)
-
-
-@gpu_asset(
-    GROUP, "training",
-    deps=[stylegan, blurred_color_pages, "synthetic_bw_pages", "pseudolabels"],
-    description="The drafting network's second round (§III: 'in the end, we train the drafting network ... with synthetic data and "
-                "real data with pseudolabels'): pSp from a black-and-white page to W+, trained on the synthetic pairs plus the real "
-                "training pages with their pseudolabels (blurred like the colour pages). The model bundle ships this one. "
-                "Preset section `drafting_network:`.",
-)
-def drafting_network_final(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
-                           device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
-    return _train_encoder(context, settings, store, device, mlflow, torchrun, "drafting_network_final", input_nc=1,
-                          section="drafting_network", pseudolabels=True)
+inversion_encoder = _encoder(
+    "inversion_encoder", 3, [stylegan, blurred_color_pages, color_pages],
+    "GAN inversion (§IV-B-2): pSp from a colour page to W+ of the frozen `stylegan`, trained with 1·MSE + 0.5·LPIPS against the "
+    "blurred page; makes the drafts of colour pages. Preset section `inversion_encoder:`.")
+drafting_network = _encoder(
+    "drafting_network", 1, [stylegan, blurred_color_pages, "synthetic_bw_pages", digest_key("synthetic_bw_pages")],
+    "The drafting network (§III-A eq. 1, §IV-B-2): pSp from a black-and-white page to W+ of the frozen `stylegan`, trained on "
+    "synthetic pages (grey conversions where `synthetic_bw_pages` is missing, said in the metadata) against the blurred "
+    "colour page. Preset section `drafting_network:`.")
+drafting_network_final = _encoder(
+    "drafting_network_final", 1, [stylegan, blurred_color_pages, "synthetic_bw_pages", "pseudolabels"],
+    "The drafting network's second round (§III: 'in the end, we train the drafting network ... with synthetic data and "
+    "real data with pseudolabels'): pSp from a black-and-white page to W+, trained on the synthetic pairs plus the real "
+    "training pages with their pseudolabels (blurred like the colour pages). The model bundle ships this one. "
+    "Preset section `drafting_network:`.", section="drafting_network", pseudolabels=True)
 
 
 # --- drafts of the real black-and-white training pages ---------------------------------------------
 
 
-@gpu_asset(
-    GROUP, "data",
+@gpu_asset(GROUP, "data",
     deps=[drafting_network, dg.AssetDep(bw_pages, partition_mapping=dg.AllPartitionMapping()), page_splits],
     kinds=("parquet", "pytorch"),
     description="Coloring drafts of the real black-and-white training pages (train split only) made with the first-round "
@@ -246,12 +232,8 @@ def bw_page_drafts(context: dg.AssetExecutionContext, settings: SettingsResource
 # --- drafts of the colour training pages -----------------------------------------------------------
 
 
-@gpu_asset(
-    GROUP, "data",
-    partitions_def=color_titles,
-    deps=[inversion_encoder, blurred_color_pages, color_pages],
-    automation_condition=EAGER,
-    kinds=("parquet", "pytorch"),
+@gpu_asset(GROUP, "data", partitions_def=color_titles, deps=[inversion_encoder, blurred_color_pages, color_pages],
+    automation_condition=EAGER, kinds=("parquet", "pytorch"),
     description="Coloring drafts of a title's colour pages made with the inversion encoder (§IV-B-3), 256x256 PNG plus each page's W+ (latents.safetensors); `source_id` pairs a draft with its colour page. Preset section `coloring_drafts:`.",
 )
 def coloring_drafts(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,

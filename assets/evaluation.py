@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from mangacolor.eval.fid import FeatureExtractor
     from mangacolor.eval.report import EvaluationConfig
 
-from .common import commits_last, gpu_asset
+from .common import gpu_asset, stage_asset
 from .metadata import samples_md, table_value, version_metadata
 from .digests import digest_key
 from .ingest import color_pages, manga109_pages, page_splits
@@ -130,10 +130,7 @@ def _log_model_metrics(tracker, models, lines: dict, set_name: str) -> None:
             log_version_metrics(tracker.client, tracker.run_id, tracker.client.get_model_version(name, version), values)
 
 
-@gpu_asset(
-    GROUP, "evaluation",
-    owners=OWNERS,
-    partitions_def=EVAL_SETS,
+@gpu_asset(GROUP, "evaluation", owners=OWNERS, partitions_def=EVAL_SETS,
     deps=[COLORIZER_FINAL, page_splits, manga109_pages, dg.AssetDep(color_pages, partition_mapping=dg.AllPartitionMapping()),
           digest_key("color_pages")],
     kinds=("parquet", "pytorch"),
@@ -291,15 +288,10 @@ def random_init_flagged(context: dg.AssetCheckExecutionContext, store: StoreReso
 # --- promotion ---------------------------------------------------------------------------------
 
 
-@dg.asset(
-    deps=[fid_report],
-    group_name=GROUP,
-    owners=OWNERS, tags={"stage": GROUP, "role": "model"},
-    kinds={"mlflow"},
+@stage_asset(GROUP, "model", owners=OWNERS, kinds=("mlflow",), deps=[fid_report],
     description="The `champion` alias of the registered colorizer: moved to the candidate only when its reports on every "
                 "gating set (evaluation.gate.sets) pass the gate against the current champion.",
 )
-@commits_last
 def champion_model(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                    mlflow: MlflowResource) -> dg.MaterializeResult:
     from mangacolor.inference.registry import promote, version_by_alias
@@ -327,10 +319,7 @@ def champion_model(context: dg.AssetExecutionContext, settings: SettingsResource
 # --- inference_benchmark -----------------------------------------------------------------------
 
 
-@gpu_asset(
-    GROUP, "evaluation",
-    owners=OWNERS,
-    deps=[COLORIZER_FINAL],
+@gpu_asset(GROUP, "evaluation", owners=OWNERS, deps=[COLORIZER_FINAL],
     description="Seconds per page for preprocessing (drafting network + StyleGAN) and colorization, median of N runs, "
                 "and peak memory, on every device present, beside the paper's Table 4.",
 )

@@ -21,7 +21,9 @@ from mangacolor.eval.leakage import TRAINED_ROLES
 from mangacolor.io.images import read_image
 from mangacolor.io.store import ok_rows
 
-from .common import checkpoint_dir, color_titles, commits_last, gpu_asset, holdout_check, progress_logger, resumed_from, work_dir
+from .common import (
+    checkpoint_dir, color_titles, gpu_asset, holdout_check, progress_logger, resumed_from, stage_asset, work_dir,
+)
 from .metadata import manifest_uri, model_result, samples_md, table_metadata, table_value, version_metadata
 from .digests import digest_key
 from .launch import TorchrunResource, run_stage
@@ -134,17 +136,11 @@ def _page_stage_result(context, st, asset: str, writer, summary, preset, device:
 # --- step 1 ----------------------------------------------------------------------------------------
 
 
-@dg.asset(
-    partitions_def=color_titles,
-    deps=[color_pages],
-    group_name=GROUP,
-    owners=OWNERS, tags={"stage": GROUP, "role": "data"},
+@stage_asset(GROUP, "data", owners=OWNERS, kinds=("parquet", "python"), partitions_def=color_titles, deps=[color_pages],
     automation_condition=EAGER,
-    kinds={"python", "parquet"},
     description="xDoG line art of every colour page of a title (§IV-A-3 step 1, preset section `xdog:`), each colour page "
                 "colour-jittered first (Appendix B, `xdog.color_jitter`); pages xDoG refuses are quarantined.",
 )
-@commits_last
 def xdog_pages(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                device: DeviceResource) -> dg.MaterializeResult:
     from mangacolor.stages import synthetic as synth
@@ -163,9 +159,7 @@ def xdog_pages(context: dg.AssetExecutionContext, settings: SettingsResource, st
 # --- step 2 ----------------------------------------------------------------------------------------
 
 
-@gpu_asset(
-    GROUP, "training",
-    deps=[bw_pages, page_splits],
+@gpu_asset(GROUP, "training", deps=[bw_pages, page_splits],
     description="The xDoG refiner (§IV-A-3 step 2): learns xDoG(real black-and-white page) -> that page on the train split (never the holdout); preset section `refiner:`.",
 )
 def refiner_model(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
@@ -203,7 +197,9 @@ def _translation(asset: str, deps: list, description: str) -> dg.AssetsDefinitio
     latest trained network (`mangacolor.stages.synthetic.translate_title`), measured against the real pages."""
 
     @gpu_asset(GROUP, "data", name=asset, partitions_def=color_titles, deps=deps, automation_condition=EAGER,
-               kinds=("parquet", "pytorch"), description=description)
+        kinds=("parquet", "pytorch"),
+        description=description,
+    )
     def translation(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                     device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
         from mangacolor.stages.synthetic import TRANSLATIONS, translate_title
@@ -226,8 +222,7 @@ refined_pages = _translation(
 # --- step 3 ----------------------------------------------------------------------------------------
 
 
-@gpu_asset(
-    GROUP, "training",
+@gpu_asset(GROUP, "training",
     deps=[refined_pages, bw_pages, page_splits, digest_key("refined_pages"), digest_key("bw_pages")],
     description="CUT (§IV-A-3 step 3) on 64x64 crops: refined pages of every colour title -> real black-and-white pages of the train split; preset section `cut:`.",
 )

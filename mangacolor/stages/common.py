@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from dataclasses import dataclass, field
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -23,6 +24,16 @@ from mangacolor.data.splits import holdout_pages, training_pages
 from mangacolor.io.store import Store, VersionWriter, content_version, ok_rows, sha256_bytes
 
 WEIGHTS_PATH = "weights/model.safetensors"
+
+
+@dataclass
+class PageSummary:
+    """What a per-page stage did: pages written, pages quarantined (with their reason in the manifest), and a few
+    images to show (the stage decides which)."""
+
+    ok: int = 0
+    quarantined: int = 0
+    shown: list = field(default_factory=list)
 
 
 class Recorded(NamedTuple):

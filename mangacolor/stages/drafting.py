@@ -46,7 +46,7 @@ from mangacolor.io.pagemap import WORKERS_HELP, Mapped, OutputThread, map_pages
 from mangacolor.io.images import ImageError, encode_png, from_tensor, read_image, to_tensor
 from mangacolor.io.store import UNPARTITIONED, Store, VersionWriter, ok_rows, safe_part, sha256_bytes
 from mangacolor.models.psp import PSp, load_psp
-from mangacolor.stages.common import WEIGHTS_PATH, local_file, weights_row
+from mangacolor.stages.common import WEIGHTS_PATH, PageSummary, local_file, weights_row
 from mangacolor.models.stylegan2 import Generator
 from mangacolor.training.psp import PSpTrainConfig
 from mangacolor.training.stylegan import StyleGANTrainConfig, sample_grid
@@ -110,11 +110,8 @@ def psp_config(preset: dict, section: str, input_nc: int) -> PSpTrainConfig:
 
 
 @dataclass
-class StageSummary:
-    ok: int = 0
-    quarantined: int = 0
-    detail_kept: list[float] = field(default_factory=list)
-    shown: list[np.ndarray] = field(default_factory=list)
+class StageSummary(PageSummary):
+    detail_kept: list[float] = field(default_factory=list)  # per blurred page: how much detail the blur kept
 
 
 def _page_name(row: dict, used: set[str]) -> str:
@@ -334,11 +331,8 @@ def preview_triples(psp: PSp, pairs: DraftPairs, spec: DeviceSpec, n: int = 3) -
 
 
 @dataclass
-class DraftSummary:
-    ok: int = 0
-    quarantined: int = 0
-    mse: list[float] = field(default_factory=list)
-    shown: list[np.ndarray] = field(default_factory=list)
+class DraftSummary(PageSummary):
+    mse: list[float] = field(default_factory=list)  # per draft: its mean squared error to the blurred page
     latent_shape: tuple[int, int] | None = None
 
 

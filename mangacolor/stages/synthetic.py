@@ -41,7 +41,7 @@ from mangacolor.io.files import write_atomic
 from mangacolor.io.images import ImageError, encode_png, read_image
 from mangacolor.io.pagemap import WORKERS_HELP, map_batches, size_batches
 from mangacolor.io.store import Store, VersionWriter, ok_rows, safe_part, sha256_bytes
-from mangacolor.stages.common import model_weights, real_training_rows
+from mangacolor.stages.common import PageSummary, model_weights, real_training_rows
 from mangacolor.synthetic.xdog import PRESETS, XDoGConfig, XDoGError, xdog
 
 # --- configuration -------------------------------------------------------------------------------
@@ -132,12 +132,6 @@ class PageStageConfig(BaseModel):
 
 
 @dataclass
-class StageSummary:
-    ok: int = 0
-    quarantined: int = 0
-
-
-@dataclass
 class _Done:
     """One page's outcome, made in a worker: PNG bytes and size, or why it was quarantined."""
 
@@ -173,9 +167,9 @@ def _finish(index: int, page: np.ndarray) -> _Done:
 
 
 def _write(jobs: list[dict], results, writer: VersionWriter,
-           progress: Callable[[int, str], None] | None) -> StageSummary:
+           progress: Callable[[int, str], None] | None) -> PageSummary:
     """Write each page as its batch arrives; the manifest rows go in id order at the end (they are small)."""
-    summary, rows, n = StageSummary(), {}, 0
+    summary, rows, n = PageSummary(), {}, 0
     for done_batch in results:
         for done in done_batch:
             job = jobs[done.index]
@@ -202,7 +196,7 @@ def page_seed(page_id: str, salt: str = "color_jitter") -> int:
 
 def xdog_stage(rows: pd.DataFrame, store: Store, writer: VersionWriter, config: XDoGConfig,
                progress: Callable[[int, str], None] | None = None, color_jitter: dict | None = None,
-               workers: int | None = None) -> StageSummary:
+               workers: int | None = None) -> PageSummary:
     """Step 1: xDoG of each colour page (ok rows of `color_pages`, with `uri`); what xDoG refuses is quarantined.
 
     `color_jitter` (ColorPageJitter keywords; None: none) jitters each colour page first, seeded by its id.
@@ -237,7 +231,7 @@ def xdog_stage(rows: pd.DataFrame, store: Store, writer: VersionWriter, config: 
 def translate_stage(rows: pd.DataFrame, store: Store, writer: VersionWriter,
                     network: Callable[[list[np.ndarray]], list[np.ndarray]],
                     progress: Callable[[int, str], None] | None = None, *, batch_size: int = 8,
-                    workers: int | None = None, batched: bool = False) -> StageSummary:
+                    workers: int | None = None, batched: bool = False) -> PageSummary:
     """Steps 2 and 3: a page->page network (uint8 HxW pages of one size in, as many out) over the grey pages of the previous step.
 
     Pages are grouped by size (the manifest's `height`/`width`; a unit whose pages turn out to differ
@@ -336,7 +330,7 @@ LOOP_ONLY = {"steps", "log_every", "sample_every", "checkpoint_every"}
 
 def translate_pages(preset: dict, spec, rows: pd.DataFrame, st: Store, writer: VersionWriter,
                     network: Callable[[list[np.ndarray]], list[np.ndarray]],
-                    progress: Callable[[int, str], None] | None = None) -> StageSummary:
+                    progress: Callable[[int, str], None] | None = None) -> PageSummary:
     """`translate_stage` as the preset's `synthetic_pages:` asks: batches through the network on a GPU, processes on the CPU."""
     import torch
 
@@ -365,7 +359,7 @@ def _network(model_asset: str, weights: Path, spec) -> Callable[[list[np.ndarray
 
 
 def translate_title(st: Store, preset: dict, spec, asset: str, title: str,
-                    progress: Callable[[int], Callable[[int, str], None] | None] = lambda total: None) -> tuple[VersionWriter, StageSummary]:
+                    progress: Callable[[int], Callable[[int, str], None] | None] = lambda total: None) -> tuple[VersionWriter, PageSummary]:
     """Step 2 (`refined_pages`) or 3 (`synthetic_bw_pages`) of one title: the previous step's pages through the latest
     trained network, written to a new version of `asset` (not sealed). `progress(total)` gives the page progress."""
     source, model_asset = TRANSLATIONS[asset]

@@ -50,7 +50,7 @@ from mangacolor.training import distributed
 from mangacolor.training.checkpoint import Checkpointer
 from mangacolor.io.weights import save_weights
 from mangacolor.training.cues import CueConfig, Cues, resize_draft, sample_cues
-from mangacolor.training.loader import Pinnable, step_batches
+from mangacolor.training.loader import LoaderSettings, Pinnable, step_batches
 from mangacolor.training.loop import LoopTail
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def page_canvas(canvas: tuple[int, int] | None, crop: tuple[int, int]) -> tuple[
 
 
 @dataclass
-class ColorizerTrainConfig:
+class ColorizerTrainConfig(LoaderSettings):
     generator: ColorizerConfig = field(default_factory=ColorizerConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     cues: CueConfig = field(default_factory=CueConfig)
@@ -97,8 +97,6 @@ class ColorizerTrainConfig:
     checkpoint_every: int = 500
     log_every: int = 10
     sample_count: int = 4  # pages per sample grid
-    num_workers: int | None = None  # data-loading worker processes; None: mangacolor.io.pagemap.resolve_workers
-    prefetch_factor: int = 2
 
     def resolved(self, step: Step) -> tuple[int, int, LossWeights]:
         if step not in STEP_DEFAULTS:

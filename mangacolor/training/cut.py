@@ -23,31 +23,24 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
 from mangacolor.device import DeviceSpec
 from mangacolor.models.cut import (
-    CUTConfig,
-    PatchSampleMLP,
-    ResnetGenerator,
-    apply_cut,
-    build,
-    lsgan_d_loss,
-    lsgan_g_loss,
-    nce_loss,
+    CUTConfig, PatchSampleMLP, ResnetGenerator, apply_cut, build, lsgan_d_loss, lsgan_g_loss, nce_loss,
 )
 from mangacolor.tracking import Tracker
 from mangacolor.training import distributed
 from mangacolor.training.checkpoint import Checkpointer
 from mangacolor.io.weights import load_configured, save_weights
-from mangacolor.training.loader import step_batches
+from mangacolor.training.loader import LoaderFields, step_batches
 from mangacolor.training.loop import LoopTail
 from mangacolor.training.refiner import sample_strip, step_seed
 
 __all__ = ["CUTTrainConfig", "train_cut", "apply_cut", "load_cut_generator", "cut_optimizers", "random_crops"]
 
 
-class CUTTrainConfig(BaseModel):
+class CUTTrainConfig(LoaderFields):
     model_config = ConfigDict(extra="forbid")
 
     model: CUTConfig = CUTConfig()
@@ -61,8 +54,6 @@ class CUTTrainConfig(BaseModel):
     log_every: int = 100
     sample_every: int = 2000
     seed: int = 0
-    num_workers: int | None = None  # data-loading worker processes; None: mangacolor.io.pagemap.resolve_workers
-    prefetch_factor: int = 2
 
 
 def random_crops(pages: Sequence[np.ndarray], n: int, size: int, rng: np.random.Generator, flip: bool) -> torch.Tensor:

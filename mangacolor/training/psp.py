@@ -37,14 +37,14 @@ from mangacolor.tracking import Tracker
 from mangacolor.training import distributed
 from mangacolor.training.checkpoint import Checkpointer
 from mangacolor.io.weights import save_weights
-from mangacolor.training.loader import step_batches
+from mangacolor.training.loader import LoaderSettings, step_batches
 from mangacolor.training.loop import LoopTail
 
 ENCODER_FILE = "encoder.safetensors"
 
 
 @dataclass
-class PSpTrainConfig:
+class PSpTrainConfig(LoaderSettings):
     # encoder (pSp IR-SE-50 by default)
     input_nc: int = 1  # 1: drafting network (black-and-white pages); 3: inversion encoder (colour pages)
     input_size: int = 256
@@ -65,8 +65,6 @@ class PSpTrainConfig:
     sample_every: int = 1000
     checkpoint_every: int = 1000
     n_samples: int = 4
-    num_workers: int | None = None  # data-loading worker processes; None: mangacolor.io.pagemap.resolve_workers
-    prefetch_factor: int = 2
 
     def encoder(self) -> EncoderConfig:
         return EncoderConfig(self.input_nc, self.input_size, tuple(self.widths), tuple(self.units), self.se_reduction)

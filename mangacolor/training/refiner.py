@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 from torch import nn
 
 from mangacolor.data.augment import paired_augmentation
@@ -38,7 +38,7 @@ from mangacolor.tracking import Tracker
 from mangacolor.training import distributed
 from mangacolor.training.checkpoint import Checkpointer
 from mangacolor.io.weights import load_configured, save_weights
-from mangacolor.training.loader import step_batches
+from mangacolor.training.loader import LoaderFields, step_batches
 from mangacolor.training.loop import LoopTail
 
 VGG16_FILE = "vgg16-397923af.pth"
@@ -49,7 +49,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class RefinerTrainConfig(BaseModel):
+class RefinerTrainConfig(LoaderFields):
     model_config = ConfigDict(extra="forbid")
 
     model: RefinerConfig = RefinerConfig()
@@ -70,8 +70,6 @@ class RefinerTrainConfig(BaseModel):
     log_every: int = 50
     sample_every: int = 1000
     seed: int = 0
-    num_workers: int | None = None  # data-loading worker processes; None: mangacolor.io.pagemap.resolve_workers
-    prefetch_factor: int = 2
 
 
 # --- perceptual loss -----------------------------------------------------------------------------

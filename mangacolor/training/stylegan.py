@@ -52,14 +52,14 @@ from mangacolor.tracking import Tracker
 from mangacolor.training import distributed
 from mangacolor.training.checkpoint import Checkpointer
 from mangacolor.io.weights import save_weights
-from mangacolor.training.loader import step_batches
+from mangacolor.training.loader import LoaderSettings, step_batches
 from mangacolor.training.loop import LoopTail
 
 GENERATOR_FILE = "generator.safetensors"
 
 
 @dataclass
-class StyleGANTrainConfig:
+class StyleGANTrainConfig(LoaderSettings):
     # networks (256 px, config-f)
     size: int = 256
     style_dim: int = 512
@@ -88,8 +88,6 @@ class StyleGANTrainConfig:
     checkpoint_every: int = 2000
     n_samples: int = 8
     truncations: tuple[float, ...] = (1.0, 0.7, 0.5)
-    num_workers: int | None = None  # data-loading worker processes; None: mangacolor.io.pagemap.resolve_workers
-    prefetch_factor: int = 2
 
     def networks(self) -> StyleGAN2Config:
         return StyleGAN2Config(self.size, self.style_dim, self.n_mlp, self.channel_multiplier, self.channel_max)
