@@ -100,23 +100,25 @@ def stylegan(context: dg.AssetExecutionContext, settings: SettingsResource, stor
         g_ema, _ = load_generator(result["generator"])
         report = drafting.generator_report(g_ema.to(spec.device), images, report_cfg, spec.device,
                                            work_dir() / "fid_features", context.log.debug)
-        m = report.metrics
-        tracker.log_metrics({"fid": m.fid, "kid": m.kid_mean, "kid_std": m.kid_std}, step=result["steps"])
-        tracker.log_text("fid_report.md", m.to_markdown())
-        tracker.log_image("truncation_grid.png", report.grid)
-        tracker.set_tags({"fid_features": m.feature_extractor, "random_init_inception": str(m.random_init)}
-                  | ({"fid_note": drafting.RANDOM_INIT_NOTE} if m.random_init else {}))
-        meta = {
-            "steps": result["steps"], "size": cfg.size, **launched,
-            **{k: float(v) for k, v in result["metrics"].items()},
-            "fid": m.fid, "kid": m.kid_mean, "fid_samples": m.n_b, "fid_features": m.feature_extractor,
-            "random_init": m.random_init, "fid_report": dg.MetadataValue.md(m.to_markdown()),
-            **({"fid_note": drafting.RANDOM_INIT_NOTE} if m.random_init else {}),
-        }
+        meta = {"steps": result["steps"], "size": cfg.size, **launched, **{k: float(v) for k, v in result["metrics"].items()},
+                **_report_metadata(tracker, report.metrics, report.grid, result["steps"])}
         grids = {"samples": (report.fakes[:8] + report.reals[:8], "generated (8) | blurred pages (8)", 64),
                  "truncation_grid": ([report.grid], f"rows: truncation psi {report_cfg.truncations}", 256)}
         return model_result(st, "stylegan", result["generator"], {"train": rows}, tracker, {"resumed_from_step": resumed, **meta},
                             {"steps": result["steps"], "size": cfg.size}, grids)
+
+
+def _report_metadata(tracker, m, grid, steps: int) -> dict:
+    """The generator's FID/KID report (`stages.drafting.generator_report`) into MLflow and the metadata."""
+    from mangacolor.stages.drafting import RANDOM_INIT_NOTE
+
+    note = {"fid_note": RANDOM_INIT_NOTE} if m.random_init else {}
+    tracker.log_metrics({"fid": m.fid, "kid": m.kid_mean, "kid_std": m.kid_std}, step=steps)
+    tracker.log_text("fid_report.md", m.to_markdown())
+    tracker.log_image("truncation_grid.png", grid)
+    tracker.set_tags({"fid_features": m.feature_extractor, "random_init_inception": str(m.random_init)} | note)
+    return {"fid": m.fid, "kid": m.kid_mean, "fid_samples": m.n_b, "fid_features": m.feature_extractor,
+            "random_init": m.random_init, "fid_report": dg.MetadataValue.md(m.to_markdown()), **note}
 
 
 # --- the two encoders into W+ ----------------------------------------------------------------------
