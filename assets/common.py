@@ -12,10 +12,11 @@ import dagster as dg
 
 from mangacolor.config import work_dir  # noqa: F401  (the assets' work folder)
 
-from mangacolor.io.store import MANIFEST, commit_scope
+from mangacolor.io.store import commit_scope
 from mangacolor.stages import StageInputError
 
-from .metadata import manifest_metadata, mlflow_run_link
+from .launch import TRAINING_RETRY, gpu_asset_args
+from .metadata import mlflow_run_link
 
 color_titles = dg.DynamicPartitionsDefinition(name="color_titles")
 bw_titles = dg.DynamicPartitionsDefinition(name="bw_titles")
@@ -47,6 +48,25 @@ def commits_last(fn):
     return wrapper
 
 
+def stage_asset(group: str, role: str, description: str, *, gpu: bool = False, owners=("team:ml",), kinds=("pytorch",), **more):
+    """`@dg.asset` + `@commits_last` with the group, owners and stage/role tags of an asset's group; `gpu`: see
+    `gpu_asset`. `more`: other `dg.asset` arguments (deps, partitions_def, automation_condition, ...)."""
+
+    def decorate(fn):
+        gpus = {**gpu_asset_args(more.get("name", fn.__name__)), "retry_policy": TRAINING_RETRY if role == "training" else None} if gpu else {}
+        return dg.asset(group_name=group, owners=list(owners), tags={"stage": group, "role": role}, kinds=set(kinds),
+                        description=description, **gpus, **more)(commits_last(fn))
+
+    return decorate
+
+
+def gpu_asset(group: str, role: str, description: str, **more):
+    """`stage_asset` for an asset that runs on a GPU: the GPUs its pod requests and the `gpu` pool's slots it holds (one
+    per GPU, `assets.launch.gpu_asset_args`), and retries that resume from the last checkpoint for a training asset
+    (role "training")."""
+    return stage_asset(group, role, description, gpu=True, **more)
+
+
 def with_mlflow_link(result, mlflow):
     """`mlflow_run`: a link to the result's `mlflow_run_id` in the MLflow UI, found through the asset's MLflow resource."""
     if not isinstance(result, dg.MaterializeResult) or mlflow is None or "mlflow_run_id" not in (result.metadata or {}):
@@ -62,18 +82,6 @@ def progress_logger(context: dg.AssetExecutionContext, total: int | None, label:
             context.log.info(f"{label}: {n}/{total if total is not None else '?'} ({item})")
 
     return report
-
-
-def version_metadata(store, version: str, version_dir: str) -> dict:
-    """The version written: its data version, its folder and Dagster's row count, URI and column schema of its manifest."""
-    uri = store.uri(store.relative(version_dir))
-    return {"data_version": version, "uri": dg.MetadataValue.path(uri),
-            **manifest_metadata(uri, store.read_manifest(version_dir))}
-
-
-def manifest_uri(store, version_dir: str) -> str:
-    """Where the whole table of a version is: its manifest (metadata tables show at most 50 of its rows)."""
-    return store.uri(store.relative(f"{version_dir}/{MANIFEST}"))
 
 
 def resumed_from(work: Path) -> int:

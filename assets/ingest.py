@@ -23,8 +23,8 @@ from mangacolor.data.splits import holdout_pages, make_splits, training_pages
 from mangacolor.io.images import read_image
 from mangacolor.io.store import Store, ok_rows
 
-from .common import bw_titles, color_titles, commits_last, manifest_uri, progress_logger, version_metadata
-from .metadata import samples_md, table_metadata
+from .common import bw_titles, color_titles, commits_last, progress_logger, stage_asset
+from .metadata import manifest_uri, samples_md, table_metadata, version_metadata
 from .digests import digest_key, digest_observations
 from .resources import SettingsResource, StoreResource
 
@@ -98,14 +98,9 @@ color_sources, color_pages = _make_ingest("color", color_titles)
 bw_sources, bw_pages = _make_ingest("bw", bw_titles)
 
 
-@dg.asset(
-    group_name="ingest",
-    owners=OWNERS, tags={"stage": "ingest", "role": "data"},
-    automation_condition=EAGER,
-    kinds={"python", "parquet"},
+@stage_asset("ingest", "data", owners=OWNERS, kinds=("parquet", "python"), automation_condition=EAGER,
     description="Manga109 pages read from the official layout (books.txt, images/<title>/<NNN>.jpg): the unseen-style evaluation set.",
 )
-@commits_last
 def manga109_pages(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource) -> dg.MaterializeResult:
     preset = settings.load()
     cfg = manga109_source(preset)
@@ -121,15 +116,10 @@ def manga109_pages(context: dg.AssetExecutionContext, settings: SettingsResource
     return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
 
 
-@dg.asset(
-    group_name="ingest",
-    owners=OWNERS, tags={"stage": "ingest", "role": "data"},
-    deps=[color_pages, bw_pages, digest_key("color_pages"), digest_key("bw_pages")],
-    automation_condition=EAGER,
-    kinds={"python", "parquet"},
+@stage_asset("ingest", "data", owners=OWNERS, kinds=("parquet", "python"),
+    deps=[color_pages, bw_pages, digest_key("color_pages"), digest_key("bw_pages")], automation_condition=EAGER,
     description="The paper's matched black-and-white/colour pairs (§IV-A-2): titles present in both roles, each page aligned by its ink, with alignment and error; rejected candidates kept with their best error.",
 )
-@commits_last
 def page_pairs(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource) -> dg.MaterializeResult:
     from mangacolor.data.pairs import match_pairs
 
@@ -156,15 +146,10 @@ def page_pairs(context: dg.AssetExecutionContext, settings: SettingsResource, st
     )
 
 
-@dg.asset(
-    group_name="ingest",
-    owners=OWNERS, tags={"stage": "ingest", "role": "data"},
-    deps=[bw_pages, page_pairs, digest_key("bw_pages")],
-    automation_condition=EAGER,
-    kinds={"python", "parquet"},
+@stage_asset("ingest", "data", owners=OWNERS, kinds=("parquet", "python"),
+    deps=[bw_pages, page_pairs, digest_key("bw_pages")], automation_condition=EAGER,
     description="Train / holdout split of the black-and-white pages by a fixed seed; the holdout is never read by adaptation or self-training (matched pairs train, but for `paired_holdout_fraction` of them).",
 )
-@commits_last
 def page_splits(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource) -> dg.MaterializeResult:
     st = store.get()
     cfg = mc_config.stage_config(settings.load(), "splits", mc_config.SplitConfig)

@@ -3,12 +3,10 @@
 Upload a page, paint colour hints over it with a brush, optionally pick a reference image or ask
 for several sampled colourings, and see the colourings side by side, each downloadable as a PNG.
 
-The page talks to the model through one small interface, `PageColorizer.colorize(page, hints,
-reference, samples, seed) -> list of RGB uint8 arrays`; `load_colorizer` builds it from a bundle
-folder or a `models:/` URI (today on top of `ModelBundle`; the Python API's `Colorizer` offers
-the same call). Painted hints: every pixel of the editor's drawing layers with alpha > 0 is a
-hint of that pixel's colour (white included), i.e. the RGBA hint image of `mangacolor colorize
---hints`.
+The page talks to the model through the Python API's `Colorizer` (mangacolor/inference/api.py), loaded
+from a bundle folder, a `models:/` URI, or by default the registry's champion, else its candidate.
+Painted hints: every pixel of the editor's drawing layers with alpha > 0 is a hint of that pixel's
+colour (white included), i.e. the RGBA hint image of `mangacolor colorize --hints`.
 
 It binds 127.0.0.1 unless told otherwise, never opens a share link, sends no analytics and uses
 the system's fonts, so it works on a machine without internet.
@@ -18,7 +16,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,43 +27,6 @@ MAX_SAMPLES = 8
 # Fonts the browser already has: the default theme would fetch Google Fonts.
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "DejaVu Sans", "sans-serif"]
 MONO_FONTS = ["ui-monospace", "DejaVu Sans Mono", "monospace"]
-
-
-@dataclass
-class PageColorizer:
-    """The model behind the page: a loaded bundle and how to call it."""
-
-    bundle: object  # mangacolor.inference.bundle.ModelBundle
-    mode: str = "exact"
-
-    def colorize(self, page: np.ndarray, hints: np.ndarray | None = None, reference: np.ndarray | None = None,
-                 samples: int = 1, seed: int | None = None) -> list[np.ndarray]:
-        """page: uint8 grey (H,W) or RGB; hints: RGBA (H,W,4), alpha marks hints; reference: RGB.
-
-        Returns `samples` colourings, RGB uint8 (H,W,3). Several samples without a reference are
-        drawn by style mixing from `seed` (0 when None); with a reference every sample uses it.
-        """
-        from mangacolor.inference.colorize import PRESETS
-
-        seed = seed if (seed is not None or samples > 1) else None
-        drafts = self.bundle.drafts(page, n=samples, seed=seed, reference=reference)
-        return [self.bundle.colorize(page, hint=hints, draft=d, options=PRESETS[self.mode]) for d in drafts]
-
-    @property
-    def takes_reference(self) -> bool:
-        return getattr(self.bundle, "inversion", None) is not None
-
-    @property
-    def samples_differ(self) -> bool:
-        return getattr(self.bundle, "drafting", None) is not None
-
-
-def load_colorizer(model: str | None = None, device: str = "cpu", mode: str = "exact") -> PageColorizer:
-    """A bundle folder, a `models:/` URI, or None for the registry's champion (then candidate)."""
-    from mangacolor.cli import _default_model
-    from mangacolor.inference.bundle import ModelBundle
-
-    return PageColorizer(ModelBundle.load(_default_model(model), device=device), mode=mode)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -111,9 +71,11 @@ def page_and_hints(editor: dict | None) -> tuple[np.ndarray, np.ndarray | None]:
 # The page
 
 
-def build_app(colorizer: PageColorizer, out_dir: str | Path | None = None):
-    """The Gradio Blocks of the hint page (not launched)."""
+def build_app(colorizer, out_dir: str | Path | None = None):
+    """The Gradio Blocks of the hint page (not launched) around `colorizer`, a `mangacolor.inference.Colorizer`."""
     import gradio as gr
+
+    from mangacolor.inference.pages import InputError
 
     from mangacolor.io.images import encode_png
 
@@ -131,7 +93,11 @@ def build_app(colorizer: PageColorizer, out_dir: str | Path | None = None):
             raise gr.Error("this model has no inversion encoder, so it cannot take colours from a reference")
         ref = _rgb(np.asarray(reference)) if reference is not None else None
         seed = None if seed in (None, "") else int(seed)
-        images = colorizer.colorize(page, hints=hints, reference=ref, samples=samples, seed=seed)
+        try:
+            out = colorizer.colorize(page, hints=hints, reference=ref, samples=samples, seed=seed)
+        except InputError as exc:
+            raise gr.Error(str(exc)) from None
+        images = out if isinstance(out, list) else [out]
         counter["n"] += 1
         files = []
         for k, img in enumerate(images, 1):
@@ -172,7 +138,9 @@ def build_app(colorizer: PageColorizer, out_dir: str | Path | None = None):
 def serve(model: str | None = None, host: str = "127.0.0.1", port: int | None = None, device: str = "cpu",
           mode: str = "exact", block: bool = True):
     """Load the model and start the hint page; returns (app, url) when `block` is False."""
-    colorizer = load_colorizer(model, device=device, mode=mode)  # a bad --model fails before Gradio loads
+    from mangacolor.inference.api import Colorizer
+
+    colorizer = Colorizer.load(model, device=device, mode=mode)  # a bad --model fails before Gradio loads
     import gradio as gr
 
     app = build_app(colorizer)

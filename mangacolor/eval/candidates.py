@@ -2,7 +2,7 @@
 
 Versions of `mangacolor-colorizer` are the full method; an ablation ("no_drafts", "no_adaptation",
 "no_self_training": the rows of the paper's Tables 1 and 3 that leave a part out) is registered as
-`mangacolor-colorizer-<variant>` with its `variant` tag (`mangacolor.registry`). An evaluation scores
+`mangacolor-colorizer-<variant>` with its `variant` tag (`mangacolor.inference.registry`). An evaluation scores
 
 - the `candidate` alias in the automatic mode and with an empty draft (Table 1's "with empty
   coloring draft" row: the same model, its drafting network unused);
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import mlflow
 
-from mangacolor.registry import FULL, MODEL_NAME, variant_models, variant_of, version_by_alias
+from mangacolor.inference.registry import FULL, MODEL_NAME, variant_models, variant_of, version_by_alias
 
 MODES = ("auto", "empty_draft")
 VARIANTS = ("full", "no_drafts", "no_adaptation", "no_self_training")

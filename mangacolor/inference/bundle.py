@@ -1,18 +1,11 @@
-"""The trained model as users get it: one folder (a "bundle") with every network colorize needs.
-
-    bundle/
-      bundle.json              which files are present, the colorizer config, inference options, provenance
-      colorizer.safetensors    the colorization generator (§III-B)
-      stylegan.safetensors     the Coloring Latent Space generator (§III-A), optional
-      drafting.safetensors     pSp encoder black-and-white -> W+ (drafts, sampling), optional
-      inversion.safetensors    pSp encoder colour -> W+ (reference images), optional
+"""The trained model as users get it, loaded: a bundle folder (mangacolor/io/bundle.py: the colorizer, and
+optionally the StyleGAN, drafting and inversion networks) as networks ready to colour pages.
 
 Without the drafting networks the bundle still colorizes, with an empty draft (the paper's
 "empty draft" row). The same folder is what `colorizer_final` registers in MLflow, so
-`models:/mangacolor-colorizer@champion` and a local path load the same way. This module knows
-loaded bundles; the folder itself (its files, writing one, finding one behind a model URI) is
-`mangacolor.io.bundle`, and the registry (`mangacolor.registry`, which imports this module and never
-the other way round) decides names, versions and aliases.
+`models:/mangacolor-colorizer@champion` and a local path load the same way. The registry
+(`mangacolor.inference.registry`, which imports this module and never the other way round) decides
+names, versions and aliases.
 """
 
 from __future__ import annotations

@@ -102,6 +102,50 @@ def resize_hint_array(rgba: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.dstack([(rgb * on[..., None]).clip(0, 255).round().astype(np.uint8), on.astype(np.uint8) * 255])
 
 
+def read_hint_file(path: str | Path):
+    """A hint file's content: the points of a .json file (a list or a dict), or the pixels of an image; a file
+    that is not one of them is a `HintError` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise HintError(f"{path}: no such hint file (expected an RGBA/RGB image or {POINT_FORMAT})")
+    if path.suffix.lower() == ".json":
+        try:
+            points = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise HintError(f"{path}: not readable JSON ({' '.join(str(exc).split())}); expected {POINT_FORMAT}") from None
+        if not isinstance(points, (list, dict)):
+            raise HintError(f"{path}: expected {POINT_FORMAT}")
+        return points
+    try:
+        return read_image(path, mode="RGBA")
+    except ImageError as exc:
+        raise HintError(f"{path}: {exc.reason}; expected an RGBA/RGB hint image or {POINT_FORMAT}") from None
+
+
+def hint_source(hints: str | Path | None) -> Path | None:
+    """A `--hints` argument checked before any page is read: None, a folder of per-page hint files (`hint_for`),
+    or one hint file (read again for each page, so its errors name it)."""
+    if hints is None:
+        return None
+    path = Path(hints)
+    if path.is_dir():
+        return path
+    if not path.is_file():
+        raise HintError(f"{path}: no such hint file or folder (expected an RGBA/RGB hint image or {POINT_FORMAT}, "
+                        "or a folder of them named like the pages)")
+    read_hint_file(path)
+    return path
+
+
+def hint_for(folder: Path, rel: str) -> Path | None:
+    """The hint file of a page in a hint folder: same relative path (or file name), .png, .json or .webp."""
+    for stem in (Path(rel).with_suffix(""), Path(Path(rel).name).with_suffix("")):
+        for ext in (".png", ".json", ".webp"):
+            if (folder / f"{stem}{ext}").is_file():
+                return folder / f"{stem}{ext}"
+    return None
+
+
 def load_hints(hints, size: tuple[int, int]) -> np.ndarray | None:
     """Any accepted hint form -> (H,W,4) uint8 at the page's `size` (H, W), or None for no hints.
 
@@ -111,20 +155,8 @@ def load_hints(hints, size: tuple[int, int]) -> np.ndarray | None:
         return None
     source = "hints"
     if isinstance(hints, (str, Path)):
-        path = Path(hints)
-        source = str(path)
-        if not path.is_file():
-            raise HintError(f"{path}: no such hint file (expected an RGBA/RGB image or {POINT_FORMAT})")
-        if path.suffix.lower() == ".json":
-            try:
-                hints = json.loads(path.read_text())
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise HintError(f"{path}: not readable JSON ({exc}); expected {POINT_FORMAT}") from None
-        else:
-            try:
-                hints = read_image(path, mode="RGBA")
-            except ImageError as exc:
-                raise HintError(f"{path}: {exc.reason}; expected an RGBA/RGB hint image or {POINT_FORMAT}") from None
+        source = str(hints)
+        hints = read_hint_file(hints)
     if isinstance(hints, (list, dict)):
         return points_to_rgba(hints, size, source)
     if not isinstance(hints, np.ndarray):
@@ -140,4 +172,4 @@ def load_hints(hints, size: tuple[int, int]) -> np.ndarray | None:
     return rgba
 
 
-__all__ = ["HintError", "load_hints", "points_to_rgba", "rgba_from_image"]
+__all__ = ["HintError", "hint_for", "hint_source", "load_hints", "points_to_rgba", "read_hint_file", "rgba_from_image"]

@@ -29,10 +29,7 @@ encoder itself then resizes to its `input_size`.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,8 +46,8 @@ from mangacolor.io.pagemap import WORKERS_HELP, Mapped, OutputThread, map_pages
 from mangacolor.io.images import ImageError, encode_png, from_tensor, read_image, to_tensor
 from mangacolor.io.store import UNPARTITIONED, Store, VersionWriter, ok_rows, safe_part, sha256_bytes
 from mangacolor.models.psp import PSp, load_psp
+from mangacolor.stages.common import WEIGHTS_PATH, PageSummary, local_file, weights_row
 from mangacolor.models.stylegan2 import Generator
-from mangacolor.stages.synthetic import WEIGHTS_PATH
 from mangacolor.training.psp import PSpTrainConfig
 from mangacolor.training.stylegan import StyleGANTrainConfig, sample_grid
 
@@ -109,21 +106,12 @@ def psp_config(preset: dict, section: str, input_nc: int) -> PSpTrainConfig:
     return dataclasses.replace(cfg, input_nc=input_nc)
 
 
-def checkpoint_key(cfg, loop_only: set[str], **more) -> dict:
-    """What decides whether a checkpoint can be resumed: the config minus loop-only settings, plus `more`."""
-    values = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else cfg.model_dump(mode="json")
-    return {**{k: v for k, v in values.items() if k not in loop_only}, **more}
-
-
 # --- 1. blurred pages ----------------------------------------------------------------------------
 
 
 @dataclass
-class StageSummary:
-    ok: int = 0
-    quarantined: int = 0
-    detail_kept: list[float] = field(default_factory=list)
-    shown: list[np.ndarray] = field(default_factory=list)
+class StageSummary(PageSummary):
+    detail_kept: list[float] = field(default_factory=list)  # per blurred page: how much detail the blur kept
 
 
 def _page_name(row: dict, used: set[str]) -> str:
@@ -260,15 +248,6 @@ def pseudolabel_draft_rows(store: Store) -> pd.DataFrame:
                          "sha256": frame["sha256"].values, "input_kind": "pseudolabel", "blur_target": True})[columns]
 
 
-def rows_digest(rows: pd.DataFrame, columns: tuple[str, ...] = ("id", "sha256", "input_uri")) -> str:
-    """Which pairs (ids, content, inputs) a model is trained on, as a short digest."""
-    present = [c for c in columns if c in rows]
-    h = hashlib.sha256()
-    for values in sorted(rows[present].astype(str).itertuples(index=False, name=None)):
-        h.update("|".join(values).encode() + b"\n")
-    return h.hexdigest()[:16]
-
-
 # --- 2. the generator's report -------------------------------------------------------------------
 
 
@@ -352,11 +331,8 @@ def preview_triples(psp: PSp, pairs: DraftPairs, spec: DeviceSpec, n: int = 3) -
 
 
 @dataclass
-class DraftSummary:
-    ok: int = 0
-    quarantined: int = 0
-    mse: list[float] = field(default_factory=list)
-    shown: list[np.ndarray] = field(default_factory=list)
+class DraftSummary(PageSummary):
+    mse: list[float] = field(default_factory=list)  # per draft: its mean squared error to the blurred page
     latent_shape: tuple[int, int] | None = None
 
 
@@ -503,30 +479,6 @@ def encoder_train(st: Store, preset: dict, titles: list[str], work: Path, spec, 
 
 
 # --- models in the store -------------------------------------------------------------------------
-
-
-@contextmanager
-def local_file(store: Store, path: str) -> Iterator[Path]:
-    """A local path for a store file (object stores: a temporary copy)."""
-    if store.is_local:
-        if not Path(path).exists():
-            raise FileNotFoundError(f"{path} is missing from the store: re-materialize the asset that wrote it")
-        yield Path(path)
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        local = Path(tmp) / Path(path).name
-        local.write_bytes(store.read_bytes(path))
-        yield local
-
-
-def weights_row(store: Store, asset: str) -> tuple[str, dict]:
-    """(version dir, the weights row) of the latest version of a model asset written by `write_model`."""
-    vdir = store.latest_dir(asset)
-    frame = store.read_manifest(vdir)
-    found = frame[frame["role"] == "weights"] if "role" in frame else frame.iloc[0:0]
-    if found.empty:
-        raise FileNotFoundError(f"{vdir}: no weights row in the manifest; re-materialize {asset}")
-    return vdir, found.iloc[0].to_dict()
 
 
 def generator_path(store: Store, version: str) -> str:

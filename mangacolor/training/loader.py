@@ -28,13 +28,30 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+from dataclasses import dataclass
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
+from pydantic import BaseModel
 from torch.utils.data import DataLoader, Dataset
 
 from mangacolor.io.pagemap import resolve_workers, start_workers
+
+@dataclass
+class LoaderSettings:
+    """How a loop reads its batches; every loop's config has these (`LoaderFields` for the pydantic ones)."""
+
+    num_workers: int | None = None  # DataLoader worker processes; None: mangacolor.io.pagemap.resolve_workers
+    prefetch_factor: int = 2  # batches each worker prepares ahead
+
+
+class LoaderFields(BaseModel):
+    """`LoaderSettings` for a loop config that is a pydantic model (CUT, the refiner)."""
+
+    num_workers: int | None = None
+    prefetch_factor: int = 2
+
 
 class StepBatches(Dataset):
     """Item s is the batch of training step s, `make(s)`."""

@@ -37,13 +37,14 @@ from mangacolor.tracking import Tracker
 from mangacolor.training import distributed
 from mangacolor.training.checkpoint import Checkpointer
 from mangacolor.io.weights import save_weights
-from mangacolor.training.loader import step_batches
+from mangacolor.training.loader import LoaderSettings, step_batches
+from mangacolor.training.loop import LoopTail
 
 ENCODER_FILE = "encoder.safetensors"
 
 
 @dataclass
-class PSpTrainConfig:
+class PSpTrainConfig(LoaderSettings):
     # encoder (pSp IR-SE-50 by default)
     input_nc: int = 1  # 1: drafting network (black-and-white pages); 3: inversion encoder (colour pages)
     input_size: int = 256
@@ -64,8 +65,6 @@ class PSpTrainConfig:
     sample_every: int = 1000
     checkpoint_every: int = 1000
     n_samples: int = 4
-    num_workers: int | None = None  # data-loading worker processes; None: mangacolor.io.pagemap.resolve_workers
-    prefetch_factor: int = 2
 
     def encoder(self) -> EncoderConfig:
         return EncoderConfig(self.input_nc, self.input_size, tuple(self.widths), tuple(self.units), self.se_reduction)
@@ -180,6 +179,17 @@ def train_psp(cfg: PSpTrainConfig, pairs, generator_weights: str | Path, out_dir
         loaded = [_load_pair(pairs, int(chosen[j]), psp, size) for j in positions]
         return torch.cat([a for a, _ in loaded]), torch.cat([b for _, b in loaded])
 
+    tail = LoopTail(total, dist, tracker, cfg.log_every, cfg.checkpoint_every, cfg.sample_every, say)
+
+    def metrics() -> dict[str, float]:
+        parts["images_per_s"] = seen / max(1e-9, time.perf_counter() - t0)
+        parts["epoch"] = done / steps_per_epoch
+        return dist.mean(parts)
+
+    def checkpoint() -> None:
+        checkpointer.save(done, {"encoder": psp.encoder}, states, distributed.written_by(dist))
+        say(f"checkpoint step {done}")
+
     parts: dict[str, float] = {}
     t0, seen = time.perf_counter(), 0
     for step, (x, y) in step_batches(make, start, total, spec.device, cfg.num_workers, cfg.prefetch_factor):
@@ -194,17 +204,9 @@ def train_psp(cfg: PSpTrainConfig, pairs, generator_weights: str | Path, out_dir
         seen += batch
 
         done = step + 1
-        if done % cfg.log_every == 0 or done == total:
-            parts["images_per_s"] = seen / max(1e-9, time.perf_counter() - t0)
-            parts["epoch"] = done / steps_per_epoch
-            parts = dist.mean(parts)
-            tracker.log_metrics(parts, step=done)
-            say(f"step {done}/{total} loss {parts['loss']:.4f}")
-        if (done % cfg.sample_every == 0 or done == total) and dist.is_main:
-            tracker.log_image(f"drafts/step_{done:08d}.png", _sample_strip(psp, sample_x, sample_y))
-        if (done % cfg.checkpoint_every == 0 or done == total) and dist.is_main:
-            checkpointer.save(done, {"encoder": psp.encoder}, states, distributed.written_by(dist))
-            say(f"checkpoint step {done}")
+        parts = tail(done, metrics, lambda m: f"step {done}/{total} loss {m['loss']:.4f}",
+                     lambda: tracker.log_image(f"drafts/step_{done:08d}.png", _sample_strip(psp, sample_x, sample_y)),
+                     checkpoint) or parts
 
     encoder_path = out_dir / ENCODER_FILE
     if dist.is_main:

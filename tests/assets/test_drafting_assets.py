@@ -18,7 +18,7 @@ from mangacolor.io.images import read_image
 from mangacolor.io.store import Store
 from mangacolor.models.psp import load_psp
 from mangacolor.models.stylegan2 import load_generator
-from mangacolor.stages.synthetic import model_weights
+from mangacolor.stages.common import model_weights
 from pipelines.definitions import build_resources
 
 TITLES = ["azure_tide", "crimson_oath"]

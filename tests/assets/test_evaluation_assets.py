@@ -22,7 +22,7 @@ from assets.resources import MlflowResource, StoreResource
 from mangacolor.config import load_preset
 from mangacolor.eval.report import RANDOM_INIT_NOTE
 from mangacolor.io.store import Store
-from mangacolor.registry import MODEL_NAME, logged_model_id, promote, register_bundle, version_by_alias
+from mangacolor.inference.registry import MODEL_NAME, logged_model_id, promote, register_bundle, version_by_alias
 from pipelines.definitions import executable_defs
 
 BW_TITLES = ["night_harbor", "paper_moon"]

@@ -7,7 +7,7 @@ import torch
 
 from mangacolor.inference.bundle import ModelBundle
 from mangacolor.models.colorizer import ColorizerConfig, build_generator
-from mangacolor.registry import MODEL_NAME, promote, register_bundle, version_by_alias
+from mangacolor.inference.registry import MODEL_NAME, promote, register_bundle, version_by_alias
 from mangacolor.io.bundle import download_bundle, write_bundle
 from mangacolor.io.weights import save_weights
 

@@ -18,7 +18,7 @@ from mangacolor.stages.colorization.config import PseudolabelConfig, SYNTHETIC_L
 from mangacolor.stages.colorization.data import StorePairs, matched_pairs, synthetic_pairs
 from mangacolor.stages.colorization.pseudolabels import make_pseudolabels
 from mangacolor.stages.colorization.selection import choose
-from mangacolor.stages.synthetic import write_model
+from mangacolor.stages.common import write_model
 from mangacolor.io.weights import save_weights
 
 pytestmark = pytest.mark.filterwarnings("ignore:colorizer encoder is randomly")
@@ -227,3 +227,21 @@ def test_bundle_parts_share_the_generator_the_drafting_network_was_trained_again
     writer.commit(salt="other")
     files, notes = drafting_files(store, tmp_path / "parts2")
     assert sorted(files) == ["drafting", "stylegan"] and f"against {gan_version}" in notes[0]
+
+
+def test_the_loop_config_is_derived_from_the_preset_section_and_its_step():
+    from dataclasses import fields
+
+    from mangacolor.stages.colorization.config import ColorizationConfig, StepSection
+    from mangacolor.training.colorizer import ColorizerTrainConfig
+
+    # Every field of the loop's config can be set from the preset: the whole section or the step's.
+    assert {f.name for f in fields(ColorizerTrainConfig)} <= set(ColorizationConfig.model_fields) | set(StepSection.model_fields)
+    cfg = ColorizationConfig(num_workers=3, prefetch_factor=5, sample_count=2, log_every=7, crop=(64, 48),
+                             step1={"lr_g": 3e-4, "max_steps": 9, "losses": {"per": 0}})
+    loop = cfg.train_config("step1", "adapt")
+    assert (loop.num_workers, loop.prefetch_factor, loop.sample_count, loop.log_every) == (3, 5, 2, 7)
+    assert (loop.lr_g, loop.lr_d, loop.max_steps, loop.losses.per) == (3e-4, 4e-4, 9, 0)
+    assert (loop.epochs, loop.batch_size) == (15, 4)  # Appendix D's step 1, where the section leaves them open
+    assert loop.canvas == loop.page_canvas() == cfg.page_canvas() == (64, 48)
+    assert loop.total_steps("adapt", 10) == 9 and loop.steps_per_epoch("adapt", 10) == 2

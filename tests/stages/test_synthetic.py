@@ -7,7 +7,8 @@ import torch
 
 from mangacolor.io.images import encode_png, read_image
 from mangacolor.io.store import Store, sha256_bytes
-from mangacolor.stages.synthetic import RefinerPairs, model_weights, translate_stage, write_model, xdog_stage
+from mangacolor.stages.synthetic import RefinerPairs, translate_stage, xdog_stage
+from mangacolor.stages.common import model_weights, write_model
 from mangacolor.synthetic.xdog import PRESETS, xdog
 from mangacolor.io.weights import load_weights, save_weights
 

@@ -96,3 +96,16 @@ def random_init_flags(cfg: ColorizationConfig, store: Store) -> dict[str, bool]:
         inception = bool(frame.get("random_init", pd.Series([False])).astype(bool).any())
     return {"encoder": cfg.generator_config().encoder_weights is None, "vgg": bool(uses_vgg and not vgg_file.exists()),
             "inception_selection": inception}
+
+
+BUNDLE_INPUTS = ("colorizer_step2", "colorizer_step1_finetuned", "page_pairs", "stylegan", "drafting_network",
+                 "drafting_network_final", "inversion_encoder")
+
+
+def bundle_info(store: Store, cfg: ColorizationConfig, random_init: dict[str, bool], **run_ids: str) -> dict:
+    """What a bundle's bundle.json says of it besides its files: the generator's config, the training canvas, the
+    variant, the runs that made it (`run_ids`), the store versions it was made from, and which networks were
+    random stand-ins."""
+    return {"colorizer_config": cfg.generator_config().to_dict(), "canvas": list(cfg.page_canvas()), "variant": cfg.variant.name(),
+            "flags": cfg.variant.model_dump(), **run_ids, "inputs": {a: store.latest_version(a) for a in BUNDLE_INPUTS},
+            "random_init": random_init, "fallbacks": []}

@@ -8,6 +8,7 @@ adversarial adaptation, without self-training.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Literal
 
@@ -18,7 +19,8 @@ from mangacolor.io.pagemap import WORKERS_HELP
 from mangacolor.losses.colorization import LossWeights
 from mangacolor.models.colorizer import ColorizerConfig
 from mangacolor.models.discriminator import DiscriminatorConfig
-from mangacolor.training.colorizer import STEP_DEFAULTS, ColorizerTrainConfig, Step, epoch_steps
+from mangacolor.stages import common
+from mangacolor.training.colorizer import STEP_DEFAULTS, ColorizerTrainConfig, Step, page_canvas
 from mangacolor.training.cues import CueConfig, CueStage, HintConfig
 
 # Table 3's synthetic data levels: the asset whose pages are the synthetic black-and-white side, and
@@ -137,32 +139,23 @@ class ColorizationConfig(BaseModel):
         return CueConfig(hint=hint, schedule=tuple(CueStage(**s) for s in schedule))
 
     def train_config(self, section: Literal["step1", "step2", "finetune"], step: Step) -> ColorizerTrainConfig:
-        """The loop's config for one stage; `step` picks Appendix D's defaults that the section leaves open."""
+        """The loop's config for one stage, derived from this one: every loop field this section or the whole
+        `colorizer:` section has (the section's first), the networks and cues built from their dicts, and
+        Appendix D's values of `step` where the section leaves epochs, batch size or loss weights open."""
         s: StepSection = getattr(self, section)
         epochs, batch, weights = STEP_DEFAULTS[step]
-        return ColorizerTrainConfig(
-            generator=self.generator_config(),
-            discriminator=self.discriminator_config(),
-            cues=self.cue_config(),
-            losses=LossWeights(**{**weights.to_dict(), **s.losses}),
-            epochs=s.epochs or epochs,
-            batch_size=s.batch_size or batch,
-            crop=tuple(self.crop),
-            canvas=self.page_canvas(),
-            lr_g=s.lr_g,
-            lr_d=s.lr_d,
-            betas=tuple(self.betas),
-            perceptual_layers=tuple(self.perceptual_layers),
-            vgg_weights=self.vgg_weights,
-            allow_random_vgg=self.allow_random_vgg,
-            seed=self.seed,
-            max_steps=s.max_steps,
-            checkpoint_every=self.checkpoint_every,
-            log_every=self.log_every,
-            sample_count=self.sample_count,
-            num_workers=self.num_workers,
-            prefetch_factor=self.prefetch_factor,
-        )
+        loop_fields = {f.name for f in dataclasses.fields(ColorizerTrainConfig)}
+        values = {name: getattr(self, name) for name in loop_fields & set(type(self).model_fields)}
+        values |= {name: getattr(s, name) for name in loop_fields & set(type(s).model_fields)}
+        return ColorizerTrainConfig(**values | {
+            "generator": self.generator_config(),
+            "discriminator": self.discriminator_config(),
+            "cues": self.cue_config(),
+            "losses": LossWeights(**{**weights.to_dict(), **s.losses}),
+            "epochs": s.epochs or epochs,
+            "batch_size": s.batch_size or batch,
+            "canvas": self.page_canvas(),
+        })
 
     def augmentation(self):
         """The Appendix B pipeline as the loop's `augment`, or None for plain random crops."""
@@ -176,22 +169,16 @@ class ColorizationConfig(BaseModel):
 
     def page_canvas(self) -> tuple[int, int]:
         """The training canvas (H, W): what a page is scaled to cover in training and in use."""
-        return tuple(self.canvas or self.crop)
+        return page_canvas(self.canvas, self.crop)
 
 
 def _tuples(d: dict) -> dict:
     return {k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v for k, v in d.items()}
 
 
-def total_steps(cfg: ColorizerTrainConfig, step: Step, n_supervised: int) -> int:
-    """The step count `train_colorizer` will run (same formula), to spread snapshots over it."""
-    epochs, batch, _ = cfg.resolved(step)
-    n = epochs * epoch_steps(n_supervised, batch, tuple(cfg.canvas or cfg.crop), tuple(cfg.crop))
-    return min(n, cfg.max_steps) if cfg.max_steps is not None else n
-
-
 def snapshot_every(cfg: ColorizerTrainConfig, step: Step, n_supervised: int, snapshots: int) -> int:
-    return max(1, math.ceil(total_steps(cfg, step, n_supervised) / snapshots))
+    """The interval that spreads `snapshots` generator snapshots evenly over the steps `train_colorizer` will run."""
+    return max(1, math.ceil(cfg.total_steps(step, n_supervised) / snapshots))
 
 
 SECTION = "colorizer"
@@ -215,8 +202,6 @@ def stage_flags(cfg: ColorizationConfig, section: str) -> str:
 
 def checkpoint_key(cfg: ColorizationConfig, section: str, **inputs) -> dict:
     """The config that shapes one training stage, plus digests of its inputs."""
-    full = cfg.model_dump(mode="json")
-    skip = NOT_IN_CHECKPOINT_KEY | {"variant", "step1", "step2", "finetune", "selection", "pseudolabels"}
-    shared = {k: v for k, v in full.items() if k not in skip}
-    stage = {k: v for k, v in full[section].items() if k not in NOT_IN_CHECKPOINT_KEY}
+    shared = common.checkpoint_key(cfg, NOT_IN_CHECKPOINT_KEY | {"variant", "step1", "step2", "finetune", "selection", "pseudolabels"})
+    stage = common.checkpoint_key(getattr(cfg, section), NOT_IN_CHECKPOINT_KEY)
     return {**shared, section: stage, "flags": stage_flags(cfg, section), **inputs}

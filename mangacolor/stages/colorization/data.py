@@ -8,7 +8,6 @@ manifest rows by which every stage records the pages it read, which the holdout 
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,10 +16,10 @@ import numpy as np
 import pandas as pd
 from torch.utils.data import Dataset
 
-from mangacolor.data.splits import holdout_pages, training_pages
 from mangacolor.io.images import read_image
-from mangacolor.io.store import Store, VersionWriter, ok_rows
+from mangacolor.io.store import Store, ok_rows
 from mangacolor.stages.colorization.config import SYNTHETIC_LEVELS
+from mangacolor.stages.common import training_split_ids
 
 # Roles of manifest rows that name a real black-and-white page a stage read (the holdout check's input).
 REAL_ROLES = ("real_bw", "pseudolabel_bw", "matched_bw")
@@ -89,22 +88,6 @@ class StoreBw(Dataset):
         return sample
 
 
-def ranked_rows(frame: pd.DataFrame, seed: int, salt: str) -> pd.DataFrame:
-    """Rows in a fixed pseudo-random order (hash of id), stable when other pages come or go."""
-    key = frame["id"].map(lambda i: hashlib.sha256(f"{seed}:{salt}:{i}".encode()).hexdigest())
-    return frame.assign(_k=key).sort_values("_k").drop(columns="_k").reset_index(drop=True)
-
-
-def real_training_rows(store: Store, max_pages: int | None = None, seed: int = 0) -> pd.DataFrame:
-    """The ok black-and-white pages of the train split with their store `uri`; the holdout is never among them."""
-    store.latest_dir("page_splits")  # a clear error when there is no split yet
-    train_ids = training_split_ids(store)
-    pages = ok_rows(store, "bw_pages")
-    rows = pages[pages["id"].isin(train_ids)].drop_duplicates("id")
-    rows = ranked_rows(rows, seed, "real")
-    return (rows.head(max_pages) if max_pages is not None else rows).sort_values("id").reset_index(drop=True)
-
-
 def with_page_drafts(store: Store, rows: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """`rows` of real pages with `draft_uri`: their drafts from the latest `bw_page_drafts` (the drafting
     network's S for eq. 9), None where a page has none. Returns (rows, fallback notes)."""
@@ -116,13 +99,6 @@ def with_page_drafts(store: Store, rows: pd.DataFrame) -> tuple[pd.DataFrame, li
     rows["draft_uri"] = [by_page.get(i) for i in rows["id"]]
     missing = int(rows["draft_uri"].isna().sum())
     return rows, [f"{missing} of {len(rows)} real pages have no draft in bw_page_drafts"] if missing else []
-
-
-def rows_digest(rows: pd.DataFrame, columns: Sequence[str] = ("id", "sha256")) -> str:
-    h = hashlib.sha256()
-    for values in rows[[c for c in columns if c in rows]].itertuples(index=False):
-        h.update("|".join(map(str, values)).encode() + b"\n")
-    return h.hexdigest()[:12]
 
 
 @dataclass
@@ -199,14 +175,6 @@ def synthetic_pairs(store: Store, titles: Sequence[str], use_drafts: bool, level
     return PairInputs(rows.sort_values(["title", "id"]).reset_index(drop=True), source, drafts_state, notes, wanted)
 
 
-def training_split_ids(store: Store) -> set[str]:
-    """Ids of the black-and-white pages of the train split of the latest `page_splits` (empty without one)."""
-    if store.latest_version("page_splits") is None:
-        return set()
-    splits = store.latest_manifest("page_splits")
-    return set(training_pages(splits)["id"]) - set(holdout_pages(splits)["id"])
-
-
 def matched_pairs(store: Store, use_drafts: bool) -> PairInputs:
     """The matched real page pairs of `page_pairs` (bw page, colour page aligned onto it) for the fine-tune.
 
@@ -257,13 +225,6 @@ def pseudolabel_pairs(store: Store, use_drafts: bool) -> pd.DataFrame:
         "bw_uri": bw.loc[frame["bw_id"], "uri"].values, "color_uri": [f"{vdir}/{p}" for p in frame["path"]],
         "draft_uri": drafts, "sha256": frame["sha256"].values,
     })
-
-
-def add_training_rows(writer: VersionWriter, role: str, rows: pd.DataFrame, id_column: str = "id") -> None:
-    """One manifest row per page a stage trained on, so its data version and the holdout check see them."""
-    for row in rows.sort_values(id_column).drop_duplicates(id_column).to_dict("records"):
-        writer.add({"id": f"{role}:{row[id_column]}", "title": row.get("title"), "page": row.get("page"), "path": None,
-                    "sha256": row.get("sha256"), "status": "ok", "reason": None, "role": role, "page_id": row[id_column]})
 
 
 def trained_real_ids(manifest: pd.DataFrame) -> set[str]:

@@ -24,6 +24,7 @@ from mangacolor.models.colorizer import colorize
 from mangacolor.stages.colorization.config import PseudolabelConfig
 from mangacolor.stages.colorization.data import fit
 from mangacolor.stages.colorization.selection import load_generator, scaled_page
+from mangacolor.stages.common import Recorded
 
 
 def _page_seed(seed: int, page_id: str, k: int) -> int:
@@ -172,3 +173,27 @@ def make_pseudolabels(
             if progress is not None:
                 progress(n, item.row["id"])
     return summary
+
+
+def skip_pseudolabels(st: Store, cfg) -> Recorded:
+    """`pseudolabels` without self-training: an empty version that says so."""
+    version, vdir, _ = st.begin("pseudolabels").seal(salt="self_training: false")
+    return Recorded(version, vdir, {"skipped": True, "variant": cfg.variant.name(),
+                                    "note": "colorizer.variant.self_training is false: no pseudolabels"})
+
+
+def pseudolabel_facts(summary: PseudolabelSummary, snapshots: Sequence[int], variant: str) -> dict:
+    """What a `pseudolabels` version holds (`snapshots`: the steps of the snapshots that made it)."""
+    return {"pages": summary.pages, "quarantined": summary.quarantined, "colorings": summary.colorings,
+            "colorings_per_page": summary.per_page, "snapshots": list(snapshots), "draft_source": summary.draft_source,
+            "variant": variant}
+
+
+def first_page_labels(st: Store, vdir: str, frame: pd.DataFrame) -> tuple[list[np.ndarray], str]:
+    """The first labelled page of a version, its colorings and their drafts, with a caption: what the asset shows."""
+    labelled = frame[frame["status"] == "ok"] if len(frame) else frame
+    first = labelled[labelled["bw_id"] == labelled["bw_id"].iloc[0]].sort_values("coloring") if len(labelled) else labelled
+    shown = [read_image(st.read_bytes(first["source_uri"].iloc[0]))] if len(first) else []
+    shown += [read_image(st.read_bytes(f"{vdir}/{p}")) for p in first["path"]]
+    shown += [read_image(st.read_bytes(f"{vdir}/{p}")) for p in first["draft_path"] if isinstance(p, str)]
+    return shown, f"{first['bw_id'].iloc[0] if len(first) else ''}: page | its colorings | their drafts"

@@ -9,6 +9,7 @@ the pseudolabels.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +19,12 @@ import pandas as pd
 import torch
 
 from mangacolor.io.images import encode_png, from_tensor, thumbnail_grid, to_tensor
-from mangacolor.io.store import VersionWriter, sha256_bytes
+from mangacolor.io.store import Store, VersionWriter, sha256_bytes
 from mangacolor.io.weights import load_weights
 from mangacolor.models.colorizer import ColorizerConfig, build_generator, colorize
 from mangacolor.stages.colorization.config import SelectionConfig
 from mangacolor.stages.colorization.data import fit
+from mangacolor.stages.common import Recorded
 
 
 def load_generator(path: str | Path, device: torch.device) -> torch.nn.Module:
@@ -157,3 +159,16 @@ def coloring_grid(pages: Sequence[np.ndarray], colorings: Sequence[np.ndarray], 
     """Each page beside its coloring, the pairs side by side: one strip per snapshot."""
     tiles = [t for pair in zip(pages, colorings) for t in pair]
     return thumbnail_grid(tiles, height=height)
+
+
+def record_selection(st: Store, ranking: Ranking, chosen: list[int], weights: dict[int, Path], validation: Sequence[np.ndarray],
+                     validation_ids: Sequence[str], metric: str, override: bool) -> tuple[Recorded, pd.DataFrame, dict[int, np.ndarray]]:
+    """The `selected_snapshots` version: (its Recorded, the ranking with a `selected` column, each snapshot's grid)."""
+    writer = st.begin("selected_snapshots")
+    grids = write_selection(writer, ranking, chosen, weights, validation)
+    version, vdir, _ = writer.seal(salt=json.dumps({"selected": chosen, "validation": list(validation_ids)}))
+    table = ranking.table.assign(selected=ranking.table["step"].isin(chosen))
+    return Recorded(version, vdir, {
+        "selected_steps": list(chosen), "override": override, "metric": metric, "validation_pages": len(validation),
+        "feature_extractor": ranking.feature_extractor, "random_init": ranking.random_init,
+    }), table, grids

@@ -19,12 +19,20 @@ from torch.utils.data import Dataset
 
 from mangacolor.io.store import Store, VersionWriter, sha256_bytes
 from mangacolor.stages import StageInputError
-from mangacolor.stages.colorization.config import ColorizationConfig, colorization_config, snapshot_every, total_steps
+from mangacolor.stages.colorization.config import ColorizationConfig, colorization_config, snapshot_every, stage_flags
 from mangacolor.stages.colorization.data import (
-    PairInputs, StoreBw, StorePairs, chosen_snapshots, matched_pairs, pseudolabel_pairs, real_training_rows,
-    stored_snapshots, synthetic_pairs, with_page_drafts,
+    REAL_ROLES, PairInputs,
+    StoreBw,
+    StorePairs,
+    chosen_snapshots,
+    matched_pairs,
+    pseudolabel_pairs,
+    stored_snapshots,
+    synthetic_pairs,
+    with_page_drafts,
 )
-from mangacolor.stages.common import to_local
+from mangacolor.stages.common import real_training_rows
+from mangacolor.stages.common import Recorded, add_training_rows, to_local, write_weights
 from mangacolor.training.colorizer import ColorizerTrainConfig, ColorizerTrainResult, Step, train_colorizer
 
 
@@ -80,7 +88,7 @@ def finetune_snapshots(cfg, snapshots: Sequence[tuple[int, int, Path]], pairs: D
         latest = Checkpointer(folder / "checkpoints").latest()
         resumed = int(latest.name.split("-")[1]) if latest else 0
         result = train_colorizer(cfg, pairs, None, folder, device, PrefixedTracker(tracker, f"snapshot-{step}"), progress,
-                                 step="finetune", init_weights=path, snapshot_every=total_steps(cfg, "finetune", len(pairs)),
+                                 step="finetune", init_weights=path, snapshot_every=cfg.total_steps("finetune", len(pairs)),
                                  augment=augment)
         out.append(FinetunedSnapshot(step, epoch, str(result.generator), result.snapshots[-1].samples, result.steps, resumed))
     return out
@@ -159,15 +167,92 @@ def finetune_train(st: Store, preset: dict, titles: list[str], work: Path, spec,
 # --- step 2: self-training ----------------------------------------------------------------------------
 
 
+def step2_pairs(st: Store, cfg: ColorizationConfig, titles: list[str]) -> tuple[PairInputs, pd.DataFrame]:
+    """Step 2's synthetic pairs of `titles` and pseudolabelled real pages; no pseudolabels is an error saying what to do."""
+    pairs = synthetic_pairs(st, titles, cfg.variant.use_drafts, cfg.variant.synthetic)
+    pseudo = pseudolabel_pairs(st, cfg.variant.use_drafts)
+    if pseudo.empty:
+        raise StageInputError("pseudolabels is empty: materialize pseudolabels (with variant.self_training true) first")
+    return pairs, pseudo
+
+
 def step2_train(st: Store, preset: dict, titles: list[str], work: Path, spec, tracker, progress, tmp: Path) -> ColorizerTrainResult:
     """Step 2's loop (the initial weights, when it starts from the best snapshot, are copied into `tmp`)."""
     cfg = colorization_config(preset)
-    flags = cfg.variant
-    pairs = synthetic_pairs(st, titles, flags.use_drafts, flags.synthetic)
-    pseudo = pseudolabel_pairs(st, flags.use_drafts)
+    pairs, pseudo = step2_pairs(st, cfg, titles)
     tcfg = cfg.train_config("step2", "self_train")
     init = to_local(st, chosen_snapshots(st).iloc[0]["uri"], tmp / "init.safetensors") if cfg.step2.init == "best_snapshot" else None
     return train_colorizer(tcfg, StorePairs(st, pairs.rows), StorePairs(st, pseudo), work, spec, tracker,
                            progress=progress, step="self_train", init_weights=init,
-                           snapshot_every=total_steps(tcfg, "self_train", len(pairs.rows) + len(pseudo)),
+                           snapshot_every=tcfg.total_steps("self_train", len(pairs.rows) + len(pseudo)),
                            augment=cfg.augmentation())
+
+
+# --- what each step writes to the store ------------------------------------------------------------
+
+
+def record_step1(st: Store, cfg: ColorizationConfig, plan: Step1Plan, result: ColorizerTrainResult) -> Recorded:
+    """Step 1's version: its snapshots with their sample grids, and the pages it read."""
+    writer = st.begin("colorizer_step1_snapshots")
+    write_snapshots(writer, result.snapshots)
+    add_training_rows(writer, "real_bw", plan.real)
+    add_training_rows(writer, "synthetic", plan.pairs.rows)
+    version, vdir, frame = writer.seal(salt=stage_flags(cfg, "step1"))
+    shots, real, rows = frame[frame["role"] == "snapshot"], plan.real, plan.pairs.rows
+    return Recorded(version, vdir, {
+        "variant": cfg.variant.name(), "loop_step": plan.step, "snapshots": len(shots),
+        "snapshot_steps": [int(s) for s in shots["step"]], "synthetic_pairs": len(rows),
+        "synthetic_drafts": int(rows["draft_uri"].notna().sum()), "real_pages": len(real),
+        "real_drafts": int(real["draft_uri"].notna().sum()) if "draft_uri" in real else 0,
+        "bw_source_by_title": plan.pairs.bw_source,
+    }, f"{vdir}/{shots.iloc[-1]['samples_path']}")
+
+
+def record_finetune(st: Store, cfg: ColorizationConfig, tuned: list[FinetunedSnapshot], pairs: PairInputs, tmp: Path) -> Recorded:
+    """The fine-tuned snapshots' version; a snapshot that passed through keeps its step-1 grid (copied into `tmp`)."""
+    vdir1, shots = stored_snapshots(st, "colorizer_step1_snapshots")
+    for snap, row in zip(tuned, shots.itertuples()):
+        if not snap.samples:  # passed through: the step-1 grid
+            snap.samples = str(to_local(st, f"{vdir1}/{row.samples_path}", tmp / f"{snap.step}.png"))
+    writer = st.begin("colorizer_step1_finetuned")
+    write_snapshots(writer, tuned)
+    # The weights carry what step 1 read too: the holdout check looks here as well.
+    step1 = st.read_manifest(vdir1)
+    for row in step1[step1["role"].isin(REAL_ROLES)].to_dict("records"):
+        writer.add(row)
+    add_training_rows(writer, "matched_bw", pairs.rows, id_column="bw_id")
+    version, vdir, _ = writer.seal(salt=stage_flags(cfg, "finetune"))
+    return Recorded(version, vdir, {
+        "variant": cfg.variant.name(), "snapshots": len(tuned), "snapshot_steps": [t.step for t in tuned],
+        "matched_pairs": len(pairs.rows), "finetune_steps": sum(t.finetune_steps for t in tuned),
+        "finetune_steps_per_snapshot": tuned[0].finetune_steps if tuned else 0,
+        "resumed_from_step": max((t.resumed_from for t in tuned), default=0),
+    }, tuned[-1].samples if tuned and tuned[-1].samples else None)
+
+
+def record_step2(st: Store, cfg: ColorizationConfig, result: ColorizerTrainResult, pairs: PairInputs, pseudo: pd.DataFrame,
+                 best: pd.Series) -> Recorded:
+    """Step 2's version: the final generator's weights and the pages it read."""
+    writer = st.begin("colorizer_step2")
+    write_weights(writer, Path(result.generator).read_bytes())
+    add_training_rows(writer, "pseudolabel_bw", pseudo, id_column="bw_id")
+    add_training_rows(writer, "synthetic", pairs.rows)
+    version, vdir, _ = writer.seal(salt=stage_flags(cfg, "step2"))
+    init = cfg.step2.init == "best_snapshot"
+    return Recorded(version, vdir, {
+        "variant": cfg.variant.name(), "synthetic_pairs": len(pairs.rows), "pseudolabels": len(pseudo),
+        "real_pages": int(pseudo["bw_id"].nunique()), "init": cfg.step2.init + (f" (step {int(best['step'])})" if init else ""),
+    }, result.snapshots[-1].samples if result.snapshots else None)
+
+
+def pass_step2_through(st: Store, cfg: ColorizationConfig, best: pd.Series) -> Recorded:
+    """Step 2 without self-training: step 1's best snapshot is the final generator."""
+    writer = st.begin("colorizer_step2")
+    write_weights(writer, st.read_bytes(best["uri"]), source=f"selected_snapshots step {int(best['step'])}")
+    # The weights are step 1's: so are the real pages they saw (the holdout check reads them here).
+    step1 = st.latest_manifest("colorizer_step1_finetuned")
+    for row in step1[step1["role"].isin(REAL_ROLES)].to_dict("records"):
+        writer.add(row)
+    version, vdir, _ = writer.seal(salt="self_training: false")
+    note = f"variant.self_training is false: step 1's best snapshot (step {int(best['step'])}) passes through"
+    return Recorded(version, vdir, {"skipped": True, "variant": cfg.variant.name(), "note": note})
