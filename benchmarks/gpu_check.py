@@ -154,8 +154,6 @@ def _pages(n: int, hw: tuple[int, int], seed: int) -> tuple[list, list]:
 
 def step1(size: dict, workers: int, spec, out: Path, micro_batch: int | None = None, checkpointing: bool = False) -> dict:
     """Seconds per step-1 step, peak memory and GPU busy % at `size`, after `warmup` untimed steps."""
-    import dataclasses
-
     from mangacolor.tracking import NullTracker
     from mangacolor.training.colorizer import BwDataset, ColorizerTrainConfig, PairDataset, train_colorizer
 
@@ -164,10 +162,8 @@ def step1(size: dict, workers: int, spec, out: Path, micro_batch: int | None = N
     real_bw, _ = _pages(16, size["page"], 1)
     total = size["warmup"] + size["steps"]
     cfg = ColorizerTrainConfig(generator=size["generator"], discriminator=size["discriminator"], crop=size["crop"], batch_size=size["batch"],
-                               allow_random_vgg=True, max_steps=total, log_every=size["warmup"], checkpoint_every=10**9, num_workers=workers)
-    fields = {f.name for f in dataclasses.fields(cfg)}
-    extra = {k: v for k, v in {"micro_batch": micro_batch, "checkpointing": checkpointing}.items() if k in fields}
-    cfg = dataclasses.replace(cfg, **extra)
+                               allow_random_vgg=True, max_steps=total, log_every=size["warmup"], checkpoint_every=10**9, num_workers=workers,
+                               micro_batch=micro_batch, checkpointing=checkpointing, batchnorm="frozen" if micro_batch else "batch")
     device = spec.device
     stamps: list[tuple[float, int]] = []
 

@@ -36,16 +36,20 @@ STAGES: dict[str, Callable[..., Any]] = {
 WITH_TEMPORARY_FOLDER = {"colorizer_step1_finetuned", "colorizer_step2"}
 
 
+def _colorizer_config(stage: str, preset: dict):
+    from mangacolor.stages.colorization.config import colorization_config
+
+    section, step = {"colorizer_step1_snapshots": ("step1", "adapt"), "colorizer_step1_finetuned": ("finetune", "finetune"),
+                     "colorizer_step2": ("step2", "self_train")}[stage]
+    return colorization_config(preset).train_config(section, step)
+
+
 def global_batch(stage: str, preset: dict) -> int:
     """The global batch `stage` splits over its ranks, as its loop will read it from `preset`."""
     from mangacolor.config import stage_config
 
     if stage.startswith("colorizer_"):
-        from mangacolor.stages.colorization.config import colorization_config
-
-        section, step = {"colorizer_step1_snapshots": ("step1", "adapt"), "colorizer_step1_finetuned": ("finetune", "finetune"),
-                         "colorizer_step2": ("step2", "self_train")}[stage]
-        return colorization_config(preset).train_config(section, step).batch_size
+        return _colorizer_config(stage, preset).batch_size
     if stage == "stylegan":
         return drafting.stylegan_config(preset)[0].batch_size
     if stage in ("inversion_encoder", "drafting_network", "drafting_network_final"):
@@ -67,14 +71,20 @@ def ranks(stage: str, preset: dict, gpus: int, nnodes: int = 1) -> tuple[int, in
     The one rule for how many GPUs a stage takes: its global batch splits evenly over its ranks (each rank computes
     its rows of every step), so a stage never runs more ranks than its batch allows. The most ranks that divide the
     batch are taken, on as few nodes as that needs: CUT's batch of 1 trains in one process whatever the GPUs; the
-    paper's step 1 (batch 4) on 8 GPUs takes 4 of them."""
+    paper's step 1 (batch 4) on 8 GPUs takes 4 of them. A colorizer stage's micro-batches must split each rank's
+    rows evenly too."""
     if gpus < 1 or nnodes < 1:
         raise ValueError(f"gpus and nnodes must be 1 or more, got gpus={gpus}, nnodes={nnodes}")
     batch = global_batch(stage, preset)
+    micro = _colorizer_config(stage, preset).micro_batch if stage.startswith("colorizer_") else None
+
+    def fits(world: int) -> bool:  # the batch splits over the ranks, and each rank's rows over its micro-batches
+        return batch % world == 0 and (micro is None or batch // world <= micro or (batch // world) % micro == 0)
+
     best = (1, 1)
     for nodes in range(1, nnodes + 1):
         for per_node in range(1, gpus + 1):
-            if batch % (per_node * nodes) == 0 and per_node * nodes > best[0] * best[1]:
+            if fits(per_node * nodes) and per_node * nodes > best[0] * best[1]:
                 best = (per_node, nodes)
     return best
 

@@ -10,8 +10,9 @@ Two things depend on which rows share a forward pass, and are made not to:
   `batchnorm: frozen`: batch norm then normalises with its running statistics (the pretrained encoder's) and
   keeps them, as detection networks are fine-tuned at one or two images per GPU. The same setting with and
   without micro-batches gives the same weights.
-- spectral normalisation's power iteration, one per training forward of the discriminator: the loop runs it
-  on the first micro-batch only, so a step iterates as often as with the whole batch.
+- spectral normalisation's power iteration, one per training forward of the discriminator: it runs on the
+  first micro-batch only, and each later micro-batch's n-th call of the discriminator normalises with the
+  vectors the first one's n-th call left (`PowerIterationReplay`), as the whole batch's n-th call does.
 Activation checkpointing (`ColorizationGenerator.checkpointing`) recomputes the generator's activations in the
 backward pass instead of keeping them, for another large cut in what a micro-batch holds.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 
 from mangacolor.training.loader import map_tensors
@@ -57,3 +59,43 @@ def freeze_batchnorm(module: nn.Module) -> int:
             m.train(False)
             n += 1
     return n
+
+
+class PowerIterationReplay:
+    """Calls of a spectrally normalised module in micro-batches, normalised as in one batch.
+
+    With the whole batch, the step's n-th call of the discriminator runs one power iteration and normalises every
+    row with its result. Here the first micro-batch's calls iterate (training mode) and keep the vectors each left;
+    a later micro-batch's n-th call normalises with those vectors and iterates no more (evaluation mode: the
+    discriminator has no other layer that differs). `finish` leaves the vectors of the last call, as one batch does.
+    """
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+        self.vectors = [b for name, b in module.named_buffers() if name.endswith(("._u", "._v"))]
+        self.after: list[list[torch.Tensor]] = []
+        self.micro, self.call = 0, 0
+
+    def next_micro_batch(self, index: int) -> None:
+        self.micro, self.call = index, 0
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        call, self.call = self.call, self.call + 1
+        if self.micro == 0:
+            self.module.train(True)
+            out = self.module(x)
+            self.after.append([b.detach().clone() for b in self.vectors])
+            return out
+        with torch.no_grad():
+            for b, saved in zip(self.vectors, self.after[call]):
+                b.copy_(saved)
+        self.module.train(False)
+        return self.module(x)
+
+    def finish(self) -> None:
+        if self.after:
+            with torch.no_grad():
+                for b, saved in zip(self.vectors, self.after[-1]):
+                    b.copy_(saved)
+        self.module.train(True)
+        self.after, self.micro, self.call = [], 0, 0
