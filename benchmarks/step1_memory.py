@@ -92,12 +92,12 @@ def main() -> None:
     cfg = ColorizerTrainConfig(generator=ColorizerConfig(), discriminator=DiscriminatorConfig(), crop=(h, w), batch_size=args.batch,
                                allow_random_vgg=True, max_steps=1, log_every=1, checkpoint_every=10**9, num_workers=0,
                                micro_batch=args.micro_batch, checkpointing=checkpointing, batchnorm="frozen")
-    # The networks' own bytes, from networks built as the loop builds them.
-    g, d = build_generator(cfg.generator), ColorizationDiscriminator(cfg.discriminator)
-    vgg = PerceptualLoss(cfg.perceptual_layers, cfg.vgg_weights, allow_random=True)
+    # The networks' own bytes, from networks built as the loop builds them, on the meta device (no memory).
+    with torch.device("meta"):
+        g, d = build_generator(cfg.generator), ColorizationDiscriminator(cfg.discriminator)
+        vgg = PerceptualLoss(cfg.perceptual_layers, cfg.vgg_weights, allow_random=True)
     weights = param_bytes(g) + param_bytes(d) + param_bytes(vgg)
     grads, adam_d, adam_g = param_bytes(g) + param_bytes(d), 2 * param_bytes(d), 2 * param_bytes(g)
-    del g, d, vgg
     load = os.getloadavg()
     before = rss()
     sampler = PeakRSS()
@@ -121,7 +121,8 @@ def main() -> None:
         "activations_per_micro_batch_gb": round(activations / GB, 2),
         "predicted_bf16_gpu": {"static_gb": round(static_gpu, 1), "activations_per_page_gb": round(per_page_bf16, 2),
                                "pages_per_micro_batch_that_fit": fits,
-                               "step_peak_gb_at_this_micro_batch": round(static_gpu + per_page_bf16 * args.micro_batch, 1)},
+                               "step_peak_gb_at_this_micro_batch": round(static_gpu + per_page_bf16 * args.micro_batch, 1),
+                               "step_peak_gb_whole_batch_checkpointed": round(static_gpu + per_page_bf16 * args.batch, 1)},
     }
     print(f"one step-1 step at {h}x{w}, batch {args.batch}, micro-batch {args.micro_batch}, "
           f"checkpointing {'on' if checkpointing else 'off'}, fp32 on the CPU ({args.threads} threads): {seconds:.0f} s "
@@ -131,6 +132,7 @@ def main() -> None:
     print(f"activations of one micro-batch at the peak: {activations / GB:.2f} GB fp32")
     print(f"predicted for bf16 on a GPU: {static_gpu:.1f} GB static + {per_page_bf16:.2f} GB per page of a micro-batch -> "
           f"{figures['predicted_bf16_gpu']['step_peak_gb_at_this_micro_batch']} GB at micro-batch {args.micro_batch}; "
+          f"the whole batch of {args.batch} in one micro-batch: {figures['predicted_bf16_gpu']['step_peak_gb_whole_batch_checkpointed']} GB; "
           f"pages per micro-batch that fit: {fits['80GB']} on 80 GB, {fits['40GB']} on 40 GB")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))
