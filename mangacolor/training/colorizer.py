@@ -104,6 +104,8 @@ class ColorizerTrainConfig(LoaderSettings):
     micro_batch: int | None = None
     checkpointing: bool = False
     batchnorm: Literal["batch", "frozen"] = "batch"
+    # Channels-last weights and activations: the layout GPU convolutions run fastest in (tensor cores); None: on CUDA.
+    channels_last: bool | None = None
 
     def resolved(self, step: Step) -> tuple[int, int, LossWeights]:
         if step not in STEP_DEFAULTS:
@@ -540,10 +542,11 @@ def _build(cfg: ColorizerTrainConfig, weights: LossWeights, init_weights, spec: 
         freeze_batchnorm(generator)  # running statistics: nothing to synchronise over processes either
     else:
         generator = distributed.sync_batchnorm(generator, dist, dev)
-    generator = generator.to(dev).train()
+    layout = torch.channels_last if (cfg.channels_last if cfg.channels_last is not None else dev.type == "cuda") else torch.preserve_format
+    generator = generator.to(dev, memory_format=layout).train()
     generator.checkpointing = cfg.checkpointing
     adversarial = weights.syn > 0 or weights.real_g > 0
-    discriminator = ColorizationDiscriminator(cfg.discriminator).to(dev).train() if adversarial else None
+    discriminator = ColorizationDiscriminator(cfg.discriminator).to(dev, memory_format=layout).train() if adversarial else None
     perceptual = PerceptualLoss(cfg.perceptual_layers, cfg.vgg_weights, cfg.allow_random_vgg).to(dev) if weights.per else None
     opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr_g, betas=cfg.betas)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr_d, betas=cfg.betas) if discriminator is not None else None

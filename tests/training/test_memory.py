@@ -53,3 +53,10 @@ def test_micro_batches_need_frozen_batch_norm(tmp_path):
         _train(tmp_path / "x", micro_batch=2)
     with pytest.raises(ValueError, match="does not split"):
         _train(tmp_path / "y", micro_batch=3, batchnorm="frozen")
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_channels_last_trains_the_same_weights(tmp_path):
+    """The layout GPUs train in (on by default there), run here on the CPU: no layer depends on the memory layout."""
+    plain = _train(tmp_path / "plain", batchnorm="frozen", channels_last=False)
+    assert _diff(plain, _train(tmp_path / "last", batchnorm="frozen", channels_last=True)) <= 1e-5
