@@ -231,9 +231,18 @@ def colorize_rate(size: dict, spec) -> dict:
     options = InferenceOptions(amp_dtype=amp)
     generator = prepare_generator(build_generator(size["generator"]), options, device)
     h, w = c["hw"]
-    bw = torch.rand(c["batch"], 1, h, w, device=device) * 2 - 1
-    draft = torch.rand(c["batch"], 3, 256, 256, device=device) * 2 - 1
-    colorize_pages(generator, bw, draft=draft, options=options)  # kernel choice, allocator
+    batch = c["batch"]
+    while True:  # the largest batch that fits, halving from the configured one
+        try:
+            bw = torch.rand(batch, 1, h, w, device=device) * 2 - 1
+            draft = torch.rand(batch, 3, 256, 256, device=device) * 2 - 1
+            colorize_pages(generator, bw, draft=draft, options=options)  # kernel choice, allocator
+            break
+        except torch.OutOfMemoryError:
+            if batch == 1:
+                raise
+            batch //= 2
+            torch.cuda.empty_cache()
     _sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -242,7 +251,7 @@ def colorize_rate(size: dict, spec) -> dict:
         colorize_pages(generator, bw, draft=draft, options=options)
     _sync(device)
     seconds = time.perf_counter() - t0
-    return {"hw": [h, w], "batch": c["batch"], "precision": "bf16" if amp else "fp32", "pages_per_s": round(c["runs"] * c["batch"] / seconds, 2),
+    return {"hw": [h, w], "batch": batch, "precision": "bf16" if amp else "fp32", "pages_per_s": round(c["runs"] * batch / seconds, 2),
             "peak_memory_gb": _peak_gb(device)}
 
 
@@ -286,7 +295,10 @@ def main() -> int:
         spec = resolve_device("cpu", "fp32", seed=0)
     else:
         if not torch.cuda.is_available():
-            print("no CUDA device here (torch sees none): run with --cpu-smoke on a CPU machine", file=sys.stderr)
+            smi = _nvidia_smi("name", "driver_version")
+            seen = f"nvidia-smi sees {smi[0]} with driver {smi[1]}" if smi else "nvidia-smi finds no GPU"
+            print(f"torch {torch.__version__} (built for CUDA {torch.version.cuda}) sees no CUDA device; {seen}. The lock's CUDA 13 "
+                  "build needs an NVIDIA driver >= 580. On a machine without a GPU: --cpu-smoke", file=sys.stderr)
             return 2
         spec = resolve_device("cuda", "auto", seed=0)
     size = sizes(args.cpu_smoke)
