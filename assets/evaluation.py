@@ -203,7 +203,9 @@ def fid_report(context: dg.AssetExecutionContext, config: EvaluateConfig, settin
         tracker.log_text("report.json", blob)
         tracker.set_tags({"random_init": str(result.random_init)} | ({"fid_note": report.RANDOM_INIT_NOTE} if result.random_init else {}))
 
-    cand = record["rows"][record["candidate"]["row"]]
+    # The model under test: the candidate, or (no candidate yet) the one pinned model scored alone, e.g. an import.
+    under_test = record["candidate"]["row"] or next(iter(record["rows"]))
+    cand = record["rows"][under_test]
     meta = {
         **version_metadata(st, version, vdir),
         # Our rows only; the report beside the paper's Tables 1 and 3 and every column are in the store.
@@ -211,7 +213,8 @@ def fid_report(context: dg.AssetExecutionContext, config: EvaluateConfig, settin
         "report_full": dg.MetadataValue.path(st.uri(st.relative(f"{vdir}/report.md"))),
         "metrics_full": dg.MetadataValue.path(st.uri(st.relative(f"{vdir}/metrics.parquet"))),
         "random_init": result.random_init,
-        "candidate_version": record["candidate"]["version"],
+        "candidate_version": record["candidate"]["version"] or "none",
+        "evaluated_row": under_test,
         "champion_version": record["champion"]["version"] or "none",
         "candidate_fid": float(cand["fid"]),
         "candidate_kid": float(cand["kid_mean"]),
@@ -246,7 +249,8 @@ def candidate_not_worse(context: dg.AssetCheckExecutionContext, settings: Settin
     passed, reason = set_verdict(record, cfg.gate.metric, cfg.gate.margin)
     return dg.AssetCheckResult(passed=passed, description=reason, metadata={
         "reason": reason, "metric": cfg.gate.metric, "margin": cfg.gate.margin,
-        "candidate_version": record["candidate"]["version"], "champion_version": record["champion"]["version"] or "none",
+        "candidate_version": record["candidate"]["version"] or "none",
+        "evaluated_row": under_test, "champion_version": record["champion"]["version"] or "none",
     })
 
 

@@ -6,6 +6,7 @@
       stylegan.safetensors     the Coloring Latent Space generator (§III-A), optional
       drafting.safetensors     pSp encoder black-and-white -> W+ (drafts, sampling), optional
       inversion.safetensors    pSp encoder colour -> W+ (reference images), optional
+      denoiser.safetensors     FFDNet run on the page first (`denoise_sigma` in bundle.json), optional
 
 Without the drafting networks the bundle still colorizes, with an empty draft (the paper's
 "empty draft" row). The same folder is what `colorizer_final` registers in MLflow, so
@@ -29,7 +30,9 @@ import torch.nn.functional as F
 from mangacolor.io.images import from_tensor, to_tensor
 
 BUNDLE_JSON = "bundle.json"
-PARTS = ("colorizer", "stylegan", "drafting", "inversion")
+PARTS = ("colorizer", "stylegan", "drafting", "inversion", "denoiser")
+# bundle.json keys that set inference options (a bundle imported from the 2021 release sets both).
+OPTION_KEYS = ("fit_width", "pad_mode")
 
 
 def write_bundle(out_dir: str | Path, files: dict[str, str | Path], info: dict | None = None) -> Path:
@@ -89,6 +92,7 @@ class ModelBundle:
     info: dict
     drafting: torch.nn.Module | None = None
     inversion: torch.nn.Module | None = None
+    denoiser: torch.nn.Module | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     _prepared: dict = field(default_factory=dict, repr=False)
 
@@ -110,11 +114,18 @@ class ModelBundle:
             drafting = load_psp(path / files["drafting"], path / files["stylegan"])
         if "stylegan" in files and "inversion" in files:
             inversion = load_psp(path / files["inversion"], path / files["stylegan"])
+        denoiser = None
+        if "denoiser" in files:
+            from mangacolor.models.ffdnet import FFDNet
+
+            d_state, d_meta = load_weights(path / files["denoiser"])
+            denoiser = FFDNet(int((d_meta.get("config") or {}).get("channels", 3)))
+            denoiser.load_state_dict(d_state)
         device = torch.device(device)
-        nets = [n.to(device).eval() for n in (generator, drafting, inversion) if n is not None]
+        nets = [n.to(device).eval() for n in (generator, drafting, inversion, denoiser) if n is not None]
         for n in nets:
             n.requires_grad_(False)
-        return cls(generator, info, drafting, inversion, device)
+        return cls(generator, info, drafting, inversion, denoiser, device)
 
     # --- drafts (§III-A): a 256x256 colour image in [-1, 1] ------------------------------------
     def _bw_tensor(self, page: np.ndarray) -> torch.Tensor:
@@ -152,12 +163,23 @@ class ModelBundle:
         canvas = self.info.get("canvas")
         if options.canvas is None and canvas:
             options = dataclasses.replace(options, canvas=(int(canvas[0]), int(canvas[1])))
-        return options
+        defaults = InferenceOptions()
+        chosen = {k: self.info[k] for k in OPTION_KEYS if self.info.get(k) is not None and getattr(options, k) == getattr(defaults, k)}
+        return dataclasses.replace(options, **chosen) if chosen else options
+
+    def denoise(self, page: np.ndarray) -> np.ndarray:
+        """The page through the bundle's denoiser at its `denoise_sigma` (the 2021 release's pre-step); as is without one."""
+        sigma = float(self.info.get("denoise_sigma", 25))
+        if self.denoiser is None or sigma <= 0:
+            return page
+        from mangacolor.models.ffdnet import denoise_page
+
+        return denoise_page(self.denoiser, page, sigma)
 
     def colorize(self, page: np.ndarray, hint: np.ndarray | None = None, draft: torch.Tensor | None = None,
                  options=None) -> np.ndarray:
         """One page (uint8 grey or RGB) -> uint8 RGB at the page's resolution, run on the training canvas."""
-        from mangacolor.inference.colorize import colorize_page, prepare_generator
+        from mangacolor.inference.colorize import colorize_page, grey_page, prepare_generator
 
         options = self.inference_options(options)
         key = repr(options)
@@ -165,6 +187,8 @@ class ModelBundle:
             # BN folding / channels-last make a modified copy: prepare once per options.
             self._prepared[key] = prepare_generator(self.generator, options, self.device)  # a copy
         draft_img = from_tensor(draft[0].float().cpu()) if draft is not None else None
+        if self.denoiser is not None:
+            page = self.denoise(grey_page(page))
         return colorize_page(self._prepared[key], page, hint=hint, draft=draft_img, options=options)
 
 
