@@ -153,3 +153,62 @@ def release_colorize(sd: dict[str, torch.Tensor], page: np.ndarray, hint_rgba: n
     with torch.no_grad():
         out = release_forward(sd, torch.cat([x, hint], 1))
     return (out[0].permute(1, 2, 0) * 0.5 + 0.5)[:height].numpy()
+
+
+# --- the release's denoiser: FFDNet (colour network) at sigma 25, by its own names -------------------
+
+FFDNET_PREFIX = "module.intermediate_dncnn.itermediate_dncnn."  # net_rgb.pth was saved from DataParallel
+
+
+def random_ffdnet_state(seed: int = 0, strength: float = 0.5) -> dict[str, torch.Tensor]:
+    """FFDNet-RGB's keys: conv 15->96, ten (conv 96->96, BN), conv 96->12; small weights (a mild denoiser)."""
+    g = torch.Generator().manual_seed(seed)
+    state, i = {}, 0
+    convs = [(96, 15)] + [(96, 96)] * 10 + [(12, 96)]
+    for n, (c_out, c_in) in enumerate(convs):
+        state[f"{FFDNET_PREFIX}{i}.weight"] = torch.randn(c_out, c_in, 3, 3, generator=g) / math.sqrt(c_in * 9) * (strength if n == len(convs) - 1 else 0.5)
+        if 0 < n < len(convs) - 1:
+            bn = f"{FFDNET_PREFIX}{i + 1}"
+            state[f"{bn}.weight"] = torch.rand(c_out, generator=g) * 0.5 + 0.5
+            state[f"{bn}.bias"] = torch.randn(c_out, generator=g) * 0.05
+            state[f"{bn}.running_mean"] = torch.randn(c_out, generator=g) * 0.05
+            state[f"{bn}.running_var"] = torch.rand(c_out, generator=g) + 0.5
+            state[f"{bn}.num_batches_tracked"] = torch.tensor(10)
+            i += 3
+        else:
+            i += 2
+    return state
+
+
+def release_denoise(sd: dict[str, torch.Tensor], page: np.ndarray, sigma: float = 25) -> np.ndarray:
+    """The release's denoising of a uint8 grey page (at most 1200 px long): FFDNet's published forward with
+    its explicit 2x2 de-interleaving ([0,0], [0,1], [1,0], [1,1]), then the first channel of the BGR result."""
+    assert max(page.shape) <= 1200
+    x = torch.from_numpy(np.repeat(page[None], 3, 0)).float()[None] / 255
+    h, w = page.shape
+    if h % 2:
+        x = torch.cat([x, x[:, :, -1:]], 2)
+    if w % 2:
+        x = torch.cat([x, x[:, :, :, -1:]], 3)
+    n, c, hh, ww = x.shape
+    offsets = [(0, 0), (0, 1), (1, 0), (1, 1)]
+    down = torch.zeros(n, 4 * c, hh // 2, ww // 2)
+    for idx, (i, j) in enumerate(offsets):
+        down[:, idx::4] = x[:, :, i::2, j::2]
+    y = torch.cat([torch.full((n, c, hh // 2, ww // 2), sigma / 255), down], 1)
+    layers = sorted({int(k[len(FFDNET_PREFIX):].split(".")[0]) for k in sd})
+    with torch.no_grad():
+        for i in layers:
+            name = f"{FFDNET_PREFIX}{i}"
+            if f"{name}.running_mean" in sd:
+                y = F.relu(_bn(y, sd, name))
+            else:
+                y = F.conv2d(y, sd[f"{name}.weight"], padding=1)
+                if i == 0:
+                    y = F.relu(y)
+    noise = torch.zeros_like(x)
+    for idx, (i, j) in enumerate(offsets):
+        noise[:, :, i::2, j::2] = y[:, idx::4]
+    out = (x - noise).clamp(0, 1)[0, :, :h, :w]
+    bgr = out.flip(0).permute(1, 2, 0).numpy()
+    return (bgr * 255).clip(0, 255).astype(np.uint8)[..., 0]

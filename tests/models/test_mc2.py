@@ -18,7 +18,13 @@ from mangacolor.cli import main
 from mangacolor.inference import Colorizer
 from mangacolor.models.colorizer import release_padding
 from mangacolor.models.mc2 import load_release_denoiser, release_shapes, release_size
-from tests.models.release2021 import random_release_state, release_colorize, release_keys
+from tests.models.release2021 import (
+    random_ffdnet_state,
+    random_release_state,
+    release_colorize,
+    release_denoise,
+    release_keys,
+)
 
 H, W = 96, 64  # a portrait page; the bundle is imported with --size 64, so the release would not resize it
 
@@ -159,3 +165,38 @@ def test_colorize_a_folder_and_a_cbz_with_the_imported_bundle(bundle, tmp_path):
     assert cv2.imread(str(tmp_path / "out" / "002.png")).shape == (70, 50, 3)
     with zipfile.ZipFile(tmp_path / "out.cbz") as zf:
         assert sorted(zf.namelist()) == ["001.png", "002.png"]
+
+
+def test_ffdnet_is_the_published_forward(tmp_path):
+    torch.save(random_ffdnet_state(1), tmp_path / "net_rgb.pth")
+    from mangacolor.models.ffdnet import denoise_page
+
+    page = _page()[:, :63]  # an odd width: the last column is repeated for the 2x2 split
+    ours = denoise_page(load_release_denoiser(tmp_path / "net_rgb.pth"), page, 25)
+    theirs = release_denoise(random_ffdnet_state(1), page, 25)
+    assert np.abs(theirs.astype(int) - page).max() > 2  # it changes the page
+    assert np.abs(ours.astype(int) - theirs).max() <= 1 and (ours == theirs).mean() > 0.99
+
+
+def test_import_with_denoiser_and_extractor(release_file, tmp_path):
+    from safetensors.torch import load_file
+
+    generator, state = release_file
+    torch.save(random_ffdnet_state(2, strength=2), tmp_path / "net_rgb.pth")
+    out = tmp_path / "mc2-denoised"
+    # The encoder part of generator.zip stands in for extractor.pth (the issue names both sources).
+    assert main(["import-weights", "mc2", str(generator), "--denoiser", str(tmp_path / "net_rgb.pth"),
+                 "--extractor", str(generator), "--size", str(W), "-o", str(out)]) == 0
+    info = json.loads((out / "bundle.json").read_text())
+    assert info["denoise_sigma"] == 25 and info["files"]["denoiser"] == "denoiser.safetensors"
+    # The extractor is kept with timm's names, every tensor the release's encoder.* one.
+    init = load_file(out / info["encoder_init"])
+    assert torch.equal(init["layer2.1.se.fc1.weight"], state["encoder.layer2.1.selayer.conv1.weight"])
+    assert all(torch.equal(init[k], state["encoder." + k.replace(".se.fc", ".selayer.conv")]) for k in init)
+    # Denoised first, as the release does by default.
+    page = _page()
+    expected = release_colorize(state, release_denoise(random_ffdnet_state(2, strength=2), page), size=W) * 255
+    ours = Colorizer.from_bundle(out).colorize(page).astype(np.float32)
+    assert (np.abs(ours - expected) <= 1.0).mean() >= 0.99
+    not_denoised = release_colorize(state, page, size=W) * 255
+    assert (np.abs(ours - not_denoised) <= 1.0).mean() < 0.9  # the comparison sees the denoiser
