@@ -249,8 +249,7 @@ def candidate_not_worse(context: dg.AssetCheckExecutionContext, settings: Settin
     passed, reason = set_verdict(record, cfg.gate.metric, cfg.gate.margin)
     return dg.AssetCheckResult(passed=passed, description=reason, metadata={
         "reason": reason, "metric": cfg.gate.metric, "margin": cfg.gate.margin,
-        "candidate_version": record["candidate"]["version"] or "none",
-        "evaluated_row": under_test, "champion_version": record["champion"]["version"] or "none",
+        "candidate_version": record["candidate"]["version"] or "none", "champion_version": record["champion"]["version"] or "none",
     })
 
 

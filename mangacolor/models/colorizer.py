@@ -11,12 +11,15 @@ network lineage), with the paper's two changes: the draft joins the hint branch,
     tunnel at 1/16 (aux + output) ─PixelShuffle─► tunnel at 1/8 (+ f at 1/8) ─► … ─► exit (+ x_0) ─► tanh
 
 Encoder depth (named layouts, `LAYOUTS`). "paper": the 2021 model removes the stem max-pool, so its
-taps are at 1/2, 1/2, 1/4, 1/8 and its tunnels run one octave higher: 850 GFLOPs per 512×768 page; the
-`paper` preset uses it. "fast": the dataclass default keeps timm's stock strides (taps at 1/2, 1/4, 1/8, output at 1/16, `encoder_maxpool=True`): the same blocks and widths
-at under a third of the operations (251 GFLOPs, benchmarks/colorize.py), the deepest tunnel's twenty
-blocks see a 4× larger part of the page, and any timm or ImageNet SE-ResNeXt-50 checkpoint maps onto
-the encoder key for key. `encoder_maxpool=False` rebuilds the 2021 layout for comparison (787
-GFLOPs by our count: its 8-channel cue input and our exit differ slightly from the original).
+taps are at 1/2, 1/2, 1/4, 1/8 and its tunnels run one octave higher, and its exit is a 3×3 conv to
+32 channels then a 1×1 conv to RGB: the 2021 generator plus the draft's three input channels, so the
+authors' release loads into it tensor for tensor (`mangacolor.models.mc2`); 807 GFLOPs per 512×768
+page by PyTorch's FLOP counter (the 2021 forward also runs its guide decoder: 850). The `paper`
+preset uses it. "fast": the dataclass default keeps timm's stock strides (taps at 1/2, 1/4, 1/8,
+output at 1/16, `encoder_maxpool=True`) and a one-conv exit: the same blocks and widths at under a
+third of the operations (251 GFLOPs, benchmarks/colorize.py), the deepest tunnel's twenty blocks see
+a 4× larger part of the page, and any timm or ImageNet SE-ResNeXt-50 checkpoint maps onto the
+encoder key for key.
 
 Weights. The encoder is loaded from a user-placed file (the paper used one pretrained for tag
 prediction on line art; an ImageNet checkpoint also works); every other layer gets Xavier init
@@ -100,8 +103,8 @@ class ColorizerConfig:
         return cls(**d)
 
 
-# Named generator layouts. "paper": the authors' (no stem max-pool, taps one octave finer, ~800
-# GFLOPs per 768x512 page); "fast": timm's stock strides, under a third of the operations, at a
+# Named generator layouts. "paper": the authors' (no stem max-pool, taps one octave finer, their
+# two-conv exit; ~800 GFLOPs per 768x512 page); "fast": timm's stock strides, under a third of the operations, at a
 # quality cost that benchmarks/learning.py measures.
 LAYOUTS: dict[str, dict] = {"paper": {"encoder_maxpool": False, "exit_width": 32}, "fast": {"encoder_maxpool": True}}
 
