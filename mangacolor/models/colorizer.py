@@ -169,10 +169,13 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> list[str]:
     path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(
-            f"encoder weights not found: {path}. Expected a state dict of timm's '{_TIMM_NAME}' "
-            "(.safetensors or .pth), e.g. the paper's line-art tag-prediction SE-ResNeXt-50 or timm's ImageNet "
-            "'seresnext50_32x4d' model.safetensors from its Hugging Face page; copy it there or set "
-            "ColorizerConfig.encoder_weights to its path (or None for a random encoder)."
+            f"encoder weights not found: {path}. Expected an SE-ResNeXt-50 32x4d state dict (.pth or .safetensors): "
+            "the paper's, pretrained for tag prediction on line art (the 2021 release's extractor.pth, linked from the "
+            "README of github.com/qweasdd/manga-colorization, or the encoder of its generator.zip, linked from "
+            "github.com/qweasdd/manga-colorization-v2: README § Colour real pages now), or timm's ImageNet "
+            "'seresnext50_32x4d' model.safetensors from its Hugging Face page. Copy it there, or point "
+            "colorizer.encoder_init (ColorizerConfig.encoder_weights) at it, or set colorizer.encoder_init: imagenet "
+            "or scratch to start elsewhere."
         )
     state = _read_state_dict(path)
     own = encoder.state_dict()
@@ -348,10 +351,15 @@ class ColorizationGenerator(nn.Module):
 def build_generator(config: ColorizerConfig, weights: str | Path | None = None) -> ColorizationGenerator:
     """The generator with the right weights: a full checkpoint, else the encoder file, else random.
 
-    `weights` is a safetensors file written by `save_weights` (its metadata may hold the config).
+    `weights` is a safetensors file written by `save_weights` (its metadata may hold the config), or
+    "mc2:PATH", the 2021 release's generator.zip (`mangacolor.models.mc2`: the paper layout only).
     """
     generator = ColorizationGenerator(config)
-    if weights is not None:
+    if weights is not None and str(weights).startswith("mc2:"):
+        from mangacolor.models.mc2 import release_generator_state
+
+        generator.load_state_dict(release_generator_state(str(weights)[len("mc2:"):], config))
+    elif weights is not None:
         from mangacolor.training.checkpoint import load_weights
 
         state, _ = load_weights(weights)

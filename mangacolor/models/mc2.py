@@ -206,6 +206,21 @@ def convert_release_state(state: dict[str, torch.Tensor], config: ColorizerConfi
     return out
 
 
+def release_generator_state(path: str | Path, config: ColorizerConfig) -> dict[str, torch.Tensor]:
+    """Our state dict for `config` from the 2021 generator at `path` (checked first): a training start
+    (`colorizer.init: mc2:PATH`). `config` must be the 2021 shape (`mc2_config()`, any encoder file)."""
+    import dataclasses
+
+    expected = dataclasses.replace(mc2_config(), encoder_weights=config.encoder_weights)
+    if config != expected:
+        differs = [f for f in expected.to_dict() if getattr(config, f) != getattr(expected, f)]
+        raise ValueError(f"colorizer.init mc2:{path} needs the 2021 model's generator (generator: {{layout: paper}} "
+                         f"with the paper's widths, the page in [0, 1]); this config differs in {', '.join(differs)}")
+    state = read_state_dict(path)
+    check_release_state(state, path, release_shapes(config))
+    return convert_release_state(state, config)
+
+
 def load_release_generator(path: str | Path) -> tuple[ColorizationGenerator, dict[str, torch.Tensor]]:
     """Our generator holding the 2021 weights of `path` (checked first), and the release's own state dict."""
     config = mc2_config()
@@ -257,6 +272,7 @@ __all__ = [
     "load_release_generator",
     "mc2_config",
     "read_state_dict",
+    "release_generator_state",
     "release_name",
     "release_shapes",
     "release_size",
