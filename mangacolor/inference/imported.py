@@ -91,6 +91,7 @@ def register_imported(bundle_dir: str | Path, client=None):
     """Register an imported bundle as `mangacolor-colorizer-<variant>` (its `variant` tag, no alias: never
     candidate or champion of the main model); returns the ModelVersion."""
     import json
+    import os
 
     import mlflow
 
@@ -101,7 +102,8 @@ def register_imported(bundle_dir: str | Path, client=None):
     info = json.loads((Path(bundle_dir) / BUNDLE_JSON).read_text())
     variant = str(info.get("variant") or VARIANT)
     client = client or mlflow.MlflowClient()
-    experiment = get_or_create_experiment(client, "mangacolor-imports")
+    # The pipeline's experiment and artifact place (pipelines/definitions.py), so the import sits beside its runs.
+    experiment = get_or_create_experiment(client, "mangacolor", os.environ.get("MANGACOLOR_MLFLOW_ARTIFACTS"))
     run_id = client.create_run(experiment, run_name=f"import-{variant}", tags={"variant": variant}).info.run_id
     with active_run(client, run_id, system_metrics=False) as tracker:
         tracker.log_params({"source": info.get("source"), "fit_width": info.get("fit_width"),

@@ -288,6 +288,8 @@ def test_an_imported_model_is_scored_alone_while_there_is_no_candidate(env):
     instance = dg.DagsterInstance.ephemeral()
     _ingest(defs, instance, env)
     mlflow.set_tracking_uri(env["tracking_uri"])
+    mlflow.create_experiment("mangacolor", artifact_location=env["mlartifacts"])  # as _register does
+    mlflow.set_experiment("mangacolor")
     folder = tiny_bundle(env["bundles"] / "mc2", "page")
     from mangacolor.inference.imported import register_imported
 
