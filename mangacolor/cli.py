@@ -246,7 +246,8 @@ def _run_units(units, process, args: argparse.Namespace, what: str) -> int:
     import cv2
     from tqdm import tqdm
 
-    from mangacolor.inference.pages import ArchiveJob, count_pages, encode_as, is_colour_page, sample_path, write_atomic
+    from mangacolor.inference.pages import ArchiveJob, count_pages, encode_as, is_colour_page, sample_path
+    from mangacolor.io.files import write_atomic
     from mangacolor.io.images import ImageError, read_image
 
     samples = getattr(args, "samples", 1)
@@ -418,7 +419,7 @@ def _xdog_config(name: str):
     if name in PRESETS:
         return XDoGConfig.preset(name)
     from mangacolor.config import load_preset, stage_config
-    from mangacolor.synthetic.pages import XDoGStageConfig
+    from mangacolor.stages.synthetic import XDoGStageConfig
 
     try:
         preset = load_preset(name)

@@ -51,9 +51,9 @@ def check_extractor(path: str | Path):
 def import_mc2(generator_file: str | Path, out_dir: str | Path, extractor: str | Path | None = None,
                denoiser: str | Path | None = None, size: int | None = RELEASE_SIZE, denoise_sigma: float = 25.0) -> Path:
     """Write a bundle folder from the 2021 release's files; returns it. `size` None: colour at the page's own size."""
-    from mangacolor.inference.bundle import write_bundle
+    from mangacolor.io.bundle import write_bundle
     from mangacolor.models.mc2 import load_release_denoiser, load_release_generator, mc2_config
-    from mangacolor.training.checkpoint import save_weights
+    from mangacolor.io.weights import save_weights
 
     if size is not None and (size <= 0 or size % 32):
         raise ValueError(f"--size must be a positive multiple of 32 (the release's 576), got {size}")
@@ -95,7 +95,7 @@ def register_imported(bundle_dir: str | Path, client=None):
 
     import mlflow
 
-    from mangacolor.inference.bundle import BUNDLE_JSON
+    from mangacolor.io.bundle import BUNDLE_JSON
     from mangacolor.registry import register_bundle
     from mangacolor.tracking import active_run, get_or_create_experiment
 

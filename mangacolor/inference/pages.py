@@ -174,18 +174,6 @@ def encode_as(arr: np.ndarray, name: str) -> bytes:
     return encode_png(arr)
 
 
-def write_atomic(target: Path, data: bytes) -> None:
-    """Write `data` to `target` so that a reader (or an interrupted run) sees the old file or the new
-    one, never half of one."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    try:
-        tmp.write_bytes(data)
-        tmp.replace(target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 @dataclass
 class ArchiveMember:
     index: int
@@ -250,5 +238,4 @@ __all__ = [
     "output_name",
     "plan_outputs",
     "sample_path",
-    "write_atomic",
 ]

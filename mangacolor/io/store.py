@@ -48,6 +48,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mangacolor.io.files import fsync_dir, write_atomic
+
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.parquet"
@@ -206,17 +208,7 @@ class Store:
     def write_bytes(self, path: str, data: bytes, durable: bool = False) -> None:
         """Atomic write of an absolute store path (from `path()`); `durable`: fsynced with its folder."""
         if self.is_local:
-            parent = os.path.dirname(path)
-            os.makedirs(parent, exist_ok=True)
-            tmp = os.path.join(parent, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
-            with open(tmp, "wb") as f:
-                f.write(data)
-                if durable:
-                    f.flush()
-                    os.fsync(f.fileno())
-            os.replace(tmp, path)
-            if durable:
-                _fsync_dir(parent)
+            write_atomic(path, data, durable)
         else:
             # An object-store PUT is atomic per object; the manifest written last commits a version.
             self.fs.pipe_file(path, data)
@@ -251,7 +243,7 @@ class Store:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-            _fsync_dir(folder)
+            fsync_dir(folder)
 
     # --- the per-partition lock ----------------------------------------------------------------
     @contextlib.contextmanager
@@ -415,14 +407,6 @@ class Store:
         return VersionWriter(self, asset, safe_part(partition), tuple(unversioned))
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _staging_time(name: str) -> float | None:
     """Start time (epoch seconds) encoded in a staging folder's name, or None for other names."""
     m = re.match(rf"^{re.escape(STAGING_PREFIX)}(\d+)-", name)
@@ -504,7 +488,7 @@ class VersionWriter:
                     store.move_tree(self.staging, final)
                 store.write_manifest(final, frame, files=self.files, durable=True)
                 if store.is_local:
-                    _fsync_dir(os.path.dirname(final))
+                    fsync_dir(os.path.dirname(final))
         self.sealed = (version, final, frame)
         return self.sealed
 
