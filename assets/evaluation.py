@@ -199,7 +199,9 @@ def _report_metadata(st, version: str, vdir: str, result, record: dict, passed: 
     """fid_report's metadata: the candidate's numbers, the gate's verdict, where the whole report is."""
     from mangacolor.eval import report
 
-    cand = record["rows"][record["candidate"]["row"]]
+    # The model under test: the candidate, or (no candidate yet) the one pinned model scored alone, e.g. an import.
+    under_test = record["candidate"]["row"] or next(iter(record["rows"]))
+    cand = record["rows"][under_test]
     meta = {
         **version_metadata(st, version, vdir),
         # Our rows only; the report beside the paper's Tables 1 and 3 and every column are in the store.
@@ -207,7 +209,8 @@ def _report_metadata(st, version: str, vdir: str, result, record: dict, passed: 
         "report_full": dg.MetadataValue.path(st.uri(st.relative(f"{vdir}/report.md"))),
         "metrics_full": dg.MetadataValue.path(st.uri(st.relative(f"{vdir}/metrics.parquet"))),
         "random_init": result.random_init,
-        "candidate_version": record["candidate"]["version"],
+        "candidate_version": record["candidate"]["version"] or "none",
+        "evaluated_row": under_test,
         "champion_version": record["champion"]["version"] or "none",
         "candidate_fid": float(cand["fid"]),
         "candidate_kid": float(cand["kid_mean"]),
@@ -242,7 +245,7 @@ def candidate_not_worse(context: dg.AssetCheckExecutionContext, settings: Settin
     passed, reason = set_verdict(record, cfg.gate.metric, cfg.gate.margin)
     return dg.AssetCheckResult(passed=passed, description=reason, metadata={
         "reason": reason, "metric": cfg.gate.metric, "margin": cfg.gate.margin,
-        "candidate_version": record["candidate"]["version"], "champion_version": record["champion"]["version"] or "none",
+        "candidate_version": record["candidate"]["version"] or "none", "champion_version": record["champion"]["version"] or "none",
     })
 
 

@@ -126,6 +126,36 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_import_weights(args: argparse.Namespace) -> int:
+    """Exit codes: 0 bundle written (and registered with --register), 2 a file that is not what was expected (one line)."""
+    wanted = {"GENERATOR_FILE": "generator.zip", "--extractor": "extractor.pth (or generator.zip)", "--denoiser": "net_rgb.pth"}
+    for flag, path in (("GENERATOR_FILE", args.generator), ("--extractor", args.extractor), ("--denoiser", args.denoiser)):
+        if path is not None and not Path(path).expanduser().is_file():  # checked before torch loads
+            print(f"error: {flag} {path}: no such file; expected the 2021 release's {wanted[flag]}, linked from the README "
+                  "of https://github.com/qweasdd/manga-colorization-v2 (README § Colour real pages now)", file=sys.stderr)
+            return 2
+    from mangacolor.inference.imported import import_mc2, register_imported
+
+    try:
+        out = import_mc2(args.generator, args.out, extractor=args.extractor, denoiser=args.denoiser,
+                         size=args.size or None, denoise_sigma=args.denoise_sigma)
+    except ValueError as exc:  # WeightsFileError included
+        from mangacolor.inference.batch import one_line
+
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    print(f"bundle written: {out} (use it with `mangacolor colorize --model {out}` or `mangacolor serve --model {out}`)")
+    if args.register:
+        import os
+
+        from mangacolor.config import PROJECT_ROOT
+
+        os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}")
+        version = register_imported(out)
+        print(f"registered: models:/{version.name}/{version.version} (no alias: never the main model's candidate or champion)")
+    return 0
+
+
 def _cmd_preset(args: argparse.Namespace) -> int:
     import yaml
 
@@ -245,6 +275,24 @@ def build_parser(prog: str = "mangacolor") -> argparse.ArgumentParser:
                    help="a project preset (demo, paper or a YAML path: its `xdog:` section) or an xDoG parameter set "
                         "(authors2021, alacgan, generic); default paper = authors2021, the paper's [38]")
     p.set_defaults(func=_cmd_xdog, force=True, wants_rgb=True)
+
+    p = sub.add_parser("import-weights", help="a model bundle from the authors' 2021 release (manga-colorization-v2)",
+                       description="Turn the 2021 release's generator.zip into a bundle that colorize, serve, the Python API "
+                                   "and the registry use (README § Colour real pages now). Exit codes: 0 written, 2 a file "
+                                   "that is not what was expected (one line naming what differs).")
+    p.add_argument("source", choices=["mc2"], help="mc2: manga-colorization-v2 (Golyadkin & Makarov, 2021)")
+    p.add_argument("generator", metavar="GENERATOR_FILE", help="the release's generator.zip (a torch.save'd state dict)")
+    p.add_argument("--extractor", default=None, metavar="FILE",
+                   help="the release's extractor.pth (line-art tag-prediction SE-ResNeXt-50): kept as encoder_init.safetensors "
+                        "for training (colorizer.encoder_init)")
+    p.add_argument("--denoiser", default=None, metavar="FILE", help="the release's FFDNet net_rgb.pth: pages are denoised first, as the release does")
+    p.add_argument("--denoise-sigma", type=float, default=25.0, help="the denoiser's noise level (of 255; the release's 25)")
+    p.add_argument("--size", type=int, default=576,
+                   help="colour at the release's size: portrait pages SIZE wide, landscape 1.5×SIZE high, colours then carried "
+                        "onto the page's own ink at its own size (default 576, the release's; 0: the page's own size)")
+    p.add_argument("--register", action="store_true", help="also register it in MLflow as mangacolor-colorizer-mc2 (no alias)")
+    p.add_argument("-o", "--out", required=True, type=Path, metavar="BUNDLE_DIR")
+    p.set_defaults(func=_cmd_import_weights)
 
     p = sub.add_parser("serve", help="a hint page in the browser: upload a page, paint hints, see colorings side by side")
     p.add_argument("--model", default=None, help="bundle folder or MLflow URI (default: the registry's champion, else its candidate)")

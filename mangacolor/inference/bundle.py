@@ -22,6 +22,9 @@ import torch.nn.functional as F
 from mangacolor.io.bundle import BUNDLE_JSON, resolve_bundle_path
 from mangacolor.io.images import from_tensor, to_tensor
 
+# bundle.json keys that set inference options (a bundle imported from the 2021 release sets both).
+OPTION_KEYS = ("fit_width", "pad_mode")
+
 
 @dataclass
 class ModelBundle:
@@ -31,6 +34,7 @@ class ModelBundle:
     info: dict
     drafting: torch.nn.Module | None = None
     inversion: torch.nn.Module | None = None
+    denoiser: torch.nn.Module | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     _prepared: dict = field(default_factory=dict, repr=False)
 
@@ -52,11 +56,18 @@ class ModelBundle:
             drafting = load_psp(path / files["drafting"], path / files["stylegan"])
         if "stylegan" in files and "inversion" in files:
             inversion = load_psp(path / files["inversion"], path / files["stylegan"])
+        denoiser = None
+        if "denoiser" in files:
+            from mangacolor.models.ffdnet import FFDNet
+
+            d_state, d_meta = load_weights(path / files["denoiser"])
+            denoiser = FFDNet(int((d_meta.get("config") or {}).get("channels", 3)))
+            denoiser.load_state_dict(d_state)
         device = torch.device(device)
-        nets = [n.to(device).eval() for n in (generator, drafting, inversion) if n is not None]
+        nets = [n.to(device).eval() for n in (generator, drafting, inversion, denoiser) if n is not None]
         for n in nets:
             n.requires_grad_(False)
-        return cls(generator, info, drafting, inversion, device)
+        return cls(generator, info, drafting, inversion, denoiser, device)
 
     # --- drafts (§III-A): a 256x256 colour image in [-1, 1] ------------------------------------
     def _bw_tensor(self, page: np.ndarray) -> torch.Tensor:
@@ -94,12 +105,23 @@ class ModelBundle:
         canvas = self.info.get("canvas")
         if options.canvas is None and canvas:
             options = dataclasses.replace(options, canvas=(int(canvas[0]), int(canvas[1])))
-        return options
+        defaults = InferenceOptions()
+        chosen = {k: self.info[k] for k in OPTION_KEYS if self.info.get(k) is not None and getattr(options, k) == getattr(defaults, k)}
+        return dataclasses.replace(options, **chosen) if chosen else options
+
+    def denoise(self, page: np.ndarray) -> np.ndarray:
+        """The page through the bundle's denoiser at its `denoise_sigma` (the 2021 release's pre-step); as is without one."""
+        sigma = float(self.info.get("denoise_sigma", 25))
+        if self.denoiser is None or sigma <= 0:
+            return page
+        from mangacolor.models.ffdnet import denoise_page
+
+        return denoise_page(self.denoiser, page, sigma)
 
     def colorize(self, page: np.ndarray, hint: np.ndarray | None = None, draft: torch.Tensor | None = None,
                  options=None) -> np.ndarray:
         """One page (uint8 grey or RGB) -> uint8 RGB at the page's resolution, run on the training canvas."""
-        from mangacolor.inference.colorize import colorize_page, prepare_generator
+        from mangacolor.inference.colorize import colorize_page, grey_page, prepare_generator
 
         options = self.inference_options(options)
         key = repr(options)
@@ -107,6 +129,8 @@ class ModelBundle:
             # BN folding / channels-last make a modified copy: prepare once per options.
             self._prepared[key] = prepare_generator(self.generator, options, self.device)  # a copy
         draft_img = from_tensor(draft[0].float().cpu()) if draft is not None else None
+        if self.denoiser is not None:
+            page = self.denoise(grey_page(page))
         return colorize_page(self._prepared[key], page, hint=hint, draft=draft_img, options=options)
 
 

@@ -68,6 +68,8 @@ class InferenceOptions:
     multiple: int = 32
     canvas: tuple[int, int] | None = None  # (H, W) the model was trained on: pages are brought to it first
     max_long_side: int | None = None  # colorize_page: pages larger than this take the working-size path
+    fit_width: int | None = None  # colorize_page: the 2021 release's size (mangacolor.models.mc2.release_size)
+    pad_mode: str = "reflect"  # "mc2": pad as the 2021 release (mangacolor.models.colorizer.release_padding)
 
 
 # Pages above this long side are coloured at it and their chroma moved onto the original ink. 1536 px
@@ -242,10 +244,17 @@ def colorize_pages(
         else torch.autocast(device_type=p.device.type, enabled=False)
     )
     with torch.inference_mode(), amp:
-        out = colorize(generator, *args, multiple=options.multiple).float()
+        out = colorize(generator, *args, multiple=options.multiple, pad_mode=options.pad_mode).float()
     if (wh, ww) != (h, w):
         out = transfer_chroma(out, small, bw, options.luma_detail)
     return out.contiguous()
+
+
+def grey_page(page: np.ndarray) -> np.ndarray:
+    """uint8 (H,W) as it is; (H,W,3|4) to grey by BT.601 luma."""
+    if page.ndim == 3:
+        page = (page[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).round().astype(np.uint8)
+    return page
 
 
 def colorize_page(
@@ -259,17 +268,22 @@ def colorize_page(
 
     `hint`: RGBA uint8 (H,W,4) or None; `draft`: uint8 RGB of any size or None.
     """
-    if page.ndim == 3:
-        page = (page[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).round().astype(np.uint8)
+    page = grey_page(page)
     if hint is not None and hint.shape[:2] != page.shape[:2]:
         raise ValueError(f"hint is {hint.shape[1]}×{hint.shape[0]} but the page is {page.shape[1]}×{page.shape[0]}")
-    sides = [s for s in (options.working_long_side, options.max_long_side) if s is not None]
-    wh, ww = working_size(*page.shape[:2], min(sides) if sides else None)
+    if options.fit_width is not None:
+        from mangacolor.models.mc2 import release_size
+
+        wh, ww = release_size(*page.shape[:2], options.fit_width)
+    else:
+        sides = [s for s in (options.working_long_side, options.max_long_side) if s is not None]
+        wh, ww = working_size(*page.shape[:2], min(sides) if sides else None)
     if (wh, ww) != page.shape[:2]:
-        # Large page: colour at the working size, chroma onto the original ink, strip by strip.
+        # Large page (or the 2021 release's size): colour at the working size, chroma onto the original
+        # ink, strip by strip.
         small = cv2.resize(page, (ww, wh), interpolation=cv2.INTER_AREA)
         small_hint = resize_hint_array(hint, (wh, ww)) if hint is not None else None
-        exact = replace(options, working_long_side=None, max_long_side=None)
+        exact = replace(options, working_long_side=None, max_long_side=None, fit_width=None)
         rgb = colorize_page(generator, small, hint=small_hint, draft=draft, options=exact)
         return transfer_chroma_strips(rgb, small, page, options.luma_detail)
     out = colorize_pages(
@@ -289,6 +303,7 @@ __all__ = [
     "colorize_page",
     "colorize_pages",
     "fold_batchnorm",
+    "grey_page",
     "hint_from_rgba",
     "prepare_generator",
     "resize_hint",

@@ -6,6 +6,7 @@
       stylegan.safetensors     the Coloring Latent Space generator (§III-A), optional
       drafting.safetensors     pSp encoder black-and-white -> W+ (drafts, sampling), optional
       inversion.safetensors    pSp encoder colour -> W+ (reference images), optional
+      denoiser.safetensors     FFDNet run on the page first (`denoise_sigma` in bundle.json), optional
 
 The colorization stage writes bundles (`write_bundle`), inference loads them
 (`mangacolor.inference.bundle.ModelBundle`), and the registry stores them in MLflow; this module is
@@ -19,7 +20,7 @@ import shutil
 from pathlib import Path
 
 BUNDLE_JSON = "bundle.json"
-PARTS = ("colorizer", "stylegan", "drafting", "inversion")
+PARTS = ("colorizer", "stylegan", "drafting", "inversion", "denoiser")
 
 
 def write_bundle(out_dir: str | Path, files: dict[str, str | Path], info: dict | None = None) -> Path:

@@ -106,6 +106,7 @@ class ColorizerTrainConfig(LoaderSettings):
     batchnorm: Literal["batch", "frozen"] = "batch"
     # Channels-last weights and activations: the layout GPU convolutions run fastest in (tensor cores); None: on CUDA.
     channels_last: bool | None = None
+    init: str | None = None  # "mc2:PATH": a fresh step 1 starts from the whole 2021 generator (build_generator)
 
     def resolved(self, step: Step) -> tuple[int, int, LossWeights]:
         if step not in STEP_DEFAULTS:
@@ -495,7 +496,7 @@ def cue_epoch(epochs_before: int, it: int, steps_per_epoch: int) -> int:
 
 def weights_epochs(path: str | Path | None) -> int:
     """Whole epochs the generator in `path` was trained (its `epochs_trained` metadata); 0 for None or an older file."""
-    if path is None:
+    if path is None or str(path).startswith("mc2:"):
         return 0
     from mangacolor.io.weights import load_weights
 
@@ -709,8 +710,9 @@ def train_colorizer(
 
     `synthetic_pairs`: the supervised pairs (for "finetune", the matched real page pairs).
     `real_bw`: "adapt": real black-and-white pages; "self_train": real pages with pseudolabels
-    (a pair dataset); "finetune": unused. `init_weights`: a generator safetensors file to start from
-    (else Xavier + the configured encoder file). `snapshot_every`: steps between generator snapshots
+    (a pair dataset); "finetune": unused. `init_weights`: a generator safetensors file to start from, or
+    "mc2:PATH", the 2021 release's generator (default for "adapt": `cfg.init`; else Xavier + the configured
+    encoder file). `snapshot_every`: steps between generator snapshots
     with sample grids (default: one per epoch). `epochs_before`: whole epochs the starting weights were
     trained (default: read from `init_weights`' metadata, 0 for a new network), see `cue_epoch`.
     Output files go under `out_dir`: checkpoints/,
@@ -730,6 +732,8 @@ def train_colorizer(
     out_dir = Path(out_dir)
     say = progress or (lambda _msg: None)
     supervised, unpaired_real, real_colour = _datasets(step, synthetic_pairs, real_bw)
+    if init_weights is None and cfg.init and step == "adapt":
+        init_weights = cfg.init  # the 2021 generator as step 1's start (colorizer.init: mc2:PATH)
     if epochs_before is None:
         epochs_before = weights_epochs(init_weights)
     if len(micro_slices(len(dist.positions(batch_size)), cfg.micro_batch)) > 1 and cfg.batchnorm != "frozen":

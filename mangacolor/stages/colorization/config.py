@@ -12,7 +12,7 @@ import dataclasses
 import math
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from mangacolor.config import stage_config
 from mangacolor.io.pagemap import WORKERS_HELP
@@ -105,6 +105,13 @@ class ColorizationConfig(BaseModel):
 
     variant: VariantFlags = Field(default_factory=VariantFlags)
     generator: dict = Field(default_factory=dict, description="ColorizerConfig fields; `tiny: true` starts from ColorizerConfig.tiny()")
+    encoder_init: str | None = Field(
+        None, description="the encoder's start: a state-dict file (the paper's: the line-art tag-prediction SE-ResNeXt-50, "
+                          "the 2021 release's extractor.pth or the encoder of its generator.zip), 'imagenet' "
+                          "(generator.encoder_weights, else timm's ImageNet file in the torch cache) or 'scratch' (random); "
+                          "null: generator.encoder_weights as given")
+    init: str | None = Field(None, description="mc2:PATH: step 1 starts from the whole 2021 generator (its generator.zip; "
+                                               "draft inputs zero), in the paper layout, the page read in [0, 1]")
     discriminator: dict = Field(default_factory=dict, description="DiscriminatorConfig fields; `tiny: true` starts from DiscriminatorConfig.tiny()")
     cues: dict = Field(default_factory=dict, description="{hint: HintConfig fields, schedule: [{first_epoch, p_hint, p_draft}, ...]}")
     crop: tuple[int, int] = (768, 512)
@@ -128,9 +135,25 @@ class ColorizationConfig(BaseModel):
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     pseudolabels: PseudolabelConfig = Field(default_factory=PseudolabelConfig)
 
+    @field_validator("init")
+    @classmethod
+    def _init_is_mc2(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("mc2:"):
+            raise ValueError(f"colorizer.init must be mc2:PATH (the 2021 release's generator.zip) or null, got {value!r}")
+        return value
+
     def generator_config(self) -> ColorizerConfig:
         g = dict(self.generator)
-        return ColorizerConfig.tiny(**_tuples(g)) if g.pop("tiny", False) else ColorizerConfig.from_dict(g)
+        config = ColorizerConfig.tiny(**_tuples(g)) if g.pop("tiny", False) else ColorizerConfig.from_dict(g)
+        if self.encoder_init == "scratch":
+            config = dataclasses.replace(config, encoder_weights=None)
+        elif self.encoder_init == "imagenet":
+            config = dataclasses.replace(config, encoder_weights=config.encoder_weights or IMAGENET_ENCODER)
+        elif self.encoder_init is not None:
+            config = dataclasses.replace(config, encoder_weights=self.encoder_init)
+        if self.init is not None:
+            config = dataclasses.replace(config, page_unit_range=True)  # as the 2021 weights read the page
+        return config
 
     def discriminator_config(self) -> DiscriminatorConfig:
         d = dict(self.discriminator)
@@ -156,6 +179,7 @@ class ColorizationConfig(BaseModel):
             "generator": self.generator_config(),
             "discriminator": self.discriminator_config(),
             "cues": self.cue_config(),
+            "init": self.init if section == "step1" else None,  # colorizer.init: mc2:PATH starts step 1 only
             "losses": LossWeights(**{**weights.to_dict(), **s.losses}),
             "epochs": s.epochs or epochs,
             "batch_size": s.batch_size or batch,
@@ -175,6 +199,10 @@ class ColorizationConfig(BaseModel):
     def page_canvas(self) -> tuple[int, int]:
         """The training canvas (H, W): what a page is scaled to cover in training and in use."""
         return page_canvas(self.canvas, self.crop)
+
+
+# `encoder_init: imagenet` without a generator.encoder_weights: timm's ImageNet SE-ResNeXt-50 in the torch cache.
+IMAGENET_ENCODER = "~/.cache/torch/hub/checkpoints/seresnext50_32x4d.safetensors"
 
 
 def _tuples(d: dict) -> dict:
