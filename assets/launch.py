@@ -116,13 +116,28 @@ class TorchrunResource(dg.ConfigurableResource):
 
 
 def torchrun_command(per_node: int, nodes: int, rdzv_endpoint: str | None, spec_ref: str, rdzv_id: str = "mangacolor") -> list[str]:
-    """`python -m torch.distributed.run ... -m pipelines.torchrun_worker SPEC`: standalone on one node, a c10d rendezvous
-    at `rdzv_endpoint` (node 0's address) on several."""
+    """`python -m torch.distributed.run ... -m pipelines.torchrun_worker SPEC` (arguments after `python`): standalone on
+    one node, a c10d rendezvous at `rdzv_endpoint` (node 0's address) on several."""
     if nodes > 1:
         rdzv = ["--nnodes", str(nodes), "--rdzv-backend", "c10d", "--rdzv-endpoint", str(rdzv_endpoint), "--rdzv-id", rdzv_id]
     else:
         rdzv = ["--standalone"]
     return ["-m", "torch.distributed.run", *rdzv, "--nproc-per-node", str(per_node), "-m", WORKER, spec_ref]
+
+
+def pod_command(per_node: int, nodes: int, rdzv_endpoint: str | None, spec_ref: str, rdzv_id: str) -> list[str]:
+    """The training pod's command. On several nodes pod 0 (the indexed Job's JOB_COMPLETION_INDEX 0) hosts the c10d
+    rendezvous store, said outright (`is_host`): torch would otherwise infer it by resolving the endpoint's DNS name,
+    which a pod that has just started may not resolve yet, and then no pod would host it."""
+    import shlex
+
+    args = torchrun_command(per_node, nodes, rdzv_endpoint, spec_ref, rdzv_id)
+    if nodes == 1:
+        return ["python", *args]
+    host = '"is_host=$([ "$JOB_COMPLETION_INDEX" = 0 ] && echo true || echo false)"'
+    at = args.index("--nproc-per-node")
+    line = " ".join([*map(shlex.quote, ["python", *args[:at]]), "--rdzv-conf", host, *map(shlex.quote, args[at:])])
+    return ["sh", "-c", "exec " + line]
 
 
 # --- what a GPU asset asks of the cluster ----------------------------------------------------------------
@@ -268,7 +283,7 @@ def training_job(name: str, image: str, per_node: int, nodes: int, spec_ref: str
     port = int(pods.get("rdzv_port", 29400))
     rdzv = f"{name}-0.{name}:{port}" if nodes > 1 else None
     own = gpu_pod_config(per_node, pods)
-    own["container_config"]["command"] = ["python", *torchrun_command(per_node, nodes, rdzv, spec_ref, rdzv_id=name)]
+    own["container_config"]["command"] = pod_command(per_node, nodes, rdzv, spec_ref, rdzv_id=name)
     if nodes > 1:
         own["container_config"]["ports"] = [{"name": "rdzv", "container_port": port}]
         own["pod_spec_config"]["subdomain"] = name  # pod i answers at <name>-i.<name>
@@ -301,8 +316,6 @@ def run_k8s_job(context: dg.AssetExecutionContext, job, service, namespace: str 
     """Create the Job (and Service), stream pod 0's log as the Pipes channel (rank 0 reports there), wait for every
     pod to succeed, then delete both."""
     import kubernetes
-    from dagster._core.pipes.context import open_pipes_session  # noqa: PLC2701 - the session PipesK8sClient opens
-    from dagster._core.pipes.utils import PipesEnvContextInjector  # noqa: PLC2701
     from dagster_k8s.client import DagsterKubernetesClient, WaitForPodState
     from dagster_k8s.pipes import PipesK8sPodLogsMessageReader
     from dagster_k8s.utils import detect_current_namespace
@@ -315,7 +328,7 @@ def run_k8s_job(context: dg.AssetExecutionContext, job, service, namespace: str 
     namespace = namespace or detect_current_namespace(None) or "default"
     name = job.metadata.name
     reader = PipesK8sPodLogsMessageReader()
-    with open_pipes_session(context=context, context_injector=PipesEnvContextInjector(), message_reader=reader) as session:
+    with dg.open_pipes_session(context=context, context_injector=dg.PipesEnvContextInjector(), message_reader=reader) as session:
         container = job.spec.template.spec.containers[0]
         container.env = [*(container.env or []),
                          *(kubernetes.client.V1EnvVar(name=k, value=v) for k, v in session.get_bootstrap_env_vars().items())]
@@ -328,7 +341,8 @@ def run_k8s_job(context: dg.AssetExecutionContext, job, service, namespace: str 
                          pods[0]).metadata.name
             client.wait_for_pod(first, namespace, wait_for_state=WaitForPodState.Ready, wait_time_between_attempts=poll_s)
             reader.consume_pod_logs(context=context, core_api=client.core_api, namespace=namespace, pod_name=first)
-            client.wait_for_job_success(name, namespace, wait_time_between_attempts=poll_s, num_pods_to_wait_for=nodes)
+            # No time limit: StyleGAN2's 700k iterations take days (a retried step resumes from the mirror anyway).
+            client.wait_for_job_success(name, namespace, wait_timeout=0, wait_time_between_attempts=poll_s, num_pods_to_wait_for=nodes)
         finally:
             client.delete_job(name, namespace)
             if service is not None:

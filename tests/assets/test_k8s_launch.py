@@ -2,6 +2,8 @@
 constructs them (`assets.launch.training_job`), the GPUs each asset's pod and its training pods request, and how
 many ranks a stage takes."""
 
+import subprocess
+
 import dagster as dg
 import kubernetes
 import pytest
@@ -65,11 +67,17 @@ def test_several_nodes_are_an_indexed_job_meeting_through_a_headless_service(dep
     assert spec["completionMode"] == "Indexed" and spec["completions"] == 2 and spec["parallelism"] == 2
     pod = spec["template"]["spec"]
     (container,) = pod["containers"]
-    command = container["command"]
-    assert command[command.index("--nnodes") + 1] == "2" and command[command.index("--nproc-per-node") + 1] == "8"
-    assert command[command.index("--rdzv-backend") + 1] == "c10d"
-    # Pod 0 of the indexed Job answers at <job>-0.<service>: the rendezvous every node's torchrun meets at.
-    assert command[command.index("--rdzv-endpoint") + 1] == f"{NAME}-0.{NAME}:29400" and pod["subdomain"] == NAME
+    shell, flag, line = container["command"]
+    assert (shell, flag) == ("sh", "-c") and line.startswith("exec python -m torch.distributed.run ")
+    # Pod 0 of the indexed Job answers at <job>-0.<service>: the rendezvous every node's torchrun meets at, hosted by
+    # pod 0 (its completion index), whether or not its DNS name resolves yet.
+    for pod_index, hosts in (("0", "true"), ("1", "false")):
+        argv = subprocess.run(["sh", "-c", line.replace("exec python", "printf '%s\\n'", 1)], env={"JOB_COMPLETION_INDEX": pod_index},
+                              capture_output=True, text=True, check=True).stdout.splitlines()
+        assert argv[argv.index("--nnodes") + 1] == "2" and argv[argv.index("--nproc-per-node") + 1] == "8"
+        assert argv[argv.index("--rdzv-backend") + 1] == "c10d" and argv[argv.index("--rdzv-endpoint") + 1] == f"{NAME}-0.{NAME}:29400"
+        assert argv[argv.index("--rdzv-conf") + 1] == f"is_host={hosts}" and argv[-1] == SPEC
+    assert pod["subdomain"] == NAME
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "8"
     svc = _plain(service)
     assert svc["kind"] == "Service" and svc["metadata"]["name"] == NAME

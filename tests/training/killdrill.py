@@ -156,8 +156,8 @@ DDP_BATCH = {"colorizer_adapt": 4, "colorizer_self_train": 4, "colorizer_finetun
 
 def local_nodes(nnodes: int, nproc_per_node: int, args: list[str], env: dict, cwd: Path) -> list:
     """`torchrun` as `nnodes` "nodes" on 127.0.0.1, `nproc_per_node` processes each, meeting through a c10d rendezvous
-    (what a multi-node Job does with its headless service's address): one Popen per node, `args` after torchrun's own.
-    The first node to start hosts the rendezvous store; the others join it."""
+    as the pods of a multi-node training Job do (assets/launch.py `pod_command`): node 0 hosts the rendezvous store
+    (`is_host`), the others join it. One Popen per node, `args` after torchrun's own."""
     import socket
     import subprocess
     import sys
@@ -169,8 +169,9 @@ def local_nodes(nnodes: int, nproc_per_node: int, args: list[str], env: dict, cw
     rdzv = ["--nnodes", str(nnodes), "--nproc-per-node", str(nproc_per_node), "--rdzv-backend", "c10d",
             "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", uuid.uuid4().hex[:12], "--local-addr", "127.0.0.1"]
     env = {**env, "GLOO_SOCKET_IFNAME": env.get("GLOO_SOCKET_IFNAME", "lo")}
-    return [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", *rdzv, *args], cwd=cwd, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(nnodes)]
+    return [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", *rdzv, "--rdzv-conf", f"is_host={str(node == 0).lower()}",
+                              *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for node in range(nnodes)]
 
 
 def max_abs_diff(a: Path, b: Path) -> float:
