@@ -365,8 +365,10 @@ def _visible_gpus(context: dg.AssetExecutionContext, device, n: int) -> dict:
         return {}
     from mangacolor.device import claim_gpus
 
-    visible = claim_gpus(n, torch.cuda.device_count())
-    return {"CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in visible)}
+    claimed = claim_gpus(n, torch.cuda.device_count())
+    # Indices into what this process sees: through its own CUDA_VISIBLE_DEVICES when one is set.
+    seen = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    return {"CUDA_VISIBLE_DEVICES": ",".join(seen[i] if seen else str(i) for i in claimed)}
 
 
 def train_stage(context: dg.AssetExecutionContext, torchrun: TorchrunResource, stage: str, mlflow_run_id: str, tracking_uri: str,
