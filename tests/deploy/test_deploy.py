@@ -249,3 +249,18 @@ def test_a_run_holds_a_slot_of_the_gpu_pool_per_gpu(tmp_path, monkeypatch, postg
     assert "has 4 slot(s) and this run holds 5 GPUs" in Path(too_many + ".error").read_text()
     with dg.DagsterInstance.get() as instance:
         assert instance.event_log_storage.get_concurrency_info("gpu").active_slot_count == 0  # all freed
+
+
+def test_the_gpu_pool_is_not_sized_from_a_pod_without_gpus(monkeypatch):
+    """`mangacolor pools` runs in the code server's pod, which holds no GPU: 'auto' there would give the whole cluster
+    one slot. It says what to set instead."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    monkeypatch.delenv("MANGACOLOR_GPUS_TOTAL", raising=False)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    with pytest.raises(ValueError, match="MANGACOLOR_GPUS_TOTAL"):
+        pool_limits()
+    monkeypatch.setenv("MANGACOLOR_GPUS_TOTAL", "16")
+    assert pool_limits()["gpu"] == 16
