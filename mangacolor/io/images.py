@@ -19,11 +19,11 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from mangacolor.io.limits import MAX_FILE_BYTES, MAX_PIXELS, Refused, read_regular
+
 if TYPE_CHECKING:  # torch only for the two tensor helpers: reading a page must not import it (Dagster runs, the sensor)
     import torch
 
-# A 600 dpi double-page scan is about 10k x 7k; anything far beyond that is a bomb, not a page.
-MAX_PIXELS = 80_000_000
 MIN_SIDE = 8
 
 _MAGIC = {
@@ -85,7 +85,9 @@ def read_image(source: bytes | str | Path, mode: str | None = "RGB") -> np.ndarr
     """
     if isinstance(source, (str, Path)):
         try:
-            data = Path(source).read_bytes()
+            data = read_regular(source, MAX_FILE_BYTES, "page image")
+        except Refused as exc:
+            raise ImageError(exc.reason) from None
         except OSError as exc:
             raise ImageError(f"unreadable file: {exc.strerror or exc}") from exc
     else:
