@@ -150,7 +150,7 @@ def _hint_source(hints: str | None):
     (read again for each page, so its errors name it)."""
     if hints is None:
         return None
-    from mangacolor.inference.hints import HintError
+    from mangacolor.inference.hints import HintError, read_hint_json
     from mangacolor.io.images import ImageError, read_image
 
     path = Path(hints)
@@ -159,12 +159,7 @@ def _hint_source(hints: str | None):
     if not path.is_file():
         raise HintError(f"{path}: no such hint file or folder (expected {HINT_FORMS}, or a folder of them named like the pages)")
     if path.suffix.lower() == ".json":
-        try:
-            points = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise HintError(f"{path}: not readable JSON ({_one_line(exc)}); expected {HINT_FORMS}") from None
-        if not isinstance(points, (list, dict)):
-            raise HintError(f"{path}: expected {HINT_FORMS}")
+        read_hint_json(path)  # every point checked now: a bad one stops the run before any page is written
         return path
     try:
         read_image(path, mode="RGBA")
