@@ -53,7 +53,8 @@ class Member:
 
 def natural_key(name: str) -> list:
     """Sort `page2` before `page10`, as readers expect."""
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+    # A run of 4,300 digits or more is past what int() converts (a member name can be 65,535 long): it sorts last.
+    return [(int(t) if len(t) < 4300 else float("inf")) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
 
 
 def _ext(name: str) -> str:
