@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import datetime as _dt
+import errno
 import hashlib
 import io
 import json
@@ -35,6 +36,7 @@ import math
 import os
 import posixpath
 import re
+import stat
 import threading
 import time
 import uuid
@@ -48,12 +50,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mangacolor.io.limits import READ_CHUNK
+
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.parquet"
 LATEST = "LATEST"
 UNPARTITIONED = "all"
 STAGING_PREFIX = ".staging-"
+TMP_PREFIX = ".tmp-"  # an atomic write's file before its rename; one left behind was a killed writer's
 # Lock files live beside the assets, so a partition folder holds only versions, staging and LATEST.
 LOCKS_DIR = ".locks"
 # Parquet schema metadata key: {relative path: sha256} of every file the writer wrote.
@@ -208,7 +213,7 @@ class Store:
         if self.is_local:
             parent = os.path.dirname(path)
             os.makedirs(parent, exist_ok=True)
-            tmp = os.path.join(parent, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
+            tmp = os.path.join(parent, f"{TMP_PREFIX}{uuid.uuid4().hex}-{os.path.basename(path)}")
             with open(tmp, "wb") as f:
                 f.write(data)
                 if durable:
@@ -321,18 +326,23 @@ class Store:
                 self.fs.rm(path)
 
     def sweep_staging(self, asset: str, partition: str = UNPARTITIONED, max_age_s: float | None = None) -> list[str]:
-        """Remove staging folders older than `max_age_s` (their writer died); returns what was removed."""
+        """Remove staging folders and temporary files (`.tmp-…-LATEST`) older than `max_age_s`: their
+        writer died. Returns what was removed."""
         max_age_s = STALE_STAGING_S if max_age_s is None else max_age_s
         base = self.path(asset, safe_part(partition))
         if not self.exists(base):
             return []
         removed = []
         now = time.time()
-        for entry in self.fs.ls(base, detail=False):
+        for info in self.fs.ls(base, detail=True):
+            entry = str(info["name"])
             name = posixpath.basename(entry.rstrip("/"))
-            if not name.startswith(STAGING_PREFIX):
+            if name.startswith(STAGING_PREFIX):
+                started = _staging_time(name)
+            elif name.startswith(TMP_PREFIX) and info.get("type") != "directory":
+                started = _modified(info)  # an atomic write's temporary file (`write_bytes`)
+            else:
                 continue
-            started = _staging_time(name)
             if started is not None and now - started > max_age_s:
                 with contextlib.suppress(FileNotFoundError):
                     self.fs.rm(self._strip(entry), recursive=True)
@@ -421,6 +431,15 @@ def _fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _modified(info: dict) -> float | None:
+    """An entry's modification time (epoch seconds) from an fsspec listing: `mtime` locally,
+    `LastModified` on object stores; None when the listing has neither."""
+    value = info.get("mtime", info.get("LastModified", info.get("last_modified")))
+    if isinstance(value, _dt.datetime):
+        return value.timestamp()
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def _staging_time(name: str) -> float | None:
@@ -539,56 +558,195 @@ class Problem:
     what: str
 
     def __str__(self) -> str:
-        return f"{self.asset}/{self.partition}/{self.version}: {self.path}: {self.what}"
+        # Names come from a listing of whatever the folder holds: a newline in one must not split the report.
+        asset, partition, version, path = (x if x.isprintable() else repr(x) for x in (self.asset, self.partition, self.version, self.path))
+        return f"{asset}/{partition}/{version}: {path}: {' '.join(self.what.split())}"
 
 
 def verify(store: Store, assets: Iterable[str] | None = None) -> tuple[int, list[Problem]]:
     """Check every sealed version's files (exist, sha256 as written) and every LATEST pointer.
 
     Returns (manifests checked, problems). Files are those the writer recorded in the manifest's
-    metadata, plus every row's `path` (manifests written before that metadata existed: existence only)."""
+    metadata, plus every row's `path` (manifests written before that metadata existed: existence only).
+    What it reads stays in the store, whatever the store holds: a manifest path that leads out of its
+    version folder, or through a symlink, is reported as tampered and not read; files are hashed in
+    pieces; a folder, a LATEST or a manifest that is not what the store writes is a problem, not a crash."""
     problems: list[Problem] = []
     checked = 0
-    for asset in (list(assets) if assets else store.assets()):
+    if assets:
+        names = list(assets)
+    else:
+        names = [n for n, kind in _listing(store, store.root) if not n.startswith(".") and kind != "file"]
+    links = {n for n, kind in _listing(store, store.root) if kind == "link"}
+    for asset in names:
+        if asset in links:
+            problems.append(Problem(asset, "-", "-", asset, "tampered: a symlink where an asset folder belongs; not followed"))
+            continue
+        if safe_part(asset) != asset:
+            problems.append(Problem(asset, "-", "-", asset, "stray folder: not an asset of the store (its name is not one the store writes)"))
+            continue
         base = store.path(asset)
         if not store.exists(base):
             problems.append(Problem(asset, "-", "-", store.uri(asset), "no such asset in the store"))
             continue
-        for entry in store.fs.ls(base, detail=False):
-            partition = posixpath.basename(entry.rstrip("/"))
-            if partition.startswith(".") or not store.fs.isdir(store._strip(entry)):
+        for partition, kind in _listing(store, base):
+            if kind == "link":
+                problems.append(Problem(asset, partition, "-", partition, "tampered: a symlink where a partition folder belongs; not followed"))
+            if partition.startswith(".") or kind != "dir":
                 continue
-            latest = store.latest_version(asset, partition)
-            versions = store.versions(asset, partition)
-            if latest is not None and latest not in versions:
-                problems.append(Problem(asset, partition, latest, LATEST, "names a version with no manifest"))
-            for version in versions:
-                checked += 1
-                problems += _verify_version(store, asset, partition, version)
+            if safe_part(partition) != partition:
+                problems.append(Problem(asset, partition, "-", partition, "stray folder: not a partition (its name is not one the store writes)"))
+                continue
+            n, found = _verify_partition(store, asset, partition)
+            checked += n
+            problems += found
     return checked, problems
+
+
+def _listing(store: Store, path: str) -> list[tuple[str, str]]:
+    """(name, "dir" | "file" | "link") of every entry of `path` (local symlinks are "link": not followed)."""
+    if not store.exists(path):
+        return []
+    out = []
+    for info in store.fs.ls(path, detail=True):
+        name = posixpath.basename(str(info["name"]).rstrip("/"))
+        if store.is_local and os.path.islink(os.path.join(path, name)):
+            out.append((name, "link"))
+        else:
+            out.append((name, "dir" if info.get("type") == "directory" else "file"))
+    return out
+
+
+_VERSION = re.compile(r"^[0-9a-f]{16}$")
+
+
+def _verify_partition(store: Store, asset: str, partition: str) -> tuple[int, list[Problem]]:
+    base = store.path(asset, partition)
+    problems: list[Problem] = []
+    versions = []
+    for name, kind in _listing(store, base):
+        if name.startswith(".") or name == LATEST:
+            continue
+        if kind == "link":
+            problems.append(Problem(asset, partition, name, name, "tampered: a symlink where a version folder belongs; not followed"))
+        if kind != "dir":
+            continue  # stray files are no version; the store never reads them
+        if safe_part(name) != name:
+            problems.append(Problem(asset, partition, name, name, "stray folder: not a version (its name is not one the store writes)"))
+        elif store.exists(posixpath.join(base, name, MANIFEST)):
+            versions.append(name)
+    latest, why = _read_latest(store, posixpath.join(base, LATEST))
+    if why:
+        problems.append(Problem(asset, partition, "-", LATEST, why))
+    elif latest is not None and latest not in versions:
+        problems.append(Problem(asset, partition, latest[:40], LATEST, "names a version with no manifest"))
+    for version in sorted(versions):
+        problems += _verify_version(store, asset, partition, version)
+    return len(versions), problems
+
+
+def _read_latest(store: Store, pointer: str) -> tuple[str | None, str | None]:
+    """(version named by LATEST or None when there is none, what is wrong with it or None)."""
+    if not store.exists(pointer):
+        return None, None
+    if store.fs.isdir(pointer):
+        return None, "malformed LATEST: a folder; the store writes a file naming a version"
+    try:
+        with _open_stored(store, pointer) as f:
+            raw = f.read(257)
+    except OSError as exc:
+        return None, f"malformed LATEST: {exc.strerror or exc}; the store writes a file naming a version"
+    try:
+        text = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return None, "malformed LATEST: not UTF-8 text; the store writes a version name"
+    if len(raw) > 256 or safe_part(text) != text or not text:
+        return None, f"malformed LATEST: {text[:40]!r} is no version name"
+    return text, None
+
+
+def _tampered(store: Store, vdir: str, rel: str) -> str | None:
+    """Why the manifest path `rel` must not be read (it leaves the version folder), or None."""
+    parts = rel.split("/")
+    if rel.startswith("/") or "\\" in rel or "\0" in rel or any(p in ("", ".", "..") for p in parts):
+        return f"tampered: path {rel[:80]!r} leads outside the version folder; not read"
+    if store.is_local:
+        real_vdir = os.path.realpath(vdir)
+        if os.path.realpath(os.path.join(vdir, *parts)) != os.path.join(real_vdir, *parts):
+            return f"tampered: {rel[:80]!r} goes through a symlink; not followed"
+    return None
+
+
+def _open_stored(store: Store, path: str):
+    """A stored file opened for `verify`: on local disk a regular file only, its last component not
+    followed if a symlink (`_tampered` checks the folders above), a FIFO or device refused unread."""
+    if not store.is_local:
+        return store.fs.open(path, "rb")
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+def _file_sha256(store: Store, path: str) -> str:
+    """sha256 of a stored file, read in pieces (`_open_stored`). Raises OSError."""
+    h = hashlib.sha256()
+    with _open_stored(store, path) as f:
+        while chunk := f.read(READ_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _manifest_files(table: pa.Table) -> dict[str, str] | str:
+    """The manifest's {relative path: sha256}, or what is malformed about it."""
+    meta = table.schema.metadata or {}
+    if FILES_KEY not in meta:
+        return {}
+    try:
+        files = json.loads(meta[FILES_KEY])
+    except (ValueError, RecursionError) as exc:
+        return f"malformed manifest: its file list is not JSON ({' '.join(str(exc).split())[:120]})"
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        return f"malformed manifest: its file list is {type(files).__name__}, not {{path: sha256}}"
+    return files
 
 
 def _verify_version(store: Store, asset: str, partition: str, version: str) -> list[Problem]:
     vdir = store.path(asset, partition, version)
-    out = []
+    manifest = posixpath.join(vdir, MANIFEST)
+    if store.is_local and (why := _tampered(store, vdir, MANIFEST)):
+        return [Problem(asset, partition, version, MANIFEST, why)]
     try:
-        raw = store.read_bytes(posixpath.join(vdir, MANIFEST))
-        table = pq.read_table(io.BytesIO(raw))
+        with _open_stored(store, manifest) as f:
+            table = pq.read_table(f)
+        files = _manifest_files(table)
+        if isinstance(files, str):
+            return [Problem(asset, partition, version, MANIFEST, files)]
+        column = table.column("path").to_pylist() if "path" in table.column_names else []
     except Exception as exc:  # noqa: BLE001 - any unreadable manifest is a finding, not a crash
-        return [Problem(asset, partition, version, MANIFEST, f"unreadable manifest: {exc}")]
-    meta = table.schema.metadata or {}
-    files: dict[str, str] = json.loads(meta[FILES_KEY]) if FILES_KEY in meta else {}
-    frame = table.to_pandas()
-    rows_paths = [p for p in frame["path"].tolist() if isinstance(p, str) and p] if "path" in frame else []
+        return [Problem(asset, partition, version, MANIFEST, f"unreadable manifest: {' '.join(str(exc).split())[:200]}")]
+    rows_paths = [p for p in column if isinstance(p, str) and p]
+    out = []
     for rel in sorted(set(files) | set(rows_paths)):
-        path = posixpath.join(vdir, *rel.split("/"))
+        if why := _tampered(store, vdir, rel):
+            out.append(Problem(asset, partition, version, rel[:80], why))
+            continue
         try:
-            data = store.read_bytes(path)
-        except (FileNotFoundError, IsADirectoryError, OSError):
+            sha = _file_sha256(store, posixpath.join(vdir, *rel.split("/")))
+        except FileNotFoundError:
             out.append(Problem(asset, partition, version, rel, "missing"))
             continue
-        if rel in files and sha256_bytes(data) != files[rel]:
-            out.append(Problem(asset, partition, version, rel, f"sha256 {sha256_bytes(data)[:12]}… != {files[rel][:12]}… in the manifest"))
+        except OSError as exc:
+            why = "a symlink; not followed" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
+            out.append(Problem(asset, partition, version, rel, f"tampered: {why}" if exc.errno in (errno.ELOOP, errno.EINVAL) else f"unreadable ({why})"))
+            continue
+        if rel in files and sha != files[rel]:
+            out.append(Problem(asset, partition, version, rel, f"sha256 {sha[:12]}… != {files[rel][:12]}… in the manifest"))
     return out
 
 
