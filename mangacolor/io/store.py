@@ -12,8 +12,9 @@ Layout: `{root}/{asset}/{partition}/{data_version}/` holds an asset's files and 
    before the end leaves LATEST where it was.
 
 Seal and commit run under a per-partition lock (`Store.lock`: `fcntl` on local disk, an in-process
-lock for `memory://`, a lock object created with a conditional PUT on object stores), so two writers
-of one partition each end with a complete version and LATEST names one of them. On local disk the
+lock for `memory://`, on S3 a lease object created with a conditional PUT, renewed while held and
+broken only by a conditional delete once expired: `S3Lease`), so two writers of one partition each
+end with a complete version and LATEST names one of them. On local disk the
 files, the folders and LATEST are fsynced at those points. A failed writer removes its staging
 folder (`with store.begin(...) as writer:`), and staging folders older than `STALE_STAGING_S`
 (left by killed processes) are swept when the next writer of the partition begins.
@@ -66,8 +67,9 @@ FILES_KEY = b"mangacolor.files"
 # A staging folder this old belongs to a process that died; the next writer of the partition removes it.
 STALE_STAGING_S = float(os.environ.get("MANGACOLOR_STALE_STAGING_S", 24 * 3600))
 LOCK_TIMEOUT_S = float(os.environ.get("MANGACOLOR_LOCK_TIMEOUT_S", 600))
-# An object-store lock older than this is from a dead writer and is broken (seal/commit take seconds).
-STALE_LOCK_S = float(os.environ.get("MANGACOLOR_STALE_LOCK_S", 900))
+# An S3 lock not renewed for this long is from a dead writer and may be broken; a live holder renews
+# it every quarter of this, whatever it is doing (sealing a large version takes minutes).
+LOCK_LEASE_S = float(os.environ.get("MANGACOLOR_LOCK_LEASE_S", 60))
 
 # The columns every manifest has; stages add their own after these.
 MANIFEST_COLUMNS = ["id", "title", "page", "source_uri", "path", "width", "height", "sha256", "status", "reason"]
@@ -170,6 +172,146 @@ class LockTimeout(TimeoutError):
     """Another writer held a partition's lock for longer than the timeout."""
 
 
+class LockLost(RuntimeError):
+    """Our lease on a partition's lock was broken (we could not renew it in time): stop before LATEST."""
+
+
+class _Held:
+    """A lock that cannot be lost while its holder lives (fcntl, in-process)."""
+
+    lost = False
+
+    def check(self) -> None:
+        pass
+
+
+_HELD = _Held()
+
+
+class S3Lease:
+    """A partition lock on S3: an object created with `If-None-Match: *`, whose body names its owner
+    (a random token) and when it was last renewed.
+
+    The holder renews it every `lease_s / 4` with `If-Match: <its ETag>` (each body is new, so each
+    renewal has a new ETag), from a thread that runs whatever the holder is doing. A waiter breaks the
+    lock only when it expired, by the holder's stamp or because its ETag stayed the same for `lease_s`
+    of the waiter's own clock, and only with `DeleteObject If-Match: <the ETag it judged>`: if
+    another waiter broke it and made its own in between, that lock has another ETag and the delete
+    fails. So two waiters that both see one stale lock can never both hold it.
+    """
+
+    def __init__(self, fs, path: str, uri: str, lease_s: float | None = None):
+        self.fs, self.path, self.uri = fs, path, uri
+        self.lease_s = LOCK_LEASE_S if lease_s is None else lease_s
+        self.bucket, self.key, _ = fs.split_path(path)
+        self.token = uuid.uuid4().hex
+        self.etag: str | None = None
+        self.lost = False
+        self._renewals = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _body(self) -> bytes:
+        self._renewals += 1
+        return json.dumps({"owner": self.token, "pid": os.getpid(), "host": os.uname().nodename, "renewed_at": time.time(),
+                           "lease_s": self.lease_s, "n": self._renewals}).encode()
+
+    def _get(self) -> tuple[bytes, str]:
+        """The lock's body and ETag from one GET (two requests could pair one lock's body with another's ETag)."""
+        async def get():
+            resp = await self.fs._call_s3("get_object", Bucket=self.bucket, Key=self.key)
+            try:
+                return await resp["Body"].read(), resp["ETag"]
+            finally:
+                resp["Body"].close()
+
+        from fsspec.asyn import sync
+
+        return sync(self.fs.loop, get)
+
+    def acquire(self, deadline: float, timeout_s: float) -> None:
+        seen: tuple[str, float] | None = None  # (ETag, when we first saw it): expiry by our own clock
+        while True:
+            try:
+                self.etag = self.fs.call_s3("put_object", Bucket=self.bucket, Key=self.key, Body=self._body(),
+                                            IfNoneMatch="*")["ETag"]
+                break
+            except FileExistsError:
+                pass
+            try:
+                body, etag = self._get()
+            except FileNotFoundError:
+                continue  # released or broken in between: try again at once
+            held = _lock_body(body)
+            if held.get("owner") == self.token:  # our PUT got through, its answer was lost and retried
+                self.etag = etag
+                break
+            now = time.monotonic()
+            if seen is None or seen[0] != etag:
+                seen = (etag, now)
+            lease = held.get("lease_s", self.lease_s)
+            if time.time() - held.get("renewed_at", time.time()) > lease or now - seen[1] > lease:
+                try:
+                    self.fs.call_s3("delete_object", Bucket=self.bucket, Key=self.key, IfMatch=etag)
+                    log.warning("broke the expired lock %s (owner %s, pid %s on %s)", self.uri, held.get("owner"),
+                                held.get("pid"), held.get("host"))
+                except (FileNotFoundError, OSError):
+                    pass  # someone else broke it first, or it was renewed: its ETag changed
+                continue
+            if now > deadline:
+                raise LockTimeout(f"{self.uri}: another writer held the lock for over {timeout_s:g} s "
+                                  f"(pid {held.get('pid')} on {held.get('host')})")
+            time.sleep(0.1)
+        self._thread = threading.Thread(target=self._renew, name=f"lease {self.key}", daemon=True)
+        self._thread.start()
+
+    def _renew(self) -> None:
+        last = time.monotonic()
+        while not self._stop.wait(self.lease_s / 4):
+            try:
+                self.etag = self.fs.call_s3("put_object", Bucket=self.bucket, Key=self.key, Body=self._body(),
+                                            IfMatch=self.etag)["ETag"]
+                last = time.monotonic()
+            except (FileNotFoundError, OSError) as exc:
+                if isinstance(exc, FileNotFoundError) or exc.errno == errno.EINVAL or time.monotonic() - last > self.lease_s:
+                    self.lost = True  # broken by a waiter (412/404), or unrenewed past the lease
+                    log.error("lost the lock %s: %s", self.uri, exc)
+                    return
+
+    def check(self) -> None:
+        if self.lost:
+            raise LockLost(f"{self.uri}: the lock was taken from this writer (it could not renew its lease of "
+                           f"{self.lease_s:g} s); nothing was committed, materialize again")
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self.lost or self.etag is None:
+            return
+        try:
+            self.fs.call_s3("delete_object", Bucket=self.bucket, Key=self.key, IfMatch=self.etag)
+        except (FileNotFoundError, OSError) as exc:  # not ours any more: someone else's lock stays
+            log.warning("lock %s was no longer ours at release: %s", self.uri, exc)
+
+
+def _lock_body(body: bytes) -> dict:
+    """A lock object's fields, those that are malformed left out (the lock then expires by ETag age)."""
+    try:
+        held = json.loads(body)
+    except (ValueError, RecursionError):
+        return {}
+    if not isinstance(held, dict):
+        return {}
+    out = {k: held[k] for k in ("owner", "pid", "host") if isinstance(held.get(k), (str, int))}
+    for k in ("renewed_at", "lease_s", "at"):
+        if isinstance(held.get(k), (int, float)) and math.isfinite(held[k]) and held[k] > 0:
+            out[k] = float(held[k])
+    if "at" in out:  # a lock of an older mangacolor: stamped once, when taken
+        out.setdefault("renewed_at", out.pop("at"))
+    return out
+
+
 class Store:
     """A folder of artifacts on any fsspec filesystem."""
 
@@ -260,13 +402,13 @@ class Store:
 
     # --- the per-partition lock ----------------------------------------------------------------
     @contextlib.contextmanager
-    def lock(self, asset: str, partition: str = UNPARTITIONED, timeout_s: float | None = None) -> Iterator[None]:
+    def lock(self, asset: str, partition: str = UNPARTITIONED, timeout_s: float | None = None) -> Iterator["S3Lease | _Held"]:
         """Exclusive access to one partition's versions and LATEST, across processes.
 
         Local disk: `fcntl.flock` on `{root}/.locks/{asset}/{partition}.lock` (released by the kernel when a holder
-        dies). `memory://`: a lock of this process (the filesystem lives in it). Object stores: a lock
-        object created with a conditional PUT (`If-None-Match: *`), deleted on release; one older than
-        `STALE_LOCK_S` is from a dead writer and is broken.
+        dies). `memory://`: a lock of this process (the filesystem lives in it). S3: a lease object
+        (`S3Lease`: an owner token, renewed while held, broken only by a conditional delete once it
+        expired). Yields the hold; `.lost` is True when it was taken from a holder that stopped renewing.
         """
         path = self.path(LOCKS_DIR, asset, safe_part(partition) + ".lock")
         timeout_s = LOCK_TIMEOUT_S if timeout_s is None else timeout_s
@@ -285,7 +427,7 @@ class Store:
                         if time.monotonic() > deadline:
                             raise LockTimeout(f"{path}: another writer held the lock for over {timeout_s:g} s") from None
                         time.sleep(0.02)
-                yield
+                yield _HELD
             finally:
                 os.close(fd)  # closing releases the flock
             return
@@ -296,34 +438,19 @@ class Store:
             if not lk.acquire(timeout=timeout_s):
                 raise LockTimeout(f"memory://{path}: another writer held the lock for over {timeout_s:g} s")
             try:
-                yield
+                yield _HELD
             finally:
                 lk.release()
             return
-        token = json.dumps({"owner": uuid.uuid4().hex, "pid": os.getpid(), "at": time.time()}).encode()
-        while True:
-            try:
-                with self.fs.open(path, "xb") as f:  # s3fs: PutObject with If-None-Match: *
-                    f.write(token)
-                break
-            except FileExistsError:
-                try:
-                    held = json.loads(self.fs.cat_file(path))
-                    if time.time() - float(held.get("at", 0)) > STALE_LOCK_S:
-                        log.warning("breaking stale lock %s (held since %s)", path, held.get("at"))
-                        self.fs.rm(path)
-                        continue
-                except (FileNotFoundError, ValueError):
-                    continue
-                if time.monotonic() > deadline:
-                    raise LockTimeout(f"{self.uri(self.relative(path))}: another writer held the lock "
-                                      f"for over {timeout_s:g} s") from None
-                time.sleep(0.1)
+        if protocol not in ("s3", "s3a"):
+            raise NotImplementedError(f"{self.root_uri}: a lock on {protocol}:// needs conditional requests; the store "
+                                      "knows them on local disk and S3 (s3://) only")
+        lease = S3Lease(self.fs, path, f"{self.uri(self.relative(path))}")
+        lease.acquire(deadline, timeout_s)
         try:
-            yield
+            yield lease
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                self.fs.rm(path)
+            lease.release()
 
     def sweep_staging(self, asset: str, partition: str = UNPARTITIONED, max_age_s: float | None = None) -> list[str]:
         """Remove staging folders and temporary files (`.tmp-…-LATEST`) older than `max_age_s`: their
@@ -512,7 +639,7 @@ class VersionWriter:
                 frame[col] = pd.Series([None] * len(frame), dtype="object")
         ordered = MANIFEST_COLUMNS + [c for c in frame.columns if c not in MANIFEST_COLUMNS]
         frame = frame[ordered]
-        with store.lock(self.asset, self.partition):
+        with store.lock(self.asset, self.partition) as held:
             if store.exists(posixpath.join(final, MANIFEST)):
                 self.abort()
             else:
@@ -520,7 +647,9 @@ class VersionWriter:
                     store.fs.rm(final, recursive=True)
                 if store.exists(self.staging):
                     store.sync_tree(self.staging)
+                    held.check()
                     store.move_tree(self.staging, final)
+                held.check()
                 store.write_manifest(final, frame, files=self.files, durable=True)
                 if store.is_local:
                     _fsync_dir(os.path.dirname(final))
@@ -533,9 +662,10 @@ class VersionWriter:
         Returns (data_version, version_dir, manifest frame)."""
         version, final, frame = self.seal(extra_frame_columns, salt)
         store = self.store
-        with store.lock(self.asset, self.partition):
+        with store.lock(self.asset, self.partition) as held:
             if not store.exists(posixpath.join(final, MANIFEST)):
                 raise FileNotFoundError(f"{store.uri(store.relative(final))} lost its manifest before commit; materialize again")
+            held.check()
             store.write_text(store.path(self.asset, self.partition, LATEST), version, durable=True)
         self.committed = True
         return version, final, frame
