@@ -156,7 +156,7 @@ def _hint_source(hints: str | None):
     path = Path(hints)
     if path.is_dir():
         return path
-    if not path.is_file():
+    if not path.exists():  # a FIFO or a device is refused by the readers below, unread
         raise HintError(f"{path}: no such hint file or folder (expected {HINT_FORMS}, or a folder of them named like the pages)")
     if path.suffix.lower() == ".json":
         read_hint_json(path)  # every point checked now: a bad one stops the run before any page is written

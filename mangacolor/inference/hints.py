@@ -183,7 +183,7 @@ def load_hints(hints, size: tuple[int, int]) -> np.ndarray | None:
     if isinstance(hints, (str, Path)):
         path = Path(hints)
         source = str(path)
-        if not path.is_file():
+        if not path.exists():
             raise HintError(f"{path}: no such hint file (expected an RGBA/RGB image or {POINT_FORMAT})")
         if path.suffix.lower() == ".json":
             hints = read_hint_json(path)

@@ -11,6 +11,7 @@ read, so it can neither block a reader nor feed it forever.
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 from pathlib import Path
@@ -103,13 +104,14 @@ def read_regular(path: str | Path, limit: int = MAX_FILE_BYTES, what: str = "fil
 def read_capped(f: BinaryIO, limit: int, name: str) -> bytes:
     """Read a stream to its end in `READ_CHUNK` pieces, refusing it as soon as it passes `limit` bytes
     (what an inflating archive member is read with: its size is checked as it grows, not after)."""
-    chunks, size = [], 0
+    # BytesIO hands its buffer out without a copy (a list of pieces joined at the end would hold the
+    # member twice).
+    out = io.BytesIO()
     while chunk := f.read(READ_CHUNK):
-        size += len(chunk)
-        if size > limit:
+        if out.tell() + len(chunk) > limit:
             raise FileTooLarge(name, f"more than the {limit:,}-byte limit once inflated")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        out.write(chunk)
+    return out.getvalue()
 
 
 def _kind_of(path: str | Path) -> str:
