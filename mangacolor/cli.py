@@ -7,7 +7,9 @@ drive the Dagster graph and are added to the same command line by the project's 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import signal
 import sys
 import threading
@@ -85,7 +87,7 @@ def _cmd_colorize(args: argparse.Namespace) -> int:
     try:
         if args.samples < 1:
             raise InputError(f"--samples must be at least 1, got {args.samples}")
-        units = plan_outputs(args.inputs, args.out)
+        units = plan_outputs(args.inputs, *_out_arg(args), samples=args.samples)
         reference = read_page(args.reference, "reference", mode="RGB") if args.reference else None
         hints = _hint_source(args.hints)
     except (InputError, HintError) as exc:
@@ -129,7 +131,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 class _Fatal(Exception):
-    """An input error met in the middle of a run (a hint that does not fit a page): stop, exit 2."""
+    """An input error met in the middle of a run (a hint that does not fit a page), or an output that
+    cannot be written (no space, no permission): stop, exit 2."""
+
+
+class _PageFailed(Exception):
+    """One page's output cannot be written (its name is too long): that page fails, the run goes on."""
+
+
+def _out_arg(args: argparse.Namespace) -> tuple[Path, bool]:
+    """`-o` as a Path, and whether it was written as a folder (`out.png/`: the slash a Path drops)."""
+    raw = str(args.out)
+    args.out = Path(raw)
+    return args.out, raw.endswith(("/", os.sep))
 
 
 def _one_line(exc: BaseException) -> str:
@@ -208,13 +222,24 @@ def _run_units(units, process, args: argparse.Namespace, what: str) -> int:
     with `args.wants_rgb`), with progress
     (pages/s, ETA), resume, colour-page pass-through, atomic writes and a summary line; shared by
     `colorize` and `xdog`."""
-    import zipfile
-
     import cv2
     from tqdm import tqdm
 
-    from mangacolor.inference.pages import ArchiveJob, count_pages, encode_as, is_colour_page, sample_path, write_atomic
+    from mangacolor.data.archives import MemberError, read_member
+    from mangacolor.inference.pages import ArchiveJob, count_pages, encode_as, is_colour_page, sample_path
+    from mangacolor.io.files import write_atomic
     from mangacolor.io.images import ImageError, read_image
+    from mangacolor.io.limits import MAX_FILE_BYTES, read_regular
+
+    def write(target: Path, data: bytes) -> None:
+        """An output error is the run's end (one line, exit 2), except a name too long for the file
+        system, which fails that page alone."""
+        try:
+            write_atomic(target, data)
+        except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:
+                raise _PageFailed(f"{target}: name too long for the file system ({len(os.fsencode(target.name))} bytes)") from None
+            raise _Fatal(f"cannot write {target}: {exc.strerror or exc}; pages finished before are kept") from None
 
     samples = getattr(args, "samples", 1)
     stats = {"done": 0, "copied": 0, "existing": 0, "failed": 0}
@@ -232,11 +257,11 @@ def _run_units(units, process, args: argparse.Namespace, what: str) -> int:
             report(f"{name}: {exc.reason}")
             if in_archive:  # the chapter keeps its page count: the original bytes go in unchanged
                 for t in targets:
-                    write_atomic(t, data)
+                    write(t, data)
             return
         if not args.force and is_colour_page(rgb):
             for t in targets:
-                write_atomic(t, data if Path(name).suffix.lower() == t.suffix.lower() else encode_as(rgb, t.name))
+                write(t, data if Path(name).suffix.lower() == t.suffix.lower() else encode_as(rgb, t.name))
             stats["copied"] += 1
             return
         page = rgb if getattr(args, "wants_rgb", False) else cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
@@ -249,7 +274,7 @@ def _run_units(units, process, args: argparse.Namespace, what: str) -> int:
             report(f"{name}: {type(exc).__name__}: {_one_line(exc)}")
             return
         for t, img in zip(targets, outs):
-            write_atomic(t, encode_as(img, t.name))
+            write(t, encode_as(img, t.name))
         stats["done"] += 1
 
     def tick(pages: int = 1) -> None:
@@ -270,12 +295,15 @@ def _run_units(units, process, args: argparse.Namespace, what: str) -> int:
                         stats["existing"] += 1
                     else:
                         try:
-                            data = unit.source.read_bytes()
+                            data = read_regular(unit.source, MAX_FILE_BYTES, "page image")
                         except OSError as exc:
-                            report(f"{unit.source}: unreadable ({exc.strerror or exc})")
+                            report(f"{unit.source}: unreadable ({getattr(exc, 'reason', None) or exc.strerror or exc})")
                         else:
                             rel = unit.target.relative_to(args.out) if unit.target.is_relative_to(args.out) else unit.source.name
-                            one_page(data, str(unit.source), str(rel), targets, in_archive=False)
+                            try:
+                                one_page(data, str(unit.source), str(rel), targets, in_archive=False)
+                            except _PageFailed as exc:
+                                report(str(exc))
                     tick()
                     continue
                 job = ArchiveJob(unit, samples)
@@ -285,8 +313,8 @@ def _run_units(units, process, args: argparse.Namespace, what: str) -> int:
                     continue
                 try:
                     zf = job.open()
-                except (zipfile.BadZipFile, OSError) as exc:
-                    report(f"{unit.source}: not a readable zip/cbz archive ({_one_line(exc)})")
+                except (ValueError, OSError) as exc:
+                    report(f"{unit.source}: {_one_line(exc)}")
                     continue
                 with zf:
                     for m in job.members:
@@ -298,16 +326,26 @@ def _run_units(units, process, args: argparse.Namespace, what: str) -> int:
                         if not args.overwrite and all(p.exists() for p in parts):
                             stats["existing"] += 1
                         else:
-                            try:
-                                data = zf.read(m.name)
-                            except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as exc:
+                            try:  # inflated in pieces: a member that lies about its size costs a piece
+                                data = read_member(zf, zf.getinfo(m.name))
+                            except MemberError as exc:
                                 data = None
-                                report(f"{unit.source}:{m.name}: corrupt member ({_one_line(exc)})")
+                                report(f"{unit.source}: {exc}")
                                 m.problem = f"corrupt member {m.name!r}"
                             if data is not None:
-                                one_page(data, f"{unit.source}:{m.name}", f"{unit.source.stem}/{m.name}", parts, in_archive=True)
+                                try:
+                                    one_page(data, f"{unit.source}:{m.name}", f"{unit.source.stem}/{m.name}", parts, in_archive=True)
+                                except _PageFailed as exc:
+                                    report(str(exc))
                         tick()
-                    job.assemble(zf)
+                    if not any(m.is_page and not m.problem for m in job.members):
+                        report(f"{unit.source}: no readable page in the chapter; nothing written for it")
+                        continue
+                    try:
+                        for why in job.assemble(zf):
+                            bar.write(f"left out of {unit.target.name}: {why}", file=sys.stderr)
+                    except OSError as exc:
+                        raise _Fatal(f"cannot write {unit.target}: {exc.strerror or exc}; pages finished before are kept") from None
         except _Fatal as exc:
             bar.close()
             print(f"error: {exc}", file=sys.stderr)
@@ -359,9 +397,10 @@ def _cmd_preset(args: argparse.Namespace) -> int:
 
 def _add_io_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", type=Path, help="page images, folders of them, or .cbz/.zip chapters")
-    p.add_argument("-o", "--out", required=True, type=Path,
+    p.add_argument("-o", "--out", required=True,
                    help="an image file for one input page (or a .cbz for one chapter); otherwise a folder that "
-                        "mirrors the inputs' relative paths, archives written as archives")
+                        "mirrors the inputs' relative paths, archives written as archives (a trailing / makes it a "
+                        "folder). Never an input, a folder holding one, or a folder inside an input folder")
     p.add_argument("--overwrite", action="store_true", help="redo pages whose output already exists (default: skip them)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -371,7 +410,7 @@ def _cmd_xdog(args: argparse.Namespace) -> int:
     from mangacolor.synthetic.xdog import xdog
 
     try:
-        units = plan_outputs(args.inputs, args.out)
+        units = plan_outputs(args.inputs, *_out_arg(args))
         config = _xdog_config(args.preset)
     except (InputError, ValueError, FileNotFoundError) as exc:
         print(f"error: {_one_line(exc)}", file=sys.stderr)

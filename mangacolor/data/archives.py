@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from mangacolor.io.limits import MAX_COMPRESSION_RATIO, MAX_MEMBER_BYTES, READ_CHUNK, FileTooLarge, read_capped
+from mangacolor.io.limits import (MAX_ARCHIVE_BYTES, MAX_COMPRESSION_RATIO, MAX_MEMBER_BYTES, READ_CHUNK, FileTooLarge,
+                                  open_regular, read_capped)
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 ARCHIVE_EXTENSIONS = {".cbz", ".zip"}
@@ -112,8 +113,30 @@ def copy_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, out: BinaryIO, limit
         raise MemberError(f"corrupt member {name!r}: {type(exc).__name__}: {exc}") from None
 
 
+class _OwnedZip(zipfile.ZipFile):
+    """A ZipFile over a file object it closes with itself (ZipFile leaves a file it was given open)."""
+
+    def __init__(self, f: BinaryIO):
+        self._owned = f
+        super().__init__(f)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._owned.close()
+
+
 def open_archive(source: bytes | str | Path | BinaryIO) -> zipfile.ZipFile:
-    """A CBZ/ZIP from its bytes, a path or a seekable binary file; ValueError naming why it is unreadable."""
+    """A CBZ/ZIP from its bytes, a path or a seekable binary file; ValueError naming why it is
+    unreadable. A path must be a regular file (`open_regular`: a FIFO is refused, not waited on)."""
+    if isinstance(source, (str, Path)):
+        f = open_regular(source, MAX_ARCHIVE_BYTES, "chapter archive")
+        try:
+            return _OwnedZip(f)
+        except _ZIP_ERRORS as exc:
+            f.close()
+            raise ValueError(f"not a readable zip/cbz archive: {type(exc).__name__}: {exc}") from exc
     try:
         return zipfile.ZipFile(io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source)
     except _ZIP_ERRORS as exc:

@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field
 
 from mangacolor.data.archives import (ARCHIVE_EXTENSIONS, IMAGE_EXTENSIONS, MemberError, archive_members, member_problem,
                                       natural_key, open_archive, read_member)
-from mangacolor.io.limits import MAX_ARCHIVE_BYTES, MAX_FILE_BYTES, NotARegularFile, open_regular
+from mangacolor.io.limits import MAX_ARCHIVE_BYTES, MAX_FILE_BYTES, NotARegularFile, open_regular, read_regular
 
 PAPER_DANBOORU_TAGS = ["colored", "colorized", "comic"]
 
@@ -106,7 +106,12 @@ def _loader(fs, root: str, path: str) -> Callable[[], bytes]:
     """Read `path` (see `_open`): at most `MAX_FILE_BYTES`, else OSError."""
 
     def load() -> bytes:
-        with _open(fs, root, path) as f:
+        if _is_local(fs):
+            why = _escapes(fs, root, path)
+            if why:
+                raise PermissionError(why)
+            return read_regular(path, MAX_FILE_BYTES, "page file")
+        with fs.open(path, "rb") as f:  # an object store's file reads at most what the object holds
             data = f.read(MAX_FILE_BYTES + 1)
         if len(data) > MAX_FILE_BYTES:
             raise OSError(f"{path}: more than the {MAX_FILE_BYTES:,}-byte limit for a page")

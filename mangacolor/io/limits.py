@@ -95,7 +95,10 @@ def open_regular(path: str | Path, limit: int = MAX_FILE_BYTES, what: str = "fil
 def read_regular(path: str | Path, limit: int = MAX_FILE_BYTES, what: str = "file") -> bytes:
     """The bytes of a regular file of at most `limit` bytes (`NotARegularFile`, `FileTooLarge` otherwise)."""
     with open_regular(path, limit, what) as f:
-        data = f.read(limit + 1)
+        # Its size and one byte more (a read of `limit` bytes would allocate `limit` bytes up front).
+        data = f.read(os.fstat(f.fileno()).st_size + 1)
+        if len(data) <= limit:
+            data += f.read(limit + 1 - len(data)) if f.peek(1) else b""
     if len(data) > limit:  # it grew after it was checked
         raise FileTooLarge(path, f"more than the {limit:,}-byte limit for a {what}")
     return data
