@@ -80,7 +80,8 @@ def _cmd_store_verify(args: argparse.Namespace) -> int:
 
 def _cmd_colorize(args: argparse.Namespace) -> int:
     """Exit codes: 0 every page done, 1 some pages failed (reported, the rest written), 2 an input,
-    reference, hint or model that cannot be used (one line, nothing started), 130 interrupted."""
+    reference, hint, model or output that cannot be used (one line, nothing started; or a disk that
+    filled up, finished pages kept), 130 interrupted."""
     from mangacolor.inference.hints import HintError
     from mangacolor.inference.pages import InputError, plan_outputs, read_page
 
@@ -474,9 +475,11 @@ def build_parser(prog: str = "mangacolor") -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_store_verify)
 
     p = sub.add_parser("colorize", help="colorize a page, a folder or chapter archives (CBZ/ZIP)",
-                       description="Colour black-and-white pages. Exit codes: 0 done, 1 some pages failed (reported; "
-                                   "the others are written), 2 an input, reference, hint or model that cannot be used, "
-                                   "130 interrupted (finished pages are kept; run again to go on).")
+                       description="Colour black-and-white pages. Inputs are never written: an -o that is an input, "
+                                   "holds one or lies in an input folder is refused. Exit codes: 0 done, 1 some pages "
+                                   "failed (reported; the others are written), 2 an input, reference, hint, model or "
+                                   "output that cannot be used (or a full disk), 130 interrupted (finished pages are "
+                                   "kept; run again to go on).")
     _add_io_arguments(p)
     p.add_argument("--model", default=None, help="bundle folder or MLflow URI (default: models:/mangacolor-colorizer@champion)")
     p.add_argument("--hints", default=None,

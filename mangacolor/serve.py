@@ -12,21 +12,33 @@ hint of that pixel's colour (white included), i.e. the RGBA hint image of `manga
 
 It binds 127.0.0.1 unless told otherwise, never opens a share link, sends no analytics and uses
 the system's fonts, so it works on a machine without internet.
+
+An upload is a stranger's file, as on the command line and with the same limits
+(`mangacolor.io.limits`): the server refuses an upload over `MAX_UPLOAD_BYTES`, and an image whose
+header claims more than `MAX_PIXELS` is refused before it is decoded. Whatever goes wrong is shown
+as the one line the CLI prints for it, never a bare "Error"; the colourings written for download
+are deleted after `OUTPUT_MAX_AGE_S` and when the server stops.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from mangacolor.io.limits import MAX_UPLOAD_BYTES
+
 # Before Gradio is imported anywhere: no usage reports to the internet.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 MAX_SAMPLES = 8
+OUTPUT_MAX_AGE_S = 3600  # a colouring's download file lives this long (Gradio's own copies too)
 # Fonts the browser already has: the default theme would fetch Google Fonts.
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "DejaVu Sans", "sans-serif"]
 MONO_FONTS = ["ui-monospace", "DejaVu Sans Mono", "monospace"]
@@ -91,7 +103,7 @@ def page_and_hints(editor: dict | None) -> tuple[np.ndarray, np.ndarray | None]:
     import cv2
 
     if not editor or editor.get("background") is None:
-        raise ValueError("upload a page first")
+        raise ValueError("upload a page first (a page image: PNG, JPEG, WebP, ...)")
     page = cv2.cvtColor(_rgb(np.asarray(editor["background"])), cv2.COLOR_RGB2GRAY)
     h, w = page.shape
     hints = np.zeros((h, w, 4), np.uint8)
@@ -108,53 +120,134 @@ def page_and_hints(editor: dict | None) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 # ----------------------------------------------------------------------------------------------
+# Uploads, checked as the CLI checks its files
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _upload_name(file) -> str:
+    return getattr(file, "orig_name", None) or Path(str(getattr(file, "path", "") or "upload")).name
+
+
+def _checked_pixels(file, what: str) -> None:
+    """The CLI's rule for an image a stranger gave: its header's pixel count, before anything decodes it."""
+    from mangacolor.inference.pages import InputError
+    from mangacolor.io.images import ImageError, header_size
+
+    if file is None:
+        return
+    try:
+        header_size(bytes(file) if isinstance(file, (bytes, bytearray, memoryview)) else file.path)
+    except ImageError as exc:  # the line `mangacolor colorize` prints for this file (after "skipped "/"error: ")
+        name = _upload_name(file)
+        raise InputError(f"{name}: {exc.reason}" if what == "page" else f"{name}: not a usable {what} image ({exc.reason})") from None
+
+
+def _components():
+    """Gradio's page editor and image input, refusing an image over the pixel cap from its header:
+    they would decode it (a 168 KB PNG of 12000×12000 took 6 GB) before the handler sees it."""
+    import gradio as gr
+
+    class PageEditor(gr.ImageEditor):
+        def get_block_name(self) -> str:  # the browser side is the stock editor's
+            return "imageeditor"
+
+        def convert_and_format_image(self, file, flatten_on_white: bool = False):
+            try:
+                _checked_pixels(file, "page")
+            except ValueError as exc:
+                raise gr.Error(_one_line(exc), print_exception=False) from None
+            return super().convert_and_format_image(file, flatten_on_white)
+
+    class ReferenceImage(gr.Image):
+        def get_block_name(self) -> str:
+            return "image"
+
+        def preprocess(self, payload):
+            try:
+                _checked_pixels(payload if payload is None or payload.path else None, "reference")
+            except ValueError as exc:
+                raise gr.Error(_one_line(exc), print_exception=False) from None
+            return super().preprocess(payload)
+
+    return PageEditor, ReferenceImage
+
+
+def _prune(out_root: Path, max_age_s: float) -> None:
+    """Remove the download folders of runs older than `max_age_s`."""
+    cutoff = time.time() - max_age_s
+    for folder in out_root.glob("run-*"):
+        try:
+            if folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            pass
+
+
+# ----------------------------------------------------------------------------------------------
 # The page
 
 
 def build_app(colorizer: PageColorizer, out_dir: str | Path | None = None):
-    """The Gradio Blocks of the hint page (not launched)."""
+    """The Gradio Blocks of the hint page (not launched). Its download files go to `out_dir` (a new
+    temporary folder when None: removed by `close_app`)."""
     import gradio as gr
 
     from mangacolor.io.images import encode_png
 
     out_root = Path(out_dir or tempfile.mkdtemp(prefix="mangacolor-serve-"))
     out_root.mkdir(parents=True, exist_ok=True)
+    PageEditor, ReferenceImage = _components()
     counter = {"n": 0}
 
-    def run(editor, reference, samples, seed):
-        try:
-            page, hints = page_and_hints(editor)
-        except ValueError as exc:
-            raise gr.Error(str(exc)) from None
+    def colour(editor, reference, samples, seed):
+        page, hints = page_and_hints(editor)
         samples = int(samples or 1)
         if reference is not None and not colorizer.takes_reference:
-            raise gr.Error("this model has no inversion encoder, so it cannot take colours from a reference")
+            raise ValueError("this model has no inversion encoder, so it cannot take colours from a reference")
         ref = _rgb(np.asarray(reference)) if reference is not None else None
         seed = None if seed in (None, "") else int(seed)
         images = colorizer.colorize(page, hints=hints, reference=ref, samples=samples, seed=seed)
+        _prune(out_root, OUTPUT_MAX_AGE_S)
         counter["n"] += 1
+        run_dir = out_root / f"run-{counter['n']:03d}-{uuid.uuid4().hex[:8]}"
+        run_dir.mkdir()
         files = []
         for k, img in enumerate(images, 1):
-            path = out_root / f"coloring_r{counter['n']:03d}_s{k}.png"
+            path = run_dir / f"coloring_r{counter['n']:03d}_s{k}.png"
             path.write_bytes(encode_png(img))
             files.append(str(path))
         captions = [(f, f"sample {k}" + (" (hinted)" if hints is not None else "")) for k, f in enumerate(files, 1)]
         note = f"{len(files)} coloring(s); {'hints from the painted strokes' if hints is not None else 'no hints painted'}"
         return captions, files, note
 
-    with gr.Blocks(title="mangacolor hints", analytics_enabled=False) as app:
+    def run(editor, reference, samples, seed):
+        """What the Colorize button calls: any failure is the one line the CLI would print."""
+        try:
+            return colour(editor, reference, samples, seed)
+        except gr.Error:
+            raise
+        except ValueError as exc:  # InputError, HintError: what the CLI prints after "error: "
+            raise gr.Error(_one_line(exc), print_exception=False) from None
+        except Exception as exc:  # noqa: BLE001 - as the CLI reports a page that failed
+            raise gr.Error(f"{type(exc).__name__}: {_one_line(exc)}", print_exception=False) from None
+
+    with gr.Blocks(title="mangacolor hints", analytics_enabled=False,
+                   delete_cache=(OUTPUT_MAX_AGE_S // 4, OUTPUT_MAX_AGE_S)) as app:
         gr.Markdown("## mangacolor: colour a page\nUpload a black-and-white page, paint colour hints with the "
                     "brush where you want a colour, then **Colorize**.")
         with gr.Row():
             with gr.Column(scale=3):
-                editor = gr.ImageEditor(
+                editor = PageEditor(
                     label="page and hints", type="numpy", image_mode="RGBA", sources=["upload", "clipboard"],
                     brush=gr.Brush(default_size=12, colors=["#e02020", "#2060e0", "#20a040", "#f0c020", "#ffffff"],
                                    default_color="#e02020", color_mode="defaults"),
                     layers=False, transforms=(), format="png", elem_id="page-editor", height=560,
                 )
             with gr.Column(scale=2):
-                reference = gr.Image(label="reference colours (optional)", type="numpy", sources=["upload"],
+                reference = ReferenceImage(label="reference colours (optional)", type="numpy", sources=["upload"],
                                      elem_id="reference")
                 samples = gr.Slider(1, MAX_SAMPLES, value=1, step=1, label="samples", elem_id="samples")
                 seed = gr.Number(value=0, precision=0, label="sampling seed", elem_id="seed")
@@ -166,7 +259,15 @@ def build_app(colorizer: PageColorizer, out_dir: str | Path | None = None):
         files = gr.File(label="download", file_count="multiple", elem_id="downloads")
         button.click(run, [editor, reference, samples, seed], [gallery, files, note])
     app.mangacolor_out_dir = out_root
+    app.mangacolor_owns_out_dir = out_dir is None
     return app
+
+
+def close_app(app) -> None:
+    """Stop the server and delete the colourings it wrote (when `build_app` made their folder)."""
+    app.close()
+    if getattr(app, "mangacolor_owns_out_dir", False):
+        shutil.rmtree(app.mangacolor_out_dir, ignore_errors=True)
 
 
 def serve(model: str | None = None, host: str = "127.0.0.1", port: int | None = None, device: str = "cpu",
@@ -179,7 +280,7 @@ def serve(model: str | None = None, host: str = "127.0.0.1", port: int | None = 
     theme = gr.themes.Default(font=SYSTEM_FONTS, font_mono=MONO_FONTS)
     _, url, _ = app.launch(server_name=host, server_port=port, share=False, inbrowser=False, quiet=True,
                            prevent_thread_lock=True, theme=theme, ssr_mode=False, footer_links=[],
-                           allowed_paths=[str(app.mangacolor_out_dir)])
+                           allowed_paths=[str(app.mangacolor_out_dir)], max_file_size=MAX_UPLOAD_BYTES)
     print(f"mangacolor hint page on {url} (Ctrl-C to stop)", flush=True)
     if not block:
         return app, url
@@ -188,5 +289,5 @@ def serve(model: str | None = None, host: str = "127.0.0.1", port: int | None = 
     except KeyboardInterrupt:
         pass
     finally:
-        app.close()
+        close_app(app)
     return app, url

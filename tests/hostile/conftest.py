@@ -67,3 +67,11 @@ def one_line(text: str) -> str:
     assert len(lines) == 1, f"expected one line, got {len(lines)}:\n{text}"
     assert "Traceback" not in text
     return lines[0]
+
+
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory):
+    """A random-init model bundle (the colorizer alone): what the CLI cases that need a model load."""
+    from tests.eval.bundles import tiny_bundle
+
+    return tiny_bundle(tmp_path_factory.mktemp("hostile-bundle"))
