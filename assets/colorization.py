@@ -10,7 +10,7 @@ snapshots ranked by KID/FID of their colorings of real training pages; a person 
 model bundle and registered in MLflow: the full method as `mangacolor-colorizer@candidate`, an
 ablation variant under its own name `mangacolor-colorizer-<variant>`, no alias).
 
-The logic lives in mangacolor/training/colorization_stages.py; the preset section `colorizer:` holds
+The logic lives in mangacolor/stages/colorization/; the preset section `colorizer:` holds
 every setting, and the ablations are its `variant:` switches (synthetic: xdog | refined | cut,
 use_drafts, adversarial_adaptation, self_training), recorded as the registered version's `variant` tag.
 
@@ -29,23 +29,18 @@ fine-tune recorded with the holdout.
 import json
 import math
 import tempfile
-from dataclasses import replace
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from mangacolor import config as mc_config
 from mangacolor.config import MODEL_NAME
 from mangacolor.data.splits import holdout_pages
 from mangacolor.io.images import read_image
 from mangacolor.io.store import ok_rows, sha256_bytes
-
-if TYPE_CHECKING:  # the stages' torch code is imported by the asset that runs it, not by the code location
-    from mangacolor.training import colorization_stages as stages
 
 from .common import (
     checkpoint_dir, color_titles, commits_last, progress_logger, resumed_from, version_metadata, work_dir,
@@ -53,13 +48,11 @@ from .common import (
 from .metadata import THUMBNAIL_BYTES, image_budget, samples_md, table_value
 from .digests import digest_key
 from .ingest import bw_pages, color_pages, page_pairs, page_splits
-from . import launch
-from .launch import GPU_OP_TAGS, TRAINING_RETRY, TorchrunResource
+from .launch import GPU_OP_TAGS, TRAINING_RETRY, TorchrunResource, run_stage
 from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
 
 GROUP = "colorization"
 OWNERS = ["team:ml"]
-SECTION = "colorizer"
 RANDOM_INIT_NOTE = "random-init Inception: not comparable to published FID"
 ALL = dg.AllPartitionMapping()
 # Upstream assets of other modules, by key: the graph is complete when they are loaded, and the
@@ -75,43 +68,10 @@ COLOR = dg.AssetDep(color_pages, partition_mapping=ALL)
 BW = dg.AssetDep(bw_pages, partition_mapping=ALL)
 # Past 100 titles Dagster drops the partitioned edges above from staleness: these digests keep step 1 stale-aware.
 FAN_IN_DIGESTS = [digest_key(a) for a in ("synthetic_bw_pages", "coloring_drafts", "color_pages", "bw_pages")]
-# Loop settings that do not change what a stage computes: a retry with other values resumes.
-NOT_IN_CHECKPOINT_KEY = {"max_steps", "log_every", "checkpoint_every", "sample_count"}
 WEIGHTS = "weights/model.safetensors"
 
 
 # --- shared by the stages --------------------------------------------------------------------------
-
-
-def _to_local(st, uri: str, target: Path) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(st.read_bytes(uri))
-    return target
-
-
-def _config(settings: SettingsResource) -> "stages.ColorizationConfig":
-    from mangacolor.training import colorization_stages as stages
-
-    return mc_config.stage_config(settings.load(), SECTION, stages.ColorizationConfig)
-
-
-# The variant switches that change what each training stage computes (the rest act downstream of it),
-# so flipping `self_training` reuses step 1's checkpoints and store version.
-STAGE_FLAGS = {"step1": ("synthetic", "use_drafts", "adversarial_adaptation"), "step2": ("synthetic", "use_drafts"),
-               "finetune": ("synthetic", "use_drafts", "adversarial_adaptation")}
-
-
-def _stage_flags(cfg: "stages.ColorizationConfig", section: str) -> str:
-    return ",".join(f"{f}={getattr(cfg.variant, f)}" for f in STAGE_FLAGS[section])
-
-
-def _checkpoint_key(cfg: "stages.ColorizationConfig", section: str, **inputs) -> dict:
-    """The config that shapes one training stage, plus digests of its inputs."""
-    full = cfg.model_dump(mode="json")
-    skip = NOT_IN_CHECKPOINT_KEY | {"variant", "step1", "step2", "finetune", "selection", "pseudolabels"}
-    shared = {k: v for k, v in full.items() if k not in skip}
-    stage = {k: v for k, v in full[section].items() if k not in NOT_IN_CHECKPOINT_KEY}
-    return {**shared, section: stage, "flags": _stage_flags(cfg, section), **inputs}
 
 
 def _color_titles(context, st) -> list[str]:
@@ -126,12 +86,6 @@ def _fallback_meta(fallbacks: list[str], tracker=None) -> dict:
         tracker.set_tags({"fallbacks": text[:5000], "fallback": str(bool(fallbacks)).lower()})
     listed = "\n".join(f"- {f}" for f in fallbacks) if fallbacks else "_none: every upstream asset was materialized_"
     return {"fallback": bool(fallbacks), "fallbacks": dg.MetadataValue.md(listed)}
-
-
-def _variant_tags(cfg: "stages.ColorizationConfig") -> dict:
-    flags = cfg.variant
-    return {"variant": flags.name(), "synthetic": flags.synthetic, "use_drafts": str(flags.use_drafts).lower(),
-            "adversarial_adaptation": str(flags.adversarial_adaptation).lower(), "self_training": str(flags.self_training).lower()}
 
 
 def _grid(st, vdir: str, image, caption: str, name: str = "samples", height: int = 384,
@@ -185,50 +139,7 @@ def _train_metadata(st, version, vdir, result, resumed: int, tracker) -> dict:
     }
 
 
-def _selected(st) -> pd.DataFrame:
-    """The selected snapshots of the latest `selected_snapshots`, best first, with their weights' uri."""
-    vdir = st.latest_dir("selected_snapshots")
-    frame = st.read_manifest(vdir)
-    chosen = frame[frame["selected"].astype(bool)].sort_values("order")
-    return chosen.assign(uri=[f"{vdir}/{p}" for p in chosen["path"]])
-
-
 # --- step 1: adversarial domain adaptation -----------------------------------------------------------
-
-
-def step1_plan(st, cfg: "stages.ColorizationConfig", titles: list[str]):
-    """What step 1 trains on and how: (loop config, loop step, synthetic pairs, real rows, snapshot interval).
-
-    Shared by the asset and the `torchrun` worker (pipelines/torchrun_worker.py), which derive it
-    from the same store, so every process of a launched run sees the same rows.
-    """
-    from mangacolor.training import colorization_stages as stages
-
-    flags = cfg.variant
-    pairs = stages.synthetic_pairs(st, titles, flags.use_drafts, flags.synthetic)
-    if pairs.rows.empty:
-        raise dg.Failure("no colour pages to pair: materialize color_pages (and synthetic_bw_pages) for at least one title")
-    tcfg = cfg.train_config("step1", "adapt")
-    if flags.adversarial_adaptation:
-        step, real = "adapt", stages.real_training_rows(st, cfg.max_real_pages, cfg.seed)
-        if flags.use_drafts:
-            real, notes = stages.with_page_drafts(st, real)
-            pairs.notes.extend(notes)
-    else:
-        # Without adaptation no real page may even pass through the network (its batch-norm
-        # statistics would adapt): the loop's supervised mode with the synthetic adversarial term only.
-        step, real = "finetune", stages.real_training_rows(st, 0)
-        tcfg = replace(tcfg, losses=replace(tcfg.losses, real_g=0.0, real_d=0.0))
-    every = stages.snapshot_every(tcfg, step, len(pairs.rows), cfg.step1.snapshots)
-    return tcfg, step, pairs, real, every
-
-
-def train_step1(st, cfg, tcfg, step, pairs, real, every, work, spec, tracker, progress):
-    from mangacolor.training import colorization_stages as stages
-    from mangacolor.training.colorizer import train_colorizer
-
-    return train_colorizer(tcfg, stages.StorePairs(st, pairs.rows), stages.StoreBw(st, real) if len(real) else None, work,
-                           spec, tracker, progress=progress, step=step, snapshot_every=every, augment=cfg.augmentation())
 
 
 @dg.asset(
@@ -246,33 +157,33 @@ def train_step1(st, cfg, tcfg, step, pairs, real, every, work, spec, tracker, pr
 @commits_last
 def colorizer_step1_snapshots(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                               device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
-    from mangacolor.training import colorization_stages as stages
+    from mangacolor.stages.colorization.config import checkpoint_key, colorization_config, stage_flags
+    from mangacolor.stages.colorization.data import add_training_rows, rows_digest
+    from mangacolor.stages.colorization.train import step1_plan, train_step1, write_snapshots
 
-    st, spec, cfg = store.get(), device.spec(), _config(settings)
+    st, spec, cfg = store.get(), device.spec(), colorization_config(settings.load())
     flags = cfg.variant
     titles = _color_titles(context, st)
-    tcfg, step, pairs, real, every = step1_plan(st, cfg, titles)
-    work = checkpoint_dir(context, _checkpoint_key(cfg, "step1", pairs=stages.rows_digest(pairs.rows, ("id", "sha256", "draft_uri")),
-                                                   real=stages.rows_digest(real, ("id", "sha256", "draft_uri"))))
+    plan = step1_plan(st, cfg, titles)
+    _, step, pairs, real, every = plan
+    work = checkpoint_dir(context, checkpoint_key(cfg, "step1", pairs=rows_digest(pairs.rows, ("id", "sha256", "draft_uri")),
+                                                   real=rows_digest(real, ("id", "sha256", "draft_uri"))))
     resumed = resumed_from(work)
     params = {"stage": {"name": "step1", "loop_step": step, "variant": flags.name(), "synthetic_pairs": len(pairs.rows),
                         "real_pages": len(real), "snapshot_every": every, "bw_source": pairs.bw_source, "drafts": pairs.drafts,
                         "device": spec.description}}
     with mlflow.run(context, params=params) as tracker:
-        tracker.set_tags(_variant_tags(cfg))
+        tracker.set_tags(cfg.variant.tags())
         fallback = _fallback_meta(pairs.fallbacks, tracker)
-        if torchrun.launches():
-            result, launched = launch.train_colorizer_stage(context, torchrun, "colorizer_step1_snapshots", tracker.run_id,
-                                                            mlflow.tracking_uri, settings.preset, store, titles, device, work)
-        else:
-            result, launched = train_step1(st, cfg, tcfg, step, pairs, real, every, work, spec, tracker, context.log.info), {}
+        result, launched = run_stage(context, torchrun, "colorizer_step1_snapshots", partial(train_step1, plan=plan), tracker=tracker,
+                                     mlflow=mlflow, settings=settings, store=store, device=device, work=work, titles=titles)
         tracker.log_artifact(result.generator, "weights")  # the last snapshot; the others stay in the store
         _log_training_pages(tracker, st, real_bw=real, synthetic=pairs.rows)
         writer = st.begin("colorizer_step1_snapshots")
-        stages.write_snapshots(writer, result.snapshots)
-        stages.add_training_rows(writer, "real_bw", real)
-        stages.add_training_rows(writer, "synthetic", pairs.rows)
-        version, vdir, frame = writer.seal(salt=_stage_flags(cfg, "step1"))
+        write_snapshots(writer, result.snapshots)
+        add_training_rows(writer, "real_bw", real)
+        add_training_rows(writer, "synthetic", pairs.rows)
+        version, vdir, frame = writer.seal(salt=stage_flags(cfg, "step1"))
     shots = frame[frame["role"] == "snapshot"]
     last = shots.iloc[-1]
     meta = {
@@ -297,25 +208,6 @@ def colorizer_step1_snapshots(context: dg.AssetExecutionContext, settings: Setti
 # --- the end of step 1: fine-tune on matched real pairs (Appendix D) ----------------------------------
 
 
-def _snapshots(st, asset: str) -> tuple[str, pd.DataFrame]:
-    vdir = st.latest_dir(asset)
-    frame = st.read_manifest(vdir)
-    return vdir, frame[frame["role"] == "snapshot"].sort_values("step")
-
-
-def finetune_train(st, cfg: "stages.ColorizationConfig", work: Path, spec, tracker, progress, tmp: Path) -> "list[stages.FinetunedSnapshot]":
-    """The fine-tune of every step-1 snapshot; shared by the asset and the `torchrun` worker (each rank copies
-    the snapshots into its own `tmp`, the fine-tuned weights go to the shared `work`)."""
-    from mangacolor.training import colorization_stages as stages
-
-    vdir1, shots = _snapshots(st, "colorizer_step1_snapshots")
-    pairs = stages.matched_pairs(st, cfg.variant.use_drafts)
-    local = [(int(r.step), int(r.epoch), _to_local(st, f"{vdir1}/{r.path}", tmp / f"{int(r.step)}.safetensors"))
-             for r in shots.itertuples()]
-    return stages.finetune_snapshots(cfg.train_config("finetune", "finetune"), local, stages.StorePairs(st, pairs.rows), work,
-                                     spec, tracker, progress=progress, augment=cfg.augmentation())
-
-
 @dg.asset(
     deps=[colorizer_step1_snapshots, page_pairs, DRAFTS],
     group_name=GROUP,
@@ -331,14 +223,17 @@ def finetune_train(st, cfg: "stages.ColorizationConfig", work: Path, spec, track
 @commits_last
 def colorizer_step1_finetuned(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                               device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
-    from mangacolor.training import colorization_stages as stages
+    from mangacolor.stages.colorization.config import checkpoint_key, colorization_config, stage_flags
+    from mangacolor.stages.common import to_local
+    from mangacolor.stages.colorization.data import REAL_ROLES, add_training_rows, matched_pairs, rows_digest, stored_snapshots
+    from mangacolor.stages.colorization.train import finetune_train, write_snapshots
 
-    st, spec, cfg = store.get(), device.spec(), _config(settings)
+    st, spec, cfg = store.get(), device.spec(), colorization_config(settings.load())
     flags = cfg.variant
-    vdir1, shots = _snapshots(st, "colorizer_step1_snapshots")
-    pairs = stages.matched_pairs(st, flags.use_drafts)
-    work = checkpoint_dir(context, _checkpoint_key(cfg, "finetune", pairs=stages.rows_digest(pairs.rows, ("id", "sha256", "draft_uri")),
-                                                   init=stages.rows_digest(shots.assign(id=shots["step"].astype(str)))))
+    vdir1, shots = stored_snapshots(st, "colorizer_step1_snapshots")
+    pairs = matched_pairs(st, flags.use_drafts)
+    work = checkpoint_dir(context, checkpoint_key(cfg, "finetune", pairs=rows_digest(pairs.rows, ("id", "sha256", "draft_uri")),
+                                                   init=rows_digest(shots.assign(id=shots["step"].astype(str)))))
     fallbacks = list(pairs.fallbacks)
     if pairs.rows.empty:
         context.log.warning("page_pairs has no matched pair: the step-1 snapshots pass through without the fine-tune")
@@ -346,26 +241,24 @@ def colorizer_step1_finetuned(context: dg.AssetExecutionContext, settings: Setti
     params = {"stage": {"name": "finetune", "variant": flags.name(), "matched_pairs": len(pairs.rows),
                         "snapshots": [int(s) for s in shots["step"]], "device": spec.description}}
     with tempfile.TemporaryDirectory() as tmp, mlflow.run(context, params=params) as tracker:
-        tracker.set_tags(_variant_tags(cfg))
+        tracker.set_tags(cfg.variant.tags())
         fallback = _fallback_meta(fallbacks, tracker)
-        if torchrun.launches() and len(pairs.rows):
-            raw, launched = launch.train_stage(context, torchrun, "colorizer_step1_finetuned", tracker.run_id, mlflow.tracking_uri,
-                                               settings.preset, store, [], device, work)
-            tuned = [stages.FinetunedSnapshot(**t) for t in raw]
-        else:
-            tuned, launched = finetune_train(st, cfg, work, spec, tracker, context.log.info, Path(tmp)), {}
+        # Without matched pairs the snapshots pass through here: nothing to launch.
+        tuned, launched = run_stage(context, torchrun if len(pairs.rows) else None, "colorizer_step1_finetuned",
+                                    partial(finetune_train, tmp=Path(tmp)), tracker=tracker, mlflow=mlflow, settings=settings,
+                                    store=store, device=device, work=work)
         tracker.log_dataset(pairs.rows, name="matched_bw", source=st.uri())
         for snap, row in zip(tuned, shots.itertuples()):
             if not snap.samples:  # passed through: the step-1 grid
-                snap.samples = str(_to_local(st, f"{vdir1}/{row.samples_path}", Path(tmp) / f"{snap.step}.png"))
+                snap.samples = str(to_local(st, f"{vdir1}/{row.samples_path}", Path(tmp) / f"{snap.step}.png"))
         writer = st.begin("colorizer_step1_finetuned")
-        stages.write_snapshots(writer, tuned)
+        write_snapshots(writer, tuned)
         # The weights carry what step 1 read too: the holdout check looks here as well.
         step1 = st.read_manifest(vdir1)
-        for row in step1[step1["role"].isin(stages.REAL_ROLES)].to_dict("records"):
+        for row in step1[step1["role"].isin(REAL_ROLES)].to_dict("records"):
             writer.add(row)
-        stages.add_training_rows(writer, "matched_bw", pairs.rows, id_column="bw_id")
-        version, vdir, _ = writer.seal(salt=_stage_flags(cfg, "finetune"))
+        add_training_rows(writer, "matched_bw", pairs.rows, id_column="bw_id")
+        version, vdir, _ = writer.seal(salt=stage_flags(cfg, "finetune"))
     steps = sum(t.finetune_steps for t in tuned)
     meta = {
         **version_metadata(st, version, vdir),
@@ -406,18 +299,21 @@ class SnapshotSelection(dg.Config):
 @commits_last
 def selected_snapshots(context: dg.AssetExecutionContext, config: SnapshotSelection, settings: SettingsResource,
                        store: StoreResource, device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+    from mangacolor.stages.colorization.config import colorization_config
+    from mangacolor.stages.common import to_local
     from mangacolor.eval.inception import WeightsNotFoundError
-    from mangacolor.training import colorization_stages as stages
+    from mangacolor.stages.colorization.data import ranked_rows, real_training_rows, stored_snapshots
+    from mangacolor.stages.colorization.selection import choose, feature_extractor, rank_snapshots, write_selection
 
-    st, spec, cfg = store.get(), device.spec(), _config(settings)
+    st, spec, cfg = store.get(), device.spec(), colorization_config(settings.load())
     sel = cfg.selection
-    vdir1, shots = _snapshots(st, "colorizer_step1_finetuned")
-    validation_rows = stages.real_training_rows(st, sel.validation_pages, cfg.seed + 1)
+    vdir1, shots = stored_snapshots(st, "colorizer_step1_finetuned")
+    validation_rows = real_training_rows(st, sel.validation_pages, cfg.seed + 1)
     validation = [read_image(st.read_bytes(u), mode="L") for u in validation_rows["uri"]]
-    colour = stages.ranked_rows(ok_rows(st, "color_pages", _color_titles(context, st)), cfg.seed, "reference").head(sel.reference_pages)
+    colour = ranked_rows(ok_rows(st, "color_pages", _color_titles(context, st)), cfg.seed, "reference").head(sel.reference_pages)
     reference = [st.read_bytes(u) for u in colour["uri"]]
     try:
-        extractor = stages.feature_extractor(sel, spec.device, work_dir() / "fid_features")
+        extractor = feature_extractor(sel, spec.device, work_dir() / "fid_features")
     except WeightsNotFoundError as exc:
         if not config.override:
             raise dg.Failure(f"cannot rank snapshots: {exc} — or pick them by hand with the run config `override`") from exc
@@ -425,11 +321,11 @@ def selected_snapshots(context: dg.AssetExecutionContext, config: SnapshotSelect
         extractor = None
     params = {"stage": {"name": "selection", **sel.model_dump(mode="json"), "override": config.override}}
     with tempfile.TemporaryDirectory() as tmp, mlflow.run(context, params=params) as tracker:
-        local = [(int(r.step), int(r.epoch), _to_local(st, f"{vdir1}/{r.path}", Path(tmp) / f"{int(r.step)}.safetensors"))
+        local = [(int(r.step), int(r.epoch), to_local(st, f"{vdir1}/{r.path}", Path(tmp) / f"{int(r.step)}.safetensors"))
                  for r in shots.itertuples()]
-        ranking = stages.rank_snapshots(local, validation, reference, sel, spec.device, extractor, context.log.info, spec.autocast,
+        ranking = rank_snapshots(local, validation, reference, sel, spec.device, extractor, context.log.info, spec.autocast,
                                         cfg.page_canvas())
-        chosen = stages.choose(ranking.table, sel.keep, config.override)
+        chosen = choose(ranking.table, sel.keep, config.override)
         tags = {"metric": sel.metric, "selected_steps": json.dumps(chosen), "override": str(bool(config.override)).lower(),
                 "random_init": str(ranking.random_init).lower(), "feature_extractor": ranking.feature_extractor}
         if ranking.random_init:
@@ -438,7 +334,7 @@ def selected_snapshots(context: dg.AssetExecutionContext, config: SnapshotSelect
         for row in ranking.table.to_dict("records"):
             tracker.log_metrics({k: row[k] for k in ("fid", "kid_mean", "kid_std") if not math.isnan(row[k])}, step=int(row["step"]))
         writer = st.begin("selected_snapshots")
-        grids = stages.write_selection(writer, ranking, chosen, {step: path for step, _, path in local}, validation)
+        grids = write_selection(writer, ranking, chosen, {step: path for step, _, path in local}, validation)
         version, vdir, _ = writer.seal(salt=json.dumps({"selected": chosen, "validation": list(validation_rows["id"])}))
     ranking_table = ranking.table.assign(selected=ranking.table["step"].isin(chosen))
     meta = {
@@ -478,9 +374,13 @@ def selected_snapshots(context: dg.AssetExecutionContext, config: SnapshotSelect
 @commits_last
 def pseudolabels(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                  device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
-    from mangacolor.training import colorization_stages as stages
+    from mangacolor.stages.colorization.config import colorization_config
+    from mangacolor.stages.common import to_local
+    from mangacolor.stages.colorization.bundle import stored_inversion
+    from mangacolor.stages.colorization.data import chosen_snapshots, real_training_rows
+    from mangacolor.stages.colorization.pseudolabels import make_pseudolabels
 
-    st, spec, cfg = store.get(), device.spec(), _config(settings)
+    st, spec, cfg = store.get(), device.spec(), colorization_config(settings.load())
     flags = cfg.variant
     writer = st.begin("pseudolabels")
     if not flags.self_training:
@@ -488,18 +388,18 @@ def pseudolabels(context: dg.AssetExecutionContext, settings: SettingsResource, 
         return dg.MaterializeResult(metadata={**version_metadata(st, version, vdir), "skipped": True, "variant": flags.name(),
                                               "note": "colorizer.variant.self_training is false: no pseudolabels"},
                                     data_version=dg.DataVersion(version))
-    real = stages.real_training_rows(st, cfg.pseudolabels.max_pages, cfg.seed)
-    chosen = _selected(st)
+    real = real_training_rows(st, cfg.pseudolabels.max_pages, cfg.seed)
+    chosen = chosen_snapshots(st)
     fallbacks = []
     params = {"stage": {"name": "pseudolabels", **cfg.pseudolabels.model_dump(mode="json"), "pages": len(real),
                         "snapshots": [int(s) for s in chosen["step"]]}}
     with tempfile.TemporaryDirectory() as tmp, mlflow.run(context, params=params) as tracker:
-        tracker.set_tags(_variant_tags(cfg))
-        inversion = stages.stored_inversion(st, spec.device) if flags.use_drafts else None
+        tracker.set_tags(cfg.variant.tags())
+        inversion = stored_inversion(st, spec.device) if flags.use_drafts else None
         if flags.use_drafts and inversion is None:
             fallbacks.append("inversion_encoder not materialized: colorings differ by snapshot only, no drafts")
-        snapshots = [(int(r.step), _to_local(st, r.uri, Path(tmp) / f"{int(r.step)}.safetensors")) for r in chosen.itertuples()]
-        summary = stages.make_pseudolabels(st, real, snapshots, writer, cfg.pseudolabels, spec.device, inversion, cfg.seed,
+        snapshots = [(int(r.step), to_local(st, r.uri, Path(tmp) / f"{int(r.step)}.safetensors")) for r in chosen.itertuples()]
+        summary = make_pseudolabels(st, real, snapshots, writer, cfg.pseudolabels, spec.device, inversion, cfg.seed,
                                            progress_logger(context, len(real), "pseudolabels"), spec.autocast, cfg.page_canvas())
         fallback = _fallback_meta(fallbacks, tracker)
         version, vdir, frame = writer.seal(salt=json.dumps({"snapshots": [s for s, _ in snapshots], "use_drafts": flags.use_drafts}))
@@ -532,22 +432,6 @@ def pseudolabels(context: dg.AssetExecutionContext, settings: SettingsResource, 
 # --- step 2: self-training ----------------------------------------------------------------------------
 
 
-def step2_train(st, cfg: "stages.ColorizationConfig", titles: list[str], work: Path, spec, tracker, progress, tmp: Path):
-    """Step 2's loop; shared by the asset and the `torchrun` worker (each rank copies the initial weights to its `tmp`)."""
-    from mangacolor.training import colorization_stages as stages
-    from mangacolor.training.colorizer import train_colorizer
-
-    flags = cfg.variant
-    pairs = stages.synthetic_pairs(st, titles, flags.use_drafts, flags.synthetic)
-    pseudo = stages.pseudolabel_pairs(st, flags.use_drafts)
-    tcfg = cfg.train_config("step2", "self_train")
-    init = _to_local(st, _selected(st).iloc[0]["uri"], tmp / "init.safetensors") if cfg.step2.init == "best_snapshot" else None
-    return train_colorizer(tcfg, stages.StorePairs(st, pairs.rows), stages.StorePairs(st, pseudo), work, spec, tracker,
-                           progress=progress, step="self_train", init_weights=init,
-                           snapshot_every=stages.total_steps(tcfg, "self_train", len(pairs.rows) + len(pseudo)),
-                           augment=cfg.augmentation())
-
-
 @dg.asset(
     deps=[pseudolabels, selected_snapshots, SYNTHETIC, *SYNTHETIC_LOWER, DRAFTS, COLOR, BW, page_splits],
     group_name=GROUP,
@@ -563,48 +447,47 @@ def step2_train(st, cfg: "stages.ColorizationConfig", titles: list[str], work: P
 @commits_last
 def colorizer_step2(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                     device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
-    from mangacolor.training import colorization_stages as stages
+    from mangacolor.stages.colorization.config import checkpoint_key, colorization_config, stage_flags
+    from mangacolor.stages.colorization.train import step2_train
+    from mangacolor.stages.colorization.data import REAL_ROLES, add_training_rows, chosen_snapshots, pseudolabel_pairs, rows_digest, synthetic_pairs
 
-    st, spec, cfg = store.get(), device.spec(), _config(settings)
+    st, spec, cfg = store.get(), device.spec(), colorization_config(settings.load())
     flags = cfg.variant
-    best = _selected(st).iloc[0]
+    best = chosen_snapshots(st).iloc[0]
     writer = st.begin("colorizer_step2")
     if not flags.self_training:
         data = st.read_bytes(best["uri"])
         _weights_row(writer, data, source=f"selected_snapshots step {int(best['step'])}")
         # The weights are step 1's: so are the real pages they saw (the holdout check reads them here).
         step1 = st.latest_manifest("colorizer_step1_finetuned")
-        for row in step1[step1["role"].isin(stages.REAL_ROLES)].to_dict("records"):
+        for row in step1[step1["role"].isin(REAL_ROLES)].to_dict("records"):
             writer.add(row)
         version, vdir, _ = writer.seal(salt="self_training: false")
         note = f"variant.self_training is false: step 1's best snapshot (step {int(best['step'])}) passes through"
         return dg.MaterializeResult(metadata={**version_metadata(st, version, vdir), "skipped": True, "variant": flags.name(), "note": note},
                                     data_version=dg.DataVersion(version))
     titles = _color_titles(context, st)
-    pairs = stages.synthetic_pairs(st, titles, flags.use_drafts, flags.synthetic)
-    pseudo = stages.pseudolabel_pairs(st, flags.use_drafts)
+    pairs = synthetic_pairs(st, titles, flags.use_drafts, flags.synthetic)
+    pseudo = pseudolabel_pairs(st, flags.use_drafts)
     if pseudo.empty:
         raise dg.Failure("pseudolabels is empty: materialize pseudolabels (with variant.self_training true) first")
     init = cfg.step2.init == "best_snapshot"
-    work = checkpoint_dir(context, _checkpoint_key(cfg, "step2", pairs=stages.rows_digest(pairs.rows, ("id", "sha256", "draft_uri")),
-                                                   pseudo=stages.rows_digest(pseudo), init=best["sha256"] if init else None))
+    work = checkpoint_dir(context, checkpoint_key(cfg, "step2", pairs=rows_digest(pairs.rows, ("id", "sha256", "draft_uri")),
+                                                   pseudo=rows_digest(pseudo), init=best["sha256"] if init else None))
     resumed = resumed_from(work)
     params = {"stage": {"name": "step2", "variant": flags.name(), "synthetic_pairs": len(pairs.rows), "pseudolabels": len(pseudo),
                         "real_pages": int(pseudo["bw_id"].nunique()), "init": cfg.step2.init, "device": spec.description}}
     with tempfile.TemporaryDirectory() as tmp, mlflow.run(context, params=params) as tracker:
-        tracker.set_tags(_variant_tags(cfg))
+        tracker.set_tags(cfg.variant.tags())
         fallback = _fallback_meta(pairs.fallbacks, tracker)
-        if torchrun.launches():
-            result, launched = launch.train_colorizer_stage(context, torchrun, "colorizer_step2", tracker.run_id, mlflow.tracking_uri,
-                                                            settings.preset, store, titles, device, work)
-        else:
-            result, launched = step2_train(st, cfg, titles, work, spec, tracker, context.log.info, Path(tmp)), {}
+        result, launched = run_stage(context, torchrun, "colorizer_step2", partial(step2_train, tmp=Path(tmp)), tracker=tracker,
+                                     mlflow=mlflow, settings=settings, store=store, device=device, work=work, titles=titles)
         tracker.log_artifact(result.generator, "weights")
         _log_training_pages(tracker, st, pseudolabel_bw=pseudo, synthetic=pairs.rows)
         _weights_row(writer, Path(result.generator).read_bytes())
-        stages.add_training_rows(writer, "pseudolabel_bw", pseudo, id_column="bw_id")
-        stages.add_training_rows(writer, "synthetic", pairs.rows)
-        version, vdir, _ = writer.seal(salt=_stage_flags(cfg, "step2"))
+        add_training_rows(writer, "pseudolabel_bw", pseudo, id_column="bw_id")
+        add_training_rows(writer, "synthetic", pairs.rows)
+        version, vdir, _ = writer.seal(salt=stage_flags(cfg, "step2"))
     meta = {
         **_train_metadata(st, version, vdir, result, resumed, tracker),
         **launched,
@@ -624,20 +507,6 @@ def colorizer_step2(context: dg.AssetExecutionContext, settings: SettingsResourc
 # --- fine-tune, bundle, registry ----------------------------------------------------------------------
 
 
-def _random_init_flags(cfg: "stages.ColorizationConfig", st) -> dict[str, bool]:
-    """Which pretrained networks of the paper this model stood in for with random ones."""
-    from mangacolor.losses.colorization import default_vgg16_path
-
-    vgg_file = Path(cfg.vgg_weights).expanduser() if cfg.vgg_weights else default_vgg16_path()
-    uses_vgg = any(getattr(cfg, s).losses.get("per", 1.0) for s in ("step1", "step2", "finetune"))
-    inception = False
-    if st.latest_version("selected_snapshots"):
-        frame = st.latest_manifest("selected_snapshots")
-        inception = bool(frame.get("random_init", pd.Series([False])).astype(bool).any())
-    return {"encoder": cfg.generator_config().encoder_weights is None, "vgg": bool(uses_vgg and not vgg_file.exists()),
-            "inception_selection": inception}
-
-
 @dg.asset(
     deps=[colorizer_step2, STYLEGAN, DRAFTING, DRAFTING_FINAL, INVERSION],
     group_name=GROUP,
@@ -650,29 +519,31 @@ def _random_init_flags(cfg: "stages.ColorizationConfig", st) -> dict[str, bool]:
 @commits_last
 def colorizer_final(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                     mlflow: MlflowResource) -> dg.MaterializeResult:
+    from mangacolor.stages.colorization.config import colorization_config
+    from mangacolor.stages.common import to_local
     from mangacolor.registry import register_bundle
-    from mangacolor.training import colorization_stages as stages
+    from mangacolor.stages.colorization.bundle import make_bundle, random_init_flags, write_folder
 
-    st, cfg = store.get(), _config(settings)
+    st, cfg = store.get(), colorization_config(settings.load())
     flags = cfg.variant
     step2_dir = st.latest_dir("colorizer_step2")
-    random_init = _random_init_flags(cfg, st)
+    random_init = random_init_flags(cfg, st)
     params = {"stage": {"name": "final", "variant": flags.name(), "canvas": list(cfg.page_canvas())}}
     with tempfile.TemporaryDirectory() as tmp, mlflow.run(context, params=params) as tracker:
-        tracker.set_tags({**_variant_tags(cfg), **{f"random_init.{k}": str(v).lower() for k, v in random_init.items()}})
-        generator = _to_local(st, f"{step2_dir}/{WEIGHTS}", Path(tmp) / "colorizer.safetensors")
+        tracker.set_tags({**cfg.variant.tags(), **{f"random_init.{k}": str(v).lower() for k, v in random_init.items()}})
+        generator = to_local(st, f"{step2_dir}/{WEIGHTS}", Path(tmp) / "colorizer.safetensors")
         inputs = {a: st.latest_version(a) for a in ("colorizer_step2", "colorizer_step1_finetuned", "page_pairs", "stylegan",
                                                      "drafting_network", "drafting_network_final", "inversion_encoder")}
         info = {"colorizer_config": cfg.generator_config().to_dict(), "canvas": list(cfg.page_canvas()), "variant": flags.name(),
                 "flags": flags.model_dump(), "dagster_run_id": context.run.run_id, "mlflow_run_id": tracker.run_id,
                 "inputs": inputs, "random_init": random_init, "fallbacks": []}
-        bundle_dir, parts, notes = stages.make_bundle(st, generator, flags, Path(tmp), info)
+        bundle_dir, parts, notes = make_bundle(st, generator, flags, Path(tmp), info)
         shown = _bundle_samples(st, bundle_dir)
         fallback = _fallback_meta(notes, tracker)
         writer = st.begin("colorizer_final")
-        stages.write_folder(writer, bundle_dir, "bundle", "bundle")
+        write_folder(writer, bundle_dir, "bundle", "bundle")
         version, vdir, _ = writer.seal(salt=flags.name())
-        tags = {**_variant_tags(cfg), "dagster.run_id": context.run.run_id, "data_version": version,
+        tags = {**cfg.variant.tags(), "dagster.run_id": context.run.run_id, "data_version": version,
                 "random_init": str(any(random_init.values())).lower(), **{f"random_init.{k}": str(v).lower() for k, v in random_init.items()}}
         model = register_bundle(bundle_dir, tags=tags, client=tracker.client)
     bundle_uri = st.uri(st.relative(f"{vdir}/bundle"))
@@ -703,10 +574,10 @@ def _holdout_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=asset, name="holdout_never_trained", blocking=True,
                     description=f"The real black-and-white pages {key} trained on (its manifest) are disjoint from the holdout of page_splits.")
     def check(store: StoreResource) -> dg.AssetCheckResult:
-        from mangacolor.training import colorization_stages as stages
+        from mangacolor.stages.colorization.data import trained_real_ids
 
         st = store.get()
-        trained = stages.trained_real_ids(st.latest_manifest(key))
+        trained = trained_real_ids(st.latest_manifest(key))
         held = set(holdout_pages(st.latest_manifest("page_splits"))["id"])
         leaked = sorted(trained & held)
         return dg.AssetCheckResult(passed=not leaked, metadata={"real_pages_trained": len(trained), "holdout": len(held),

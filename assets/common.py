@@ -14,6 +14,7 @@ import dagster as dg
 from mangacolor.config import PROJECT_ROOT
 
 from mangacolor.io.store import MANIFEST, commit_scope
+from mangacolor.stages import StageInputError
 
 from .metadata import manifest_metadata, mlflow_run_link
 
@@ -27,12 +28,16 @@ def commits_last(fn):
     """Under `@dg.asset`: the store versions the asset sealed become LATEST only after it returned.
 
     The asset body stages and seals (`writer.seal()`), then computes metadata, logs to MLflow and
-    registers models; if any of that raises, the staging folders are removed and LATEST stays."""
+    registers models; if any of that raises, the staging folders are removed and LATEST stays. A stage's
+    `StageInputError` (an input not materialized yet) becomes a `dagster.Failure` with its message."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         with commit_scope() as writers:
-            result = with_mlflow_link(fn(*args, **kwargs), kwargs.get("mlflow"))
+            try:
+                result = with_mlflow_link(fn(*args, **kwargs), kwargs.get("mlflow"))
+            except StageInputError as exc:  # a stage's missing input: a failure with what to materialize, not a crash
+                raise dg.Failure(str(exc)) from exc
         context = kwargs.get("context", args[0] if args else None)
         from .digests import report_digest  # digests needs resources, which need this module
 

@@ -16,7 +16,6 @@ GPU pool, each in one MLflow run, resuming from their checkpoints when retried w
 import json
 
 import dagster as dg
-import pandas as pd
 
 from mangacolor import config as mc_config
 from mangacolor.drafting.blur import BlurConfig
@@ -51,7 +50,7 @@ def _model_result(context, st, asset: str, weights: str, rows, tracker, resumed:
                   grids: dict) -> dg.MaterializeResult:
     """Weights and the ids of every training page into the store, the weights into MLflow; `grids`: metadata key ->
     (images, caption, height) of the sample grids, kept in the version folder."""
-    from mangacolor.synthetic.pages import write_model
+    from mangacolor.stages.synthetic import write_model
 
     tracker.log_artifact(weights, "weights")
     tracker.log_text("training_pages.json", json.dumps(list(rows["id"]), indent=1))
@@ -81,7 +80,7 @@ def _model_result(context, st, asset: str, weights: str, rows, tracker, resumed:
 )
 @commits_last
 def blurred_color_pages(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource) -> dg.MaterializeResult:
-    from mangacolor.drafting import pages as drafting
+    from mangacolor.stages import drafting
 
     st, title = store.get(), context.partition_key
     cfg = mc_config.stage_config(settings.load(), "blur", BlurConfig)
@@ -105,16 +104,6 @@ def blurred_color_pages(context: dg.AssetExecutionContext, settings: SettingsRes
 # --- the Coloring Latent Space ---------------------------------------------------------------------
 
 
-def stylegan_train(st, preset: dict, titles: list[str], work, spec, tracker, progress) -> dict:
-    """The StyleGAN2 loop on the blurred pages of `titles`; shared by the asset and the `torchrun` worker."""
-    from mangacolor.drafting import pages as drafting
-    from mangacolor.training.stylegan import train_stylegan
-
-    cfg, _ = drafting.stylegan_config(preset)
-    rows = drafting.blurred_rows(st, titles)
-    return train_stylegan(cfg, drafting.SquarePages(st, list(rows["uri"]), cfg.size), work, spec, tracker, progress=progress)
-
-
 @dg.asset(
     deps=[blurred_color_pages, digest_key("blurred_color_pages")],
     group_name=GROUP,
@@ -128,7 +117,7 @@ def stylegan_train(st, preset: dict, titles: list[str], work, spec, tracker, pro
 @commits_last
 def stylegan(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
              device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
-    from mangacolor.drafting import pages as drafting
+    from mangacolor.stages import drafting
     from mangacolor.models.stylegan2 import load_generator
 
     preset, st, spec = settings.load(), store.get(), device.spec()
@@ -142,7 +131,7 @@ def stylegan(context: dg.AssetExecutionContext, settings: SettingsResource, stor
     params = {"train_pages": len(rows), "train_pages_digest": digest, "resumed_from_step": resumed,
               "report": report_cfg.model_dump(mode="json")}
     with mlflow.run(context, params=params) as tracker:
-        result, launched = run_stage(context, torchrun, "stylegan", stylegan_train, tracker=tracker, mlflow=mlflow, settings=settings,
+        result, launched = run_stage(context, torchrun, "stylegan", drafting.stylegan_train, tracker=tracker, mlflow=mlflow, settings=settings,
                                      store=store, device=device, work=work, titles=titles)
         g_ema, _ = load_generator(result["generator"])
         report = drafting.generator_report(g_ema.to(spec.device), images, report_cfg, spec.device,
@@ -169,45 +158,14 @@ def stylegan(context: dg.AssetExecutionContext, settings: SettingsResource, stor
 # --- the two encoders into W+ ----------------------------------------------------------------------
 
 
-def encoder_plan(st, preset: dict, titles: list[str], input_nc: int, section: str, pseudolabels: bool):
-    """(loop config, blur config, training rows, pairs, titles read as grey pages, pseudolabels missing) of a
-    pSp encoder; shared by the asset and the `torchrun` worker."""
-    from mangacolor.drafting import pages as drafting
-
-    cfg = drafting.psp_config(preset, section, input_nc)
-    blur = mc_config.stage_config(preset, "blur", BlurConfig)
-    grey, no_pseudo = [], False
-    if input_nc == 3:
-        rows = drafting.inversion_rows(st, titles)
-    else:
-        rows, grey = drafting.drafting_rows(st, titles)
-        if pseudolabels:
-            pseudo = drafting.pseudolabel_draft_rows(st)
-            no_pseudo = pseudo.empty
-            rows = pd.concat([rows.assign(blur_target=False), pseudo], ignore_index=True)
-    pairs = drafting.DraftPairs(st, rows, "RGB" if input_nc == 3 else "L", blur.size, blur.sigma)
-    return cfg, blur, rows, pairs, grey, no_pseudo
-
-
-def encoder_train(st, preset: dict, titles: list[str], work, spec, tracker, progress, input_nc: int, section: str,
-                  pseudolabels: bool, generator: str) -> dict:
-    """The pSp loop against the stylegan version `generator`; shared by the asset and the `torchrun` worker."""
-    from mangacolor.drafting import pages as drafting
-    from mangacolor.training.drafting import train_psp
-
-    cfg, _, _, pairs, _, _ = encoder_plan(st, preset, titles, input_nc, section, pseudolabels)
-    with drafting.local_file(st, drafting.generator_path(st, generator)) as gen_path:
-        return train_psp(cfg, pairs, gen_path, work, spec, tracker, progress=progress)
-
-
 def _train_encoder(context, settings, store, device, mlflow, torchrun, asset: str, input_nc: int,
                    section: str | None = None, pseudolabels: bool = False) -> dg.MaterializeResult:
-    from mangacolor.drafting import pages as drafting
+    from mangacolor.stages import drafting
     from mangacolor.models.psp import load_psp
 
     preset, st, spec = settings.load(), store.get(), device.spec()
     titles = _materialized_titles(context, st, "blurred_color_pages")
-    cfg, blur, rows, pairs, grey, no_pseudo = encoder_plan(st, preset, titles, input_nc, section or asset, pseudolabels)
+    cfg, blur, rows, pairs, grey, no_pseudo = drafting.encoder_plan(st, preset, titles, input_nc, section or asset, pseudolabels)
     notes = {}
     if grey:
         notes["input_note"] = drafting.GREY_FALLBACK_NOTE
@@ -226,7 +184,7 @@ def _train_encoder(context, settings, store, device, mlflow, torchrun, asset: st
     params = {"train_pages": len(rows), "train_pages_digest": digest, "stylegan_version": gen_version,
               "resumed_from_step": resumed, "inputs": kinds}
     with mlflow.run(context, params=params) as tracker:
-        result, launched = run_stage(context, torchrun, asset, encoder_train, tracker=tracker, mlflow=mlflow, settings=settings,
+        result, launched = run_stage(context, torchrun, asset, drafting.encoder_train, tracker=tracker, mlflow=mlflow, settings=settings,
                                      store=store, device=device, work=work, titles=titles, input_nc=input_nc,
                                      section=section or asset, pseudolabels=pseudolabels, generator=gen_version)
         with drafting.local_file(st, drafting.generator_path(st, gen_version)) as gen_path:
@@ -315,8 +273,8 @@ def drafting_network_final(context: dg.AssetExecutionContext, settings: Settings
 @commits_last
 def bw_page_drafts(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                    device: DeviceResource) -> dg.MaterializeResult:
-    from mangacolor.drafting import pages as drafting
-    from mangacolor.training.colorization_stages import real_training_rows
+    from mangacolor.stages import drafting
+    from mangacolor.stages.colorization.data import real_training_rows
 
     preset, st, spec = settings.load(), store.get(), device.spec()
     cfg = mc_config.stage_config(preset, "coloring_drafts", drafting.DraftsConfig)
@@ -351,7 +309,7 @@ def bw_page_drafts(context: dg.AssetExecutionContext, settings: SettingsResource
 @commits_last
 def coloring_drafts(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                     device: DeviceResource) -> dg.MaterializeResult:
-    from mangacolor.drafting import pages as drafting
+    from mangacolor.stages import drafting
 
     preset, st, spec, title = settings.load(), store.get(), device.spec(), context.partition_key
     cfg = mc_config.stage_config(preset, "coloring_drafts", drafting.DraftsConfig)

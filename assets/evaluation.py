@@ -343,7 +343,8 @@ def inference_benchmark(context: dg.AssetExecutionContext, settings: SettingsRes
                         mlflow: MlflowResource) -> dg.MaterializeResult:
     from mangacolor.eval.benchmark import benchmark_table, run_benchmarks
     from mangacolor.inference.bundle import ModelBundle
-    from mangacolor.registry import download_bundle, version_by_alias
+    from mangacolor.io.bundle import download_bundle
+    from mangacolor.registry import version_by_alias
 
     cfg, st = _config(settings), store.get()
     with mlflow.run(context, params=cfg.benchmark.model_dump(mode="json")) as tracker:

@@ -16,7 +16,9 @@ import pandas as pd
 
 from mangacolor import config as mc_config
 from mangacolor.data.ingest import ingest_items
-from mangacolor.data.sources import iter_items, list_titles, scan_changes, scan_sources, titles_by_role
+from mangacolor.data.sources import (
+    iter_items, list_titles, manga109_source, preset_sources, scan_changes, scan_sources, titles_by_role,
+)
 from mangacolor.data.splits import holdout_pages, make_splits, training_pages
 from mangacolor.io.images import read_image
 from mangacolor.io.store import Store, ok_rows
@@ -59,7 +61,7 @@ def _make_ingest(role: str, partitions_def: dg.DynamicPartitionsDefinition):
                     "(size, mtime or ETag): a changed, added or removed page changes the version.",
     )
     def observe(context, settings: SettingsResource) -> dg.DataVersionsByPartition:
-        prints = scan_sources(mc_config.sources(settings.load()), (role,)).fingerprints[role]
+        prints = scan_sources(preset_sources(settings.load()), (role,)).fingerprints[role]
         known = context.instance.get_dynamic_partitions(partitions_def.name)
         return dg.DataVersionsByPartition({t: prints[t] for t in known if t in prints})
 
@@ -77,7 +79,7 @@ def _make_ingest(role: str, partitions_def: dg.DynamicPartitionsDefinition):
     def pages(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource) -> dg.MaterializeResult:
         preset = settings.load()
         title = context.partition_key
-        cfgs = titles_by_role(mc_config.sources(preset), role).get(title)
+        cfgs = titles_by_role(preset_sources(preset), role).get(title)
         if not cfgs:
             raise dg.Failure(f"title {title!r} is in no configured {label} source any more; remove the partition or restore the source")
         st = store.get()
@@ -106,7 +108,7 @@ bw_sources, bw_pages = _make_ingest("bw", bw_titles)
 @commits_last
 def manga109_pages(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource) -> dg.MaterializeResult:
     preset = settings.load()
-    cfg = mc_config.manga109_source(preset)
+    cfg = manga109_source(preset)
     if cfg is None:
         raise dg.Failure("preset has no `manga109: {uri: ...}` section; point it at your Manga109 folder")
     st = store.get()
@@ -217,7 +219,7 @@ def source_tick(preset: dict, known: dict[str, set[str]], cursor: str | None, st
     be listed (then that role is left as it was and the cursor keeps its old fingerprints).
     """
     previous = json.loads(cursor) if cursor else {}
-    scan = scan_sources(mc_config.sources(preset))
+    scan = scan_sources(preset_sources(preset))
     changes = scan_changes(scan, previous, known)
     events = [dg.AssetObservation(asset_key=f"{role}_sources", partition=title, tags={"dagster/data_version": fp})
               for role, titles in changes.changed.items() for title, fp in titles.items()]

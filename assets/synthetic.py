@@ -45,7 +45,7 @@ NOT_IN_CHECKPOINT_KEY = {"steps", "log_every", "sample_every", "checkpoint_every
 
 @functools.lru_cache(maxsize=2)
 def _extractor(gap_cfg_json: str, device: str, cache_dir: str):
-    from mangacolor.synthetic import pages as synth
+    from mangacolor.stages import synthetic as synth
 
     return synth.gap_extractor(synth.GapConfig.model_validate_json(gap_cfg_json), device, cache_dir)
 
@@ -54,7 +54,7 @@ def _gap_metadata(context, st, steps: dict[str, pd.DataFrame], preset: dict, dev
     """`synthetic_gap` of the last step's pages (ok manifest rows with `uri`) against the real training pages,
     and of the earlier steps beside it. Pages are chosen from the manifests first and read on access."""
     from mangacolor.eval.inception import WeightsNotFoundError
-    from mangacolor.synthetic import pages as synth
+    from mangacolor.stages import synthetic as synth
 
     if st.latest_version("page_splits") is None:
         return {"synthetic_gap_note": "page_splits not materialized yet: no real pages to compare with"}
@@ -98,7 +98,7 @@ def _strip(st, title: str, steps: list[str], ids: list[str], extra: dict | None 
            extra_name: str = "CUT") -> tuple[list, str]:
     """The pages `ids` through colour and each step, side by side (`extra`: one more image per id, named `extra_name`),
     with their caption."""
-    from mangacolor.synthetic import pages as synth
+    from mangacolor.stages import synthetic as synth
 
     stages = ["color_pages", *steps]
     names = [STEP_NAMES[a] for a in stages] + ([extra_name] if extra else [])
@@ -130,17 +130,6 @@ def _page_stage_result(context, st, asset: str, writer, summary, preset, device:
     return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
 
 
-def _translate(preset, spec, rows, st, writer, network, progress):
-    """`translate_stage` as the preset's `synthetic_pages:` asks: batches through the network on a GPU, processes on the CPU."""
-    import torch
-
-    from mangacolor.synthetic import pages as synth
-
-    spread = mc_config.stage_config(preset, "synthetic_pages", synth.PageStageConfig)
-    return synth.translate_stage(rows, st, writer, network, progress, batch_size=spread.batch_size, workers=spread.workers,
-                                 batched=torch.device(spec.device).type != "cpu")
-
-
 def _checkpoint_key(cfg, **more) -> dict:
     return {**{k: v for k, v in cfg.model_dump(mode="json").items() if k not in NOT_IN_CHECKPOINT_KEY}, **more}
 
@@ -148,7 +137,7 @@ def _checkpoint_key(cfg, **more) -> dict:
 def _model_result(context, st, asset: str, result: dict, inputs: dict, tracker, resumed: int,
                   samples: tuple[list, str], launched: dict | None = None) -> dg.MaterializeResult:
     """Weights and the ids of every training page into the store and MLflow; `samples`: (images, caption) of the grid."""
-    from mangacolor.synthetic import pages as synth
+    from mangacolor.stages import synthetic as synth
 
     tracker.log_artifact(result["weights"], "weights")
     tracker.log_text("training_pages.json", json.dumps({role: list(rows["id"]) for role, rows in inputs.items()}, indent=1))
@@ -187,7 +176,7 @@ def _model_result(context, st, asset: str, result: dict, inputs: dict, tracker, 
 @commits_last
 def xdog_pages(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                device: DeviceResource) -> dg.MaterializeResult:
-    from mangacolor.synthetic import pages as synth
+    from mangacolor.stages import synthetic as synth
 
     preset, st, title = settings.load(), store.get(), context.partition_key
     cfg = mc_config.stage_config(preset, "xdog", synth.XDoGStageConfig)
@@ -201,25 +190,6 @@ def xdog_pages(context: dg.AssetExecutionContext, settings: SettingsResource, st
 
 
 # --- step 2 ----------------------------------------------------------------------------------------
-
-
-def refiner_pairs(st, preset: dict, work):
-    """(loop config, xDoG config, training rows, (xDoG, page) pairs cached under `work`); shared with the `torchrun` worker."""
-    from mangacolor.synthetic import pages as synth
-    from mangacolor.training.refiner import RefinerTrainConfig
-
-    cfg = mc_config.stage_config(preset, "refiner", RefinerTrainConfig)
-    xcfg = mc_config.stage_config(preset, "xdog", synth.XDoGStageConfig)
-    rows = synth.training_bw_rows(st)
-    return cfg, xcfg, rows, synth.RefinerPairs(st, rows, xcfg.xdog_config(), work / "xdog")
-
-
-def refiner_train(st, preset: dict, titles: list[str], work, spec, tracker, progress) -> dict:
-    """The refiner loop (the asset has prepared the xDoG cache under `work`)."""
-    from mangacolor.training.refiner import train_refiner
-
-    cfg, _, _, pairs = refiner_pairs(st, preset, work)
-    return train_refiner(cfg, pairs, work, spec, tracker, progress=progress)
 
 
 @dg.asset(
@@ -236,7 +206,7 @@ def refiner_train(st, preset: dict, titles: list[str], work, spec, tracker, prog
 def refiner_model(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                   device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
     from mangacolor.models.refiner import refine
-    from mangacolor.synthetic import pages as synth
+    from mangacolor.stages import synthetic as synth
     from mangacolor.training.refiner import RefinerTrainConfig, load_refiner
 
     preset, st, spec = settings.load(), store.get(), device.spec()
@@ -245,13 +215,13 @@ def refiner_model(context: dg.AssetExecutionContext, settings: SettingsResource,
     rows = synth.training_bw_rows(st)
     digest = synth.rows_digest(rows)
     work = checkpoint_dir(context, _checkpoint_key(cfg, xdog=xcfg.model_dump(mode="json"), pages=digest))
-    _, _, _, pairs = refiner_pairs(st, preset, work)
+    _, _, _, pairs = synth.refiner_pairs(st, preset, work)
     pairs.prepare(progress_logger(context, len(pairs), "xDoG of the real training pages"))
     resumed = resumed_from(work)
     params = {"xdog": xcfg.model_dump(mode="json"), "train_pages": len(rows), "train_pages_digest": digest,
               "resumed_from_step": resumed, "device": spec.description}
     with mlflow.run(context, params=params) as tracker:
-        result, launched = run_stage(context, torchrun, "refiner_model", refiner_train, tracker=tracker, mlflow=mlflow,
+        result, launched = run_stage(context, torchrun, "refiner_model", synth.refiner_train, tracker=tracker, mlflow=mlflow,
                                      settings=settings, store=store, device=device, work=work)
         model = load_refiner(result["weights"], spec.device)
         shown = []
@@ -276,7 +246,7 @@ def refiner_model(context: dg.AssetExecutionContext, settings: SettingsResource,
 def refined_pages(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                   device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     from mangacolor.models.refiner import refine_batch
-    from mangacolor.synthetic import pages as synth
+    from mangacolor.stages import synthetic as synth
     from mangacolor.training.refiner import load_refiner
 
     preset, st, spec, title = settings.load(), store.get(), device.spec(), context.partition_key
@@ -284,25 +254,13 @@ def refined_pages(context: dg.AssetExecutionContext, settings: SettingsResource,
     with synth.model_weights(st, "refiner_model") as path:
         model = load_refiner(path, spec.device)
     writer = st.begin("refined_pages", title)
-    summary = _translate(preset, spec, rows, st, writer, lambda pages: refine_batch(model, pages, amp_dtype=spec.amp_dtype),
+    summary = synth.translate_pages(preset, spec, rows, st, writer, lambda pages: refine_batch(model, pages, amp_dtype=spec.amp_dtype),
                          progress_logger(context, len(rows), f"refined_pages[{title}]"))
     with mlflow.run(context, params={"refiner_model": st.latest_version("refiner_model")}, per_materialization=True) as tracker:
         return _page_stage_result(context, st, "refined_pages", writer, summary, preset, str(spec.device), tracker)
 
 
 # --- step 3 ----------------------------------------------------------------------------------------
-
-
-def cut_train(st, preset: dict, titles: list[str], work, spec, tracker, progress) -> dict:
-    """The CUT loop from the refined pages of `titles` to the real training pages; shared with the `torchrun` worker."""
-    from mangacolor.data.datasets import ManifestImages
-    from mangacolor.synthetic import pages as synth
-    from mangacolor.training.cut import CUTTrainConfig, train_cut
-
-    cfg = mc_config.stage_config(preset, "cut", CUTTrainConfig)
-    source, target = ok_rows(st, "refined_pages", titles), synth.training_bw_rows(st)
-    return train_cut(cfg, ManifestImages(st, source, mode="L"), ManifestImages(st, target, mode="L"), work, spec, tracker,
-                     progress=progress)
 
 
 @dg.asset(
@@ -319,7 +277,7 @@ def cut_train(st, preset: dict, titles: list[str], work, spec, tracker, progress
 def cut_model(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
               device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
     from mangacolor.models.cut import apply_cut
-    from mangacolor.synthetic import pages as synth
+    from mangacolor.stages import synthetic as synth
     from mangacolor.training.cut import CUTTrainConfig, load_cut_generator
 
     preset, st, spec = settings.load(), store.get(), device.spec()
@@ -337,7 +295,7 @@ def cut_model(context: dg.AssetExecutionContext, settings: SettingsResource, sto
     params = {"source_titles": titles, "source_pages": len(source), "target_pages": len(target),
               "target_pages_digest": synth.rows_digest(target), "resumed_from_step": resumed, "device": spec.description}
     with mlflow.run(context, params=params) as tracker:
-        result, launched = run_stage(context, torchrun, "cut_model", cut_train, tracker=tracker, mlflow=mlflow, settings=settings,
+        result, launched = run_stage(context, torchrun, "cut_model", synth.cut_train, tracker=tracker, mlflow=mlflow, settings=settings,
                                      store=store, device=device, work=work, titles=titles)
         G = load_cut_generator(result["weights"], spec.device)
         first = source.sort_values("id").iloc[0]
@@ -362,7 +320,7 @@ def cut_model(context: dg.AssetExecutionContext, settings: SettingsResource, sto
 def synthetic_bw_pages(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                        device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     from mangacolor.models.cut import apply_cut_batch
-    from mangacolor.synthetic import pages as synth
+    from mangacolor.stages import synthetic as synth
     from mangacolor.training.cut import load_cut_generator
 
     preset, st, spec, title = settings.load(), store.get(), device.spec(), context.partition_key
@@ -370,7 +328,7 @@ def synthetic_bw_pages(context: dg.AssetExecutionContext, settings: SettingsReso
     with synth.model_weights(st, "cut_model") as path:
         G = load_cut_generator(path, spec.device)
     writer = st.begin("synthetic_bw_pages", title)
-    summary = _translate(preset, spec, rows, st, writer, lambda pages: apply_cut_batch(G, pages, amp_dtype=spec.amp_dtype),
+    summary = synth.translate_pages(preset, spec, rows, st, writer, lambda pages: apply_cut_batch(G, pages, amp_dtype=spec.amp_dtype),
                          progress_logger(context, len(rows), f"synthetic_bw_pages[{title}]"))
     with mlflow.run(context, params={"cut_model": st.latest_version("cut_model")}, per_materialization=True) as tracker:
         return _page_stage_result(context, st, "synthetic_bw_pages", writer, summary, preset, str(spec.device), tracker)

@@ -11,7 +11,7 @@ recovered geometry is from the truth, so a faster setting that got sloppier show
     uv run python benchmarks/matching.py --pairs 3 --sizes 1170x1654
     uv run python benchmarks/matching.py --hard --pairs 4      # scans at 0.25x-4x, 20% margins, 3 degrees
 
-`--hard` uses `mangacolor.data.rescans.scan_pair` (real-scan conditions, issue 14): for each
+`--hard` uses `mangacolor.demo.rescans.scan_pair` (real-scan conditions, issue 14): for each
 resolution ratio it matches `--pairs` scans (random rotation within 3 degrees, random margins up to
 20% of each side, JPEG) and as many decoys (another page of the same title), and prints how many
 were matched, false matches, the worst corner error and the time per pair.
@@ -82,7 +82,7 @@ def bench_matching(size: tuple[int, int], n_pairs: int = 6, seed: int = 0, cfg: 
 def bench_hard(ratios=(0.25, 0.5, 1.0, 2.0, 4.0), n_pairs: int = 4, seed: int = 0,
                cfg: MatchConfig | None = None) -> list[dict]:
     """Per resolution ratio: scans matched of n_pairs, decoys matched (false), corner error, s/pair."""
-    from mangacolor.data.rescans import corner_error, scan_pair
+    from mangacolor.demo.rescans import corner_error, scan_pair
 
     cfg = cfg or MatchConfig()
     rows = []

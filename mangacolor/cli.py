@@ -425,7 +425,7 @@ def _xdog_config(name: str):
     if name in PRESETS:
         return XDoGConfig.preset(name)
     from mangacolor.config import load_preset, stage_config
-    from mangacolor.synthetic.pages import XDoGStageConfig
+    from mangacolor.stages.synthetic import XDoGStageConfig
 
     try:
         preset = load_preset(name)

@@ -27,7 +27,7 @@ import mlflow.pyfunc
 from mlflow.exceptions import MlflowException
 
 from mangacolor.config import MODEL_NAME
-from mangacolor.inference.bundle import ModelBundle, download_bundle  # noqa: F401 - download_bundle re-exported
+from mangacolor.inference.bundle import ModelBundle
 
 FULL = "full"
 MAIN_ALIASES = ("candidate", "champion")

@@ -58,6 +58,19 @@ class SourceItem:
     problem: str | None = None
 
 
+def preset_sources(preset: dict) -> list[SourceConfig]:
+    """The preset's `sources:` section."""
+    return [SourceConfig.model_validate(s) for s in preset.get("sources", [])]
+
+
+def manga109_source(preset: dict) -> SourceConfig | None:
+    """The preset's `manga109:` section as a black-and-white source of the Manga109 layout (None: not configured)."""
+    m = preset.get("manga109")
+    if not m:
+        return None
+    return SourceConfig(name="manga109", role="bw", kind="manga109", uri=m["uri"], storage_options=m.get("storage_options", {}))
+
+
 def _fs(cfg: SourceConfig):
     fs, root = fsspec.core.url_to_fs(cfg.uri, **cfg.storage_options)
     return fs, root.rstrip("/")

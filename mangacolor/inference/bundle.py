@@ -10,15 +10,15 @@
 Without the drafting networks the bundle still colorizes, with an empty draft (the paper's
 "empty draft" row). The same folder is what `colorizer_final` registers in MLflow, so
 `models:/mangacolor-colorizer@champion` and a local path load the same way. This module knows
-bundles and how to fetch one behind a model URI; the registry (`mangacolor.registry`, which imports
-this module and never the other way round) decides names, versions and aliases.
+loaded bundles; the folder itself (its files, writing one, finding one behind a model URI) is
+`mangacolor.io.bundle`, and the registry (`mangacolor.registry`, which imports this module and never
+the other way round) decides names, versions and aliases.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,59 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mangacolor.io.bundle import BUNDLE_JSON, resolve_bundle_path
 from mangacolor.io.images import from_tensor, to_tensor
-
-BUNDLE_JSON = "bundle.json"
-PARTS = ("colorizer", "stylegan", "drafting", "inversion")
-
-
-def write_bundle(out_dir: str | Path, files: dict[str, str | Path], info: dict | None = None) -> Path:
-    """Copy the weight files of `files` (part -> path) into a bundle folder with its bundle.json."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if "colorizer" not in files:
-        raise ValueError("a bundle needs at least the colorizer weights")
-    present = {}
-    for part, path in files.items():
-        if part not in PARTS:
-            raise ValueError(f"unknown bundle part {part!r}; expected one of {PARTS}")
-        if path is None:
-            continue
-        target = out / f"{part}.safetensors"
-        shutil.copyfile(path, target)
-        present[part] = target.name
-    (out / BUNDLE_JSON).write_text(json.dumps({"files": present, **(info or {})}, indent=2, default=str))
-    return out
-
-
-def download_bundle(model_uri: str) -> Path:
-    """Local path of the bundle folder behind a registry or run model URI (MLflow downloads it)."""
-    import mlflow
-
-    local = Path(mlflow.artifacts.download_artifacts(model_uri))
-    for c in (local / "artifacts" / "bundle", local / "bundle", local):
-        if (c / BUNDLE_JSON).exists():
-            return c
-    found = list(local.rglob(BUNDLE_JSON))
-    if found:
-        return found[0].parent
-    raise FileNotFoundError(f"{model_uri}: downloaded to {local} but no {BUNDLE_JSON} inside")
-
-
-def resolve_bundle_path(location: str | Path) -> Path:
-    """A local bundle folder, or an MLflow model URI (`models:/name@alias`, `runs:/...`) downloaded first."""
-    text = str(location)
-    if text.startswith(("models:/", "runs:/")):
-        return download_bundle(text)
-    path = Path(text)
-    if path.is_file() and path.name == BUNDLE_JSON:
-        path = path.parent
-    if not (path / BUNDLE_JSON).exists():
-        raise FileNotFoundError(
-            f"{path}: not a mangacolor model bundle (no {BUNDLE_JSON}). Pass the folder written by the "
-            "colorizer_final asset, or a registry URI such as models:/mangacolor-colorizer@champion"
-        )
-    return path
 
 
 @dataclass
@@ -96,7 +45,7 @@ class ModelBundle:
     def load(cls, location: str | Path, device: str | torch.device = "cpu") -> "ModelBundle":
         from mangacolor.models.colorizer import ColorizationGenerator, ColorizerConfig
         from mangacolor.models.psp import load_psp
-        from mangacolor.training.checkpoint import load_weights
+        from mangacolor.io.weights import load_weights
 
         path = resolve_bundle_path(location)
         info = json.loads((path / BUNDLE_JSON).read_text())

@@ -17,7 +17,7 @@ a measured amount of fidelity for time on CPUs (figures: benchmarks/colorize.py)
   "bf16" preset until a trained model shows the working size costs less.
 
 The training canvas: a model trained on pages brought to a canvas (Appendix B: 768x512, keeping the
-page's aspect, `mangacolor.data.augment.canvas_size`) colorizes a page brought to the same canvas, so
+page's aspect, `mangacolor.data.canvas.canvas_size`) colorizes a page brought to the same canvas, so
 ink and screentones reach it at the scale it learnt them; the colour is then carried back to the
 page's own size like the working size's. `ModelBundle` fills `canvas` from the bundle.
 
@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mangacolor.data.canvas import working_size
 from mangacolor.inference.hints import resize_hint_array
 from mangacolor.io.images import from_tensor, to_tensor
 from mangacolor.models.colorizer import colorize
@@ -210,18 +211,6 @@ def hint_from_rgba(rgba: np.ndarray) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
-def working_size(height: int, width: int, long_side: int | None, canvas: tuple[int, int] | None = None) -> tuple[int, int]:
-    """The size the generator runs at: the page on its training canvas (if any), then at most `long_side`."""
-    if canvas is not None:
-        from mangacolor.data.augment import canvas_size
-
-        height, width = canvas_size(height, width, canvas)
-    if long_side is None or max(height, width) <= long_side:
-        return height, width
-    s = long_side / max(height, width)
-    return max(1, round(height * s)), max(1, round(width * s))
-
-
 def colorize_pages(
     generator: nn.Module,
     bw: torch.Tensor,
@@ -307,6 +296,5 @@ __all__ = [
     "resize_hint_array",
     "transfer_chroma",
     "transfer_chroma_strips",
-    "working_size",
     "ycbcr_to_rgb",
 ]

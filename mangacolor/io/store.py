@@ -51,6 +51,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mangacolor.io.files import TMP_PREFIX, fsync_dir, write_atomic
 from mangacolor.io.limits import READ_CHUNK
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,6 @@ MANIFEST = "manifest.parquet"
 LATEST = "LATEST"
 UNPARTITIONED = "all"
 STAGING_PREFIX = ".staging-"
-TMP_PREFIX = ".tmp-"  # an atomic write's file before its rename; one left behind was a killed writer's
 # Lock files live beside the assets, so a partition folder holds only versions, staging and LATEST.
 LOCKS_DIR = ".locks"
 # Parquet schema metadata key: {relative path: sha256} of every file the writer wrote.
@@ -353,17 +353,7 @@ class Store:
     def write_bytes(self, path: str, data: bytes, durable: bool = False) -> None:
         """Atomic write of an absolute store path (from `path()`); `durable`: fsynced with its folder."""
         if self.is_local:
-            parent = os.path.dirname(path)
-            os.makedirs(parent, exist_ok=True)
-            tmp = os.path.join(parent, f"{TMP_PREFIX}{uuid.uuid4().hex}-{os.path.basename(path)}")
-            with open(tmp, "wb") as f:
-                f.write(data)
-                if durable:
-                    f.flush()
-                    os.fsync(f.fileno())
-            os.replace(tmp, path)
-            if durable:
-                _fsync_dir(parent)
+            write_atomic(path, data, durable)
         else:
             # An object-store PUT is atomic per object; the manifest written last commits a version.
             self.fs.pipe_file(path, data)
@@ -398,7 +388,7 @@ class Store:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-            _fsync_dir(folder)
+            fsync_dir(folder)
 
     # --- the per-partition lock ----------------------------------------------------------------
     @contextlib.contextmanager
@@ -552,14 +542,6 @@ class Store:
         return VersionWriter(self, asset, safe_part(partition), tuple(unversioned))
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _modified(info: dict) -> float | None:
     """An entry's modification time (epoch seconds) from an fsspec listing: `mtime` locally,
     `LastModified` on object stores; None when the listing has neither."""
@@ -652,7 +634,7 @@ class VersionWriter:
                 held.check()
                 store.write_manifest(final, frame, files=self.files, durable=True)
                 if store.is_local:
-                    _fsync_dir(os.path.dirname(final))
+                    fsync_dir(os.path.dirname(final))
         self.sealed = (version, final, frame)
         return self.sealed
 

@@ -338,7 +338,7 @@ def build_generator(config: ColorizerConfig, weights: str | Path | None = None) 
     """
     generator = ColorizationGenerator(config)
     if weights is not None:
-        from mangacolor.training.checkpoint import load_weights
+        from mangacolor.io.weights import load_weights
 
         state, _ = load_weights(weights)
         generator.load_state_dict(state)
@@ -391,10 +391,6 @@ def colorize(
     return out[..., :h, :w]
 
 
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 def count_gflops(generator: nn.Module, height: int = 768, width: int = 512, batch: int = 1) -> float:
     """Forward GFLOPs for one (height × width) page, as PyTorch's FLOP counter counts them (2 per MAC)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -418,6 +414,5 @@ __all__ = [
     "build_generator",
     "colorize",
     "count_gflops",
-    "count_parameters",
     "load_encoder_weights",
 ]

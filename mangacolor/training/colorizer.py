@@ -21,8 +21,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +32,7 @@ from torch import nn
 from torch.utils.data import ConcatDataset, Dataset
 
 from mangacolor.device import DeviceSpec
+from mangacolor.io.files import write_atomic
 from mangacolor.io.images import encode_png, from_tensor, read_image, thumbnail_grid
 from mangacolor.losses.colorization import (
     FINETUNE_WEIGHTS,
@@ -48,7 +47,8 @@ from mangacolor.models.colorizer import ColorizerConfig, build_generator
 from mangacolor.models.discriminator import ColorizationDiscriminator, DiscriminatorConfig
 from mangacolor.tracking import NullTracker, Tracker
 from mangacolor.training import distributed
-from mangacolor.training.checkpoint import Checkpointer, save_weights
+from mangacolor.training.checkpoint import Checkpointer
+from mangacolor.io.weights import save_weights
 from mangacolor.training.cues import CueConfig, Cues, resize_draft, sample_cues
 from mangacolor.training.loader import Pinnable, step_batches
 
@@ -91,7 +91,7 @@ class ColorizerTrainConfig:
     checkpoint_every: int = 500
     log_every: int = 10
     sample_count: int = 4  # pages per sample grid
-    num_workers: int | None = None  # data-loading worker processes; None: MANGACOLOR_WORKERS or cores - 1 (max 8)
+    num_workers: int | None = None  # data-loading worker processes; None: mangacolor.io.pagemap.resolve_workers
     prefetch_factor: int = 2
 
     def resolved(self, step: Step) -> tuple[int, int, LossWeights]:
@@ -156,9 +156,9 @@ def random_crop(sample: Sample, size: tuple[int, int], rng: np.random.Generator 
     (random, or centred when rng is None).
 
     The same window is cut from "bw", "color" and the whole-page "draft", which is first stretched
-    onto the page (`mangacolor.data.augment.to_canvas`), so the draft stays on the region it colours.
+    onto the page (`mangacolor.data.canvas.to_canvas`), so the draft stays on the region it colours.
     """
-    from mangacolor.data.augment import to_canvas
+    from mangacolor.data.canvas import to_canvas
 
     sample = to_canvas(sample, canvas)
     h, w = sample["bw"].shape[:2]
@@ -412,14 +412,6 @@ class ColorizerTrainResult:
     perceptual_random: bool
 
 
-def _write_png(path: Path, image: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(encode_png(image))
-    os.replace(tmp, path)
-
-
 def sample_grid(generator: nn.Module, pairs: dict[str, torch.Tensor] | None, real: dict[str, torch.Tensor] | None) -> np.ndarray:
     """Rows of [bw, colorized, target] for pairs and [bw, colorized] for real pages; no hints, no draft."""
     was_training = generator.training
@@ -477,7 +469,7 @@ def weights_epochs(path: str | Path | None) -> int:
     """Whole epochs the generator in `path` was trained (its `epochs_trained` metadata); 0 for None or an older file."""
     if path is None:
         return 0
-    from mangacolor.training.checkpoint import load_weights
+    from mangacolor.io.weights import load_weights
 
     _, meta = load_weights(path)
     return int(math.floor(float(meta.get("epochs_trained", 0)) + 1e-9))
@@ -604,7 +596,7 @@ def train_colorizer(
                 "epochs_trained": epochs_before + it / steps_per_epoch}
         save_weights(folder / "generator.safetensors", generator, meta)
         grid = sample_grid(generator, grid_pairs, grid_real)
-        _write_png(folder / "samples.png", grid)
+        write_atomic(folder / "samples.png", encode_png(grid))
         tracker.log_image(f"samples/step-{it:08d}.png", grid)
         snapshots.append(Snapshot(it, epoch, str(folder / "generator.safetensors"), str(folder / "samples.png")))
 

@@ -38,7 +38,8 @@ from mangacolor.models.cut import (
 )
 from mangacolor.tracking import Tracker
 from mangacolor.training import distributed
-from mangacolor.training.checkpoint import Checkpointer, load_configured, save_weights
+from mangacolor.training.checkpoint import Checkpointer
+from mangacolor.io.weights import load_configured, save_weights
 from mangacolor.training.loader import step_batches
 from mangacolor.training.refiner import sample_strip, step_seed
 
@@ -59,7 +60,7 @@ class CUTTrainConfig(BaseModel):
     log_every: int = 100
     sample_every: int = 2000
     seed: int = 0
-    num_workers: int | None = None  # data-loading worker processes; None: MANGACOLOR_WORKERS or cores - 1 (max 8)
+    num_workers: int | None = None  # data-loading worker processes; None: mangacolor.io.pagemap.resolve_workers
     prefetch_factor: int = 2
 
 

@@ -36,7 +36,8 @@ from mangacolor.models.cut import PatchDiscriminator, lsgan_d_loss, lsgan_g_loss
 from mangacolor.models.refiner import Refiner, RefinerConfig
 from mangacolor.tracking import Tracker
 from mangacolor.training import distributed
-from mangacolor.training.checkpoint import Checkpointer, load_configured, save_weights
+from mangacolor.training.checkpoint import Checkpointer
+from mangacolor.io.weights import load_configured, save_weights
 from mangacolor.training.loader import step_batches
 
 VGG16_FILE = "vgg16-397923af.pth"
@@ -68,7 +69,7 @@ class RefinerTrainConfig(BaseModel):
     log_every: int = 50
     sample_every: int = 1000
     seed: int = 0
-    num_workers: int | None = None  # data-loading worker processes; None: MANGACOLOR_WORKERS or cores - 1 (max 8)
+    num_workers: int | None = None  # data-loading worker processes; None: mangacolor.io.pagemap.resolve_workers
     prefetch_factor: int = 2
 
 

@@ -50,7 +50,8 @@ from mangacolor.models.stylegan2 import (
 )
 from mangacolor.tracking import Tracker
 from mangacolor.training import distributed
-from mangacolor.training.checkpoint import Checkpointer, save_weights
+from mangacolor.training.checkpoint import Checkpointer
+from mangacolor.io.weights import save_weights
 from mangacolor.training.loader import step_batches
 
 GENERATOR_FILE = "generator.safetensors"
@@ -86,7 +87,7 @@ class StyleGANTrainConfig:
     checkpoint_every: int = 2000
     n_samples: int = 8
     truncations: tuple[float, ...] = (1.0, 0.7, 0.5)
-    num_workers: int | None = None  # data-loading worker processes; None: MANGACOLOR_WORKERS or cores - 1 (max 8)
+    num_workers: int | None = None  # data-loading worker processes; None: mangacolor.io.pagemap.resolve_workers
     prefetch_factor: int = 2
 
     def networks(self) -> StyleGAN2Config:

@@ -18,8 +18,8 @@ from mangacolor.inference.bundle import ModelBundle
 from mangacolor.io.images import read_image
 from mangacolor.io.store import Store
 from mangacolor.registry import MODEL_NAME
-from mangacolor.training.checkpoint import load_weights
-from tests.training.test_colorization_stages import store_drafting_models
+from mangacolor.io.weights import load_weights
+from tests.stages.test_colorization import store_drafting_models
 
 CHAIN = ["colorizer_step1_snapshots", "colorizer_step1_finetuned", "selected_snapshots", "pseudolabels", "colorizer_step2",
          "colorizer_final"]

@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from mangacolor.inference.bundle import ModelBundle, write_bundle
+from mangacolor.inference.bundle import ModelBundle
 from mangacolor.models.colorizer import ColorizerConfig, build_generator
-from mangacolor.registry import MODEL_NAME, download_bundle, promote, register_bundle, version_by_alias
-from mangacolor.training.checkpoint import save_weights
+from mangacolor.registry import MODEL_NAME, promote, register_bundle, version_by_alias
+from mangacolor.io.bundle import download_bundle, write_bundle
+from mangacolor.io.weights import save_weights
 
 
 @pytest.fixture()

@@ -8,7 +8,8 @@ from safetensors.torch import load_file
 from mangacolor.device import DeviceSpec
 from mangacolor.models.cut import TINY, CUTConfig
 from mangacolor.tracking import NullTracker
-from mangacolor.training.checkpoint import Checkpointer, load_weights
+from mangacolor.training.checkpoint import Checkpointer
+from mangacolor.io.weights import load_weights
 from mangacolor.training.cut import CUTTrainConfig, apply_cut, load_cut_generator, random_crops, train_cut
 
 CPU = DeviceSpec(torch.device("cpu"))

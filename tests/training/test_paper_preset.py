@@ -8,10 +8,10 @@ import dataclasses
 import pytest
 
 from mangacolor.config import load_preset, stage_config
-from mangacolor.drafting.pages import stylegan_config
+from mangacolor.stages.drafting import stylegan_config
 from mangacolor.models.colorizer import ColorizationGenerator, ColorizerConfig, encoder_reductions
 from mangacolor.tracking import NullTracker
-from mangacolor.training.colorization_stages import ColorizationConfig
+from mangacolor.stages.colorization.config import ColorizationConfig
 from mangacolor.training.stylegan import train_stylegan
 from tests.training.test_stylegan_training import CPU, TINY, images
 

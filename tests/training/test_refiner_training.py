@@ -7,7 +7,7 @@ import torch
 from mangacolor.device import DeviceSpec
 from mangacolor.models.refiner import TINY, refine
 from mangacolor.tracking import NullTracker
-from mangacolor.training.checkpoint import load_weights
+from mangacolor.io.weights import load_weights
 from mangacolor.training.refiner import VGG16_FILE, RefinerTrainConfig, VGG16Features, VGGPerceptual, load_refiner, train_refiner
 
 CPU = DeviceSpec(torch.device("cpu"))

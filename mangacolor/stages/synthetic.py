@@ -25,7 +25,6 @@ pages of a title; `gap_pages` chooses the compared pages from the manifest befor
 from __future__ import annotations
 
 import hashlib
-import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -37,11 +36,13 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from mangacolor.config import stage_config
 from mangacolor.data.datasets import ManifestImages
 from mangacolor.data.splits import holdout_pages, training_pages
 from mangacolor.eval.gap import synthetic_gap
+from mangacolor.io.files import write_atomic
 from mangacolor.io.images import ImageError, encode_png, read_image
-from mangacolor.io.pagemap import map_batches, size_batches
+from mangacolor.io.pagemap import WORKERS_HELP, map_batches, size_batches
 from mangacolor.io.store import Store, VersionWriter, ok_rows, safe_part, sha256_bytes
 from mangacolor.synthetic.xdog import PRESETS, XDoGConfig, XDoGError, xdog
 
@@ -135,7 +136,7 @@ def gap_pages(store: Store, rows: pd.DataFrame, cfg: GapConfig) -> ManifestImage
 class PageStageConfig(BaseModel):
     """Preset section `synthetic_pages:`: how the per-title stages spread their pages over processes and batches.
 
-    What the stages write does not depend on these (`tests/synthetic/test_page_stages.py`), except
+    What the stages write does not depend on these (`tests/stages/test_synthetic_page_stages.py`), except
     that a batched forward pass on a GPU may round a pixel differently (±1 grey level) from one page
     at a time, as floating-point sums in another order do.
     """
@@ -144,8 +145,7 @@ class PageStageConfig(BaseModel):
 
     batch_size: int = Field(8, ge=1, description="pages of one size per forward pass of the refiner / CUT on a GPU, "
                                                  "and per unit of work of a worker")
-    workers: int | None = Field(None, ge=0, description="worker processes that decode (and on the CPU run xDoG or the "
-                                                        "network); null: MANGACOLOR_WORKERS, else cores - 1, at most 8")
+    workers: int | None = Field(None, ge=0, description=WORKERS_HELP + "; on the CPU they also run xDoG or the network")
 
 
 @dataclass
@@ -333,9 +333,7 @@ class RefinerPairs(Sequence):
             line = read_image(path, mode="L")
         else:
             line = xdog(real, self.config)
-            tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-            tmp.write_bytes(encode_png(line))
-            os.replace(tmp, path)
+            write_atomic(path, encode_png(line))
         return line, real
 
     def prepare(self, progress: Callable[[int, str], None] | None = None) -> None:
@@ -344,6 +342,48 @@ class RefinerPairs(Sequence):
             self[i]
             if progress:
                 progress(i + 1, self.ids[i])
+
+
+# --- the trained steps: what the assets run in their process and the torchrun worker in every rank ----
+
+
+def translate_pages(preset: dict, spec, rows: pd.DataFrame, st: Store, writer: VersionWriter,
+                    network: Callable[[list[np.ndarray]], list[np.ndarray]],
+                    progress: Callable[[int, str], None] | None = None) -> StageSummary:
+    """`translate_stage` as the preset's `synthetic_pages:` asks: batches through the network on a GPU, processes on the CPU."""
+    import torch
+
+    spread = stage_config(preset, "synthetic_pages", PageStageConfig)
+    return translate_stage(rows, st, writer, network, progress, batch_size=spread.batch_size, workers=spread.workers,
+                           batched=torch.device(spec.device).type != "cpu")
+
+
+def refiner_pairs(st: Store, preset: dict, work: Path):
+    """(loop config, xDoG config, training rows, (xDoG, page) pairs cached under `work`) of the refiner."""
+    from mangacolor.training.refiner import RefinerTrainConfig
+
+    cfg = stage_config(preset, "refiner", RefinerTrainConfig)
+    xcfg = stage_config(preset, "xdog", XDoGStageConfig)
+    rows = training_bw_rows(st)
+    return cfg, xcfg, rows, RefinerPairs(st, rows, xcfg.xdog_config(), work / "xdog")
+
+
+def refiner_train(st: Store, preset: dict, titles: list[str], work: Path, spec, tracker, progress) -> dict:
+    """The refiner loop (the asset has prepared the xDoG cache under `work`)."""
+    from mangacolor.training.refiner import train_refiner
+
+    cfg, _, _, pairs = refiner_pairs(st, preset, work)
+    return train_refiner(cfg, pairs, work, spec, tracker, progress=progress)
+
+
+def cut_train(st: Store, preset: dict, titles: list[str], work: Path, spec, tracker, progress) -> dict:
+    """The CUT loop from the refined pages of `titles` to the real training pages."""
+    from mangacolor.training.cut import CUTTrainConfig, train_cut
+
+    cfg = stage_config(preset, "cut", CUTTrainConfig)
+    source, target = ok_rows(st, "refined_pages", titles), training_bw_rows(st)
+    return train_cut(cfg, ManifestImages(st, source, mode="L"), ManifestImages(st, target, mode="L"), work, spec, tracker,
+                     progress=progress)
 
 
 # --- models in the store -------------------------------------------------------------------------
