@@ -254,7 +254,10 @@ def test_a_chapter_with_no_readable_page_is_one_line_and_no_output(tree, capsys,
 
 
 def _cli(*args, timeout=300, prefix=()):
-    return subprocess.run([*prefix, sys.executable, "-m", "mangacolor.cli", *map(str, args)], capture_output=True,
+    """The real command in a fresh process. xDoG with a named parameter set: no project preset, so no
+    torch to import (the project presets load through the stage configs)."""
+    args = [*map(str, args), *(["--preset", "authors2021"] if args[0] == "xdog" else [])]
+    return subprocess.run([*prefix, sys.executable, "-m", "mangacolor.cli", *args], capture_output=True,
                           text=True, env=ENV, cwd=REPO, timeout=timeout)
 
 
@@ -262,7 +265,8 @@ def test_two_writers_of_one_output_both_finish(tree):
     """Before: both wrote `.NAME.tmp`; the second rename found it gone (FileNotFoundError)."""
     for i in range(30):
         (tree / "in" / f"p{i:03d}.png").write_bytes(_page(20 + i, 96, 80))
-    cmd = [sys.executable, "-m", "mangacolor.cli", "xdog", str(tree / "in"), "-o", str(tree / "out"), "--overwrite", "--quiet"]
+    cmd = [sys.executable, "-m", "mangacolor.cli", "xdog", str(tree / "in"), "-o", str(tree / "out"), "--overwrite", "--quiet",
+           "--preset", "authors2021"]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=REPO) for _ in range(2)]
     results = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], results
@@ -298,3 +302,28 @@ def test_a_read_only_output_is_refused_before_anything_runs(tree):
     (tree / "ro").mkdir()
     r = _cli("xdog", tree / "in", "-o", tree / "ro" / "out", "--quiet", prefix=_mount_ns(tree / "ro", "ro,size=64k"))
     assert r.returncode == 2 and "read-only file system" in one_line(r.stderr)
+
+
+def test_an_output_folder_without_write_permission_is_refused_before_anything_runs():
+    """As a user who may not write there (root may write anywhere: the command then runs as nobody)."""
+    import tempfile
+
+    prefix: tuple[str, ...] = ()
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv: no user to be refused")
+        prefix = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+    root = Path(tempfile.mkdtemp(prefix="mangacolor-perm-"))
+    try:
+        root.chmod(0o755)
+        (root / "in").mkdir()
+        (root / "in" / "001.png").write_bytes(_page(1))
+        (root / "locked").mkdir(mode=0o555)
+        (root / "locked").chmod(0o555)
+        r = _cli("xdog", root / "in", "-o", root / "locked" / "out", "--quiet", prefix=prefix)
+        assert r.returncode == 2, r.stderr
+        assert "permission denied" in one_line(r.stderr)
+        assert not (root / "locked" / "out").exists()
+    finally:
+        (root / "locked").chmod(0o755)
+        shutil.rmtree(root)
