@@ -15,7 +15,7 @@ the system's fonts, so it works on a machine without internet.
 
 An upload is a stranger's file, as on the command line and with the same limits
 (`mangacolor.io.limits`): the server refuses an upload over `MAX_UPLOAD_BYTES`, and an image whose
-header claims more than `MAX_PIXELS` is refused before it is decoded. Whatever goes wrong is shown
+header claims more than `MAX_PIXELS` is refused before Gradio decodes it. Whatever goes wrong is shown
 as the one line the CLI prints for it, never a bare "Error"; the colourings written for download
 are deleted after `OUTPUT_MAX_AGE_S` and when the server stops.
 """
@@ -145,34 +145,26 @@ def _checked_pixels(file, what: str) -> None:
         raise InputError(f"{name}: {exc.reason}" if what == "page" else f"{name}: not a usable {what} image ({exc.reason})") from None
 
 
-def _components():
-    """Gradio's page editor and image input, refusing an image over the pixel cap from its header:
-    they would decode it (a 168 KB PNG of 12000×12000 took 6 GB) before the handler sees it."""
+def _refuse_huge_images(editor, reference) -> None:
+    """Make Gradio's page editor and image input check an upload's pixel count from its header before
+    they decode it (a 168 KB PNG of 12000×12000 took 6 GB): their decoding steps are wrapped on these
+    two instances. (Not subclassed: Gradio writes a .pyi beside any module that subclasses a component.)"""
     import gradio as gr
 
-    class PageEditor(gr.ImageEditor):
-        def get_block_name(self) -> str:  # the browser side is the stock editor's
-            return "imageeditor"
-
-        def convert_and_format_image(self, file, flatten_on_white: bool = False):
+    def checked(decode, what: str, file_of=lambda x: x):
+        def run(value, *args, **kwargs):
             try:
-                _checked_pixels(file, "page")
+                _checked_pixels(file_of(value), what)
             except ValueError as exc:
                 raise gr.Error(_one_line(exc), print_exception=False) from None
-            return super().convert_and_format_image(file, flatten_on_white)
+            return decode(value, *args, **kwargs)
 
-    class ReferenceImage(gr.Image):
-        def get_block_name(self) -> str:
-            return "image"
+        return run
 
-        def preprocess(self, payload):
-            try:
-                _checked_pixels(payload if payload is None or payload.path else None, "reference")
-            except ValueError as exc:
-                raise gr.Error(_one_line(exc), print_exception=False) from None
-            return super().preprocess(payload)
-
-    return PageEditor, ReferenceImage
+    # The editor decodes its background, each layer and the composite through this one method.
+    editor.convert_and_format_image = checked(editor.convert_and_format_image, "page")
+    reference.preprocess = checked(reference.preprocess, "reference",
+                                   lambda payload: payload if payload is not None and getattr(payload, "path", None) else None)
 
 
 def _prune(out_root: Path, max_age_s: float) -> None:
@@ -199,7 +191,6 @@ def build_app(colorizer: PageColorizer, out_dir: str | Path | None = None):
 
     out_root = Path(out_dir or tempfile.mkdtemp(prefix="mangacolor-serve-"))
     out_root.mkdir(parents=True, exist_ok=True)
-    PageEditor, ReferenceImage = _components()
     counter = {"n": 0}
 
     def colour(editor, reference, samples, seed):
@@ -240,14 +231,14 @@ def build_app(colorizer: PageColorizer, out_dir: str | Path | None = None):
                     "brush where you want a colour, then **Colorize**.")
         with gr.Row():
             with gr.Column(scale=3):
-                editor = PageEditor(
+                editor = gr.ImageEditor(
                     label="page and hints", type="numpy", image_mode="RGBA", sources=["upload", "clipboard"],
                     brush=gr.Brush(default_size=12, colors=["#e02020", "#2060e0", "#20a040", "#f0c020", "#ffffff"],
                                    default_color="#e02020", color_mode="defaults"),
                     layers=False, transforms=(), format="png", elem_id="page-editor", height=560,
                 )
             with gr.Column(scale=2):
-                reference = ReferenceImage(label="reference colours (optional)", type="numpy", sources=["upload"],
+                reference = gr.Image(label="reference colours (optional)", type="numpy", sources=["upload"],
                                      elem_id="reference")
                 samples = gr.Slider(1, MAX_SAMPLES, value=1, step=1, label="samples", elem_id="samples")
                 seed = gr.Number(value=0, precision=0, label="sampling seed", elem_id="seed")
@@ -257,6 +248,7 @@ def build_app(colorizer: PageColorizer, out_dir: str | Path | None = None):
                              object_fit="contain",
                              buttons=["download", "fullscreen"])
         files = gr.File(label="download", file_count="multiple", elem_id="downloads")
+        _refuse_huge_images(editor, reference)
         button.click(run, [editor, reference, samples, seed], [gallery, files, note])
     app.mangacolor_out_dir = out_root
     app.mangacolor_owns_out_dir = out_dir is None

@@ -143,3 +143,10 @@ def test_closing_the_page_deletes_its_outputs(bundle, tmp_path):
     assert list(out.rglob("*.png"))
     close_app(app)
     assert not out.exists()
+
+
+def test_the_page_writes_nothing_beside_its_code(page):
+    """Gradio writes a .pyi beside a module that subclasses one of its components: the page must not."""
+    import mangacolor.serve
+
+    assert not Path(mangacolor.serve.__file__).with_suffix(".pyi").exists()
