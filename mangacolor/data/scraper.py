@@ -391,7 +391,9 @@ def _shut(sock: socket.socket) -> None:
         pass
 
 
-class _DeadlineHTTP(http.client.HTTPConnection):
+class _Watched:
+    """A connection whose socket its request's `_Deadline` can shut (mixed into http.client's two)."""
+
     def __init__(self, *args, deadline: _Deadline, **kwargs):
         super().__init__(*args, **kwargs)
         self._deadline = deadline
@@ -401,14 +403,12 @@ class _DeadlineHTTP(http.client.HTTPConnection):
         self._deadline.watch(self.sock)
 
 
-class _DeadlineHTTPS(http.client.HTTPSConnection):
-    def __init__(self, *args, deadline: _Deadline, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._deadline = deadline
+class _DeadlineHTTP(_Watched, http.client.HTTPConnection):
+    pass
 
-    def connect(self) -> None:
-        super().connect()
-        self._deadline.watch(self.sock)
+
+class _DeadlineHTTPS(_Watched, http.client.HTTPSConnection):
+    pass
 
 
 class _DeadlineHTTPHandler(urllib.request.HTTPHandler):

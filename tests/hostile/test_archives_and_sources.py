@@ -63,7 +63,7 @@ def understated_member(inflated: int, declared: int = 1000, name: str = "002.png
     return out.getvalue()
 
 
-def _peak(fn) -> tuple[object, int]:
+def peak_traced(fn) -> tuple[object, int]:
     tracemalloc.start()
     try:
         result = fn()
@@ -76,7 +76,7 @@ def test_a_member_that_inflates_past_what_it_declares_costs_a_piece_not_its_size
     """Before: the member was read with one `read(256 MiB + 1)`, so zlib inflated 64 MiB (3 GiB in
     the issue's probe) before its size and CRC were checked."""
     raw = understated_member(64 * MiB)
-    members, peak = _peak(lambda: [(m.name, m.data is None, m.reason) for m in read_archive(raw)])
+    members, peak = peak_traced(lambda: [(m.name, m.data is None, m.reason) for m in read_archive(raw)])
     assert [n for n, _, _ in members] == ["001.png", "002.png", "003.png"]
     bad = members[1]
     assert bad[1] and ("corrupt member" in bad[2] or "inflates past" in bad[2]) and not members[0][1] and not members[2][1]
@@ -98,7 +98,7 @@ def test_a_chapter_has_one_member_in_memory_at_a_time():
             total += len(m.data)
         return total
 
-    total, peak = _peak(consume)
+    total, peak = peak_traced(consume)
     assert total == 48 * MiB
     assert peak < 2.5 * 8 * MiB, f"{peak / MiB:.0f} MiB for 8 MiB members"
 
@@ -162,7 +162,7 @@ def test_a_sparse_giant_is_refused_by_its_size_before_a_byte_is_read(tmp_path):
     with open(giant, "wb") as f:
         f.write(PAGE[:64])
         f.truncate(30 * 2**30)
-    _, peak = _peak(lambda: pytest.raises(ImageError, read_image, giant))
+    _, peak = peak_traced(lambda: pytest.raises(ImageError, read_image, giant))
     with pytest.raises(ImageError, match=f"over the {MAX_FILE_BYTES:,}-byte limit"):
         read_image(giant)
     assert peak < MiB

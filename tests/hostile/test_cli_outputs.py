@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tracemalloc
 import zipfile
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from mangacolor.cli import main
 from mangacolor.io.images import encode_png, read_image
 
 from .conftest import one_line, sha256_tree
-from .test_archives_and_sources import understated_member
+from .test_archives_and_sources import peak_traced, understated_member
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "MANGACOLOR_THREADS": "1", "OMP_NUM_THREADS": "1"}
@@ -214,12 +213,7 @@ def test_a_sparse_30_gib_page_is_refused_by_its_size(tree, capsys):
     with open(tree / "in" / "huge.png", "wb") as f:
         f.write(_page(12)[:64])
         f.truncate(30 * 2**30)
-    tracemalloc.start()
-    try:
-        code, _, err = run(tree, ["xdog", tree / "in", "-o", tree / "out", "--quiet"], capsys, tree / "out")
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    (code, _, err), peak = peak_traced(lambda: run(tree, ["xdog", tree / "in", "-o", tree / "out", "--quiet"], capsys, tree / "out"))
     assert code == 1 and "over the" in err and "huge.png" in err
     assert peak < 64 * 2**20
 
@@ -230,12 +224,8 @@ def test_a_sparse_30_gib_page_is_refused_by_its_size(tree, capsys):
 def test_a_member_inflating_past_its_header_costs_a_piece(tree, capsys):
     """Before: `zf.read` inflated the whole member (3 GiB in the issue's probe) before the CRC check."""
     (tree / "bomb.cbz").write_bytes(understated_member(64 * 2**20))
-    tracemalloc.start()
-    try:
-        code, _, err = run(tree, ["xdog", tree / "bomb.cbz", "-o", tree / "out.cbz", "--quiet"], capsys, tree / "out.cbz")
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    (code, _, err), peak = peak_traced(lambda: run(tree, ["xdog", tree / "bomb.cbz", "-o", tree / "out.cbz", "--quiet"],
+                                                   capsys, tree / "out.cbz"))
     assert code == 1 and "002.png" in err
     assert peak < 24 * 2**20, f"{peak / 2**20:.0f} MiB"
     with zipfile.ZipFile(tree / "out.cbz") as zf:

@@ -16,25 +16,17 @@ import pytest
 from mangacolor.io import store as store_mod
 from mangacolor.io.store import LOCKS_DIR, LockLost, LockTimeout, Store
 
-moto_server = pytest.importorskip("moto.server")
+pytest.importorskip("moto.server")
+from tests.io.test_store_s3 import s3_endpoint  # noqa: E402,F401 - moto's server, with the bucket `mangacolor`
 
 ROUNDS = 50
 
 
 @pytest.fixture(scope="module")
-def s3_opts():
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    import boto3
-
-    boto3.client("s3", endpoint_url=url, aws_access_key_id="test", aws_secret_access_key="test",
-                 region_name="us-east-1").create_bucket(Bucket="locks")
-    # Each Store its own s3fs client, as two processes would have.
-    yield {"key": "test", "secret": "test", "skip_instance_cache": True,
-           "client_kwargs": {"endpoint_url": url, "region_name": "us-east-1"}}
-    server.stop()
+def s3_opts(s3_endpoint):
+    """Each Store its own s3fs client, as two processes would have."""
+    return {"key": "test", "secret": "test", "skip_instance_cache": True,
+            "client_kwargs": {"endpoint_url": s3_endpoint, "region_name": "us-east-1"}}
 
 
 def _plant(store: Store, partition: str, body: dict) -> None:
@@ -42,7 +34,7 @@ def _plant(store: Store, partition: str, body: dict) -> None:
 
 
 def test_two_waiters_racing_for_one_stale_lock_never_both_hold_it(s3_opts):
-    root = "s3://locks/race"
+    root = "s3://mangacolor/locks/race"
     stores = [Store(root, s3_opts) for _ in range(2)]
     guard = threading.Lock()
     holders = {"now": 0, "most": 0, "entries": 0}
@@ -74,12 +66,12 @@ def test_two_waiters_racing_for_one_stale_lock_never_both_hold_it(s3_opts):
         assert errors == [], f"round {round_}: {errors!r}"
         assert holders["most"] == 1, f"round {round_}: the lock was held by {holders['most']} writers at once"
     assert holders["entries"] == 2 * ROUNDS  # every waiter got it, one after the other
-    assert not stores[0].fs.find(f"locks/race/{LOCKS_DIR}")  # every lock released
+    assert not stores[0].fs.find(f"mangacolor/locks/race/{LOCKS_DIR}")  # every lock released
 
 
 def test_a_live_holder_renews_its_lease_and_is_never_broken(s3_opts, monkeypatch):
     monkeypatch.setattr(store_mod, "LOCK_LEASE_S", 0.8)
-    a, b = Store("s3://locks/live", s3_opts), Store("s3://locks/live", s3_opts)
+    a, b = Store("s3://mangacolor/locks/live", s3_opts), Store("s3://mangacolor/locks/live", s3_opts)
     with a.lock("pages") as held:
         started = time.monotonic()
         with pytest.raises(LockTimeout, match="another writer held the lock"):
@@ -105,11 +97,11 @@ def test_a_holder_that_stopped_renewing_is_broken_and_finds_out_before_it_commit
         original(self)
 
     monkeypatch.setattr(store_mod.S3Lease, "_renew", frozen_renew)
-    frozen = Store("s3://locks/frozen", s3_opts)
+    frozen = Store("s3://mangacolor/locks/frozen", s3_opts)
     cm = frozen.lock("pages")
     held = cm.__enter__()
     monkeypatch.setattr(store_mod.S3Lease, "_renew", original)
-    other = Store("s3://locks/frozen", s3_opts)
+    other = Store("s3://mangacolor/locks/frozen", s3_opts)
     with other.lock("pages", timeout_s=5) as theirs:  # broken after one lease
         wake.set()
         for _ in range(50):
@@ -126,7 +118,7 @@ def test_a_holder_that_stopped_renewing_is_broken_and_finds_out_before_it_commit
 def test_a_malformed_lock_body_expires_instead_of_spinning(s3_opts, monkeypatch):
     """Before: a lock object that was not JSON made the waiter retry at once, for ever (no timeout)."""
     monkeypatch.setattr(store_mod, "LOCK_LEASE_S", 0.5)
-    store = Store("s3://locks/garbage", s3_opts)
+    store = Store("s3://mangacolor/locks/garbage", s3_opts)
     store.fs.pipe_file(store.path(LOCKS_DIR, "pages", "all.lock"), b"\xff not json")
     started = time.monotonic()
     with store.lock("pages", timeout_s=10):
