@@ -22,6 +22,7 @@ are deleted after `OUTPUT_MAX_AGE_S` and when the server stops.
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import tempfile
@@ -127,8 +128,23 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
-def _upload_name(file) -> str:
-    return getattr(file, "orig_name", None) or Path(str(getattr(file, "path", "") or "upload")).name
+def _upload(file) -> tuple[str, bytes | str] | None:
+    """(name, bytes or path) of an uploaded image as Gradio hands it over: a file it stored, the bytes
+    of an editor layer, or a `data:` URL (which Gradio's image input decodes without storing)."""
+    if file is None:
+        return None
+    if isinstance(file, (bytes, bytearray, memoryview)):
+        return "upload", bytes(file)
+    name = getattr(file, "orig_name", None)
+    if getattr(file, "path", None):
+        return name or Path(file.path).name, file.path
+    url = getattr(file, "url", None) or ""
+    if url.startswith("data:") and "," in url:
+        try:
+            return name or "upload", base64.b64decode(url.split(",", 1)[1], validate=False)
+        except ValueError:
+            return name or "upload", b""
+    return None
 
 
 def _checked_pixels(file, what: str) -> None:
@@ -136,12 +152,13 @@ def _checked_pixels(file, what: str) -> None:
     from mangacolor.inference.pages import InputError
     from mangacolor.io.images import ImageError, header_size
 
-    if file is None:
+    upload = _upload(file)
+    if upload is None:
         return
+    name, source = upload
     try:
-        header_size(bytes(file) if isinstance(file, (bytes, bytearray, memoryview)) else file.path)
+        header_size(source)
     except ImageError as exc:  # the line `mangacolor colorize` prints for this file (after "skipped "/"error: ")
-        name = _upload_name(file)
         raise InputError(f"{name}: {exc.reason}" if what == "page" else f"{name}: not a usable {what} image ({exc.reason})") from None
 
 
@@ -151,10 +168,10 @@ def _refuse_huge_images(editor, reference) -> None:
     two instances. (Not subclassed: Gradio writes a .pyi beside any module that subclasses a component.)"""
     import gradio as gr
 
-    def checked(decode, what: str, file_of=lambda x: x):
+    def checked(decode, what: str):
         def run(value, *args, **kwargs):
             try:
-                _checked_pixels(file_of(value), what)
+                _checked_pixels(value, what)
             except ValueError as exc:
                 raise gr.Error(_one_line(exc), print_exception=False) from None
             return decode(value, *args, **kwargs)
@@ -163,8 +180,7 @@ def _refuse_huge_images(editor, reference) -> None:
 
     # The editor decodes its background, each layer and the composite through this one method.
     editor.convert_and_format_image = checked(editor.convert_and_format_image, "page")
-    reference.preprocess = checked(reference.preprocess, "reference",
-                                   lambda payload: payload if payload is not None and getattr(payload, "path", None) else None)
+    reference.preprocess = checked(reference.preprocess, "reference")
 
 
 def _prune(out_root: Path, max_age_s: float) -> None:

@@ -854,8 +854,10 @@ def _verify_version(store: Store, asset: str, partition: str, version: str) -> l
             out.append(Problem(asset, partition, version, rel, "missing"))
             continue
         except OSError as exc:
-            why = "a symlink; not followed" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
-            out.append(Problem(asset, partition, version, rel, f"tampered: {why}" if exc.errno in (errno.ELOOP, errno.EINVAL) else f"unreadable ({why})"))
+            why = {errno.ELOOP: "tampered: a symlink; not followed",
+                   errno.EINVAL: "tampered: not a regular file (a folder, FIFO or device); not read"}.get(
+                exc.errno, f"unreadable ({exc.strerror or exc})")
+            out.append(Problem(asset, partition, version, rel, why))
             continue
         if rel in files and sha != files[rel]:
             out.append(Problem(asset, partition, version, rel, f"sha256 {sha[:12]}… != {files[rel][:12]}… in the manifest"))

@@ -85,6 +85,25 @@ def test_a_12000_by_12000_png_is_refused_from_its_header_with_the_clis_line(page
     assert growth < 200, f"peak RSS grew {growth:.0f} MiB"
 
 
+def test_a_huge_reference_sent_as_a_data_url_is_refused_from_its_header(page, tmp_path):
+    """Gradio's image input decodes a `data:` URL itself, never storing it: the upload cap does not see
+    it, the pixel check must."""
+    import base64
+
+    from gradio_client import handle_file
+
+    big, ok = tmp_path / "big.png", tmp_path / "ok.png"
+    Image.new("L", (12000, 12000), 255).save(big, optimize=True)
+    ok.write_bytes(encode_png(np.full((64, 48), 200, np.uint8)))
+    reference = {"url": "data:image/png;base64," + base64.b64encode(big.read_bytes()).decode(),
+                 "meta": {"_type": "gradio.FileData"}}
+    editor = {"background": handle_file(str(ok)), "layers": [], "composite": None}
+    result, growth = _peak_rss_growth(lambda: page["client"].predict(editor, reference, 1, 0, api_name="/run"))
+    assert isinstance(result, gradio_client.exceptions.AppError), result
+    assert str(result) == "upload: not a usable reference image (decompression bomb: header claims 12000x12000 pixels (limit 80,000,000))"
+    assert growth < 200, f"peak RSS grew {growth:.0f} MiB"
+
+
 def test_an_upload_over_the_cap_is_refused_by_the_server(page):
     boundary = "mangacolorboundary"
     head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.png\"\r\n"
