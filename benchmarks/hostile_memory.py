@@ -174,8 +174,9 @@ def measure_hint_page(bundle: Path, image: Path) -> tuple[float, str]:
         except Exception as exc:  # noqa: BLE001 - what the page showed
             shown = f"{type(exc).__name__}: {exc}"
     finally:
-        time_pid = proc.pid  # /usr/bin/time passes no signal on: stop the server it runs
-        subprocess.run(["pkill", "-INT", "-P", str(time_pid)], check=False)
+        # /usr/bin/time passes no signal on: Ctrl-C the server it started (its one child), by pid.
+        for child in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split():
+            os.kill(int(child), signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     return _time_v(err, "serve"), shown
 

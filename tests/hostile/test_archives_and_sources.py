@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import os
-import struct
 import threading
 import tracemalloc
 import zipfile

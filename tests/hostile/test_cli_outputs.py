@@ -9,7 +9,6 @@ a private mount namespace (`unshare -m`) over a tiny tmpfs, and are skipped wher
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import subprocess

@@ -23,7 +23,7 @@ ROUNDS = 50
 
 
 @pytest.fixture(scope="module")
-def s3_opts(s3_endpoint):
+def s3_opts(s3_endpoint):  # noqa: F811 - the imported fixture, by name
     """Each Store its own s3fs client, as two processes would have."""
     return {"key": "test", "secret": "test", "skip_instance_cache": True,
             "client_kwargs": {"endpoint_url": s3_endpoint, "region_name": "us-east-1"}}
