@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -75,7 +76,8 @@ def _cmd_store_verify(args: argparse.Namespace) -> int:
 
 def _cmd_colorize(args: argparse.Namespace) -> int:
     """Exit codes: 0 every page done, 1 some pages failed (reported, the rest written), 2 an input,
-    reference, hint or model that cannot be used (one line, nothing started), 130 interrupted."""
+    reference, hint, model or output that cannot be used (one line, nothing started; or a disk that
+    filled up, finished pages kept), 130 interrupted."""
     from mangacolor.inference.batch import BatchOptions, StopRun, one_line, run_units
     from mangacolor.inference.hints import HintError, hint_for, hint_source
     from mangacolor.inference.pages import InputError, plan_outputs, read_page
@@ -83,7 +85,7 @@ def _cmd_colorize(args: argparse.Namespace) -> int:
     try:
         if args.samples < 1:
             raise InputError(f"--samples must be at least 1, got {args.samples}")
-        units = plan_outputs(args.inputs, args.out)
+        units = plan_outputs(args.inputs, *_out_arg(args), samples=args.samples)
         reference = read_page(args.reference, "reference", mode="RGB") if args.reference else None
         hints = hint_source(args.hints)
     except (InputError, HintError) as exc:
@@ -126,6 +128,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _out_arg(args: argparse.Namespace) -> tuple[Path, bool]:
+    """`-o` as a Path, and whether it was written as a folder (`out.png/`: the slash a Path drops)."""
+    raw = str(args.out)
+    args.out = Path(raw)
+    return args.out, raw.endswith(("/", os.sep))
+
+
 def _cmd_import_weights(args: argparse.Namespace) -> int:
     """Exit codes: 0 bundle written (and registered with --register), 2 a file that is not what was expected (one line)."""
     wanted = {"GENERATOR_FILE": "generator.zip", "--extractor": "extractor.pth (or generator.zip)", "--denoiser": "net_rgb.pth"}
@@ -146,8 +155,6 @@ def _cmd_import_weights(args: argparse.Namespace) -> int:
         return 2
     print(f"bundle written: {out} (use it with `mangacolor colorize --model {out}` or `mangacolor serve --model {out}`)")
     if args.register:
-        import os
-
         from mangacolor.config import PROJECT_ROOT
 
         os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}")
@@ -170,9 +177,10 @@ def _cmd_preset(args: argparse.Namespace) -> int:
 
 def _add_io_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", type=Path, help="page images, folders of them, or .cbz/.zip chapters")
-    p.add_argument("-o", "--out", required=True, type=Path,
+    p.add_argument("-o", "--out", required=True,
                    help="an image file for one input page (or a .cbz for one chapter); otherwise a folder that "
-                        "mirrors the inputs' relative paths, archives written as archives")
+                        "mirrors the inputs' relative paths, archives written as archives (a trailing / makes it a "
+                        "folder). Never an input, a folder holding one, or a folder inside an input folder")
     p.add_argument("--overwrite", action="store_true", help="redo pages whose output already exists (default: skip them)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -183,7 +191,7 @@ def _cmd_xdog(args: argparse.Namespace) -> int:
     from mangacolor.synthetic.xdog import xdog
 
     try:
-        units = plan_outputs(args.inputs, args.out)
+        units = plan_outputs(args.inputs, *_out_arg(args))
         config = _xdog_config(args.preset)
     except (InputError, ValueError, FileNotFoundError) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
@@ -248,9 +256,11 @@ def build_parser(prog: str = "mangacolor") -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_store_verify)
 
     p = sub.add_parser("colorize", help="colorize a page, a folder or chapter archives (CBZ/ZIP)",
-                       description="Colour black-and-white pages. Exit codes: 0 done, 1 some pages failed (reported; "
-                                   "the others are written), 2 an input, reference, hint or model that cannot be used, "
-                                   "130 interrupted (finished pages are kept; run again to go on).")
+                       description="Colour black-and-white pages. Inputs are never written: an -o that is an input, "
+                                   "holds one or lies in an input folder is refused. Exit codes: 0 done, 1 some pages "
+                                   "failed (reported; the others are written), 2 an input, reference, hint, model or "
+                                   "output that cannot be used (or a full disk), 130 interrupted (finished pages are "
+                                   "kept; run again to go on).")
     _add_io_arguments(p)
     p.add_argument("--model", default=None, help="bundle folder or MLflow URI (default: the registry's champion, else its candidate)")
     p.add_argument("--hints", default=None,

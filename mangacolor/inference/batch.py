@@ -9,6 +9,8 @@ page and goes on, shows progress, and stops after the page in hand on Ctrl-C.
 
 from __future__ import annotations
 
+import errno
+import os
 import signal
 import sys
 import threading
@@ -28,7 +30,12 @@ class BatchOptions:
 
 
 class StopRun(Exception):
-    """An input error met in the middle of a run (a hint that does not fit a page): stop, exit 2."""
+    """An input error met in the middle of a run (a hint that does not fit a page), or an output that
+    cannot be written (no space, no permission): stop, exit 2."""
+
+
+class PageFailed(Exception):
+    """One page's output cannot be written (its name is too long): that page fails, the run goes on."""
 
 
 def one_line(exc: BaseException) -> str:
@@ -66,14 +73,24 @@ def run_units(units, process, opts: BatchOptions, what: str) -> int:
     grey, or RGB with `opts.wants_rgb`), with progress (pages/s, ETA), resume, colour-page pass-through, atomic
     writes and a summary line; `what` names the work in it ("coloured"). Returns the exit code: 0 every page
     done, 1 some failed (reported, the rest written), 2 `process` raised `StopRun`, 130 interrupted."""
-    import zipfile
-
     import cv2
     from tqdm import tqdm
 
+    from mangacolor.data.archives import MemberError, read_member
     from mangacolor.inference.pages import ArchiveJob, count_pages, encode_as, is_colour_page, sample_path
     from mangacolor.io.files import write_atomic
     from mangacolor.io.images import ImageError, read_image
+    from mangacolor.io.limits import MAX_FILE_BYTES, read_regular
+
+    def write(target: Path, data: bytes) -> None:
+        """An output error is the run's end (one line, exit 2), except a name too long for the file
+        system, which fails that page alone."""
+        try:
+            write_atomic(target, data)
+        except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:
+                raise PageFailed(f"{target}: name too long for the file system ({len(os.fsencode(target.name))} bytes)") from None
+            raise StopRun(f"cannot write {target}: {exc.strerror or exc}; pages finished before are kept") from None
 
     samples = opts.samples
     stats = {"done": 0, "copied": 0, "existing": 0, "failed": 0}
@@ -91,11 +108,11 @@ def run_units(units, process, opts: BatchOptions, what: str) -> int:
             report(f"{name}: {exc.reason}")
             if in_archive:  # the chapter keeps its page count: the original bytes go in unchanged
                 for t in targets:
-                    write_atomic(t, data)
+                    write(t, data)
             return
         if not opts.force and is_colour_page(rgb):
             for t in targets:
-                write_atomic(t, data if Path(name).suffix.lower() == t.suffix.lower() else encode_as(rgb, t.name))
+                write(t, data if Path(name).suffix.lower() == t.suffix.lower() else encode_as(rgb, t.name))
             stats["copied"] += 1
             return
         page = rgb if opts.wants_rgb else cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
@@ -108,7 +125,7 @@ def run_units(units, process, opts: BatchOptions, what: str) -> int:
             report(f"{name}: {type(exc).__name__}: {one_line(exc)}")
             return
         for t, img in zip(targets, outs):
-            write_atomic(t, encode_as(img, t.name))
+            write(t, encode_as(img, t.name))
         stats["done"] += 1
 
     def tick(pages: int = 1) -> None:
@@ -129,12 +146,15 @@ def run_units(units, process, opts: BatchOptions, what: str) -> int:
                         stats["existing"] += 1
                     else:
                         try:
-                            data = unit.source.read_bytes()
+                            data = read_regular(unit.source, MAX_FILE_BYTES, "page image")
                         except OSError as exc:
-                            report(f"{unit.source}: unreadable ({exc.strerror or exc})")
+                            report(f"{unit.source}: unreadable ({getattr(exc, 'reason', None) or exc.strerror or exc})")
                         else:
                             rel = unit.target.relative_to(opts.out) if unit.target.is_relative_to(opts.out) else unit.source.name
-                            one_page(data, str(unit.source), str(rel), targets, in_archive=False)
+                            try:
+                                one_page(data, str(unit.source), str(rel), targets, in_archive=False)
+                            except PageFailed as exc:
+                                report(str(exc))
                     tick()
                     continue
                 job = ArchiveJob(unit, samples)
@@ -144,8 +164,8 @@ def run_units(units, process, opts: BatchOptions, what: str) -> int:
                     continue
                 try:
                     zf = job.open()
-                except (zipfile.BadZipFile, OSError) as exc:
-                    report(f"{unit.source}: not a readable zip/cbz archive ({one_line(exc)})")
+                except (ValueError, OSError) as exc:  # ArchiveJob.open: ValueError when it cannot be read
+                    report(f"{unit.source}: {one_line(exc)}")
                     continue
                 with zf:
                     for m in job.members:
@@ -157,16 +177,26 @@ def run_units(units, process, opts: BatchOptions, what: str) -> int:
                         if not opts.overwrite and all(p.exists() for p in parts):
                             stats["existing"] += 1
                         else:
-                            try:
-                                data = zf.read(m.name)
-                            except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as exc:
+                            try:  # inflated in pieces: a member that lies about its size costs a piece
+                                data = read_member(zf, zf.getinfo(m.name))
+                            except MemberError as exc:
                                 data = None
-                                report(f"{unit.source}:{m.name}: corrupt member ({one_line(exc)})")
+                                report(f"{unit.source}: {exc}")
                                 m.problem = f"corrupt member {m.name!r}"
                             if data is not None:
-                                one_page(data, f"{unit.source}:{m.name}", f"{unit.source.stem}/{m.name}", parts, in_archive=True)
+                                try:
+                                    one_page(data, f"{unit.source}:{m.name}", f"{unit.source.stem}/{m.name}", parts, in_archive=True)
+                                except PageFailed as exc:
+                                    report(str(exc))
                         tick()
-                    job.assemble(zf)
+                    if not any(m.is_page and not m.problem for m in job.members):
+                        report(f"{unit.source}: no readable page in the chapter; nothing written for it")
+                        continue
+                    try:
+                        for why in job.assemble(zf):
+                            bar.write(f"left out of {unit.target.name}: {why}", file=sys.stderr)
+                    except OSError as exc:
+                        raise StopRun(f"cannot write {unit.target}: {exc.strerror or exc}; pages finished before are kept") from None
         except StopRun as exc:
             bar.close()
             print(f"error: {exc}", file=sys.stderr)

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+TMP_PREFIX = ".tmp-"  # a temporary file's name starts so; one left behind is a killed writer's (the store sweeps them)
+
 
 @contextmanager
 def atomic_path(target: str | Path, durable: bool = False) -> Iterator[Path]:
@@ -21,8 +23,7 @@ def atomic_path(target: str | Path, durable: bool = False) -> Iterator[Path]:
     error, and is removed when it raises."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    # A unique name, created with the usual permissions (mkstemp's would be 0600).
-    tmp = str(target.parent / f".tmp-{uuid.uuid4().hex}-{target.name}")
+    tmp = str(target.parent / temp_name(target))
     try:
         yield Path(tmp)
         if durable:
@@ -34,6 +35,18 @@ def atomic_path(target: str | Path, durable: bool = False) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def temp_name(target: Path) -> str:
+    """A unique temporary name beside `target` (created with the usual permissions: mkstemp's would be
+    0600), `.tmp-<uuid>-NAME`, or `.tmp-<uuid>` where that would pass the file system's name limit (a
+    255-byte page name is a valid target, its temporary name must be one too)."""
+    name = f"{TMP_PREFIX}{uuid.uuid4().hex}-{target.name}"
+    try:
+        limit = os.pathconf(target.parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    return name if len(os.fsencode(name)) <= limit else name[: len(TMP_PREFIX) + 32]
 
 
 def write_atomic(target: str | Path, data: bytes, durable: bool = False) -> Path:
