@@ -65,6 +65,7 @@ class StepSection(BaseModel):
                                                             "(null: the whole per-GPU batch); needs batchnorm: frozen")
     checkpointing: bool = Field(False, description="recompute the generator's activations in the backward pass")
     batchnorm: Literal["batch", "frozen"] = Field("batch", description="frozen: normalise with the encoder's running statistics")
+    channels_last: bool | None = Field(None, description="channels-last layout for the networks (null: on a GPU)")
 
 
 class Step1Section(StepSection):
