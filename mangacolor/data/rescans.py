@@ -6,7 +6,7 @@ with wide white margins, a rotation of a few degrees, scanner blur and noise, JP
 the screentone resampled to the scan's grid (moire when the scan is coarser than the tone).
 
 `real_pair` draws what real sources do on top (issue 20): the artwork exists at a resolution finer
-than either edition, and each edition is a resize of it by a non-integer factor with its own
+than (or as fine as) either edition, and each edition is a resize of it by a non-integer factor with its own
 resampling filter (area, bilinear, bicubic, Lanczos or nearest), so the colour page's thin lines are
 grey and the black-and-white page's screentone aliases into moire; both ends are JPEG; the tone
 style varies; and a pair is either a plain resize (no margins, no rotation, no scanner) or a scan.
@@ -123,8 +123,9 @@ def real_pair(seed: int, ratio: float, decoy: bool = False, plain: bool | None =
               color_size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """(bw, colour, true 2x3, conditions): a pair drawn as real sources make them (module docstring).
 
-    Everything but the ratio is drawn from `seed`: the artwork's resolution (1.2-2.2x the finer
-    edition), each end's filter and JPEG quality (60-92), the tone style, and for a scan (`plain`
+    Everything but the ratio is drawn from `seed`: the artwork's resolution (1-1.6x the finer
+    edition, whose lines are then 1.25-2 px wide like a real page's at scan resolution; finer, every
+    line would be a hairline that the scanner's blur greys), each end's filter and JPEG quality (60-92), the tone style, and for a scan (`plain`
     False; by default every other seed) a rotation within 3 degrees and margins up to 20% of each
     side. decoy: the scan is another page of the same title (same conditions), which must not match.
     """
@@ -133,7 +134,7 @@ def real_pair(seed: int, ratio: float, decoy: bool = False, plain: bool | None =
     plain = seed % 2 == 0 if plain is None else plain
     conditions = {
         "filters": (names[int(rng.integers(len(names)))], names[int(rng.integers(len(names)))]),
-        "supersample": float(rng.uniform(1.2, 2.2)),
+        "supersample": float(rng.uniform(1.0, 1.6)),
         "jpeg": int(rng.integers(60, 93)),
         "color_jpeg": int(rng.integers(60, 93)),
         "tone": TONE_STYLES[int(rng.integers(len(TONE_STYLES)))],
