@@ -10,7 +10,7 @@ snapshots ranked by KID/FID of their colorings of real training pages; a person 
 model bundle and registered in MLflow: the full method as `mangacolor-colorizer@candidate`, an
 ablation variant under its own name `mangacolor-colorizer-<variant>`, no alias).
 
-The logic lives in mangacolor/training/colorization_stages.py; the preset section `colorizer:` holds
+The logic lives in mangacolor/stages/colorization/; the preset section `colorizer:` holds
 every setting, and the ablations are its `variant:` switches (synthetic: xdog | refined | cut,
 use_drafts, adversarial_adaptation, self_training), recorded as the registered version's `variant` tag.
 
@@ -29,37 +29,30 @@ fine-tune recorded with the holdout.
 import json
 import math
 import tempfile
-from dataclasses import replace
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import dagster as dg
 import numpy as np
-import pandas as pd
 from pydantic import Field
 
-from mangacolor import config as mc_config
 from mangacolor.config import MODEL_NAME
 from mangacolor.data.splits import holdout_pages
 from mangacolor.io.images import read_image
-from mangacolor.io.store import ok_rows, sha256_bytes
+from mangacolor.io.store import ok_rows
 
-if TYPE_CHECKING:  # the stages' torch code is imported by the asset that runs it, not by the code location
-    from mangacolor.training import colorization_stages as stages
-
-from .common import (
-    checkpoint_dir, color_titles, commits_last, progress_logger, resumed_from, version_metadata, work_dir,
+from .common import checkpoint_dir, color_titles, gpu_asset, progress_logger, resumed_from, stage_asset, work_dir
+from .metadata import (
+    colorizer_result, fallback_metadata, image_budget, log_training_pages, notes_md, recorded_result, samples_md, table_value,
+    training_grid, version_metadata,
 )
-from .metadata import THUMBNAIL_BYTES, image_budget, samples_md, table_value
 from .digests import digest_key
 from .ingest import bw_pages, color_pages, page_pairs, page_splits
-from . import launch
-from .launch import GPU_OP_TAGS, TRAINING_RETRY, TorchrunResource
+from .launch import TorchrunResource, run_stage
 from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
 
 GROUP = "colorization"
 OWNERS = ["team:ml"]
-SECTION = "colorizer"
 RANDOM_INIT_NOTE = "random-init Inception: not comparable to published FID"
 ALL = dg.AllPartitionMapping()
 # Upstream assets of other modules, by key: the graph is complete when they are loaded, and the
@@ -75,71 +68,21 @@ COLOR = dg.AssetDep(color_pages, partition_mapping=ALL)
 BW = dg.AssetDep(bw_pages, partition_mapping=ALL)
 # Past 100 titles Dagster drops the partitioned edges above from staleness: these digests keep step 1 stale-aware.
 FAN_IN_DIGESTS = [digest_key(a) for a in ("synthetic_bw_pages", "coloring_drafts", "color_pages", "bw_pages")]
-# Loop settings that do not change what a stage computes: a retry with other values resumes.
-NOT_IN_CHECKPOINT_KEY = {"max_steps", "log_every", "checkpoint_every", "sample_count"}
-WEIGHTS = "weights/model.safetensors"
 
 
 # --- shared by the stages --------------------------------------------------------------------------
 
 
-def _to_local(st, uri: str, target: Path) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(st.read_bytes(uri))
-    return target
+def _inputs(settings: SettingsResource, store: StoreResource, device: DeviceResource | None = None):
+    """(store, device spec or None, the preset's `colorizer:` section): what every colorization asset starts from."""
+    from mangacolor.stages.colorization.config import colorization_config
 
-
-def _config(settings: SettingsResource) -> "stages.ColorizationConfig":
-    from mangacolor.training import colorization_stages as stages
-
-    return mc_config.stage_config(settings.load(), SECTION, stages.ColorizationConfig)
-
-
-# The variant switches that change what each training stage computes (the rest act downstream of it),
-# so flipping `self_training` reuses step 1's checkpoints and store version.
-STAGE_FLAGS = {"step1": ("synthetic", "use_drafts", "adversarial_adaptation"), "step2": ("synthetic", "use_drafts"),
-               "finetune": ("synthetic", "use_drafts", "adversarial_adaptation")}
-
-
-def _stage_flags(cfg: "stages.ColorizationConfig", section: str) -> str:
-    return ",".join(f"{f}={getattr(cfg.variant, f)}" for f in STAGE_FLAGS[section])
-
-
-def _checkpoint_key(cfg: "stages.ColorizationConfig", section: str, **inputs) -> dict:
-    """The config that shapes one training stage, plus digests of its inputs."""
-    full = cfg.model_dump(mode="json")
-    skip = NOT_IN_CHECKPOINT_KEY | {"variant", "step1", "step2", "finetune", "selection", "pseudolabels"}
-    shared = {k: v for k, v in full.items() if k not in skip}
-    stage = {k: v for k, v in full[section].items() if k not in NOT_IN_CHECKPOINT_KEY}
-    return {**shared, section: stage, "flags": _stage_flags(cfg, section), **inputs}
+    return store.get(), device.spec() if device is not None else None, colorization_config(settings.load())
 
 
 def _color_titles(context, st) -> list[str]:
     known = context.instance.get_dynamic_partitions(color_titles.name)
     return [t for t in known if st.latest_version("color_pages", t)]
-
-
-def _fallback_meta(fallbacks: list[str], tracker=None) -> dict:
-    """Metadata and MLflow tags saying which upstream asset was stood in for (none: `fallbacks: none`)."""
-    text = "; ".join(fallbacks) if fallbacks else "none"
-    if tracker is not None:
-        tracker.set_tags({"fallbacks": text[:5000], "fallback": str(bool(fallbacks)).lower()})
-    listed = "\n".join(f"- {f}" for f in fallbacks) if fallbacks else "_none: every upstream asset was materialized_"
-    return {"fallback": bool(fallbacks), "fallbacks": dg.MetadataValue.md(listed)}
-
-
-def _variant_tags(cfg: "stages.ColorizationConfig") -> dict:
-    flags = cfg.variant
-    return {"variant": flags.name(), "synthetic": flags.synthetic, "use_drafts": str(flags.use_drafts).lower(),
-            "adversarial_adaptation": str(flags.adversarial_adaptation).lower(), "self_training": str(flags.self_training).lower()}
-
-
-def _grid(st, vdir: str, image, caption: str, name: str = "samples", height: int = 384,
-          max_bytes: int = THUMBNAIL_BYTES) -> dg.MetadataValue:
-    """A training loop's sample grid (an array, a local file or a store path) kept in the version folder, shown small."""
-    if isinstance(image, (str, Path)):  # a local file (the loop's samples) or a path in the store
-        image = read_image(Path(image).read_bytes() if Path(image).is_file() else st.read_bytes(str(image)))
-    return samples_md(st, vdir, [image], caption, name, min(height, image.shape[0]), max_bytes)
 
 
 def _bundle_samples(st, bundle_dir: Path, n: int = 2) -> list[np.ndarray]:
@@ -159,230 +102,84 @@ def _bundle_samples(st, bundle_dir: Path, n: int = 2) -> list[np.ndarray]:
     return shown
 
 
-def _weights_row(writer, data: bytes, **more) -> str:
-    path = writer.write(WEIGHTS, data)
-    writer.add({"id": "weights", "title": None, "page": None, "path": path, "sha256": sha256_bytes(data),
-                "status": "ok", "reason": None, "role": "weights", **more})
-    return path
-
-
-def _log_training_pages(tracker, st, **roles: pd.DataFrame) -> None:
-    """The page ids a stage trained on (an MLflow artifact), and each role's rows as a training dataset input."""
-    ids = {role: sorted(map(str, rows["bw_id" if "bw_id" in rows else "id"].unique())) for role, rows in roles.items()}
-    tracker.log_text("training_pages.json", json.dumps(ids, indent=1))
-    for role, rows in roles.items():
-        tracker.log_dataset(rows, name=role, source=st.uri())
-
-
-def _train_metadata(st, version, vdir, result, resumed: int, tracker) -> dict:
-    return {
-        **version_metadata(st, version, vdir),
-        "steps": result.steps,
-        "resumed_from_step": resumed,
-        **{k: float(v) for k, v in result.final_metrics.items()},
-        "perceptual_random_vgg": result.perceptual_random,
-        "mlflow_run_id": tracker.run_id,
-    }
-
-
-def _selected(st) -> pd.DataFrame:
-    """The selected snapshots of the latest `selected_snapshots`, best first, with their weights' uri."""
-    vdir = st.latest_dir("selected_snapshots")
-    frame = st.read_manifest(vdir)
-    chosen = frame[frame["selected"].astype(bool)].sort_values("order")
-    return chosen.assign(uri=[f"{vdir}/{p}" for p in chosen["path"]])
-
-
 # --- step 1: adversarial domain adaptation -----------------------------------------------------------
 
 
-def step1_plan(st, cfg: "stages.ColorizationConfig", titles: list[str]):
-    """What step 1 trains on and how: (loop config, loop step, synthetic pairs, real rows, snapshot interval).
-
-    Shared by the asset and the `torchrun` worker (pipelines/torchrun_worker.py), which derive it
-    from the same store, so every process of a launched run sees the same rows.
-    """
-    from mangacolor.training import colorization_stages as stages
-
-    flags = cfg.variant
-    pairs = stages.synthetic_pairs(st, titles, flags.use_drafts, flags.synthetic)
-    if pairs.rows.empty:
-        raise dg.Failure("no colour pages to pair: materialize color_pages (and synthetic_bw_pages) for at least one title")
-    tcfg = cfg.train_config("step1", "adapt")
-    if flags.adversarial_adaptation:
-        step, real = "adapt", stages.real_training_rows(st, cfg.max_real_pages, cfg.seed)
-        if flags.use_drafts:
-            real, notes = stages.with_page_drafts(st, real)
-            pairs.notes.extend(notes)
-    else:
-        # Without adaptation no real page may even pass through the network (its batch-norm
-        # statistics would adapt): the loop's supervised mode with the synthetic adversarial term only.
-        step, real = "finetune", stages.real_training_rows(st, 0)
-        tcfg = replace(tcfg, losses=replace(tcfg.losses, real_g=0.0, real_d=0.0))
-    every = stages.snapshot_every(tcfg, step, len(pairs.rows), cfg.step1.snapshots)
-    return tcfg, step, pairs, real, every
-
-
-def train_step1(st, cfg, tcfg, step, pairs, real, every, work, spec, tracker, progress):
-    from mangacolor.training import colorization_stages as stages
-    from mangacolor.training.colorizer import train_colorizer
-
-    return train_colorizer(tcfg, stages.StorePairs(st, pairs.rows), stages.StoreBw(st, real) if len(real) else None, work,
-                           spec, tracker, progress=progress, step=step, snapshot_every=every, augment=cfg.augmentation())
-
-
-@dg.asset(
+@gpu_asset(GROUP, "training",
     deps=[SYNTHETIC, *SYNTHETIC_LOWER, DRAFTS, BW_DRAFTS, COLOR, BW, page_splits, *FAN_IN_DIGESTS],
-    group_name=GROUP,
-    owners=OWNERS, tags={"stage": GROUP, "role": "training"},
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
-    retry_policy=TRAINING_RETRY,
-    kinds={"pytorch"},
     description="Step 1 (§III, eq. 2–3): synthetic pairs supervised and adversarially, real black-and-white pages of the "
                 "train split adversarially with their drafts (domain adaptation, eq. 9); several generator snapshots with "
                 "sample grids. Preset `colorizer:`.",
 )
-@commits_last
 def colorizer_step1_snapshots(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                               device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
-    from mangacolor.training import colorization_stages as stages
+    from mangacolor.stages.colorization.config import checkpoint_key
+    from mangacolor.stages.colorization.train import record_step1, step1_plan, train_step1
+    from mangacolor.stages.common import rows_digest
 
-    st, spec, cfg = store.get(), device.spec(), _config(settings)
-    flags = cfg.variant
+    st, spec, cfg = _inputs(settings, store, device)
     titles = _color_titles(context, st)
-    tcfg, step, pairs, real, every = step1_plan(st, cfg, titles)
-    work = checkpoint_dir(context, _checkpoint_key(cfg, "step1", pairs=stages.rows_digest(pairs.rows, ("id", "sha256", "draft_uri")),
-                                                   real=stages.rows_digest(real, ("id", "sha256", "draft_uri"))))
+    plan = step1_plan(st, cfg, titles)
+    pairs, real = plan.pairs, plan.real
+    work = checkpoint_dir(context, checkpoint_key(cfg, "step1", pairs=rows_digest(pairs.rows, ("id", "sha256", "draft_uri")),
+                                                  real=rows_digest(real, ("id", "sha256", "draft_uri"))))
     resumed = resumed_from(work)
-    params = {"stage": {"name": "step1", "loop_step": step, "variant": flags.name(), "synthetic_pairs": len(pairs.rows),
-                        "real_pages": len(real), "snapshot_every": every, "bw_source": pairs.bw_source, "drafts": pairs.drafts,
-                        "device": spec.description}}
+    params = {"stage": {"name": "step1", "loop_step": plan.step, "variant": cfg.variant.name(), "synthetic_pairs": len(pairs.rows),
+                        "real_pages": len(real), "snapshot_every": plan.snapshot_every, "bw_source": pairs.bw_source,
+                        "drafts": pairs.drafts, "device": spec.description}}
     with mlflow.run(context, params=params) as tracker:
-        tracker.set_tags(_variant_tags(cfg))
-        fallback = _fallback_meta(pairs.fallbacks, tracker)
-        if torchrun.launches():
-            result, launched = launch.train_colorizer_stage(context, torchrun, "colorizer_step1_snapshots", tracker.run_id,
-                                                            mlflow.tracking_uri, settings.preset, store, titles, device, work)
-        else:
-            result, launched = train_step1(st, cfg, tcfg, step, pairs, real, every, work, spec, tracker, context.log.info), {}
+        tracker.set_tags(cfg.variant.tags())
+        fallback = fallback_metadata(pairs.fallbacks, tracker)
+        result, launched = run_stage(context, torchrun, "colorizer_step1_snapshots", partial(train_step1, plan=plan), tracker=tracker,
+                                     mlflow=mlflow, settings=settings, store=store, device=device, work=work, titles=titles)
         tracker.log_artifact(result.generator, "weights")  # the last snapshot; the others stay in the store
-        _log_training_pages(tracker, st, real_bw=real, synthetic=pairs.rows)
-        writer = st.begin("colorizer_step1_snapshots")
-        stages.write_snapshots(writer, result.snapshots)
-        stages.add_training_rows(writer, "real_bw", real)
-        stages.add_training_rows(writer, "synthetic", pairs.rows)
-        version, vdir, frame = writer.seal(salt=_stage_flags(cfg, "step1"))
-    shots = frame[frame["role"] == "snapshot"]
-    last = shots.iloc[-1]
-    meta = {
-        **_train_metadata(st, version, vdir, result, resumed, tracker),
-        **launched,
-        "variant": flags.name(),
-        "loop_step": step,
-        "snapshots": len(shots),
-        "snapshot_steps": dg.MetadataValue.json([int(s) for s in shots["step"]]),
-        "synthetic_pairs": len(pairs.rows),
-        "synthetic_drafts": int(pairs.rows["draft_uri"].notna().sum()),
-        "real_pages": len(real),
-        "real_drafts": int(real["draft_uri"].notna().sum()) if "draft_uri" in real else 0,
-        "bw_source_by_title": dg.MetadataValue.json(pairs.bw_source),
-        **fallback,
-        "samples": _grid(st, vdir, f"{vdir}/{last['samples_path']}", f"step {int(last['step'])}: synthetic rows bw | colorized | "
-                                                                     "colour, then real rows bw | colorized (no hint, no draft)"),
-    }
-    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
+        log_training_pages(tracker, st, real_bw=real, synthetic=pairs.rows)
+        recorded = record_step1(st, cfg, plan, result)
+    last = recorded.facts["snapshot_steps"][-1]
+    return colorizer_result(st, recorded, result, resumed, tracker, launched, fallback,
+                            f"step {last}: synthetic rows bw | colorized | colour, then real rows bw | colorized (no hint, no draft)")
 
 
 # --- the end of step 1: fine-tune on matched real pairs (Appendix D) ----------------------------------
 
 
-def _snapshots(st, asset: str) -> tuple[str, pd.DataFrame]:
-    vdir = st.latest_dir(asset)
-    frame = st.read_manifest(vdir)
-    return vdir, frame[frame["role"] == "snapshot"].sort_values("step")
-
-
-def finetune_train(st, cfg: "stages.ColorizationConfig", work: Path, spec, tracker, progress, tmp: Path) -> "list[stages.FinetunedSnapshot]":
-    """The fine-tune of every step-1 snapshot; shared by the asset and the `torchrun` worker (each rank copies
-    the snapshots into its own `tmp`, the fine-tuned weights go to the shared `work`)."""
-    from mangacolor.training import colorization_stages as stages
-
-    vdir1, shots = _snapshots(st, "colorizer_step1_snapshots")
-    pairs = stages.matched_pairs(st, cfg.variant.use_drafts)
-    local = [(int(r.step), int(r.epoch), _to_local(st, f"{vdir1}/{r.path}", tmp / f"{int(r.step)}.safetensors"))
-             for r in shots.itertuples()]
-    return stages.finetune_snapshots(cfg.train_config("finetune", "finetune"), local, stages.StorePairs(st, pairs.rows), work,
-                                     spec, tracker, progress=progress, augment=cfg.augmentation())
-
-
-@dg.asset(
-    deps=[colorizer_step1_snapshots, page_pairs, DRAFTS],
-    group_name=GROUP,
-    owners=OWNERS, tags={"stage": GROUP, "role": "training"},
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
-    retry_policy=TRAINING_RETRY,
-    kinds={"pytorch"},
+@gpu_asset(GROUP, "training", deps=[colorizer_step1_snapshots, page_pairs, DRAFTS],
     description="The end of step 1 (Appendix D: 'in the first step, we fine-tune the model with a paired dataset of real data "
                 "after training', at most two epochs): every step-1 snapshot fine-tuned on the matched real page pairs, "
                 "continuing the cue schedule of its epochs. These are the snapshots that are ranked and make pseudolabels.",
 )
-@commits_last
 def colorizer_step1_finetuned(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                               device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
-    from mangacolor.training import colorization_stages as stages
+    from mangacolor.stages.colorization.config import checkpoint_key
+    from mangacolor.stages.colorization.data import matched_pairs, stored_snapshots
+    from mangacolor.stages.colorization.train import finetune_train, record_finetune
+    from mangacolor.stages.common import rows_digest
 
-    st, spec, cfg = store.get(), device.spec(), _config(settings)
-    flags = cfg.variant
-    vdir1, shots = _snapshots(st, "colorizer_step1_snapshots")
-    pairs = stages.matched_pairs(st, flags.use_drafts)
-    work = checkpoint_dir(context, _checkpoint_key(cfg, "finetune", pairs=stages.rows_digest(pairs.rows, ("id", "sha256", "draft_uri")),
-                                                   init=stages.rows_digest(shots.assign(id=shots["step"].astype(str)))))
+    st, spec, cfg = _inputs(settings, store, device)
+    _, shots = stored_snapshots(st, "colorizer_step1_snapshots")
+    pairs = matched_pairs(st, cfg.variant.use_drafts)
+    work = checkpoint_dir(context, checkpoint_key(cfg, "finetune", pairs=rows_digest(pairs.rows, ("id", "sha256", "draft_uri")),
+                                                  init=rows_digest(shots.assign(id=shots["step"].astype(str)))))
     fallbacks = list(pairs.fallbacks)
     if pairs.rows.empty:
         context.log.warning("page_pairs has no matched pair: the step-1 snapshots pass through without the fine-tune")
         fallbacks.append("no matched page pairs: snapshots not fine-tuned")
-    params = {"stage": {"name": "finetune", "variant": flags.name(), "matched_pairs": len(pairs.rows),
+    params = {"stage": {"name": "finetune", "variant": cfg.variant.name(), "matched_pairs": len(pairs.rows),
                         "snapshots": [int(s) for s in shots["step"]], "device": spec.description}}
     with tempfile.TemporaryDirectory() as tmp, mlflow.run(context, params=params) as tracker:
-        tracker.set_tags(_variant_tags(cfg))
-        fallback = _fallback_meta(fallbacks, tracker)
-        if torchrun.launches() and len(pairs.rows):
-            raw, launched = launch.train_stage(context, torchrun, "colorizer_step1_finetuned", tracker.run_id, mlflow.tracking_uri,
-                                               settings.preset, store, [], device, work)
-            tuned = [stages.FinetunedSnapshot(**t) for t in raw]
-        else:
-            tuned, launched = finetune_train(st, cfg, work, spec, tracker, context.log.info, Path(tmp)), {}
+        tracker.set_tags(cfg.variant.tags())
+        fallback = fallback_metadata(fallbacks, tracker)
+        # Without matched pairs the snapshots pass through here: nothing to launch.
+        tuned, launched = run_stage(context, torchrun if len(pairs.rows) else None, "colorizer_step1_finetuned",
+                                    partial(finetune_train, tmp=Path(tmp)), tracker=tracker, mlflow=mlflow, settings=settings,
+                                    store=store, device=device, work=work)
         tracker.log_dataset(pairs.rows, name="matched_bw", source=st.uri())
-        for snap, row in zip(tuned, shots.itertuples()):
-            if not snap.samples:  # passed through: the step-1 grid
-                snap.samples = str(_to_local(st, f"{vdir1}/{row.samples_path}", Path(tmp) / f"{snap.step}.png"))
-        writer = st.begin("colorizer_step1_finetuned")
-        stages.write_snapshots(writer, tuned)
-        # The weights carry what step 1 read too: the holdout check looks here as well.
-        step1 = st.read_manifest(vdir1)
-        for row in step1[step1["role"].isin(stages.REAL_ROLES)].to_dict("records"):
-            writer.add(row)
-        stages.add_training_rows(writer, "matched_bw", pairs.rows, id_column="bw_id")
-        version, vdir, _ = writer.seal(salt=_stage_flags(cfg, "finetune"))
-    steps = sum(t.finetune_steps for t in tuned)
-    meta = {
-        **version_metadata(st, version, vdir),
-        "variant": flags.name(),
-        "snapshots": len(tuned),
-        "snapshot_steps": dg.MetadataValue.json([t.step for t in tuned]),
-        "matched_pairs": len(pairs.rows),
-        "finetune_steps": steps,
-        "finetune_steps_per_snapshot": tuned[0].finetune_steps if tuned else 0,
-        "resumed_from_step": max((t.resumed_from for t in tuned), default=0),
-        **launched,
-        **fallback,
-        "mlflow_run_id": tracker.run_id,
-    }
-    if tuned and tuned[-1].samples:
-        meta["samples"] = _grid(st, vdir, tuned[-1].samples, "matched pairs: bw | colorized | colour")
-    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
+        recorded = record_finetune(st, cfg, tuned, pairs, Path(tmp))
+        meta = {**version_metadata(st, recorded.version, recorded.folder), **recorded.facts, **launched, **fallback,
+                "mlflow_run_id": tracker.run_id}
+        if recorded.samples:
+            meta["samples"] = training_grid(st, recorded.folder, recorded.samples, "matched pairs: bw | colorized | colour")
+    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(recorded.version))
 
 
 # --- snapshot selection -------------------------------------------------------------------------------
@@ -393,305 +190,189 @@ class SnapshotSelection(dg.Config):
         None, description="Snapshot steps (column `step` of the ranking) to use instead of the automatic choice, best first.")
 
 
-@dg.asset(
-    deps=[colorizer_step1_finetuned, COLOR, BW, page_splits],
-    group_name=GROUP,
-    owners=OWNERS, tags={"stage": GROUP, "role": "selection"},
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
-    kinds={"pytorch"},
+@gpu_asset(GROUP, "selection", deps=[colorizer_step1_finetuned, COLOR, BW, page_splits],
     description="The fine-tuned step-1 snapshots ranked by KID/FID of their colorings of a validation slice of real training pages against "
                 "colour pages (the paper's authors chose by eye); the best are kept for pseudolabels. Run config `override` picks by hand.",
 )
-@commits_last
 def selected_snapshots(context: dg.AssetExecutionContext, config: SnapshotSelection, settings: SettingsResource,
                        store: StoreResource, device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
-    from mangacolor.eval.inception import WeightsNotFoundError
-    from mangacolor.training import colorization_stages as stages
+    from mangacolor.stages.colorization.data import stored_snapshots
+    from mangacolor.stages.colorization.selection import choose, rank_snapshots, record_selection
+    from mangacolor.stages.common import ranked_rows, real_training_rows, to_local
 
-    st, spec, cfg = store.get(), device.spec(), _config(settings)
+    st, spec, cfg = _inputs(settings, store, device)
     sel = cfg.selection
-    vdir1, shots = _snapshots(st, "colorizer_step1_finetuned")
-    validation_rows = stages.real_training_rows(st, sel.validation_pages, cfg.seed + 1)
+    vdir1, shots = stored_snapshots(st, "colorizer_step1_finetuned")
+    validation_rows = real_training_rows(st, sel.validation_pages, cfg.seed + 1)
     validation = [read_image(st.read_bytes(u), mode="L") for u in validation_rows["uri"]]
-    colour = stages.ranked_rows(ok_rows(st, "color_pages", _color_titles(context, st)), cfg.seed, "reference").head(sel.reference_pages)
+    colour = ranked_rows(ok_rows(st, "color_pages", _color_titles(context, st)), cfg.seed, "reference").head(sel.reference_pages)
     reference = [st.read_bytes(u) for u in colour["uri"]]
-    try:
-        extractor = stages.feature_extractor(sel, spec.device, work_dir() / "fid_features")
-    except WeightsNotFoundError as exc:
-        if not config.override:
-            raise dg.Failure(f"cannot rank snapshots: {exc} — or pick them by hand with the run config `override`") from exc
-        context.log.warning(f"snapshots not scored ({exc}); using the override")
-        extractor = None
+    extractor = _selection_extractor(context, sel, spec, config.override)
     params = {"stage": {"name": "selection", **sel.model_dump(mode="json"), "override": config.override}}
     with tempfile.TemporaryDirectory() as tmp, mlflow.run(context, params=params) as tracker:
-        local = [(int(r.step), int(r.epoch), _to_local(st, f"{vdir1}/{r.path}", Path(tmp) / f"{int(r.step)}.safetensors"))
+        local = [(int(r.step), int(r.epoch), to_local(st, f"{vdir1}/{r.path}", Path(tmp) / f"{int(r.step)}.safetensors"))
                  for r in shots.itertuples()]
-        ranking = stages.rank_snapshots(local, validation, reference, sel, spec.device, extractor, context.log.info, spec.autocast,
-                                        cfg.page_canvas())
-        chosen = stages.choose(ranking.table, sel.keep, config.override)
-        tags = {"metric": sel.metric, "selected_steps": json.dumps(chosen), "override": str(bool(config.override)).lower(),
-                "random_init": str(ranking.random_init).lower(), "feature_extractor": ranking.feature_extractor}
-        if ranking.random_init:
-            tags["fid_note"] = RANDOM_INIT_NOTE
-        tracker.set_tags(tags)
-        for row in ranking.table.to_dict("records"):
-            tracker.log_metrics({k: row[k] for k in ("fid", "kid_mean", "kid_std") if not math.isnan(row[k])}, step=int(row["step"]))
-        writer = st.begin("selected_snapshots")
-        grids = stages.write_selection(writer, ranking, chosen, {step: path for step, _, path in local}, validation)
-        version, vdir, _ = writer.seal(salt=json.dumps({"selected": chosen, "validation": list(validation_rows["id"])}))
-    ranking_table = ranking.table.assign(selected=ranking.table["step"].isin(chosen))
-    meta = {
-        **version_metadata(st, version, vdir),
-        "selected_steps": dg.MetadataValue.json(chosen),
-        "override": bool(config.override),
-        "metric": sel.metric,
-        "ranking": table_value(ranking_table),
-        "validation_pages": len(validation),
-        "reference_pages": len(reference),
-        "feature_extractor": ranking.feature_extractor,
-        "random_init": ranking.random_init,
-        "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in ranking.notes) or "_none_"),
-        "mlflow_run_id": tracker.run_id,
-        **{f"grid_step_{s}": _grid(st, vdir, g, f"snapshot step {s} (rank {int(ranking_table.loc[ranking_table.step == s, 'rank'].iloc[0])}): "
-                                                "real page | coloring", f"grid_step_{s}", 256, image_budget(len(grids)))
-           for s, g in grids.items()},
-    }
-    if ranking.random_init:
-        meta["fid_note"] = RANDOM_INIT_NOTE
-    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
+        ranking = rank_snapshots(local, validation, reference, sel, spec.device, extractor, context.log.info, spec.autocast,
+                                 cfg.page_canvas())
+        chosen = choose(ranking.table, sel.keep, config.override)
+        _log_ranking(tracker, ranking, chosen, sel.metric, bool(config.override))
+        recorded, table, grids = record_selection(st, ranking, chosen, {step: path for step, _, path in local}, validation,
+                                                  validation_rows["id"], sel.metric, bool(config.override))
+    rank = dict(zip(table["step"], table["rank"]))
+    meta = {**version_metadata(st, recorded.version, recorded.folder), **recorded.facts, "ranking": table_value(table),
+            "reference_pages": len(reference), "notes": notes_md(ranking.notes), "mlflow_run_id": tracker.run_id,
+            **{f"grid_step_{s}": training_grid(st, recorded.folder, g, f"snapshot step {s} (rank {int(rank[s])}): real page | coloring",
+                                               f"grid_step_{s}", 256, image_budget(len(grids))) for s, g in grids.items()},
+            **({"fid_note": RANDOM_INIT_NOTE} if ranking.random_init else {})}
+    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(recorded.version))
+
+
+def _selection_extractor(context, sel, spec, override):
+    """The snapshots' feature network; without its weights only a hand-picked `override` can go on (unscored)."""
+    from mangacolor.eval.inception import WeightsNotFoundError
+    from mangacolor.stages.colorization.selection import feature_extractor
+
+    try:
+        return feature_extractor(sel, spec.device, work_dir() / "fid_features")
+    except WeightsNotFoundError as exc:
+        if not override:
+            raise dg.Failure(f"cannot rank snapshots: {exc} — or pick them by hand with the run config `override`") from exc
+        context.log.warning(f"snapshots not scored ({exc}); using the override")
+        return None
+
+
+def _log_ranking(tracker, ranking, chosen: list[int], metric: str, override: bool) -> None:
+    tags = {"metric": metric, "selected_steps": json.dumps(chosen), "override": str(override).lower(),
+            "random_init": str(ranking.random_init).lower(), "feature_extractor": ranking.feature_extractor}
+    tracker.set_tags(tags | ({"fid_note": RANDOM_INIT_NOTE} if ranking.random_init else {}))
+    for row in ranking.table.to_dict("records"):
+        tracker.log_metrics({k: row[k] for k in ("fid", "kid_mean", "kid_std") if not math.isnan(row[k])}, step=int(row["step"]))
 
 
 # --- pseudolabels (§IV-B-3) ---------------------------------------------------------------------------
 
 
-@dg.asset(
-    deps=[selected_snapshots, page_splits, BW, STYLEGAN, INVERSION],
-    group_name=GROUP,
-    owners=OWNERS, tags={"stage": GROUP, "role": "data"},
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
-    kinds={"pytorch", "parquet"},
+@gpu_asset(GROUP, "data", deps=[selected_snapshots, page_splits, BW, STYLEGAN, INVERSION], kinds=("parquet", "pytorch"),
     description="Pseudolabels for self-training: the selected snapshots colorize every real training page several times "
                 "(distinct snapshots, then drafts from the inversion encoder mixed with random CLS vectors); PNGs + manifest.",
 )
-@commits_last
 def pseudolabels(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                  device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
-    from mangacolor.training import colorization_stages as stages
+    from mangacolor.stages.colorization.bundle import stored_inversion
+    from mangacolor.stages.colorization.data import chosen_snapshots
+    from mangacolor.stages.colorization.pseudolabels import first_page_labels, make_pseudolabels, pseudolabel_facts, skip_pseudolabels
+    from mangacolor.stages.common import real_training_rows, to_local
 
-    st, spec, cfg = store.get(), device.spec(), _config(settings)
+    st, spec, cfg = _inputs(settings, store, device)
     flags = cfg.variant
-    writer = st.begin("pseudolabels")
     if not flags.self_training:
-        version, vdir, _ = writer.seal(salt="self_training: false")
-        return dg.MaterializeResult(metadata={**version_metadata(st, version, vdir), "skipped": True, "variant": flags.name(),
-                                              "note": "colorizer.variant.self_training is false: no pseudolabels"},
-                                    data_version=dg.DataVersion(version))
-    real = stages.real_training_rows(st, cfg.pseudolabels.max_pages, cfg.seed)
-    chosen = _selected(st)
-    fallbacks = []
+        return recorded_result(st, skip_pseudolabels(st, cfg))
+    real = real_training_rows(st, cfg.pseudolabels.max_pages, cfg.seed)
+    chosen = chosen_snapshots(st)
     params = {"stage": {"name": "pseudolabels", **cfg.pseudolabels.model_dump(mode="json"), "pages": len(real),
                         "snapshots": [int(s) for s in chosen["step"]]}}
     with tempfile.TemporaryDirectory() as tmp, mlflow.run(context, params=params) as tracker:
-        tracker.set_tags(_variant_tags(cfg))
-        inversion = stages.stored_inversion(st, spec.device) if flags.use_drafts else None
-        if flags.use_drafts and inversion is None:
-            fallbacks.append("inversion_encoder not materialized: colorings differ by snapshot only, no drafts")
-        snapshots = [(int(r.step), _to_local(st, r.uri, Path(tmp) / f"{int(r.step)}.safetensors")) for r in chosen.itertuples()]
-        summary = stages.make_pseudolabels(st, real, snapshots, writer, cfg.pseudolabels, spec.device, inversion, cfg.seed,
-                                           progress_logger(context, len(real), "pseudolabels"), spec.autocast, cfg.page_canvas())
-        fallback = _fallback_meta(fallbacks, tracker)
+        tracker.set_tags(cfg.variant.tags())
+        inversion = stored_inversion(st, spec.device) if flags.use_drafts else None
+        missing = flags.use_drafts and inversion is None
+        snapshots = [(int(r.step), to_local(st, r.uri, Path(tmp) / f"{int(r.step)}.safetensors")) for r in chosen.itertuples()]
+        writer = st.begin("pseudolabels")
+        summary = make_pseudolabels(st, real, snapshots, writer, cfg.pseudolabels, spec.device, inversion, cfg.seed,
+                                    progress_logger(context, len(real), "pseudolabels"), spec.autocast, cfg.page_canvas())
+        fallback = fallback_metadata(["inversion_encoder not materialized: colorings differ by snapshot only, no drafts"] * missing, tracker)
         version, vdir, frame = writer.seal(salt=json.dumps({"snapshots": [s for s, _ in snapshots], "use_drafts": flags.use_drafts}))
         tracker.log_metrics({"pages": summary.pages, "colorings": summary.colorings, "per_page": summary.per_page,
                              "quarantined": summary.quarantined})
         if summary.quarantined:
             context.log.warning(f"pseudolabels: {summary.quarantined} unreadable pages quarantined (reasons in the manifest)")
-    labelled = frame[frame["status"] == "ok"] if len(frame) else frame
-    first = labelled[labelled["bw_id"] == labelled["bw_id"].iloc[0]].sort_values("coloring") if len(labelled) else labelled
-    shown = [read_image(st.read_bytes(first["source_uri"].iloc[0]))] if len(first) else []
-    shown += [read_image(st.read_bytes(f"{vdir}/{p}")) for p in first["path"]]
-    shown += [read_image(st.read_bytes(f"{vdir}/{p}")) for p in first["draft_path"] if isinstance(p, str)]
-    meta = {
-        **version_metadata(st, version, vdir),
-        "pages": summary.pages,
-        "quarantined": summary.quarantined,
-        "colorings": summary.colorings,
-        "colorings_per_page": summary.per_page,
-        "snapshots": dg.MetadataValue.json([s for s, _ in snapshots]),
-        "draft_source": summary.draft_source,
-        "variant": flags.name(),
-        **fallback,
-        "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in summary.notes) or "_none_"),
-        "mlflow_run_id": tracker.run_id,
-        "samples": samples_md(st, vdir, shown, f"{first['bw_id'].iloc[0] if len(first) else ''}: page | its colorings | their drafts"),
-    }
+    meta = {**version_metadata(st, version, vdir), **pseudolabel_facts(summary, [s for s, _ in snapshots], flags.name()), **fallback,
+            "notes": notes_md(summary.notes), "mlflow_run_id": tracker.run_id,
+            "samples": samples_md(st, vdir, *first_page_labels(st, vdir, frame))}
     return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
 
 
 # --- step 2: self-training ----------------------------------------------------------------------------
 
 
-def step2_train(st, cfg: "stages.ColorizationConfig", titles: list[str], work: Path, spec, tracker, progress, tmp: Path):
-    """Step 2's loop; shared by the asset and the `torchrun` worker (each rank copies the initial weights to its `tmp`)."""
-    from mangacolor.training import colorization_stages as stages
-    from mangacolor.training.colorizer import train_colorizer
-
-    flags = cfg.variant
-    pairs = stages.synthetic_pairs(st, titles, flags.use_drafts, flags.synthetic)
-    pseudo = stages.pseudolabel_pairs(st, flags.use_drafts)
-    tcfg = cfg.train_config("step2", "self_train")
-    init = _to_local(st, _selected(st).iloc[0]["uri"], tmp / "init.safetensors") if cfg.step2.init == "best_snapshot" else None
-    return train_colorizer(tcfg, stages.StorePairs(st, pairs.rows), stages.StorePairs(st, pseudo), work, spec, tracker,
-                           progress=progress, step="self_train", init_weights=init,
-                           snapshot_every=stages.total_steps(tcfg, "self_train", len(pairs.rows) + len(pseudo)),
-                           augment=cfg.augmentation())
-
-
-@dg.asset(
+@gpu_asset(GROUP, "training",
     deps=[pseudolabels, selected_snapshots, SYNTHETIC, *SYNTHETIC_LOWER, DRAFTS, COLOR, BW, page_splits],
-    group_name=GROUP,
-    owners=OWNERS, tags={"stage": GROUP, "role": "training"},
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
-    retry_policy=TRAINING_RETRY,
-    kinds={"pytorch"},
     description="Step 2 (§III): self-training on synthetic pairs plus pseudolabelled real pages, all supervised, the adversarial "
                 "loss on both together with real colour pages as D's real side (λ_syn 1.2, batch 8): the final colorizer. With "
                 "`variant.self_training: false`, step 1's best fine-tuned snapshot passes through.",
 )
-@commits_last
 def colorizer_step2(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                     device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
-    from mangacolor.training import colorization_stages as stages
+    from mangacolor.stages.colorization.config import checkpoint_key
+    from mangacolor.stages.colorization.data import chosen_snapshots
+    from mangacolor.stages.colorization.train import pass_step2_through, record_step2, step2_pairs, step2_train
+    from mangacolor.stages.common import WEIGHTS_PATH, rows_digest
 
-    st, spec, cfg = store.get(), device.spec(), _config(settings)
+    st, spec, cfg = _inputs(settings, store, device)
     flags = cfg.variant
-    best = _selected(st).iloc[0]
-    writer = st.begin("colorizer_step2")
+    best = chosen_snapshots(st).iloc[0]
     if not flags.self_training:
-        data = st.read_bytes(best["uri"])
-        _weights_row(writer, data, source=f"selected_snapshots step {int(best['step'])}")
-        # The weights are step 1's: so are the real pages they saw (the holdout check reads them here).
-        step1 = st.latest_manifest("colorizer_step1_finetuned")
-        for row in step1[step1["role"].isin(stages.REAL_ROLES)].to_dict("records"):
-            writer.add(row)
-        version, vdir, _ = writer.seal(salt="self_training: false")
-        note = f"variant.self_training is false: step 1's best snapshot (step {int(best['step'])}) passes through"
-        return dg.MaterializeResult(metadata={**version_metadata(st, version, vdir), "skipped": True, "variant": flags.name(), "note": note},
-                                    data_version=dg.DataVersion(version))
+        return recorded_result(st, pass_step2_through(st, cfg, best))
     titles = _color_titles(context, st)
-    pairs = stages.synthetic_pairs(st, titles, flags.use_drafts, flags.synthetic)
-    pseudo = stages.pseudolabel_pairs(st, flags.use_drafts)
-    if pseudo.empty:
-        raise dg.Failure("pseudolabels is empty: materialize pseudolabels (with variant.self_training true) first")
-    init = cfg.step2.init == "best_snapshot"
-    work = checkpoint_dir(context, _checkpoint_key(cfg, "step2", pairs=stages.rows_digest(pairs.rows, ("id", "sha256", "draft_uri")),
-                                                   pseudo=stages.rows_digest(pseudo), init=best["sha256"] if init else None))
+    pairs, pseudo = step2_pairs(st, cfg, titles)
+    work = checkpoint_dir(context, checkpoint_key(cfg, "step2", pairs=rows_digest(pairs.rows, ("id", "sha256", "draft_uri")),
+                                                  pseudo=rows_digest(pseudo),
+                                                  init=best["sha256"] if cfg.step2.init == "best_snapshot" else None))
     resumed = resumed_from(work)
     params = {"stage": {"name": "step2", "variant": flags.name(), "synthetic_pairs": len(pairs.rows), "pseudolabels": len(pseudo),
                         "real_pages": int(pseudo["bw_id"].nunique()), "init": cfg.step2.init, "device": spec.description}}
     with tempfile.TemporaryDirectory() as tmp, mlflow.run(context, params=params) as tracker:
-        tracker.set_tags(_variant_tags(cfg))
-        fallback = _fallback_meta(pairs.fallbacks, tracker)
-        if torchrun.launches():
-            result, launched = launch.train_colorizer_stage(context, torchrun, "colorizer_step2", tracker.run_id, mlflow.tracking_uri,
-                                                            settings.preset, store, titles, device, work)
-        else:
-            result, launched = step2_train(st, cfg, titles, work, spec, tracker, context.log.info, Path(tmp)), {}
+        tracker.set_tags(cfg.variant.tags())
+        fallback = fallback_metadata(pairs.fallbacks, tracker)
+        result, launched = run_stage(context, torchrun, "colorizer_step2", partial(step2_train, tmp=Path(tmp)), tracker=tracker,
+                                     mlflow=mlflow, settings=settings, store=store, device=device, work=work, titles=titles)
         tracker.log_artifact(result.generator, "weights")
-        _log_training_pages(tracker, st, pseudolabel_bw=pseudo, synthetic=pairs.rows)
-        _weights_row(writer, Path(result.generator).read_bytes())
-        stages.add_training_rows(writer, "pseudolabel_bw", pseudo, id_column="bw_id")
-        stages.add_training_rows(writer, "synthetic", pairs.rows)
-        version, vdir, _ = writer.seal(salt=_stage_flags(cfg, "step2"))
-    meta = {
-        **_train_metadata(st, version, vdir, result, resumed, tracker),
-        **launched,
-        "variant": flags.name(),
-        "synthetic_pairs": len(pairs.rows),
-        "pseudolabels": len(pseudo),
-        "real_pages": int(pseudo["bw_id"].nunique()),
-        "init": cfg.step2.init + (f" (step {int(best['step'])})" if init else ""),
-        **fallback,
-        "weights": dg.MetadataValue.path(st.uri(st.relative(f"{vdir}/{WEIGHTS}"))),
-    }
-    if result.snapshots:
-        meta["samples"] = _grid(st, vdir, result.snapshots[-1].samples, "bw | colorized | target (synthetic and pseudolabelled rows)")
-    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
+        log_training_pages(tracker, st, pseudolabel_bw=pseudo, synthetic=pairs.rows)
+        recorded = record_step2(st, cfg, result, pairs, pseudo, best)
+    weights = dg.MetadataValue.path(st.uri(st.relative(f"{recorded.folder}/{WEIGHTS_PATH}")))
+    return colorizer_result(st, recorded, result, resumed, tracker, launched, fallback,
+                            "bw | colorized | target (synthetic and pseudolabelled rows)", weights=weights)
 
 
 # --- fine-tune, bundle, registry ----------------------------------------------------------------------
 
 
-def _random_init_flags(cfg: "stages.ColorizationConfig", st) -> dict[str, bool]:
-    """Which pretrained networks of the paper this model stood in for with random ones."""
-    from mangacolor.losses.colorization import default_vgg16_path
-
-    vgg_file = Path(cfg.vgg_weights).expanduser() if cfg.vgg_weights else default_vgg16_path()
-    uses_vgg = any(getattr(cfg, s).losses.get("per", 1.0) for s in ("step1", "step2", "finetune"))
-    inception = False
-    if st.latest_version("selected_snapshots"):
-        frame = st.latest_manifest("selected_snapshots")
-        inception = bool(frame.get("random_init", pd.Series([False])).astype(bool).any())
-    return {"encoder": cfg.generator_config().encoder_weights is None, "vgg": bool(uses_vgg and not vgg_file.exists()),
-            "inception_selection": inception}
-
-
-@dg.asset(
+@stage_asset(GROUP, "model", owners=OWNERS, kinds=("mlflow", "pytorch"),
     deps=[colorizer_step2, STYLEGAN, DRAFTING, DRAFTING_FINAL, INVERSION],
-    group_name=GROUP,
-    owners=OWNERS, tags={"stage": GROUP, "role": "model"},
-    kinds={"pytorch", "mlflow"},
     description="The final colorizer: step 2's generator (step 1 ended with the matched-pair fine-tune, Appendix D) written as a "
                 f"model bundle (colorizer + StyleGAN + drafting + inversion, and the training canvas) and registered as {MODEL_NAME} with alias 'candidate' "
                 f"(an ablation variant as {MODEL_NAME}-<variant>, without aliases).",
 )
-@commits_last
 def colorizer_final(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                     mlflow: MlflowResource) -> dg.MaterializeResult:
-    from mangacolor.registry import register_bundle
-    from mangacolor.training import colorization_stages as stages
+    from mangacolor.inference.registry import register_bundle
+    from mangacolor.stages.colorization.bundle import bundle_info, make_bundle, random_init_flags, write_folder
+    from mangacolor.stages.common import WEIGHTS_PATH, Recorded, to_local
 
-    st, cfg = store.get(), _config(settings)
-    flags = cfg.variant
-    step2_dir = st.latest_dir("colorizer_step2")
-    random_init = _random_init_flags(cfg, st)
+    st, _, cfg = _inputs(settings, store)
+    flags, random_init = cfg.variant, random_init_flags(cfg, st)
+    random_tags = {f"random_init.{k}": str(v).lower() for k, v in random_init.items()}
     params = {"stage": {"name": "final", "variant": flags.name(), "canvas": list(cfg.page_canvas())}}
     with tempfile.TemporaryDirectory() as tmp, mlflow.run(context, params=params) as tracker:
-        tracker.set_tags({**_variant_tags(cfg), **{f"random_init.{k}": str(v).lower() for k, v in random_init.items()}})
-        generator = _to_local(st, f"{step2_dir}/{WEIGHTS}", Path(tmp) / "colorizer.safetensors")
-        inputs = {a: st.latest_version(a) for a in ("colorizer_step2", "colorizer_step1_finetuned", "page_pairs", "stylegan",
-                                                     "drafting_network", "drafting_network_final", "inversion_encoder")}
-        info = {"colorizer_config": cfg.generator_config().to_dict(), "canvas": list(cfg.page_canvas()), "variant": flags.name(),
-                "flags": flags.model_dump(), "dagster_run_id": context.run.run_id, "mlflow_run_id": tracker.run_id,
-                "inputs": inputs, "random_init": random_init, "fallbacks": []}
-        bundle_dir, parts, notes = stages.make_bundle(st, generator, flags, Path(tmp), info)
+        tracker.set_tags({**flags.tags(), **random_tags})
+        generator = to_local(st, f"{st.latest_dir('colorizer_step2')}/{WEIGHTS_PATH}", Path(tmp) / "colorizer.safetensors")
+        info = bundle_info(st, cfg, random_init, dagster_run_id=context.run.run_id, mlflow_run_id=tracker.run_id)
+        bundle_dir, parts, notes = make_bundle(st, generator, flags, Path(tmp), info)
         shown = _bundle_samples(st, bundle_dir)
-        fallback = _fallback_meta(notes, tracker)
+        fallback = fallback_metadata(notes, tracker)
         writer = st.begin("colorizer_final")
-        stages.write_folder(writer, bundle_dir, "bundle", "bundle")
+        write_folder(writer, bundle_dir, "bundle", "bundle")
         version, vdir, _ = writer.seal(salt=flags.name())
-        tags = {**_variant_tags(cfg), "dagster.run_id": context.run.run_id, "data_version": version,
-                "random_init": str(any(random_init.values())).lower(), **{f"random_init.{k}": str(v).lower() for k, v in random_init.items()}}
-        model = register_bundle(bundle_dir, tags=tags, client=tracker.client)
-    bundle_uri = st.uri(st.relative(f"{vdir}/bundle"))
-    meta = {
-        **version_metadata(st, version, vdir),
+        model = register_bundle(bundle_dir, client=tracker.client, tags={
+            **flags.tags(), "dagster.run_id": context.run.run_id, "data_version": version,
+            "random_init": str(any(random_init.values())).lower(), **random_tags})
+    return recorded_result(st, Recorded(version, vdir, {
         "registered_model": model.name,  # the full method: MODEL_NAME; a variant: its own name, no alias
-        "registered_version": int(model.version),
-        "model_uri": f"models:/{model.name}/{model.version}",
+        "registered_version": int(model.version), "model_uri": f"models:/{model.name}/{model.version}",
         "alias": "candidate" if model.name == MODEL_NAME else "none",
-        "bundle_uri": dg.MetadataValue.path(bundle_uri),
-        "bundle_parts": dg.MetadataValue.json(parts),
-        "variant": flags.name(),
-        "canvas": dg.MetadataValue.json(list(cfg.page_canvas())),
-        "random_init": dg.MetadataValue.json(random_init),
-        **fallback,
+        "bundle_uri": dg.MetadataValue.path(st.uri(st.relative(f"{vdir}/bundle"))),
+        "bundle_parts": parts, "variant": flags.name(), "canvas": list(cfg.page_canvas()), "random_init": random_init, **fallback,
         "mlflow_run_id": tracker.run_id,
-        "samples": samples_md(st, vdir, shown, "holdout pages: page | colorized by this bundle (no hints)", height=192),
-    }
-    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
+        "samples": samples_md(st, vdir, shown, "holdout pages: page | colorized by this bundle (no hints)", height=192)}))
 
 
 # --- the holdout never reaches step 1, step 2 or the fine-tune -------------------------------------------------------
@@ -703,10 +384,10 @@ def _holdout_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=asset, name="holdout_never_trained", blocking=True,
                     description=f"The real black-and-white pages {key} trained on (its manifest) are disjoint from the holdout of page_splits.")
     def check(store: StoreResource) -> dg.AssetCheckResult:
-        from mangacolor.training import colorization_stages as stages
+        from mangacolor.stages.colorization.data import trained_real_ids
 
         st = store.get()
-        trained = stages.trained_real_ids(st.latest_manifest(key))
+        trained = trained_real_ids(st.latest_manifest(key))
         held = set(holdout_pages(st.latest_manifest("page_splits"))["id"])
         leaked = sorted(trained & held)
         return dg.AssetCheckResult(passed=not leaked, metadata={"real_pages_trained": len(trained), "holdout": len(held),

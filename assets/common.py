@@ -13,9 +13,11 @@ import dagster as dg
 
 from mangacolor.config import PROJECT_ROOT
 
-from mangacolor.io.store import MANIFEST, commit_scope
+from mangacolor.io.store import commit_scope
+from mangacolor.stages import StageInputError
 
-from .metadata import manifest_metadata, mlflow_run_link
+from .launch import GPU_OP_TAGS, TRAINING_RETRY
+from .metadata import mlflow_run_link
 
 color_titles = dg.DynamicPartitionsDefinition(name="color_titles")
 bw_titles = dg.DynamicPartitionsDefinition(name="bw_titles")
@@ -27,12 +29,16 @@ def commits_last(fn):
     """Under `@dg.asset`: the store versions the asset sealed become LATEST only after it returned.
 
     The asset body stages and seals (`writer.seal()`), then computes metadata, logs to MLflow and
-    registers models; if any of that raises, the staging folders are removed and LATEST stays."""
+    registers models; if any of that raises, the staging folders are removed and LATEST stays. A stage's
+    `StageInputError` (an input not materialized yet) becomes a `dagster.Failure` with its message."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         with commit_scope() as writers:
-            result = with_mlflow_link(fn(*args, **kwargs), kwargs.get("mlflow"))
+            try:
+                result = with_mlflow_link(fn(*args, **kwargs), kwargs.get("mlflow"))
+            except StageInputError as exc:  # a stage's missing input: a failure with what to materialize, not a crash
+                raise dg.Failure(str(exc)) from exc
         context = kwargs.get("context", args[0] if args else None)
         from .digests import report_digest  # digests needs resources, which need this module
 
@@ -41,6 +47,25 @@ def commits_last(fn):
         return result
 
     return wrapper
+
+
+def stage_asset(group: str, role: str, description: str, *, gpu: bool = False, owners=("team:ml",), kinds=("pytorch",), **more):
+    """`@dg.asset` + `@commits_last` with the group, owners and stage/role tags of an asset's group; `gpu`: see
+    `gpu_asset`. `more`: other `dg.asset` arguments (deps, partitions_def, automation_condition, ...)."""
+    if gpu:
+        more = {"pool": "gpu", "op_tags": GPU_OP_TAGS, "retry_policy": TRAINING_RETRY if role == "training" else None, **more}
+
+    def decorate(fn):
+        return dg.asset(group_name=group, owners=list(owners), tags={"stage": group, "role": role}, kinds=set(kinds),
+                        description=description, **more)(commits_last(fn))
+
+    return decorate
+
+
+def gpu_asset(group: str, role: str, description: str, **more):
+    """`stage_asset` for an asset that runs on a GPU: the `gpu` pool (a slot per GPU), a pod that requests its GPUs
+    (`GPU_OP_TAGS`), and retries that resume from the last checkpoint for a training asset (role "training")."""
+    return stage_asset(group, role, description, gpu=True, **more)
 
 
 def with_mlflow_link(result, mlflow):
@@ -58,18 +83,6 @@ def progress_logger(context: dg.AssetExecutionContext, total: int | None, label:
             context.log.info(f"{label}: {n}/{total if total is not None else '?'} ({item})")
 
     return report
-
-
-def version_metadata(store, version: str, version_dir: str) -> dict:
-    """The version written: its data version, its folder and Dagster's row count, URI and column schema of its manifest."""
-    uri = store.uri(store.relative(version_dir))
-    return {"data_version": version, "uri": dg.MetadataValue.path(uri),
-            **manifest_metadata(uri, store.read_manifest(version_dir))}
-
-
-def manifest_uri(store, version_dir: str) -> str:
-    """Where the whole table of a version is: its manifest (metadata tables show at most 50 of its rows)."""
-    return store.uri(store.relative(f"{version_dir}/{MANIFEST}"))
 
 
 def work_dir() -> Path:

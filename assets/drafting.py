@@ -13,22 +13,18 @@ GPU pool, each in one MLflow run, resuming from their checkpoints when retried w
 """
 
 
-import json
 
 import dagster as dg
-import pandas as pd
 
 from mangacolor import config as mc_config
 from mangacolor.drafting.blur import BlurConfig
 from mangacolor.io.store import ok_rows
 
-from .common import (
-    checkpoint_dir, color_titles, commits_last, progress_logger, resumed_from, version_metadata, work_dir,
-)
-from .metadata import image_budget, samples_md
+from .common import checkpoint_dir, color_titles, gpu_asset, progress_logger, resumed_from, stage_asset, work_dir
+from .metadata import model_result, samples_md, version_metadata
 from .digests import digest_key
 from .ingest import bw_pages, color_pages, page_splits
-from .launch import GPU_OP_TAGS, TRAINING_RETRY, TorchrunResource, run_stage
+from .launch import TorchrunResource, run_stage
 from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
 
 EAGER = dg.AutomationCondition.eager()
@@ -47,41 +43,15 @@ def _materialized_titles(context, st, asset: str) -> list[str]:
     return titles
 
 
-def _model_result(context, st, asset: str, weights: str, rows, tracker, resumed: int, meta: dict, row_meta: dict,
-                  grids: dict) -> dg.MaterializeResult:
-    """Weights and the ids of every training page into the store, the weights into MLflow; `grids`: metadata key ->
-    (images, caption, height) of the sample grids, kept in the version folder."""
-    from mangacolor.synthetic.pages import write_model
-
-    tracker.log_artifact(weights, "weights")
-    tracker.log_text("training_pages.json", json.dumps(list(rows["id"]), indent=1))
-    tracker.log_dataset(rows, name="train", source=st.uri())
-    writer = st.begin(asset)
-    write_model(writer, weights, {"train": rows}, row_meta)
-    version, vdir, _ = writer.seal()
-    meta = {"resumed_from_step": resumed, "train_pages": len(rows), **meta, **version_metadata(st, version, vdir),
-            "weights": dg.MetadataValue.path(st.uri(st.relative(f"{vdir}/weights/model.safetensors"))),
-            "mlflow_run_id": tracker.run_id,
-            **{key: samples_md(st, vdir, images, caption, key, height, image_budget(len(grids)))
-               for key, (images, caption, height) in grids.items()}}
-    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
-
-
 # --- blurred pages ---------------------------------------------------------------------------------
 
 
-@dg.asset(
-    partitions_def=color_titles,
-    deps=[color_pages],
-    group_name=GROUP,
-    owners=OWNERS, tags={"stage": GROUP, "role": "data"},
+@stage_asset(GROUP, "data", owners=OWNERS, kinds=("parquet", "python"), partitions_def=color_titles, deps=[color_pages],
     automation_condition=EAGER,
-    kinds={"python", "parquet"},
     description="Colour pages of a title resized to 256x256 and strongly blurred (§III-A): what StyleGAN learns and the encoders' targets; preset section `blur:`.",
 )
-@commits_last
 def blurred_color_pages(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource) -> dg.MaterializeResult:
-    from mangacolor.drafting import pages as drafting
+    from mangacolor.stages import drafting
 
     st, title = store.get(), context.partition_key
     cfg = mc_config.stage_config(settings.load(), "blur", BlurConfig)
@@ -105,109 +75,64 @@ def blurred_color_pages(context: dg.AssetExecutionContext, settings: SettingsRes
 # --- the Coloring Latent Space ---------------------------------------------------------------------
 
 
-def stylegan_train(st, preset: dict, titles: list[str], work, spec, tracker, progress) -> dict:
-    """The StyleGAN2 loop on the blurred pages of `titles`; shared by the asset and the `torchrun` worker."""
-    from mangacolor.drafting import pages as drafting
-    from mangacolor.training.stylegan import train_stylegan
-
-    cfg, _ = drafting.stylegan_config(preset)
-    rows = drafting.blurred_rows(st, titles)
-    return train_stylegan(cfg, drafting.SquarePages(st, list(rows["uri"]), cfg.size), work, spec, tracker, progress=progress)
-
-
-@dg.asset(
-    deps=[blurred_color_pages, digest_key("blurred_color_pages")],
-    group_name=GROUP,
-    owners=OWNERS, tags={"stage": GROUP, "role": "training"},
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
-    retry_policy=TRAINING_RETRY,
-    kinds={"pytorch"},
+@gpu_asset(GROUP, "training", deps=[blurred_color_pages, digest_key("blurred_color_pages")],
     description="StyleGAN2 on the blurred colour pages of every colour title (§IV-B-1, Appendix D): its W+ is the Coloring Latent Space; preset section `stylegan:` (`init_checkpoint`: a port .pt to start from, as the paper did from Danbooru).",
 )
-@commits_last
 def stylegan(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
              device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
-    from mangacolor.drafting import pages as drafting
     from mangacolor.models.stylegan2 import load_generator
+    from mangacolor.stages import drafting
+    from mangacolor.stages.common import checkpoint_key, rows_digest
 
     preset, st, spec = settings.load(), store.get(), device.spec()
     cfg, report_cfg = drafting.stylegan_config(preset)
     titles = _materialized_titles(context, st, "blurred_color_pages")
     rows = drafting.blurred_rows(st, titles)
     images = drafting.SquarePages(st, list(rows["uri"]), cfg.size)
-    digest = drafting.rows_digest(rows)
-    work = checkpoint_dir(context, drafting.checkpoint_key(cfg, drafting.STYLEGAN_LOOP_ONLY, pages=digest))
+    digest = rows_digest(rows, ("id", "sha256", "input_uri"))
+    work = checkpoint_dir(context, checkpoint_key(cfg, drafting.STYLEGAN_LOOP_ONLY, pages=digest))
     resumed = resumed_from(work)
     params = {"train_pages": len(rows), "train_pages_digest": digest, "resumed_from_step": resumed,
               "report": report_cfg.model_dump(mode="json")}
     with mlflow.run(context, params=params) as tracker:
-        result, launched = run_stage(context, torchrun, "stylegan", stylegan_train, tracker=tracker, mlflow=mlflow, settings=settings,
+        result, launched = run_stage(context, torchrun, "stylegan", drafting.stylegan_train, tracker=tracker, mlflow=mlflow, settings=settings,
                                      store=store, device=device, work=work, titles=titles)
         g_ema, _ = load_generator(result["generator"])
         report = drafting.generator_report(g_ema.to(spec.device), images, report_cfg, spec.device,
                                            work_dir() / "fid_features", context.log.debug)
-        m = report.metrics
-        tracker.log_metrics({"fid": m.fid, "kid": m.kid_mean, "kid_std": m.kid_std}, step=result["steps"])
-        tracker.log_text("fid_report.md", m.to_markdown())
-        tracker.log_image("truncation_grid.png", report.grid)
-        tracker.set_tags({"fid_features": m.feature_extractor, "random_init_inception": str(m.random_init)}
-                  | ({"fid_note": drafting.RANDOM_INIT_NOTE} if m.random_init else {}))
-        meta = {
-            "steps": result["steps"], "size": cfg.size, **launched,
-            **{k: float(v) for k, v in result["metrics"].items()},
-            "fid": m.fid, "kid": m.kid_mean, "fid_samples": m.n_b, "fid_features": m.feature_extractor,
-            "random_init": m.random_init, "fid_report": dg.MetadataValue.md(m.to_markdown()),
-            **({"fid_note": drafting.RANDOM_INIT_NOTE} if m.random_init else {}),
-        }
+        meta = {"steps": result["steps"], "size": cfg.size, **launched, **{k: float(v) for k, v in result["metrics"].items()},
+                **_report_metadata(tracker, report.metrics, report.grid, result["steps"])}
         grids = {"samples": (report.fakes[:8] + report.reals[:8], "generated (8) | blurred pages (8)", 64),
                  "truncation_grid": ([report.grid], f"rows: truncation psi {report_cfg.truncations}", 256)}
-        return _model_result(context, st, "stylegan", result["generator"], rows, tracker, resumed, meta,
-                             {"steps": result["steps"], "size": cfg.size}, grids)
+        return model_result(st, "stylegan", result["generator"], {"train": rows}, tracker, {"resumed_from_step": resumed, **meta},
+                            {"steps": result["steps"], "size": cfg.size}, grids)
+
+
+def _report_metadata(tracker, m, grid, steps: int) -> dict:
+    """The generator's FID/KID report (`stages.drafting.generator_report`) into MLflow and the metadata."""
+    from mangacolor.stages.drafting import RANDOM_INIT_NOTE
+
+    note = {"fid_note": RANDOM_INIT_NOTE} if m.random_init else {}
+    tracker.log_metrics({"fid": m.fid, "kid": m.kid_mean, "kid_std": m.kid_std}, step=steps)
+    tracker.log_text("fid_report.md", m.to_markdown())
+    tracker.log_image("truncation_grid.png", grid)
+    tracker.set_tags({"fid_features": m.feature_extractor, "random_init_inception": str(m.random_init)} | note)
+    return {"fid": m.fid, "kid": m.kid_mean, "fid_samples": m.n_b, "fid_features": m.feature_extractor,
+            "random_init": m.random_init, "fid_report": dg.MetadataValue.md(m.to_markdown()), **note}
 
 
 # --- the two encoders into W+ ----------------------------------------------------------------------
 
 
-def encoder_plan(st, preset: dict, titles: list[str], input_nc: int, section: str, pseudolabels: bool):
-    """(loop config, blur config, training rows, pairs, titles read as grey pages, pseudolabels missing) of a
-    pSp encoder; shared by the asset and the `torchrun` worker."""
-    from mangacolor.drafting import pages as drafting
-
-    cfg = drafting.psp_config(preset, section, input_nc)
-    blur = mc_config.stage_config(preset, "blur", BlurConfig)
-    grey, no_pseudo = [], False
-    if input_nc == 3:
-        rows = drafting.inversion_rows(st, titles)
-    else:
-        rows, grey = drafting.drafting_rows(st, titles)
-        if pseudolabels:
-            pseudo = drafting.pseudolabel_draft_rows(st)
-            no_pseudo = pseudo.empty
-            rows = pd.concat([rows.assign(blur_target=False), pseudo], ignore_index=True)
-    pairs = drafting.DraftPairs(st, rows, "RGB" if input_nc == 3 else "L", blur.size, blur.sigma)
-    return cfg, blur, rows, pairs, grey, no_pseudo
-
-
-def encoder_train(st, preset: dict, titles: list[str], work, spec, tracker, progress, input_nc: int, section: str,
-                  pseudolabels: bool, generator: str) -> dict:
-    """The pSp loop against the stylegan version `generator`; shared by the asset and the `torchrun` worker."""
-    from mangacolor.drafting import pages as drafting
-    from mangacolor.training.drafting import train_psp
-
-    cfg, _, _, pairs, _, _ = encoder_plan(st, preset, titles, input_nc, section, pseudolabels)
-    with drafting.local_file(st, drafting.generator_path(st, generator)) as gen_path:
-        return train_psp(cfg, pairs, gen_path, work, spec, tracker, progress=progress)
-
-
 def _train_encoder(context, settings, store, device, mlflow, torchrun, asset: str, input_nc: int,
                    section: str | None = None, pseudolabels: bool = False) -> dg.MaterializeResult:
-    from mangacolor.drafting import pages as drafting
     from mangacolor.models.psp import load_psp
+    from mangacolor.stages import drafting
+    from mangacolor.stages.common import checkpoint_key, local_file, rows_digest, weights_row
 
     preset, st, spec = settings.load(), store.get(), device.spec()
     titles = _materialized_titles(context, st, "blurred_color_pages")
-    cfg, blur, rows, pairs, grey, no_pseudo = encoder_plan(st, preset, titles, input_nc, section or asset, pseudolabels)
+    cfg, blur, rows, pairs, grey, no_pseudo = drafting.encoder_plan(st, preset, titles, input_nc, section or asset, pseudolabels)
     notes = {}
     if grey:
         notes["input_note"] = drafting.GREY_FALLBACK_NOTE
@@ -216,20 +141,20 @@ def _train_encoder(context, settings, store, device, mlflow, torchrun, asset: st
     if no_pseudo:
         notes["pseudolabel_note"] = "no pseudolabels (self-training off or not materialized): synthetic pairs only"
         context.log.warning(notes["pseudolabel_note"])
-    _, gen_row = drafting.weights_row(st, "stylegan")
+    _, gen_row = weights_row(st, "stylegan")
     gen_version = st.latest_version("stylegan")
-    digest = drafting.rows_digest(rows)
-    work = checkpoint_dir(context, drafting.checkpoint_key(cfg, drafting.PSP_LOOP_ONLY, pages=digest, stylegan=gen_version,
+    digest = rows_digest(rows, ("id", "sha256", "input_uri"))
+    work = checkpoint_dir(context, checkpoint_key(cfg, drafting.PSP_LOOP_ONLY, pages=digest, stylegan=gen_version,
                                                            **({"blur": blur.model_dump()} if pseudolabels else {})))
     resumed = resumed_from(work)
     kinds = rows["input_kind"].value_counts().to_dict()
     params = {"train_pages": len(rows), "train_pages_digest": digest, "stylegan_version": gen_version,
               "resumed_from_step": resumed, "inputs": kinds}
     with mlflow.run(context, params=params) as tracker:
-        result, launched = run_stage(context, torchrun, asset, encoder_train, tracker=tracker, mlflow=mlflow, settings=settings,
+        result, launched = run_stage(context, torchrun, asset, drafting.encoder_train, tracker=tracker, mlflow=mlflow, settings=settings,
                                      store=store, device=device, work=work, titles=titles, input_nc=input_nc,
                                      section=section or asset, pseudolabels=pseudolabels, generator=gen_version)
-        with drafting.local_file(st, drafting.generator_path(st, gen_version)) as gen_path:
+        with local_file(st, drafting.generator_path(st, gen_version)) as gen_path:
             psp = load_psp(result["encoder"], gen_path).to(spec.device)
         random_lpips = result["lpips_trunk"] == "random"
         tracker.set_tags({"lpips_trunk": result["lpips_trunk"]} | ({"lpips_note": LPIPS_RANDOM_NOTE} if random_lpips else {})
@@ -242,81 +167,53 @@ def _train_encoder(context, settings, store, device, mlflow, torchrun, asset: st
             "stylegan_version": gen_version,
         }
         grids = {"samples": (drafting.preview_triples(psp, pairs, spec), "input page | blurred target | draft (triples)", 96)}
-        return _model_result(context, st, asset, result["encoder"], rows, tracker, resumed, meta,
-                             {"steps": result["steps"], "stylegan_version": gen_version, "input_nc": input_nc,
-                              "lpips_trunk": result["lpips_trunk"], "generator_steps": gen_row.get("steps")}, grids)
+        return model_result(st, asset, result["encoder"], {"train": rows}, tracker, {"resumed_from_step": resumed, **meta},
+                            {"steps": result["steps"], "stylegan_version": gen_version, "input_nc": input_nc,
+                             "lpips_trunk": result["lpips_trunk"], "generator_steps": gen_row.get("steps")}, grids)
 
 
-@dg.asset(
-    deps=[stylegan, blurred_color_pages, color_pages],
-    group_name=GROUP,
-    owners=OWNERS, tags={"stage": GROUP, "role": "training"},
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
-    retry_policy=TRAINING_RETRY,
-    kinds={"pytorch"},
-    description="GAN inversion (§IV-B-2): pSp from a colour page to W+ of the frozen `stylegan`, trained with 1·MSE + 0.5·LPIPS against the blurred page; makes the drafts of colour pages. Preset section `inversion_encoder:`.",
-)
-@commits_last
-def inversion_encoder(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
-                      device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
-    return _train_encoder(context, settings, store, device, mlflow, torchrun, "inversion_encoder", input_nc=3)
+def _encoder(asset: str, input_nc: int, deps: list, description: str, section: str | None = None,
+             pseudolabels: bool = False) -> dg.AssetsDefinition:
+    """A pSp encoder asset (`_train_encoder`): the inversion encoder, the drafting network and its second round."""
+
+    @gpu_asset(GROUP, "training", name=asset, deps=deps, description=description)
+    def encoder(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
+                device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
+        return _train_encoder(context, settings, store, device, mlflow, torchrun, asset, input_nc, section, pseudolabels)
+
+    return encoder
 
 
-@dg.asset(
-    deps=[stylegan, blurred_color_pages, "synthetic_bw_pages", digest_key("synthetic_bw_pages")],
-    group_name=GROUP,
-    owners=OWNERS, tags={"stage": GROUP, "role": "training"},
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
-    retry_policy=TRAINING_RETRY,
-    kinds={"pytorch"},
-    description="The drafting network (§III-A eq. 1, §IV-B-2): pSp from a black-and-white page to W+ of the frozen `stylegan`, trained on synthetic pages (grey conversions where `synthetic_bw_pages` is missing, said in the metadata) against the blurred colour page. Preset section `drafting_network:`.",
-)
-@commits_last
-def drafting_network(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
-                     device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
-    return _train_encoder(context, settings, store, device, mlflow, torchrun, "drafting_network", input_nc=1)
-
-
-@dg.asset(
-    deps=[stylegan, blurred_color_pages, "synthetic_bw_pages", "pseudolabels"],
-    group_name=GROUP,
-    owners=OWNERS, tags={"stage": GROUP, "role": "training"},
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
-    retry_policy=TRAINING_RETRY,
-    kinds={"pytorch"},
-    description="The drafting network's second round (§III: 'in the end, we train the drafting network ... with synthetic data and "
-                "real data with pseudolabels'): pSp from a black-and-white page to W+, trained on the synthetic pairs plus the real "
-                "training pages with their pseudolabels (blurred like the colour pages). The model bundle ships this one. "
-                "Preset section `drafting_network:`.",
-)
-@commits_last
-def drafting_network_final(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
-                           device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
-    return _train_encoder(context, settings, store, device, mlflow, torchrun, "drafting_network_final", input_nc=1,
-                          section="drafting_network", pseudolabels=True)
+inversion_encoder = _encoder(
+    "inversion_encoder", 3, [stylegan, blurred_color_pages, color_pages],
+    "GAN inversion (§IV-B-2): pSp from a colour page to W+ of the frozen `stylegan`, trained with 1·MSE + 0.5·LPIPS against the "
+    "blurred page; makes the drafts of colour pages. Preset section `inversion_encoder:`.")
+drafting_network = _encoder(
+    "drafting_network", 1, [stylegan, blurred_color_pages, "synthetic_bw_pages", digest_key("synthetic_bw_pages")],
+    "The drafting network (§III-A eq. 1, §IV-B-2): pSp from a black-and-white page to W+ of the frozen `stylegan`, trained on "
+    "synthetic pages (grey conversions where `synthetic_bw_pages` is missing, said in the metadata) against the blurred "
+    "colour page. Preset section `drafting_network:`.")
+drafting_network_final = _encoder(
+    "drafting_network_final", 1, [stylegan, blurred_color_pages, "synthetic_bw_pages", "pseudolabels"],
+    "The drafting network's second round (§III: 'in the end, we train the drafting network ... with synthetic data and "
+    "real data with pseudolabels'): pSp from a black-and-white page to W+, trained on the synthetic pairs plus the real "
+    "training pages with their pseudolabels (blurred like the colour pages). The model bundle ships this one. "
+    "Preset section `drafting_network:`.", section="drafting_network", pseudolabels=True)
 
 
 # --- drafts of the real black-and-white training pages ---------------------------------------------
 
 
-@dg.asset(
+@gpu_asset(GROUP, "data",
     deps=[drafting_network, dg.AssetDep(bw_pages, partition_mapping=dg.AllPartitionMapping()), page_splits],
-    group_name=GROUP,
-    owners=OWNERS, tags={"stage": GROUP, "role": "data"},
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
-    kinds={"pytorch", "parquet"},
+    kinds=("parquet", "pytorch"),
     description="Coloring drafts of the real black-and-white training pages (train split only) made with the first-round "
                 "drafting network: the S that step 1 gives real pages (eq. 9). 256x256 PNG per page, `page_id` names it.",
 )
-@commits_last
 def bw_page_drafts(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                    device: DeviceResource) -> dg.MaterializeResult:
-    from mangacolor.drafting import pages as drafting
-    from mangacolor.training.colorization_stages import real_training_rows
+    from mangacolor.stages import drafting
+    from mangacolor.stages.common import real_training_rows
 
     preset, st, spec = settings.load(), store.get(), device.spec()
     cfg = mc_config.stage_config(preset, "coloring_drafts", drafting.DraftsConfig)
@@ -337,21 +234,13 @@ def bw_page_drafts(context: dg.AssetExecutionContext, settings: SettingsResource
 # --- drafts of the colour training pages -----------------------------------------------------------
 
 
-@dg.asset(
-    partitions_def=color_titles,
-    deps=[inversion_encoder, blurred_color_pages, color_pages],
-    group_name=GROUP,
-    owners=OWNERS, tags={"stage": GROUP, "role": "data"},
-    automation_condition=EAGER,
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
-    kinds={"pytorch", "parquet"},
+@gpu_asset(GROUP, "data", partitions_def=color_titles, deps=[inversion_encoder, blurred_color_pages, color_pages],
+    automation_condition=EAGER, kinds=("parquet", "pytorch"),
     description="Coloring drafts of a title's colour pages made with the inversion encoder (§IV-B-3), 256x256 PNG plus each page's W+ (latents.safetensors); `source_id` pairs a draft with its colour page. Preset section `coloring_drafts:`.",
 )
-@commits_last
 def coloring_drafts(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                     device: DeviceResource) -> dg.MaterializeResult:
-    from mangacolor.drafting import pages as drafting
+    from mangacolor.stages import drafting
 
     preset, st, spec, title = settings.load(), store.get(), device.spec(), context.partition_key
     cfg = mc_config.stage_config(preset, "coloring_drafts", drafting.DraftsConfig)

@@ -22,7 +22,6 @@ running by default, skipping while no champion or Manga109 pages exist) re-evalu
 
 
 import functools
-import hashlib
 import io
 import json
 import os
@@ -45,10 +44,9 @@ if TYPE_CHECKING:
     from mangacolor.eval.fid import FeatureExtractor
     from mangacolor.eval.report import EvaluationConfig
 
-from .common import commits_last, version_metadata
-from .metadata import samples_md, table_value
+from .common import gpu_asset, stage_asset
+from .metadata import samples_md, table_value, version_metadata
 from .digests import digest_key
-from .launch import GPU_OP_TAGS
 from .ingest import color_pages, manga109_pages, page_splits
 from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
 
@@ -103,12 +101,6 @@ def _read_record(st, set_name: str) -> dict | None:
     return json.loads(st.read_bytes(f"{st.latest_dir('fid_report', set_name)}/report.json"))
 
 
-def _parquet(frame: pd.DataFrame) -> bytes:
-    buf = io.BytesIO()
-    frame.to_parquet(buf, index=False)
-    return buf.getvalue()
-
-
 def _samples(pages: list[np.ndarray], samples: dict[str, list[np.ndarray]]) -> list[np.ndarray]:
     strip = []
     for i in range(min(2, len(pages))):
@@ -126,7 +118,7 @@ REPORT_METRICS = ("fid", "fid_lo", "fid_hi", "kid", "kid_lo", "kid_hi", "ciede20
 def _log_model_metrics(tracker, models, lines: dict, set_name: str) -> None:
     """Each registered version's rows also as metrics of its logged model (`<set>/<mode>/<metric>`), so the
     registry shows a version's evaluations; the run keeps them under the role (`candidate/auto/fid`)."""
-    from mangacolor.registry import log_version_metrics
+    from mangacolor.inference.registry import log_version_metrics
 
     for m in models:
         if not m.uri.startswith("models:/"):
@@ -138,21 +130,16 @@ def _log_model_metrics(tracker, models, lines: dict, set_name: str) -> None:
             log_version_metrics(tracker.client, tracker.run_id, tracker.client.get_model_version(name, version), values)
 
 
-@dg.asset(
-    partitions_def=EVAL_SETS,
+@gpu_asset(GROUP, "evaluation", owners=OWNERS, partitions_def=EVAL_SETS,
     deps=[COLORIZER_FINAL, page_splits, manga109_pages, dg.AssetDep(color_pages, partition_mapping=dg.AllPartitionMapping()),
           digest_key("color_pages")],
-    group_name=GROUP,
-    owners=OWNERS, tags={"stage": GROUP, "role": "evaluation"},
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
-    kinds={"pytorch", "parquet"},
+    kinds=("parquet", "pytorch"),
     description="FID/KID with bootstrap intervals of the registered models in automatic mode (candidate, champion, "
                 "ablation variants) on the holdout or Manga109, beside the paper's Tables 1 and 3.",
 )
-@commits_last
 def fid_report(context: dg.AssetExecutionContext, config: EvaluateConfig, settings: SettingsResource, store: StoreResource,
                device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+    from mangacolor.stages.evaluation import write_report
     from mangacolor.eval import report
     from mangacolor.eval.candidates import models_to_evaluate
     from mangacolor.eval.inception import WeightsNotFoundError
@@ -187,23 +174,34 @@ def fid_report(context: dg.AssetExecutionContext, config: EvaluateConfig, settin
         record = result.to_json()
         blob = json.dumps(record, indent=1, default=str)
 
-        writer = st.begin("fid_report", set_name)
-        for row in page_rows.to_dict("records"):
-            writer.add({k: row.get(k) for k in ("id", "title", "page", "width", "height", "sha256")} | {"source_uri": row["uri"], "status": "ok"})
-        writer.write("metrics.parquet", _parquet(result.table))
-        writer.write("report.md", markdown.encode())
-        writer.write("report.json", blob.encode())
-        version, vdir, _ = writer.seal(salt=hashlib.sha256(blob.encode()).hexdigest())
+        version, vdir = write_report(st, set_name, page_rows, result.table, markdown, blob)
+        _log_report(tracker, result, models, set_name, markdown, blob)
+    meta = _report_metadata(st, version, vdir, result, record, passed, reason, page_rows, ref_rows, tracker,
+                            _samples(pages[: cfg.n_samples], result.samples))
+    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
 
-        lines = {line["row"]: line for line in result.table.to_dict("records")}
-        for row, line in lines.items():
-            tracker.log_metrics({f"{row}/{k}": line[k] for k in REPORT_METRICS if line.get(k) is not None and np.isfinite(line[k])})
-        _log_model_metrics(tracker, models, lines, set_name)
-        tracker.log_text("report.md", markdown)
-        tracker.log_text("report.json", blob)
-        tracker.set_tags({"random_init": str(result.random_init)} | ({"fid_note": report.RANDOM_INIT_NOTE} if result.random_init else {}))
 
-    cand = record["rows"][record["candidate"]["row"]]
+def _log_report(tracker, result, models, set_name: str, markdown: str, blob: str) -> None:
+    """Every row's numbers as metrics of the run (and of each registered version's logged model), the report as text."""
+    from mangacolor.eval import report
+
+    lines = {line["row"]: line for line in result.table.to_dict("records")}
+    for row, line in lines.items():
+        tracker.log_metrics({f"{row}/{k}": line[k] for k in REPORT_METRICS if line.get(k) is not None and np.isfinite(line[k])})
+    _log_model_metrics(tracker, models, lines, set_name)
+    tracker.log_text("report.md", markdown)
+    tracker.log_text("report.json", blob)
+    tracker.set_tags({"random_init": str(result.random_init)} | ({"fid_note": report.RANDOM_INIT_NOTE} if result.random_init else {}))
+
+
+def _report_metadata(st, version: str, vdir: str, result, record: dict, passed: bool, reason: str, page_rows, ref_rows, tracker,
+                     shown: list) -> dict:
+    """fid_report's metadata: the candidate's numbers, the gate's verdict, where the whole report is."""
+    from mangacolor.eval import report
+
+    # The model under test: the candidate, or (no candidate yet) the one pinned model scored alone, e.g. an import.
+    under_test = record["candidate"]["row"] or next(iter(record["rows"]))
+    cand = record["rows"][under_test]
     meta = {
         **version_metadata(st, version, vdir),
         # Our rows only; the report beside the paper's Tables 1 and 3 and every column are in the store.
@@ -211,7 +209,8 @@ def fid_report(context: dg.AssetExecutionContext, config: EvaluateConfig, settin
         "report_full": dg.MetadataValue.path(st.uri(st.relative(f"{vdir}/report.md"))),
         "metrics_full": dg.MetadataValue.path(st.uri(st.relative(f"{vdir}/metrics.parquet"))),
         "random_init": result.random_init,
-        "candidate_version": record["candidate"]["version"],
+        "candidate_version": record["candidate"]["version"] or "none",
+        "evaluated_row": under_test,
         "champion_version": record["champion"]["version"] or "none",
         "candidate_fid": float(cand["fid"]),
         "candidate_kid": float(cand["kid_mean"]),
@@ -229,11 +228,11 @@ def fid_report(context: dg.AssetExecutionContext, config: EvaluateConfig, settin
         "resize": cand["resize"],
         "fid_method": cand["fid_method"],
         "mlflow_run_id": tracker.run_id,
-        "samples": samples_md(st, vdir, _samples(pages[: cfg.n_samples], result.samples), "page | " + " | ".join(result.samples)),
+        "samples": samples_md(st, vdir, shown, "page | " + " | ".join(result.samples)),
     }
     if result.random_init:
         meta["random_init_note"] = report.RANDOM_INIT_NOTE
-    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
+    return meta
 
 
 @dg.asset_check(asset=fid_report, blocking=True, partitions_def=EVAL_SETS,
@@ -246,7 +245,7 @@ def candidate_not_worse(context: dg.AssetCheckExecutionContext, settings: Settin
     passed, reason = set_verdict(record, cfg.gate.metric, cfg.gate.margin)
     return dg.AssetCheckResult(passed=passed, description=reason, metadata={
         "reason": reason, "metric": cfg.gate.metric, "margin": cfg.gate.margin,
-        "candidate_version": record["candidate"]["version"], "champion_version": record["champion"]["version"] or "none",
+        "candidate_version": record["candidate"]["version"] or "none", "champion_version": record["champion"]["version"] or "none",
     })
 
 
@@ -292,18 +291,13 @@ def random_init_flagged(context: dg.AssetCheckExecutionContext, store: StoreReso
 # --- promotion ---------------------------------------------------------------------------------
 
 
-@dg.asset(
-    deps=[fid_report],
-    group_name=GROUP,
-    owners=OWNERS, tags={"stage": GROUP, "role": "model"},
-    kinds={"mlflow"},
+@stage_asset(GROUP, "model", owners=OWNERS, kinds=("mlflow",), deps=[fid_report],
     description="The `champion` alias of the registered colorizer: moved to the candidate only when its reports on every "
                 "gating set (evaluation.gate.sets) pass the gate against the current champion.",
 )
-@commits_last
 def champion_model(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                    mlflow: MlflowResource) -> dg.MaterializeResult:
-    from mangacolor.registry import promote, version_by_alias
+    from mangacolor.inference.registry import promote, version_by_alias
 
     cfg, st = _config(settings), store.get()
     reports = {s: _read_record(st, s) for s in cfg.gate.sets}
@@ -328,22 +322,17 @@ def champion_model(context: dg.AssetExecutionContext, settings: SettingsResource
 # --- inference_benchmark -----------------------------------------------------------------------
 
 
-@dg.asset(
-    deps=[COLORIZER_FINAL],
-    group_name=GROUP,
-    owners=OWNERS, tags={"stage": GROUP, "role": "evaluation"},
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
-    kinds={"pytorch"},
+@gpu_asset(GROUP, "evaluation", owners=OWNERS, deps=[COLORIZER_FINAL],
     description="Seconds per page for preprocessing (drafting network + StyleGAN) and colorization, median of N runs, "
                 "and peak memory, on every device present, beside the paper's Table 4.",
 )
-@commits_last
 def inference_benchmark(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                         mlflow: MlflowResource) -> dg.MaterializeResult:
     from mangacolor.eval.benchmark import benchmark_table, run_benchmarks
     from mangacolor.inference.bundle import ModelBundle
-    from mangacolor.registry import download_bundle, version_by_alias
+    from mangacolor.io.bundle import download_bundle
+    from mangacolor.inference.registry import version_by_alias
+    from mangacolor.stages.evaluation import benchmark_markdown, write_benchmark
 
     cfg, st = _config(settings), store.get()
     with mlflow.run(context, params=cfg.benchmark.model_dump(mode="json")) as tracker:
@@ -353,19 +342,8 @@ def inference_benchmark(context: dg.AssetExecutionContext, settings: SettingsRes
         path = download_bundle(f"models:/{MODEL_NAME}/{model.version}")
         results = run_benchmarks(lambda d: ModelBundle.load(path, d), cfg.benchmark, cfg.inference_options(), context.log.info)
         table_frame = benchmark_table(results)
-        frame = pd.DataFrame(results)
-        markdown = (f"## Inference benchmark: {MODEL_NAME} v{model.version}\n\n" + table_frame.to_markdown(index=False) +
-                    "\n\nPaper rows: one 512×768 page on their GPU; ours: median of the timed runs after warm-up, "
-                    "preprocessing = drafting network + StyleGAN draft, colorization = generator from uint8 page to uint8 page; "
-                    "memory: CUDA tensors, or CPU resident-set growth (a lower bound, see mangacolor/eval/benchmark.py).")
-        writer = st.begin("inference_benchmark")
-        for r in results:
-            blob = json.dumps(r, sort_keys=True, default=str).encode()
-            writer.add({"id": f"{r['device']}/{r['width']}x{r['height']}", "sha256": hashlib.sha256(blob).hexdigest(), "status": "ok",
-                        "width": r["width"], "height": r["height"]})
-        writer.write("benchmark.parquet", _parquet(frame))
-        writer.write("benchmark.md", markdown.encode())
-        version, vdir, _ = writer.seal(salt=str(model.version))
+        markdown = benchmark_markdown(f"{MODEL_NAME} v{model.version}", table_frame)
+        version, vdir = write_benchmark(st, results, markdown, str(model.version))
         for r in results:
             key = f"{r['device']}_{r['width']}x{r['height']}"
             tracker.log_metrics({f"{key}/{k}": r[k] for k in ("preprocessing_s", "colorization_s", "total_s",
@@ -483,7 +461,7 @@ def build_manga109_schedule(cfg: ScheduleConfig) -> dg.ScheduleDefinition:
                              "champion or no Manga109 pages.")
     def manga109_weekly(context: dg.ScheduleEvaluationContext, mlflow: MlflowResource, store: StoreResource):
         # No champion yet is a skip; an unreachable or broken tracking store is an error.
-        from mangacolor.registry import version_by_alias
+        from mangacolor.inference.registry import version_by_alias
 
         champion = version_by_alias("champion", MODEL_NAME, mlflow.client())
         if champion is None:

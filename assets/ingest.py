@@ -16,13 +16,15 @@ import pandas as pd
 
 from mangacolor import config as mc_config
 from mangacolor.data.ingest import ingest_items
-from mangacolor.data.sources import iter_items, list_titles, scan_changes, scan_sources, titles_by_role
+from mangacolor.data.sources import (
+    iter_items, list_titles, manga109_source, preset_sources, scan_changes, scan_sources, titles_by_role,
+)
 from mangacolor.data.splits import holdout_pages, make_splits, training_pages
 from mangacolor.io.images import read_image
 from mangacolor.io.store import Store, ok_rows
 
-from .common import bw_titles, color_titles, commits_last, manifest_uri, progress_logger, version_metadata
-from .metadata import samples_md, table_metadata
+from .common import bw_titles, color_titles, commits_last, progress_logger, stage_asset
+from .metadata import manifest_uri, samples_md, table_metadata, version_metadata
 from .digests import digest_key, digest_observations
 from .resources import SettingsResource, StoreResource
 
@@ -59,7 +61,7 @@ def _make_ingest(role: str, partitions_def: dg.DynamicPartitionsDefinition):
                     "(size, mtime or ETag): a changed, added or removed page changes the version.",
     )
     def observe(context, settings: SettingsResource) -> dg.DataVersionsByPartition:
-        prints = scan_sources(mc_config.sources(settings.load()), (role,)).fingerprints[role]
+        prints = scan_sources(preset_sources(settings.load()), (role,)).fingerprints[role]
         known = context.instance.get_dynamic_partitions(partitions_def.name)
         return dg.DataVersionsByPartition({t: prints[t] for t in known if t in prints})
 
@@ -77,7 +79,7 @@ def _make_ingest(role: str, partitions_def: dg.DynamicPartitionsDefinition):
     def pages(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource) -> dg.MaterializeResult:
         preset = settings.load()
         title = context.partition_key
-        cfgs = titles_by_role(mc_config.sources(preset), role).get(title)
+        cfgs = titles_by_role(preset_sources(preset), role).get(title)
         if not cfgs:
             raise dg.Failure(f"title {title!r} is in no configured {label} source any more; remove the partition or restore the source")
         st = store.get()
@@ -96,17 +98,12 @@ color_sources, color_pages = _make_ingest("color", color_titles)
 bw_sources, bw_pages = _make_ingest("bw", bw_titles)
 
 
-@dg.asset(
-    group_name="ingest",
-    owners=OWNERS, tags={"stage": "ingest", "role": "data"},
-    automation_condition=EAGER,
-    kinds={"python", "parquet"},
+@stage_asset("ingest", "data", owners=OWNERS, kinds=("parquet", "python"), automation_condition=EAGER,
     description="Manga109 pages read from the official layout (books.txt, images/<title>/<NNN>.jpg): the unseen-style evaluation set.",
 )
-@commits_last
 def manga109_pages(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource) -> dg.MaterializeResult:
     preset = settings.load()
-    cfg = mc_config.manga109_source(preset)
+    cfg = manga109_source(preset)
     if cfg is None:
         raise dg.Failure("preset has no `manga109: {uri: ...}` section; point it at your Manga109 folder")
     st = store.get()
@@ -119,15 +116,10 @@ def manga109_pages(context: dg.AssetExecutionContext, settings: SettingsResource
     return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
 
 
-@dg.asset(
-    group_name="ingest",
-    owners=OWNERS, tags={"stage": "ingest", "role": "data"},
-    deps=[color_pages, bw_pages, digest_key("color_pages"), digest_key("bw_pages")],
-    automation_condition=EAGER,
-    kinds={"python", "parquet"},
+@stage_asset("ingest", "data", owners=OWNERS, kinds=("parquet", "python"),
+    deps=[color_pages, bw_pages, digest_key("color_pages"), digest_key("bw_pages")], automation_condition=EAGER,
     description="The paper's matched black-and-white/colour pairs (§IV-A-2): titles present in both roles, each page aligned by its ink, with alignment and error; rejected candidates kept with their best error.",
 )
-@commits_last
 def page_pairs(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource) -> dg.MaterializeResult:
     from mangacolor.data.pairs import match_pairs
 
@@ -154,15 +146,10 @@ def page_pairs(context: dg.AssetExecutionContext, settings: SettingsResource, st
     )
 
 
-@dg.asset(
-    group_name="ingest",
-    owners=OWNERS, tags={"stage": "ingest", "role": "data"},
-    deps=[bw_pages, page_pairs, digest_key("bw_pages")],
-    automation_condition=EAGER,
-    kinds={"python", "parquet"},
+@stage_asset("ingest", "data", owners=OWNERS, kinds=("parquet", "python"),
+    deps=[bw_pages, page_pairs, digest_key("bw_pages")], automation_condition=EAGER,
     description="Train / holdout split of the black-and-white pages by a fixed seed; the holdout is never read by adaptation or self-training (matched pairs train, but for `paired_holdout_fraction` of them).",
 )
-@commits_last
 def page_splits(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource) -> dg.MaterializeResult:
     st = store.get()
     cfg = mc_config.stage_config(settings.load(), "splits", mc_config.SplitConfig)
@@ -217,7 +204,7 @@ def source_tick(preset: dict, known: dict[str, set[str]], cursor: str | None, st
     be listed (then that role is left as it was and the cursor keeps its old fingerprints).
     """
     previous = json.loads(cursor) if cursor else {}
-    scan = scan_sources(mc_config.sources(preset))
+    scan = scan_sources(preset_sources(preset))
     changes = scan_changes(scan, previous, known)
     events = [dg.AssetObservation(asset_key=f"{role}_sources", partition=title, tags={"dagster/data_version": fp})
               for role, titles in changes.changed.items() for title, fp in titles.items()]

@@ -2,8 +2,8 @@
 
 With `gpus: N > 1` (or `nnodes > 1`) a training asset does not train in its own process: it starts
 `torchrun` (`PipesSubprocessClient` on a machine, `PipesK8sClient` as a pod on Kubernetes) running
-`pipelines/torchrun_worker.py`, one process per GPU, data-parallel (mangacolor/training/distributed.py:
-NCCL on GPUs, gloo on the CPU). Every rank derives the same rows from the store; rank 0 alone
+`pipelines/torchrun_worker.py` (the stages of mangacolor/stages/launch.py), one process per GPU,
+data-parallel (mangacolor/training/distributed.py: NCCL on GPUs, gloo on the CPU). Every rank derives the same rows from the store; rank 0 alone
 checkpoints, logs to the asset's MLflow run and reports the materialization metadata back through
 Pipes, which the asset merges with what it writes to the store.
 """
@@ -14,12 +14,9 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import dagster as dg
-
-if TYPE_CHECKING:
-    from mangacolor.training.colorizer import ColorizerTrainResult
 
 WORKER = "pipelines.torchrun_worker"
 
@@ -76,19 +73,9 @@ class TorchrunResource(dg.ConfigurableResource):
         return PipesK8sClient()
 
 
-def colorizer_result(raw: dict) -> ColorizerTrainResult:
-    """`train_colorizer`'s result from the JSON rank 0 reported."""
-    from mangacolor.training.colorizer import ColorizerTrainResult, Snapshot
-
-    return ColorizerTrainResult(
-        generator=Path(raw["generator"]), discriminator=Path(raw["discriminator"]) if raw["discriminator"] else None,
-        snapshots=[Snapshot(**s) for s in raw["snapshots"]], steps=raw["steps"], final_metrics=raw["final_metrics"],
-        perceptual_random=raw["perceptual_random"])
-
-
 def train_stage(context: dg.AssetExecutionContext, torchrun: TorchrunResource, stage: str, mlflow_run_id: str, tracking_uri: str,
                 preset: str, store, titles: list[str], device, work: Path, **args) -> tuple[Any, dict]:
-    """Train `stage` (a name in pipelines/torchrun_worker.py's STAGES) under `torchrun`: (the loop's result
+    """Train `stage` (a name in mangacolor/stages/launch.py's STAGES) under `torchrun`: (the loop's result
     as rank 0 reported it, as JSON; the metadata rank 0 reported). `args`: JSON the stage's worker reads."""
     spec = {"stage": stage, "preset": preset, "artifact_root": store.artifact_root,
             "storage_options": dict(store.storage_options or {}), "titles": titles, "args": args,
@@ -103,20 +90,18 @@ def train_stage(context: dg.AssetExecutionContext, torchrun: TorchrunResource, s
     return (raw.value if isinstance(raw, dg.JsonMetadataValue) else raw), meta
 
 
-def train_colorizer_stage(context, torchrun: TorchrunResource, stage: str, *args, **kw) -> tuple[ColorizerTrainResult, dict]:
-    """`train_stage` for a stage whose loop is `train_colorizer` (step 1, step 2)."""
-    raw, meta = train_stage(context, torchrun, stage, *args, **kw)
-    return colorizer_result(raw), meta
-
-
-def run_stage(context: dg.AssetExecutionContext, torchrun: TorchrunResource, stage: str, train, *, tracker, mlflow, settings,
-              store, device, work: Path, titles=(), **args) -> tuple[Any, dict]:
+def run_stage(context: dg.AssetExecutionContext, torchrun: TorchrunResource | None, stage: str, train, *, tracker, mlflow,
+              settings, store, device, work: Path, titles=(), **args) -> tuple[Any, dict]:
     """`train(store, preset, titles, work, device spec, tracker, progress, **args)` in this process, or under
-    `torchrun` when `torchrun.launches()` (the worker calls the same function by the stage's name):
-    (the loop's result, JSON after a launch; the metadata rank 0 reported, {} in this process)."""
-    if torchrun.launches():
-        return train_stage(context, torchrun, stage, tracker.run_id, mlflow.tracking_uri, settings.preset, store, list(titles),
-                           device, work, **args)
+    `torchrun` when `torchrun.launches()` (each rank runs the stage `stage` of mangacolor/stages/launch.py, the same
+    function): (the loop's result as it returns it; the metadata rank 0 reported, {} in this process).
+    `torchrun` None: in this process."""
+    if torchrun is not None and torchrun.launches():
+        from mangacolor.stages.launch import from_json
+
+        raw, meta = train_stage(context, torchrun, stage, tracker.run_id, mlflow.tracking_uri, settings.preset, store,
+                                list(titles), device, work, **args)
+        return from_json(stage, raw), meta
     return train(store.get(), settings.load(), list(titles), work, device.spec(), tracker, context.log.info, **args), {}
 
 

@@ -1,4 +1,4 @@
-"""The shapes of materialization metadata, kept small enough for the UI to read.
+"""Materialization metadata: its shapes, kept small enough for the UI to read, and what every training asset shows.
 
 A materialization event is stored with every run and shown in the asset's page: tables show at most
 `TABLE_ROWS` rows (the whole table stays in the store, its path beside it), sample grids are kept as
@@ -9,16 +9,19 @@ and an MLflow run is a link into the MLflow UI.
 
 import base64
 import io
+import json
 import math
 import os
 import posixpath
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 from PIL import Image
 
-from mangacolor.io.images import encode_png, thumbnail_grid
+from mangacolor.io.images import encode_png, read_image, thumbnail_grid
+from mangacolor.io.store import MANIFEST
 
 TABLE_ROWS = 50
 # JPEG bytes of one thumbnail (4 KB: 5.5 KB as the base64 inside the event); the thumbnails of one event
@@ -140,3 +143,94 @@ def mlflow_run_link(tracking_uri: str, run_id: str) -> dg.MetadataValue:
 
     experiment_id = MlflowClient(tracking_uri).get_run(run_id).info.experiment_id
     return dg.MetadataValue.url(mlflow_run_url(experiment_id, run_id))
+
+
+# --- a version, and what a training asset shows ------------------------------------------------------
+
+
+def version_metadata(store, version: str, version_dir: str) -> dict:
+    """The version written: its data version, its folder and Dagster's row count, URI and column schema of its manifest."""
+    uri = store.uri(store.relative(version_dir))
+    return {"data_version": version, "uri": dg.MetadataValue.path(uri),
+            **manifest_metadata(uri, store.read_manifest(version_dir))}
+
+
+def manifest_uri(store, version_dir: str) -> str:
+    """Where the whole table of a version is: its manifest (metadata tables show at most 50 of its rows)."""
+    return store.uri(store.relative(f"{version_dir}/{MANIFEST}"))
+
+
+def recorded_result(store, recorded, **more) -> dg.MaterializeResult:
+    """The materialization of a version a stage recorded (`mangacolor.stages.common.Recorded`): its facts as metadata."""
+    return dg.MaterializeResult(metadata={**version_metadata(store, recorded.version, recorded.folder), **recorded.facts, **more},
+                                data_version=dg.DataVersion(recorded.version))
+
+
+def fallback_metadata(fallbacks: list[str], tracker=None) -> dict:
+    """Metadata and MLflow tags saying which upstream asset was stood in for (none: `fallbacks: none`)."""
+    text = "; ".join(fallbacks) if fallbacks else "none"
+    if tracker is not None:
+        tracker.set_tags({"fallbacks": text[:5000], "fallback": str(bool(fallbacks)).lower()})
+    listed = "\n".join(f"- {f}" for f in fallbacks) if fallbacks else "_none: every upstream asset was materialized_"
+    return {"fallback": bool(fallbacks), "fallbacks": dg.MetadataValue.md(listed)}
+
+
+def notes_md(notes: list[str]) -> dg.MetadataValue:
+    """A stage's notes as a markdown list (`_none_` without any)."""
+    return dg.MetadataValue.md("\n".join(f"- {n}" for n in notes) or "_none_")
+
+
+def training_grid(store, version_dir: str, image, caption: str, name: str = "samples", height: int = 384,
+                  max_bytes: int = THUMBNAIL_BYTES) -> dg.MetadataValue:
+    """A training loop's sample grid (an array, a local file or a store path) kept in the version folder, shown small."""
+    if isinstance(image, (str, Path)):  # a local file (the loop's samples) or a path in the store
+        image = read_image(Path(image).read_bytes() if Path(image).is_file() else store.read_bytes(str(image)))
+    return samples_md(store, version_dir, [image], caption, name, min(height, image.shape[0]), max_bytes)
+
+
+def log_training_pages(tracker, store, **roles: pd.DataFrame) -> None:
+    """The page ids a stage trained on, by role (an MLflow artifact), and each role's rows as a training dataset input."""
+    ids = {role: sorted(map(str, rows["bw_id" if "bw_id" in rows else "id"].unique())) for role, rows in roles.items()}
+    tracker.log_text("training_pages.json", json.dumps(ids, indent=1))
+    for role, rows in roles.items():
+        tracker.log_dataset(rows, name=role, source=store.uri())
+
+
+def model_result(store, asset: str, weights: str, inputs: dict[str, pd.DataFrame], tracker, meta: dict,
+                 row_meta: dict | None = None, grids: dict | None = None) -> dg.MaterializeResult:
+    """A trained network's version: its weights and the ids of every training page (by role) into the store and
+    MLflow; `meta` first, then the version's; `grids`: metadata key -> (images, caption, height) of its sample grids."""
+    from mangacolor.stages.common import WEIGHTS_PATH, write_model
+
+    tracker.log_artifact(weights, "weights")
+    log_training_pages(tracker, store, **inputs)
+    writer = store.begin(asset)
+    write_model(writer, weights, inputs, row_meta)
+    version, vdir, _ = writer.seal()
+    grids = grids or {}
+    meta = {**{f"{role}_pages": len(rows) for role, rows in inputs.items()}, **meta, **version_metadata(store, version, vdir),
+            "weights": dg.MetadataValue.path(store.uri(store.relative(f"{vdir}/{WEIGHTS_PATH}"))),
+            "mlflow_run_id": tracker.run_id,
+            **{key: samples_md(store, vdir, images, caption, key, height, image_budget(len(grids)))
+               for key, (images, caption, height) in grids.items()}}
+    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
+
+
+def colorizer_result(store, recorded, result, resumed: int, tracker, launched: dict, fallback: dict, caption: str,
+                     **more) -> dg.MaterializeResult:
+    """A colorizer training step's version (`recorded`: the stage's Recorded) with the loop's result and its sample grid."""
+    meta = {
+        **version_metadata(store, recorded.version, recorded.folder),
+        "steps": result.steps,
+        "resumed_from_step": resumed,
+        **{k: float(v) for k, v in result.final_metrics.items()},
+        "perceptual_random_vgg": result.perceptual_random,
+        "mlflow_run_id": tracker.run_id,
+        **launched,
+        **recorded.facts,
+        **fallback,
+        **more,
+    }
+    if recorded.samples:
+        meta["samples"] = training_grid(store, recorded.folder, recorded.samples, caption)
+    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(recorded.version))

@@ -19,8 +19,8 @@ from pydantic import Field
 from mangacolor.data.scraper import CrawlError, PageRecord
 from mangacolor.data.web import UNVERSIONED_COLUMNS, default_crawl_dir, scrape_title, web_titles
 
-from .common import commits_last, manifest_uri, mirrored_dir, version_metadata, web_titles as web_titles_partitions
-from .metadata import samples_md, table_metadata
+from .common import mirrored_dir, stage_asset, web_titles as web_titles_partitions
+from .metadata import manifest_uri, samples_md, table_metadata, version_metadata
 from .resources import SettingsResource, StoreResource
 
 OWNERS = ["team:data"]
@@ -39,14 +39,9 @@ def _progress(context: dg.AssetExecutionContext, label: str, every: int = 10):
     return report
 
 
-@dg.asset(
-    partitions_def=web_titles_partitions,
-    group_name="ingest",
-    owners=OWNERS, tags={"stage": "ingest", "role": "data"},
-    kinds={"python", "parquet"},
+@stage_asset("ingest", "data", owners=OWNERS, kinds=("parquet", "python"), partitions_def=web_titles_partitions,
     description="Pages of one web title crawled by the polite, resumable scraper, with URL, HTTP status, ETag and fetch time per page; refused or broken pages quarantined with their reason.",
 )
-@commits_last
 def scraped_pages(context: dg.AssetExecutionContext, config: ScrapeConfig, settings: SettingsResource,
                   store: StoreResource) -> dg.MaterializeResult:
     key = context.partition_key

@@ -12,7 +12,6 @@ page each synthetic page was made from.
 
 
 import functools
-import json
 
 import dagster as dg
 import pandas as pd
@@ -23,11 +22,11 @@ from mangacolor.io.images import read_image
 from mangacolor.io.store import ok_rows
 
 from .common import (
-    checkpoint_dir, color_titles, commits_last, holdout_check, manifest_uri, progress_logger, resumed_from, version_metadata, work_dir,
+    checkpoint_dir, color_titles, gpu_asset, holdout_check, progress_logger, resumed_from, stage_asset, work_dir,
 )
-from .metadata import samples_md, table_metadata, table_value
+from .metadata import manifest_uri, model_result, samples_md, table_metadata, table_value, version_metadata
 from .digests import digest_key
-from .launch import GPU_OP_TAGS, TRAINING_RETRY, TorchrunResource, run_stage
+from .launch import TorchrunResource, run_stage
 from .ingest import bw_pages, color_pages, page_splits
 from .resources import DeviceResource, MlflowResource, SettingsResource, StoreResource
 
@@ -36,8 +35,6 @@ OWNERS = ["team:ml"]
 GROUP = "synthetic"
 RANDOM_INIT_NOTE = "random-init Inception: not comparable to published FID"
 STEP_NAMES = {"color_pages": "colour", "xdog_pages": "xDoG", "refined_pages": "refined", "synthetic_bw_pages": "CUT"}
-# Loop settings that do not change what a step computes: a retry (or more `steps`) with other values resumes.
-NOT_IN_CHECKPOINT_KEY = {"steps", "log_every", "sample_every", "checkpoint_every"}
 
 
 # --- shared by the stages --------------------------------------------------------------------------
@@ -45,7 +42,7 @@ NOT_IN_CHECKPOINT_KEY = {"steps", "log_every", "sample_every", "checkpoint_every
 
 @functools.lru_cache(maxsize=2)
 def _extractor(gap_cfg_json: str, device: str, cache_dir: str):
-    from mangacolor.synthetic import pages as synth
+    from mangacolor.stages import synthetic as synth
 
     return synth.gap_extractor(synth.GapConfig.model_validate_json(gap_cfg_json), device, cache_dir)
 
@@ -54,7 +51,7 @@ def _gap_metadata(context, st, steps: dict[str, pd.DataFrame], preset: dict, dev
     """`synthetic_gap` of the last step's pages (ok manifest rows with `uri`) against the real training pages,
     and of the earlier steps beside it. Pages are chosen from the manifests first and read on access."""
     from mangacolor.eval.inception import WeightsNotFoundError
-    from mangacolor.synthetic import pages as synth
+    from mangacolor.stages import synthetic as synth
 
     if st.latest_version("page_splits") is None:
         return {"synthetic_gap_note": "page_splits not materialized yet: no real pages to compare with"}
@@ -98,12 +95,18 @@ def _strip(st, title: str, steps: list[str], ids: list[str], extra: dict | None 
            extra_name: str = "CUT") -> tuple[list, str]:
     """The pages `ids` through colour and each step, side by side (`extra`: one more image per id, named `extra_name`),
     with their caption."""
-    from mangacolor.synthetic import pages as synth
+    from mangacolor.stages import synthetic as synth
 
     stages = ["color_pages", *steps]
     names = [STEP_NAMES[a] for a in stages] + ([extra_name] if extra else [])
     images = synth.stage_strip(st, [(a, title) for a in stages], ids, extra)
     return images, f"{' | '.join(names)} — {', '.join(ids)}"
+
+
+def _loop_metadata(result: dict, resumed: int, launched: dict) -> dict:
+    """The refiner's or CUT's loop result as metadata: steps, the step it resumed from, its last metrics."""
+    return {"steps": result["step"], "resumed_from_step": resumed,
+            **{k.replace("/", "_"): float(v) for k, v in result["metrics"].items()}, **launched}
 
 
 def _page_stage_result(context, st, asset: str, writer, summary, preset, device: str, tracker=None) -> dg.MaterializeResult:
@@ -130,64 +133,17 @@ def _page_stage_result(context, st, asset: str, writer, summary, preset, device:
     return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
 
 
-def _translate(preset, spec, rows, st, writer, network, progress):
-    """`translate_stage` as the preset's `synthetic_pages:` asks: batches through the network on a GPU, processes on the CPU."""
-    import torch
-
-    from mangacolor.synthetic import pages as synth
-
-    spread = mc_config.stage_config(preset, "synthetic_pages", synth.PageStageConfig)
-    return synth.translate_stage(rows, st, writer, network, progress, batch_size=spread.batch_size, workers=spread.workers,
-                                 batched=torch.device(spec.device).type != "cpu")
-
-
-def _checkpoint_key(cfg, **more) -> dict:
-    return {**{k: v for k, v in cfg.model_dump(mode="json").items() if k not in NOT_IN_CHECKPOINT_KEY}, **more}
-
-
-def _model_result(context, st, asset: str, result: dict, inputs: dict, tracker, resumed: int,
-                  samples: tuple[list, str], launched: dict | None = None) -> dg.MaterializeResult:
-    """Weights and the ids of every training page into the store and MLflow; `samples`: (images, caption) of the grid."""
-    from mangacolor.synthetic import pages as synth
-
-    tracker.log_artifact(result["weights"], "weights")
-    tracker.log_text("training_pages.json", json.dumps({role: list(rows["id"]) for role, rows in inputs.items()}, indent=1))
-    for role, rows in inputs.items():
-        tracker.log_dataset(rows, name=role, source=st.uri())
-    writer = st.begin(asset)
-    synth.write_model(writer, result["weights"], inputs, {"steps": result["step"]})
-    version, vdir, _ = writer.seal()
-    meta = {
-        "steps": result["step"],
-        "resumed_from_step": resumed,
-        **{f"{role}_pages": len(rows) for role, rows in inputs.items()},
-        **{k.replace("/", "_"): float(v) for k, v in result["metrics"].items()},
-        **version_metadata(st, version, vdir),
-        "weights": dg.MetadataValue.path(st.uri(st.relative(f"{vdir}/{synth.WEIGHTS_PATH}"))),
-        "mlflow_run_id": tracker.run_id,
-        "samples": samples_md(st, vdir, *samples),
-        **(launched or {}),
-    }
-    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
-
-
 # --- step 1 ----------------------------------------------------------------------------------------
 
 
-@dg.asset(
-    partitions_def=color_titles,
-    deps=[color_pages],
-    group_name=GROUP,
-    owners=OWNERS, tags={"stage": GROUP, "role": "data"},
+@stage_asset(GROUP, "data", owners=OWNERS, kinds=("parquet", "python"), partitions_def=color_titles, deps=[color_pages],
     automation_condition=EAGER,
-    kinds={"python", "parquet"},
     description="xDoG line art of every colour page of a title (§IV-A-3 step 1, preset section `xdog:`), each colour page "
                 "colour-jittered first (Appendix B, `xdog.color_jitter`); pages xDoG refuses are quarantined.",
 )
-@commits_last
 def xdog_pages(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                device: DeviceResource) -> dg.MaterializeResult:
-    from mangacolor.synthetic import pages as synth
+    from mangacolor.stages import synthetic as synth
 
     preset, st, title = settings.load(), store.get(), context.partition_key
     cfg = mc_config.stage_config(preset, "xdog", synth.XDoGStageConfig)
@@ -203,123 +159,78 @@ def xdog_pages(context: dg.AssetExecutionContext, settings: SettingsResource, st
 # --- step 2 ----------------------------------------------------------------------------------------
 
 
-def refiner_pairs(st, preset: dict, work):
-    """(loop config, xDoG config, training rows, (xDoG, page) pairs cached under `work`); shared with the `torchrun` worker."""
-    from mangacolor.synthetic import pages as synth
-    from mangacolor.training.refiner import RefinerTrainConfig
-
-    cfg = mc_config.stage_config(preset, "refiner", RefinerTrainConfig)
-    xcfg = mc_config.stage_config(preset, "xdog", synth.XDoGStageConfig)
-    rows = synth.training_bw_rows(st)
-    return cfg, xcfg, rows, synth.RefinerPairs(st, rows, xcfg.xdog_config(), work / "xdog")
-
-
-def refiner_train(st, preset: dict, titles: list[str], work, spec, tracker, progress) -> dict:
-    """The refiner loop (the asset has prepared the xDoG cache under `work`)."""
-    from mangacolor.training.refiner import train_refiner
-
-    cfg, _, _, pairs = refiner_pairs(st, preset, work)
-    return train_refiner(cfg, pairs, work, spec, tracker, progress=progress)
-
-
-@dg.asset(
-    deps=[bw_pages, page_splits],
-    group_name=GROUP,
-    owners=OWNERS, tags={"stage": GROUP, "role": "training"},
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
-    retry_policy=TRAINING_RETRY,
-    kinds={"pytorch"},
+@gpu_asset(GROUP, "training", deps=[bw_pages, page_splits],
     description="The xDoG refiner (§IV-A-3 step 2): learns xDoG(real black-and-white page) -> that page on the train split (never the holdout); preset section `refiner:`.",
 )
-@commits_last
 def refiner_model(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
                   device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
     from mangacolor.models.refiner import refine
-    from mangacolor.synthetic import pages as synth
+    from mangacolor.stages import synthetic as synth
+    from mangacolor.stages.common import checkpoint_key, rows_digest
     from mangacolor.training.refiner import RefinerTrainConfig, load_refiner
 
     preset, st, spec = settings.load(), store.get(), device.spec()
     cfg = mc_config.stage_config(preset, "refiner", RefinerTrainConfig)
     xcfg = mc_config.stage_config(preset, "xdog", synth.XDoGStageConfig)
     rows = synth.training_bw_rows(st)
-    digest = synth.rows_digest(rows)
-    work = checkpoint_dir(context, _checkpoint_key(cfg, xdog=xcfg.model_dump(mode="json"), pages=digest))
-    _, _, _, pairs = refiner_pairs(st, preset, work)
+    digest = rows_digest(rows)
+    work = checkpoint_dir(context, checkpoint_key(cfg, synth.LOOP_ONLY, xdog=xcfg.model_dump(mode="json"), pages=digest))
+    _, _, _, pairs = synth.refiner_pairs(st, preset, work)
     pairs.prepare(progress_logger(context, len(pairs), "xDoG of the real training pages"))
     resumed = resumed_from(work)
     params = {"xdog": xcfg.model_dump(mode="json"), "train_pages": len(rows), "train_pages_digest": digest,
               "resumed_from_step": resumed, "device": spec.description}
     with mlflow.run(context, params=params) as tracker:
-        result, launched = run_stage(context, torchrun, "refiner_model", refiner_train, tracker=tracker, mlflow=mlflow,
+        result, launched = run_stage(context, torchrun, "refiner_model", synth.refiner_train, tracker=tracker, mlflow=mlflow,
                                      settings=settings, store=store, device=device, work=work)
         model = load_refiner(result["weights"], spec.device)
         shown = []
         for line, real in (pairs[i] for i in range(min(2, len(pairs)))):
             shown += [line, refine(model, line, amp_dtype=spec.amp_dtype), real]
-        samples = (shown, "xDoG(real) | refined | real — " + ", ".join(pairs.ids[:2]))
-        return _model_result(context, st, "refiner_model", result, {"train": rows}, tracker, resumed, samples, launched)
+        samples = (shown, "xDoG(real) | refined | real — " + ", ".join(pairs.ids[:2]), 96)
+        return model_result(st, "refiner_model", result["weights"], {"train": rows}, tracker, _loop_metadata(result, resumed, launched),
+                            {"steps": result["step"]}, {"samples": samples})
 
 
-@dg.asset(
-    partitions_def=color_titles,
-    deps=[xdog_pages, refiner_model],
-    group_name=GROUP,
-    owners=OWNERS, tags={"stage": GROUP, "role": "data"},
-    automation_condition=EAGER,
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
-    kinds={"pytorch", "parquet"},
-    description="xDoG pages of a title through the trained refiner (§IV-A-3 step 2): denser, closer to printed pages.",
-)
-@commits_last
-def refined_pages(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
-                  device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
-    from mangacolor.models.refiner import refine_batch
-    from mangacolor.synthetic import pages as synth
-    from mangacolor.training.refiner import load_refiner
+def _translation(asset: str, deps: list, description: str) -> dg.AssetsDefinition:
+    """`refined_pages` and `synthetic_bw_pages`, one asset written once: a title's pages of the step before through the
+    latest trained network (`mangacolor.stages.synthetic.translate_title`), measured against the real pages."""
 
-    preset, st, spec, title = settings.load(), store.get(), device.spec(), context.partition_key
-    rows = ok_rows(st, "xdog_pages", [title])
-    with synth.model_weights(st, "refiner_model") as path:
-        model = load_refiner(path, spec.device)
-    writer = st.begin("refined_pages", title)
-    summary = _translate(preset, spec, rows, st, writer, lambda pages: refine_batch(model, pages, amp_dtype=spec.amp_dtype),
-                         progress_logger(context, len(rows), f"refined_pages[{title}]"))
-    with mlflow.run(context, params={"refiner_model": st.latest_version("refiner_model")}, per_materialization=True) as tracker:
-        return _page_stage_result(context, st, "refined_pages", writer, summary, preset, str(spec.device), tracker)
+    @gpu_asset(GROUP, "data", name=asset, partitions_def=color_titles, deps=deps, automation_condition=EAGER,
+        kinds=("parquet", "pytorch"),
+        description=description,
+    )
+    def translation(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
+                    device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+        from mangacolor.stages.synthetic import TRANSLATIONS, translate_title
+
+        preset, st, spec, title = settings.load(), store.get(), device.spec(), context.partition_key
+        writer, summary = translate_title(st, preset, spec, asset, title,
+                                          lambda total: progress_logger(context, total, f"{asset}[{title}]"))
+        model_asset = TRANSLATIONS[asset][1]
+        with mlflow.run(context, params={model_asset: st.latest_version(model_asset)}, per_materialization=True) as tracker:
+            return _page_stage_result(context, st, asset, writer, summary, preset, str(spec.device), tracker)
+
+    return translation
+
+
+refined_pages = _translation(
+    "refined_pages", [xdog_pages, refiner_model],
+    "xDoG pages of a title through the trained refiner (§IV-A-3 step 2): denser, closer to printed pages.")
 
 
 # --- step 3 ----------------------------------------------------------------------------------------
 
 
-def cut_train(st, preset: dict, titles: list[str], work, spec, tracker, progress) -> dict:
-    """The CUT loop from the refined pages of `titles` to the real training pages; shared with the `torchrun` worker."""
-    from mangacolor.data.datasets import ManifestImages
-    from mangacolor.synthetic import pages as synth
-    from mangacolor.training.cut import CUTTrainConfig, train_cut
-
-    cfg = mc_config.stage_config(preset, "cut", CUTTrainConfig)
-    source, target = ok_rows(st, "refined_pages", titles), synth.training_bw_rows(st)
-    return train_cut(cfg, ManifestImages(st, source, mode="L"), ManifestImages(st, target, mode="L"), work, spec, tracker,
-                     progress=progress)
-
-
-@dg.asset(
+@gpu_asset(GROUP, "training",
     deps=[refined_pages, bw_pages, page_splits, digest_key("refined_pages"), digest_key("bw_pages")],
-    group_name=GROUP,
-    owners=OWNERS, tags={"stage": GROUP, "role": "training"},
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
-    retry_policy=TRAINING_RETRY,
-    kinds={"pytorch"},
     description="CUT (§IV-A-3 step 3) on 64x64 crops: refined pages of every colour title -> real black-and-white pages of the train split; preset section `cut:`.",
 )
-@commits_last
 def cut_model(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
               device: DeviceResource, mlflow: MlflowResource, torchrun: TorchrunResource) -> dg.MaterializeResult:
     from mangacolor.models.cut import apply_cut
-    from mangacolor.synthetic import pages as synth
+    from mangacolor.stages import synthetic as synth
+    from mangacolor.stages.common import checkpoint_key, rows_digest
     from mangacolor.training.cut import CUTTrainConfig, load_cut_generator
 
     preset, st, spec = settings.load(), store.get(), device.spec()
@@ -332,48 +243,25 @@ def cut_model(context: dg.AssetExecutionContext, settings: SettingsResource, sto
     source, target = ok_rows(st, "refined_pages", titles), synth.training_bw_rows(st)
     if source.empty:
         raise dg.Failure("no refined pages to translate: materialize refined_pages for at least one colour title")
-    work = checkpoint_dir(context, _checkpoint_key(cfg, source=synth.rows_digest(source), target=synth.rows_digest(target)))
+    work = checkpoint_dir(context, checkpoint_key(cfg, synth.LOOP_ONLY, source=rows_digest(source), target=rows_digest(target)))
     resumed = resumed_from(work)
     params = {"source_titles": titles, "source_pages": len(source), "target_pages": len(target),
-              "target_pages_digest": synth.rows_digest(target), "resumed_from_step": resumed, "device": spec.description}
+              "target_pages_digest": rows_digest(target), "resumed_from_step": resumed, "device": spec.description}
     with mlflow.run(context, params=params) as tracker:
-        result, launched = run_stage(context, torchrun, "cut_model", cut_train, tracker=tracker, mlflow=mlflow, settings=settings,
+        result, launched = run_stage(context, torchrun, "cut_model", synth.cut_train, tracker=tracker, mlflow=mlflow, settings=settings,
                                      store=store, device=device, work=work, titles=titles)
         G = load_cut_generator(result["weights"], spec.device)
         first = source.sort_values("id").iloc[0]
         translated = {first["id"]: apply_cut(G, read_image(st.read_bytes(first["uri"]), mode="L"), amp_dtype=spec.amp_dtype)}
-        samples = _strip(st, first["title"], ["xdog_pages", "refined_pages"], [first["id"]], translated)
-        return _model_result(context, st, "cut_model", result, {"source": source, "target": target}, tracker, resumed, samples,
-                             launched)
+        samples = (*_strip(st, first["title"], ["xdog_pages", "refined_pages"], [first["id"]], translated), 96)
+        return model_result(st, "cut_model", result["weights"], {"source": source, "target": target}, tracker,
+                            _loop_metadata(result, resumed, launched), {"steps": result["step"]}, {"samples": samples})
 
 
-@dg.asset(
-    partitions_def=color_titles,
-    deps=[refined_pages, cut_model],
-    group_name=GROUP,
-    owners=OWNERS, tags={"stage": GROUP, "role": "data"},
-    automation_condition=EAGER,
-    pool="gpu",
-    op_tags=GPU_OP_TAGS,
-    kinds={"pytorch", "parquet"},
-    description="The synthetic black-and-white pages (§IV-A-3 step 3): refined pages translated by CUT, whole pages at once; `source_id` names the colour page.",
-)
-@commits_last
-def synthetic_bw_pages(context: dg.AssetExecutionContext, settings: SettingsResource, store: StoreResource,
-                       device: DeviceResource, mlflow: MlflowResource) -> dg.MaterializeResult:
-    from mangacolor.models.cut import apply_cut_batch
-    from mangacolor.synthetic import pages as synth
-    from mangacolor.training.cut import load_cut_generator
-
-    preset, st, spec, title = settings.load(), store.get(), device.spec(), context.partition_key
-    rows = ok_rows(st, "refined_pages", [title])
-    with synth.model_weights(st, "cut_model") as path:
-        G = load_cut_generator(path, spec.device)
-    writer = st.begin("synthetic_bw_pages", title)
-    summary = _translate(preset, spec, rows, st, writer, lambda pages: apply_cut_batch(G, pages, amp_dtype=spec.amp_dtype),
-                         progress_logger(context, len(rows), f"synthetic_bw_pages[{title}]"))
-    with mlflow.run(context, params={"cut_model": st.latest_version("cut_model")}, per_materialization=True) as tracker:
-        return _page_stage_result(context, st, "synthetic_bw_pages", writer, summary, preset, str(spec.device), tracker)
+synthetic_bw_pages = _translation(
+    "synthetic_bw_pages", [refined_pages, cut_model],
+    "The synthetic black-and-white pages (§IV-A-3 step 3): refined pages translated by CUT, whole pages at once; "
+    "`source_id` names the colour page.")
 
 
 # --- the holdout never trains the refiner or CUT ------------------------------------------------------

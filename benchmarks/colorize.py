@@ -42,8 +42,10 @@ import numpy as np
 import torch
 
 from mangacolor.demo.corpus import render_page
-from mangacolor.inference.colorize import InferenceOptions, colorize_pages, prepare_generator, working_size
-from mangacolor.models.colorizer import ColorizationGenerator, ColorizerConfig, count_gflops, count_parameters
+from mangacolor.data.canvas import working_size
+from mangacolor.inference.colorize import InferenceOptions, colorize_pages, prepare_generator
+from mangacolor.models.colorizer import ColorizationGenerator, ColorizerConfig, count_gflops
+from mangacolor.io.weights import count_parameters
 
 
 def demo_page(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -102,9 +104,9 @@ def large_page(size: str, threads: int) -> None:
     import tempfile
     from pathlib import Path
 
-    from mangacolor.inference.bundle import write_bundle
+    from mangacolor.io.bundle import write_bundle
     from mangacolor.io.images import encode_png
-    from mangacolor.training.checkpoint import save_weights
+    from mangacolor.io.weights import save_weights
 
     w, h = (int(v) for v in size.lower().split("x"))
     with tempfile.TemporaryDirectory(prefix="mangacolor-bench-") as tmp:

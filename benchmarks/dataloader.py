@@ -41,9 +41,10 @@ import torch
 from mangacolor.config import load_preset
 from mangacolor.demo.corpus import render_page
 from mangacolor.models.colorizer import ColorizationGenerator, ColorizerConfig, count_gflops
-from mangacolor.training.colorization_stages import ColorizationConfig
+from mangacolor.stages.colorization.config import ColorizationConfig
 from mangacolor.training.colorizer import BwDataset, PairDataset, StepData, expand_batch
-from mangacolor.training.loader import available_cores, step_loader
+from mangacolor.training.loader import step_loader
+from mangacolor.io.pagemap import available_cores
 
 PAGE_HW = (1024, 720)
 

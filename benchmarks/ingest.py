@@ -17,11 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from mangacolor.config import load_preset, sources
+from mangacolor.config import load_preset
 from mangacolor.demo.corpus import generate_demo_corpus
 from mangacolor.data.ingest import ingest_items
 from mangacolor.data.matching import match_pages
-from mangacolor.data.sources import iter_items, titles_by_role
+from mangacolor.data.sources import iter_items, preset_sources, titles_by_role
 from mangacolor.io.images import read_image
 from mangacolor.io.store import Store
 
@@ -34,7 +34,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="mangacolor-bench-"))
     generate_demo_corpus(work / "demo_data", seed=0, scale=args.scale)
     preset = load_preset("demo", overrides={"demo_data": str(work / "demo_data")}, demo_data=str(work / "demo_data"))
-    srcs = sources(preset)
+    srcs = preset_sources(preset)
 
     ingest_rates = []
     for r in range(args.repeat):

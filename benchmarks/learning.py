@@ -62,7 +62,7 @@ def log(msg: str) -> None:
 def variant_field(key: str) -> str | None:
     """The VariantFlags field a switch maps to: exact name, else the one field containing it (e.g.
     'synthetic' -> 'synthetic_level'); None when this build has no such switch."""
-    from mangacolor.training.colorization_stages import VariantFlags
+    from mangacolor.stages.colorization.config import VariantFlags
 
     fields = list(VariantFlags.model_fields)
     if key in fields:

@@ -12,7 +12,7 @@ recovered geometry is from the truth, so a faster setting that got sloppier show
     uv run python benchmarks/matching.py --hard               # resizes and scans at 0.25x-4x, 4 pairs a ratio
     uv run python benchmarks/matching.py --hard --verbose     # ... and each failing pair's conditions
 
-`--hard` uses `mangacolor.data.rescans.real_pair` (real-source conditions, issues 14 and 20): for
+`--hard` uses `mangacolor.demo.rescans.real_pair` (real-source conditions, issues 14 and 20): for
 each resolution ratio (0.25, 0.4, 0.5, 0.75, 1, 1.3, 1.9, 2.1, 3.7, 4) it matches `--pairs` pairs,
 every other one a plain resize and the others scans (rotation within 3 degrees, margins up to 20%
 of each side, scanner blur and noise), each edition resized from finer artwork with its own filter
@@ -89,14 +89,14 @@ def bench_hard(ratios=None, n_pairs: int = 4, seed: int = 0, cfg: MatchConfig | 
                verbose: bool = False) -> list[dict]:
     """Per resolution ratio: scans matched of n_pairs, decoys matched (false), corner error, s/pair.
 
-    Pairs come from `mangacolor.data.rescans.real_pair`: every other one a plain resize, the others
+    Pairs come from `mangacolor.demo.rescans.real_pair`: every other one a plain resize, the others
     scans with margins and rotation; each with its own filters, JPEG qualities and tone style. The
     colour page is 576x384 against finer scans (a 4x scan is 2304x1536, a 600 dpi page) and
     1152x768 against coarser ones: at the demo's 384x256 a plain resize at 1.3-2.1x is too easy
     (issue 20's real pages failed there; these sizes make the matcher of that time fail too).
     verbose: print every pair that fails (unmatched, or a decoy matched) with its conditions.
     """
-    from mangacolor.data.rescans import HARD_RATIOS, corner_error, real_pair
+    from mangacolor.demo.rescans import HARD_RATIOS, corner_error, real_pair
 
     cfg = cfg or MatchConfig()
     rows = []

@@ -37,15 +37,16 @@ import torch
 
 from mangacolor.demo.corpus import render_page
 from mangacolor.device import DeviceSpec
-from mangacolor.drafting.pages import page_drafts_stage
+from mangacolor.stages.drafting import page_drafts_stage
 from mangacolor.io.images import encode_png
 from mangacolor.io.store import Store
 from mangacolor.models.colorizer import ColorizerConfig, build_generator
 from mangacolor.models.psp import EncoderConfig, PSp
 from mangacolor.models.stylegan2 import StyleGAN2Config
-from mangacolor.training import colorization_stages as stages
-from mangacolor.training.checkpoint import save_weights
-from mangacolor.training.loader import available_cores
+from mangacolor.stages.colorization.config import PseudolabelConfig
+from mangacolor.stages.colorization.pseudolabels import make_pseudolabels
+from mangacolor.io.weights import save_weights
+from mangacolor.io.pagemap import available_cores
 
 
 def write_pages(store: Store, n: int, hw: tuple[int, int]) -> pd.DataFrame:
@@ -123,11 +124,11 @@ def main() -> None:
             return run
 
         def pseudolabels(workers: int, batch: int):
-            cfg = stages.PseudolabelConfig(colorings_per_page=3, long_side=args.long_side, batch_size=batch, num_workers=workers)
+            cfg = PseudolabelConfig(colorings_per_page=3, long_side=args.long_side, batch_size=batch, num_workers=workers)
 
             def run(part, name):
                 writer = store.begin("pseudolabels", f"{name}-{workers}-{batch}")
-                stages.make_pseudolabels(store, part, snapshots, writer, cfg, device, inversion, autocast=spec.autocast)
+                make_pseudolabels(store, part, snapshots, writer, cfg, device, inversion, autocast=spec.autocast)
                 writer.abort()
             return run
 

@@ -47,8 +47,9 @@ from mangacolor.io.store import ok_rows  # noqa: E402
 from mangacolor.io.images import encode_png  # noqa: E402
 from mangacolor.io.store import Store, sha256_bytes  # noqa: E402
 from mangacolor.models.cut import CUTConfig, ResnetGenerator, apply_cut  # noqa: E402
-from mangacolor.models.refiner import Refiner, RefinerConfig, count_parameters, pad_to_multiple, refine, refine_batch  # noqa: E402
-from mangacolor.synthetic import pages as synth  # noqa: E402
+from mangacolor.models.refiner import Refiner, RefinerConfig, pad_to_multiple, refine, refine_batch  # noqa: E402
+from mangacolor.io.weights import count_parameters
+from mangacolor.stages import synthetic as synth  # noqa: E402
 from mangacolor.synthetic.xdog import PRESETS, xdog  # noqa: E402
 
 
@@ -140,7 +141,7 @@ def rss_child(n: int, hw: tuple[int, int]) -> dict:
 
 
 def stage_figures(args) -> dict:
-    from mangacolor.training.loader import default_workers
+    from mangacolor.io.pagemap import default_workers
 
     hw = args.stage_size
     workers = args.workers or max(2, default_workers())

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
+import os
 import sys
-import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -78,25 +76,27 @@ def _cmd_store_verify(args: argparse.Namespace) -> int:
 
 def _cmd_colorize(args: argparse.Namespace) -> int:
     """Exit codes: 0 every page done, 1 some pages failed (reported, the rest written), 2 an input,
-    reference, hint or model that cannot be used (one line, nothing started), 130 interrupted."""
-    from mangacolor.inference.hints import HintError
+    reference, hint, model or output that cannot be used (one line, nothing started; or a disk that
+    filled up, finished pages kept), 130 interrupted."""
+    from mangacolor.inference.batch import BatchOptions, StopRun, one_line, run_units
+    from mangacolor.inference.hints import HintError, hint_for, hint_source
     from mangacolor.inference.pages import InputError, plan_outputs, read_page
 
     try:
         if args.samples < 1:
             raise InputError(f"--samples must be at least 1, got {args.samples}")
-        units = plan_outputs(args.inputs, args.out)
+        units = plan_outputs(args.inputs, *_out_arg(args), samples=args.samples)
         reference = read_page(args.reference, "reference", mode="RGB") if args.reference else None
-        hints = _hint_source(args.hints)
+        hints = hint_source(args.hints)
     except (InputError, HintError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     from mangacolor.inference.api import Colorizer  # torch: only once the inputs are known to be usable
 
     try:
-        colorizer = Colorizer(_load_bundle(args.model, args.device), args.mode)
+        colorizer = Colorizer.load(args.model, args.device, args.mode)
     except (FileNotFoundError, OSError, ValueError) as exc:
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     lock = None
     if args.lock_palette is not None and colorizer.bundle.drafting is not None:
@@ -106,15 +106,15 @@ def _cmd_colorize(args: argparse.Namespace) -> int:
         lock = PaletteLock.from_seed(colorizer.bundle.drafting, args.lock_palette)
 
     def colour(grey, rel: str):
-        hint = _hint_for(hints, rel) if hints is not None and hints.is_dir() else hints
+        hint = hint_for(hints, rel) if hints is not None and hints.is_dir() else hints
         try:
             out = colorizer.colorize(grey, hints=hint, reference=reference, samples=args.samples,
                                      seed=args.draft_seed, lock=lock)
         except InputError as exc:
-            raise _Fatal(str(exc)) from None
+            raise StopRun(str(exc)) from None
         return out if isinstance(out, list) else [out]
 
-    return _run_units(units, colour, args, what="coloured")
+    return run_units(units, colour, BatchOptions(args.out, args.samples, args.overwrite, args.force, args.quiet), "coloured")
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -128,226 +128,39 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Fatal(Exception):
-    """An input error met in the middle of a run (a hint that does not fit a page): stop, exit 2."""
+def _out_arg(args: argparse.Namespace) -> tuple[Path, bool]:
+    """`-o` as a Path, and whether it was written as a folder (`out.png/`: the slash a Path drops)."""
+    raw = str(args.out)
+    args.out = Path(raw)
+    return args.out, raw.endswith(("/", os.sep))
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
-
-
-def _load_bundle(model: str | None, device: str):
-    from mangacolor.inference.bundle import ModelBundle
-
-    return ModelBundle.load(_default_model(model), device=device)
-
-
-HINT_FORMS = 'an RGBA/RGB hint image or a .json list of points [{"x": X, "y": Y, "rgb": [R, G, B], "radius": R}]'
-
-
-def _hint_source(hints: str | None):
-    """--hints checked before any page is read: None, a folder of per-page hint files, or one hint file
-    (read again for each page, so its errors name it)."""
-    if hints is None:
-        return None
-    from mangacolor.inference.hints import HintError
-    from mangacolor.io.images import ImageError, read_image
-
-    path = Path(hints)
-    if path.is_dir():
-        return path
-    if not path.is_file():
-        raise HintError(f"{path}: no such hint file or folder (expected {HINT_FORMS}, or a folder of them named like the pages)")
-    if path.suffix.lower() == ".json":
-        try:
-            points = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise HintError(f"{path}: not readable JSON ({_one_line(exc)}); expected {HINT_FORMS}") from None
-        if not isinstance(points, (list, dict)):
-            raise HintError(f"{path}: expected {HINT_FORMS}")
-        return path
-    try:
-        read_image(path, mode="RGBA")
-        return path
-    except ImageError as exc:
-        raise HintError(f"{path}: {exc.reason}; expected {HINT_FORMS}") from None
-
-
-def _hint_for(folder: Path, rel: str) -> Path | None:
-    """The hint file of a page in a hint folder: same relative path (or file name), .png or .json."""
-    for stem in (Path(rel).with_suffix(""), Path(Path(rel).name).with_suffix("")):
-        for ext in (".png", ".json", ".webp"):
-            if (folder / f"{stem}{ext}").is_file():
-                return folder / f"{stem}{ext}"
-    return None
-
-
-@contextmanager
-def _stop_between_pages():
-    """Ctrl-C asks the page loop to stop after the page in hand; a second Ctrl-C stops at once.
-
-    Python raises KeyboardInterrupt in whatever Python code the main thread runs next, and when that
-    is a finalizer or a library's catch-all the interrupt is printed as "ignored" and lost (the chapter
-    could be lost). A flag the loop reads between pages cannot be lost that way. Where SIGINT is ignored
-    (started with `nohup` or as a background job of a script, which inherit SIG_IGN) it stays ignored,
-    and outside the main thread (no handler can be set there) the flag is never raised."""
-    asked = threading.Event()
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        yield asked
-        return
-
-    def on_sigint(signum, frame):
-        if asked.is_set():
-            raise KeyboardInterrupt
-        asked.set()
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        yield asked
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _run_units(units, process, args: argparse.Namespace, what: str) -> int:
-    """Turn each page of `units` into the images `process(page, rel_name)` returns (page: grey, or RGB
-    with `args.wants_rgb`), with progress
-    (pages/s, ETA), resume, colour-page pass-through, atomic writes and a summary line; shared by
-    `colorize` and `xdog`."""
-    import zipfile
-
-    import cv2
-    from tqdm import tqdm
-
-    from mangacolor.inference.pages import ArchiveJob, count_pages, encode_as, is_colour_page, sample_path, write_atomic
-    from mangacolor.io.images import ImageError, read_image
-
-    samples = getattr(args, "samples", 1)
-    stats = {"done": 0, "copied": 0, "existing": 0, "failed": 0}
-    bar = tqdm(total=sum(count_pages(u) for u in units), unit="page", disable=args.quiet, dynamic_ncols=True,
-               bar_format="{desc}: {n_fmt}/{total_fmt} pages |{bar}| {rate_noinv_fmt}, ETA {remaining}", desc=what)
-
-    def report(msg: str) -> None:
-        stats["failed"] += 1
-        bar.write(f"skipped {msg}", file=sys.stderr)
-
-    def one_page(data: bytes, name: str, rel: str, targets: list[Path], in_archive: bool) -> None:
-        try:
-            rgb = read_image(data, mode="RGB")
-        except ImageError as exc:
-            report(f"{name}: {exc.reason}")
-            if in_archive:  # the chapter keeps its page count: the original bytes go in unchanged
-                for t in targets:
-                    write_atomic(t, data)
-            return
-        if not args.force and is_colour_page(rgb):
-            for t in targets:
-                write_atomic(t, data if Path(name).suffix.lower() == t.suffix.lower() else encode_as(rgb, t.name))
-            stats["copied"] += 1
-            return
-        page = rgb if getattr(args, "wants_rgb", False) else cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-        del rgb
-        try:
-            outs = process(page, rel)
-        except _Fatal:
-            raise
-        except Exception as exc:  # one bad page never ends the chapter
-            report(f"{name}: {type(exc).__name__}: {_one_line(exc)}")
-            return
-        for t, img in zip(targets, outs):
-            write_atomic(t, encode_as(img, t.name))
-        stats["done"] += 1
-
-    def tick(pages: int = 1) -> None:
-        bar.update(pages)
-        if stop.is_set():
-            raise KeyboardInterrupt
-
-    with _stop_between_pages() as stop:
-        try:
-            for unit in units:
-                if unit.problem:
-                    report(f"{unit.source}: {unit.problem}")
-                    tick(count_pages(unit))
-                    continue
-                if unit.kind == "page":
-                    targets = [sample_path(unit.target, k, samples) for k in range(samples)]
-                    if not args.overwrite and all(t.exists() for t in targets):
-                        stats["existing"] += 1
-                    else:
-                        try:
-                            data = unit.source.read_bytes()
-                        except OSError as exc:
-                            report(f"{unit.source}: unreadable ({exc.strerror or exc})")
-                        else:
-                            rel = unit.target.relative_to(args.out) if unit.target.is_relative_to(args.out) else unit.source.name
-                            one_page(data, str(unit.source), str(rel), targets, in_archive=False)
-                    tick()
-                    continue
-                job = ArchiveJob(unit, samples)
-                if not args.overwrite and all(t.exists() for t in job.targets()):
-                    stats["existing"] += count_pages(unit)
-                    tick(count_pages(unit))
-                    continue
-                try:
-                    zf = job.open()
-                except (zipfile.BadZipFile, OSError) as exc:
-                    report(f"{unit.source}: not a readable zip/cbz archive ({_one_line(exc)})")
-                    continue
-                with zf:
-                    for m in job.members:
-                        if m.problem:
-                            bar.write(f"left out of {unit.target.name}: {m.problem}", file=sys.stderr)
-                        if not m.is_page:
-                            continue
-                        parts = [job.part(m, k) for k in range(samples)]
-                        if not args.overwrite and all(p.exists() for p in parts):
-                            stats["existing"] += 1
-                        else:
-                            try:
-                                data = zf.read(m.name)
-                            except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as exc:
-                                data = None
-                                report(f"{unit.source}:{m.name}: corrupt member ({_one_line(exc)})")
-                                m.problem = f"corrupt member {m.name!r}"
-                            if data is not None:
-                                one_page(data, f"{unit.source}:{m.name}", f"{unit.source.stem}/{m.name}", parts, in_archive=True)
-                        tick()
-                    job.assemble(zf)
-        except _Fatal as exc:
-            bar.close()
-            print(f"error: {exc}", file=sys.stderr)
+def _cmd_import_weights(args: argparse.Namespace) -> int:
+    """Exit codes: 0 bundle written (and registered with --register), 2 a file that is not what was expected (one line)."""
+    wanted = {"GENERATOR_FILE": "generator.zip", "--extractor": "extractor.pth (or generator.zip)", "--denoiser": "net_rgb.pth"}
+    for flag, path in (("GENERATOR_FILE", args.generator), ("--extractor", args.extractor), ("--denoiser", args.denoiser)):
+        if path is not None and not Path(path).expanduser().is_file():  # checked before torch loads
+            print(f"error: {flag} {path}: no such file; expected the 2021 release's {wanted[flag]}, linked from the README "
+                  "of https://github.com/qweasdd/manga-colorization-v2 (README § Colour real pages now)", file=sys.stderr)
             return 2
-        except KeyboardInterrupt:
-            bar.close()
-            print(f"interrupted: {stats['done'] + stats['copied']} page(s) finished this run are kept under {args.out}; "
-                  "run the same command again to go on", file=sys.stderr)
-            return 130
-    bar.close()
-    parts = [f"{stats['done']} page(s) {what}"]
-    if stats["copied"]:
-        parts.append(f"{stats['copied']} already in colour, copied (--force to process them)")
-    if stats["existing"]:
-        parts.append(f"{stats['existing']} already done, skipped (--overwrite to redo)")
-    if stats["failed"]:
-        parts.append(f"{stats['failed']} failed")
-    print(f"{', '.join(parts)} -> {args.out}")
-    return 1 if stats["failed"] else 0
+    from mangacolor.inference.imported import import_mc2, register_imported
 
+    try:
+        out = import_mc2(args.generator, args.out, extractor=args.extractor, denoiser=args.denoiser,
+                         size=args.size or None, denoise_sigma=args.denoise_sigma)
+    except ValueError as exc:  # WeightsFileError included
+        from mangacolor.inference.batch import one_line
 
-def _default_model(model: str | None) -> str:
-    if model:
-        return model
-    import os
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    print(f"bundle written: {out} (use it with `mangacolor colorize --model {out}` or `mangacolor serve --model {out}`)")
+    if args.register:
+        from mangacolor.config import PROJECT_ROOT
 
-    from mangacolor.config import PROJECT_ROOT
-
-    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}")
-    from mangacolor.registry import MODEL_NAME, version_by_alias
-
-    for alias in ("champion", "candidate"):
-        if version_by_alias(alias) is not None:
-            return f"models:/{MODEL_NAME}@{alias}"
-    raise FileNotFoundError("no --model given and no registered mangacolor-colorizer (run `mangacolor demo` or pass a bundle folder)")
+        os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}")
+        version = register_imported(out)
+        print(f"registered: models:/{version.name}/{version.version} (no alias: never the main model's candidate or champion)")
+    return 0
 
 
 def _cmd_preset(args: argparse.Namespace) -> int:
@@ -364,24 +177,27 @@ def _cmd_preset(args: argparse.Namespace) -> int:
 
 def _add_io_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", type=Path, help="page images, folders of them, or .cbz/.zip chapters")
-    p.add_argument("-o", "--out", required=True, type=Path,
+    p.add_argument("-o", "--out", required=True,
                    help="an image file for one input page (or a .cbz for one chapter); otherwise a folder that "
-                        "mirrors the inputs' relative paths, archives written as archives")
+                        "mirrors the inputs' relative paths, archives written as archives (a trailing / makes it a "
+                        "folder). Never an input, a folder holding one, or a folder inside an input folder")
     p.add_argument("--overwrite", action="store_true", help="redo pages whose output already exists (default: skip them)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _cmd_xdog(args: argparse.Namespace) -> int:
+    from mangacolor.inference.batch import BatchOptions, one_line, run_units
     from mangacolor.inference.pages import InputError, plan_outputs
     from mangacolor.synthetic.xdog import xdog
 
     try:
-        units = plan_outputs(args.inputs, args.out)
+        units = plan_outputs(args.inputs, *_out_arg(args))
         config = _xdog_config(args.preset)
     except (InputError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
-    return _run_units(units, lambda page, rel: [xdog(page, config)], args, what="drawn as xDoG line art")
+    options = BatchOptions(args.out, overwrite=args.overwrite, force=args.force, quiet=args.quiet, wants_rgb=args.wants_rgb)
+    return run_units(units, lambda page, rel: [xdog(page, config)], options, "drawn as xDoG line art")
 
 
 def _xdog_config(name: str):
@@ -390,7 +206,7 @@ def _xdog_config(name: str):
     if name in PRESETS:
         return XDoGConfig.preset(name)
     from mangacolor.config import load_preset, stage_config
-    from mangacolor.synthetic.pages import XDoGStageConfig
+    from mangacolor.stages.synthetic import XDoGStageConfig
 
     try:
         preset = load_preset(name)
@@ -440,11 +256,13 @@ def build_parser(prog: str = "mangacolor") -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_store_verify)
 
     p = sub.add_parser("colorize", help="colorize a page, a folder or chapter archives (CBZ/ZIP)",
-                       description="Colour black-and-white pages. Exit codes: 0 done, 1 some pages failed (reported; "
-                                   "the others are written), 2 an input, reference, hint or model that cannot be used, "
-                                   "130 interrupted (finished pages are kept; run again to go on).")
+                       description="Colour black-and-white pages. Inputs are never written: an -o that is an input, "
+                                   "holds one or lies in an input folder is refused. Exit codes: 0 done, 1 some pages "
+                                   "failed (reported; the others are written), 2 an input, reference, hint, model or "
+                                   "output that cannot be used (or a full disk), 130 interrupted (finished pages are "
+                                   "kept; run again to go on).")
     _add_io_arguments(p)
-    p.add_argument("--model", default=None, help="bundle folder or MLflow URI (default: models:/mangacolor-colorizer@champion)")
+    p.add_argument("--model", default=None, help="bundle folder or MLflow URI (default: the registry's champion, else its candidate)")
     p.add_argument("--hints", default=None,
                    help="hint image (RGBA: alpha marks the hints, any colour; RGB: every non-white pixel), a .json list of "
                         'points [{"x", "y", "rgb": [r, g, b], "radius"}], or a folder of them named like the pages')
@@ -468,8 +286,26 @@ def build_parser(prog: str = "mangacolor") -> argparse.ArgumentParser:
                         "(authors2021, alacgan, generic); default paper = authors2021, the paper's [38]")
     p.set_defaults(func=_cmd_xdog, force=True, wants_rgb=True)
 
+    p = sub.add_parser("import-weights", help="a model bundle from the authors' 2021 release (manga-colorization-v2)",
+                       description="Turn the 2021 release's generator.zip into a bundle that colorize, serve, the Python API "
+                                   "and the registry use (README § Colour real pages now). Exit codes: 0 written, 2 a file "
+                                   "that is not what was expected (one line naming what differs).")
+    p.add_argument("source", choices=["mc2"], help="mc2: manga-colorization-v2 (Golyadkin & Makarov, 2021)")
+    p.add_argument("generator", metavar="GENERATOR_FILE", help="the release's generator.zip (a torch.save'd state dict)")
+    p.add_argument("--extractor", default=None, metavar="FILE",
+                   help="the release's extractor.pth (line-art tag-prediction SE-ResNeXt-50): kept as encoder_init.safetensors "
+                        "for training (colorizer.encoder_init)")
+    p.add_argument("--denoiser", default=None, metavar="FILE", help="the release's FFDNet net_rgb.pth: pages are denoised first, as the release does")
+    p.add_argument("--denoise-sigma", type=float, default=25.0, help="the denoiser's noise level (of 255; the release's 25)")
+    p.add_argument("--size", type=int, default=576,
+                   help="colour at the release's size: portrait pages SIZE wide, landscape 1.5×SIZE high, colours then carried "
+                        "onto the page's own ink at its own size (default 576, the release's; 0: the page's own size)")
+    p.add_argument("--register", action="store_true", help="also register it in MLflow as mangacolor-colorizer-mc2 (no alias)")
+    p.add_argument("-o", "--out", required=True, type=Path, metavar="BUNDLE_DIR")
+    p.set_defaults(func=_cmd_import_weights)
+
     p = sub.add_parser("serve", help="a hint page in the browser: upload a page, paint hints, see colorings side by side")
-    p.add_argument("--model", default=None, help="bundle folder or MLflow URI (default: models:/mangacolor-colorizer@champion)")
+    p.add_argument("--model", default=None, help="bundle folder or MLflow URI (default: the registry's champion, else its candidate)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=None, help="port (default: Gradio's, 7860 or the next free one)")
     p.add_argument("--mode", choices=["exact", "bf16", "fast"], default="exact")

@@ -17,8 +17,6 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, Field
 
-from mangacolor.data.sources import SourceConfig
-
 _SOURCE_TREE = Path(__file__).resolve().parent.parent
 MODEL_NAME = "mangacolor-colorizer"  # the full method's registered model; a variant registers as MODEL_NAME-<variant>
 
@@ -132,10 +130,6 @@ def stage_config(preset: dict, section: str, cls: type[T]) -> T:
     return cls(**values)
 
 
-def sources(preset: dict) -> list[SourceConfig]:
-    return [SourceConfig.model_validate(s) for s in preset.get("sources", [])]
-
-
 class WebSourceConfig(BaseModel):
     """A crawled gallery (`web_sources:` in a preset): its site description feeds `scraped_pages`."""
 
@@ -146,10 +140,3 @@ class WebSourceConfig(BaseModel):
 
 def web_sources(preset: dict) -> list[WebSourceConfig]:
     return [WebSourceConfig.model_validate(s) for s in preset.get("web_sources") or []]
-
-
-def manga109_source(preset: dict) -> SourceConfig | None:
-    m = preset.get("manga109")
-    if not m:
-        return None
-    return SourceConfig(name="manga109", role="bw", kind="manga109", uri=m["uri"], storage_options=m.get("storage_options", {}))

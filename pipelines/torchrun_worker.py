@@ -9,17 +9,15 @@ the asset's MLflow run, writes the checkpoints and weights, and reports the mate
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 
-from assets import colorization, drafting, synthetic
 from assets.resources import DeviceResource, SettingsResource
 from mangacolor.io.store import Store
+from mangacolor.stages import launch
 from mangacolor.tracking import MlflowTracker, NullTracker
 from mangacolor.training import distributed
 
@@ -32,66 +30,22 @@ def _common(spec: dict):
     return st, settings, device
 
 
-def _step1(spec: dict, tracker, progress):
+def _train(spec: dict, tracker, progress):
+    """The stage of `spec` in this rank (mangacolor/stages/launch.py), with the store, settings and device the asset had."""
     st, settings, device = _common(spec)
-    cfg = colorization._config(settings)
-    tcfg, step, pairs, real, every = colorization.step1_plan(st, cfg, spec["titles"])
-    return colorization.train_step1(st, cfg, tcfg, step, pairs, real, every, Path(spec["work"]), device, tracker, progress)
-
-
-def _finetune(spec: dict, tracker, progress):
-    st, settings, device = _common(spec)
-    with tempfile.TemporaryDirectory() as tmp:
-        return colorization.finetune_train(st, colorization._config(settings), Path(spec["work"]), device, tracker, progress,
-                                           Path(tmp))
-
-
-def _step2(spec: dict, tracker, progress):
-    st, settings, device = _common(spec)
-    with tempfile.TemporaryDirectory() as tmp:
-        return colorization.step2_train(st, colorization._config(settings), spec["titles"], Path(spec["work"]), device, tracker,
-                                        progress, Path(tmp))
-
-
-def _stage(train):
-    """A stage whose asset calls `launch.run_stage(..., train, ...)`: the same call, in this rank."""
-    def run(spec: dict, tracker, progress):
-        st, settings, device = _common(spec)
-        return train(st, settings.load(), spec["titles"], Path(spec["work"]), device, tracker, progress, **spec.get("args", {}))
-    return run
-
-
-# Stage name (the asset's) -> fn(spec, tracker, progress) returning the loop's result (dataclasses, lists, dicts).
-STAGES = {
-    "colorizer_step1_snapshots": _step1,
-    "colorizer_step1_finetuned": _finetune,
-    "colorizer_step2": _step2,
-    "stylegan": _stage(drafting.stylegan_train),
-    "inversion_encoder": _stage(drafting.encoder_train),
-    "drafting_network": _stage(drafting.encoder_train),
-    "drafting_network_final": _stage(drafting.encoder_train),
-    "refiner_model": _stage(synthetic.refiner_train),
-    "cut_model": _stage(synthetic.cut_train),
-}
-
-
-def as_json(result):
-    """The loop's result as JSON for the Pipes report: dataclasses as dicts, paths as strings."""
-    if dataclasses.is_dataclass(result):
-        result = dataclasses.asdict(result)
-    elif isinstance(result, (list, tuple)):
-        result = [dataclasses.asdict(r) if dataclasses.is_dataclass(r) else r for r in result]
-    return json.loads(json.dumps(result, default=str))
+    return launch.run(spec["stage"], st, settings.load(), spec["titles"], Path(spec["work"]), device, tracker, progress,
+                      **spec.get("args", {}))
 
 
 def main(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
-    train = STAGES[spec["stage"]]
+    if spec["stage"] not in launch.STAGES:  # before the process group starts
+        raise KeyError(f"{spec_path}: unknown stage {spec['stage']!r}; expected one of {sorted(launch.STAGES)}")
     name = spec["device"].get("name") or "auto"
     device_type = "cuda" if name.startswith("cuda") or (name == "auto" and torch.cuda.is_available()) else "cpu"
     with distributed.process_group(device_type) as ctx:
         if not ctx.is_main:
-            train(spec, NullTracker(), None)
+            _train(spec, NullTracker(), None)
             return
         from dagster_pipes import open_dagster_pipes
 
@@ -99,10 +53,10 @@ def main(spec_path: str) -> None:
             # The run stays open in the launching asset: log to it through a client, flush, leave it running.
             tracker = MlflowTracker(spec["mlflow"]["run_id"], tracking_uri=spec["mlflow"]["tracking_uri"])
             pipes.log.info(f"torchrun: {ctx.world_size} processes, backend {torch.distributed.get_backend() if ctx.enabled else 'none'}")
-            result = train(spec, tracker, pipes.log.info)
+            result = _train(spec, tracker, pipes.log.info)
             tracker.flush()
             pipes.report_asset_materialization(metadata={
-                "train_result": {"raw_value": as_json(result), "type": "json"},
+                "train_result": {"raw_value": launch.to_json(result), "type": "json"},
                 "world_size": ctx.world_size,
                 "ddp_backend": torch.distributed.get_backend() if ctx.enabled else "none",
                 "launched_with": "torchrun",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 import torch
 
@@ -34,3 +36,35 @@ def demo_corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo_data")
     generate_demo_corpus(root, seed=0)
     return root
+
+
+@pytest.fixture()
+def offline_empty_hub(tmp_path, monkeypatch):
+    """No user VGG file and no network: what a fresh CI machine sees."""
+    hub = tmp_path / "hub"
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access attempted")
+
+    connect = socket.socket.connect
+
+    def refuse_network(sock, *args, **kwargs):
+        # Local (AF_UNIX) sockets stay: the loader's worker processes pass tensors through them.
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            refuse()
+        return connect(sock, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", refuse_network)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    return hub
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of tiny-tensor tests, even when another test changed it: a second
+    OpenMP thread only contends on the shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from assets.resources import MlflowResource
-from mangacolor.registry import log_version_metrics, logged_model_id, register_bundle
+from mangacolor.inference.registry import log_version_metrics, logged_model_id, register_bundle
 from mangacolor.tracking import active_run, artifact_location, system_metrics_enabled
 
 

@@ -8,7 +8,7 @@ colour jitter is applied to colour pages *before* the synthetic preprocessing (x
 CUT), so that no colour feature survives into the synthetic pages: that one is `color_page_jitter`.
 
 One page transform (Appendix B's remark that 512x512 crops cut "scenes near the image edges"): the
-whole page is first brought to the training canvas keeping its aspect (`canvas_size`: scaled so it
+whole page is first brought to the training canvas keeping its aspect (`data/canvas.py canvas_size`: scaled so it
 covers the canvas, 768x512 for the paper, so a double spread stays twice as wide and a page's height
 always maps to the canvas height), then flipped, mirror-padded and cropped. The input, the target,
 the colour page and the coloring draft all go through the very same transform: the whole-page draft
@@ -33,44 +33,9 @@ import albumentations as A
 import cv2
 import numpy as np
 
+from mangacolor.data.canvas import PAPER_CROP_HW, to_canvas
+
 GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601, the "weighted sum of the channels"
-PAPER_CROP_HW = (768, 512)
-PAPER_CANVAS_HW = PAPER_CROP_HW  # Appendix B: whole pages on the 3:2 canvas, then the 768x512 crop
-
-
-def canvas_size(height: int, width: int, canvas: tuple[int, int] = PAPER_CANVAS_HW) -> tuple[int, int]:
-    """(h, w) of a page scaled, keeping its aspect, so that it just covers the canvas (H, W).
-
-    A 3:2 portrait page becomes the canvas; an A4-like page a few pixels wider; a double spread
-    keeps its aspect (twice as wide), at the same scale as the single pages of its book.
-    """
-    ch, cw = canvas
-    s = max(ch / height, cw / width)
-    return max(ch, round(height * s)), max(cw, round(width * s))
-
-
-def resize_to(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """uint8 image resized to (h, w): area filter when shrinking, bilinear when enlarging."""
-    if image.shape[:2] == tuple(hw):
-        return image
-    shrink = hw[0] * hw[1] < image.shape[0] * image.shape[1]
-    out = cv2.resize(image, (hw[1], hw[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    return out.reshape(*hw, *image.shape[2:]) if image.ndim == 3 else out
-
-
-def to_canvas(sample: dict[str, np.ndarray], canvas: tuple[int, int] | None) -> dict[str, np.ndarray]:
-    """Every image of a page sample on the page's canvas size (`canvas_size` of its "bw"/"input").
-
-    Page-aligned images (any key) are resized to it; the whole-page draft ("draft", any size, the
-    StyleGAN draft is square) is stretched to it too, which undoes the squeeze into 256x256 and puts
-    each draft pixel back over the part of the page it was made from. canvas None: the page's own size
-    (only the draft is brought onto the page).
-    """
-    page = sample["bw"] if "bw" in sample else sample["input"]
-    hw = page.shape[:2] if canvas is None else canvas_size(*page.shape[:2], canvas)
-    return {k: (resize_to(v, hw) if v is not None else None) for k, v in sample.items()}
-
-
 def weighted_grey(rgb: np.ndarray) -> np.ndarray:
     """uint8 HxWx3 RGB -> uint8 HxW with the BT.601 weights."""
     if rgb.ndim == 2:

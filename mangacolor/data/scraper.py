@@ -9,7 +9,10 @@ Politeness is built into the one place requests are sent (`Fetcher`): robots.txt
 host and obeyed, request starts to a host are spaced by `1 / rate_limit_per_s` (or robots.txt's
 Crawl-delay when longer) with at most `concurrency` requests in flight, every request says who we
 are in its User-Agent, 429 and 5xx answers are retried with exponential backoff (a Retry-After
-header wins and holds back the whole host), and everything has a timeout and a size cap.
+header wins and holds back the whole host), and everything has a timeout, a size cap and a total
+deadline (a server dripping one byte at a time never holds a worker past `deadline_s`). Header
+values are a stranger's text too: a Retry-After, Content-Length, charset or Location that means
+nothing is read as if it were absent, never as a reason to stop the crawl.
 
 A re-crawl never loses what it has: when refreshing a page that was good before meets a transient
 failure (a timeout, a reset connection, a 5xx, a 429 after its retries), the last good copy stays,
@@ -33,8 +36,10 @@ is quarantined with its reason and the crawl goes on.
 
 from __future__ import annotations
 
+import codecs
 import email.utils
 import fcntl
+import functools
 import hashlib
 import json
 import http.client
@@ -42,6 +47,7 @@ import importlib.metadata
 import logging
 import os
 import re
+import socket
 import sqlite3
 import sys
 import threading
@@ -121,6 +127,8 @@ class SiteConfig(BaseModel):
     rate_limit_per_s: float = Field(1.0, gt=0, description="request starts per second to one host")
     concurrency: int = Field(2, ge=1, le=16, description="requests in flight to one host")
     timeout_s: float = Field(30.0, gt=0, description="to connect, and for each wait on the server")
+    deadline_s: float | None = Field(None, gt=0, description="most seconds one answer may take in all, connect "
+                                                              "to last byte (default: 4 × timeout_s)")
     max_bytes: int = Field(20 * 2**20, gt=0, description="largest file kept")
     retries: int = Field(3, ge=0, le=10, description="extra attempts on 429, 5xx, timeouts")
     backoff: float = Field(1.0, ge=0, description="first retry delay in seconds, doubled per attempt")
@@ -169,6 +177,9 @@ class SiteConfig(BaseModel):
             if (host or "").lower() not in self.hosts():
                 raise ValueError(f"title {title!r} starts on host {host!r}, not base_url's nor in allowed_hosts")
         return self
+
+    def deadline(self) -> float:
+        return self.deadline_s if self.deadline_s is not None else 4 * self.timeout_s
 
     def hosts(self) -> set[str]:
         return {urllib.parse.urlsplit(self.base_url).hostname.lower(), *self.allowed_hosts}
@@ -283,6 +294,11 @@ class _NoAutoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         return None
 
+    def http_error_302(self, req, fp, code, msg, headers):
+        return None  # before urllib parses the Location (a bad one raised ValueError out of the crawl)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
 
 class _HostGate:
     """Spacing of request starts and the in-flight limit for one host.
@@ -316,18 +332,96 @@ class _HostGate:
 
 
 def _retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After value (delay-seconds or an HTTP date), or None for anything
+    else: `²` passes `str.isdigit`, a date can be out of range, a number can have 10,000 digits."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if re.fullmatch(r"[0-9]{1,12}", value):
         return float(value)
+    if re.fullmatch(r"[0-9]+", value):
+        return float("inf")  # longer than any wait we honour: treated as a refusal
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+def _content_length(headers: dict[str, str]) -> int | None:
+    value = headers.get("content-length", "").strip()
+    return int(value) if re.fullmatch(r"[0-9]{1,18}", value) else None
+
+
+class _Deadline:
+    """The total time one answer may take: when it is up, the request's sockets are shut, so a read
+    blocked on a server that sends one byte now and then returns at once (`expired` then says why)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.expired = False
+        self._lock = threading.Lock()
+        self._socks: list[socket.socket] = []
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._socks.append(sock)
+            if self.expired:
+                _shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._socks:
+                _shut(sock)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _shut(sock: socket.socket) -> None:
+    try:  # the plain socket's shutdown, also under TLS: the reader sees the end of the stream
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+class _Watched:
+    """A connection whose socket its request's `_Deadline` can shut (mixed into http.client's two)."""
+
+    def __init__(self, *args, deadline: _Deadline, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._deadline = deadline
+
+    def connect(self) -> None:
+        super().connect()
+        self._deadline.watch(self.sock)
+
+
+class _DeadlineHTTP(_Watched, http.client.HTTPConnection):
+    pass
+
+
+class _DeadlineHTTPS(_Watched, http.client.HTTPSConnection):
+    pass
+
+
+class _DeadlineHTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req):
+        return self.do_open(functools.partial(_DeadlineHTTP, deadline=req.deadline), req)
+
+
+class _DeadlineHTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req):
+        kwargs = {"context": self._context}
+        if hasattr(self, "_check_hostname"):  # Python < 3.12
+            kwargs["check_hostname"] = self._check_hostname
+        return self.do_open(functools.partial(_DeadlineHTTPS, deadline=req.deadline), req, **kwargs)
 
 
 def _is_timeout(exc: BaseException) -> bool:
@@ -350,7 +444,7 @@ class Fetcher:
         self.cfg = cfg
         self.cache = cache
         self.request_log: list[tuple[float, str]] = []
-        self._opener = urllib.request.build_opener(_NoAutoRedirect())
+        self._opener = urllib.request.build_opener(_NoAutoRedirect(), _DeadlineHTTPHandler(), _DeadlineHTTPSHandler())
         self._lock = threading.Lock()
         self._gates: dict[str, _HostGate] = {}
         self._robots: dict[str, urllib.robotparser.RobotFileParser] = {}
@@ -369,35 +463,48 @@ class Fetcher:
         with self._gate(host).slot() as started:
             with self._lock:
                 self.request_log.append((started, url))
+            req.deadline = deadline = _Deadline(self.cfg.deadline())
             try:
-                raw = self._opener.open(req, timeout=self.cfg.timeout_s)
-            except urllib.error.HTTPError as exc:
-                raw = exc  # 3xx/4xx/5xx: still an answer we want to look at
-            except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-                if _is_timeout(exc):
-                    return Response(url, None, {}, error=f"timeout after {self.cfg.timeout_s:g} s", retryable=True)
-                reason = getattr(exc, "reason", exc)
-                return Response(url, None, {}, error=f"connection failed: {reason}", retryable=True)
-            with raw:
-                status = raw.code
-                resp_headers = {k.lower(): v for k, v in raw.headers.items()}
-                cap = max_bytes if 200 <= status < 300 else ERROR_BODY_BYTES
-                try:
-                    body = self._read_capped(raw, resp_headers, cap)
-                except _TooLarge as exc:
-                    if not 200 <= status < 300:
-                        return Response(url, status, resp_headers)
-                    return Response(url, status, resp_headers, error=str(exc))
-                except (OSError, http.client.HTTPException) as exc:
-                    error = f"timeout after {self.cfg.timeout_s:g} s" if _is_timeout(exc) else f"read failed: {exc}"
-                    return Response(url, status, resp_headers, error=error, retryable=True)
+                return self._answer(req, url, max_bytes, deadline)
+            finally:
+                deadline.cancel()
+
+    def _answer(self, req: urllib.request.Request, url: str, max_bytes: int, deadline: _Deadline) -> Response:
+        late = f"timeout: no whole answer within the {deadline.seconds:g} s deadline"
+        try:
+            raw = self._opener.open(req, timeout=self.cfg.timeout_s)
+        except urllib.error.HTTPError as exc:
+            raw = exc  # 3xx/4xx/5xx: still an answer we want to look at
+        except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
+            if deadline.expired:
+                return Response(url, None, {}, error=late, retryable=True)
+            if _is_timeout(exc):
+                return Response(url, None, {}, error=f"timeout after {self.cfg.timeout_s:g} s", retryable=True)
+            reason = getattr(exc, "reason", exc)
+            return Response(url, None, {}, error=f"connection failed: {reason}", retryable=True)
+        with raw:
+            status = raw.code
+            resp_headers = {k.lower(): v for k, v in raw.headers.items()}
+            cap = max_bytes if 200 <= status < 300 else ERROR_BODY_BYTES
+            try:
+                body = self._read_capped(raw, resp_headers, cap)
+            except _TooLarge as exc:
+                if not 200 <= status < 300:
+                    return Response(url, status, resp_headers)
+                return Response(url, status, resp_headers, error=str(exc))
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                error = (late if deadline.expired else f"timeout after {self.cfg.timeout_s:g} s" if _is_timeout(exc)
+                         else f"read failed: {exc}")
+                return Response(url, status, resp_headers, error=error, retryable=True)
+        if deadline.expired:  # the shut socket looked like the end of a body without a length
+            return Response(url, status, resp_headers, error=late, retryable=True)
         return Response(url, status, resp_headers, body)
 
     @staticmethod
     def _read_capped(raw, headers: dict[str, str], cap: int) -> bytes:
-        declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > cap:
-            raise _TooLarge(f"too large: Content-Length {int(declared):,} bytes > max_bytes {cap:,}")
+        declared = _content_length(headers)
+        if declared is not None and declared > cap:
+            raise _TooLarge(f"too large: Content-Length {declared:,} bytes > max_bytes {cap:,}")
         chunks, size = [], 0
         while chunk := raw.read(65536):
             size += len(chunk)
@@ -450,7 +557,11 @@ class Fetcher:
             resp = self._send(url, headers)
             if resp.error or resp.status not in REDIRECT_STATUSES or "location" not in resp.headers:
                 return resp
-            url = urllib.parse.urldefrag(urllib.parse.urljoin(url, resp.headers["location"]))[0]
+            try:
+                url = urllib.parse.urldefrag(urllib.parse.urljoin(url, resp.headers["location"]))[0]
+            except ValueError:
+                return Response(url, resp.status, resp.headers, error=f"HTTP {resp.status}: unusable Location "
+                                                                      f"{resp.headers['location'][:200]!r}")
         return Response(url, None, {}, error=f"more than {self.cfg.max_redirects} redirects")
 
     # -- robots.txt and HTML --------------------------------------------------------------------
@@ -495,21 +606,28 @@ class Fetcher:
             return resp, cached[1]
         if resp.status != 200:
             return resp, None
-        text = resp.body.decode(_charset(resp.headers.get("content-type", "")), errors="replace")
+        text = decode_text(resp.body, resp.headers.get("content-type", ""))
         if self.cache:
             self.cache.put_listing(url, resp)
         return resp, text
 
 
-def _charset(content_type: str) -> str:
-    m = re.search(r"charset=([\w.-]+)", content_type, re.I)
+# Codecs Python has that are no charset of a web page: they refuse errors="replace", or are quadratic.
+_NOT_A_CHARSET = {"idna", "punycode", "uu_codec", "undefined"}
+
+
+def decode_text(body: bytes, content_type: str) -> str:
+    """A document's text in its declared charset, UTF-8 when that names no text codec we can use
+    (`charset=idna` has a codec, which raises on errors="replace"); bad bytes become U+FFFD."""
+    m = re.search(r"charset=\"?([\w.:-]{1,40})", content_type, re.I)
     if m:
         try:
-            "".encode(m.group(1))
-            return m.group(1)
-        except LookupError:
+            info = codecs.lookup(m.group(1))
+            if info._is_text_encoding and info.name not in _NOT_A_CHARSET:
+                return body.decode(info.name, errors="replace")
+        except (LookupError, UnicodeError, ValueError, TypeError):
             pass
-    return "utf-8"
+    return body.decode("utf-8", errors="replace")
 
 
 def _conditional(row: dict) -> dict[str, str]:
@@ -626,7 +744,7 @@ class CrawlIndex:
 
     def put_listing(self, url: str, resp: Response) -> None:
         # Stored re-encoded as UTF-8 so a 304 later needs no charset.
-        text = resp.body.decode(_charset(resp.headers.get("content-type", "")), errors="replace").encode("utf-8")
+        text = decode_text(resp.body, resp.headers.get("content-type", "")).encode("utf-8")
         path = self.write_file("listings", local_name(url, "html"), text)
         self.put(url, kind="listing", status="ok", http_status=resp.status, etag=resp.headers.get("etag"),
                  last_modified=resp.headers.get("last-modified"), sha256=sha256_bytes(text), path=path,

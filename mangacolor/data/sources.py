@@ -29,7 +29,9 @@ import fsspec
 import pandas as pd
 from pydantic import BaseModel, Field
 
-from mangacolor.data.archives import ARCHIVE_EXTENSIONS, IMAGE_EXTENSIONS, natural_key, read_archive
+from mangacolor.data.archives import (ARCHIVE_EXTENSIONS, IMAGE_EXTENSIONS, MemberError, archive_members, member_problem,
+                                      natural_key, open_archive, read_member)
+from mangacolor.io.limits import MAX_ARCHIVE_BYTES, MAX_FILE_BYTES, NotARegularFile, open_regular, read_regular
 
 PAPER_DANBOORU_TAGS = ["colored", "colorized", "comic"]
 
@@ -54,6 +56,19 @@ class SourceItem:
     source_uri: str
     load: Callable[[], bytes] | None
     problem: str | None = None
+
+
+def preset_sources(preset: dict) -> list[SourceConfig]:
+    """The preset's `sources:` section."""
+    return [SourceConfig.model_validate(s) for s in preset.get("sources", [])]
+
+
+def manga109_source(preset: dict) -> SourceConfig | None:
+    """The preset's `manga109:` section as a black-and-white source of the Manga109 layout (None: not configured)."""
+    m = preset.get("manga109")
+    if not m:
+        return None
+    return SourceConfig(name="manga109", role="bw", kind="manga109", uri=m["uri"], storage_options=m.get("storage_options", {}))
 
 
 def _fs(cfg: SourceConfig):
@@ -88,14 +103,48 @@ def _escapes(fs, root: str, path: str) -> str | None:
     return f"symlink pointing outside the source ({posixpath.basename(path)} -> {real})"
 
 
+def _open(fs, root: str, path: str, limit: int = MAX_FILE_BYTES, what: str = "page file"):
+    """`path` opened for reading, re-checking just before that it still stays inside `root`; on local
+    disk only a regular file of at most `limit` bytes (a FIFO would block the reader, a device feed it
+    forever). Object stores: reads are capped where they are made."""
+    why = _escapes(fs, root, path)
+    if why:
+        raise PermissionError(why)
+    if _is_local(fs):
+        return open_regular(path, limit, what)
+    return fs.open(path, "rb")
+
+
 def _loader(fs, root: str, path: str) -> Callable[[], bytes]:
-    """Read `path`, re-checking just before reading that it still stays inside `root`."""
+    """Read `path` (see `_open`): at most `MAX_FILE_BYTES`, else OSError."""
 
     def load() -> bytes:
-        why = _escapes(fs, root, path)
-        if why:
-            raise PermissionError(why)
-        return fs.cat_file(path)
+        if _is_local(fs):
+            why = _escapes(fs, root, path)
+            if why:
+                raise PermissionError(why)
+            return read_regular(path, MAX_FILE_BYTES, "page file")
+        with fs.open(path, "rb") as f:  # an object store's file reads at most what the object holds
+            data = f.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise OSError(f"{path}: more than the {MAX_FILE_BYTES:,}-byte limit for a page")
+        return data
+
+    return load
+
+
+def _member_loader(fs, root: str, path: str, name: str) -> Callable[[], bytes]:
+    """Read one member of the archive at `path`, when asked: the archive is opened again for it, so a
+    chapter never has more than one member in memory."""
+
+    def load() -> bytes:
+        with _open(fs, root, path, MAX_ARCHIVE_BYTES, "chapter archive") as f:
+            zf = open_archive(f)
+            with zf:
+                try:
+                    return read_member(zf, zf.getinfo(name))
+                except (MemberError, KeyError) as exc:
+                    raise OSError(str(exc)) from None
 
     return load
 
@@ -140,19 +189,20 @@ def _archive_items(fs, root: str, path: str, title: str, prefix: str) -> Iterato
         yield SourceItem(title, prefix or _stem(path), uri, None, problem=why)
         return
     try:
-        members = read_archive(_loader(fs, root, path)())
+        with _open(fs, root, path, MAX_ARCHIVE_BYTES, "chapter archive") as f, open_archive(f) as zf:
+            members = [(info.filename, member_problem(info)) for info in archive_members(zf)]
+    except NotARegularFile as exc:
+        yield SourceItem(title, prefix or _stem(path), uri, None, problem=exc.reason)
+        return
     except (ValueError, OSError) as exc:
         # The archive's bytes go to quarantine with the reason (the loader still refuses to leave the source).
         yield SourceItem(title, prefix or _stem(path), uri, _loader(fs, root, path), problem=str(exc))
         return
-    for m in members:
+    for name, problem in members:
         # A member name is untrusted text: it names the page, it never becomes a path.
-        stem = posixpath.splitext(m.name)[0].lstrip("/\\")
+        stem = posixpath.splitext(name)[0].lstrip("/\\")
         page = posixpath.join(prefix, stem) if prefix else stem
-        if m.data is None:
-            yield SourceItem(title, page, f"{uri}#{m.name}", None, problem=m.reason)
-        else:
-            yield SourceItem(title, page, f"{uri}#{m.name}", lambda d=m.data: d)
+        yield SourceItem(title, page, f"{uri}#{name}", None if problem else _member_loader(fs, root, path, name), problem=problem)
 
 
 def _folder_items(cfg: SourceConfig, title: str) -> Iterator[SourceItem]:

@@ -2,7 +2,7 @@
 
 Versions of `mangacolor-colorizer` are the full method; an ablation ("no_drafts", "no_adaptation",
 "no_self_training": the rows of the paper's Tables 1 and 3 that leave a part out) is registered as
-`mangacolor-colorizer-<variant>` with its `variant` tag (`mangacolor.registry`). An evaluation scores
+`mangacolor-colorizer-<variant>` with its `variant` tag (`mangacolor.inference.registry`). An evaluation scores
 
 - the `candidate` alias in the automatic mode and with an empty draft (Table 1's "with empty
   coloring draft" row: the same model, its drafting network unused);
@@ -10,7 +10,9 @@ Versions of `mangacolor-colorizer` are the full method; an ablation ("no_drafts"
   same run on the same pages (when it is the candidate it is listed with no modes: recorded, not
   scored twice);
 - the latest version of every variant present (older stores may hold variants under the main name,
-  told apart by their tag: those count too, never as candidate or champion).
+  told apart by their tag: those count too, never as candidate or champion). A model imported from
+  elsewhere is one of them: the 2021 release's is `mangacolor-colorizer-mc2`, tag `mc2`
+  (`mangacolor.inference.imported`). Pinned while the pipeline has no candidate yet, it is scored alone.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 
 import mlflow
 
-from mangacolor.registry import FULL, MODEL_NAME, variant_models, variant_of, version_by_alias
+from mangacolor.inference.registry import FULL, MODEL_NAME, variant_models, variant_of, version_by_alias
 
 MODES = ("auto", "empty_draft")
 VARIANTS = ("full", "no_drafts", "no_adaptation", "no_self_training")
@@ -42,6 +44,11 @@ def _variant(mv) -> str:
     return variant_of(mv)
 
 
+def _pinned_row(client: mlflow.MlflowClient, model_name: str, version: str) -> EvalModel:
+    mv = client.get_model_version(model_name, version)
+    return EvalModel(_variant(mv), "variant", str(mv.version), _variant(mv), f"models:/{mv.name}/{mv.version}")
+
+
 def models_to_evaluate(client: mlflow.MlflowClient | None = None, name: str = MODEL_NAME,
                        pinned: dict[str, str] | None = None) -> list[EvalModel]:
     """The models one evaluation run scores (see the module docstring); LookupError without a candidate.
@@ -52,6 +59,10 @@ def models_to_evaluate(client: mlflow.MlflowClient | None = None, name: str = MO
     client = client or mlflow.MlflowClient()
     pinned = dict(pinned or {})
     cand = client.get_model_version(name, pinned.pop(name)) if name in pinned else version_by_alias("candidate", name, client)
+    if cand is None and pinned:
+        # A model registered under its own name (an imported one, such as the 2021 release's
+        # mangacolor-colorizer-mc2) is scored on its own while the pipeline has no candidate yet.
+        return [_pinned_row(client, model_name, version) for model_name, version in pinned.items()]
     if cand is None:
         raise LookupError(
             f"no version of {name!r} has the alias 'candidate' in the MLflow registry at {mlflow.get_tracking_uri()}: "

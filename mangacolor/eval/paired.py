@@ -65,7 +65,7 @@ class PairedMetrics:
     rows: list[tuple[float, float, float, float]] = field(default_factory=list)
 
     def __post_init__(self):
-        from mangacolor.training.drafting import build_lpips
+        from mangacolor.losses.lpips import build_lpips
 
         # a random trunk must be the same random trunk in every run: seed it without touching the caller's RNG
         with torch.random.fork_rng(devices=[]):

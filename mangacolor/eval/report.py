@@ -151,6 +151,8 @@ def colorize_for_eval(bundle, pages: Sequence[np.ndarray], mode: str = "auto", l
     out = []
     for i, page in enumerate(pages):
         page = fit_long_side(page, long_side)
+        if hasattr(bundle, "denoise"):
+            page = bundle.denoise(page)  # a bundle's pre-step (the 2021 release's denoiser), as when colouring
         draft = draft_to_uint8(bundle.drafts(page)[0]) if use_draft else None
         out.append(colorize_page(generator, page, draft=draft, options=options))
         if progress and ((i + 1) % 10 == 0 or i + 1 == len(pages)):

@@ -2,7 +2,7 @@
 
     from mangacolor.inference import Colorizer
 
-    colorizer = Colorizer.from_registry("models:/mangacolor-colorizer@champion")   # or .from_bundle("bundle/")
+    colorizer = Colorizer.from_registry()   # the registry's champion, else its candidate; or a models:/ URI, or .from_bundle("bundle/")
     rgb = colorizer.colorize("page.png")                                              # (H, W, 3) uint8
     rgb = colorizer.colorize(page_array, hints=[{"x": 120, "y": 80, "rgb": [230, 40, 40], "radius": 12}])
     rgb = colorizer.colorize("page.png", hints="hints.png", reference="colours.png")
@@ -23,8 +23,6 @@ from mangacolor.inference.colorize import PRESETS, InferenceOptions
 from mangacolor.inference.hints import HintError, load_hints
 from mangacolor.inference.pages import InputError, read_page
 
-DEFAULT_MODEL = "models:/mangacolor-colorizer@champion"
-
 
 class Colorizer:
     """A loaded model bundle with the CLI's defaults: exact inference up to `MAX_LONG_SIDE`, larger
@@ -37,10 +35,25 @@ class Colorizer:
         self.options = options or PRESETS[mode]
 
     @classmethod
-    def from_registry(cls, uri: str = DEFAULT_MODEL, device: str = "cpu", mode: str = "exact") -> "Colorizer":
+    def from_registry(cls, uri: str | None = None, device: str = "cpu", mode: str = "exact") -> "Colorizer":
         """A registered version (`models:/name@alias`, `models:/name/3`, `runs:/...`) from MLflow
-        (`MLFLOW_TRACKING_URI`)."""
-        return cls(ModelBundle.load(uri, device=device), mode)
+        (`MLFLOW_TRACKING_URI`); None: the registry's champion, else its candidate (`registry.default_model`)."""
+        return cls.load(uri, device, mode)
+
+    @classmethod
+    def load(cls, model: str | Path | None = None, device: str = "cpu", mode: str = "exact") -> "Colorizer":
+        """A bundle folder or a model URI, as the CLI's `--model` takes them; None: the registry's champion, else
+        its candidate (`mangacolor.inference.registry.default_model`: MLflow is imported only then)."""
+        if model is None:
+            from mangacolor.inference.registry import default_model
+
+            model = default_model()
+        return cls(ModelBundle.load(model, device=device), mode)
+
+    @property
+    def takes_reference(self) -> bool:
+        """Whether the model can take its colours from a reference image (it has an inversion encoder)."""
+        return self.bundle.inversion is not None
 
     @classmethod
     def from_bundle(cls, path: str | Path, device: str = "cpu", mode: str = "exact") -> "Colorizer":
@@ -74,4 +87,4 @@ class Colorizer:
         return outs[0] if samples == 1 else outs
 
 
-__all__ = ["Colorizer", "DEFAULT_MODEL", "InputError", "read_page"]
+__all__ = ["Colorizer", "InputError", "read_page"]

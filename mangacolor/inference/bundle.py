@@ -1,24 +1,17 @@
-"""The trained model as users get it: one folder (a "bundle") with every network colorize needs.
-
-    bundle/
-      bundle.json              which files are present, the colorizer config, inference options, provenance
-      colorizer.safetensors    the colorization generator (§III-B)
-      stylegan.safetensors     the Coloring Latent Space generator (§III-A), optional
-      drafting.safetensors     pSp encoder black-and-white -> W+ (drafts, sampling), optional
-      inversion.safetensors    pSp encoder colour -> W+ (reference images), optional
+"""The trained model as users get it, loaded: a bundle folder (mangacolor/io/bundle.py: the colorizer, and
+optionally the StyleGAN, drafting and inversion networks) as networks ready to colour pages.
 
 Without the drafting networks the bundle still colorizes, with an empty draft (the paper's
 "empty draft" row). The same folder is what `colorizer_final` registers in MLflow, so
-`models:/mangacolor-colorizer@champion` and a local path load the same way. This module knows
-bundles and how to fetch one behind a model URI; the registry (`mangacolor.registry`, which imports
-this module and never the other way round) decides names, versions and aliases.
+`models:/mangacolor-colorizer@champion` and a local path load the same way. The registry
+(`mangacolor.inference.registry`, which imports this module and never the other way round) decides
+names, versions and aliases.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,59 +19,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mangacolor.io.bundle import BUNDLE_JSON, resolve_bundle_path
 from mangacolor.io.images import from_tensor, to_tensor
 
-BUNDLE_JSON = "bundle.json"
-PARTS = ("colorizer", "stylegan", "drafting", "inversion")
-
-
-def write_bundle(out_dir: str | Path, files: dict[str, str | Path], info: dict | None = None) -> Path:
-    """Copy the weight files of `files` (part -> path) into a bundle folder with its bundle.json."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if "colorizer" not in files:
-        raise ValueError("a bundle needs at least the colorizer weights")
-    present = {}
-    for part, path in files.items():
-        if part not in PARTS:
-            raise ValueError(f"unknown bundle part {part!r}; expected one of {PARTS}")
-        if path is None:
-            continue
-        target = out / f"{part}.safetensors"
-        shutil.copyfile(path, target)
-        present[part] = target.name
-    (out / BUNDLE_JSON).write_text(json.dumps({"files": present, **(info or {})}, indent=2, default=str))
-    return out
-
-
-def download_bundle(model_uri: str) -> Path:
-    """Local path of the bundle folder behind a registry or run model URI (MLflow downloads it)."""
-    import mlflow
-
-    local = Path(mlflow.artifacts.download_artifacts(model_uri))
-    for c in (local / "artifacts" / "bundle", local / "bundle", local):
-        if (c / BUNDLE_JSON).exists():
-            return c
-    found = list(local.rglob(BUNDLE_JSON))
-    if found:
-        return found[0].parent
-    raise FileNotFoundError(f"{model_uri}: downloaded to {local} but no {BUNDLE_JSON} inside")
-
-
-def resolve_bundle_path(location: str | Path) -> Path:
-    """A local bundle folder, or an MLflow model URI (`models:/name@alias`, `runs:/...`) downloaded first."""
-    text = str(location)
-    if text.startswith(("models:/", "runs:/")):
-        return download_bundle(text)
-    path = Path(text)
-    if path.is_file() and path.name == BUNDLE_JSON:
-        path = path.parent
-    if not (path / BUNDLE_JSON).exists():
-        raise FileNotFoundError(
-            f"{path}: not a mangacolor model bundle (no {BUNDLE_JSON}). Pass the folder written by the "
-            "colorizer_final asset, or a registry URI such as models:/mangacolor-colorizer@champion"
-        )
-    return path
+# bundle.json keys that set inference options (a bundle imported from the 2021 release sets both).
+OPTION_KEYS = ("fit_width", "pad_mode")
 
 
 @dataclass
@@ -89,6 +34,7 @@ class ModelBundle:
     info: dict
     drafting: torch.nn.Module | None = None
     inversion: torch.nn.Module | None = None
+    denoiser: torch.nn.Module | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     _prepared: dict = field(default_factory=dict, repr=False)
 
@@ -96,7 +42,7 @@ class ModelBundle:
     def load(cls, location: str | Path, device: str | torch.device = "cpu") -> "ModelBundle":
         from mangacolor.models.colorizer import ColorizationGenerator, ColorizerConfig
         from mangacolor.models.psp import load_psp
-        from mangacolor.training.checkpoint import load_weights
+        from mangacolor.io.weights import load_weights
 
         path = resolve_bundle_path(location)
         info = json.loads((path / BUNDLE_JSON).read_text())
@@ -110,11 +56,18 @@ class ModelBundle:
             drafting = load_psp(path / files["drafting"], path / files["stylegan"])
         if "stylegan" in files and "inversion" in files:
             inversion = load_psp(path / files["inversion"], path / files["stylegan"])
+        denoiser = None
+        if "denoiser" in files:
+            from mangacolor.models.ffdnet import FFDNet
+
+            d_state, d_meta = load_weights(path / files["denoiser"])
+            denoiser = FFDNet(int((d_meta.get("config") or {}).get("channels", 3)))
+            denoiser.load_state_dict(d_state)
         device = torch.device(device)
-        nets = [n.to(device).eval() for n in (generator, drafting, inversion) if n is not None]
+        nets = [n.to(device).eval() for n in (generator, drafting, inversion, denoiser) if n is not None]
         for n in nets:
             n.requires_grad_(False)
-        return cls(generator, info, drafting, inversion, device)
+        return cls(generator, info, drafting, inversion, denoiser, device)
 
     # --- drafts (§III-A): a 256x256 colour image in [-1, 1] ------------------------------------
     def _bw_tensor(self, page: np.ndarray) -> torch.Tensor:
@@ -152,12 +105,23 @@ class ModelBundle:
         canvas = self.info.get("canvas")
         if options.canvas is None and canvas:
             options = dataclasses.replace(options, canvas=(int(canvas[0]), int(canvas[1])))
-        return options
+        defaults = InferenceOptions()
+        chosen = {k: self.info[k] for k in OPTION_KEYS if self.info.get(k) is not None and getattr(options, k) == getattr(defaults, k)}
+        return dataclasses.replace(options, **chosen) if chosen else options
+
+    def denoise(self, page: np.ndarray) -> np.ndarray:
+        """The page through the bundle's denoiser at its `denoise_sigma` (the 2021 release's pre-step); as is without one."""
+        sigma = float(self.info.get("denoise_sigma", 25))
+        if self.denoiser is None or sigma <= 0:
+            return page
+        from mangacolor.models.ffdnet import denoise_page
+
+        return denoise_page(self.denoiser, page, sigma)
 
     def colorize(self, page: np.ndarray, hint: np.ndarray | None = None, draft: torch.Tensor | None = None,
                  options=None) -> np.ndarray:
         """One page (uint8 grey or RGB) -> uint8 RGB at the page's resolution, run on the training canvas."""
-        from mangacolor.inference.colorize import colorize_page, prepare_generator
+        from mangacolor.inference.colorize import colorize_page, grey_page, prepare_generator
 
         options = self.inference_options(options)
         key = repr(options)
@@ -165,6 +129,8 @@ class ModelBundle:
             # BN folding / channels-last make a modified copy: prepare once per options.
             self._prepared[key] = prepare_generator(self.generator, options, self.device)  # a copy
         draft_img = from_tensor(draft[0].float().cpu()) if draft is not None else None
+        if self.denoiser is not None:
+            page = self.denoise(grey_page(page))
         return colorize_page(self._prepared[key], page, hint=hint, draft=draft_img, options=options)
 
 

@@ -17,7 +17,7 @@ a measured amount of fidelity for time on CPUs (figures: benchmarks/colorize.py)
   "bf16" preset until a trained model shows the working size costs less.
 
 The training canvas: a model trained on pages brought to a canvas (Appendix B: 768x512, keeping the
-page's aspect, `mangacolor.data.augment.canvas_size`) colorizes a page brought to the same canvas, so
+page's aspect, `mangacolor.data.canvas.canvas_size`) colorizes a page brought to the same canvas, so
 ink and screentones reach it at the scale it learnt them; the colour is then carried back to the
 page's own size like the working size's. `ModelBundle` fills `canvas` from the bundle.
 
@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mangacolor.data.canvas import working_size
 from mangacolor.inference.hints import resize_hint_array
 from mangacolor.io.images import from_tensor, to_tensor
 from mangacolor.models.colorizer import colorize
@@ -67,6 +68,8 @@ class InferenceOptions:
     multiple: int = 32
     canvas: tuple[int, int] | None = None  # (H, W) the model was trained on: pages are brought to it first
     max_long_side: int | None = None  # colorize_page: pages larger than this take the working-size path
+    fit_width: int | None = None  # colorize_page: the 2021 release's size (mangacolor.models.mc2.release_size)
+    pad_mode: str = "reflect"  # "mc2": pad as the 2021 release (mangacolor.models.colorizer.release_padding)
 
 
 # Pages above this long side are coloured at it and their chroma moved onto the original ink. 1536 px
@@ -210,18 +213,6 @@ def hint_from_rgba(rgba: np.ndarray) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
-def working_size(height: int, width: int, long_side: int | None, canvas: tuple[int, int] | None = None) -> tuple[int, int]:
-    """The size the generator runs at: the page on its training canvas (if any), then at most `long_side`."""
-    if canvas is not None:
-        from mangacolor.data.augment import canvas_size
-
-        height, width = canvas_size(height, width, canvas)
-    if long_side is None or max(height, width) <= long_side:
-        return height, width
-    s = long_side / max(height, width)
-    return max(1, round(height * s)), max(1, round(width * s))
-
-
 def colorize_pages(
     generator: nn.Module,
     bw: torch.Tensor,
@@ -253,10 +244,17 @@ def colorize_pages(
         else torch.autocast(device_type=p.device.type, enabled=False)
     )
     with torch.inference_mode(), amp:
-        out = colorize(generator, *args, multiple=options.multiple).float()
+        out = colorize(generator, *args, multiple=options.multiple, pad_mode=options.pad_mode).float()
     if (wh, ww) != (h, w):
         out = transfer_chroma(out, small, bw, options.luma_detail)
     return out.contiguous()
+
+
+def grey_page(page: np.ndarray) -> np.ndarray:
+    """uint8 (H,W) as it is; (H,W,3|4) to grey by BT.601 luma."""
+    if page.ndim == 3:
+        page = (page[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).round().astype(np.uint8)
+    return page
 
 
 def colorize_page(
@@ -270,17 +268,22 @@ def colorize_page(
 
     `hint`: RGBA uint8 (H,W,4) or None; `draft`: uint8 RGB of any size or None.
     """
-    if page.ndim == 3:
-        page = (page[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).round().astype(np.uint8)
+    page = grey_page(page)
     if hint is not None and hint.shape[:2] != page.shape[:2]:
         raise ValueError(f"hint is {hint.shape[1]}×{hint.shape[0]} but the page is {page.shape[1]}×{page.shape[0]}")
-    sides = [s for s in (options.working_long_side, options.max_long_side) if s is not None]
-    wh, ww = working_size(*page.shape[:2], min(sides) if sides else None)
+    if options.fit_width is not None:
+        from mangacolor.models.mc2 import release_size
+
+        wh, ww = release_size(*page.shape[:2], options.fit_width)
+    else:
+        sides = [s for s in (options.working_long_side, options.max_long_side) if s is not None]
+        wh, ww = working_size(*page.shape[:2], min(sides) if sides else None)
     if (wh, ww) != page.shape[:2]:
-        # Large page: colour at the working size, chroma onto the original ink, strip by strip.
+        # Large page (or the 2021 release's size): colour at the working size, chroma onto the original
+        # ink, strip by strip.
         small = cv2.resize(page, (ww, wh), interpolation=cv2.INTER_AREA)
         small_hint = resize_hint_array(hint, (wh, ww)) if hint is not None else None
-        exact = replace(options, working_long_side=None, max_long_side=None)
+        exact = replace(options, working_long_side=None, max_long_side=None, fit_width=None)
         rgb = colorize_page(generator, small, hint=small_hint, draft=draft, options=exact)
         return transfer_chroma_strips(rgb, small, page, options.luma_detail)
     out = colorize_pages(
@@ -300,6 +303,7 @@ __all__ = [
     "colorize_page",
     "colorize_pages",
     "fold_batchnorm",
+    "grey_page",
     "hint_from_rgba",
     "prepare_generator",
     "resize_hint",
@@ -307,6 +311,5 @@ __all__ = [
     "resize_hint_array",
     "transfer_chroma",
     "transfer_chroma_strips",
-    "working_size",
     "ycbcr_to_rgb",
 ]

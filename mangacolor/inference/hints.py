@@ -9,12 +9,16 @@ Three forms, all in the page's own pixel coordinates and resized with the page:
 
 A hint image of another size than the page is scaled to it when its aspect ratio matches (within
 2%, a hint drawn on a downscaled copy of the page); anything else is a `HintError` that names the
-file and what was expected.
+file and what was expected. Hint JSON is a stranger's text: any shape of it (nested 200,000 deep,
+an integer of 5,000 digits, a NaN or a 3e9 radius, a million points) is a `HintError`, within the
+limits of `mangacolor.io.limits`.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import reprlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +26,7 @@ import cv2
 import numpy as np
 
 from mangacolor.io.images import ImageError, read_image
+from mangacolor.io.limits import MAX_HINT_JSON_BYTES, MAX_HINT_POINTS, MAX_HINT_RADIUS, MAX_JSON_INT_DIGITS, Refused, read_regular
 
 DEFAULT_RADIUS = 8
 POINT_FORMAT = 'a JSON list of points [{"x": X, "y": Y, "rgb": [R, G, B], "radius": R}]'
@@ -41,31 +46,96 @@ def _colour(value, where: str) -> tuple[int, int, int]:
         isinstance(v, (int, float)) and 0 <= v <= 255 for v in value
     ):
         return tuple(int(round(v)) for v in value)  # type: ignore[return-value]
-    raise HintError(f'{where}: "rgb" must be [r, g, b] with values 0-255 or "#rrggbb", got {value!r}')
+    raise HintError(f'{where}: "rgb" must be [r, g, b] with values 0-255 or "#rrggbb", got {_short(value)}')
 
 
-def points_to_rgba(points, size: tuple[int, int], source: str = "hints") -> np.ndarray:
-    """Rasterise hint points (page pixel coordinates) into an (H,W,4) uint8 hint image."""
+def _short(value, n: int = 80) -> str:
+    """A value as it may appear in a one-line message: its repr, cut to `n` characters."""
+    text = reprlib.repr(value)  # bounded depth and length, whatever the value holds
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _refuse_constant(name: str):
+    raise HintError(f"{name} is not a number a hint can have")
+
+
+def _int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_JSON_INT_DIGITS:
+        raise HintError(f"an integer of {len(text.lstrip('-')):,} digits (at most {MAX_JSON_INT_DIGITS})")
+    return int(text)
+
+
+def parse_hint_json(text: str | bytes, source: str = "hints"):
+    """Hint JSON text -> its value, once every point in it passed `parse_points`; any other text is a
+    one-line HintError."""
+    if len(text) > MAX_HINT_JSON_BYTES:
+        raise HintError(f"{source}: {len(text):,} bytes of JSON, over the {MAX_HINT_JSON_BYTES:,}-byte limit; expected {POINT_FORMAT}")
+    try:
+        value = json.loads(text, parse_int=_int, parse_constant=_refuse_constant)
+    except HintError as exc:
+        raise HintError(f"{source}: not usable JSON ({exc}); expected {POINT_FORMAT}") from None
+    except RecursionError:
+        raise HintError(f"{source}: not usable JSON (nested too deeply); expected {POINT_FORMAT}") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise HintError(f"{source}: not readable JSON ({' '.join(str(exc).split())[:200]}); expected {POINT_FORMAT}") from None
+    parse_points(value, source)
+    return value
+
+
+def read_hint_json(path: str | Path):
+    """A .json hint file -> its checked JSON value (`parse_hint_json`; at most `MAX_HINT_JSON_BYTES`
+    read, FIFOs and devices refused)."""
+    try:
+        data = read_regular(path, MAX_HINT_JSON_BYTES, "hint JSON file")
+    except Refused as exc:
+        raise HintError(f"{path}: {exc.reason}") from None
+    except OSError as exc:
+        raise HintError(f"{path}: unreadable ({exc.strerror or exc})") from None
+    return parse_hint_json(data, str(path))
+
+
+def _number(value, name: str, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise HintError(f"{where}: {name} must be a number, got {_short(value)}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise HintError(f"{where}: {name} must be a number, got {_short(value)}") from None
+    if not math.isfinite(number):
+        raise HintError(f"{where}: {name} must be a finite number, got {_short(value)}")
+    return number
+
+
+def parse_points(points, source: str = "hints") -> list[tuple[float, float, tuple[int, int, int], float]]:
+    """Hint points as JSON gives them -> [(x, y, (r, g, b), radius)], every value checked (finite
+    numbers, a radius in (0, MAX_HINT_RADIUS], at most MAX_HINT_POINTS points); the page's size is
+    checked when they are drawn (`points_to_rgba`)."""
     if isinstance(points, dict) and "points" in points:
         points = points["points"]
     if not isinstance(points, list):
         raise HintError(f"{source}: expected {POINT_FORMAT}, got {type(points).__name__}")
-    h, w = size
-    rgba = np.zeros((h, w, 4), np.uint8)
+    if len(points) > MAX_HINT_POINTS:
+        raise HintError(f"{source}: {len(points):,} points, more than the {MAX_HINT_POINTS:,} a hint file may have")
+    out = []
     for i, p in enumerate(points):
         where = f"{source}: point {i}"
         if not isinstance(p, dict) or not {"x", "y", "rgb"} <= p.keys():
-            raise HintError(f"{where}: expected {{\"x\", \"y\", \"rgb\": [r, g, b], \"radius\"}}, got {p!r}")
-        try:
-            x, y = float(p["x"]), float(p["y"])
-            radius = float(p.get("radius", DEFAULT_RADIUS))
-        except (TypeError, ValueError):
-            raise HintError(f"{where}: x, y and radius must be numbers, got {p!r}") from None
+            raise HintError(f"{where}: expected {{\"x\", \"y\", \"rgb\": [r, g, b], \"radius\"}}, got {_short(p)}")
+        x, y = _number(p["x"], "x", where), _number(p["y"], "y", where)
+        radius = _number(p.get("radius", DEFAULT_RADIUS), "radius", where)
+        if not 0 < radius <= MAX_HINT_RADIUS:
+            raise HintError(f"{where}: radius must be > 0 and at most {MAX_HINT_RADIUS:,} px, got {radius:g}")
+        out.append((x, y, _colour(p["rgb"], where), radius))
+    return out
+
+
+def points_to_rgba(points, size: tuple[int, int], source: str = "hints") -> np.ndarray:
+    """Rasterise hint points (page pixel coordinates) into an (H,W,4) uint8 hint image."""
+    h, w = size
+    rgba = np.zeros((h, w, 4), np.uint8)
+    for i, (x, y, colour, radius) in enumerate(parse_points(points, source)):
         if not (0 <= x < w and 0 <= y < h):
-            raise HintError(f"{where}: ({x:g}, {y:g}) lies outside the {w}×{h} page")
-        if radius <= 0:
-            raise HintError(f"{where}: radius must be > 0, got {radius:g}")
-        colour = _colour(p["rgb"], where)
+            raise HintError(f"{source}: point {i}: ({x:g}, {y:g}) lies outside the {w}×{h} page")
         cv2.circle(rgba, (int(round(x)), int(round(y))), max(0, int(round(radius)) - 1), (*colour, 255), thickness=-1)
     return rgba
 
@@ -102,6 +172,44 @@ def resize_hint_array(rgba: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.dstack([(rgb * on[..., None]).clip(0, 255).round().astype(np.uint8), on.astype(np.uint8) * 255])
 
 
+def read_hint_file(path: str | Path):
+    """A hint file's content: the checked points of a .json file (`read_hint_json`), or the pixels of an image;
+    a file that is not one of them is a `HintError` naming it."""
+    path = Path(path)
+    if not path.exists():  # a FIFO or a device is refused by the readers below, unread
+        raise HintError(f"{path}: no such hint file (expected an RGBA/RGB image or {POINT_FORMAT})")
+    if path.suffix.lower() == ".json":
+        return read_hint_json(path)
+    try:
+        return read_image(path, mode="RGBA")
+    except ImageError as exc:
+        raise HintError(f"{path}: {exc.reason}; expected an RGBA/RGB hint image or {POINT_FORMAT}") from None
+
+
+def hint_source(hints: str | Path | None) -> Path | None:
+    """A `--hints` argument checked before any page is read: None, a folder of per-page hint files (`hint_for`),
+    or one hint file (read again for each page, so its errors name it)."""
+    if hints is None:
+        return None
+    path = Path(hints)
+    if path.is_dir():
+        return path
+    if not path.exists():
+        raise HintError(f"{path}: no such hint file or folder (expected an RGBA/RGB hint image or {POINT_FORMAT}, "
+                        "or a folder of them named like the pages)")
+    read_hint_file(path)
+    return path
+
+
+def hint_for(folder: Path, rel: str) -> Path | None:
+    """The hint file of a page in a hint folder: same relative path (or file name), .png, .json or .webp."""
+    for stem in (Path(rel).with_suffix(""), Path(Path(rel).name).with_suffix("")):
+        for ext in (".png", ".json", ".webp"):
+            if (folder / f"{stem}{ext}").is_file():
+                return folder / f"{stem}{ext}"
+    return None
+
+
 def load_hints(hints, size: tuple[int, int]) -> np.ndarray | None:
     """Any accepted hint form -> (H,W,4) uint8 at the page's `size` (H, W), or None for no hints.
 
@@ -111,20 +219,8 @@ def load_hints(hints, size: tuple[int, int]) -> np.ndarray | None:
         return None
     source = "hints"
     if isinstance(hints, (str, Path)):
-        path = Path(hints)
-        source = str(path)
-        if not path.is_file():
-            raise HintError(f"{path}: no such hint file (expected an RGBA/RGB image or {POINT_FORMAT})")
-        if path.suffix.lower() == ".json":
-            try:
-                hints = json.loads(path.read_text())
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise HintError(f"{path}: not readable JSON ({exc}); expected {POINT_FORMAT}") from None
-        else:
-            try:
-                hints = read_image(path, mode="RGBA")
-            except ImageError as exc:
-                raise HintError(f"{path}: {exc.reason}; expected an RGBA/RGB hint image or {POINT_FORMAT}") from None
+        source = str(hints)
+        hints = read_hint_file(hints)
     if isinstance(hints, (list, dict)):
         return points_to_rgba(hints, size, source)
     if not isinstance(hints, np.ndarray):
@@ -140,4 +236,5 @@ def load_hints(hints, size: tuple[int, int]) -> np.ndarray | None:
     return rgba
 
 
-__all__ = ["HintError", "load_hints", "points_to_rgba", "rgba_from_image"]
+__all__ = ["HintError", "hint_for", "hint_source", "load_hints", "parse_hint_json", "parse_points", "points_to_rgba",
+           "read_hint_file", "read_hint_json", "rgba_from_image"]

@@ -10,6 +10,13 @@ Where outputs go:
 - an archive gives an archive of the same name with the same member names, in the same order,
   non-image members (`ComicInfo.xml`) copied as they are.
 
+Inputs are read-only to us. An `-o` that is an input, contains an input, or lies inside an input
+folder is refused before anything is written (`--overwrite` included), and so is an output that a
+symlink in the output folder would lead onto an input: the originals are never replaced, and an
+output is never read back as an input by the next run. A path ending in `/` is a folder, whatever
+its extension. Inputs are regular files and folders: a FIFO or a device is refused unread, and a
+symlink inside an input folder that leads out of it is reported and not read.
+
 A page keeps its file name and format (PNG, JPEG, WebP); other formats (BMP, GIF, TIFF) become PNG.
 Every file is written atomically (temporary file, then rename), so an interrupted run leaves only
 whole files; archive pages are kept in a hidden `.NAME.cbz.parts/` folder until the archive is
@@ -20,6 +27,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
+import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +36,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mangacolor.data.archives import ARCHIVE_EXTENSIONS, IMAGE_EXTENSIONS, member_problem, natural_key
+from mangacolor.data.archives import (ARCHIVE_EXTENSIONS, IMAGE_EXTENSIONS, MemberError, copy_member, member_problem,
+                                      natural_key, open_archive)
+from mangacolor.io.limits import MAX_ARCHIVE_BYTES, file_kind, open_regular
+from mangacolor.io.files import atomic_path
 from mangacolor.io.images import ImageError, encode_jpeg, encode_png, read_image
 
 KEPT_FORMATS = {".png", ".jpg", ".jpeg", ".webp"}
@@ -89,54 +101,161 @@ def _kind(path: Path) -> str | None:
     return "page" if ext in IMAGE_EXTENSIONS else "archive" if ext in ARCHIVE_EXTENSIONS else None
 
 
-def plan_outputs(inputs: list[Path], out: Path) -> list[Unit]:
-    """Every input file with its output path (rules in the module docstring). Raises InputError."""
+def plan_outputs(inputs: list[Path], out: Path, out_is_folder: bool = False, samples: int = 1) -> list[Unit]:
+    """Every input file with its output path (rules in the module docstring). Raises InputError.
+
+    `out_is_folder`: `-o` was written with a trailing `/` (argparse's Path drops it). Outputs that
+    cannot be written at all (a file where a folder goes, no permission, a read-only file system) are
+    refused here, before anything is written; an output name too long for the file system is that
+    unit's problem."""
+    units = _plan(inputs, Path(out), out_is_folder)
+    _check_writable(Path(out))
+    for u in units:
+        longest = max((sample_path(u.target, k, samples) for k in range(samples)), key=lambda t: len(os.fsencode(t.name)))
+        if u.problem is None and len(os.fsencode(longest.name)) > _name_max(Path(out)):
+            u.problem = f"output name {longest.name[:40]}… is {len(os.fsencode(longest.name))} bytes, more than the file system allows"
+    return units
+
+
+def _name_max(out: Path) -> int:
+    try:
+        return os.pathconf(_existing_ancestor(out), "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
+
+
+def _existing_ancestor(path: Path) -> Path:
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _check_writable(out: Path) -> None:
+    """InputError when nothing can be written at `out`: a file where a folder must be, no permission,
+    a read-only file system (checked on the nearest folder that exists)."""
+    anc = _existing_ancestor(out if out.is_dir() else out.parent)
+    if not anc.is_dir():
+        raise InputError(f"-o {out}: {anc} is a {file_kind(anc.stat().st_mode)}, not a folder; give a path in a folder")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        try:
+            readonly = bool(os.statvfs(anc).f_flag & os.ST_RDONLY)
+        except OSError:
+            readonly = False
+        why = "is on a read-only file system" if readonly else "is not writable by this user (permission denied)"
+        raise InputError(f"-o {out}: {anc} {why}; give a folder you can write in")
+
+
+def _plan(inputs: list[Path], out: Path, out_is_folder: bool) -> list[Unit]:
     inputs = [Path(p) for p in inputs]
+    out = Path(out)
     for p in inputs:
         if not p.exists():
             raise InputError(f"{p}: no such file or folder (expected {INPUT_KINDS})")
+        mode = p.stat().st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise InputError(f"{p}: not a regular file ({file_kind(mode)}); expected {INPUT_KINDS}")
         if p.is_file() and _kind(p) is None:
             raise InputError(f"{p}: not a page or a chapter (expected {INPUT_KINDS})")
     out_ext = out.suffix.lower()
     single = len(inputs) == 1 and inputs[0].is_file()
-    if out_ext in IMAGE_EXTENSIONS or out_ext in ARCHIVE_EXTENSIONS:
+    if not out_is_folder and not out.is_dir() and (out_ext in IMAGE_EXTENSIONS or out_ext in ARCHIVE_EXTENSIONS):
         want = "page" if out_ext in IMAGE_EXTENSIONS else "archive"
         if single and _kind(inputs[0]) == want:
             target = out if want == "archive" or out_ext in KEPT_FORMATS else out.with_suffix(".png")
-            return [Unit(want, inputs[0], target)]
-        if not out.is_dir():
-            what = "one image file" if want == "page" else "one chapter archive"
-            raise InputError(f"-o {out}: names {what}, but the input is not a single "
-                             f"{'page image' if want == 'page' else 'archive'}; give a folder to write into")
+            units = [Unit(want, inputs[0], target)]
+            _refuse_overlap(inputs, out, units)
+            return units
+        what = "one image file" if want == "page" else "one chapter archive"
+        raise InputError(f"-o {out}: names {what}, but the input is not a single "
+                         f"{'page image' if want == 'page' else 'archive'}; give a folder to write into")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"-o {out}: an existing {file_kind(out.stat().st_mode)}, where a folder to write into is needed; "
+                         "give a folder (new or existing)")
     if len(inputs) == 1:
         base = inputs[0] if inputs[0].is_dir() else inputs[0].parent
-    else:
-        base = Path(os.path.commonpath([str(p.resolve().parent) for p in inputs]))
+    else:  # by the paths as given: a symlink among the inputs keeps its own name
+        base = Path(os.path.commonpath([os.path.abspath(p.parent) for p in inputs]))
     units, seen = [], {}
     for p in inputs:
-        files = [p] if p.is_file() else sorted(
-            (f for f in p.rglob("*") if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts)
-             and _kind(f) is not None),
-            key=lambda f: natural_key(str(f.relative_to(p))))
-        for f in files:
-            rel = f.resolve().relative_to(base.resolve()) if len(inputs) > 1 else f.relative_to(base)
+        for f, problem in ([(p, None)] if p.is_file() else _walk(p)):
+            rel = Path(os.path.abspath(f)).relative_to(base) if len(inputs) > 1 else f.relative_to(base)
             kind = _kind(f)
             target = out / (output_name(str(rel)) if kind == "page" else rel)
-            unit = Unit(kind, f, target)
-            if target in seen:
-                unit.problem = f"would overwrite {target}, the output of {seen[target]}"
-            seen.setdefault(target, f)
+            unit = Unit(kind, f, target, problem)
+            if problem is None:
+                if target in seen:
+                    unit.problem = f"would overwrite {target}, the output of {seen[target]}"
+                seen.setdefault(target, f)
             units.append(unit)
+    _refuse_overlap(inputs, out, units)
     return units
 
 
+def _walk(folder: Path):
+    """(file, problem) for the pages and chapters of an input folder in reading order; hidden paths
+    skipped. A symlink that leads out of the folder, or a FIFO or device, comes with its problem
+    and is never read."""
+    real_root = os.path.realpath(folder)
+    found = []
+    for f in folder.rglob("*"):
+        rel = f.relative_to(folder)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        is_link = f.is_symlink()
+        if not is_link and f.is_dir():
+            continue
+        if _kind(f) is None and not (is_link and f.is_dir()):
+            continue
+        problem = None
+        if is_link and os.path.commonpath([real_root, os.path.realpath(f)]) != real_root:
+            problem = f"symlink to {os.path.realpath(f)}, outside the input folder {folder}: not read"
+        elif f.is_dir():
+            continue  # a link to a folder inside this one: its files are listed where they are
+        elif not f.exists():
+            problem = "broken symlink: not read"
+        elif not stat.S_ISREG(f.stat().st_mode):
+            problem = f"not a regular file ({file_kind(f.stat().st_mode)}): not read"
+        found.append((f, problem))
+    return sorted(found, key=lambda item: natural_key(str(item[0].relative_to(folder))))
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or os.path.commonpath([path, folder]) == folder
+
+
+def _refuse_overlap(inputs: list[Path], out: Path, units: list[Unit]) -> None:
+    """InputError when writing the outputs could change an input or be read back as one (the rules
+    of the module docstring), checked on real paths (symlinks resolved) before anything is written."""
+    real_out = os.path.realpath(out)
+    for p in inputs:
+        real = os.path.realpath(p)
+        if real == real_out or (out.exists() and os.path.samefile(out, p)):
+            raise InputError(f"-o {out}: is the input {p}; writing there would replace the original "
+                             f"(--overwrite too): choose another {'folder' if p.is_dir() else 'file name'}")
+        if _inside(real, real_out):
+            raise InputError(f"-o {out}: contains the input {p}; outputs could replace originals: choose a folder "
+                             "outside the inputs")
+        if p.is_dir() and _inside(real_out, real):
+            raise InputError(f"-o {out}: lies inside the input folder {p}, which is read: its outputs would be read "
+                             "back as inputs by the next run; choose a folder outside it")
+    sources = {os.path.realpath(u.source) for u in units if u.problem is None}
+    folders = [os.path.realpath(p) for p in inputs if p.is_dir()]
+    for u in units:
+        parent = os.path.realpath(u.target.parent)
+        real_target = os.path.join(parent, u.target.name)
+        if real_target in sources or any(_inside(parent, f) for f in folders):
+            raise InputError(f"-o {out}: {u.target} leads (through a symlink) to {real_target}, into the inputs; "
+                             "choose an output folder without links into them")
+
+
 def count_pages(unit: Unit) -> int:
-    if unit.kind == "page":
-        return 1
+    if unit.kind == "page" or unit.problem:
+        return 1 if unit.kind == "page" else 0
     try:
-        with zipfile.ZipFile(unit.source) as zf:
+        with open_regular(unit.source, MAX_ARCHIVE_BYTES, "chapter archive") as f, zipfile.ZipFile(f) as zf:
             return sum(1 for i in zf.infolist() if not i.is_dir() and Path(i.filename).suffix.lower() in IMAGE_EXTENSIONS)
-    except (zipfile.BadZipFile, OSError):
+    except (zipfile.BadZipFile, OSError, ValueError):
         return 0
 
 
@@ -174,18 +293,6 @@ def encode_as(arr: np.ndarray, name: str) -> bytes:
     return encode_png(arr)
 
 
-def write_atomic(target: Path, data: bytes) -> None:
-    """Write `data` to `target` so that a reader (or an interrupted run) sees the old file or the new
-    one, never half of one."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    try:
-        tmp.write_bytes(data)
-        tmp.replace(target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 @dataclass
 class ArchiveMember:
     index: int
@@ -204,7 +311,8 @@ class ArchiveJob:
     members: list[ArchiveMember] = field(default_factory=list)
 
     def open(self) -> zipfile.ZipFile:
-        zf = zipfile.ZipFile(self.unit.source)
+        """The archive, its members listed (ValueError when it cannot be read, a FIFO included)."""
+        zf = open_archive(self.unit.source)
         self.members = []
         for i, info in enumerate(x for x in zf.infolist() if not x.is_dir()):
             problem = member_problem(info)
@@ -222,22 +330,37 @@ class ArchiveJob:
         target = self.targets()[k]
         return target.parent / f".{target.name}.parts" / f"{member.index:05d}{Path(member.out_name).suffix.lower()}"
 
-    def assemble(self, zf: zipfile.ZipFile) -> None:
-        """Write each sample's archive (same member names and order), then drop its parts folder."""
+    def assemble(self, zf: zipfile.ZipFile) -> list[str]:
+        """Write each sample's archive (same member names and order), then drop its parts folder.
+
+        A page with no part (its colouring failed) goes in as it was, so the chapter keeps its page
+        count; a member that cannot be copied within its limits is left out. Returns what was left out."""
+        left_out: list[str] = []
         for k, target in enumerate(self.targets()):
-            tmp = target.with_name(f".{target.name}.tmp")
-            try:
-                with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as out:
-                    for m in self.members:
-                        if m.problem:
-                            continue  # reported when read; never copied (unsafe paths, bombs)
-                        info = zipfile.ZipInfo(m.out_name, date_time=(1980, 1, 1, 0, 0, 0))
-                        info.compress_type = zipfile.ZIP_STORED if m.is_page else zipfile.ZIP_DEFLATED
-                        out.writestr(info, self.part(m, k).read_bytes() if m.is_page else zf.read(m.name))
-                tmp.replace(target)
-            finally:
-                tmp.unlink(missing_ok=True)
+            with atomic_path(target) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as out:
+                for m in self.members:
+                    if m.problem:
+                        continue  # reported when read; never copied (unsafe paths, bombs)
+                    part = self.part(m, k)
+                    info = zipfile.ZipInfo(m.out_name if part.exists() or not m.is_page else m.name,
+                                           date_time=(1980, 1, 1, 0, 0, 0))
+                    info.compress_type = zipfile.ZIP_STORED if m.is_page else zipfile.ZIP_DEFLATED
+                    if m.is_page and part.exists():
+                        out.writestr(info, part.read_bytes())
+                        continue
+                    # The original member, streamed through a spooled copy: never held whole, and one
+                    # that breaks its limits half-way leaves no half member in the chapter.
+                    with tempfile.SpooledTemporaryFile(8 * 2**20) as spool:
+                        try:
+                            copy_member(zf, zf.getinfo(m.name), spool)
+                        except MemberError as exc:
+                            left_out.append(str(exc))
+                            continue
+                        spool.seek(0)
+                        with out.open(info, "w") as dst:
+                            shutil.copyfileobj(spool, dst, 2**20)
             shutil.rmtree(target.parent / f".{target.name}.parts", ignore_errors=True)
+        return left_out
 
 
 __all__ = [
@@ -250,5 +373,4 @@ __all__ = [
     "output_name",
     "plan_outputs",
     "sample_path",
-    "write_atomic",
 ]

@@ -19,11 +19,11 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from mangacolor.io.limits import MAX_FILE_BYTES, MAX_PIXELS, Refused, read_regular
+
 if TYPE_CHECKING:  # torch only for the two tensor helpers: reading a page must not import it (Dagster runs, the sensor)
     import torch
 
-# A 600 dpi double-page scan is about 10k x 7k; anything far beyond that is a bomb, not a page.
-MAX_PIXELS = 80_000_000
 MIN_SIDE = 8
 
 _MAGIC = {
@@ -85,7 +85,9 @@ def read_image(source: bytes | str | Path, mode: str | None = "RGB") -> np.ndarr
     """
     if isinstance(source, (str, Path)):
         try:
-            data = Path(source).read_bytes()
+            data = read_regular(source, MAX_FILE_BYTES, "page image")
+        except Refused as exc:
+            raise ImageError(exc.reason) from None
         except OSError as exc:
             raise ImageError(f"unreadable file: {exc.strerror or exc}") from exc
     else:
@@ -99,13 +101,9 @@ def read_image(source: bytes | str | Path, mode: str | None = "RGB") -> np.ndarr
         raise ImageError(f"{kind}: unknown magic bytes {data[:8]!r}")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit, checked next
             img = Image.open(io.BytesIO(data))
-            width, height = img.size
-            if width * height > MAX_PIXELS:
-                raise ImageError(f"decompression bomb: header claims {width}x{height} pixels (limit {MAX_PIXELS:,})")
-            if min(width, height) < MIN_SIDE:
-                raise ImageError(f"too small: {width}x{height} (pages need at least {MIN_SIDE} px a side)")
+            _check_size(*img.size)
             img.load()
             img = ImageOps.exif_transpose(img)
             is_grey = img.mode in ("1", "L", "LA", "I;16", "I;16B", "I;16L", "I", "F") or (
@@ -131,6 +129,31 @@ def read_image(source: bytes | str | Path, mode: str | None = "RGB") -> np.ndarr
         return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
     # PIL hands out read-only buffers; callers own the page they read.
     return rgb if rgb.flags.writeable and rgb.flags.c_contiguous else np.array(rgb, order="C")
+
+
+def _check_size(width: int, height: int) -> None:
+    if width * height > MAX_PIXELS:
+        raise ImageError(f"decompression bomb: header claims {width}x{height} pixels (limit {MAX_PIXELS:,})")
+    if min(width, height) < MIN_SIDE:
+        raise ImageError(f"too small: {width}x{height} (pages need at least {MIN_SIDE} px a side)")
+
+
+def header_size(source: bytes | str | Path) -> tuple[int, int]:
+    """(width, height) from an image file's header, nothing decoded: ImageError for what is no image,
+    or claims more pixels than `MAX_PIXELS` (the check `read_image` makes before it decodes), for a
+    reader that decodes by other means (Gradio's upload components)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit, checked next
+            with Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as img:
+                _check_size(*img.size)
+                return img.size
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"decompression bomb: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - PIL raises anything on crafted bytes
+        raise ImageError(f"not an image: {type(exc).__name__}: {re.sub(r' <[^<>]* at 0x[0-9a-fA-F]+>', '', str(exc))}") from exc
 
 
 def _palette_is_grey(img: Image.Image) -> bool:

@@ -12,8 +12,9 @@ Layout: `{root}/{asset}/{partition}/{data_version}/` holds an asset's files and 
    before the end leaves LATEST where it was.
 
 Seal and commit run under a per-partition lock (`Store.lock`: `fcntl` on local disk, an in-process
-lock for `memory://`, a lock object created with a conditional PUT on object stores), so two writers
-of one partition each end with a complete version and LATEST names one of them. On local disk the
+lock for `memory://`, on S3 a lease object created with a conditional PUT, renewed while held and
+broken only by a conditional delete once expired: `S3Lease`), so two writers of one partition each
+end with a complete version and LATEST names one of them. On local disk the
 files, the folders and LATEST are fsynced at those points. A failed writer removes its staging
 folder (`with store.begin(...) as writer:`), and staging folders older than `STALE_STAGING_S`
 (left by killed processes) are swept when the next writer of the partition begins.
@@ -27,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import datetime as _dt
+import errno
 import hashlib
 import io
 import json
@@ -35,6 +37,7 @@ import math
 import os
 import posixpath
 import re
+import stat
 import threading
 import time
 import uuid
@@ -47,6 +50,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from mangacolor.io.files import TMP_PREFIX, fsync_dir, write_atomic
+from mangacolor.io.limits import READ_CHUNK
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +67,9 @@ FILES_KEY = b"mangacolor.files"
 # A staging folder this old belongs to a process that died; the next writer of the partition removes it.
 STALE_STAGING_S = float(os.environ.get("MANGACOLOR_STALE_STAGING_S", 24 * 3600))
 LOCK_TIMEOUT_S = float(os.environ.get("MANGACOLOR_LOCK_TIMEOUT_S", 600))
-# An object-store lock older than this is from a dead writer and is broken (seal/commit take seconds).
-STALE_LOCK_S = float(os.environ.get("MANGACOLOR_STALE_LOCK_S", 900))
+# An S3 lock not renewed for this long is from a dead writer and may be broken; a live holder renews
+# it every quarter of this, whatever it is doing (sealing a large version takes minutes).
+LOCK_LEASE_S = float(os.environ.get("MANGACOLOR_LOCK_LEASE_S", 60))
 
 # The columns every manifest has; stages add their own after these.
 MANIFEST_COLUMNS = ["id", "title", "page", "source_uri", "path", "width", "height", "sha256", "status", "reason"]
@@ -165,6 +172,146 @@ class LockTimeout(TimeoutError):
     """Another writer held a partition's lock for longer than the timeout."""
 
 
+class LockLost(RuntimeError):
+    """Our lease on a partition's lock was broken (we could not renew it in time): stop before LATEST."""
+
+
+class _Held:
+    """A lock that cannot be lost while its holder lives (fcntl, in-process)."""
+
+    lost = False
+
+    def check(self) -> None:
+        pass
+
+
+_HELD = _Held()
+
+
+class S3Lease:
+    """A partition lock on S3: an object created with `If-None-Match: *`, whose body names its owner
+    (a random token) and when it was last renewed.
+
+    The holder renews it every `lease_s / 4` with `If-Match: <its ETag>` (each body is new, so each
+    renewal has a new ETag), from a thread that runs whatever the holder is doing. A waiter breaks the
+    lock only when it expired, by the holder's stamp or because its ETag stayed the same for `lease_s`
+    of the waiter's own clock, and only with `DeleteObject If-Match: <the ETag it judged>`: if
+    another waiter broke it and made its own in between, that lock has another ETag and the delete
+    fails. So two waiters that both see one stale lock can never both hold it.
+    """
+
+    def __init__(self, fs, path: str, uri: str, lease_s: float | None = None):
+        self.fs, self.path, self.uri = fs, path, uri
+        self.lease_s = LOCK_LEASE_S if lease_s is None else lease_s
+        self.bucket, self.key, _ = fs.split_path(path)
+        self.token = uuid.uuid4().hex
+        self.etag: str | None = None
+        self.lost = False
+        self._renewals = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _body(self) -> bytes:
+        self._renewals += 1
+        return json.dumps({"owner": self.token, "pid": os.getpid(), "host": os.uname().nodename, "renewed_at": time.time(),
+                           "lease_s": self.lease_s, "n": self._renewals}).encode()
+
+    def _get(self) -> tuple[bytes, str]:
+        """The lock's body and ETag from one GET (two requests could pair one lock's body with another's ETag)."""
+        async def get():
+            resp = await self.fs._call_s3("get_object", Bucket=self.bucket, Key=self.key)
+            try:
+                return await resp["Body"].read(), resp["ETag"]
+            finally:
+                resp["Body"].close()
+
+        from fsspec.asyn import sync
+
+        return sync(self.fs.loop, get)
+
+    def acquire(self, deadline: float, timeout_s: float) -> None:
+        seen: tuple[str, float] | None = None  # (ETag, when we first saw it): expiry by our own clock
+        while True:
+            try:
+                self.etag = self.fs.call_s3("put_object", Bucket=self.bucket, Key=self.key, Body=self._body(),
+                                            IfNoneMatch="*")["ETag"]
+                break
+            except FileExistsError:
+                pass
+            try:
+                body, etag = self._get()
+            except FileNotFoundError:
+                continue  # released or broken in between: try again at once
+            held = _lock_body(body)
+            if held.get("owner") == self.token:  # our PUT got through, its answer was lost and retried
+                self.etag = etag
+                break
+            now = time.monotonic()
+            if seen is None or seen[0] != etag:
+                seen = (etag, now)
+            lease = held.get("lease_s", self.lease_s)
+            if time.time() - held.get("renewed_at", time.time()) > lease or now - seen[1] > lease:
+                try:
+                    self.fs.call_s3("delete_object", Bucket=self.bucket, Key=self.key, IfMatch=etag)
+                    log.warning("broke the expired lock %s (owner %s, pid %s on %s)", self.uri, held.get("owner"),
+                                held.get("pid"), held.get("host"))
+                except (FileNotFoundError, OSError):
+                    pass  # someone else broke it first, or it was renewed: its ETag changed
+                continue
+            if now > deadline:
+                raise LockTimeout(f"{self.uri}: another writer held the lock for over {timeout_s:g} s "
+                                  f"(pid {held.get('pid')} on {held.get('host')})")
+            time.sleep(0.1)
+        self._thread = threading.Thread(target=self._renew, name=f"lease {self.key}", daemon=True)
+        self._thread.start()
+
+    def _renew(self) -> None:
+        last = time.monotonic()
+        while not self._stop.wait(self.lease_s / 4):
+            try:
+                self.etag = self.fs.call_s3("put_object", Bucket=self.bucket, Key=self.key, Body=self._body(),
+                                            IfMatch=self.etag)["ETag"]
+                last = time.monotonic()
+            except (FileNotFoundError, OSError) as exc:
+                if isinstance(exc, FileNotFoundError) or exc.errno == errno.EINVAL or time.monotonic() - last > self.lease_s:
+                    self.lost = True  # broken by a waiter (412/404), or unrenewed past the lease
+                    log.error("lost the lock %s: %s", self.uri, exc)
+                    return
+
+    def check(self) -> None:
+        if self.lost:
+            raise LockLost(f"{self.uri}: the lock was taken from this writer (it could not renew its lease of "
+                           f"{self.lease_s:g} s); nothing was committed, materialize again")
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self.lost or self.etag is None:
+            return
+        try:
+            self.fs.call_s3("delete_object", Bucket=self.bucket, Key=self.key, IfMatch=self.etag)
+        except (FileNotFoundError, OSError) as exc:  # not ours any more: someone else's lock stays
+            log.warning("lock %s was no longer ours at release: %s", self.uri, exc)
+
+
+def _lock_body(body: bytes) -> dict:
+    """A lock object's fields, those that are malformed left out (the lock then expires by ETag age)."""
+    try:
+        held = json.loads(body)
+    except (ValueError, RecursionError):
+        return {}
+    if not isinstance(held, dict):
+        return {}
+    out = {k: held[k] for k in ("owner", "pid", "host") if isinstance(held.get(k), (str, int))}
+    for k in ("renewed_at", "lease_s", "at"):
+        if isinstance(held.get(k), (int, float)) and math.isfinite(held[k]) and held[k] > 0:
+            out[k] = float(held[k])
+    if "at" in out:  # a lock of an older mangacolor: stamped once, when taken
+        out.setdefault("renewed_at", out.pop("at"))
+    return out
+
+
 class Store:
     """A folder of artifacts on any fsspec filesystem."""
 
@@ -206,17 +353,7 @@ class Store:
     def write_bytes(self, path: str, data: bytes, durable: bool = False) -> None:
         """Atomic write of an absolute store path (from `path()`); `durable`: fsynced with its folder."""
         if self.is_local:
-            parent = os.path.dirname(path)
-            os.makedirs(parent, exist_ok=True)
-            tmp = os.path.join(parent, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
-            with open(tmp, "wb") as f:
-                f.write(data)
-                if durable:
-                    f.flush()
-                    os.fsync(f.fileno())
-            os.replace(tmp, path)
-            if durable:
-                _fsync_dir(parent)
+            write_atomic(path, data, durable)
         else:
             # An object-store PUT is atomic per object; the manifest written last commits a version.
             self.fs.pipe_file(path, data)
@@ -251,17 +388,17 @@ class Store:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-            _fsync_dir(folder)
+            fsync_dir(folder)
 
     # --- the per-partition lock ----------------------------------------------------------------
     @contextlib.contextmanager
-    def lock(self, asset: str, partition: str = UNPARTITIONED, timeout_s: float | None = None) -> Iterator[None]:
+    def lock(self, asset: str, partition: str = UNPARTITIONED, timeout_s: float | None = None) -> Iterator["S3Lease | _Held"]:
         """Exclusive access to one partition's versions and LATEST, across processes.
 
         Local disk: `fcntl.flock` on `{root}/.locks/{asset}/{partition}.lock` (released by the kernel when a holder
-        dies). `memory://`: a lock of this process (the filesystem lives in it). Object stores: a lock
-        object created with a conditional PUT (`If-None-Match: *`), deleted on release; one older than
-        `STALE_LOCK_S` is from a dead writer and is broken.
+        dies). `memory://`: a lock of this process (the filesystem lives in it). S3: a lease object
+        (`S3Lease`: an owner token, renewed while held, broken only by a conditional delete once it
+        expired). Yields the hold; `.lost` is True when it was taken from a holder that stopped renewing.
         """
         path = self.path(LOCKS_DIR, asset, safe_part(partition) + ".lock")
         timeout_s = LOCK_TIMEOUT_S if timeout_s is None else timeout_s
@@ -280,7 +417,7 @@ class Store:
                         if time.monotonic() > deadline:
                             raise LockTimeout(f"{path}: another writer held the lock for over {timeout_s:g} s") from None
                         time.sleep(0.02)
-                yield
+                yield _HELD
             finally:
                 os.close(fd)  # closing releases the flock
             return
@@ -291,48 +428,38 @@ class Store:
             if not lk.acquire(timeout=timeout_s):
                 raise LockTimeout(f"memory://{path}: another writer held the lock for over {timeout_s:g} s")
             try:
-                yield
+                yield _HELD
             finally:
                 lk.release()
             return
-        token = json.dumps({"owner": uuid.uuid4().hex, "pid": os.getpid(), "at": time.time()}).encode()
-        while True:
-            try:
-                with self.fs.open(path, "xb") as f:  # s3fs: PutObject with If-None-Match: *
-                    f.write(token)
-                break
-            except FileExistsError:
-                try:
-                    held = json.loads(self.fs.cat_file(path))
-                    if time.time() - float(held.get("at", 0)) > STALE_LOCK_S:
-                        log.warning("breaking stale lock %s (held since %s)", path, held.get("at"))
-                        self.fs.rm(path)
-                        continue
-                except (FileNotFoundError, ValueError):
-                    continue
-                if time.monotonic() > deadline:
-                    raise LockTimeout(f"{self.uri(self.relative(path))}: another writer held the lock "
-                                      f"for over {timeout_s:g} s") from None
-                time.sleep(0.1)
+        if protocol not in ("s3", "s3a"):
+            raise NotImplementedError(f"{self.root_uri}: a lock on {protocol}:// needs conditional requests; the store "
+                                      "knows them on local disk and S3 (s3://) only")
+        lease = S3Lease(self.fs, path, f"{self.uri(self.relative(path))}")
+        lease.acquire(deadline, timeout_s)
         try:
-            yield
+            yield lease
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                self.fs.rm(path)
+            lease.release()
 
     def sweep_staging(self, asset: str, partition: str = UNPARTITIONED, max_age_s: float | None = None) -> list[str]:
-        """Remove staging folders older than `max_age_s` (their writer died); returns what was removed."""
+        """Remove staging folders and temporary files (`.tmp-…-LATEST`) older than `max_age_s`: their
+        writer died. Returns what was removed."""
         max_age_s = STALE_STAGING_S if max_age_s is None else max_age_s
         base = self.path(asset, safe_part(partition))
         if not self.exists(base):
             return []
         removed = []
         now = time.time()
-        for entry in self.fs.ls(base, detail=False):
+        for info in self.fs.ls(base, detail=True):
+            entry = str(info["name"])
             name = posixpath.basename(entry.rstrip("/"))
-            if not name.startswith(STAGING_PREFIX):
+            if name.startswith(STAGING_PREFIX):
+                started = _staging_time(name)
+            elif name.startswith(TMP_PREFIX) and info.get("type") != "directory":
+                started = _modified(info)  # an atomic write's temporary file (`write_bytes`)
+            else:
                 continue
-            started = _staging_time(name)
             if started is not None and now - started > max_age_s:
                 with contextlib.suppress(FileNotFoundError):
                     self.fs.rm(self._strip(entry), recursive=True)
@@ -415,12 +542,13 @@ class Store:
         return VersionWriter(self, asset, safe_part(partition), tuple(unversioned))
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _modified(info: dict) -> float | None:
+    """An entry's modification time (epoch seconds) from an fsspec listing: `mtime` locally,
+    `LastModified` on object stores; None when the listing has neither."""
+    value = info.get("mtime", info.get("LastModified", info.get("last_modified")))
+    if isinstance(value, _dt.datetime):
+        return value.timestamp()
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def _staging_time(name: str) -> float | None:
@@ -493,7 +621,7 @@ class VersionWriter:
                 frame[col] = pd.Series([None] * len(frame), dtype="object")
         ordered = MANIFEST_COLUMNS + [c for c in frame.columns if c not in MANIFEST_COLUMNS]
         frame = frame[ordered]
-        with store.lock(self.asset, self.partition):
+        with store.lock(self.asset, self.partition) as held:
             if store.exists(posixpath.join(final, MANIFEST)):
                 self.abort()
             else:
@@ -501,10 +629,12 @@ class VersionWriter:
                     store.fs.rm(final, recursive=True)
                 if store.exists(self.staging):
                     store.sync_tree(self.staging)
+                    held.check()
                     store.move_tree(self.staging, final)
+                held.check()
                 store.write_manifest(final, frame, files=self.files, durable=True)
                 if store.is_local:
-                    _fsync_dir(os.path.dirname(final))
+                    fsync_dir(os.path.dirname(final))
         self.sealed = (version, final, frame)
         return self.sealed
 
@@ -514,9 +644,10 @@ class VersionWriter:
         Returns (data_version, version_dir, manifest frame)."""
         version, final, frame = self.seal(extra_frame_columns, salt)
         store = self.store
-        with store.lock(self.asset, self.partition):
+        with store.lock(self.asset, self.partition) as held:
             if not store.exists(posixpath.join(final, MANIFEST)):
                 raise FileNotFoundError(f"{store.uri(store.relative(final))} lost its manifest before commit; materialize again")
+            held.check()
             store.write_text(store.path(self.asset, self.partition, LATEST), version, durable=True)
         self.committed = True
         return version, final, frame
@@ -539,56 +670,197 @@ class Problem:
     what: str
 
     def __str__(self) -> str:
-        return f"{self.asset}/{self.partition}/{self.version}: {self.path}: {self.what}"
+        # Names come from a listing of whatever the folder holds: a newline in one must not split the report.
+        asset, partition, version, path = (x if x.isprintable() else repr(x) for x in (self.asset, self.partition, self.version, self.path))
+        return f"{asset}/{partition}/{version}: {path}: {' '.join(self.what.split())}"
 
 
 def verify(store: Store, assets: Iterable[str] | None = None) -> tuple[int, list[Problem]]:
     """Check every sealed version's files (exist, sha256 as written) and every LATEST pointer.
 
     Returns (manifests checked, problems). Files are those the writer recorded in the manifest's
-    metadata, plus every row's `path` (manifests written before that metadata existed: existence only)."""
+    metadata, plus every row's `path` (manifests written before that metadata existed: existence only).
+    What it reads stays in the store, whatever the store holds: a manifest path that leads out of its
+    version folder, or through a symlink, is reported as tampered and not read; files are hashed in
+    pieces; a folder, a LATEST or a manifest that is not what the store writes is a problem, not a crash."""
     problems: list[Problem] = []
     checked = 0
-    for asset in (list(assets) if assets else store.assets()):
+    if assets:
+        names = list(assets)
+    else:
+        names = [n for n, kind in _listing(store, store.root) if not n.startswith(".") and kind != "file"]
+    links = {n for n, kind in _listing(store, store.root) if kind == "link"}
+    for asset in names:
+        if asset in links:
+            problems.append(Problem(asset, "-", "-", asset, "tampered: a symlink where an asset folder belongs; not followed"))
+            continue
+        if safe_part(asset) != asset:
+            problems.append(Problem(asset, "-", "-", asset, "stray folder: not an asset of the store (its name is not one the store writes)"))
+            continue
         base = store.path(asset)
         if not store.exists(base):
             problems.append(Problem(asset, "-", "-", store.uri(asset), "no such asset in the store"))
             continue
-        for entry in store.fs.ls(base, detail=False):
-            partition = posixpath.basename(entry.rstrip("/"))
-            if partition.startswith(".") or not store.fs.isdir(store._strip(entry)):
+        for partition, kind in _listing(store, base):
+            if kind == "link":
+                problems.append(Problem(asset, partition, "-", partition, "tampered: a symlink where a partition folder belongs; not followed"))
+            if partition.startswith(".") or kind != "dir":
                 continue
-            latest = store.latest_version(asset, partition)
-            versions = store.versions(asset, partition)
-            if latest is not None and latest not in versions:
-                problems.append(Problem(asset, partition, latest, LATEST, "names a version with no manifest"))
-            for version in versions:
-                checked += 1
-                problems += _verify_version(store, asset, partition, version)
+            if safe_part(partition) != partition:
+                problems.append(Problem(asset, partition, "-", partition, "stray folder: not a partition (its name is not one the store writes)"))
+                continue
+            n, found = _verify_partition(store, asset, partition)
+            checked += n
+            problems += found
     return checked, problems
+
+
+def _listing(store: Store, path: str) -> list[tuple[str, str]]:
+    """(name, "dir" | "file" | "link") of every entry of `path` (local symlinks are "link": not followed)."""
+    if not store.exists(path):
+        return []
+    out = []
+    for info in store.fs.ls(path, detail=True):
+        name = posixpath.basename(str(info["name"]).rstrip("/"))
+        if store.is_local and os.path.islink(os.path.join(path, name)):
+            out.append((name, "link"))
+        else:
+            out.append((name, "dir" if info.get("type") == "directory" else "file"))
+    return out
+
+
+_VERSION = re.compile(r"^[0-9a-f]{16}$")
+
+
+def _verify_partition(store: Store, asset: str, partition: str) -> tuple[int, list[Problem]]:
+    base = store.path(asset, partition)
+    problems: list[Problem] = []
+    versions = []
+    for name, kind in _listing(store, base):
+        if name.startswith(".") or name == LATEST:
+            continue
+        if kind == "link":
+            problems.append(Problem(asset, partition, name, name, "tampered: a symlink where a version folder belongs; not followed"))
+        if kind != "dir":
+            continue  # stray files are no version; the store never reads them
+        if safe_part(name) != name:
+            problems.append(Problem(asset, partition, name, name, "stray folder: not a version (its name is not one the store writes)"))
+        elif store.exists(posixpath.join(base, name, MANIFEST)):
+            versions.append(name)
+    latest, why = _read_latest(store, posixpath.join(base, LATEST))
+    if why:
+        problems.append(Problem(asset, partition, "-", LATEST, why))
+    elif latest is not None and latest not in versions:
+        problems.append(Problem(asset, partition, latest[:40], LATEST, "names a version with no manifest"))
+    for version in sorted(versions):
+        problems += _verify_version(store, asset, partition, version)
+    return len(versions), problems
+
+
+def _read_latest(store: Store, pointer: str) -> tuple[str | None, str | None]:
+    """(version named by LATEST or None when there is none, what is wrong with it or None)."""
+    if not store.exists(pointer):
+        return None, None
+    if store.fs.isdir(pointer):
+        return None, "malformed LATEST: a folder; the store writes a file naming a version"
+    try:
+        with _open_stored(store, pointer) as f:
+            raw = f.read(257)
+    except OSError as exc:
+        return None, f"malformed LATEST: {exc.strerror or exc}; the store writes a file naming a version"
+    try:
+        text = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return None, "malformed LATEST: not UTF-8 text; the store writes a version name"
+    if len(raw) > 256 or safe_part(text) != text or not text:
+        return None, f"malformed LATEST: {text[:40]!r} is no version name"
+    return text, None
+
+
+def _tampered(store: Store, vdir: str, rel: str) -> str | None:
+    """Why the manifest path `rel` must not be read (it leaves the version folder), or None."""
+    parts = rel.split("/")
+    if rel.startswith("/") or "\\" in rel or "\0" in rel or any(p in ("", ".", "..") for p in parts):
+        return f"tampered: path {rel[:80]!r} leads outside the version folder; not read"
+    if store.is_local:
+        real_vdir = os.path.realpath(vdir)
+        if os.path.realpath(os.path.join(vdir, *parts)) != os.path.join(real_vdir, *parts):
+            return f"tampered: {rel[:80]!r} goes through a symlink; not followed"
+    return None
+
+
+def _open_stored(store: Store, path: str):
+    """A stored file opened for `verify`: on local disk a regular file only, its last component not
+    followed if a symlink (`_tampered` checks the folders above), a FIFO or device refused unread."""
+    if not store.is_local:
+        return store.fs.open(path, "rb")
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+def _file_sha256(store: Store, path: str) -> str:
+    """sha256 of a stored file, read in pieces (`_open_stored`). Raises OSError."""
+    h = hashlib.sha256()
+    with _open_stored(store, path) as f:
+        while chunk := f.read(READ_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _manifest_files(table: pa.Table) -> dict[str, str] | str:
+    """The manifest's {relative path: sha256}, or what is malformed about it."""
+    meta = table.schema.metadata or {}
+    if FILES_KEY not in meta:
+        return {}
+    try:
+        files = json.loads(meta[FILES_KEY])
+    except (ValueError, RecursionError) as exc:
+        return f"malformed manifest: its file list is not JSON ({' '.join(str(exc).split())[:120]})"
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        return f"malformed manifest: its file list is {type(files).__name__}, not {{path: sha256}}"
+    return files
 
 
 def _verify_version(store: Store, asset: str, partition: str, version: str) -> list[Problem]:
     vdir = store.path(asset, partition, version)
-    out = []
+    manifest = posixpath.join(vdir, MANIFEST)
+    if store.is_local and (why := _tampered(store, vdir, MANIFEST)):
+        return [Problem(asset, partition, version, MANIFEST, why)]
     try:
-        raw = store.read_bytes(posixpath.join(vdir, MANIFEST))
-        table = pq.read_table(io.BytesIO(raw))
+        with _open_stored(store, manifest) as f:
+            table = pq.read_table(f)
+        files = _manifest_files(table)
+        if isinstance(files, str):
+            return [Problem(asset, partition, version, MANIFEST, files)]
+        column = table.column("path").to_pylist() if "path" in table.column_names else []
     except Exception as exc:  # noqa: BLE001 - any unreadable manifest is a finding, not a crash
-        return [Problem(asset, partition, version, MANIFEST, f"unreadable manifest: {exc}")]
-    meta = table.schema.metadata or {}
-    files: dict[str, str] = json.loads(meta[FILES_KEY]) if FILES_KEY in meta else {}
-    frame = table.to_pandas()
-    rows_paths = [p for p in frame["path"].tolist() if isinstance(p, str) and p] if "path" in frame else []
+        return [Problem(asset, partition, version, MANIFEST, f"unreadable manifest: {' '.join(str(exc).split())[:200]}")]
+    rows_paths = [p for p in column if isinstance(p, str) and p]
+    out = []
     for rel in sorted(set(files) | set(rows_paths)):
-        path = posixpath.join(vdir, *rel.split("/"))
+        if why := _tampered(store, vdir, rel):
+            out.append(Problem(asset, partition, version, rel[:80], why))
+            continue
         try:
-            data = store.read_bytes(path)
-        except (FileNotFoundError, IsADirectoryError, OSError):
+            sha = _file_sha256(store, posixpath.join(vdir, *rel.split("/")))
+        except FileNotFoundError:
             out.append(Problem(asset, partition, version, rel, "missing"))
             continue
-        if rel in files and sha256_bytes(data) != files[rel]:
-            out.append(Problem(asset, partition, version, rel, f"sha256 {sha256_bytes(data)[:12]}… != {files[rel][:12]}… in the manifest"))
+        except OSError as exc:
+            why = {errno.ELOOP: "tampered: a symlink; not followed",
+                   errno.EINVAL: "tampered: not a regular file (a folder, FIFO or device); not read"}.get(
+                exc.errno, f"unreadable ({exc.strerror or exc})")
+            out.append(Problem(asset, partition, version, rel, why))
+            continue
+        if rel in files and sha != files[rel]:
+            out.append(Problem(asset, partition, version, rel, f"sha256 {sha[:12]}… != {files[rel][:12]}… in the manifest"))
     return out
 
 

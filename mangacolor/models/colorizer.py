@@ -11,12 +11,15 @@ network lineage), with the paper's two changes: the draft joins the hint branch,
     tunnel at 1/16 (aux + output) ─PixelShuffle─► tunnel at 1/8 (+ f at 1/8) ─► … ─► exit (+ x_0) ─► tanh
 
 Encoder depth (named layouts, `LAYOUTS`). "paper": the 2021 model removes the stem max-pool, so its
-taps are at 1/2, 1/2, 1/4, 1/8 and its tunnels run one octave higher: 850 GFLOPs per 512×768 page; the
-`paper` preset uses it. "fast": the dataclass default keeps timm's stock strides (taps at 1/2, 1/4, 1/8, output at 1/16, `encoder_maxpool=True`): the same blocks and widths
-at under a third of the operations (251 GFLOPs, benchmarks/colorize.py), the deepest tunnel's twenty
-blocks see a 4× larger part of the page, and any timm or ImageNet SE-ResNeXt-50 checkpoint maps onto
-the encoder key for key. `encoder_maxpool=False` rebuilds the 2021 layout for comparison (787
-GFLOPs by our count: its 8-channel cue input and our exit differ slightly from the original).
+taps are at 1/2, 1/2, 1/4, 1/8 and its tunnels run one octave higher, and its exit is a 3×3 conv to
+32 channels then a 1×1 conv to RGB: the 2021 generator plus the draft's three input channels, so the
+authors' release loads into it tensor for tensor (`mangacolor.models.mc2`); 807 GFLOPs per 512×768
+page by PyTorch's FLOP counter (the 2021 forward also runs its guide decoder: 850). The `paper`
+preset uses it. "fast": the dataclass default keeps timm's stock strides (taps at 1/2, 1/4, 1/8,
+output at 1/16, `encoder_maxpool=True`) and a one-conv exit: the same blocks and widths at under a
+third of the operations (251 GFLOPs, benchmarks/colorize.py), the deepest tunnel's twenty blocks see
+a 4× larger part of the page, and any timm or ImageNet SE-ResNeXt-50 checkpoint maps onto the
+encoder key for key.
 
 Weights. The encoder is loaded from a user-placed file (the paper used one pretrained for tag
 prediction on line art; an ImageNet checkpoint also works); every other layer gets Xavier init
@@ -54,6 +57,8 @@ class ColorizerConfig:
     tunnel_dilations: tuple[tuple[int, ...], ...] = ((1,) * 20, _MID_DILATIONS, _MID_DILATIONS, (1, 2, 4, 2, 1))
     tunnel_cardinality: tuple[int, ...] = (32, 32, 32, 16)
     se_reduction: int = 16
+    exit_width: int | None = None  # None: one 3×3 conv to RGB; N: the 2021 exit (3×3 conv to N, leaky ReLU, 1×1 to RGB)
+    page_unit_range: bool = False  # True: the page enters the network in [0, 1], as the 2021 model's ToTensor gives it
 
     @staticmethod
     def resolve_layout(d: dict) -> dict:
@@ -98,10 +103,10 @@ class ColorizerConfig:
         return cls(**d)
 
 
-# Named generator layouts. "paper": the authors' (no stem max-pool, taps one octave finer, ~800
-# GFLOPs per 768x512 page); "fast": timm's stock strides, under a third of the operations, at a
+# Named generator layouts. "paper": the authors' (no stem max-pool, taps one octave finer, their
+# two-conv exit; ~800 GFLOPs per 768x512 page); "fast": timm's stock strides, under a third of the operations, at a
 # quality cost that benchmarks/learning.py measures.
-LAYOUTS: dict[str, dict] = {"paper": {"encoder_maxpool": False}, "fast": {"encoder_maxpool": True}}
+LAYOUTS: dict[str, dict] = {"paper": {"encoder_maxpool": False, "exit_width": 32}, "fast": {"encoder_maxpool": True}}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,17 +160,22 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> list[str]:
     """Load an SE-ResNeXt-50 state dict (timm / ImageNet / tag-prediction) into the encoder.
 
     Keys may carry a `module.`, `model.`, `encoder.` or `backbone.` prefix; the classifier and stage
-    4 are ignored. A 3-channel stem is folded into our 1-channel one by summing over its input
+    4 are ignored. The 2021 release's names (Tag2Pix's SE-ResNeXt: `selayer.conv1/2` for timm's
+    `se.fc1/2`) are read too, so its `extractor.pth` and the encoder part of its `generator.zip` load
+    key by key (other tensors of a whole generator are ignored). A 3-channel stem is folded into our 1-channel one by summing over its input
     channels, which gives a grey image the response the RGB filter gave to that grey as colour.
     Returns the names of the encoder parameters the file did not provide (running stats included).
     """
     path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(
-            f"encoder weights not found: {path}. Expected a state dict of timm's '{_TIMM_NAME}' "
-            "(.safetensors or .pth), e.g. the paper's line-art tag-prediction SE-ResNeXt-50 or timm's ImageNet "
-            "'seresnext50_32x4d' model.safetensors from its Hugging Face page; copy it there or set "
-            "ColorizerConfig.encoder_weights to its path (or None for a random encoder)."
+            f"encoder weights not found: {path}. Expected an SE-ResNeXt-50 32x4d state dict (.pth or .safetensors): "
+            "the paper's, pretrained for tag prediction on line art (the 2021 release's extractor.pth, linked from the "
+            "README of github.com/qweasdd/manga-colorization, or the encoder of its generator.zip, linked from "
+            "github.com/qweasdd/manga-colorization-v2: README § Colour real pages now), or timm's ImageNet "
+            "'seresnext50_32x4d' model.safetensors from its Hugging Face page. Copy it there, or point "
+            "colorizer.encoder_init (ColorizerConfig.encoder_weights) at it, or set colorizer.encoder_init: imagenet "
+            "or scratch to start elsewhere."
         )
     state = _read_state_dict(path)
     own = encoder.state_dict()
@@ -174,6 +184,7 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> list[str]:
         for prefix in ("module.", "model.", "encoder.", "backbone."):
             if key.startswith(prefix):
                 key = key[len(prefix):]
+        key = key.replace(".selayer.conv1.", ".se.fc1.").replace(".selayer.conv2.", ".se.fc2.")
         if key in own:
             mapped[key] = value
     stem = mapped.get("conv1.weight")
@@ -307,7 +318,11 @@ class ColorizationGenerator(nn.Module):
             c_up = width // 2
         if scales[-1] != 2:
             raise ValueError(f"the last encoder scale must be 1/2 (the exit is one shuffle above it); got {scales}")
-        self.exit = conv3x3(c_up + widths[0], 3)
+        if config.exit_width is None:
+            self.exit = conv3x3(c_up + widths[0], 3)
+        else:
+            self.exit = nn.Sequential(conv3x3(c_up + widths[0], config.exit_width), nn.LeakyReLU(0.2),
+                                      nn.Conv2d(config.exit_width, 3, 1))
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -319,6 +334,8 @@ class ColorizationGenerator(nn.Module):
                     nn.init.zeros_(m.bias)
 
     def forward(self, bw: torch.Tensor, hint: torch.Tensor, draft: torch.Tensor) -> torch.Tensor:
+        if self.config.page_unit_range:
+            bw = bw * 0.5 + 0.5
         cues = torch.cat([bw, hint, draft], dim=1)
         x0 = self.cue[0](cues)
         aux = x0
@@ -334,11 +351,16 @@ class ColorizationGenerator(nn.Module):
 def build_generator(config: ColorizerConfig, weights: str | Path | None = None) -> ColorizationGenerator:
     """The generator with the right weights: a full checkpoint, else the encoder file, else random.
 
-    `weights` is a safetensors file written by `save_weights` (its metadata may hold the config).
+    `weights` is a safetensors file written by `save_weights` (its metadata may hold the config), or
+    "mc2:PATH", the 2021 release's generator.zip (`mangacolor.models.mc2`: the paper layout only).
     """
     generator = ColorizationGenerator(config)
-    if weights is not None:
-        from mangacolor.training.checkpoint import load_weights
+    if weights is not None and str(weights).startswith("mc2:"):
+        from mangacolor.models.mc2 import release_generator_state
+
+        generator.load_state_dict(release_generator_state(str(weights)[len("mc2:"):], config))
+    elif weights is not None:
+        from mangacolor.io.weights import load_weights
 
         state, _ = load_weights(weights)
         generator.load_state_dict(state)
@@ -363,20 +385,46 @@ def _pad(x: torch.Tensor, pad: tuple[int, int, int, int], mode: str) -> torch.Te
     return F.pad(x, pad, mode=mode) if any(pad) else x
 
 
+def release_padding(height: int, width: int, multiple: int = 32) -> tuple[int, int]:
+    """(rows, columns) the 2021 release adds below and right of a page: its long-side axis (the
+    height, or the width of a landscape page) always grows, by 1 to `multiple` (a whole `multiple`
+    when it is one already), the other side to the next multiple (after its resize it is one)."""
+    if height < width:
+        return -height % multiple, multiple - width % multiple
+    return multiple - height % multiple, -width % multiple
+
+
+def _pad_with_maximum(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """Rows below filled with each column's maximum, then columns right with each row's (numpy's 'maximum')."""
+    if rows:
+        x = torch.cat([x, x.amax(dim=-2, keepdim=True).expand(*x.shape[:-2], rows, x.shape[-1])], dim=-2)
+    if cols:
+        x = torch.cat([x, x.amax(dim=-1, keepdim=True).expand(*x.shape[:-1], cols)], dim=-1)
+    return x
+
+
+PAD_MODES = ("reflect", "mc2")
+
+
 def colorize(
     generator: nn.Module,
     bw: torch.Tensor,
     hint: torch.Tensor | None = None,
     draft: torch.Tensor | None = None,
     multiple: int = 32,
+    pad_mode: str = "reflect",
 ) -> torch.Tensor:
     """Colorize pages of any size and aspect: (B,1,H,W) in [-1, 1] -> (B,3,H,W) in [-1, 1].
 
     `hint` (B,4,H,W) defaults to empty (zeros); `draft` (B,3,h,w) of any size (StyleGAN drafts are
     256×256) is resized to the page, and defaults to empty (zeros, i.e. mid-grey). The inputs are
-    padded right and bottom to a multiple of `multiple` (the page by reflection, so the network sees
-    no artificial border; the hint with zeros, so padding adds no hints) and the output is cropped back.
+    padded right and bottom to a multiple of `multiple` and the output is cropped back: the page by
+    reflection (`pad_mode` "reflect": the network sees no artificial border) or as the 2021 release
+    pads it ("mc2": `release_padding`, filled with each column's or row's brightest value); the hint
+    with zeros, so padding adds no hints.
     """
+    if pad_mode not in PAD_MODES:
+        raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
     b, _, h, w = bw.shape
     if hint is None:
         hint = bw.new_zeros(b, 4, h, w)
@@ -385,14 +433,16 @@ def colorize(
     elif draft.shape[-2:] != (h, w):
         draft = F.interpolate(draft.float(), size=(h, w), mode="bilinear", align_corners=False).to(bw.dtype)
     multiple = max(multiple, getattr(generator, "multiple", 1))
-    pad = (0, -w % multiple, 0, -h % multiple)
+    if pad_mode == "mc2":
+        rows, cols = release_padding(h, w, multiple)
+        page = _pad_with_maximum(bw, rows, cols)
+    else:
+        rows, cols = -h % multiple, -w % multiple
+        page = _pad(bw, (0, cols, 0, rows), "reflect")
+    pad = (0, cols, 0, rows)
     with torch.no_grad():
-        out = generator(_pad(bw, pad, "reflect"), _pad(hint, pad, "constant"), _pad(draft, pad, "reflect"))
+        out = generator(page, _pad(hint, pad, "constant"), _pad(draft, pad, "reflect"))
     return out[..., :h, :w]
-
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 def count_gflops(generator: nn.Module, height: int = 768, width: int = 512, batch: int = 1) -> float:
@@ -409,6 +459,7 @@ def count_gflops(generator: nn.Module, height: int = 768, width: int = 512, batc
 
 __all__ = [
     "LAYOUTS",
+    "PAD_MODES",
     "ColorizerConfig",
     "ColorizationGenerator",
     "SEResNeXtBottleneck",
@@ -418,6 +469,6 @@ __all__ = [
     "build_generator",
     "colorize",
     "count_gflops",
-    "count_parameters",
     "load_encoder_weights",
+    "release_padding",
 ]

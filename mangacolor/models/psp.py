@@ -4,7 +4,7 @@ Both map a 256x256 page into W+ of the Coloring Latent Space StyleGAN2 and let t
 draw the coloring draft from it: the drafting network reads a black-and-white page (`input_nc=1`),
 the inversion encoder a colour page (`input_nc=3`). Trained with lambda_MSE * MSE + lambda_LPIPS *
 LPIPS against the blurred colour page (Appendix C eq. 4-5, Appendix D), see
-`mangacolor/training/drafting.py`.
+`mangacolor/training/psp.py`.
 
 Architecture, as in the pSp "gradual style encoder" (docs/architecture.md § pSp encoder):
   - input layer: 3x3 conv (no bias) + BatchNorm + PReLU, `input_nc` channels in;
@@ -220,7 +220,7 @@ class PSp(nn.Module):
         """Inverse of `encoder_state`, given the generator it was trained with."""
         if "encoder" not in metadata:
             raise KeyError(f"{source}: no 'encoder' config in the metadata; expected weights saved by "
-                           "mangacolor.training.drafting (PSp.encoder_state)")
+                           "mangacolor.training.psp (PSp.encoder_state)")
         if "stylegan2" in metadata and StyleGAN2Config(**metadata["stylegan2"]) != decoder.config:
             raise ValueError(f"{source}: encoder was trained for generator {metadata['stylegan2']}, "
                              f"got {asdict(decoder.config)}")
@@ -233,9 +233,9 @@ class PSp(nn.Module):
 
 def load_psp(path, generator_path) -> PSp:
     """A trained drafting/inversion network (in eval mode): encoder weights (.safetensors) written
-    by `mangacolor.training.drafting` + the generator file it was trained with."""
+    by `mangacolor.training.psp` + the generator file it was trained with."""
     from mangacolor.models.stylegan2 import load_generator
-    from mangacolor.training.checkpoint import load_weights
+    from mangacolor.io.weights import load_weights
 
     decoder, _ = load_generator(generator_path)
     state, metadata = load_weights(path)

@@ -216,7 +216,3 @@ def refine_batch(
     y = y[:, 0, :h, :w].float().clamp(-1, 1)
     return list(((y + 1.0) * 127.5).round().to(torch.uint8).cpu().numpy())
 
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-

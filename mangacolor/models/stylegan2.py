@@ -554,10 +554,6 @@ def mixing_noise(batch: int, style_dim: int, prob: float, device: torch.device |
 # Weights
 
 
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 def load_port_checkpoint(path: str | Path, size: int = 256, style_dim: int = 512, n_mlp: int = 8,
                          channel_multiplier: int = 2, channel_max: int = 512, key: str = "g_ema",
                          map_location: str | torch.device = "cpu") -> tuple[Generator, torch.Tensor]:
@@ -624,7 +620,7 @@ def load_generator(path: str | Path) -> tuple[Generator, torch.Tensor]:
     path = Path(path)
     if path.suffix in (".pt", ".pth"):
         return load_port_checkpoint(path)
-    from mangacolor.training.checkpoint import load_weights
+    from mangacolor.io.weights import load_weights
 
     state, metadata = load_weights(path)
     return generator_from_state(state, metadata, str(path))

@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from mangacolor.io.files import fsync_dir
+
 WEIGHTS = "weights.safetensors"
 
 
@@ -43,57 +45,6 @@ def _flatten(modules: dict[str, torch.nn.Module]) -> dict[str, torch.Tensor]:
             # safetensors refuses shared or non-contiguous storage: save an independent copy.
             flat[f"{name}.{key}"] = value.detach().cpu().contiguous().clone()
     return flat
-
-
-def save_weights(path: str | Path, module_or_state: torch.nn.Module | dict, metadata: dict | None = None) -> Path:
-    """Atomically write a state dict as safetensors; metadata values are stored as JSON strings."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = module_or_state.state_dict() if isinstance(module_or_state, torch.nn.Module) else module_or_state
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
-    meta = {k: json.dumps(v) for k, v in (metadata or {}).items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
-def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a safetensors file written by `save_weights`: (state dict, metadata)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"weights file not found: {path} (expected a .safetensors file written by mangacolor)")
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        raw = f.metadata() or {}
-    meta = {}
-    for k, v in raw.items():
-        try:
-            meta[k] = json.loads(v)
-        except (json.JSONDecodeError, TypeError):
-            meta[k] = v
-    return load_file(str(path)), meta
-
-
-def load_configured(path: str | Path, config_cls, build, writer: str, device: torch.device | str = "cpu") -> torch.nn.Module:
-    """A module saved by `save_weights(..., metadata={"config": asdict(cfg)})`: rebuilt from its config, in eval mode.
-
-    `build(config)` makes the empty module; `writer` names the function that writes such files, for the error.
-    """
-    state, meta = load_weights(path)
-    if "config" not in meta:
-        raise ValueError(f"{path}: no 'config' in the safetensors metadata; expected a file written by {writer}")
-    # JSON turns tuples into lists; the frozen config dataclasses want tuples back.
-    cfg = config_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()})
-    module = build(cfg)
-    module.load_state_dict(state)
-    return module.to(device).eval()
 
 
 def _rng_state() -> tuple[dict, dict[str, torch.Tensor]]:
@@ -129,20 +80,7 @@ def _fsync_tree(folder: Path) -> None:
     for f in folder.iterdir():
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
-    _fsync_dir(folder)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
+    fsync_dir(folder)
 
 
 def default_mirror(directory: Path) -> str | None:
@@ -245,7 +183,7 @@ class Checkpointer:
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)

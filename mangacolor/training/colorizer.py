@@ -21,8 +21,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +32,7 @@ from torch import nn
 from torch.utils.data import ConcatDataset, Dataset
 
 from mangacolor.device import DeviceSpec
+from mangacolor.io.files import write_atomic
 from mangacolor.io.images import encode_png, from_tensor, read_image, thumbnail_grid
 from mangacolor.losses.colorization import (
     FINETUNE_WEIGHTS,
@@ -48,9 +47,11 @@ from mangacolor.models.colorizer import ColorizerConfig, build_generator
 from mangacolor.models.discriminator import ColorizationDiscriminator, DiscriminatorConfig
 from mangacolor.tracking import NullTracker, Tracker
 from mangacolor.training import distributed
-from mangacolor.training.checkpoint import Checkpointer, save_weights
+from mangacolor.training.checkpoint import Checkpointer
+from mangacolor.io.weights import save_weights
 from mangacolor.training.cues import CueConfig, Cues, resize_draft, sample_cues
-from mangacolor.training.loader import Pinnable, step_batches
+from mangacolor.training.loader import LoaderSettings, Pinnable, step_batches
+from mangacolor.training.loop import LoopTail
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,13 @@ STEP_DEFAULTS: dict[str, tuple[int, int, LossWeights]] = {
 }
 
 
+def page_canvas(canvas: tuple[int, int] | None, crop: tuple[int, int]) -> tuple[int, int]:
+    """The training canvas (H, W): `canvas`, or the crop when there is none (the one place that decides)."""
+    return tuple(canvas or crop)
+
+
 @dataclass
-class ColorizerTrainConfig:
+class ColorizerTrainConfig(LoaderSettings):
     generator: ColorizerConfig = field(default_factory=ColorizerConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     cues: CueConfig = field(default_factory=CueConfig)
@@ -91,14 +97,28 @@ class ColorizerTrainConfig:
     checkpoint_every: int = 500
     log_every: int = 10
     sample_count: int = 4  # pages per sample grid
-    num_workers: int | None = None  # data-loading worker processes; None: MANGACOLOR_WORKERS or cores - 1 (max 8)
-    prefetch_factor: int = 2
+    init: str | None = None  # "mc2:PATH": a fresh step 1 starts from the whole 2021 generator (build_generator)
 
     def resolved(self, step: Step) -> tuple[int, int, LossWeights]:
         if step not in STEP_DEFAULTS:
             raise ValueError(f"step must be one of {list(STEP_DEFAULTS)}; got {step!r}")
         epochs, batch, weights = STEP_DEFAULTS[step]
         return self.epochs or epochs, self.batch_size or batch, self.losses or weights
+
+    def page_canvas(self) -> tuple[int, int]:
+        """The canvas (H, W) pages are brought to before the crop."""
+        return page_canvas(self.canvas, self.crop)
+
+    def steps_per_epoch(self, step: Step, n_supervised: int) -> int:
+        """Steps of one epoch over `n_supervised` pairs (`epoch_steps`)."""
+        _, batch, _ = self.resolved(step)
+        return epoch_steps(n_supervised, batch, self.page_canvas(), self.crop)
+
+    def total_steps(self, step: Step, n_supervised: int) -> int:
+        """The steps `train_colorizer` runs: the step's epochs, at most `max_steps`."""
+        epochs, _, _ = self.resolved(step)
+        n = epochs * self.steps_per_epoch(step, n_supervised)
+        return min(n, self.max_steps) if self.max_steps is not None else n
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -156,9 +176,9 @@ def random_crop(sample: Sample, size: tuple[int, int], rng: np.random.Generator 
     (random, or centred when rng is None).
 
     The same window is cut from "bw", "color" and the whole-page "draft", which is first stretched
-    onto the page (`mangacolor.data.augment.to_canvas`), so the draft stays on the region it colours.
+    onto the page (`mangacolor.data.canvas.to_canvas`), so the draft stays on the region it colours.
     """
-    from mangacolor.data.augment import to_canvas
+    from mangacolor.data.canvas import to_canvas
 
     sample = to_canvas(sample, canvas)
     h, w = sample["bw"].shape[:2]
@@ -412,14 +432,6 @@ class ColorizerTrainResult:
     perceptual_random: bool
 
 
-def _write_png(path: Path, image: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(encode_png(image))
-    os.replace(tmp, path)
-
-
 def sample_grid(generator: nn.Module, pairs: dict[str, torch.Tensor] | None, real: dict[str, torch.Tensor] | None) -> np.ndarray:
     """Rows of [bw, colorized, target] for pairs and [bw, colorized] for real pages; no hints, no draft."""
     was_training = generator.training
@@ -475,9 +487,9 @@ def cue_epoch(epochs_before: int, it: int, steps_per_epoch: int) -> int:
 
 def weights_epochs(path: str | Path | None) -> int:
     """Whole epochs the generator in `path` was trained (its `epochs_trained` metadata); 0 for None or an older file."""
-    if path is None:
+    if path is None or str(path).startswith("mc2:"):
         return 0
-    from mangacolor.training.checkpoint import load_weights
+    from mangacolor.io.weights import load_weights
 
     _, meta = load_weights(path)
     return int(math.floor(float(meta.get("epochs_trained", 0)) + 1e-9))
@@ -487,6 +499,113 @@ def _as_spec(device: DeviceSpec | torch.device | str, seed: int) -> DeviceSpec:
     if isinstance(device, DeviceSpec):
         return device
     return DeviceSpec(device=torch.device(device), amp_dtype=None, seed=seed)
+
+
+@dataclass
+class _Networks:
+    """What one step of `train_colorizer` updates: the generator, the discriminator (None without adversarial
+    terms), the perceptual loss (None without λ_per), their optimisers and the fp16 GradScaler."""
+
+    generator: nn.Module
+    discriminator: nn.Module | None
+    perceptual: PerceptualLoss | None
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer | None
+    scaler: torch.amp.GradScaler
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"g": self.generator} | ({"d": self.discriminator} if self.discriminator is not None else {})
+
+    def optimizers(self) -> dict[str, Any]:
+        # The scaler is saved with the optimisers: its scale decides which fp16 steps are skipped.
+        return {"g": self.opt_g} | ({"d": self.opt_d} if self.opt_d is not None else {}) | {"scaler": self.scaler}
+
+    @property
+    def perceptual_random(self) -> bool:
+        return bool(self.perceptual is not None and self.perceptual.random_init)
+
+
+def _build(cfg: ColorizerTrainConfig, weights: LossWeights, init_weights, spec: DeviceSpec, dev: torch.device,
+           dist: distributed.DistContext) -> _Networks:
+    """The networks and optimisers, seeded first so that the Xavier init (and so a fresh run) is reproducible."""
+    torch.manual_seed(cfg.seed)
+    generator = distributed.sync_batchnorm(build_generator(cfg.generator, init_weights), dist, dev).to(dev).train()
+    adversarial = weights.syn > 0 or weights.real_g > 0
+    discriminator = ColorizationDiscriminator(cfg.discriminator).to(dev).train() if adversarial else None
+    perceptual = PerceptualLoss(cfg.perceptual_layers, cfg.vgg_weights, cfg.allow_random_vgg).to(dev) if weights.per else None
+    opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr_g, betas=cfg.betas)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr_d, betas=cfg.betas) if discriminator is not None else None
+    return _Networks(generator, discriminator, perceptual, opt_g, opt_d,
+                     torch.amp.GradScaler(dev.type, enabled=spec.amp_dtype == torch.float16))
+
+
+def _datasets(step: Step, synthetic_pairs: Dataset, real_bw: Dataset | None) -> tuple[Dataset, Dataset | None, Dataset | None]:
+    """(supervised pairs, unpaired real pages, real colour pages D sees) of a step; see `train_colorizer`."""
+    if step == "adapt" and (real_bw is None or len(real_bw) == 0):
+        raise ValueError("step 'adapt' needs real black-and-white pages (real_bw) for adversarial adaptation")
+    if step == "self_train":
+        if real_bw is None or "color" not in real_bw[0]:
+            raise ValueError("step 'self_train' needs real pages with pseudolabels: pass a PairDataset as real_bw")
+        supervised: Dataset = ConcatDataset([synthetic_pairs, real_bw])
+    else:
+        supervised = synthetic_pairs
+    if len(supervised) == 0:
+        raise ValueError(f"step {step!r}: no training pairs")
+    # D's "real" side is real colour pages (eq. 10): in step 2 the colour pages of the synthetic pairs,
+    # never the pseudolabels, which are the generator's own colorings.
+    return supervised, real_bw if step == "adapt" else None, synthetic_pairs if step == "self_train" else None
+
+
+def _train_step(nets: _Networks, weights: LossWeights, batch: StepBatch, spec: DeviceSpec, dev: torch.device,
+                dist: distributed.DistContext) -> tuple[dict[str, Any], Cues, Cues | None, bool]:
+    """One discriminator step (eq. 3) and one generator step (eq. 2) on `batch`.
+    Returns (loss parts, the pairs' cues, the real pages' cues, whether real pages went through G)."""
+    pairs, cues, real, real_cues, y_real = expand_batch(batch, dev)
+    generator, discriminator, scaler = nets.generator, nets.discriminator, nets.scaler
+    with spec.autocast():
+        fake = generator(pairs["bw"], cues.hint, cues.draft)
+    fake_real = None
+    if real is not None:
+        with spec.autocast():
+            fake_real = generator(real["bw"], real_cues.hint, real_cues.draft)
+
+    # Discriminator: real colour pages against detached colorizations (eq. 3).
+    parts: dict[str, Any] = {}
+    if discriminator is not None:
+        discriminator.requires_grad_(True)
+        if y_real is None:
+            y_real = pairs["color"]
+        with spec.autocast():
+            d_loss, d_parts = discriminator_loss(
+                weights,
+                discriminator(y_real),
+                discriminator(fake.detach()),
+                discriminator(fake_real.detach()) if fake_real is not None else None,
+            )
+        nets.opt_d.zero_grad(set_to_none=True)
+        scaler.scale(d_loss).backward()
+        dist.average_gradients(discriminator)
+        scaler.step(nets.opt_d)
+        parts.update(d_parts)
+        discriminator.requires_grad_(False)  # G's step needs gradients through D, not into it
+
+    # Generator (eq. 2).
+    with spec.autocast():
+        g_loss, g_parts = generator_loss(
+            weights,
+            fake,
+            pairs["color"],
+            nets.perceptual,
+            discriminator(fake) if discriminator is not None else None,
+            discriminator(fake_real) if (discriminator is not None and fake_real is not None) else None,
+        )
+    nets.opt_g.zero_grad(set_to_none=True)
+    scaler.scale(g_loss).backward()
+    dist.average_gradients(generator)
+    scaler.step(nets.opt_g)
+    scaler.update()
+    parts.update(g_parts)
+    return parts, cues, real_cues, fake_real is not None
 
 
 def train_colorizer(
@@ -508,8 +627,9 @@ def train_colorizer(
 
     `synthetic_pairs`: the supervised pairs (for "finetune", the matched real page pairs).
     `real_bw`: "adapt": real black-and-white pages; "self_train": real pages with pseudolabels
-    (a pair dataset); "finetune": unused. `init_weights`: a generator safetensors file to start from
-    (else Xavier + the configured encoder file). `snapshot_every`: steps between generator snapshots
+    (a pair dataset); "finetune": unused. `init_weights`: a generator safetensors file to start from, or
+    "mc2:PATH", the 2021 release's generator (default for "adapt": `cfg.init`; else Xavier + the configured
+    encoder file). `snapshot_every`: steps between generator snapshots
     with sample grids (default: one per epoch). `epochs_before`: whole epochs the starting weights were
     trained (default: read from `init_weights`' metadata, 0 for a new network), see `cue_epoch`.
     Output files go under `out_dir`: checkpoints/,
@@ -522,55 +642,24 @@ def train_colorizer(
     spec = _as_spec(device, cfg.seed)
     dist = dist or distributed.current()
     dev = distributed.local_device(spec.device, dist)
-    canvas = tuple(cfg.canvas or cfg.crop)
+    canvas = cfg.page_canvas()
     if not dist.is_main:
         tracker, progress = NullTracker(), None
     epochs, batch_size, weights = cfg.resolved(step)
     out_dir = Path(out_dir)
     say = progress or (lambda _msg: None)
-
-    if step == "adapt" and (real_bw is None or len(real_bw) == 0):
-        raise ValueError("step 'adapt' needs real black-and-white pages (real_bw) for adversarial adaptation")
-    if step == "self_train":
-        if real_bw is None or "color" not in real_bw[0]:
-            raise ValueError("step 'self_train' needs real pages with pseudolabels: pass a PairDataset as real_bw")
-        supervised: Dataset = ConcatDataset([synthetic_pairs, real_bw])
-    else:
-        supervised = synthetic_pairs
-    if len(supervised) == 0:
-        raise ValueError(f"step {step!r}: no training pairs")
-    adversarial = weights.syn > 0 or weights.real_g > 0
-    unpaired_real = real_bw if step == "adapt" else None
-    # D's "real" side is real colour pages (eq. 10): in step 2 the colour pages of the synthetic pairs,
-    # never the pseudolabels, which are the generator's own colorings.
-    real_colour = synthetic_pairs if step == "self_train" else None
+    supervised, unpaired_real, real_colour = _datasets(step, synthetic_pairs, real_bw)
+    supervised, unpaired_real, real_colour = _datasets(step, synthetic_pairs, real_bw)
+    if init_weights is None and cfg.init and step == "adapt":
+        init_weights = cfg.init  # the 2021 generator as step 1's start (colorizer.init: mc2:PATH)
     if epochs_before is None:
         epochs_before = weights_epochs(init_weights)
-
-    # Build. Seeding first makes the Xavier init (and so a fresh run) reproducible.
-    torch.manual_seed(cfg.seed)
-    generator = distributed.sync_batchnorm(build_generator(cfg.generator, init_weights), dist, dev).to(dev).train()
-    discriminator = ColorizationDiscriminator(cfg.discriminator).to(dev).train() if adversarial else None
-    perceptual = (
-        PerceptualLoss(cfg.perceptual_layers, cfg.vgg_weights, cfg.allow_random_vgg).to(dev) if weights.per else None
-    )
-    opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr_g, betas=cfg.betas)
-    modules: dict[str, nn.Module] = {"g": generator}
-    optimizers: dict[str, torch.optim.Optimizer] = {"g": opt_g}
-    if discriminator is not None:
-        opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr_d, betas=cfg.betas)
-        modules["d"], optimizers["d"] = discriminator, opt_d
-    scaler = torch.amp.GradScaler(dev.type, enabled=spec.amp_dtype == torch.float16)
-
-    steps_per_epoch = epoch_steps(len(supervised), batch_size, canvas, cfg.crop)
-    total_steps = epochs * steps_per_epoch
-    if cfg.max_steps is not None:
-        total_steps = min(total_steps, cfg.max_steps)
+    nets = _build(cfg, weights, init_weights, spec, dev, dist)
+    steps_per_epoch, total_steps = cfg.steps_per_epoch(step, len(supervised)), cfg.total_steps(step, len(supervised))
     snapshot_every = snapshot_every or steps_per_epoch
 
     checkpointer = Checkpointer(out_dir / "checkpoints")
-    optimizers["scaler"] = scaler  # saved with the optimisers: its scale decides which fp16 steps are skipped
-    state = checkpointer.restore(modules, optimizers)
+    state = checkpointer.restore(nets.modules(), nets.optimizers())
     start = state["step"] if state else 0
     snapshots = [Snapshot(**s) for s in state["extra"].get("snapshots", [])] if state else []
     if state:
@@ -579,7 +668,7 @@ def train_colorizer(
     tracker.log_params({"step": step, "epochs": epochs, "batch_size": batch_size, "total_steps": total_steps,
                         "loss_weights": weights.to_dict(), "config": cfg.to_dict(), "resumed_at": start,
                         "epochs_before": epochs_before})
-    if perceptual is not None and perceptual.random_init:
+    if nets.perceptual_random:
         tracker.log_text("WARNING_random_vgg.txt", "perceptual loss used a random VGG16: not the paper's loss\n")
 
     def fixed_batch(dataset: Dataset | None) -> dict[str, torch.Tensor] | None:
@@ -591,101 +680,54 @@ def train_colorizer(
     grid_pairs, grid_real = (fixed_batch(supervised), fixed_batch(unpaired_real)) if dist.is_main else (None, None)
     # Every random choice of an item is seeded by (seed, step, stream, position in the global batch),
     # so one process and N processes, each computing its positions, draw the same batch.
-    positions = dist.positions(batch_size)
-
-    make = StepData(cfg, supervised, unpaired_real, batch_size, steps_per_epoch, augment, canvas, epochs_before, positions,
-                    real_colour)
+    make = StepData(cfg, supervised, unpaired_real, batch_size, steps_per_epoch, augment, canvas, epochs_before,
+                    dist.positions(batch_size), real_colour)
 
     def save_snapshot(it: int, epoch: int) -> None:
-        if not dist.is_main:
-            return
         folder = out_dir / "snapshots" / f"step-{it:08d}"
         meta = {"generator_config": cfg.generator.to_dict(), "step": it, "epoch": epoch, "train_step": step,
                 "epochs_trained": epochs_before + it / steps_per_epoch}
-        save_weights(folder / "generator.safetensors", generator, meta)
-        grid = sample_grid(generator, grid_pairs, grid_real)
-        _write_png(folder / "samples.png", grid)
+        save_weights(folder / "generator.safetensors", nets.generator, meta)
+        grid = sample_grid(nets.generator, grid_pairs, grid_real)
+        write_atomic(folder / "samples.png", encode_png(grid))
         tracker.log_image(f"samples/step-{it:08d}.png", grid)
         snapshots.append(Snapshot(it, epoch, str(folder / "generator.safetensors"), str(folder / "samples.png")))
 
     def checkpoint(it: int) -> None:
-        if dist.is_main:
-            checkpointer.save(it, modules, optimizers, {"snapshots": [dataclasses.asdict(s) for s in snapshots],
-                                                        **distributed.written_by(dist)})
+        checkpointer.save(it, nets.modules(), nets.optimizers(), {"snapshots": [dataclasses.asdict(s) for s in snapshots],
+                                                                  **distributed.written_by(dist)})
 
+    def metrics(parts: dict, epoch: int, c_epoch: int, cues: Cues, real_cues: Cues | None) -> dict[str, float]:
+        return dist.mean({k: float(v) for k, v in parts.items()}) | {
+            "epoch": float(epoch), "cue_epoch": float(c_epoch), "drafts": float(cues.has_draft.float().mean()),
+            "hints": float(cues.has_hint.float().mean())} | (
+            {"real_drafts": float(real_cues.has_draft.float().mean())} if real_cues is not None else {})
+
+    tail = LoopTail(total_steps, dist, tracker, cfg.log_every, cfg.checkpoint_every, snapshot_every, say)
     parts: dict[str, Any] = {}
-    batches = step_batches(make, start, total_steps, dev, cfg.num_workers, cfg.prefetch_factor)
-    for it, step_batch in batches:
-        pairs, cues, real, real_cues, y_real = expand_batch(step_batch, dev)
-        epoch = it // steps_per_epoch + 1
+    for it, step_batch in step_batches(make, start, total_steps, dev, cfg.num_workers, cfg.prefetch_factor):
+        parts, cues, real_cues, with_real = _train_step(nets, weights, step_batch, spec, dev, dist)
+        done, epoch = it + 1, it // steps_per_epoch + 1
         c_epoch = cue_epoch(epochs_before, it, steps_per_epoch)
-        with spec.autocast():
-            fake = generator(pairs["bw"], cues.hint, cues.draft)
-        fake_real = None
-        if real is not None:
-            with spec.autocast():
-                fake_real = generator(real["bw"], real_cues.hint, real_cues.draft)
+        tail(done, lambda: metrics(parts, epoch, c_epoch, cues, real_cues if with_real else None),
+             lambda m: f"colorizer {step}: step {done}/{total_steps} epoch {epoch} " + " ".join(
+                 f"{k}={v:.4f}" for k, v in m.items() if k in ("g_mae", "g_total", "d_total")),
+             lambda: save_snapshot(done, epoch), lambda: checkpoint(done))
 
-        # Discriminator: real colour pages against detached colorizations (eq. 3).
-        parts = {}
-        if discriminator is not None:
-            discriminator.requires_grad_(True)
-            if y_real is None:
-                y_real = pairs["color"]
-            with spec.autocast():
-                d_loss, d_parts = discriminator_loss(
-                    weights,
-                    discriminator(y_real),
-                    discriminator(fake.detach()),
-                    discriminator(fake_real.detach()) if fake_real is not None else None,
-                )
-            opt_d.zero_grad(set_to_none=True)
-            scaler.scale(d_loss).backward()
-            dist.average_gradients(discriminator)
-            scaler.step(opt_d)
-            parts.update(d_parts)
-            discriminator.requires_grad_(False)  # G's step needs gradients through D, not into it
+    return _save_final(cfg, nets, out_dir, step, total_steps, epochs_before + total_steps / steps_per_epoch, snapshots,
+                       parts, dist)
 
-        # Generator (eq. 2).
-        with spec.autocast():
-            g_loss, g_parts = generator_loss(
-                weights,
-                fake,
-                pairs["color"],
-                perceptual,
-                discriminator(fake) if discriminator is not None else None,
-                discriminator(fake_real) if (discriminator is not None and fake_real is not None) else None,
-            )
-        opt_g.zero_grad(set_to_none=True)
-        scaler.scale(g_loss).backward()
-        dist.average_gradients(generator)
-        scaler.step(opt_g)
-        scaler.update()
-        parts.update(g_parts)
 
-        done = it + 1
-        if done % cfg.log_every == 0 or done == total_steps:
-            metrics = dist.mean({k: float(v) for k, v in parts.items()}) | {
-                "epoch": float(epoch), "cue_epoch": float(c_epoch),
-                "drafts": float(cues.has_draft.float().mean()), "hints": float(cues.has_hint.float().mean())}
-            if fake_real is not None:
-                metrics["real_drafts"] = float(real_cues.has_draft.float().mean())
-            tracker.log_metrics(metrics, step=done)
-            say(f"colorizer {step}: step {done}/{total_steps} epoch {epoch} " + " ".join(
-                f"{k}={v:.4f}" for k, v in metrics.items() if k in ("g_mae", "g_total", "d_total")))
-        if done % snapshot_every == 0 or done == total_steps:
-            save_snapshot(done, epoch)
-        if done % cfg.checkpoint_every == 0 or done == total_steps:
-            checkpoint(done)
-
+def _save_final(cfg: ColorizerTrainConfig, nets: _Networks, out_dir: Path, step: Step, total_steps: int, epochs_trained: float,
+                snapshots: list[Snapshot], parts: dict, dist: distributed.DistContext) -> ColorizerTrainResult:
+    """The trained generator (and discriminator) beside the checkpoints; rank 0 alone writes."""
     meta = {"generator_config": cfg.generator.to_dict(), "steps": total_steps, "train_step": step,
-            "epochs_trained": epochs_before + total_steps / steps_per_epoch,
-            "perceptual_random": bool(perceptual is not None and perceptual.random_init)}
+            "epochs_trained": epochs_trained, "perceptual_random": nets.perceptual_random}
     g_path, d_path = out_dir / "generator.safetensors", None
     if dist.is_main:
-        save_weights(g_path, generator, meta)
-    if discriminator is not None and dist.is_main:
-        d_path = save_weights(out_dir / "discriminator.safetensors", discriminator,
+        save_weights(g_path, nets.generator, meta)
+    if nets.discriminator is not None and dist.is_main:
+        d_path = save_weights(out_dir / "discriminator.safetensors", nets.discriminator,
                               {"discriminator_config": cfg.discriminator.to_dict(), "steps": total_steps})
     return ColorizerTrainResult(
         generator=g_path,
@@ -693,7 +735,7 @@ def train_colorizer(
         snapshots=snapshots,
         steps=total_steps,
         final_metrics={k: float(v) for k, v in parts.items()},
-        perceptual_random=bool(perceptual is not None and perceptual.random_init),
+        perceptual_random=nets.perceptual_random,
     )
 
 

@@ -23,29 +23,24 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
 from mangacolor.device import DeviceSpec
 from mangacolor.models.cut import (
-    CUTConfig,
-    PatchSampleMLP,
-    ResnetGenerator,
-    apply_cut,
-    build,
-    lsgan_d_loss,
-    lsgan_g_loss,
-    nce_loss,
+    CUTConfig, PatchSampleMLP, ResnetGenerator, apply_cut, build, lsgan_d_loss, lsgan_g_loss, nce_loss,
 )
 from mangacolor.tracking import Tracker
 from mangacolor.training import distributed
-from mangacolor.training.checkpoint import Checkpointer, load_configured, save_weights
-from mangacolor.training.loader import step_batches
+from mangacolor.training.checkpoint import Checkpointer
+from mangacolor.io.weights import load_configured, save_weights
+from mangacolor.training.loader import LoaderFields, step_batches
+from mangacolor.training.loop import LoopTail
 from mangacolor.training.refiner import sample_strip, step_seed
 
 __all__ = ["CUTTrainConfig", "train_cut", "apply_cut", "load_cut_generator", "cut_optimizers", "random_crops"]
 
 
-class CUTTrainConfig(BaseModel):
+class CUTTrainConfig(LoaderFields):
     model_config = ConfigDict(extra="forbid")
 
     model: CUTConfig = CUTConfig()
@@ -59,8 +54,6 @@ class CUTTrainConfig(BaseModel):
     log_every: int = 100
     sample_every: int = 2000
     seed: int = 0
-    num_workers: int | None = None  # data-loading worker processes; None: MANGACOLOR_WORKERS or cores - 1 (max 8)
-    prefetch_factor: int = 2
 
 
 def random_crops(pages: Sequence[np.ndarray], n: int, size: int, rng: np.random.Generator, flip: bool) -> torch.Tensor:
@@ -142,6 +135,7 @@ def train_cut(
     if progress:
         progress(f"cut: {'resuming at step ' + str(start) if start else 'starting'} of {cfg.steps}")
 
+    tail = LoopTail(cfg.steps, dist, tracker, cfg.log_every, cfg.checkpoint_every, cfg.sample_every, progress)
     metrics: dict[str, float] = {}
     for step, (real_a, real_b) in step_batches(crops, start, cfg.steps, dev, cfg.num_workers, cfg.prefetch_factor):
         patches = torch.Generator().manual_seed(step_seed(cfg.seed, step, 1))
@@ -181,18 +175,14 @@ def train_cut(
         scaler.update()
 
         done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.steps:
-            metrics = {"cut/d": loss_d.item(), "cut/g_gan": loss_gan.item(), "cut/nce": loss_nce.item()}
-            if m.nce_idt:
-                metrics["cut/nce_idt"] = loss_nce_y.item()
-            metrics = dist.mean(metrics)
-            tracker.log_metrics(metrics, step=done)
-            if progress:
-                progress(f"cut step {done}/{cfg.steps} nce {loss_nce.item():.4f} d {loss_d.item():.4f}")
-        if (done % cfg.sample_every == 0 or done == cfg.steps) and dist.is_main:
-            tracker.log_image(f"cut/samples_{done:08d}.png", sample_strip(real_a, fake_b, real_b))
-        if (done % cfg.checkpoint_every == 0 or done == cfg.steps) and dist.is_main:
-            ckpt.save(done, modules, optimizers | {"scaler": scaler}, extra={"stage": "cut", **distributed.written_by(dist)})
+        metrics = tail(
+            done,
+            lambda: dist.mean({"cut/d": loss_d.item(), "cut/g_gan": loss_gan.item(), "cut/nce": loss_nce.item()}
+                              | ({"cut/nce_idt": loss_nce_y.item()} if m.nce_idt else {})),
+            lambda _: f"cut step {done}/{cfg.steps} nce {loss_nce.item():.4f} d {loss_d.item():.4f}",
+            lambda: tracker.log_image(f"cut/samples_{done:08d}.png", sample_strip(real_a, fake_b, real_b)),
+            lambda: ckpt.save(done, modules, optimizers | {"scaler": scaler}, extra={"stage": "cut", **distributed.written_by(dist)}),
+        ) or metrics
 
     weights = out_dir / "cut_generator.safetensors"
     if dist.is_main:

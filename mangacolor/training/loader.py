@@ -8,7 +8,8 @@ processes, several steps ahead (`prefetch_factor` per worker), into pinned memor
 is a GPU, and the loop gets exactly the batches a single-process run would, in order. A resumed run
 starts the loader at its checkpoint's step, so the data position is the step itself.
 
-Workers: `num_workers=None` means `MANGACOLOR_WORKERS` if set, else min(8, cores available - 1).
+Workers: `num_workers=None` means `MANGACOLOR_WORKERS` if set, else min(8, cores available - 1)
+(`mangacolor.io.pagemap.resolve_workers`, the one place that decides).
 They are forked on Linux (so `make` may close over lists of pages and models without pickling);
 elsewhere `make` must be picklable. Workers leave OpenCV's thread pool alone: reconfiguring it
 (`cv2.setNumThreads`) in a forked child can wait forever on the parent's condition variables.
@@ -26,35 +27,29 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
-import os
+from dataclasses import dataclass
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
+from pydantic import BaseModel
 from torch.utils.data import DataLoader, Dataset
 
-WORKERS_ENV = "MANGACOLOR_WORKERS"
+from mangacolor.io.pagemap import resolve_workers
+
+@dataclass
+class LoaderSettings:
+    """How a loop reads its batches; every loop's config has these (`LoaderFields` for the pydantic ones)."""
+
+    num_workers: int | None = None  # DataLoader worker processes; None: mangacolor.io.pagemap.resolve_workers
+    prefetch_factor: int = 2  # batches each worker prepares ahead
 
 
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
+class LoaderFields(BaseModel):
+    """`LoaderSettings` for a loop config that is a pydantic model (CUT, the refiner)."""
 
-
-def default_workers() -> int:
-    """`MANGACOLOR_WORKERS` if set, else one worker per core but one (for the training loop), at most 8."""
-    env = os.environ.get(WORKERS_ENV)
-    if env not in (None, ""):
-        try:
-            n = int(env)
-        except ValueError:
-            raise ValueError(f"{WORKERS_ENV} must be a whole number of data-loading workers, got {env!r}") from None
-        if n < 0:
-            raise ValueError(f"{WORKERS_ENV} must be 0 or more, got {n}")
-        return n
-    return max(0, min(8, available_cores() - 1))
+    num_workers: int | None = None
+    prefetch_factor: int = 2
 
 
 class StepBatches(Dataset):
@@ -100,10 +95,7 @@ class Pinnable:
 def step_loader(make: Callable[[int], Any], start: int, stop: int, device: torch.device,
                 num_workers: int | None = None, prefetch_factor: int = 2) -> DataLoader:
     """The `DataLoader` over steps start..stop-1 (see the module docstring)."""
-    workers = default_workers() if num_workers is None else num_workers
-    if workers < 0:
-        raise ValueError(f"num_workers must be 0 or more, got {workers}")
-    workers = min(workers, max(0, stop - start))
+    workers = min(resolve_workers(num_workers), max(0, stop - start))
     context = None
     if workers > 0 and "fork" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("fork")

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 from torch import nn
 
 from mangacolor.data.augment import paired_augmentation
@@ -36,8 +36,10 @@ from mangacolor.models.cut import PatchDiscriminator, lsgan_d_loss, lsgan_g_loss
 from mangacolor.models.refiner import Refiner, RefinerConfig
 from mangacolor.tracking import Tracker
 from mangacolor.training import distributed
-from mangacolor.training.checkpoint import Checkpointer, load_configured, save_weights
-from mangacolor.training.loader import step_batches
+from mangacolor.training.checkpoint import Checkpointer
+from mangacolor.io.weights import load_configured, save_weights
+from mangacolor.training.loader import LoaderFields, step_batches
+from mangacolor.training.loop import LoopTail
 
 VGG16_FILE = "vgg16-397923af.pth"
 VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
@@ -47,7 +49,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class RefinerTrainConfig(BaseModel):
+class RefinerTrainConfig(LoaderFields):
     model_config = ConfigDict(extra="forbid")
 
     model: RefinerConfig = RefinerConfig()
@@ -68,8 +70,6 @@ class RefinerTrainConfig(BaseModel):
     log_every: int = 50
     sample_every: int = 1000
     seed: int = 0
-    num_workers: int | None = None  # data-loading worker processes; None: MANGACOLOR_WORKERS or cores - 1 (max 8)
-    prefetch_factor: int = 2
 
 
 # --- perceptual loss -----------------------------------------------------------------------------
@@ -228,6 +228,7 @@ def train_refiner(
     if progress:
         progress(f"refiner: {'resuming at step ' + str(start) if start else 'starting'} of {cfg.steps}")
 
+    tail = LoopTail(cfg.steps, dist, tracker, cfg.log_every, cfg.checkpoint_every, cfg.sample_every, progress)
     metrics: dict[str, float] = {}
     batches = step_batches(lambda s: _batch(cfg, pairs, augment, s, positions), start, cfg.steps, dev, cfg.num_workers, cfg.prefetch_factor)
     for step, (x, y) in batches:
@@ -258,18 +259,14 @@ def train_refiner(
         scaler.update()
 
         done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.steps:
-            metrics = {"refiner/loss": loss.item(), "refiner/l1": l1.item(), "refiner/perceptual": per.item()}
-            if cfg.adversarial:
-                metrics |= {"refiner/adv": adv.item(), "refiner/d": loss_d.item()}
-            metrics = dist.mean(metrics)
-            tracker.log_metrics(metrics, step=done)
-            if progress:
-                progress(f"refiner step {done}/{cfg.steps} loss {loss.item():.4f}")
-        if (done % cfg.sample_every == 0 or done == cfg.steps) and dist.is_main:
-            tracker.log_image(f"refiner/samples_{done:08d}.png", sample_strip(x, fake, y))
-        if (done % cfg.checkpoint_every == 0 or done == cfg.steps) and dist.is_main:
-            ckpt.save(done, modules, optimizers, extra={"stage": "refiner", **distributed.written_by(dist)})
+        metrics = tail(
+            done,
+            lambda: dist.mean({"refiner/loss": loss.item(), "refiner/l1": l1.item(), "refiner/perceptual": per.item()}
+                              | ({"refiner/adv": adv.item(), "refiner/d": loss_d.item()} if cfg.adversarial else {})),
+            lambda _: f"refiner step {done}/{cfg.steps} loss {loss.item():.4f}",
+            lambda: tracker.log_image(f"refiner/samples_{done:08d}.png", sample_strip(x, fake, y)),
+            lambda: ckpt.save(done, modules, optimizers, extra={"stage": "refiner", **distributed.written_by(dist)}),
+        ) or metrics
 
     weights = out_dir / "refiner.safetensors"
     if dist.is_main:

@@ -50,14 +50,16 @@ from mangacolor.models.stylegan2 import (
 )
 from mangacolor.tracking import Tracker
 from mangacolor.training import distributed
-from mangacolor.training.checkpoint import Checkpointer, save_weights
-from mangacolor.training.loader import step_batches
+from mangacolor.training.checkpoint import Checkpointer
+from mangacolor.io.weights import save_weights
+from mangacolor.training.loader import LoaderSettings, step_batches
+from mangacolor.training.loop import LoopTail
 
 GENERATOR_FILE = "generator.safetensors"
 
 
 @dataclass
-class StyleGANTrainConfig:
+class StyleGANTrainConfig(LoaderSettings):
     # networks (256 px, config-f)
     size: int = 256
     style_dim: int = 512
@@ -86,8 +88,6 @@ class StyleGANTrainConfig:
     checkpoint_every: int = 2000
     n_samples: int = 8
     truncations: tuple[float, ...] = (1.0, 0.7, 0.5)
-    num_workers: int | None = None  # data-loading worker processes; None: MANGACOLOR_WORKERS or cores - 1 (max 8)
-    prefetch_factor: int = 2
 
     def networks(self) -> StyleGAN2Config:
         return StyleGAN2Config(self.size, self.style_dim, self.n_mlp, self.channel_multiplier, self.channel_max)
@@ -398,6 +398,16 @@ def train_stylegan(cfg: StyleGANTrainConfig, images, out_dir: str | Path, device
 
     batches = _RealBatches(images, cfg.batch_size, cfg.size, spec.seed, cfg.hflip)
     sample_z = torch.randn(cfg.n_samples, cfg.style_dim, generator=torch.Generator().manual_seed(spec.seed)).to(spec.device)
+    tail = LoopTail(cfg.iterations, dist, tracker, cfg.log_every, cfg.checkpoint_every, cfg.sample_every, say)
+
+    def logged() -> dict[str, float]:
+        metrics["images_per_s"] = images_done / max(1e-9, time.perf_counter() - t0)
+        return dist.mean(metrics)
+
+    def checkpoint() -> None:
+        checkpointer.save(done, modules, optimizers, {"mean_path_length": state.mean_path_length, **distributed.written_by(dist)})
+        say(f"checkpoint step {done}")
+
     metrics: dict[str, float] = {}
     t0, images_done = time.perf_counter(), 0
     cpu = torch.device("cpu")
@@ -408,16 +418,10 @@ def train_stylegan(cfg: StyleGANTrainConfig, images, out_dir: str | Path, device
         metrics = stylegan_step(state, real, step, cfg, spec, dist)
         images_done += cfg.batch_size
         done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.iterations:
-            metrics["images_per_s"] = images_done / max(1e-9, time.perf_counter() - t0)
-            metrics = dist.mean(metrics)
-            tracker.log_metrics(metrics, step=done)
-            say(f"step {done}/{cfg.iterations} d_loss {metrics['d_loss']:.3f} g_loss {metrics['g_loss']:.3f}")
-        if (done % cfg.sample_every == 0 or done == cfg.iterations) and dist.is_main:
-            tracker.log_image(f"samples/step_{done:08d}.png", sample_grid(state.g_ema, sample_z, cfg.truncations, spec.seed))
-        if (done % cfg.checkpoint_every == 0 or done == cfg.iterations) and dist.is_main:
-            checkpointer.save(done, modules, optimizers, {"mean_path_length": state.mean_path_length, **distributed.written_by(dist)})
-            say(f"checkpoint step {done}")
+        metrics = tail(done, logged, lambda m: f"step {done}/{cfg.iterations} d_loss {m['d_loss']:.3f} g_loss {m['g_loss']:.3f}",
+                       lambda: tracker.log_image(f"samples/step_{done:08d}.png",
+                                                 sample_grid(state.g_ema, sample_z, cfg.truncations, spec.seed)),
+                       checkpoint) or metrics
 
     generator_path = out_dir / GENERATOR_FILE
     if dist.is_main:

@@ -17,9 +17,9 @@ from mangacolor.config import PRESET_DIR, load_preset
 from mangacolor.inference.bundle import ModelBundle
 from mangacolor.io.images import read_image
 from mangacolor.io.store import Store
-from mangacolor.registry import MODEL_NAME
-from mangacolor.training.checkpoint import load_weights
-from tests.training.test_colorization_stages import store_drafting_models
+from mangacolor.inference.registry import MODEL_NAME
+from mangacolor.io.weights import load_weights
+from tests.stages.test_colorization import store_drafting_models
 
 CHAIN = ["colorizer_step1_snapshots", "colorizer_step1_finetuned", "selected_snapshots", "pseudolabels", "colorizer_step2",
          "colorizer_final"]
@@ -270,13 +270,7 @@ def test_the_holdout_check_fails_when_a_stage_recorded_a_holdout_page(chain):
     store = Store(project["artifacts"])
     resource = StoreResource(artifact_root=str(project["artifacts"]))
     assert holdout_never_trained_step2(store=resource).passed
-    splits = store.latest_manifest("page_splits")
-    leaked = splits.loc[splits.split == "holdout", "id"].iloc[0]
-    writer = store.begin("colorizer_step2")
-    for row in store.latest_manifest("colorizer_step2").to_dict("records"):
-        writer.add(row)
-    writer.add({"id": f"pseudolabel_bw:{leaked}", "status": "ok", "role": "pseudolabel_bw", "page_id": leaked})
-    writer.commit()
+    leaked = _train_on_a_holdout_page(store, "colorizer_step2", "pseudolabel_bw")
     result = holdout_never_trained_step2(store=resource)
     assert not result.passed and result.metadata["leaked_ids"].value == [leaked]
 
@@ -290,12 +284,18 @@ def test_the_fine_tune_has_a_blocking_holdout_check(chain):
     assert checks[("colorizer_step1_finetuned", "holdout_never_trained")]
     assert all(spec.blocking for spec in holdout_never_trained_step1_finetuned.check_specs)
     store = Store(project["artifacts"])
-    splits = store.latest_manifest("page_splits")
-    leaked = splits.loc[splits.split == "holdout", "id"].iloc[0]
-    writer = store.begin("colorizer_step1_finetuned")
-    for row in store.latest_manifest("colorizer_step1_finetuned").to_dict("records"):
-        writer.add(row)
-    writer.add({"id": f"matched_bw:{leaked}", "status": "ok", "role": "matched_bw", "page_id": leaked})
-    writer.commit()
+    leaked = _train_on_a_holdout_page(store, "colorizer_step1_finetuned", "matched_bw")
     failed = holdout_never_trained_step1_finetuned(store=StoreResource(artifact_root=str(project["artifacts"])))
     assert not failed.passed and failed.metadata["leaked_ids"].value == [leaked]
+
+
+def _train_on_a_holdout_page(store, asset: str, role: str) -> str:
+    """A new version of `asset` whose manifest says it also trained on a holdout page (as `role`); returns that page."""
+    splits = store.latest_manifest("page_splits")
+    leaked = splits.loc[splits.split == "holdout", "id"].iloc[0]
+    writer = store.begin(asset)
+    for row in store.latest_manifest(asset).to_dict("records"):
+        writer.add(row)
+    writer.add({"id": f"{role}:{leaked}", "status": "ok", "role": role, "page_id": leaked})
+    writer.commit()
+    return leaked

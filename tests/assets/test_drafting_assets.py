@@ -12,13 +12,13 @@ import yaml
 import assets.drafting
 import assets.ingest
 from mangacolor.device import DeviceSpec
-from mangacolor.drafting.pages import GREY_FALLBACK_NOTE, RANDOM_INIT_NOTE, invert_pages, load_latents, load_stored_psp
+from mangacolor.stages.drafting import GREY_FALLBACK_NOTE, RANDOM_INIT_NOTE, invert_pages, load_latents, load_stored_psp
 from mangacolor.drafting.blur import resize_square
 from mangacolor.io.images import read_image
 from mangacolor.io.store import Store
 from mangacolor.models.psp import load_psp
 from mangacolor.models.stylegan2 import load_generator
-from mangacolor.synthetic.pages import model_weights
+from mangacolor.stages.common import model_weights
 from pipelines.definitions import build_resources
 
 TITLES = ["azure_tide", "crimson_oath"]

@@ -22,7 +22,7 @@ from assets.resources import MlflowResource, StoreResource
 from mangacolor.config import load_preset
 from mangacolor.eval.report import RANDOM_INIT_NOTE
 from mangacolor.io.store import Store
-from mangacolor.registry import MODEL_NAME, logged_model_id, promote, register_bundle, version_by_alias
+from mangacolor.inference.registry import MODEL_NAME, logged_model_id, promote, register_bundle, version_by_alias
 from pipelines.definitions import executable_defs
 
 BW_TITLES = ["night_harbor", "paper_moon"]
@@ -279,3 +279,30 @@ def test_sensor_runs_evaluate_the_version_it_saw_and_promote_it_once(env):
     result = defs.get_job_def("promote_model").execute_in_process(instance=instance, tags=promotions[0].tags)
     (event,) = result.get_asset_materialization_events()
     assert event.asset_key.to_user_string() == "champion_model" and _alias("champion") == v1
+
+
+def test_an_imported_model_is_scored_alone_while_there_is_no_candidate(env):
+    """The 2021 release imported and registered as mangacolor-colorizer-mc2 (no alias), before the pipeline
+    has trained anything: fid_report pinned to it scores it like a candidate; nothing can be promoted."""
+    defs = _preset(env)
+    instance = dg.DagsterInstance.ephemeral()
+    _ingest(defs, instance, env)
+    mlflow.set_tracking_uri(env["tracking_uri"])
+    mlflow.create_experiment("mangacolor", artifact_location=env["mlartifacts"])  # as _register does
+    mlflow.set_experiment("mangacolor")
+    folder = tiny_bundle(env["bundles"] / "mc2", "page")
+    from mangacolor.inference.imported import register_imported
+
+    info = json.loads((folder / "bundle.json").read_text())
+    (folder / "bundle.json").write_text(json.dumps({**info, "variant": "mc2"}))
+    mc2 = register_imported(folder)
+    assert mc2.name == f"{MODEL_NAME}-mc2" and _alias("candidate") is None
+    config = {"ops": {"fid_report": {"config": {"model_name": mc2.name, "model_version": str(mc2.version)}}}}
+    result = dg.materialize(executable_defs(defs), selection=["fid_report"], partition_key="holdout", instance=instance,
+                            resources=defs.resources, run_config=config, raise_on_error=False)
+    meta = {k: getattr(v, "value", v) for k, v in result.get_asset_materialization_events()[0]
+            .event_specific_data.materialization.metadata.items()}
+    assert meta["evaluated_row"] == "mc2/auto" and meta["candidate_version"] == "none" and meta["candidate_fid"] > 0
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert checks["candidate_not_worse"].passed is False  # no candidate row: nothing the gate could promote
+    assert _alias("champion") is None

@@ -9,7 +9,7 @@ import yaml
 from assets.ingest import register_and_observe
 from mangacolor.config import load_preset
 from mangacolor.io.store import Store
-from mangacolor.synthetic.pages import model_weights
+from mangacolor.stages.common import model_weights
 from mangacolor.training.cut import load_cut_generator
 from mangacolor.training.refiner import load_refiner
 from pipelines.definitions import executable_defs

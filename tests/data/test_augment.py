@@ -114,7 +114,7 @@ def test_colour_page_jitter_is_seeded_and_keeps_the_page_shape():
 
 import cv2  # noqa: E402
 
-from mangacolor.data.augment import canvas_size  # noqa: E402
+from mangacolor.data.canvas import canvas_size  # noqa: E402
 from mangacolor.training.colorizer import random_crop  # noqa: E402
 
 DRAFT_SIGMA = 3.0  # px at the page's own scale

@@ -17,8 +17,8 @@ import pytest
 
 from mangacolor.data.matching import MatchConfig, match_pages, match_title, warp_color_to_bw
 from mangacolor.io.images import read_image
-from mangacolor.data.rescans import corner_error as scan_corner_error
-from mangacolor.data.rescans import real_pair, scan_pair
+from mangacolor.demo.rescans import corner_error as scan_corner_error
+from mangacolor.demo.rescans import real_pair, scan_pair
 
 
 # ----------------------------------------------------------------------------------------------

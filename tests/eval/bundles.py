@@ -12,11 +12,11 @@ from pathlib import Path
 
 import torch
 
-from mangacolor.inference.bundle import write_bundle
+from mangacolor.io.bundle import write_bundle
 from mangacolor.models.colorizer import ColorizerConfig, build_generator
 from mangacolor.models.psp import EncoderConfig, PSp
 from mangacolor.models.stylegan2 import StyleGAN2Config, generator_state
-from mangacolor.training.checkpoint import save_weights
+from mangacolor.io.weights import save_weights
 
 TINY_GAN = StyleGAN2Config(size=32, style_dim=16, n_mlp=1, channel_multiplier=1, channel_max=8)
 TINY_ENCODER = EncoderConfig(input_nc=1, input_size=32, widths=(4, 4, 8, 8), units=(1, 1, 1, 1), se_reduction=4)

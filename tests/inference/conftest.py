@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from mangacolor.inference.bundle import write_bundle
+from mangacolor.io.bundle import write_bundle
 from mangacolor.models.colorizer import ColorizerConfig, build_generator
 from mangacolor.models.psp import EncoderConfig, PSp
 from mangacolor.models.stylegan2 import StyleGAN2Config, generator_state
-from mangacolor.training.checkpoint import save_weights
+from mangacolor.io.weights import save_weights
 
 
 def make_bundle(tmp, colorizer_module=None):

@@ -7,7 +7,7 @@ import pytest
 
 from mangacolor.inference import Colorizer, InputError
 from mangacolor.io.images import encode_png
-from mangacolor.registry import promote, register_bundle
+from mangacolor.inference.registry import promote, register_bundle
 
 
 def _page(h=80, w=56, seed=0):
@@ -59,3 +59,21 @@ def test_from_registry_loads_the_champion(bundle, tmp_path):
         assert np.array_equal(from_registry, Colorizer.from_bundle(bundle).colorize(page))
     finally:
         mlflow.set_tracking_uri(None)
+
+
+def test_without_a_model_named_the_champion_is_used_else_the_candidate(bundle, tmp_path, monkeypatch):
+    """One rule for `Colorizer.from_registry()`, `mangacolor colorize` and `mangacolor serve`: a fresh
+    registry (as after `mangacolor demo`) has only a candidate, and that is what colours."""
+    from mangacolor.inference.registry import default_model
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with pytest.raises(FileNotFoundError, match="champion or candidate"):
+        default_model()
+    exp = mlflow.create_experiment("api", artifact_location=(tmp_path / "art").as_uri())
+    with mlflow.start_run(experiment_id=exp):
+        version = register_bundle(bundle)  # alias candidate
+    page = _page(seed=3)
+    assert default_model() == "models:/mangacolor-colorizer@candidate"
+    assert np.array_equal(Colorizer.from_registry().colorize(page), Colorizer.from_bundle(bundle).colorize(page))
+    promote(version.version)
+    assert default_model() == "models:/mangacolor-colorizer@champion"

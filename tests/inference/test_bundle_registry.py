@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from mangacolor.inference.bundle import ModelBundle, write_bundle
+from mangacolor.inference.bundle import ModelBundle
 from mangacolor.models.colorizer import ColorizerConfig, build_generator
-from mangacolor.registry import MODEL_NAME, download_bundle, promote, register_bundle, version_by_alias
-from mangacolor.training.checkpoint import save_weights
+from mangacolor.inference.registry import MODEL_NAME, promote, register_bundle, version_by_alias
+from mangacolor.io.bundle import download_bundle, write_bundle
+from mangacolor.io.weights import save_weights
 
 
 @pytest.fixture()
@@ -89,3 +90,34 @@ def test_a_broken_tracking_store_is_an_error_not_no_champion(bundle_dir, tmp_pat
         con.execute("DROP TABLE registered_model_aliases")
     with pytest.raises(mlflow.exceptions.MlflowException, match="registered_model_aliases"):
         version_by_alias("champion")
+
+
+def test_an_imported_model_registers_under_its_own_name_and_is_evaluable_without_a_candidate(bundle_dir, tmp_path):
+    import json
+
+    from mangacolor.eval.candidates import models_to_evaluate
+    from mangacolor.inference.imported import register_imported
+
+    info = json.loads((bundle_dir / "bundle.json").read_text())
+    (bundle_dir / "bundle.json").write_text(json.dumps({**info, "variant": "mc2", "source": "manga-colorization-v2"}))
+    db = tmp_path / "mlflow.db"
+    mlflow.set_tracking_uri(f"sqlite:///{db}")
+    client = mlflow.MlflowClient()
+    mc2 = register_imported(bundle_dir, client=client)
+    assert mc2.name == f"{MODEL_NAME}-mc2" and mc2.tags["variant"] == "mc2"
+    assert client.get_registered_model(mc2.name).aliases == {}
+    assert version_by_alias("candidate") is None and version_by_alias("champion") is None
+    with pytest.raises(ValueError, match="only the full method"):
+        promote(mc2.version, name=mc2.name)
+    # No pipeline candidate yet: fid_report pinned to the import scores it alone.
+    with pytest.raises(LookupError):
+        models_to_evaluate(client)
+    alone = models_to_evaluate(client, pinned={mc2.name: str(mc2.version)})
+    assert [(m.name, m.role, m.uri) for m in alone] == [("mc2", "variant", f"models:/{MODEL_NAME}-mc2/{mc2.version}")]
+    assert ModelBundle.load(alone[0].uri).colorize(np.zeros((20, 20), np.uint8)).shape == (20, 20, 3)
+    # Once the pipeline registers a candidate, the import is a row beside it, never the candidate.
+    exp = mlflow.create_experiment("t", artifact_location=(tmp_path / "art").as_uri())
+    with mlflow.start_run(experiment_id=exp):
+        full = register_bundle(bundle_dir, tags={"variant": "full"})
+    rows = {m.name: m for m in models_to_evaluate(client)}
+    assert rows["candidate"].version == str(full.version) and rows["mc2"].role == "variant"

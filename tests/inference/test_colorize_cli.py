@@ -1,7 +1,6 @@
 """`mangacolor colorize` as a user meets it: where files go, archives, colour pages, re-runs, samples,
 a reference and a locked palette, bad input (exit codes, one-line errors), Ctrl-C and progress."""
 
-import argparse
 import io
 import os
 import signal
@@ -231,7 +230,7 @@ def test_ctrl_c_keeps_finished_pages_and_a_rerun_goes_on(bundle, tmp_path):
 def test_ctrl_c_is_not_lost_in_a_catch_all(tmp_path):
     """An interrupt whose KeyboardInterrupt lands in code that swallows everything (a finalizer, a
     library's bare except) still ends the run after the page in hand, with exit 130 and that page kept."""
-    from mangacolor.cli import _run_units
+    from mangacolor.inference.batch import BatchOptions, run_units
     from mangacolor.inference.pages import plan_outputs
 
     src = tmp_path / "in"
@@ -250,12 +249,12 @@ def test_ctrl_c_is_not_lost_in_a_catch_all(tmp_path):
                 pass
         return [page]
 
-    args = argparse.Namespace(out=tmp_path / "out", overwrite=False, quiet=True, force=False)
+    opts = BatchOptions(out=tmp_path / "out", quiet=True)
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as at a terminal, even in a background test run
     try:
-        rc = _run_units(plan_outputs([src], args.out), process, args, what="copied")
+        rc = run_units(plan_outputs([src], opts.out), process, opts, what="copied")
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the CLI's handler is gone again
     finally:
         signal.signal(signal.SIGINT, previous)
     assert rc == 130 and len(seen) == 2
-    assert sorted(p.name for p in args.out.rglob("*.png")) == ["0.png", "1.png"]
+    assert sorted(p.name for p in opts.out.rglob("*.png")) == ["0.png", "1.png"]

@@ -11,11 +11,11 @@ import torch
 from mangacolor.cli import main
 from mangacolor.demo.corpus import render_page
 from mangacolor.inference import Colorizer
-from mangacolor.inference.bundle import write_bundle
+from mangacolor.io.bundle import write_bundle
 from mangacolor.inference.hints import HintError, load_hints
 from mangacolor.io.images import encode_png, read_image
 from mangacolor.models.colorizer import ColorizationGenerator, ColorizerConfig
-from mangacolor.training.checkpoint import save_weights
+from mangacolor.io.weights import save_weights
 
 HINT_RGB = (40, 90, 220)
 

@@ -22,13 +22,7 @@ from mangacolor.models.cut import (
 from mangacolor.training.cut import CUTTrainConfig, cut_optimizers
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors: a second OpenMP thread only contends on the shared 2-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_patch_nce_matches_hand_computation():

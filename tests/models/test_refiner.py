@@ -8,13 +8,7 @@ import torch.nn.functional as F
 from mangacolor.models.refiner import TINY, Refiner, RefinerConfig, SEResNeXtBottleneck, multiple, refine
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors: a second OpenMP thread only contends on the shared 2-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_output_matches_input_and_stays_in_tanh_range():

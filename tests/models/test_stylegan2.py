@@ -14,7 +14,6 @@ from mangacolor.models.stylegan2 import (
     StyleGAN2Config,
     Upsample,
     blur_kernel,
-    count_parameters,
     d_logistic_loss,
     d_r1_loss,
     g_nonsaturating_loss,
@@ -24,6 +23,7 @@ from mangacolor.models.stylegan2 import (
     load_port_checkpoint,
     mixing_noise,
 )
+from mangacolor.io.weights import count_parameters
 
 TINY = StyleGAN2Config(size=16, style_dim=16, n_mlp=2, channel_multiplier=1, channel_max=8)
 

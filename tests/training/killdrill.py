@@ -70,7 +70,7 @@ def stylegan(out: Path, workers: int, spec: DeviceSpec, progress, batch: int = 4
 def _generator_file(folder: Path) -> Path:
     """A frozen tiny StyleGAN2 generator (the same bytes every time) for the pSp encoders."""
     from mangacolor.models.stylegan2 import StyleGAN2Config, generator_state
-    from mangacolor.training.checkpoint import save_weights
+    from mangacolor.io.weights import save_weights
 
     path = folder / "frozen_generator.safetensors"
     if not path.exists():
@@ -81,7 +81,7 @@ def _generator_file(folder: Path) -> Path:
 
 
 def _psp(out: Path, workers: int, spec: DeviceSpec, progress, input_nc: int, batch: int = 2) -> list[Path]:
-    from mangacolor.training.drafting import PSpTrainConfig, train_psp
+    from mangacolor.training.psp import PSpTrainConfig, train_psp
 
     g = torch.Generator().manual_seed(1)
     pairs = []

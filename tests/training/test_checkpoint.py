@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from mangacolor.training.checkpoint import Checkpointer, load_weights, save_weights
+from mangacolor.training.checkpoint import Checkpointer
 
 
 def _model():
@@ -59,16 +59,6 @@ def test_restore_names_missing_module(tmp_path):
     Checkpointer(tmp_path).save(1, {"g": _model()})
     with pytest.raises(KeyError, match="no weights for module 'd'"):
         Checkpointer(tmp_path).restore({"d": _model()})
-
-
-def test_weights_round_trip_with_metadata(tmp_path):
-    m = _model()
-    save_weights(tmp_path / "w.safetensors", m, {"config": {"width": 8}, "random_init": True})
-    state, meta = load_weights(tmp_path / "w.safetensors")
-    assert meta == {"config": {"width": 8}, "random_init": True}
-    assert all(torch.equal(state[k], v) for k, v in m.state_dict().items())
-    with pytest.raises(FileNotFoundError, match="weights file not found"):
-        load_weights(tmp_path / "missing.safetensors")
 
 
 def test_grad_scaler_and_scheduler_state_come_back(tmp_path):

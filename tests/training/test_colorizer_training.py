@@ -22,7 +22,7 @@ from mangacolor.losses.colorization import (
 from mangacolor.models.colorizer import ColorizerConfig, build_generator
 from mangacolor.models.discriminator import DiscriminatorConfig
 from mangacolor.tracking import NullTracker
-from mangacolor.training.checkpoint import load_weights
+from mangacolor.io.weights import load_weights
 from mangacolor.training.colorizer import (
     BwDataset,
     ColorizerTrainConfig,

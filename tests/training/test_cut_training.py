@@ -8,19 +8,15 @@ from safetensors.torch import load_file
 from mangacolor.device import DeviceSpec
 from mangacolor.models.cut import TINY, CUTConfig
 from mangacolor.tracking import NullTracker
-from mangacolor.training.checkpoint import Checkpointer, load_weights
+from mangacolor.training.checkpoint import Checkpointer
+from mangacolor.io.weights import load_weights
 from mangacolor.training.cut import CUTTrainConfig, apply_cut, load_cut_generator, random_crops, train_cut
+from tests.training.crashing import CrashAfter
 
 CPU = DeviceSpec(torch.device("cpu"))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors: a second OpenMP thread only contends on the shared 2-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def pages(n, seed, hw=(48, 40)):
@@ -31,20 +27,6 @@ def pages(n, seed, hw=(48, 40)):
 def config(**kw):
     base = dict(model=TINY, steps=4, crop=32, checkpoint_every=2, log_every=1, sample_every=2)
     return CUTTrainConfig(**{**base, **kw})
-
-
-class CrashAfter:
-    def __init__(self, items, n):
-        self.items, self.left = items, n
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        self.left -= 1
-        if self.left < 0:
-            raise RuntimeError("simulated crash")
-        return self.items[i]
 
 
 def test_resumed_run_ends_with_the_same_weights(tmp_path):

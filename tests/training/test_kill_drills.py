@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 import mangacolor.data.augment  # noqa: F401
 import mangacolor.training.colorizer  # noqa: F401
 import mangacolor.training.cut  # noqa: F401
-import mangacolor.training.drafting  # noqa: F401
+import mangacolor.training.psp  # noqa: F401
 import mangacolor.training.refiner  # noqa: F401
 import mangacolor.training.stylegan  # noqa: F401
 from tests.training import killdrill

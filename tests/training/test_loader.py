@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from mangacolor.training.loader import default_workers, step_batches, step_loader
+from mangacolor.training.loader import step_batches, step_loader
+from mangacolor.io.pagemap import default_workers
 
 
 def make(step: int) -> dict:

@@ -7,19 +7,14 @@ import torch
 from mangacolor.device import DeviceSpec
 from mangacolor.models.refiner import TINY, refine
 from mangacolor.tracking import NullTracker
-from mangacolor.training.checkpoint import load_weights
+from mangacolor.io.weights import load_weights
 from mangacolor.training.refiner import VGG16_FILE, RefinerTrainConfig, VGG16Features, VGGPerceptual, load_refiner, train_refiner
+from tests.training.crashing import CrashAfter
 
 CPU = DeviceSpec(torch.device("cpu"))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors: a second OpenMP thread only contends on the shared 2-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def make_pairs(n=3, hw=(40, 36)):
@@ -36,22 +31,6 @@ def make_pairs(n=3, hw=(40, 36)):
 def config(**kw):
     base = dict(model=TINY, steps=4, batch_size=2, crop_hw=(32, 24), perceptual_layers=(3,), vgg_weights="random", checkpoint_every=2, log_every=1, sample_every=2, lr=1e-3)
     return RefinerTrainConfig(**{**base, **kw})
-
-
-class CrashAfter:
-    """A pair sequence that fails on its n-th read: a worker killed in the middle of a step."""
-
-    def __init__(self, pairs, n):
-        self.pairs, self.left = pairs, n
-
-    def __len__(self):
-        return len(self.pairs)
-
-    def __getitem__(self, i):
-        self.left -= 1
-        if self.left < 0:
-            raise RuntimeError("simulated crash")
-        return self.pairs[i]
 
 
 def test_resumed_run_ends_with_the_same_weights(tmp_path):

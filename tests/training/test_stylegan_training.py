@@ -11,7 +11,8 @@ import torch
 from mangacolor.device import DeviceSpec
 from mangacolor.models.stylegan2 import StyleGAN2Config, load_generator
 from mangacolor.tracking import NullTracker
-from mangacolor.training.checkpoint import Checkpointer, load_weights
+from mangacolor.training.checkpoint import Checkpointer
+from mangacolor.io.weights import load_weights
 from mangacolor.training.stylegan import StyleGANTrainConfig, learning_rate, train_stylegan
 
 CPU = DeviceSpec(torch.device("cpu"), None, seed=3)

@@ -1,10 +1,9 @@
-"""pSp training (mangacolor/training/drafting.py): overfits a batch, resumes exactly, builds LPIPS offline."""
+"""pSp training (mangacolor/training/psp.py): overfits a batch, resumes exactly, offline."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import socket
 
 import pytest
 import torch
@@ -14,8 +13,9 @@ from mangacolor.device import DeviceSpec
 from mangacolor.models.psp import load_psp
 from mangacolor.models.stylegan2 import StyleGAN2Config, generator_state
 from mangacolor.tracking import NullTracker
-from mangacolor.training.checkpoint import Checkpointer, load_weights, save_weights
-from mangacolor.training.drafting import PSpTrainConfig, build_lpips, train_psp
+from mangacolor.training.checkpoint import Checkpointer
+from mangacolor.io.weights import load_weights, save_weights
+from mangacolor.training.psp import PSpTrainConfig, train_psp
 
 CPU = DeviceSpec(torch.device("cpu"), None, seed=5)
 TINY = PSpTrainConfig(
@@ -24,26 +24,7 @@ TINY = PSpTrainConfig(
 )
 
 
-@pytest.fixture(autouse=True)
-def offline_empty_hub(tmp_path, monkeypatch):
-    """No user VGG file and no network: what a fresh CI machine sees."""
-    hub = tmp_path / "hub"
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("network access attempted")
-
-    connect = socket.socket.connect
-
-    def refuse_network(sock, *args, **kwargs):
-        # Local (AF_UNIX) sockets stay: the loader's worker processes pass tensors through them.
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            refuse()
-        return connect(sock, *args, **kwargs)
-
-    monkeypatch.setattr(socket.socket, "connect", refuse_network)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    return hub
+pytestmark = pytest.mark.usefixtures("offline_empty_hub")  # tests/conftest.py: no VGG file, no network
 
 
 @pytest.fixture()
@@ -109,32 +90,6 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path, generator_file):
     assert set(a) == set(b) and any("running_mean" in k for k in a)
     for key in a:
         assert torch.equal(a[key], b[key]), key
-
-
-def test_lpips_reads_the_users_vgg_file_when_present(offline_empty_hub):
-    model, trunk = build_lpips("vgg")
-    assert trunk == "random"
-    # a torchvision-format file (features.* keys) in the hub cache is picked up, nothing else needed
-    convs = {f"features.{idx}": layer for s in (m for n, m in model.net.named_children() if n.startswith("slice"))
-             for idx, layer in s.named_children() if isinstance(layer, torch.nn.Conv2d)}
-    state = {}
-    for i, (name, layer) in enumerate(convs.items()):
-        state[f"{name}.weight"] = torch.full_like(layer.weight, 0.001 * (i + 1))
-        state[f"{name}.bias"] = torch.full_like(layer.bias, -0.01 * (i + 1))
-    (offline_empty_hub / "checkpoints").mkdir(parents=True)
-    torch.save(state, offline_empty_hub / "checkpoints" / "vgg16-397923af.pth")
-    loaded, trunk = build_lpips("vgg")
-    assert trunk == "imagenet"
-    got = {f"features.{idx}": layer for s in (m for n, m in loaded.net.named_children() if n.startswith("slice"))
-           for idx, layer in s.named_children() if isinstance(layer, torch.nn.Conv2d)}
-    assert len(got) == 13
-    for name, layer in got.items():
-        assert torch.equal(layer.weight, state[f"{name}.weight"]) and torch.equal(layer.bias, state[f"{name}.bias"])
-    # the calibrated linear layers come from the lpips package, not from random init
-    assert not any(p.requires_grad for p in loaded.parameters())
-    assert loaded.lin0.model[-1].weight.min() >= 0  # LPIPS weights are non-negative by construction
-    with pytest.raises(FileNotFoundError, match="vgg16-397923af.pth"):
-        build_lpips("vgg", offline_empty_hub / "elsewhere.pth")
 
 
 def test_empty_dataset_is_refused(tmp_path, generator_file):

@@ -7,9 +7,10 @@ import torch
 
 from mangacolor.io.images import encode_png, read_image
 from mangacolor.io.store import Store, sha256_bytes
-from mangacolor.synthetic.pages import RefinerPairs, model_weights, translate_stage, write_model, xdog_stage
+from mangacolor.stages.synthetic import RefinerPairs, translate_stage, xdog_stage
+from mangacolor.stages.common import model_weights, write_model
 from mangacolor.synthetic.xdog import PRESETS, xdog
-from mangacolor.training.checkpoint import load_weights, save_weights
+from mangacolor.io.weights import load_weights, save_weights
 
 
 def _page(seed: int, shape=(48, 32, 3)) -> np.ndarray:
@@ -101,7 +102,7 @@ def test_model_rows_name_every_training_page_and_the_weights_load_back(tmp_path)
 def test_colour_pages_are_jittered_before_xdog_per_page_and_reproducibly(tmp_path):
     """Appendix B: colour jitter of the colour page before the synthetic preprocessing; the draw depends on the page alone."""
     from mangacolor.data.augment import color_page_jitter
-    from mangacolor.synthetic.pages import page_seed
+    from mangacolor.stages.synthetic import page_seed
 
     store = Store(tmp_path)
     pages = {f"{i:03d}.png": encode_png(_page(i, (64, 48, 3))) for i in range(4)}

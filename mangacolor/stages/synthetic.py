@@ -25,10 +25,7 @@ pages of a title; `gap_pages` chooses the compared pages from the manifest befor
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -37,12 +34,14 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from mangacolor.config import stage_config
 from mangacolor.data.datasets import ManifestImages
-from mangacolor.data.splits import holdout_pages, training_pages
 from mangacolor.eval.gap import synthetic_gap
+from mangacolor.io.files import write_atomic
 from mangacolor.io.images import ImageError, encode_png, read_image
-from mangacolor.io.pagemap import map_batches, size_batches
+from mangacolor.io.pagemap import WORKERS_HELP, map_batches, size_batches
 from mangacolor.io.store import Store, VersionWriter, ok_rows, safe_part, sha256_bytes
+from mangacolor.stages.common import PageSummary, model_weights, real_training_rows
 from mangacolor.synthetic.xdog import PRESETS, XDoGConfig, XDoGError, xdog
 
 # --- configuration -------------------------------------------------------------------------------
@@ -88,26 +87,11 @@ class GapConfig(BaseModel):
 
 
 def training_bw_rows(store: Store) -> pd.DataFrame:
-    """The ok black-and-white pages of the train split (`page_splits`), with `uri`; never the holdout.
-
-    Pages added after the split was made are in neither split and are left out until it is re-made.
-    """
-    splits = store.latest_manifest("page_splits")
-    train_ids = set(training_pages(splits)["id"]) - set(holdout_pages(splits)["id"])
-    rows = ok_rows(store, "bw_pages")
-    rows = rows[rows["id"].isin(train_ids)].sort_values("id").reset_index(drop=True)
+    """The ok black-and-white pages of the train split (`page_splits`), with `uri`, by id; never the holdout."""
+    rows = real_training_rows(store)
     if rows.empty:
         raise ValueError("no black-and-white training pages: materialize bw_pages and page_splits first")
     return rows
-
-
-def rows_digest(rows: pd.DataFrame) -> str:
-    """A short digest of which pages (id and content) a model is trained on."""
-    h = hashlib.sha256()
-    shas = rows["sha256"] if "sha256" in rows else [""] * len(rows)
-    for page_id, sha in sorted(zip(rows["id"], shas)):
-        h.update(f"{page_id}|{sha}\n".encode())
-    return h.hexdigest()[:16]
 
 
 def subsample(rows: pd.DataFrame, n: int | None, seed: int = 0) -> pd.DataFrame:
@@ -135,7 +119,7 @@ def gap_pages(store: Store, rows: pd.DataFrame, cfg: GapConfig) -> ManifestImage
 class PageStageConfig(BaseModel):
     """Preset section `synthetic_pages:`: how the per-title stages spread their pages over processes and batches.
 
-    What the stages write does not depend on these (`tests/synthetic/test_page_stages.py`), except
+    What the stages write does not depend on these (`tests/stages/test_synthetic_page_stages.py`), except
     that a batched forward pass on a GPU may round a pixel differently (±1 grey level) from one page
     at a time, as floating-point sums in another order do.
     """
@@ -144,14 +128,7 @@ class PageStageConfig(BaseModel):
 
     batch_size: int = Field(8, ge=1, description="pages of one size per forward pass of the refiner / CUT on a GPU, "
                                                  "and per unit of work of a worker")
-    workers: int | None = Field(None, ge=0, description="worker processes that decode (and on the CPU run xDoG or the "
-                                                        "network); null: MANGACOLOR_WORKERS, else cores - 1, at most 8")
-
-
-@dataclass
-class StageSummary:
-    ok: int = 0
-    quarantined: int = 0
+    workers: int | None = Field(None, ge=0, description=WORKERS_HELP + "; on the CPU they also run xDoG or the network")
 
 
 @dataclass
@@ -190,9 +167,9 @@ def _finish(index: int, page: np.ndarray) -> _Done:
 
 
 def _write(jobs: list[dict], results, writer: VersionWriter,
-           progress: Callable[[int, str], None] | None) -> StageSummary:
+           progress: Callable[[int, str], None] | None) -> PageSummary:
     """Write each page as its batch arrives; the manifest rows go in id order at the end (they are small)."""
-    summary, rows, n = StageSummary(), {}, 0
+    summary, rows, n = PageSummary(), {}, 0
     for done_batch in results:
         for done in done_batch:
             job = jobs[done.index]
@@ -219,7 +196,7 @@ def page_seed(page_id: str, salt: str = "color_jitter") -> int:
 
 def xdog_stage(rows: pd.DataFrame, store: Store, writer: VersionWriter, config: XDoGConfig,
                progress: Callable[[int, str], None] | None = None, color_jitter: dict | None = None,
-               workers: int | None = None) -> StageSummary:
+               workers: int | None = None) -> PageSummary:
     """Step 1: xDoG of each colour page (ok rows of `color_pages`, with `uri`); what xDoG refuses is quarantined.
 
     `color_jitter` (ColorPageJitter keywords; None: none) jitters each colour page first, seeded by its id.
@@ -254,7 +231,7 @@ def xdog_stage(rows: pd.DataFrame, store: Store, writer: VersionWriter, config: 
 def translate_stage(rows: pd.DataFrame, store: Store, writer: VersionWriter,
                     network: Callable[[list[np.ndarray]], list[np.ndarray]],
                     progress: Callable[[int, str], None] | None = None, *, batch_size: int = 8,
-                    workers: int | None = None, batched: bool = False) -> StageSummary:
+                    workers: int | None = None, batched: bool = False) -> PageSummary:
     """Steps 2 and 3: a page->page network (uint8 HxW pages of one size in, as many out) over the grey pages of the previous step.
 
     Pages are grouped by size (the manifest's `height`/`width`; a unit whose pages turn out to differ
@@ -333,9 +310,7 @@ class RefinerPairs(Sequence):
             line = read_image(path, mode="L")
         else:
             line = xdog(real, self.config)
-            tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-            tmp.write_bytes(encode_png(line))
-            os.replace(tmp, path)
+            write_atomic(path, encode_png(line))
         return line, real
 
     def prepare(self, progress: Callable[[int, str], None] | None = None) -> None:
@@ -346,44 +321,84 @@ class RefinerPairs(Sequence):
                 progress(i + 1, self.ids[i])
 
 
+# --- the trained steps: what the assets run in their process and the torchrun worker in every rank ----
+
+# Loop settings of the refiner and CUT that do not change what a step computes: a retry (or more `steps`)
+# with other values resumes.
+LOOP_ONLY = {"steps", "log_every", "sample_every", "checkpoint_every"}
+
+
+def translate_pages(preset: dict, spec, rows: pd.DataFrame, st: Store, writer: VersionWriter,
+                    network: Callable[[list[np.ndarray]], list[np.ndarray]],
+                    progress: Callable[[int, str], None] | None = None) -> PageSummary:
+    """`translate_stage` as the preset's `synthetic_pages:` asks: batches through the network on a GPU, processes on the CPU."""
+    import torch
+
+    spread = stage_config(preset, "synthetic_pages", PageStageConfig)
+    return translate_stage(rows, st, writer, network, progress, batch_size=spread.batch_size, workers=spread.workers,
+                           batched=torch.device(spec.device).type != "cpu")
+
+
+# Steps 2 and 3 over one title: the asset translated -> (the previous step's asset, the model asset that translates).
+TRANSLATIONS = {"refined_pages": ("xdog_pages", "refiner_model"), "synthetic_bw_pages": ("refined_pages", "cut_model")}
+
+
+def _network(model_asset: str, weights: Path, spec) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
+    """The trained refiner or CUT generator in `weights` as a page -> page function of a batch of one size."""
+    if model_asset == "refiner_model":
+        from mangacolor.models.refiner import refine_batch
+        from mangacolor.training.refiner import load_refiner
+
+        model = load_refiner(weights, spec.device)
+        return lambda pages: refine_batch(model, pages, amp_dtype=spec.amp_dtype)
+    from mangacolor.models.cut import apply_cut_batch
+    from mangacolor.training.cut import load_cut_generator
+
+    generator = load_cut_generator(weights, spec.device)
+    return lambda pages: apply_cut_batch(generator, pages, amp_dtype=spec.amp_dtype)
+
+
+def translate_title(st: Store, preset: dict, spec, asset: str, title: str,
+                    progress: Callable[[int], Callable[[int, str], None] | None] = lambda total: None) -> tuple[VersionWriter, PageSummary]:
+    """Step 2 (`refined_pages`) or 3 (`synthetic_bw_pages`) of one title: the previous step's pages through the latest
+    trained network, written to a new version of `asset` (not sealed). `progress(total)` gives the page progress."""
+    source, model_asset = TRANSLATIONS[asset]
+    rows = ok_rows(st, source, [title])
+    with model_weights(st, model_asset) as path:
+        network = _network(model_asset, path, spec)
+    writer = st.begin(asset, title)
+    return writer, translate_pages(preset, spec, rows, st, writer, network, progress(len(rows)))
+
+
+def refiner_pairs(st: Store, preset: dict, work: Path):
+    """(loop config, xDoG config, training rows, (xDoG, page) pairs cached under `work`) of the refiner."""
+    from mangacolor.training.refiner import RefinerTrainConfig
+
+    cfg = stage_config(preset, "refiner", RefinerTrainConfig)
+    xcfg = stage_config(preset, "xdog", XDoGStageConfig)
+    rows = training_bw_rows(st)
+    return cfg, xcfg, rows, RefinerPairs(st, rows, xcfg.xdog_config(), work / "xdog")
+
+
+def refiner_train(st: Store, preset: dict, titles: list[str], work: Path, spec, tracker, progress) -> dict:
+    """The refiner loop (the asset has prepared the xDoG cache under `work`)."""
+    from mangacolor.training.refiner import train_refiner
+
+    cfg, _, _, pairs = refiner_pairs(st, preset, work)
+    return train_refiner(cfg, pairs, work, spec, tracker, progress=progress)
+
+
+def cut_train(st: Store, preset: dict, titles: list[str], work: Path, spec, tracker, progress) -> dict:
+    """The CUT loop from the refined pages of `titles` to the real training pages."""
+    from mangacolor.training.cut import CUTTrainConfig, train_cut
+
+    cfg = stage_config(preset, "cut", CUTTrainConfig)
+    source, target = ok_rows(st, "refined_pages", titles), training_bw_rows(st)
+    return train_cut(cfg, ManifestImages(st, source, mode="L"), ManifestImages(st, target, mode="L"), work, spec, tracker,
+                     progress=progress)
+
+
 # --- models in the store -------------------------------------------------------------------------
-
-
-WEIGHTS_PATH = "weights/model.safetensors"
-
-
-def write_model(writer: VersionWriter, weights: str | Path, inputs: dict[str, pd.DataFrame], metadata: dict | None = None) -> None:
-    """A model asset's version: the weights file plus one manifest row per training page, by role.
-
-    The rows make the data version depend on what the model saw, and let anyone check which pages
-    trained it (the holdout must never be among them).
-    """
-    data = Path(weights).read_bytes()
-    path = writer.write(WEIGHTS_PATH, data)
-    writer.add({"id": "weights", "title": None, "page": None, "path": path, "sha256": sha256_bytes(data),
-                "status": "ok", "reason": None, "role": "weights", **(metadata or {})})
-    for role, rows in inputs.items():
-        for row in rows.sort_values("id").to_dict("records"):
-            writer.add({"id": f"{role}:{row['id']}", "title": row["title"], "page": row["page"], "path": None,
-                        "sha256": row.get("sha256"), "status": "ok", "reason": None, "role": role, "page_id": row["id"]})
-
-
-@contextmanager
-def model_weights(store: Store, asset: str) -> Iterator[Path]:
-    """A local path to the latest weights of a model asset written by `write_model` (copied from object stores)."""
-    vdir = store.latest_dir(asset)
-    frame = store.read_manifest(vdir)
-    found = frame[frame["role"] == "weights"] if "role" in frame else frame.iloc[0:0]
-    if found.empty:
-        raise FileNotFoundError(f"{vdir}: no weights row in the manifest; re-materialize {asset}")
-    path = f"{vdir}/{found.iloc[0]['path']}"
-    if store.is_local:
-        yield Path(path)
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        local = Path(tmp) / "model.safetensors"
-        local.write_bytes(store.read_bytes(path))
-        yield local
 
 
 # --- how far from real pages ---------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The colorization stages' library (mangacolor/training/colorization_stages.py): variant names, snapshot
+"""The colorization stages' library (mangacolor/stages/colorization/): variant names, snapshot
 choice, per-title fallbacks of the synthetic pairs, and pseudolabels with and without an inversion encoder."""
 
 from __future__ import annotations
@@ -13,28 +13,32 @@ from mangacolor.io.store import Store, sha256_bytes
 from mangacolor.models.colorizer import ColorizerConfig, build_generator
 from mangacolor.models.psp import EncoderConfig, PSp
 from mangacolor.models.stylegan2 import StyleGAN2Config, generator_state
-from mangacolor.training import colorization_stages as stages
-from mangacolor.synthetic.pages import write_model
-from mangacolor.training.checkpoint import save_weights
+from mangacolor.stages.colorization.bundle import drafting_files, stored_inversion
+from mangacolor.stages.colorization.config import PseudolabelConfig, SYNTHETIC_LEVELS, VariantFlags
+from mangacolor.stages.colorization.data import StorePairs, matched_pairs, synthetic_pairs
+from mangacolor.stages.colorization.pseudolabels import make_pseudolabels
+from mangacolor.stages.colorization.selection import choose
+from mangacolor.stages.common import write_model
+from mangacolor.io.weights import save_weights
 
 pytestmark = pytest.mark.filterwarnings("ignore:colorizer encoder is randomly")
 
 
 def test_variant_tag_names_the_parts_switched_off():
-    assert stages.VariantFlags().name() == "full"
-    assert stages.VariantFlags(synthetic="xdog").name() == "synthetic_xdog"  # Table 3's rows
-    assert stages.VariantFlags(synthetic="refined", adversarial_adaptation=False).name() == "synthetic_refined+no_adaptation"
-    assert stages.VariantFlags(use_drafts=False).name() == "no_drafts"
-    assert stages.VariantFlags(adversarial_adaptation=False).name() == "no_adaptation"
-    assert stages.VariantFlags(self_training=False, adversarial_adaptation=False).name() == "no_adaptation+no_self_training"
+    assert VariantFlags().name() == "full"
+    assert VariantFlags(synthetic="xdog").name() == "synthetic_xdog"  # Table 3's rows
+    assert VariantFlags(synthetic="refined", adversarial_adaptation=False).name() == "synthetic_refined+no_adaptation"
+    assert VariantFlags(use_drafts=False).name() == "no_drafts"
+    assert VariantFlags(adversarial_adaptation=False).name() == "no_adaptation"
+    assert VariantFlags(self_training=False, adversarial_adaptation=False).name() == "no_adaptation+no_self_training"
 
 
 def test_choice_follows_the_ranking_or_the_override():
     ranking = pd.DataFrame({"step": [10, 20, 30], "rank": [2, 3, 1]})
-    assert stages.choose(ranking, 2, None) == [30, 10]
-    assert stages.choose(ranking, 2, [20, 20, 10]) == [20, 10]
+    assert choose(ranking, 2, None) == [30, 10]
+    assert choose(ranking, 2, [20, 20, 10]) == [20, 10]
     with pytest.raises(ValueError, match="steps \\[10, 20, 30\\]"):
-        stages.choose(ranking, 2, [15])
+        choose(ranking, 2, [15])
 
 
 def _commit(store: Store, asset: str, title: str, pages: dict[str, np.ndarray], **columns) -> None:
@@ -54,12 +58,12 @@ def test_synthetic_pairs_fall_back_per_title_and_say_so(tmp_path):
     for title in ("a", "b"):
         _commit(store, "color_pages", title, colour)
     _commit(store, "xdog_pages", "a", {p: c.mean(2).astype(np.uint8) for p, c in colour.items()}, source_id="{title}/{page}")
-    pairs = stages.synthetic_pairs(store, ["a", "b"], use_drafts=True)
+    pairs = synthetic_pairs(store, ["a", "b"], use_drafts=True)
     assert pairs.bw_source == {"a": "xdog_pages", "b": "grey"}
     assert pairs.drafts == "missing" and pairs.rows["draft_uri"].isna().all()
     assert pairs.fallbacks == ["a: xdog_pages instead of synthetic_bw_pages", "b: grey instead of synthetic_bw_pages",
                                "coloring_drafts not materialized: empty drafts"]
-    sample = stages.StorePairs(store, pairs.rows)[2]  # title b, page 001: its own grey conversion
+    sample = StorePairs(store, pairs.rows)[2]  # title b, page 001: its own grey conversion
     assert sample["bw"].shape == (40, 32) and np.array_equal(sample["color"], colour["001"])
 
 
@@ -72,12 +76,12 @@ def test_the_synthetic_level_picks_xdog_refined_or_cut_pages(tmp_path):
     for asset, value in (("xdog_pages", 10), ("refined_pages", 20), ("synthetic_bw_pages", 30)):
         _commit(store, asset, "a", {p: np.full((40, 32), value, np.uint8) for p in colour}, source_id="{title}/{page}")
     for level, value in (("xdog", 10), ("refined", 20), ("cut", 30)):
-        pairs = stages.synthetic_pairs(store, ["a"], use_drafts=False, level=level)
-        assert pairs.fallbacks == [] and set(pairs.bw_source.values()) == {stages.SYNTHETIC_LEVELS[level][0]}
-        sample = stages.StorePairs(store, pairs.rows)[0]
+        pairs = synthetic_pairs(store, ["a"], use_drafts=False, level=level)
+        assert pairs.fallbacks == [] and set(pairs.bw_source.values()) == {SYNTHETIC_LEVELS[level][0]}
+        sample = StorePairs(store, pairs.rows)[0]
         assert (sample["bw"] == value).all() and np.array_equal(sample["color"], colour["001"])
     with pytest.raises(ValueError, match="synthetic level"):
-        stages.synthetic_pairs(store, ["a"], use_drafts=False, level="grey")
+        synthetic_pairs(store, ["a"], use_drafts=False, level="grey")
 
 
 def test_refined_level_falls_back_to_xdog_and_says_so(tmp_path):
@@ -85,7 +89,7 @@ def test_refined_level_falls_back_to_xdog_and_says_so(tmp_path):
     colour = {"001": np.zeros((40, 32, 3), np.uint8)}
     _commit(store, "color_pages", "a", colour)
     _commit(store, "xdog_pages", "a", {"001": np.zeros((40, 32), np.uint8)}, source_id="{title}/{page}")
-    pairs = stages.synthetic_pairs(store, ["a"], use_drafts=False, level="refined")
+    pairs = synthetic_pairs(store, ["a"], use_drafts=False, level="refined")
     assert pairs.fallbacks == ["a: xdog_pages instead of refined_pages"]
 
 
@@ -116,13 +120,13 @@ def test_the_fine_tune_reads_only_matched_pairs_of_the_train_split(tmp_path):
         writer.add({"id": f"t/{name}", "title": "t", "page": name, "sha256": name, "status": "ok", "split": split})
     writer.commit()
 
-    pairs = stages.matched_pairs(store, use_drafts=False)
+    pairs = matched_pairs(store, use_drafts=False)
     assert sorted(pairs.rows["bw_id"]) == ["t/001", "t/003"]
     assert any("1 matched pairs left out" in n and "t/002" in n for n in pairs.notes)
     # Without a split nothing is known to be train: no real pair reaches the fine-tune.
     unsplit = Store(tmp_path / "no-split")
     matched(unsplit)
-    empty = stages.matched_pairs(unsplit, use_drafts=False)
+    empty = matched_pairs(unsplit, use_drafts=False)
     assert empty.rows.empty and "page_splits not materialized" in empty.notes[0]
 
 
@@ -166,10 +170,10 @@ def _pages(store: Store) -> pd.DataFrame:
 def test_pseudolabels_differ_by_snapshot_then_by_inverted_draft(tmp_path):
     store = Store(tmp_path / "store")
     store_drafting_models(store, tmp_path)
-    inversion = stages.stored_inversion(store, torch.device("cpu"))
+    inversion = stored_inversion(store, torch.device("cpu"))
     writer = store.begin("pseudolabels")
-    summary = stages.make_pseudolabels(store, _pages(store), _snapshots(tmp_path), writer,
-                                       stages.PseudolabelConfig(colorings_per_page=3), torch.device("cpu"), inversion)
+    summary = make_pseudolabels(store, _pages(store), _snapshots(tmp_path), writer,
+                                       PseudolabelConfig(colorings_per_page=3), torch.device("cpu"), inversion)
     _, vdir, frame = writer.commit()
     assert (summary.pages, summary.colorings, summary.per_page, summary.notes) == (2, 6, 3, [])
     page = frame[frame.bw_id == "t/p1"].sort_values("coloring")
@@ -185,21 +189,22 @@ def test_pseudolabels_differ_by_snapshot_then_by_inverted_draft(tmp_path):
 def test_without_inversion_a_page_gets_one_coloring_per_snapshot(tmp_path):
     store = Store(tmp_path / "store")
     writer = store.begin("pseudolabels")
-    summary = stages.make_pseudolabels(store, _pages(store), _snapshots(tmp_path), writer,
-                                       stages.PseudolabelConfig(colorings_per_page=3), torch.device("cpu"), None)
+    summary = make_pseudolabels(store, _pages(store), _snapshots(tmp_path), writer,
+                                       PseudolabelConfig(colorings_per_page=3), torch.device("cpu"), None)
     _, _, frame = writer.commit()
     assert summary.per_page == 2 and "without the inversion encoder" in summary.notes[0]
     assert frame.groupby("bw_id").size().tolist() == [2, 2] and frame.draft_path.isna().all()
 
 
 def test_bundle_parts_share_the_generator_the_drafting_network_was_trained_against(tmp_path):
-    from mangacolor.inference.bundle import ModelBundle, write_bundle
+    from mangacolor.inference.bundle import ModelBundle
+    from mangacolor.io.bundle import write_bundle
 
     store = Store(tmp_path / "store")
-    assert stages.drafting_files(store, tmp_path / "none") == ({}, ["drafting_network not materialized: bundle without drafting",
+    assert drafting_files(store, tmp_path / "none") == ({}, ["drafting_network not materialized: bundle without drafting",
                                                                   "inversion_encoder not materialized: bundle without inversion"])
     gan_version = store_drafting_models(store, tmp_path)
-    files, notes = stages.drafting_files(store, tmp_path / "parts")
+    files, notes = drafting_files(store, tmp_path / "parts")
     assert sorted(files) == ["drafting", "inversion", "stylegan"]
     assert notes == ["drafting_network_final not materialized: the bundle drafts with the first-round drafting network"]
     # The drafting network's second round (pseudolabelled real pages too), once there, is the one shipped.
@@ -208,7 +213,7 @@ def test_bundle_parts_share_the_generator_the_drafting_network_was_trained_again
     writer = store.begin("drafting_network_final")
     write_model(writer, final_weights, {}, {"stylegan_version": gan_version})
     final_dir = writer.commit(salt="second round")[1]
-    files, notes = stages.drafting_files(store, tmp_path / "parts_final")
+    files, notes = drafting_files(store, tmp_path / "parts_final")
     assert notes == [] and files["drafting"].read_bytes() == Store(tmp_path / "store").read_bytes(f"{final_dir}/weights/model.safetensors")
     (_, colorizer), _ = _snapshots(tmp_path)
     bundle = ModelBundle.load(write_bundle(tmp_path / "bundle", {"colorizer": colorizer, **files},
@@ -220,5 +225,23 @@ def test_bundle_parts_share_the_generator_the_drafting_network_was_trained_again
     writer = store.begin("inversion_encoder")  # retrained against another StyleGAN: cannot share the bundle's
     write_model(writer, files["inversion"], {}, {"stylegan_version": "other"})
     writer.commit(salt="other")
-    files, notes = stages.drafting_files(store, tmp_path / "parts2")
+    files, notes = drafting_files(store, tmp_path / "parts2")
     assert sorted(files) == ["drafting", "stylegan"] and f"against {gan_version}" in notes[0]
+
+
+def test_the_loop_config_is_derived_from_the_preset_section_and_its_step():
+    from dataclasses import fields
+
+    from mangacolor.stages.colorization.config import ColorizationConfig, StepSection
+    from mangacolor.training.colorizer import ColorizerTrainConfig
+
+    # Every field of the loop's config can be set from the preset: the whole section or the step's.
+    assert {f.name for f in fields(ColorizerTrainConfig)} <= set(ColorizationConfig.model_fields) | set(StepSection.model_fields)
+    cfg = ColorizationConfig(num_workers=3, prefetch_factor=5, sample_count=2, log_every=7, crop=(64, 48),
+                             step1={"lr_g": 3e-4, "max_steps": 9, "losses": {"per": 0}})
+    loop = cfg.train_config("step1", "adapt")
+    assert (loop.num_workers, loop.prefetch_factor, loop.sample_count, loop.log_every) == (3, 5, 2, 7)
+    assert (loop.lr_g, loop.lr_d, loop.max_steps, loop.losses.per) == (3e-4, 4e-4, 9, 0)
+    assert (loop.epochs, loop.batch_size) == (15, 4)  # Appendix D's step 1, where the section leaves them open
+    assert loop.canvas == loop.page_canvas() == cfg.page_canvas() == (64, 48)
+    assert loop.total_steps("adapt", 10) == 9 and loop.steps_per_epoch("adapt", 10) == 2

@@ -4,7 +4,7 @@
    keep `source_id` / `source_uri`, the colour page they were made from.
 2. StyleGAN2 is trained on `SquarePages` of those pages (`mangacolor.training.stylegan`); its EMA
    generator is measured by `generator_report` (FID/KID against the blurred pages, a truncation grid).
-3. Two pSp encoders into its W+ (`mangacolor.training.drafting`), both on `DraftPairs` whose target is
+3. Two pSp encoders into its W+ (`mangacolor.training.psp`), both on `DraftPairs` whose target is
    the blurred colour page: the inversion encoder reads the colour page (`inversion_rows`), the
    drafting network a black-and-white version of it (`drafting_rows`: the synthetic page made from
    it, or its grey conversion when there is none).
@@ -19,7 +19,7 @@
    drafting_network -> bw_page_drafts -> step 1 -> pseudolabels -> drafting_network_final.
 
 Both draft stages read pages in DataLoader worker processes and run the encoder and StyleGAN
-synthesis on batches (`map_pages`); PNGs are encoded and written in a background thread, in page
+synthesis on batches (`mangacolor.io.pagemap.map_pages`); PNGs are encoded and written in a background thread, in page
 order, so what is written does not depend on the number of workers or the batch size.
 
 Every encoder input is resized to the paper's 256x256 first (X_res, Y_res of Appendix C); the
@@ -29,13 +29,7 @@ encoder itself then resizes to its `input_size`.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import multiprocessing
-import tempfile
-from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,12 +42,13 @@ from safetensors.torch import save as save_safetensors
 from mangacolor.config import stage_config
 from mangacolor.device import DeviceSpec
 from mangacolor.drafting.blur import BlurConfig, blur_page, detail_kept, resize_square
+from mangacolor.io.pagemap import WORKERS_HELP, Mapped, OutputThread, map_pages
 from mangacolor.io.images import ImageError, encode_png, from_tensor, read_image, to_tensor
 from mangacolor.io.store import UNPARTITIONED, Store, VersionWriter, ok_rows, safe_part, sha256_bytes
 from mangacolor.models.psp import PSp, load_psp
+from mangacolor.stages.common import WEIGHTS_PATH, PageSummary, local_file, weights_row
 from mangacolor.models.stylegan2 import Generator
-from mangacolor.synthetic.pages import WEIGHTS_PATH
-from mangacolor.training.drafting import PSpTrainConfig
+from mangacolor.training.psp import PSpTrainConfig
 from mangacolor.training.stylegan import StyleGANTrainConfig, sample_grid
 
 RANDOM_INIT_NOTE = "random-init Inception: not comparable to published FID"
@@ -92,7 +87,7 @@ class DraftsConfig(BaseModel):
 
     size: int = Field(256, description="side of the stored draft PNG (the paper's S is 256x256)")
     batch_size: int = Field(8, ge=1, description="pages through the encoder and StyleGAN synthesis at once")
-    num_workers: int | None = Field(None, ge=0, description="page-reading worker processes (null: MANGACOLOR_WORKERS or cores - 1, at most 8)")
+    num_workers: int | None = Field(None, ge=0, description=WORKERS_HELP)
 
 
 def stylegan_config(preset: dict) -> tuple[StyleGANTrainConfig, GeneratorReportConfig]:
@@ -111,21 +106,12 @@ def psp_config(preset: dict, section: str, input_nc: int) -> PSpTrainConfig:
     return dataclasses.replace(cfg, input_nc=input_nc)
 
 
-def checkpoint_key(cfg, loop_only: set[str], **more) -> dict:
-    """What decides whether a checkpoint can be resumed: the config minus loop-only settings, plus `more`."""
-    values = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else cfg.model_dump(mode="json")
-    return {**{k: v for k, v in values.items() if k not in loop_only}, **more}
-
-
 # --- 1. blurred pages ----------------------------------------------------------------------------
 
 
 @dataclass
-class StageSummary:
-    ok: int = 0
-    quarantined: int = 0
-    detail_kept: list[float] = field(default_factory=list)
-    shown: list[np.ndarray] = field(default_factory=list)
+class StageSummary(PageSummary):
+    detail_kept: list[float] = field(default_factory=list)  # per blurred page: how much detail the blur kept
 
 
 def _page_name(row: dict, used: set[str]) -> str:
@@ -262,15 +248,6 @@ def pseudolabel_draft_rows(store: Store) -> pd.DataFrame:
                          "sha256": frame["sha256"].values, "input_kind": "pseudolabel", "blur_target": True})[columns]
 
 
-def rows_digest(rows: pd.DataFrame, columns: tuple[str, ...] = ("id", "sha256", "input_uri")) -> str:
-    """Which pairs (ids, content, inputs) a model is trained on, as a short digest."""
-    present = [c for c in columns if c in rows]
-    h = hashlib.sha256()
-    for values in sorted(rows[present].astype(str).itertuples(index=False, name=None)):
-        h.update("|".join(values).encode() + b"\n")
-    return h.hexdigest()[:16]
-
-
 # --- 2. the generator's report -------------------------------------------------------------------
 
 
@@ -321,134 +298,6 @@ def generator_report(g_ema: Generator, reals: torch.utils.data.Dataset, cfg: Gen
     return GeneratorReport(metrics, real_images, fakes, grid)
 
 
-# --- per-page stages: pages read in workers, run through a network in batches ---------------------
-
-
-@dataclass
-class Mapped:
-    """One row of a per-page stage: `value` what `load` made of it and `result` what `run` made of that,
-    or `reason` (the ImageError message) when the page could not be read."""
-
-    index: int
-    row: dict
-    value: object = None
-    result: object = None
-    reason: str | None = None
-
-
-class _Loaded(torch.utils.data.Dataset):
-    """Item i: (i, load(rows[i]), None), or (i, None, reason) for a page `load` cannot read."""
-
-    def __init__(self, rows: list[dict], load: Callable[[dict], object]):
-        self.rows, self.load = rows, load
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> tuple[int, object, str | None]:
-        try:
-            return i, self.load(self.rows[i]), None
-        except ImageError as exc:
-            return i, None, exc.reason
-
-
-def _as_is(item):
-    return item
-
-
-def loaded_rows(rows: list[dict], load: Callable[[dict], object], num_workers: int | None = None,
-                prefetch_factor: int = 4) -> Iterator[tuple[int, object, str | None]]:
-    """(i, load(rows[i]) or None, ImageError reason or None) in row order; `load` runs in DataLoader workers.
-
-    Workers: `num_workers` None means `MANGACOLOR_WORKERS` if set, else cores available - 1 (at most 8),
-    as the training loops read (mangacolor/training/loader.py). They are forked where the platform can,
-    so `load` may close over a store and lists of rows.
-    """
-    from mangacolor.training.loader import default_workers
-
-    workers = default_workers() if num_workers is None else num_workers
-    if workers < 0:
-        raise ValueError(f"num_workers must be 0 or more, got {workers}")
-    workers = min(workers, len(rows))
-    context = multiprocessing.get_context("fork") if workers and "fork" in multiprocessing.get_all_start_methods() else None
-    yield from torch.utils.data.DataLoader(
-        _Loaded(rows, load), batch_size=None, collate_fn=_as_is, num_workers=workers,
-        prefetch_factor=prefetch_factor if workers else None, multiprocessing_context=context,
-        generator=torch.Generator().manual_seed(0),  # creating the iterator must not draw from the global RNG
-    )
-
-
-def map_pages(rows: list[dict], load: Callable[[dict], object], run: Callable[[list], list], batch_size: int,
-              num_workers: int | None = None, group: Callable[[object], object] = lambda value: None,
-              waiting: int | None = None) -> Iterator[Mapped]:
-    """Every row through `load` (in workers: read, decode, resize) and `run` (here: the network, on
-    batches of up to `batch_size` values of one `group`, e.g. one input size), as `Mapped` in row order.
-
-    What a row gets does not depend on `num_workers` or `batch_size` beyond the network's own float
-    rounding across batch shapes. Pages of several sizes wait in one batch per group; once `waiting`
-    (default 4 x batch_size) pages wait, the fullest group runs early, so memory stays bounded.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be 1 or more, got {batch_size}")
-    waiting = waiting or 4 * batch_size
-    groups: dict[object, list[Mapped]] = {}
-    done: dict[int, Mapped] = {}
-    following = 0
-
-    def flush(key) -> None:
-        batch = groups.pop(key)
-        for item, result in zip(batch, run([item.value for item in batch]), strict=True):
-            item.result = result
-            done[item.index] = item
-
-    for i, value, reason in loaded_rows(rows, load, num_workers):
-        item = Mapped(i, rows[i], value, reason=reason)
-        if reason is not None:
-            done[i] = item
-        else:
-            key = group(value)
-            groups.setdefault(key, []).append(item)
-            if len(groups[key]) >= batch_size:
-                flush(key)
-            elif sum(map(len, groups.values())) >= waiting:
-                flush(max(groups, key=lambda k: len(groups[k])))
-        while following in done:
-            yield done.pop(following)
-            following += 1
-    for key in sorted(groups, key=lambda k: groups[k][0].index):
-        flush(key)
-    while following in done:
-        yield done.pop(following)
-        following += 1
-
-
-class OutputThread:
-    """Runs `fn(*args)` calls in one background thread, in the order given (PNG encoding and store writes
-    overlap the network); at most `depth` wait; an error raised there is raised here."""
-
-    def __init__(self, depth: int = 32):
-        self.pool, self.pending, self.depth = ThreadPoolExecutor(1, thread_name_prefix="page-writer"), deque(), depth
-
-    def submit(self, fn: Callable, *args) -> None:
-        self.pending.append(self.pool.submit(fn, *args))
-        while self.pending and (len(self.pending) > self.depth or self.pending[0].done()):
-            self.pending.popleft().result()
-
-    def __enter__(self) -> OutputThread:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            while self.pending:
-                future = self.pending.popleft()
-                if exc_type is None:
-                    future.result()
-                else:
-                    future.cancel()
-        finally:
-            self.pool.shutdown(wait=True)
-
-
 # --- 4. coloring drafts --------------------------------------------------------------------------
 
 
@@ -482,11 +331,8 @@ def preview_triples(psp: PSp, pairs: DraftPairs, spec: DeviceSpec, n: int = 3) -
 
 
 @dataclass
-class DraftSummary:
-    ok: int = 0
-    quarantined: int = 0
-    mse: list[float] = field(default_factory=list)
-    shown: list[np.ndarray] = field(default_factory=list)
+class DraftSummary(PageSummary):
+    mse: list[float] = field(default_factory=list)  # per draft: its mean squared error to the blurred page
     latent_shape: tuple[int, int] | None = None
 
 
@@ -593,31 +439,46 @@ def load_latents(store: Store, version_dir: str, path: str = LATENTS_FILE) -> di
     return load(store.read_bytes(f"{version_dir}/{path}"))
 
 
+# --- the trained networks: what the assets run in their process and the torchrun worker in every rank ----
+
+
+def stylegan_train(st: Store, preset: dict, titles: list[str], work: Path, spec, tracker, progress) -> dict:
+    """The StyleGAN2 loop on the blurred pages of `titles`."""
+    from mangacolor.training.stylegan import train_stylegan
+
+    cfg, _ = stylegan_config(preset)
+    rows = blurred_rows(st, titles)
+    return train_stylegan(cfg, SquarePages(st, list(rows["uri"]), cfg.size), work, spec, tracker, progress=progress)
+
+
+def encoder_plan(st: Store, preset: dict, titles: list[str], input_nc: int, section: str, pseudolabels: bool):
+    """(loop config, blur config, training rows, pairs, titles read as grey pages, pseudolabels missing) of a pSp encoder."""
+    cfg = psp_config(preset, section, input_nc)
+    blur = stage_config(preset, "blur", BlurConfig)
+    grey, no_pseudo = [], False
+    if input_nc == 3:
+        rows = inversion_rows(st, titles)
+    else:
+        rows, grey = drafting_rows(st, titles)
+        if pseudolabels:
+            pseudo = pseudolabel_draft_rows(st)
+            no_pseudo = pseudo.empty
+            rows = pd.concat([rows.assign(blur_target=False), pseudo], ignore_index=True)
+    pairs = DraftPairs(st, rows, "RGB" if input_nc == 3 else "L", blur.size, blur.sigma)
+    return cfg, blur, rows, pairs, grey, no_pseudo
+
+
+def encoder_train(st: Store, preset: dict, titles: list[str], work: Path, spec, tracker, progress, input_nc: int, section: str,
+                  pseudolabels: bool, generator: str) -> dict:
+    """The pSp loop against the stylegan version `generator`."""
+    from mangacolor.training.psp import train_psp
+
+    cfg, _, _, pairs, _, _ = encoder_plan(st, preset, titles, input_nc, section, pseudolabels)
+    with local_file(st, generator_path(st, generator)) as gen_path:
+        return train_psp(cfg, pairs, gen_path, work, spec, tracker, progress=progress)
+
+
 # --- models in the store -------------------------------------------------------------------------
-
-
-@contextmanager
-def local_file(store: Store, path: str) -> Iterator[Path]:
-    """A local path for a store file (object stores: a temporary copy)."""
-    if store.is_local:
-        if not Path(path).exists():
-            raise FileNotFoundError(f"{path} is missing from the store: re-materialize the asset that wrote it")
-        yield Path(path)
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        local = Path(tmp) / Path(path).name
-        local.write_bytes(store.read_bytes(path))
-        yield local
-
-
-def weights_row(store: Store, asset: str) -> tuple[str, dict]:
-    """(version dir, the weights row) of the latest version of a model asset written by `write_model`."""
-    vdir = store.latest_dir(asset)
-    frame = store.read_manifest(vdir)
-    found = frame[frame["role"] == "weights"] if "role" in frame else frame.iloc[0:0]
-    if found.empty:
-        raise FileNotFoundError(f"{vdir}: no weights row in the manifest; re-materialize {asset}")
-    return vdir, found.iloc[0].to_dict()
 
 
 def generator_path(store: Store, version: str) -> str:

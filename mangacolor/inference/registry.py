@@ -27,7 +27,7 @@ import mlflow.pyfunc
 from mlflow.exceptions import MlflowException
 
 from mangacolor.config import MODEL_NAME
-from mangacolor.inference.bundle import ModelBundle, download_bundle  # noqa: F401 - download_bundle re-exported
+from mangacolor.inference.bundle import ModelBundle
 
 FULL = "full"
 MAIN_ALIASES = ("candidate", "champion")
@@ -136,6 +136,24 @@ def version_by_alias(alias: str, name: str = MODEL_NAME, client: mlflow.MlflowCl
         if _missing(exc):
             return None
         raise
+
+
+def default_model() -> str:
+    """The model `mangacolor colorize`, `mangacolor serve` and `Colorizer.from_registry()` use when none is named:
+    the registry's champion, else its candidate (what `mangacolor demo` registers before any promotion).
+
+    The registry is MLFLOW_TRACKING_URI's, else the project's `mlflow.db` (where the demo and the assets
+    register). No version with either alias is a FileNotFoundError saying what to do."""
+    import os
+
+    from mangacolor.config import PROJECT_ROOT
+
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}")
+    for alias in ("champion", "candidate"):
+        if version_by_alias(alias) is not None:
+            return f"models:/{MODEL_NAME}@{alias}"
+    raise FileNotFoundError(f"no model given and no registered {MODEL_NAME} with the alias champion or candidate "
+                            "(run `mangacolor demo`, or pass a bundle folder or a models:/ URI)")
 
 
 def variant_of(version) -> str:

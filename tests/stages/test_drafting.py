@@ -6,7 +6,7 @@ import pytest
 
 from mangacolor.io.store import ok_rows
 from mangacolor.drafting.blur import BlurConfig
-from mangacolor.drafting.pages import DraftPairs, SquarePages, blur_stage, drafting_rows, inversion_rows, psp_config, stylegan_config
+from mangacolor.stages.drafting import DraftPairs, SquarePages, blur_stage, drafting_rows, inversion_rows, psp_config, stylegan_config
 from mangacolor.io.images import encode_png
 from mangacolor.io.store import Store, sha256_bytes
 
@@ -73,7 +73,7 @@ def test_configs_fix_the_encoders_input_channels_and_split_the_report_section():
 def test_second_round_adds_real_pages_with_their_pseudolabels_blurred_like_colour_pages(store):
     """§III: in the end the drafting network trains on synthetic pairs and real pages with pseudolabels."""
     from mangacolor.drafting.blur import blur_page
-    from mangacolor.drafting.pages import pseudolabel_draft_rows
+    from mangacolor.stages.drafting import pseudolabel_draft_rows
 
     assert pseudolabel_draft_rows(store).empty  # no pseudolabels yet: synthetic pairs only
     real = np.random.default_rng(1).integers(0, 256, (48, 32), dtype=np.uint8)
@@ -96,10 +96,10 @@ def test_real_page_drafts_are_the_drafting_networks_drafts_of_each_page(store, t
     import torch
 
     from mangacolor.device import DeviceSpec
-    from mangacolor.drafting.pages import invert_pages, page_drafts_stage
+    from mangacolor.stages.drafting import invert_pages, page_drafts_stage
     from mangacolor.io.images import read_image
     from mangacolor.models.psp import EncoderConfig, PSp
-    from tests.training.test_colorization_stages import GEN
+    from tests.stages.test_colorization import GEN
 
     torch.manual_seed(0)
     g = GEN.generator()

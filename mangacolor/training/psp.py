@@ -8,10 +8,8 @@ trained on pairs (input page, blurred colour page) with
 
 Adam at lr 1e-4, batch 8, 12 epochs. The drafting network reads synthetic black-and-white pages
 (`input_nc=1`), the inversion encoder colour pages (`input_nc=3`, GAN inversion). LPIPS is the
-`lpips` package's VGG variant: its linear calibration layers ship inside the package; the VGG16
-trunk is read from torchvision's `vgg16-397923af.pth` in the torch hub cache when it is there,
-and otherwise left random with a logged "random-init VGG (LPIPS)" warning (the returned dict says
-which). Nothing is downloaded.
+`lpips` package's VGG variant (mangacolor/losses/lpips.py): its VGG16 trunk comes from the torch hub
+cache or stays random with a warning, and the returned dict says which. Nothing is downloaded.
 
 Straight-line loop: build, restore the newest checkpoint, iterate over epochs of shuffled pairs
 (the shuffle of epoch e is seeded by (seed, e), so a resumed run sees the same batches), log,
@@ -20,9 +18,7 @@ sample, checkpoint; the encoder is written with `save_weights` at the end.
 
 from __future__ import annotations
 
-import logging
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,25 +30,21 @@ from torch import nn
 
 from mangacolor.device import DeviceSpec, seed_everything
 from mangacolor.io.images import from_tensor, to_tensor
+from mangacolor.losses.lpips import build_lpips
 from mangacolor.models.psp import PSp, EncoderConfig
 from mangacolor.models.stylegan2 import load_generator
 from mangacolor.tracking import Tracker
 from mangacolor.training import distributed
-from mangacolor.training.checkpoint import Checkpointer, save_weights
-from mangacolor.training.loader import step_batches
-
-log = logging.getLogger(__name__)
+from mangacolor.training.checkpoint import Checkpointer
+from mangacolor.io.weights import save_weights
+from mangacolor.training.loader import LoaderSettings, step_batches
+from mangacolor.training.loop import LoopTail
 
 ENCODER_FILE = "encoder.safetensors"
-# torchvision's ImageNet trunks, by the lpips `net` name: file in the torch hub cache and its URL.
-TRUNK_FILES = {
-    "vgg": ("vgg16-397923af.pth", "https://download.pytorch.org/models/vgg16-397923af.pth"),
-    "alex": ("alexnet-owt-7be5be79.pth", "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"),
-}
 
 
 @dataclass
-class PSpTrainConfig:
+class PSpTrainConfig(LoaderSettings):
     # encoder (pSp IR-SE-50 by default)
     input_nc: int = 1  # 1: drafting network (black-and-white pages); 3: inversion encoder (colour pages)
     input_size: int = 256
@@ -67,61 +59,15 @@ class PSpTrainConfig:
     lambda_lpips: float = 0.5
     lambda_w_norm: float = 0.0  # pSp's ||w - w_avg|| regulariser; the paper does not use it
     lpips_net: str = "vgg"
-    vgg_weights: str | None = None  # trunk file; None: the torch hub cache (TRUNK_FILES)
+    vgg_weights: str | None = None  # trunk file; None: the torch hub cache (losses/lpips.py TRUNK_FILES)
     # bookkeeping
     log_every: int = 50
     sample_every: int = 1000
     checkpoint_every: int = 1000
     n_samples: int = 4
-    num_workers: int | None = None  # data-loading worker processes; None: MANGACOLOR_WORKERS or cores - 1 (max 8)
-    prefetch_factor: int = 2
 
     def encoder(self) -> EncoderConfig:
         return EncoderConfig(self.input_nc, self.input_size, tuple(self.widths), tuple(self.units), self.se_reduction)
-
-
-def build_lpips(net: str = "vgg", weights: str | Path | None = None) -> tuple[nn.Module, str]:
-    """LPIPS with the package's calibrated linear layers and the ImageNet trunk read from `weights`
-    or, by default, the torch hub cache; a missing default file gives a random trunk and a warning.
-    Returns (frozen module in eval mode, "imagenet" | "random")."""
-    import lpips
-
-    if net not in TRUNK_FILES:
-        raise ValueError(f"lpips_net must be one of {sorted(TRUNK_FILES)}, got {net!r}")
-    with warnings.catch_warnings():
-        # pnet_rand=True makes lpips build the torchvision trunk without weights (no download);
-        # torchvision warns about the legacy `pretrained` argument lpips passes.
-        warnings.simplefilter("ignore", UserWarning)
-        model = lpips.LPIPS(pretrained=False, net=net, pnet_rand=True, verbose=False)
-    lin_path = Path(lpips.__file__).parent / "weights" / "v0.1" / f"{net}.pth"
-    lin_state = torch.load(lin_path, map_location="cpu", weights_only=True)
-    model.load_state_dict(lin_state, strict=False)
-
-    filename, url = TRUNK_FILES[net]
-    path = Path(weights).expanduser() if weights else Path(torch.hub.get_dir()) / "checkpoints" / filename
-    if weights and not path.exists():
-        raise FileNotFoundError(f"LPIPS trunk weights not found at {path} (configured vgg_weights): expected "
-                                f"torchvision's {filename}, downloadable from {url} on a machine with internet")
-    if path.exists():
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        loaded = 0
-        for slice_ in (m for name, m in model.net.named_children() if name.startswith("slice")):
-            for idx, layer in slice_.named_children():
-                if isinstance(layer, nn.Conv2d):
-                    layer.weight.data.copy_(state[f"features.{idx}.weight"])
-                    layer.bias.data.copy_(state[f"features.{idx}.bias"])
-                    loaded += 1
-        if loaded == 0:
-            raise ValueError(f"{path}: no convolution of the {net} trunk found in it; expected torchvision's {filename}")
-        trunk = "imagenet"
-    else:
-        name, why = {"vgg": ("VGG", "for the paper's loss"), "alex": ("AlexNet", "for LPIPS figures comparable to published ones")}[net]
-        log.warning("random-init %s (LPIPS): %s not found, so the LPIPS term compares random features. "
-                    "Download %s on a machine with internet and copy it there (or configure its path) %s.",
-                    name, path, url, why)
-        trunk = "random"
-    model.eval().requires_grad_(False)
-    return model, trunk
 
 
 def _as_tensor(item, where: str) -> torch.Tensor:
@@ -233,6 +179,17 @@ def train_psp(cfg: PSpTrainConfig, pairs, generator_weights: str | Path, out_dir
         loaded = [_load_pair(pairs, int(chosen[j]), psp, size) for j in positions]
         return torch.cat([a for a, _ in loaded]), torch.cat([b for _, b in loaded])
 
+    tail = LoopTail(total, dist, tracker, cfg.log_every, cfg.checkpoint_every, cfg.sample_every, say)
+
+    def metrics() -> dict[str, float]:
+        parts["images_per_s"] = seen / max(1e-9, time.perf_counter() - t0)
+        parts["epoch"] = done / steps_per_epoch
+        return dist.mean(parts)
+
+    def checkpoint() -> None:
+        checkpointer.save(done, {"encoder": psp.encoder}, states, distributed.written_by(dist))
+        say(f"checkpoint step {done}")
+
     parts: dict[str, float] = {}
     t0, seen = time.perf_counter(), 0
     for step, (x, y) in step_batches(make, start, total, spec.device, cfg.num_workers, cfg.prefetch_factor):
@@ -247,17 +204,9 @@ def train_psp(cfg: PSpTrainConfig, pairs, generator_weights: str | Path, out_dir
         seen += batch
 
         done = step + 1
-        if done % cfg.log_every == 0 or done == total:
-            parts["images_per_s"] = seen / max(1e-9, time.perf_counter() - t0)
-            parts["epoch"] = done / steps_per_epoch
-            parts = dist.mean(parts)
-            tracker.log_metrics(parts, step=done)
-            say(f"step {done}/{total} loss {parts['loss']:.4f}")
-        if (done % cfg.sample_every == 0 or done == total) and dist.is_main:
-            tracker.log_image(f"drafts/step_{done:08d}.png", _sample_strip(psp, sample_x, sample_y))
-        if (done % cfg.checkpoint_every == 0 or done == total) and dist.is_main:
-            checkpointer.save(done, {"encoder": psp.encoder}, states, distributed.written_by(dist))
-            say(f"checkpoint step {done}")
+        parts = tail(done, metrics, lambda m: f"step {done}/{total} loss {m['loss']:.4f}",
+                     lambda: tracker.log_image(f"drafts/step_{done:08d}.png", _sample_strip(psp, sample_x, sample_y)),
+                     checkpoint) or parts
 
     encoder_path = out_dir / ENCODER_FILE
     if dist.is_main:

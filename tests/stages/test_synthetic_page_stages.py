@@ -8,10 +8,9 @@ import pytest
 import torch
 
 from mangacolor.io.images import encode_png, read_image
-from mangacolor.io.pagemap import size_batches
 from mangacolor.io.store import Store, sha256_bytes
 from mangacolor.models.refiner import Refiner, RefinerConfig, refine_batch
-from mangacolor.synthetic import pages as synth
+from mangacolor.stages import synthetic as synth
 from mangacolor.synthetic.xdog import PRESETS
 
 SHAPES = [(40, 32), (40, 32), (24, 48), (40, 32), (24, 48), (40, 32), (33, 17)]
@@ -109,13 +108,6 @@ def test_batched_translate_stage_runs_one_forward_per_same_size_batch_on_the_cpu
         a, b, c = (read_image(f[page_id], mode="L").astype(int) for f in (batched0, batched2, single))
         assert np.abs(a - c).max() <= 1 and np.abs(b - c).max() <= 1
         assert (a != c).mean() <= 0.01
-
-
-def test_size_batches_group_by_size_and_cut_at_batch_size():
-    keys = ["a", "b", "a", "a", "b", "c", "a"]
-    assert size_batches(keys, 2) == [[0, 2], [3, 6], [1, 4], [5]]
-    with pytest.raises(ValueError, match="batch_size"):
-        size_batches(keys, 0)
 
 
 class _CountingReader:

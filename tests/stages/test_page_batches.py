@@ -10,12 +10,14 @@ import pytest
 import torch
 
 from mangacolor.device import DeviceSpec
-from mangacolor.drafting.pages import DraftsConfig, drafts_stage, map_pages, page_drafts_stage
+from mangacolor.stages.drafting import DraftsConfig, drafts_stage, page_drafts_stage
 from mangacolor.io.images import ImageError, encode_png, read_image
 from mangacolor.io.store import Store
 from mangacolor.models.psp import EncoderConfig, PSp
-from mangacolor.training import colorization_stages as stages
-from tests.training.test_colorization_stages import GEN, _snapshots, store_drafting_models
+from mangacolor.stages.colorization.bundle import stored_inversion
+from mangacolor.stages.colorization.config import PseudolabelConfig
+from mangacolor.stages.colorization.pseudolabels import make_pseudolabels
+from tests.stages.test_colorization import GEN, _snapshots, store_drafting_models
 
 pytestmark = pytest.mark.filterwarnings("ignore:colorizer encoder is randomly")
 SPEC = DeviceSpec(torch.device("cpu"), None, seed=0)
@@ -42,32 +44,6 @@ def _same_outputs(store: Store, a: pd.DataFrame, adir: str, b: pd.DataFrame, bdi
             if isinstance(pa, str):
                 x, y = read_image(store.read_bytes(f"{adir}/{pa}")), read_image(store.read_bytes(f"{bdir}/{pb}"))
                 assert x.shape == y.shape and np.abs(x.astype(int) - y.astype(int)).max() <= 1, pa
-
-
-def test_map_pages_keeps_row_order_across_groups_workers_and_unreadable_rows():
-    rows = [{"id": i, "size": i % 3} for i in range(11)]
-
-    def load(row):
-        if row["id"] == 4:
-            raise ImageError("not a page")
-        return row["id"], row["size"]
-
-    batches = []
-
-    def run(values):
-        assert len({size for _, size in values}) == 1  # one group per batch
-        batches.append(len(values))
-        return [i * 10 for i, _ in values]
-
-    for workers, batch_size, waiting in ((0, 1, None), (2, 3, None), (2, 3, 4)):
-        batches.clear()
-        out = list(map_pages(rows, load, run, batch_size, workers, group=lambda v: v[1], waiting=waiting))
-        assert [m.index for m in out] == list(range(11))
-        assert [m.result for m in out] == [None if i == 4 else i * 10 for i in range(11)]
-        assert out[4].reason == "not a page" and out[4].value is None
-        assert max(batches) <= batch_size and sum(batches) == 10
-    with pytest.raises(ValueError, match="batch_size"):
-        list(map_pages(rows, load, run, 0, 0))
 
 
 def _bw_rows(store: Store, tmp_path, sizes) -> pd.DataFrame:
@@ -121,15 +97,15 @@ def test_drafts_do_not_depend_on_workers_or_batch_size(tmp_path):
 def test_pseudolabels_do_not_depend_on_workers_or_batch_size(tmp_path):
     store = Store(tmp_path / "store")
     store_drafting_models(store, tmp_path)
-    inversion = stages.stored_inversion(store, torch.device("cpu"))
+    inversion = stored_inversion(store, torch.device("cpu"))
     snapshots = _snapshots(tmp_path)
     # Two page sizes: pages are batched by working size, each label comes back at its page's size.
     rows = _bw_rows(store, tmp_path, [(48, 40), (32, 64), (48, 40), (32, 64), (48, 40)])
     frames = {}
     for workers, batch in ((0, 1), (2, 3)):
         writer = store.begin("pseudolabels", f"w{workers}")
-        cfg = stages.PseudolabelConfig(colorings_per_page=3, batch_size=batch, num_workers=workers)
-        summary = stages.make_pseudolabels(store, rows, snapshots, writer, cfg, torch.device("cpu"), inversion)
+        cfg = PseudolabelConfig(colorings_per_page=3, batch_size=batch, num_workers=workers)
+        summary = make_pseudolabels(store, rows, snapshots, writer, cfg, torch.device("cpu"), inversion)
         _, vdir, frame = writer.commit()
         assert (summary.pages, summary.colorings, summary.quarantined) == (5, 15, 1)
         frames[workers] = vdir, frame

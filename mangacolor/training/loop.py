@@ -1,0 +1,46 @@
+"""The end of a training step, the same in every loop: log, sample, checkpoint.
+
+At its interval, and at the last step, each of the three happens in this order: the step's metrics are
+logged (every rank takes part, since they are averaged over the processes by the loop's `metrics`), a
+sample image is kept and a checkpoint saved (rank 0 alone). A loop describes each as a function of the
+step it just finished and calls its `LoopTail` once per step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mangacolor.tracking import Tracker
+from mangacolor.training import distributed
+
+
+@dataclass
+class LoopTail:
+    total: int  # the loop's last step: everything happens there whatever the intervals
+    dist: distributed.DistContext
+    tracker: Tracker
+    log_every: int
+    checkpoint_every: int
+    sample_every: int | None = None
+    say: Callable[[str], None] | None = None  # progress messages (None on ranks other than 0)
+
+    def due(self, done: int, every: int | None) -> bool:
+        """Whether something at interval `every` happens after step `done` (1-based)."""
+        return every is not None and (done % every == 0 or done == self.total)
+
+    def __call__(self, done: int, metrics: Callable[[], dict[str, float]], message: Callable[[dict[str, float]], str] | None = None,
+                 sample: Callable[[], None] | None = None, checkpoint: Callable[[], None] | None = None) -> dict[str, float] | None:
+        """After step `done`: log `metrics()` (and say `message(metrics)`), then `sample()`, then `checkpoint()`,
+        each when due. Returns the metrics logged, None when it was not the logging step."""
+        logged = None
+        if self.due(done, self.log_every):
+            logged = metrics()
+            self.tracker.log_metrics(logged, step=done)
+            if self.say is not None and message is not None:
+                self.say(message(logged))
+        if sample is not None and self.dist.is_main and self.due(done, self.sample_every):
+            sample()
+        if checkpoint is not None and self.dist.is_main and self.due(done, self.checkpoint_every):
+            checkpoint()
+        return logged
