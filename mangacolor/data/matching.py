@@ -11,8 +11,9 @@ Real scans also come at another resolution than the colour page (0.25x-4x, any r
 with any filter), with white margins of up to a fifth of a side, a few degrees askew, with JPEG
 noise, screentone (moire when the scan is coarser than the tone) where the colour page has flat
 colour, and different balloon text. So the alignment here is an affine map colour ->
-black-and-white (scale, translation, small rotation), found coarse to fine; the search is global (every scale the page sizes and margins allow, every
-rotation within ~3 degrees, every translation), so nothing needs to start near the identity:
+black-and-white (scale, translation, small rotation), found coarse to fine; the search is global
+(every scale the page sizes and margins allow, every rotation within ~3 degrees, every
+translation), so nothing needs to start near the identity:
 
 1. ink maps: colour "black" = pixels whose brightest channel is below `ink_level` (step 3 of the
    paper); black-and-white line ink = dark pixels minus small connected components (screentone

@@ -5,11 +5,12 @@ A colour page drawn by the demo corpus's renderer and a black-and-white scan of 
 with wide white margins, a rotation of a few degrees, scanner blur and noise, JPEG compression and
 the screentone resampled to the scan's grid (moire when the scan is coarser than the tone).
 
-`real_pair` draws what real sources do on top (issue 20): the artwork exists at a resolution finer
-than (or as fine as) either edition, and each edition is a resize of it by a non-integer factor with its own
-resampling filter (area, bilinear, bicubic, Lanczos or nearest), so the colour page's thin lines are
-grey and the black-and-white page's screentone aliases into moire; both ends are JPEG; the tone
-style varies; and a pair is either a plain resize (no margins, no rotation, no scanner) or a scan.
+`real_pair` draws what real sources do on top (issue 20): the artwork exists at a resolution at
+least as fine as either edition, and each edition is a resize of it by a non-integer factor with
+its own resampling filter (area, bilinear, bicubic, Lanczos or nearest), so the colour page's thin
+lines are grey and the black-and-white page's screentone aliases into moire; both ends are JPEG;
+the tone style varies; and a pair is either a plain resize (no margins, rotation or scanner) or a
+scan.
 """
 
 from __future__ import annotations
@@ -125,9 +126,11 @@ def real_pair(seed: int, ratio: float, decoy: bool = False, plain: bool | None =
 
     Everything but the ratio is drawn from `seed`: the artwork's resolution (1-1.6x the finer
     edition, whose lines are then 1.25-2 px wide like a real page's at scan resolution; finer, every
-    line would be a hairline that the scanner's blur greys), each end's filter and JPEG quality (60-92), the tone style, and for a scan (`plain`
-    False; by default every other seed) a rotation within 3 degrees and margins up to 20% of each
-    side. decoy: the scan is another page of the same title (same conditions), which must not match.
+    line would be a hairline that the scanner's blur greys), each end's filter and JPEG quality
+    (60-92), the tone style, and for a scan (`plain` False; by default every other seed) a rotation
+    within 3 degrees and margins up to 20% of each side. decoy: the scan is another page of the
+    same title (same conditions), which must not match. color_size: by default the demo's small
+    pages (fast, for tests); `benchmarks/matching.py --hard` passes real page sizes.
     """
     rng = np.random.default_rng([seed, 20, int(round(ratio * 1000))])
     names = list(FILTERS)
