@@ -7,12 +7,13 @@ black-and-white too. The error is how far the black-and-white pixels under the c
 are from black; the crop/scale with the smallest error is the alignment, and a pair whose best error
 is above a threshold is not a pair at all.
 
-Real scans also come at another resolution than the colour page (0.25x-4x), with white margins
-of up to a fifth of a side, a few degrees askew, with JPEG noise, screentone (moire when the scan is
-coarser than the tone) where the colour page has flat colour, and different balloon text. So the
-alignment here is an affine map colour -> black-and-white (scale, translation, small rotation),
-found coarse to fine; the search is global (every scale the page sizes and margins allow, every
-rotation within ~3 degrees, every translation), so nothing needs to start near the identity:
+Real scans also come at another resolution than the colour page (0.25x-4x, any ratio, resized
+with any filter), with white margins of up to a fifth of a side, a few degrees askew, with JPEG
+noise, screentone (moire when the scan is coarser than the tone) where the colour page has flat
+colour, and different balloon text. So the alignment here is an affine map colour ->
+black-and-white (scale, translation, small rotation), found coarse to fine; the search is global
+(every scale the page sizes and margins allow, every rotation within ~3 degrees, every
+translation), so nothing needs to start near the identity:
 
 1. ink maps: colour "black" = pixels whose brightest channel is below `ink_level` (step 3 of the
    paper); black-and-white line ink = dark pixels minus small connected components (screentone
@@ -22,25 +23,36 @@ rotation within ~3 degrees, every translation), so nothing needs to start near t
    the rest) on a ~128 px pyramid level, where every
    translation is scored at once by a cross-correlation of the colour ink with the high-passed bw
    line ink (evenly dark areas, i.e. dense tone, hatching and fills, must not attract the colour
-   ink), per unit of colour ink that lands inside the page;
+   ink), per unit of colour ink that lands inside the page. A placement must also cover
+   `min_bw_overlap` of the bw page's ink: a scan's margins are blank paper, and without that rule
+   a colour page shrunk into one dense panel scores best (found scales sat at the bottom of the
+   range, 0.58x the true one);
 3. refinement that minimises the paper's error itself: the (blurred) whiteness of the bw page
    under the colour page's black pixels, a robust sum over a sample of those pixels, by
    Levenberg-Marquardt on every finer pyramid level up to full resolution (a similarity on coarse
-   levels, an affine map on fine ones). It looks only where the colour page is black, so
-   screentone, hatching and black fills that exist only in black-and-white cannot pull it, which
-   a correlation such as ECC cannot promise; it ends sub-pixel (crop within ~0.1-0.4 px);
+   levels, an affine map on fine ones), starting at the search's own resolution, with the
+   coarser levels high-passed as the search's map is (`_whiteness_pyramid`). It looks only
+   where the colour page is black, so screentone, hatching and black fills that exist only in
+   black-and-white cannot pull it, which a correlation such as ECC cannot promise; it ends
+   sub-pixel (crop within ~0.1-0.4 px). The paper's own model, a plain resize of the whole page,
+   is refined as one more candidate when the search found nothing near it;
 4. the decision, steps 4-5 of the paper at the bw page's own resolution, normalised so one
-   threshold works for light and dark pages: mean whiteness (bw/255, after a `tolerance_px`
-   minimum filter that forgives a pixel of misregistration and anti-aliasing) under the warped
-   colour black mask, divided by the mean whiteness of the bw page under the colour page's
-   footprint, i.e. what a random mask would score. When the scan is coarser than the colour page
-   (scale < 0.8), the colour black mask is area-averaged to the scan's grid first and a scan pixel
-   that is a fraction m colour black is only expected to be that dark (whiteness beyond 1 - m,
-   per unit of m, counts): a thin line is only grey in a coarse scan. That error is stricter, so
-   it has its own threshold (`coarse_threshold`, 0.15; the result's `threshold` says which applied). Same pages score ~0.02-0.15 on re-scans with
-   different lettering, different pages ~0.6-1 and same-layout different drawings ~0.45+; the
-   default threshold is 0.25. When the best coarse placement fails, the next `candidates` are
-   refined too, so a rejection costs about three times a match.
+   threshold works for light and dark pages and for any scanner: mean whiteness (measured from
+   the page's own black, its darkest percentile, to white, after a `tolerance_px` minimum filter
+   that forgives a pixel of misregistration and anti-aliasing) under the warped colour black
+   mask, divided by the mean whiteness of the bw page under the colour page's footprint, i.e.
+   what a random mask would score. When the scan is coarser than the colour page (scale < 0.8),
+   the colour black mask is area-averaged to the scan's grid first and a scan pixel that is a
+   fraction m colour black is only expected to be that dark (whiteness beyond 1 - m, per unit of
+   m, counts): a thin line is only grey in a coarse scan. That error is stricter, so it has its own
+   threshold (`coarse_threshold`, 0.13; the result's `threshold` says which applied). A placement
+   that leaves more than a fifth of the bw page's line ink outside the colour page is no match.
+   On `benchmarks/matching.py --hard`'s pairs (resizes and scans at 0.25x-4x, any filter, JPEG at
+   both ends, 200 pairs) same pages score up to 0.19 (0.24 where the colour page is ~4x coarser
+   than the scan) and 0.09 on coarse scans, other pages of the title 0.44+ and 0.17+; the default
+   threshold is 0.25. When the best coarse
+   placement fails, the next `candidates` are refined too, so a rejection costs about four times
+   a match.
 
 The result is given both as the affine `transform` (2x3, colour pixel centres -> black-and-white
 pixel centres, what `cv2.warpAffine` takes) and in the paper's terms:
@@ -94,6 +106,8 @@ class MatchConfig:
     refine_iterations: int = 40
     refine_sigma: float = 1.5
     final_sigma: float = 0.5
+    # sigma (level pixels) of the local mean removed from the coarser refinement levels' darkness
+    refine_highpass: float = 3.0
     # fit a full affine map (anisotropic scale, shear) on the finest level and on levels at least
     # this large; a similarity below
     affine: bool = True
@@ -105,13 +119,20 @@ class MatchConfig:
     # at least this fraction of the colour ink must land inside the black-and-white page (search
     # and decision: the paper's colour page is only trimmed by "several rows and columns")
     min_overlap: float = 0.6
+    # and at least this fraction of the black-and-white page's line ink must lie under the colour
+    # page: a scan's margins are blank paper (a little room for trimmed borders and scanner shadows)
+    min_bw_overlap: float = 0.8
     # the error's minimum filter radius, in bw pixels
     tolerance_px: int = 1
+    # the scan's black: this percentile of its pixels, at most max_black (a page with no solid ink)
+    black_percentile: float = 1.0
+    max_black: float = 0.35
     threshold: float = 0.25
     # the threshold when the bw scan is coarser than 0.8x the colour page: there the error counts
-    # only the whiteness a partly black pixel cannot explain (`_error`), same pages score ~0.07-0.09
-    # at 0.25x-0.5x and another page of the title 0.23+, so the full-resolution 0.25 would be lax
-    coarse_threshold: float = 0.15
+    # only the whiteness a partly black pixel cannot explain (`_error`), same pages score up to
+    # ~0.09 at 0.25x-0.75x and another page of the title 0.17+, so the full-resolution 0.25 would
+    # be lax
+    coarse_threshold: float = 0.13
     # a page with less black ink than this fraction of its area cannot be matched reliably
     min_ink_fraction: float = 0.002
 
@@ -123,7 +144,8 @@ class MatchResult:
     error: the normalised error that is compared with `threshold` (module docstring; inf when
     nothing could be measured); raw_error: the paper's own, mean bw whiteness under the colour
     black mask; baseline: the same mean under the whole colour footprint, the normaliser;
-    coverage: fraction of the colour page's black pixels that land on the bw page;
+    coverage: fraction of the colour page's black pixels that land on the bw page; bw_coverage:
+    fraction of the bw page's line ink that lies under the colour page;
     transform: colour pixel centres -> bw pixel centres (2x3, for cv2.warpAffine); scale_xy: bw
     pixels per colour pixel along the colour page's x and y axes; reason: why not matched.
     """
@@ -138,6 +160,7 @@ class MatchResult:
     raw_error: float = math.nan
     baseline: float = math.nan
     coverage: float = math.nan
+    bw_coverage: float = math.nan
     scale_xy: list[float] = field(default_factory=lambda: [math.nan, math.nan])
     reason: str = ""
 
@@ -266,6 +289,10 @@ def _coarse_candidates(c_ink, b_ink, s_lo, s_hi, cfg) -> list[tuple[float, np.nd
     c_small = _downscale(c_ink, f * max(c_ink.shape))
     to_c = _resize_map(c_ink.shape, c_small.shape)
     b_small = cv2.GaussianBlur(b_small, (0, 0), 1.0)
+    # the bw ink a placement leaves outside the colour page's footprint (its bounding canvas): a
+    # scan's margins are blank, so a colour page shrunk into one dark panel is no placement
+    b_total = float(b_small.sum())
+    b_sum = cv2.integral(b_small.astype(np.float64))
     # high-pass: lines stay, evenly dark areas (dense tone, hatching, fills) go to ~0, so they no
     # longer attract the colour ink the way they would in a plain overlap count
     b_small = b_small - cv2.GaussianBlur(b_small, (0, 0), cfg.coarse_highpass)
@@ -301,6 +328,15 @@ def _coarse_candidates(c_ink, b_ink, s_lo, s_hi, cfg) -> list[tuple[float, np.nd
     px = int(math.ceil(margin + max(0, (tw - wb) / 2))) + 1
     ink_pad = cv2.copyMakeBorder(b_small, py, py, px, px, cv2.BORDER_CONSTANT, value=0)
 
+    def bw_ink_under(size: tuple[int, int], shape) -> np.ndarray:
+        """For every template position: the fraction of the bw ink under the template's canvas."""
+        tw, th = size
+        iy, ix = np.arange(shape[0]) - py, np.arange(shape[1]) - px
+        r0, r1 = np.clip(iy, 0, hb), np.clip(iy + th, 0, hb)
+        c0, c1 = np.clip(ix, 0, wb), np.clip(ix + tw, 0, wb)
+        inside = b_sum[np.ix_(r1, c1)] - b_sum[np.ix_(r0, c1)] - b_sum[np.ix_(r1, c0)] + b_sum[np.ix_(r0, c0)]
+        return inside / max(b_total, 1e-6)
+
     def evaluate(s: float, r: float) -> tuple[float, np.ndarray]:
         M, size = template(s, r)
         tpl = cv2.warpAffine(c_small, M, size, flags=cv2.INTER_LINEAR)
@@ -311,7 +347,8 @@ def _coarse_candidates(c_ink, b_ink, s_lo, s_hi, cfg) -> list[tuple[float, np.nd
         den = _ink_inside(tpl, hit.shape, (py, px), (hb, wb))
         # bw line ink per unit of colour ink inside the page; positions that push the colour page
         # off the bw page are excluded rather than rewarded
-        score = np.where(den >= cfg.min_overlap * total, hit / np.maximum(den, 1e-6), -np.inf)
+        ok = (den >= cfg.min_overlap * total) & (bw_ink_under(size, hit.shape) >= cfg.min_bw_overlap)
+        score = np.where(ok, hit / np.maximum(den, 1e-6), -np.inf)
         iy, ix = np.unravel_index(int(np.argmax(score)), score.shape)
         T = _h(M)
         T[0, 2] += ix - px
@@ -419,6 +456,14 @@ def _levenberg_marquardt(M: np.ndarray, q: np.ndarray, maps: np.ndarray, cfg: Ma
 def _whiteness_pyramid(bw: np.ndarray, cfg: MatchConfig) -> list[tuple[np.ndarray, np.ndarray]]:
     """(full-res -> level map, [whiteness, d/dx, d/dy]) from the coarse level up to refine_side.
 
+    Area-downscaling turns screentone and hatching into an even grey while lines thinner than a
+    level pixel fade, so on coarse levels the grey, not the lines, attracts the colour ink and a
+    right placement slides into the darkest panels, shrinking to 0.6-0.8x its scale. So the
+    coarsest level is never smaller than the search's (`coarse_side`, which already placed the
+    page to about a pixel), and every level but the finest is high-passed like the search's map
+    (darkness above its local mean, `refine_highpass` level pixels): even tone goes white, lines
+    and the edges of tone and fills (which lie on lines) stay dark.
+
     Each level is blurred by `refine_sigma` of its own pixels, so a line one or two level pixels
     away from a colour black pixel still has a slope towards it. The finest level is blurred
     less (`final_sigma`): a wide blur mixes the screentone beside a panel border into the border's
@@ -426,13 +471,16 @@ def _whiteness_pyramid(bw: np.ndarray, cfg: MatchConfig) -> list[tuple[np.ndarra
     """
     hb, wb = bw.shape
     sides = [min(cfg.refine_side, max(hb, wb))]
-    while sides[-1] > cfg.coarse_side:
+    while sides[-1] // 2 >= cfg.coarse_side:
         sides.append(sides[-1] // 2)
     white = bw.astype(np.float32) / 255.0
     levels = []
     for side in reversed(sides):
         lvl = _downscale(white, side)
         to_b = _resize_map((hb, wb), lvl.shape)
+        if side != sides[0] and cfg.refine_highpass > 0:
+            dark = 1.0 - lvl
+            lvl = 1.0 - np.clip(dark - cv2.GaussianBlur(dark, (0, 0), cfg.refine_highpass), 0.0, 1.0)
         lvl = cv2.GaussianBlur(lvl, (0, 0), cfg.refine_sigma if side != sides[0] else cfg.final_sigma)
         grad_x = cv2.Sobel(lvl, cv2.CV_32F, 1, 0, ksize=3) / 8
         grad_y = cv2.Sobel(lvl, cv2.CV_32F, 0, 1, ksize=3) / 8
@@ -461,17 +509,30 @@ def _refine(A: np.ndarray, points: np.ndarray, pyramid, s_lo, s_hi, cfg) -> np.n
 
 
 def _whiteness(bw: np.ndarray, cfg: MatchConfig) -> np.ndarray:
-    """bw/255 after a minimum filter: a colour black pixel one pixel off its bw line still counts."""
+    """How far each bw pixel is from the page's own black (0) towards white (1), after a minimum
+    filter: a colour black pixel one pixel off its bw line still counts.
+
+    A scan's ink is not 0 (grey paper, scanner gain, JPEG): black is the darkest percentile of the
+    page, at most `max_black`. The filter does not grow when the colour page is coarser than the
+    scan: a wider minimum turns every screentone black, and a decoy page covered in tone then
+    scores like a match.
+    """
     k = 2 * cfg.tolerance_px + 1
-    return cv2.erode(bw, np.ones((k, k), np.uint8)).astype(np.float32) / 255.0
+    counts = np.cumsum(cv2.calcHist([bw], [0], None, [256], [0, 256]).ravel())
+    black = min(float(np.searchsorted(counts, cfg.black_percentile / 100 * bw.size)) / 255.0, cfg.max_black)
+    white = cv2.erode(bw, np.ones((k, k), np.uint8)).astype(np.float32) / 255.0
+    return np.clip((white - black) / (1.0 - black), 0.0, 1.0)
 
 
-def _error(A: np.ndarray, c_mask: np.ndarray, white: np.ndarray) -> tuple[float, float, float, float]:
+def _error(A: np.ndarray, c_mask: np.ndarray, white: np.ndarray,
+           b_ink: np.ndarray) -> tuple[float, float, float, float, float]:
     """Steps 4-5 of the paper at the bw page's resolution.
 
-    Returns (normalised error, raw error, baseline, coverage); coverage is the fraction of the
-    colour page's black pixels that land on the bw page, so a placement that pushes most of the
-    ink off the page (and so measures almost nothing) can be refused.
+    Returns (normalised error, raw error, baseline, coverage, bw coverage); coverage is the
+    fraction of the colour page's black pixels that land on the bw page, so a placement that
+    pushes most of the ink off the page (and so measures almost nothing) can be refused; bw
+    coverage the fraction of the bw page's line ink under the colour page, so one that shrinks
+    the colour page into a dark corner of the scan, whose margins would then hold ink, can be too.
 
     When the bw page is coarser than the colour page the mask is area-averaged first: a colour line
     thinner than a bw pixel is only grey in the scan, so a bw pixel counts as under the black mask
@@ -495,14 +556,15 @@ def _error(A: np.ndarray, c_mask: np.ndarray, white: np.ndarray) -> tuple[float,
     footprint = (footprint > 0.5).astype(np.uint8)
     n = cv2.countNonZero(mask)
     if n == 0 or cv2.countNonZero(footprint) == 0:
-        return math.inf, math.inf, math.nan, 0.0
+        return math.inf, math.inf, math.nan, 0.0, 0.0
     # coverage: the mask's ink that lands on the page over what would land on an unbounded page
     inside = float(cv2.warpAffine(c_mask, A[:2], (wb, hb), flags=cv2.INTER_LINEAR).sum())
     total = float(c_mask.sum()) * abs(np.linalg.det(A[:2, :2]))
     coverage = min(1.0, inside / max(total, 1e-6)) if n_color else 0.0
+    bw_coverage = float(b_ink[footprint > 0].sum()) / max(float(b_ink.sum()), 1.0)
     raw = cv2.mean(under, mask=mask)[0]
     baseline = cv2.mean(white, mask=footprint)[0]
-    return raw / max(baseline, 1e-3), raw, baseline, coverage
+    return raw / max(baseline, 1e-3), raw, baseline, coverage, bw_coverage
 
 
 def _validate(bw: np.ndarray, color: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -556,39 +618,48 @@ def match_pages(bw: np.ndarray, color: np.ndarray, cfg: MatchConfig | None = Non
     ratios = (wb / wc, hb / hc)
     s_lo, s_hi = min(ratios) * cfg.scale_range[0], max(ratios) * cfg.scale_range[1]
 
-    candidates = _coarse_candidates(c_mask, b_ink, s_lo, s_hi, cfg)
-    if not candidates:
-        return _unmatched("no placement keeps the colour page's ink on the black-and-white page", cfg)
+    candidates = [A for _, A in _coarse_candidates(c_mask, b_ink, s_lo, s_hi, cfg)]
+    # the paper's own model, a plain resize of the whole page, is refined too when the two pages
+    # have the same shape and no peak is near it: a colour page that lost its thin lines to the
+    # downscale may correlate best elsewhere
+    plain = _resize_map((hc, wc), (hb, wb))
+    centre = np.array([wc / 2, hc / 2, 1.0])
+    near = [np.linalg.norm((A @ centre - plain @ centre)[:2]) < 0.02 * max(hb, wb)
+            and abs(np.linalg.det(A[:2, :2]) / np.linalg.det(plain[:2, :2]) - 1) < 0.04 for A in candidates]
+    if abs(ratios[0] / ratios[1] - 1) <= cfg.max_anisotropy and not any(near):
+        candidates.append(plain)
 
     white = _whiteness(bw, cfg)
     points = _ink_points(c_mask, cfg.refine_points)
     pyramid = _whiteness_pyramid(bw, cfg)
     best = None
-    for _, A0 in candidates:
+    for A0 in candidates:
         A = _refine(A0, points, pyramid, s_lo, s_hi, cfg)
-        err, raw, base, coverage = _error(A, c_mask, white)
-        if coverage < cfg.min_overlap:
-            err = math.inf  # nothing much was measured: not evidence of a match
+        err, raw, base, coverage, bw_coverage = _error(A, c_mask, white, b_ink)
+        if coverage < cfg.min_overlap or bw_coverage < cfg.min_bw_overlap:
+            err = math.inf  # nothing much was measured, or the scan's margins hold ink: no match
         threshold = cfg.coarse_threshold if math.sqrt(abs(np.linalg.det(A[:2, :2]))) < 0.8 else cfg.threshold
         # compared by margin to its own threshold, so coarse and fine placements rank fairly
-        if best is None or err - threshold < best[0] - best[5]:
-            best = (err, raw, base, coverage, A, threshold)
+        if best is None or err - threshold < best[0] - best[-1]:
+            best = (err, raw, base, coverage, bw_coverage, A, threshold)
         if err <= threshold:
             break  # matched pairs stop at the first peak; only rejections try the others
 
-    err, raw, base, coverage, A, threshold = best
+    err, raw, base, coverage, bw_coverage, A, threshold = best
     crop, scale, rotation, scale_xy = _describe(A, (hc, wc), (hb, wb))
     matched = bool(err <= threshold)
     if matched:
         reason = ""
     elif coverage < cfg.min_overlap:
         reason = f"only {coverage:.0%} of the colour page's black pixels fall on the black-and-white page"
+    elif bw_coverage < cfg.min_bw_overlap:
+        reason = f"only {bw_coverage:.0%} of the black-and-white page's line ink lies under the colour page"
     else:
         reason = f"error {err:.3f} above threshold {threshold}"
     return MatchResult(
         matched=matched, error=float(err), crop=crop, scale=float(scale), rotation_deg=float(rotation),
         transform=A[:2].tolist(), threshold=threshold, raw_error=float(raw), baseline=float(base),
-        coverage=float(coverage), scale_xy=scale_xy, reason=reason,
+        coverage=float(coverage), bw_coverage=float(bw_coverage), scale_xy=scale_xy, reason=reason,
     )
 
 

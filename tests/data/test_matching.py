@@ -18,7 +18,7 @@ import pytest
 from mangacolor.data.matching import MatchConfig, match_pages, match_title, warp_color_to_bw
 from mangacolor.io.images import read_image
 from mangacolor.demo.rescans import corner_error as scan_corner_error
-from mangacolor.demo.rescans import scan_pair
+from mangacolor.demo.rescans import real_pair, scan_pair
 
 
 # ----------------------------------------------------------------------------------------------
@@ -388,3 +388,68 @@ def test_rejects_other_pages_of_the_series_at_other_resolutions(ratio):
     bw, color, _ = scan_pair(4, ratio, 1.5, (0.1, 0.05, 0.1, 0.05), color_size=_colour_size(ratio), layout_seed=77)
     res = match_pages(bw, color, CFG)
     assert not res.matched and "threshold" in res.reason, (res.error, res.reason)
+
+
+# ----------------------------------------------------------------------------------------------
+# Plain resizes as real sources make them (issue 20): the artwork is finer than either edition,
+# each edition is resized from it with its own filter, the bw side is ink + halftone screentone,
+# the colour side flat fills and shading; both JPEG. Before the fix each of these found a wrong
+# scale (error 0.7-0.8, or a "match" at 0.6x the true scale).
+
+PLAIN_RESIZES = [
+    # (ratio bw/colour, colour page (h, w), (bw filter, colour filter), artwork / finer edition, seed)
+    (0.4, (512, 336), ("bicubic", "lanczos"), 2.0, 1),
+    (1.3, (480, 320), ("lanczos", "bicubic"), 1.6, 2),
+    (1.9, (384, 256), ("bicubic", "lanczos"), 1.5, 2),
+    (2.1, (384, 256), ("bicubic", "lanczos"), 2.0, 2),
+    (3.7, (288, 192), ("lanczos", "bicubic"), 1.6, 1),
+]
+
+
+def _plain_resize(ratio, size, filters, supersample, seed, layout_seed=None):
+    return scan_pair(seed, ratio, color_size=size, jpeg=75, color_jpeg=75, supersample=supersample,
+                     filters=filters, tone="bold", scanner=False, layout_seed=layout_seed)
+
+
+@pytest.mark.parametrize("ratio,size,filters,supersample,seed", PLAIN_RESIZES,
+                         ids=[f"{r}x-{f[0]}-{f[1]}" for r, _, f, _, _ in PLAIN_RESIZES])
+def test_matches_a_plain_resize_at_non_integer_ratios(ratio, size, filters, supersample, seed):
+    bw, color, A = _plain_resize(ratio, size, filters, supersample, seed)
+    assert (A[0, 1], A[1, 0]) == (0, 0)  # a plain resize: the truth is the resize map of the two sizes
+    res = match_pages(bw, color, CFG)
+    assert res.matched, res.reason
+    assert res.scale == pytest.approx(math.sqrt(A[0, 0] * A[1, 1]), rel=0.005)
+    assert abs(res.rotation_deg) < 0.1
+    assert scan_corner_error(res.matrix, A, color.shape[:2]) < 1.5
+
+
+@pytest.mark.parametrize("ratio,size,filters,supersample,seed", [PLAIN_RESIZES[0], PLAIN_RESIZES[2]],
+                         ids=["0.4x", "1.9x"])
+def test_rejects_a_plain_resize_of_another_page(ratio, size, filters, supersample, seed):
+    """The same conditions, the scan drawn from another page of the series: never a match."""
+    decoy, color, _ = _plain_resize(ratio, size, filters, supersample, seed, layout_seed=99)
+    res = match_pages(decoy, color, CFG)
+    assert not res.matched and res.error > 1.5 * res.threshold, (res.error, res.reason)
+
+
+def test_rejects_a_colour_page_shrunk_into_one_dark_panel():
+    """A decoy scan covered in dense screentone: a colour page shrunk into one of its panels once
+    scored 0.149 under the 0.15 threshold. A scan's margins are blank, so a placement that leaves
+    the scan's ink outside the colour page is none."""
+    decoy, color, _, _ = real_pair(2, 0.4, decoy=True)
+    res = match_pages(decoy, color, CFG)
+    assert not res.matched, (res.error, res.scale, res.reason)
+    bw, _, A, _ = real_pair(2, 0.4)
+    res = match_pages(bw, color, CFG)
+    assert res.matched and scan_corner_error(res.matrix, A, color.shape[:2]) < 1.5, res.reason
+
+
+def test_matches_a_scan_whose_ink_is_grey():
+    """A scan's ink is not 0 (grey paper, scanner gain, blur on 1.6 px lines, JPEG 67): the error is
+    measured from the page's own black, so a hatched page scanned this way still matches."""
+    bw, color, A, cond = real_pair(1, 1.0)
+    assert cond["tone"] == "hatch" and cond["rotation_deg"] != 0
+    assert np.percentile(bw, 1) > 10  # the scan's black is grey
+    res = match_pages(bw, color, CFG)
+    assert res.matched, res.reason
+    assert scan_corner_error(res.matrix, A, color.shape[:2]) < 1.0
