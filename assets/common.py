@@ -5,18 +5,17 @@ import functools
 import contextlib
 import hashlib
 import json
-import os
 import posixpath
 from pathlib import Path
 
 import dagster as dg
 
-from mangacolor.config import PROJECT_ROOT
+from mangacolor.config import work_dir  # noqa: F401  (the assets' work folder)
 
 from mangacolor.io.store import commit_scope
 from mangacolor.stages import StageInputError
 
-from .launch import GPU_OP_TAGS, TRAINING_RETRY
+from .launch import TRAINING_RETRY, gpu_asset_args
 from .metadata import mlflow_run_link
 
 color_titles = dg.DynamicPartitionsDefinition(name="color_titles")
@@ -52,19 +51,19 @@ def commits_last(fn):
 def stage_asset(group: str, role: str, description: str, *, gpu: bool = False, owners=("team:ml",), kinds=("pytorch",), **more):
     """`@dg.asset` + `@commits_last` with the group, owners and stage/role tags of an asset's group; `gpu`: see
     `gpu_asset`. `more`: other `dg.asset` arguments (deps, partitions_def, automation_condition, ...)."""
-    if gpu:
-        more = {"pool": "gpu", "op_tags": GPU_OP_TAGS, "retry_policy": TRAINING_RETRY if role == "training" else None, **more}
 
     def decorate(fn):
+        gpus = {**gpu_asset_args(more.get("name", fn.__name__)), "retry_policy": TRAINING_RETRY if role == "training" else None} if gpu else {}
         return dg.asset(group_name=group, owners=list(owners), tags={"stage": group, "role": role}, kinds=set(kinds),
-                        description=description, **more)(commits_last(fn))
+                        description=description, **gpus, **more)(commits_last(fn))
 
     return decorate
 
 
 def gpu_asset(group: str, role: str, description: str, **more):
-    """`stage_asset` for an asset that runs on a GPU: the `gpu` pool (a slot per GPU), a pod that requests its GPUs
-    (`GPU_OP_TAGS`), and retries that resume from the last checkpoint for a training asset (role "training")."""
+    """`stage_asset` for an asset that runs on a GPU: the GPUs its pod requests and the `gpu` pool's slots it holds (one
+    per GPU, `assets.launch.gpu_asset_args`), and retries that resume from the last checkpoint for a training asset
+    (role "training")."""
     return stage_asset(group, role, description, gpu=True, **more)
 
 
@@ -83,11 +82,6 @@ def progress_logger(context: dg.AssetExecutionContext, total: int | None, label:
             context.log.info(f"{label}: {n}/{total if total is not None else '?'} ({item})")
 
     return report
-
-
-def work_dir() -> Path:
-    """The local folder of run-time state (checkpoints, feature caches): MANGACOLOR_WORK_DIR or `.cache/`."""
-    return Path(os.environ.get("MANGACOLOR_WORK_DIR", PROJECT_ROOT / ".cache"))
 
 
 def resumed_from(work: Path) -> int:
@@ -135,7 +129,7 @@ def holdout_check(asset, roles: tuple[str, ...], name: str = "holdout_never_trai
 @contextlib.contextmanager
 def mirrored_dir(local: Path):
     """A work folder (crawl state, caches) kept beside the artifacts: with MANGACOLOR_WORK_MIRROR set, an
-    empty local folder is first filled from its mirror (the same path below MANGACOLOR_WORK_DIR), and
+    empty local folder is first filled from its mirror (the same path below the work folder), and
     what the block leaves there is uploaded after it, even when it fails, so a step retried on a fresh
     pod starts from where the last one got. Checkpoints mirror themselves (mangacolor/training/checkpoint.py)."""
     from mangacolor.training.checkpoint import default_mirror

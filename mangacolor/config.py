@@ -43,6 +43,13 @@ def _preset_dir() -> Path:
 
 PROJECT_ROOT = _project_root()
 PRESET_DIR = _preset_dir()
+WORK_DIR_ENV = "MANGACOLOR_WORK_DIR"
+
+
+def work_dir() -> Path:
+    """The local folder of run-time state (checkpoints, feature caches, crawl state): MANGACOLOR_WORK_DIR, else
+    `.cache/` of the project. What lies below it is mirrored to MANGACOLOR_WORK_MIRROR when that is set."""
+    return Path(os.environ.get(WORK_DIR_ENV) or PROJECT_ROOT / ".cache")
 
 T = TypeVar("T")
 

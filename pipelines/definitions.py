@@ -3,8 +3,8 @@
 Local defaults need nothing installed: artifacts under `<project>/artifacts`, MLflow in
 `<project>/mlflow.db`. Environment variables switch a deployment without code changes:
 MANGACOLOR_PRESET (demo | paper | a YAML path), MANGACOLOR_ARTIFACT_ROOT (a folder or s3://...),
-MLFLOW_TRACKING_URI, MANGACOLOR_DEVICE / MANGACOLOR_PRECISION / MANGACOLOR_THREADS, MANGACOLOR_GPUS (torchrun
-processes per training asset). Per run, the Launchpad's `resources: settings: config:` picks the preset,
+MLFLOW_TRACKING_URI, MANGACOLOR_DEVICE / MANGACOLOR_PRECISION / MANGACOLOR_THREADS, MANGACOLOR_GPUS /
+MANGACOLOR_NNODES / MANGACOLOR_LAUNCHER / MANGACOLOR_IMAGE (the GPUs a training asset may take, and where). Per run, the Launchpad's `resources: settings: config:` picks the preset,
 the colorizer's variant switches and each training stage's length (assets/resources.py); each asset's
 code version follows the preset sections it reads (assets/versions.py).
 """
@@ -40,14 +40,9 @@ def build_resources(preset: str | None = None, artifact_root: str | None = None,
             seed=int(device.get("seed", 0)),
             threads=int(os.environ["MANGACOLOR_THREADS"]) if os.environ.get("MANGACOLOR_THREADS") else device.get("threads"),
         ),
-        # gpus > 1 (MANGACOLOR_GPUS or the preset's device.gpus): training assets launch torchrun through Pipes.
-        "torchrun": TorchrunResource(
-            gpus=int(os.environ.get("MANGACOLOR_GPUS") or device.get("gpus", 1)),
-            nnodes=int(os.environ.get("MANGACOLOR_NNODES") or device.get("nnodes", 1)),
-            launcher=os.environ.get("MANGACOLOR_LAUNCHER", device.get("launcher", "subprocess")),
-            rdzv_endpoint=os.environ.get("MANGACOLOR_RDZV_ENDPOINT") or device.get("rdzv_endpoint"),
-            k8s_image=os.environ.get("MANGACOLOR_IMAGE") or device.get("image"),
-        ),
+        # MANGACOLOR_GPUS / MANGACOLOR_NNODES (or the preset's device.gpus / nnodes): a training stage whose batch
+        # splits over more than one of them launches torchrun through Pipes (assets/launch.py).
+        "torchrun": TorchrunResource.from_deployment(loaded),
         "mlflow": MlflowResource(
             tracking_uri=tracking_uri or default_tracking_uri(PROJECT_ROOT),
             # None: a tracking server picks the artifact store; a SQLite store gets mlartifacts/ beside it.

@@ -19,12 +19,18 @@ DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 
 
 def gpus_available() -> int:
-    """GPUs for the `gpu` pool: MANGACOLOR_GPUS_TOTAL, else the GPUs this process sees, else 1 (a CPU runs one)."""
+    """GPUs for the `gpu` pool (one slot per GPU): MANGACOLOR_GPUS_TOTAL, else the GPUs this machine sees, else 1 (a CPU
+    runs one). In a Kubernetes pod the GPUs are the cluster's, not this pod's (which holds none: it runs the code
+    server or this command): MANGACOLOR_GPUS_TOTAL is required there."""
     if os.environ.get("MANGACOLOR_GPUS_TOTAL"):
         return int(os.environ["MANGACOLOR_GPUS_TOTAL"])
     import torch
 
-    return max(1, torch.cuda.device_count())
+    seen = torch.cuda.device_count()
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and not seen:
+        raise ValueError("the gpu pool's size 'auto' counts this machine's GPUs, and this pod has none: set MANGACOLOR_GPUS_TOTAL "
+                         "to the GPUs of the cluster's GPU nodes (deploy/helm-values.yaml sets it)")
+    return max(1, seen)
 
 
 def pool_limits(path: str | Path = DEPLOY / "pools.yaml") -> dict[str, int]:

@@ -32,6 +32,7 @@ from pydantic import BaseModel, Field
 from mangacolor.data.archives import (ARCHIVE_EXTENSIONS, IMAGE_EXTENSIONS, MemberError, archive_members, member_problem,
                                       natural_key, open_archive, read_member)
 from mangacolor.io.limits import MAX_ARCHIVE_BYTES, MAX_FILE_BYTES, NotARegularFile, open_regular, read_regular
+from mangacolor.io.store import in_this_process
 
 PAPER_DANBOORU_TAGS = ["colored", "colorized", "comic"]
 
@@ -72,7 +73,10 @@ def manga109_source(preset: dict) -> SourceConfig | None:
 
 
 def _fs(cfg: SourceConfig):
+    """The source's filesystem, its listings fresh: a long-lived code server's sensor must see a title added since its
+    last tick (s3fs would otherwise answer from the listing it cached then)."""
     fs, root = fsspec.core.url_to_fs(cfg.uri, **cfg.storage_options)
+    fs.invalidate_cache()
     return fs, root.rstrip("/")
 
 
@@ -112,7 +116,7 @@ def _open(fs, root: str, path: str, limit: int = MAX_FILE_BYTES, what: str = "pa
         raise PermissionError(why)
     if _is_local(fs):
         return open_regular(path, limit, what)
-    return fs.open(path, "rb")
+    return in_this_process(fs).open(path, "rb")
 
 
 def _loader(fs, root: str, path: str) -> Callable[[], bytes]:
@@ -124,7 +128,8 @@ def _loader(fs, root: str, path: str) -> Callable[[], bytes]:
             if why:
                 raise PermissionError(why)
             return read_regular(path, MAX_FILE_BYTES, "page file")
-        with fs.open(path, "rb") as f:  # an object store's file reads at most what the object holds
+        # In this process's own filesystem: loaders run in forked workers too (s3fs refuses its parent's).
+        with in_this_process(fs).open(path, "rb") as f:  # an object store's file reads at most what the object holds
             data = f.read(MAX_FILE_BYTES + 1)
         if len(data) > MAX_FILE_BYTES:
             raise OSError(f"{path}: more than the {MAX_FILE_BYTES:,}-byte limit for a page")
@@ -319,7 +324,7 @@ def _scraped_items(cfg: SourceConfig, title: str) -> Iterator[SourceItem]:
     frame = _scraped_manifest(fs, vdir)
     for row in frame[frame["status"] == "ok"].itertuples():
         path = posixpath.join(vdir, row.path)
-        yield SourceItem(title, str(row.page), str(row.source_uri), lambda p=path: fs.cat_file(p))
+        yield SourceItem(title, str(row.page), str(row.source_uri), lambda p=path: in_this_process(fs).cat_file(p))
 
 
 def iter_items(cfg: SourceConfig, title: str) -> Iterator[SourceItem]:

@@ -18,7 +18,6 @@ sites share is prefixed with the site's name (`<site>.<title>`) so neither shado
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mangacolor.config import PROJECT_ROOT, web_sources
+from mangacolor.config import web_sources, work_dir
 from mangacolor.data.scraper import Fetcher, PageRecord, SiteConfig, crawl_title, load_site_config
 from mangacolor.io.images import ImageError, read_image
 from mangacolor.io.store import VersionWriter, safe_part, sha256_bytes
@@ -67,9 +66,8 @@ def web_titles(preset: dict) -> dict[str, WebTitle]:
 
 
 def default_crawl_dir(site_name: str) -> Path:
-    """The persistent crawl folder of a site: MANGACOLOR_WORK_DIR (default `<project>/.cache`)/crawl/<site>."""
-    base = Path(os.environ.get("MANGACOLOR_WORK_DIR", PROJECT_ROOT / ".cache"))
-    return base / "crawl" / safe_part(site_name)
+    """The persistent crawl folder of a site: the work folder (`config.work_dir`)/crawl/<site>."""
+    return work_dir() / "crawl" / safe_part(site_name)
 
 
 # When and how a page was fetched, not what it is: a re-crawl that changes only these keeps the version.

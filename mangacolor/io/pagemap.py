@@ -22,7 +22,7 @@ thread, in order, while the network runs on.
 Workers: `None` means `MANGACOLOR_WORKERS` if set, else one per core but one, at most 8
 (`resolve_workers`: the one place every loader, stage and loop decides its worker count). They are forked on Linux, so the functions may close
 over a store and a model; elsewhere they must be picklable. PyTorch runs each worker on one
-intra-op thread.
+intra-op thread, and OpenCV too (`start_workers`).
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def ordered_map(fn: Callable[[T], R], items: Sequence[T], workers: int | None = 
         yield from (fn(item) for item in items)
         return
     context = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
-    yield from DataLoader(
+    yield from start_workers(DataLoader(
         _Calls(fn, items),
         batch_size=None,  # one item is one unit of work
         sampler=range(len(items)),
@@ -124,7 +124,26 @@ def ordered_map(fn: Callable[[T], R], items: Sequence[T], workers: int | None = 
         prefetch_factor=prefetch_factor,
         multiprocessing_context=context,
         generator=torch.Generator().manual_seed(0),  # never draw from the global torch RNG
-    )
+    ))
+
+
+def start_workers(loader: DataLoader) -> Iterator:
+    """`iter(loader)`, its worker processes forked while OpenCV runs on one thread, so each starts with one.
+
+    A worker is one of many processes on the machine's cores: an OpenCV thread pool the size of the machine in
+    each (8 ranks x 8 workers x 16 cores) only makes them wait on each other. Set in the parent around the fork, not
+    in the child, where reconfiguring a pool the parent was using can wait forever on its lock; the parent keeps
+    its own setting."""
+    if loader.num_workers == 0:
+        return iter(loader)
+    import cv2
+
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        return iter(loader)  # the workers fork here
+    finally:
+        cv2.setNumThreads(threads)
 
 
 def map_batches(load: Callable[[T], Any], apply: Callable[[Any], R], batches: Sequence[T], *,

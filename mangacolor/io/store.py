@@ -133,6 +133,14 @@ def content_version(rows: Iterable[dict], salt: str = "", files: dict[str, str] 
     return h.hexdigest()[:16]
 
 
+def in_this_process(fs):
+    """`fs`, or, in a forked child of the process that opened it (a `DataLoader` worker), an equal filesystem of the
+    child's own: an asynchronous one (s3fs) refuses to run in a child ("not fork-safe")."""
+    if getattr(fs, "_pid", None) in (None, os.getpid()):
+        return fs
+    return type(fs)(*fs.storage_args, **fs.storage_options)
+
+
 _MEMORY_LOCKS: dict[str, threading.RLock] = {}
 _MEMORY_LOCKS_GUARD = threading.Lock()
 
@@ -317,11 +325,37 @@ class Store:
 
     def __init__(self, root: str | Path, storage_options: dict | None = None):
         self.root_uri = str(root).rstrip("/")
-        self.fs, self.root = fsspec.core.url_to_fs(self.root_uri, **(storage_options or {}))
+        self.storage_options = dict(storage_options or {})
+        fs, self.root = self._open()
         self.root = self.root.rstrip("/")
-        self.is_local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
+        self.is_local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
         if self.is_local:
             Path(self.root).mkdir(parents=True, exist_ok=True)
+
+    def _open(self):
+        """The filesystem of this process. Listings are never cached: LATEST, a new partition or a lock written by
+        another process (a pod, the sensor's next tick in a long-lived code server) must be seen at once."""
+        protocol = self.root_uri.split("://", 1)[0] if "://" in self.root_uri else "file"
+        options = self.storage_options if protocol in ("file", "local", "memory") else \
+            {"use_listings_cache": False, **self.storage_options}
+        self._fs, root = fsspec.core.url_to_fs(self.root_uri, **options)
+        self._pid = os.getpid()
+        return self._fs, root
+
+    @property
+    def fs(self):
+        """This process's filesystem: a forked child (a `DataLoader` worker) opens its own, since an
+        asynchronous one (s3fs) refuses to run in a child of the process that used it."""
+        if self._pid != os.getpid():
+            self._open()
+        return self._fs
+
+    def __getstate__(self) -> dict:
+        # A spawned process (or a pickled closure) opens its own filesystem too.
+        return {k: v for k, v in self.__dict__.items() if k != "_fs"} | {"_pid": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
 
     # --- paths -------------------------------------------------------------------------------
     def path(self, *parts: str) -> str:

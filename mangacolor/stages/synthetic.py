@@ -39,7 +39,7 @@ from mangacolor.data.datasets import ManifestImages
 from mangacolor.eval.gap import synthetic_gap
 from mangacolor.io.files import write_atomic
 from mangacolor.io.images import ImageError, encode_png, read_image
-from mangacolor.io.pagemap import WORKERS_HELP, map_batches, size_batches
+from mangacolor.io.pagemap import WORKERS_HELP, OutputThread, map_batches, size_batches
 from mangacolor.io.store import Store, VersionWriter, ok_rows, safe_part, sha256_bytes
 from mangacolor.stages.common import PageSummary, model_weights, real_training_rows
 from mangacolor.synthetic.xdog import PRESETS, XDoGConfig, XDoGError, xdog
@@ -133,12 +133,14 @@ class PageStageConfig(BaseModel):
 
 @dataclass
 class _Done:
-    """One page's outcome, made in a worker: PNG bytes and size, or why it was quarantined."""
+    """One page's outcome: PNG bytes and size (made in a worker), the page itself (a network here: encoded by the
+    writer thread), or why it was quarantined."""
 
     index: int
     data: bytes | None = None
     shape: tuple[int, int] | None = None
     reason: str | None = None
+    page: np.ndarray | None = None
 
 
 def _jobs(rows: pd.DataFrame) -> list[dict]:
@@ -168,22 +170,30 @@ def _finish(index: int, page: np.ndarray) -> _Done:
 
 def _write(jobs: list[dict], results, writer: VersionWriter,
            progress: Callable[[int, str], None] | None) -> PageSummary:
-    """Write each page as its batch arrives; the manifest rows go in id order at the end (they are small)."""
+    """Write each page as its batch arrives, encoded (when a network here made it) and stored by a writer thread while
+    the next batch runs; the manifest rows go in id order at the end (they are small)."""
     summary, rows, n = PageSummary(), {}, 0
-    for done_batch in results:
-        for done in done_batch:
-            job = jobs[done.index]
-            if done.data is None:
-                rows[done.index] = {**job["out"], "status": "quarantined", "reason": done.reason}
-                summary.quarantined += 1
-            else:
-                path = writer.write(f"pages/{job['name']}.png", done.data)
-                rows[done.index] = {**job["out"], "path": path, "height": done.shape[0], "width": done.shape[1],
-                                    "sha256": sha256_bytes(done.data), "status": "ok", "reason": None}
-                summary.ok += 1
-            n += 1
-            if progress:
-                progress(n, job["out"]["id"])
+
+    def store(done: _Done, job: dict) -> None:
+        data = done.data if done.data is not None else encode_png(done.page)
+        path = writer.write(f"pages/{job['name']}.png", data)
+        shape = done.shape or (int(done.page.shape[0]), int(done.page.shape[1]))
+        rows[done.index] = {**job["out"], "path": path, "height": shape[0], "width": shape[1], "sha256": sha256_bytes(data),
+                            "status": "ok", "reason": None}
+
+    with OutputThread() as output:
+        for done_batch in results:
+            for done in done_batch:
+                job = jobs[done.index]
+                if done.data is None and done.page is None:
+                    rows[done.index] = {**job["out"], "status": "quarantined", "reason": done.reason}
+                    summary.quarantined += 1
+                else:
+                    output.submit(store, done, job)
+                    summary.ok += 1
+                n += 1
+                if progress:
+                    progress(n, job["out"]["id"])
     for i in sorted(rows):
         writer.add(rows[i])
     return summary
@@ -263,11 +273,12 @@ def translate_stage(rows: pd.DataFrame, store: Store, writer: VersionWriter,
             if page is not None:
                 by_size.setdefault(page.shape, []).append((i, page))
         for group in by_size.values():
-            if batched:
+            if batched:  # here, beside the GPU: the writer thread encodes
                 outs = network([page for _, page in group])
-            else:
+                done |= {i: _Done(i, page=out) for (i, _), out in zip(group, outs)}
+            else:  # in a worker: encoded there, in parallel
                 outs = [network([page])[0] for _, page in group]
-            done |= {i: _finish(i, out) for (i, _), out in zip(group, outs)}
+                done |= {i: _finish(i, out) for (i, _), out in zip(group, outs)}
         return [done[i] for i, _, _ in loaded]
 
     results = map_batches(load, apply, batches, workers=workers, apply_in_workers=not batched)

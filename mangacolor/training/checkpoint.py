@@ -13,14 +13,15 @@ leaves the previous checkpoint intact; `restore` picks the newest complete one, 
 cannot be read (a damaged disk, a truncated copy) it warns and falls back to the one before.
 
 On a cluster the local folder dies with its pod: with MANGACOLOR_WORK_MIRROR set (an fsspec URL such
-as s3://bucket/work, beside the artifact root) every checkpoint under MANGACOLOR_WORK_DIR is also
-uploaded to the same relative path there, `state.json` last, and a Checkpointer that finds no local
+as s3://bucket/work, beside the artifact root) every checkpoint under the work folder (MANGACOLOR_WORK_DIR,
+else the project's `.cache/`) is also uploaded to the same relative path there, `state.json` last, and a Checkpointer that finds no local
 checkpoint downloads the newest complete one, so a step retried on a fresh pod resumes.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
@@ -33,7 +34,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from mangacolor.config import WORK_DIR_ENV, work_dir
 from mangacolor.io.files import fsync_dir
+
+log = logging.getLogger(__name__)
 
 WEIGHTS = "weights.safetensors"
 
@@ -83,14 +87,24 @@ def _fsync_tree(folder: Path) -> None:
     fsync_dir(folder)
 
 
+MIRROR_ENV = "MANGACOLOR_WORK_MIRROR"
+
+
 def default_mirror(directory: Path) -> str | None:
-    """MANGACOLOR_WORK_MIRROR + the directory's path below MANGACOLOR_WORK_DIR, when both are set and it lies there."""
-    mirror, work = os.environ.get("MANGACOLOR_WORK_MIRROR"), os.environ.get("MANGACOLOR_WORK_DIR")
-    if not mirror or not work:
+    """MANGACOLOR_WORK_MIRROR + the directory's path below the work folder (`mangacolor.config.work_dir`:
+    MANGACOLOR_WORK_DIR, else the project's `.cache/`), when the mirror is set; None without one.
+
+    A folder outside the work folder has no place in the mirror: a warning says so, since a fresh pod
+    will not find what it holds."""
+    mirror = os.environ.get(MIRROR_ENV)
+    if not mirror:
         return None
+    work = work_dir()
     try:
-        rel = Path(directory).resolve().relative_to(Path(work).resolve())
+        rel = Path(directory).resolve().relative_to(work.resolve())
     except ValueError:
+        log.warning("%s is not below the work folder %s: it is not mirrored to %s (set %s to a folder that holds it)",
+                    directory, work, mirror, WORK_DIR_ENV)
         return None
     return f"{mirror.rstrip('/')}/{rel.as_posix()}"
 

@@ -52,6 +52,7 @@ from mangacolor.io.weights import save_weights
 from mangacolor.training.cues import CueConfig, Cues, resize_draft, sample_cues
 from mangacolor.training.loader import LoaderSettings, Pinnable, step_batches
 from mangacolor.training.loop import LoopTail
+from mangacolor.training.memory import PowerIterationReplay, freeze_batchnorm, micro_slices, rows
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,14 @@ class ColorizerTrainConfig(LoaderSettings):
     checkpoint_every: int = 500
     log_every: int = 10
     sample_count: int = 4  # pages per sample grid
+    # The paper's batch in GPU memory (mangacolor/training/memory.py): rows per forward/backward, the step's
+    # gradients added up over its micro-batches (None: the whole per-process batch at once); the generator's
+    # activations recomputed in the backward pass; batch norm on running statistics (needed by micro-batches).
+    micro_batch: int | None = None
+    checkpointing: bool = False
+    batchnorm: Literal["batch", "frozen"] = "batch"
+    # Channels-last weights and activations: the layout GPU convolutions run fastest in (tensor cores); None: on CUDA.
+    channels_last: bool | None = None
     init: str | None = None  # "mc2:PATH": a fresh step 1 starts from the whole 2021 generator (build_generator)
 
     def resolved(self, step: Step) -> tuple[int, int, LossWeights]:
@@ -529,9 +538,16 @@ def _build(cfg: ColorizerTrainConfig, weights: LossWeights, init_weights, spec: 
            dist: distributed.DistContext) -> _Networks:
     """The networks and optimisers, seeded first so that the Xavier init (and so a fresh run) is reproducible."""
     torch.manual_seed(cfg.seed)
-    generator = distributed.sync_batchnorm(build_generator(cfg.generator, init_weights), dist, dev).to(dev).train()
+    generator = build_generator(cfg.generator, init_weights)
+    if cfg.batchnorm == "frozen":
+        freeze_batchnorm(generator)  # running statistics: nothing to synchronise over processes either
+    else:
+        generator = distributed.sync_batchnorm(generator, dist, dev)
+    layout = torch.channels_last if (cfg.channels_last if cfg.channels_last is not None else dev.type == "cuda") else torch.preserve_format
+    generator = generator.to(dev, memory_format=layout).train()
+    generator.checkpointing = cfg.checkpointing
     adversarial = weights.syn > 0 or weights.real_g > 0
-    discriminator = ColorizationDiscriminator(cfg.discriminator).to(dev).train() if adversarial else None
+    discriminator = ColorizationDiscriminator(cfg.discriminator).to(dev, memory_format=layout).train() if adversarial else None
     perceptual = PerceptualLoss(cfg.perceptual_layers, cfg.vgg_weights, cfg.allow_random_vgg).to(dev) if weights.per else None
     opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr_g, betas=cfg.betas)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr_d, betas=cfg.betas) if discriminator is not None else None
@@ -557,10 +573,14 @@ def _datasets(step: Step, synthetic_pairs: Dataset, real_bw: Dataset | None) -> 
 
 
 def _train_step(nets: _Networks, weights: LossWeights, batch: StepBatch, spec: DeviceSpec, dev: torch.device,
-                dist: distributed.DistContext) -> tuple[dict[str, Any], Cues, Cues | None, bool]:
-    """One discriminator step (eq. 3) and one generator step (eq. 2) on `batch`.
-    Returns (loss parts, the pairs' cues, the real pages' cues, whether real pages went through G)."""
+                dist: distributed.DistContext, micro_batch: int | None = None) -> tuple[dict[str, Any], Cues, Cues | None, bool]:
+    """One discriminator step (eq. 3) and one generator step (eq. 2) on `batch`, in micro-batches of `micro_batch` rows
+    when that splits it (`_micro_step`). Returns (loss parts, the pairs' cues, the real pages' cues, whether real pages
+    went through G)."""
     pairs, cues, real, real_cues, y_real = expand_batch(batch, dev)
+    slices = micro_slices(pairs["bw"].shape[0], micro_batch)
+    if len(slices) > 1:
+        return _micro_step(nets, weights, (pairs, cues, real, real_cues, y_real), slices, spec, dist)
     generator, discriminator, scaler = nets.generator, nets.discriminator, nets.scaler
     with spec.autocast():
         fake = generator(pairs["bw"], cues.hint, cues.draft)
@@ -608,6 +628,69 @@ def _train_step(nets: _Networks, weights: LossWeights, batch: StepBatch, spec: D
     return parts, cues, real_cues, fake_real is not None
 
 
+def _micro_step(nets: _Networks, weights: LossWeights, expanded: tuple, slices: list[slice], spec: DeviceSpec,
+                dist: distributed.DistContext) -> tuple[dict[str, Any], Cues, Cues | None, bool]:
+    """`_train_step` one micro-batch at a time: each micro-batch's loss over their number, backward, the gradients
+    added up, one optimiser step per network; only one micro-batch's graph is alive at a time. D's step needs the
+    colorizations before G's step needs them with their graph (and D updated), so G runs twice per micro-batch,
+    the first time without a graph. D's spectral norm iterates as with the whole batch (`PowerIterationReplay`)."""
+    pairs, cues, real, real_cues, y_real = expanded
+    generator, scaler = nets.generator, nets.scaler
+    discriminator = PowerIterationReplay(nets.discriminator) if nets.discriminator is not None else None
+    k = len(slices)
+    parts: dict[str, Any] = {}
+
+    def add(more: dict) -> None:
+        for key, value in more.items():
+            parts[key] = parts.get(key, 0) + (value.detach() if torch.is_tensor(value) else value) / k
+
+    def colorize(part: slice):
+        p, c = rows(pairs, part), rows(cues, part)
+        fake = generator(p["bw"], c.hint, c.draft)
+        fake_real = None
+        if real is not None:
+            rc = rows(real_cues, part)
+            fake_real = generator(rows(real, part)["bw"], rc.hint, rc.draft)
+        return p, fake, fake_real
+
+    if discriminator is not None:
+        nets.discriminator.requires_grad_(True)
+        nets.opt_d.zero_grad(set_to_none=True)
+        for i, part in enumerate(slices):
+            discriminator.next_micro_batch(i)
+            with torch.no_grad(), spec.autocast():
+                p, fake, fake_real = colorize(part)
+            with spec.autocast():
+                d_loss, d_parts = discriminator_loss(
+                    weights, discriminator(rows(y_real, part) if y_real is not None else p["color"]), discriminator(fake),
+                    discriminator(fake_real) if fake_real is not None else None)
+            scaler.scale(d_loss / k).backward()
+            add(d_parts)
+        discriminator.finish()
+        dist.average_gradients(nets.discriminator)
+        scaler.step(nets.opt_d)
+        nets.discriminator.requires_grad_(False)
+
+    nets.opt_g.zero_grad(set_to_none=True)
+    for i, part in enumerate(slices):
+        if discriminator is not None:
+            discriminator.next_micro_batch(i)
+        with spec.autocast():
+            p, fake, fake_real = colorize(part)
+            g_loss, g_parts = generator_loss(
+                weights, fake, p["color"], nets.perceptual, discriminator(fake) if discriminator is not None else None,
+                discriminator(fake_real) if (discriminator is not None and fake_real is not None) else None)
+        scaler.scale(g_loss / k).backward()
+        add(g_parts)
+        del fake, fake_real, g_loss  # the micro-batch's graph goes before the next one's is built
+    if discriminator is not None:
+        discriminator.finish()
+    dist.average_gradients(generator)
+    scaler.step(nets.opt_g)
+    scaler.update()
+    return parts, cues, real_cues, real is not None
+
+
 def train_colorizer(
     cfg: ColorizerTrainConfig,
     synthetic_pairs: Dataset,
@@ -649,11 +732,13 @@ def train_colorizer(
     out_dir = Path(out_dir)
     say = progress or (lambda _msg: None)
     supervised, unpaired_real, real_colour = _datasets(step, synthetic_pairs, real_bw)
-    supervised, unpaired_real, real_colour = _datasets(step, synthetic_pairs, real_bw)
     if init_weights is None and cfg.init and step == "adapt":
         init_weights = cfg.init  # the 2021 generator as step 1's start (colorizer.init: mc2:PATH)
     if epochs_before is None:
         epochs_before = weights_epochs(init_weights)
+    if len(micro_slices(len(dist.positions(batch_size)), cfg.micro_batch)) > 1 and cfg.batchnorm != "frozen":
+        raise ValueError(f"micro_batch {cfg.micro_batch} splits the batch, and batch-norm statistics over a micro-batch are "
+                         "not the batch's: set batchnorm: frozen in the step's section (mangacolor/training/memory.py)")
     nets = _build(cfg, weights, init_weights, spec, dev, dist)
     steps_per_epoch, total_steps = cfg.steps_per_epoch(step, len(supervised)), cfg.total_steps(step, len(supervised))
     snapshot_every = snapshot_every or steps_per_epoch
@@ -706,7 +791,7 @@ def train_colorizer(
     tail = LoopTail(total_steps, dist, tracker, cfg.log_every, cfg.checkpoint_every, snapshot_every, say)
     parts: dict[str, Any] = {}
     for it, step_batch in step_batches(make, start, total_steps, dev, cfg.num_workers, cfg.prefetch_factor):
-        parts, cues, real_cues, with_real = _train_step(nets, weights, step_batch, spec, dev, dist)
+        parts, cues, real_cues, with_real = _train_step(nets, weights, step_batch, spec, dev, dist, cfg.micro_batch)
         done, epoch = it + 1, it // steps_per_epoch + 1
         c_epoch = cue_epoch(epochs_before, it, steps_per_epoch)
         tail(done, lambda: metrics(parts, epoch, c_epoch, cues, real_cues if with_real else None),

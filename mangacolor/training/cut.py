@@ -15,7 +15,6 @@ a run resumed from a checkpoint makes exactly the steps the interrupted run woul
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -34,7 +33,7 @@ from mangacolor.training import distributed
 from mangacolor.training.checkpoint import Checkpointer
 from mangacolor.io.weights import load_configured, save_weights
 from mangacolor.training.loader import LoaderFields, step_batches
-from mangacolor.training.loop import LoopTail
+from mangacolor.training.loop import FiniteLosses, LoopTail
 from mangacolor.training.refiner import sample_strip, step_seed
 
 __all__ = ["CUTTrainConfig", "train_cut", "apply_cut", "load_cut_generator", "cut_optimizers", "random_crops"]
@@ -136,6 +135,7 @@ def train_cut(
         progress(f"cut: {'resuming at step ' + str(start) if start else 'starting'} of {cfg.steps}")
 
     tail = LoopTail(cfg.steps, dist, tracker, cfg.log_every, cfg.checkpoint_every, cfg.sample_every, progress)
+    finite = FiniteLosses("CUT generator")
     metrics: dict[str, float] = {}
     for step, (real_a, real_b) in step_batches(crops, start, cfg.steps, dev, cfg.num_workers, cfg.prefetch_factor):
         patches = torch.Generator().manual_seed(step_seed(cfg.seed, step, 1))
@@ -163,8 +163,7 @@ def train_cut(
             else:
                 nce_both = loss_nce
             loss_g = m.lambda_gan * loss_gan + m.lambda_nce * nce_both
-        if not math.isfinite(loss_g.item()):
-            raise FloatingPointError(f"CUT generator loss became {loss_g.item()} at step {step}; lower lr or use fp32")
+        finite.add(loss_g)
         optimizers["g"].zero_grad(set_to_none=True)
         optimizers["f"].zero_grad(set_to_none=True)
         scaler.scale(loss_g).backward()
@@ -175,6 +174,8 @@ def train_cut(
         scaler.update()
 
         done = step + 1
+        if tail.due(done, cfg.log_every) or tail.due(done, cfg.checkpoint_every):
+            finite.check(done)
         metrics = tail(
             done,
             lambda: dist.mean({"cut/d": loss_d.item(), "cut/g_gan": loss_gan.item(), "cut/nce": loss_nce.item()}

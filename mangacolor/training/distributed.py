@@ -85,9 +85,10 @@ class DistContext:
         return all_reduce(values.sum()) / (values.numel() * self.world_size)
 
     def mean(self, values: dict[str, float]) -> dict[str, float]:
-        """Metrics averaged over the processes (each saw a shard of the batch)."""
+        """Metrics averaged over the processes (each saw a shard of the batch), as floats (a tensor's value is read
+        here, at the logging step, not every step)."""
         if not self.enabled or not values:
-            return values
+            return {k: float(v) for k, v in values.items()}
         keys = sorted(values)
         t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
         if dist.get_backend() == "nccl":

@@ -11,8 +11,9 @@ starts the loader at its checkpoint's step, so the data position is the step its
 Workers: `num_workers=None` means `MANGACOLOR_WORKERS` if set, else min(8, cores available - 1)
 (`mangacolor.io.pagemap.resolve_workers`, the one place that decides).
 They are forked on Linux (so `make` may close over lists of pages and models without pickling);
-elsewhere `make` must be picklable. Workers leave OpenCV's thread pool alone: reconfiguring it
-(`cv2.setNumThreads`) in a forked child can wait forever on the parent's condition variables.
+elsewhere `make` must be picklable. Each runs OpenCV on one thread, set in the parent around the fork
+(`mangacolor.io.pagemap.start_workers`): reconfiguring OpenCV's pool in a forked child can wait forever
+on the parent's condition variables.
 
 Batches should leave the workers compact: a worker's batch is copied into shared memory and mapped
 by the loop, so float pages with page-size cue planes cost the loop in copying what the workers
@@ -35,7 +36,7 @@ import torch
 from pydantic import BaseModel
 from torch.utils.data import DataLoader, Dataset
 
-from mangacolor.io.pagemap import resolve_workers
+from mangacolor.io.pagemap import resolve_workers, start_workers
 
 @dataclass
 class LoaderSettings:
@@ -119,5 +120,5 @@ def step_batches(make: Callable[[int], Any], start: int, stop: int, device: torc
     device = torch.device(device)
     loader = step_loader(make, start, stop, device, num_workers, prefetch_factor)
     pinned = loader.pin_memory
-    for step, batch in zip(range(start, stop), loader):
+    for step, batch in zip(range(start, stop), start_workers(loader)):
         yield step, to_device(batch, device, non_blocking=pinned)

@@ -92,21 +92,22 @@ def _load_pair(pairs, index: int, psp: PSp, size: int) -> tuple[torch.Tensor, to
 
 
 def draft_loss(image: torch.Tensor, target: torch.Tensor, w_plus: torch.Tensor, latent_avg: torch.Tensor,
-               cfg: PSpTrainConfig, lpips_model: nn.Module | None) -> tuple[torch.Tensor, dict[str, float]]:
-    """Eq. 1: lambda_MSE * MSE + lambda_LPIPS * LPIPS (+ optional W-norm)."""
+               cfg: PSpTrainConfig, lpips_model: nn.Module | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Eq. 1: lambda_MSE * MSE + lambda_LPIPS * LPIPS (+ optional W-norm). The parts stay tensors on the device,
+    read (a host sync) only when the loop logs them."""
     image = image.float()
     mse = F.mse_loss(image, target)
     loss = cfg.lambda_mse * mse
-    parts = {"mse": mse.item()}
+    parts = {"mse": mse.detach()}
     if cfg.lambda_lpips > 0 and lpips_model is not None:
         lp = lpips_model(image, target).mean()
         loss = loss + cfg.lambda_lpips * lp
-        parts["lpips"] = lp.item()
+        parts["lpips"] = lp.detach()
     if cfg.lambda_w_norm > 0:
         w_norm = (w_plus.float() - latent_avg).norm(dim=(1, 2)).mean()
         loss = loss + cfg.lambda_w_norm * w_norm
-        parts["w_norm"] = w_norm.item()
-    parts["loss"] = loss.item()
+        parts["w_norm"] = w_norm.detach()
+    parts["loss"] = loss.detach()
     return loss, parts
 
 

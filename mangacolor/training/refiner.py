@@ -18,7 +18,6 @@ Every random choice of step s (which pairs, the augmentation) is drawn from a ge
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -39,7 +38,7 @@ from mangacolor.training import distributed
 from mangacolor.training.checkpoint import Checkpointer
 from mangacolor.io.weights import load_configured, save_weights
 from mangacolor.training.loader import LoaderFields, step_batches
-from mangacolor.training.loop import LoopTail
+from mangacolor.training.loop import FiniteLosses, LoopTail
 
 VGG16_FILE = "vgg16-397923af.pth"
 VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
@@ -229,6 +228,7 @@ def train_refiner(
         progress(f"refiner: {'resuming at step ' + str(start) if start else 'starting'} of {cfg.steps}")
 
     tail = LoopTail(cfg.steps, dist, tracker, cfg.log_every, cfg.checkpoint_every, cfg.sample_every, progress)
+    finite = FiniteLosses("refiner")
     metrics: dict[str, float] = {}
     batches = step_batches(lambda s: _batch(cfg, pairs, augment, s, positions), start, cfg.steps, dev, cfg.num_workers, cfg.prefetch_factor)
     for step, (x, y) in batches:
@@ -250,8 +250,7 @@ def train_refiner(
                 adv = lsgan_g_loss(disc(fake))
                 disc.requires_grad_(True)
                 loss = loss + cfg.lambda_adv * adv
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"refiner loss became {loss.item()} at step {step}; lower lr or use fp32")
+        finite.add(loss)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         dist.average_gradients(model)
@@ -259,6 +258,8 @@ def train_refiner(
         scaler.update()
 
         done = step + 1
+        if tail.due(done, cfg.log_every) or tail.due(done, cfg.checkpoint_every):
+            finite.check(done)
         metrics = tail(
             done,
             lambda: dist.mean({"refiner/loss": loss.item(), "refiner/l1": l1.item(), "refiner/perceptual": per.item()}

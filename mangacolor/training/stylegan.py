@@ -184,7 +184,8 @@ def _draw(g: Generator, batch: int, cfg: StyleGANTrainConfig, device: torch.devi
 
 def stylegan_step(state: StyleGANState, real: torch.Tensor, step: int, cfg: StyleGANTrainConfig,
                   spec: DeviceSpec, dist: distributed.DistContext = distributed.SINGLE) -> dict[str, float]:
-    """One D step (+ lazy R1), one G step (+ lazy path length), the EMA update. Returns metrics.
+    """One D step (+ lazy R1), one G step (+ lazy path length), the EMA update. Returns metrics (tensors on the
+    device: reading one is a host sync, which the loop does at its logging steps only).
 
     `real` is this process's rows of the step's global batch (all of it for one process). Under
     `torchrun` gradients are averaged and the path-length mean is taken over the global batch; the
@@ -212,7 +213,7 @@ def stylegan_step(state: StyleGANState, real: torch.Tensor, step: int, cfg: Styl
     d_loss.backward()
     dist.average_gradients(d)
     state.d_optim.step()
-    metrics.update(d_loss=d_loss.item(), real_score=real_pred.float().mean().item(), fake_score=fake_pred.float().mean().item())
+    metrics.update(d_loss=d_loss.detach(), real_score=real_pred.detach().float().mean(), fake_score=fake_pred.detach().float().mean())
 
     # Lazy regularisers, in the same precision as the main passes (as StyleGAN2-ADA does); the
     # penalties themselves are reduced in fp32.
@@ -226,7 +227,7 @@ def stylegan_step(state: StyleGANState, real: torch.Tensor, step: int, cfg: Styl
         (cfg.r1_gamma / 2 * r1 * cfg.d_reg_every + 0 * real_pred[0, 0]).backward()
         dist.average_gradients(d)
         state.d_optim.step()
-        metrics["r1"] = r1.item()
+        metrics["r1"] = r1.detach()
 
     # Generator.
     _set_requires_grad(g, True)
@@ -238,7 +239,7 @@ def stylegan_step(state: StyleGANState, real: torch.Tensor, step: int, cfg: Styl
     g_loss.backward()
     dist.average_gradients(g)
     state.g_optim.step()
-    metrics["g_loss"] = g_loss.item()
+    metrics["g_loss"] = g_loss.detach()
 
     if cfg.g_reg_every > 0 and step % cfg.g_reg_every == 0:
         path_batch = max(1, batch // cfg.path_batch_shrink)
@@ -257,8 +258,8 @@ def stylegan_step(state: StyleGANState, real: torch.Tensor, step: int, cfg: Styl
         state.g_optim.step()
         # A Python float: identical whether the run was resumed (from JSON) or not.
         state.mean_path_length = float(mean_path)
-        metrics.update(path_loss=path_loss.item(), mean_path_length=state.mean_path_length,
-                       path_length=path_lengths.mean().item())
+        metrics.update(path_loss=path_loss.detach(), mean_path_length=state.mean_path_length,
+                       path_length=path_lengths.detach().mean())
 
     accumulate(state.g_ema, g, 0.5 ** (batch / (cfg.ema_kimg * 1000)))
     return metrics

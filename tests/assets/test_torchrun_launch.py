@@ -1,8 +1,9 @@
 """Training assets launched as `torchrun` with 2 gloo processes through Dagster Pipes: step 1 (the
 colorizer loop) and the refiner (a loop the worker runs through `launch.run_stage`, like StyleGAN2, the
-pSp encoders and CUT). Each materializes, rank 0's metadata arrives in Dagster, rank 0 alone logs to
-MLflow and writes the checkpoints. That 1 and 2 processes train the same weights is
-tests/training/test_distributed_loops.py."""
+pSp encoders and CUT), the refiner as a training pod runs it: in a work folder of its own, spec and results
+through the store. Each materializes, rank 0's metadata arrives in Dagster, rank 0 alone logs to MLflow and
+writes the checkpoints. That 1 and 2 processes train the same weights is tests/training/test_distributed_loops.py;
+the Kubernetes manifests are tests/assets/test_k8s_launch.py."""
 
 import json
 import shutil
@@ -65,25 +66,24 @@ def test_step1_and_refiner_under_torchrun_materialize_with_rank0_reporting(tmp_p
     assert sorted(m.step for m in history) == [1, 2]
     assert [a.path for a in client.list_artifacts(meta["mlflow_run_id"], "weights")] == ["weights/generator.safetensors"]
 
-    # The refiner: the same launch through launch.run_stage.
-    refined = dg.materialize([*defs.assets, *defs.asset_checks], selection=["refiner_model"], instance=instance, resources=resources)
+    # The refiner, launched as on Kubernetes: the ranks share no folder with the asset (their own work folder, as a
+    # training pod has), so the spec reaches them and the weights come back through the store.
+    pod = tmp_path / "pod"
+    as_a_pod = {**resources, "torchrun": TorchrunResource(gpus=2, transfer="store", env={
+        "OMP_NUM_THREADS": "1", "MANGACOLOR_THREADS": "1", "MANGACOLOR_WORK_DIR": str(pod)})}
+    refined = dg.materialize([*defs.assets, *defs.asset_checks], selection=["refiner_model"], instance=instance, resources=as_a_pod)
     assert refined.success
     meta = _metadata(refined, "refiner_model")
     assert meta["world_size"] == 2 and meta["ddp_backend"] == "gloo" and meta["reported_by_rank"] == 0 and meta["steps"] == 2
-    assert Store(project["artifacts"]).latest_version("refiner_model")
-    states = sorted(p for p in (tmp_path / "work").rglob("checkpoints/step-*/state.json") if json.loads(p.read_text())["extra"].get("stage") == "refiner")
+    store = Store(project["artifacts"])
+    assert store.latest_version("refiner_model")
+    (launch,) = store.fs.glob(store.path(".launches", "refiner_model") + "/*")
+    assert store.exists(f"{launch}/spec.json")  # kept; the results were copied into the asset's work folder and removed
+    assert not store.exists(f"{launch}/results")
+    states = sorted(p for p in pod.rglob("checkpoints/step-*/state.json") if json.loads(p.read_text())["extra"].get("stage") == "refiner")
     assert [p.parent.name for p in states] == ["step-00000001", "step-00000002"]
     assert all(json.loads(p.read_text())["extra"]["written_by"] == {"rank": 0, "world_size": 2} for p in states)
+    # The asset's own work folder got the weights from the store, and no checkpoint: those stayed with the "pod".
+    assert list((tmp_path / "work").rglob("refiner_model/**/refiner.safetensors"))
+    assert not [p for p in (tmp_path / "work").rglob("checkpoints/refiner_model/**/state.json")]
     assert sorted(m.step for m in client.get_metric_history(meta["mlflow_run_id"], "refiner/loss")) == [1, 2]
-
-
-def test_launch_settings_for_several_nodes_and_kubernetes():
-    one = TorchrunResource(gpus=4)
-    assert one.launches() and one.torchrun_args()[-3:] == ["--standalone", "--nproc_per_node", "4"]
-    assert not TorchrunResource().launches()
-    nodes = TorchrunResource(gpus=8, nnodes=2, rdzv_endpoint="trainer-0:29400", launcher="k8s")
-    args = nodes.torchrun_args()
-    assert args[args.index("--nnodes") + 1] == "2" and args[args.index("--rdzv_endpoint") + 1] == "trainer-0:29400"
-    assert nodes.pod_spec()["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "8"}
-    with pytest.raises(dg.Failure, match="rdzv_endpoint"):
-        TorchrunResource(gpus=8, nnodes=2).torchrun_args()

@@ -140,6 +140,29 @@ def test_ingest_on_postgres_with_artifacts_and_mlflow_on_s3(tmp_path, monkeypatc
     assert any(o["Key"].endswith("/hello.txt") for o in objects)
 
 
+def test_the_image_and_the_chart_values_fit_the_deployment():
+    """The Dockerfile is the README's set-up (uv, the lock, bytecode compiled once) on the project's Python; the Helm
+    values name the chart's own keys and every variable the executor passes on is set in the code server."""
+    import re
+    import tomllib
+
+    root = DEPLOY.parent
+    docker = (root / "Dockerfile").read_text()
+    assert "pip install --no-cache-dir uv" in docker
+    assert docker.count("uv sync --frozen --compile-bytecode --no-dev") == 2
+    python = re.search(r"^FROM python:(\d+\.\d+)", docker, re.M).group(1)
+    assert tomllib.loads((root / "pyproject.toml").read_text())["project"]["requires-python"].startswith(f">={python}")
+    assert "uv sync --compile-bytecode" in (root / "README.md").read_text()
+
+    values = yaml.safe_load((DEPLOY / "helm-values.yaml").read_text())
+    # The chart reads the password from the key `postgresql-password` of global.postgresqlSecretName; ours exists beforehand.
+    assert values["global"]["postgresqlSecretName"] and values["generatePostgresqlPasswordSecret"] is False
+    env = {e["name"] for e in values["dagster-user-deployments"]["deployments"][0]["env"]}
+    executor = yaml.safe_load((DEPLOY / "executor.yaml").read_text())
+    assert set(executor["env_vars"]) <= env  # dagster-k8s fails a step whose env_vars name an unset variable
+    assert {"MANGACOLOR_GPUS_TOTAL", "MANGACOLOR_IMAGE", "MANGACOLOR_WORK_MIRROR"} <= env
+
+
 # --- two runs wanting the gpu pool ----------------------------------------------------------------------
 
 
@@ -159,24 +182,85 @@ def _run_gpu_step(home: str, env: dict, out: str) -> None:
         assert dg.materialize([gpu_step], instance=instance, tags={"out": out}).success
 
 
-def test_two_runs_wanting_the_gpu_pool_run_one_after_the_other(tmp_path, monkeypatch, postgres_url):
+def _gpu_instance(tmp_path, monkeypatch, postgres_url, gpus: int) -> tuple[str, dict]:
+    """(DAGSTER_HOME, environment for a run process) of an instance on PostgreSQL whose gpu pool has `gpus` slots."""
     import os
 
     _pg_env(monkeypatch, postgres_url)
     home = _home(tmp_path)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
-    monkeypatch.setenv("MANGACOLOR_GPUS_TOTAL", "1")
+    monkeypatch.setenv("MANGACOLOR_GPUS_TOTAL", str(gpus))
     with dg.DagsterInstance.get() as instance:
         apply_pool_limits(instance, pool_limits())
-        assert instance.event_log_storage.get_concurrency_info("gpu").slot_count == 1
-    env = {k: v for k, v in os.environ.items() if k.startswith(("DAGSTER_PG_", "MANGACOLOR_LOG"))}
+        assert instance.event_log_storage.get_concurrency_info("gpu").slot_count == gpus
+    return str(home), {k: v for k, v in os.environ.items() if k.startswith(("DAGSTER_PG_", "MANGACOLOR_LOG"))}
+
+
+def _two_runs(target, home: str, env: dict, tmp_path: Path) -> tuple[dict, dict]:
+    """Two runs of `target` at once, each in a process of its own as runs are: what each wrote, in start order."""
     ctx = multiprocessing.get_context("spawn")
-    outs = [tmp_path / f"run{i}.json" for i in range(2)]
-    procs = [ctx.Process(target=_run_gpu_step, args=(str(home), env, str(o))) for o in outs]
+    outs = [str(tmp_path / f"run{i}.json") for i in range(2)]
+    procs = [ctx.Process(target=target, args=(home, env, o)) for o in outs]
     for p in procs:
         p.start()
     for p in procs:
         p.join(180)
         assert p.exitcode == 0
-    (a, b) = sorted((json.loads(o.read_text()) for o in outs), key=lambda t: t["start"])
+    first, second = sorted((json.loads(Path(o).read_text()) for o in outs), key=lambda t: t["start"])
+    return first, second
+
+
+def test_two_runs_wanting_the_gpu_pool_run_one_after_the_other(tmp_path, monkeypatch, postgres_url):
+    a, b = _two_runs(_run_gpu_step, *_gpu_instance(tmp_path, monkeypatch, postgres_url, 1), tmp_path)
     assert b["start"] >= a["end"], f"the gpu pool let two runs overlap: {a} {b}"
+
+
+@dg.asset
+def three_gpu_step(context: dg.AssetExecutionContext) -> None:
+    """What a launching asset does: it has no pool of its own and holds one slot of `gpu` per GPU of its ranks."""
+    from assets.launch import gpu_slots
+
+    with gpu_slots(context, int(context.run.tags["gpus"]), poll_s=0.2):
+        start = time.time()
+        held = context.instance.event_log_storage.get_concurrency_info("gpu").active_slot_count
+        time.sleep(1.0)
+        Path(context.run.tags["out"]).write_text(json.dumps({"start": start, "end": time.time(), "held": held}))
+
+
+def _run_three_gpu_step(home: str, env: dict, out: str, gpus: int = 3) -> None:
+    import os
+
+    os.environ.update(env, DAGSTER_HOME=home)
+    with dg.DagsterInstance.get() as instance:
+        result = dg.materialize([three_gpu_step], instance=instance, tags={"out": out, "gpus": str(gpus)}, raise_on_error=False)
+        failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+        if failures:
+            Path(out + ".error").write_text("".join(str(e.event_specific_data.error.message) for e in failures))
+
+
+def test_a_run_holds_a_slot_of_the_gpu_pool_per_gpu(tmp_path, monkeypatch, postgres_url):
+    """4 GPUs, two runs of 3 each: one after the other, each holding 3 slots; a run wanting 5 can never run: an error."""
+    home, env = _gpu_instance(tmp_path, monkeypatch, postgres_url, 4)
+    a, b = _two_runs(_run_three_gpu_step, home, env, tmp_path)
+    assert a["held"] == b["held"] == 3
+    assert b["start"] >= a["end"], f"two 3-GPU runs overlapped on 4 GPUs: {a} {b}"
+    too_many = str(tmp_path / "five.json")
+    _run_three_gpu_step(home, env, too_many, gpus=5)
+    assert "has 4 slot(s) and this run holds 5 GPUs" in Path(too_many + ".error").read_text()
+    with dg.DagsterInstance.get() as instance:
+        assert instance.event_log_storage.get_concurrency_info("gpu").active_slot_count == 0  # all freed
+
+
+def test_the_gpu_pool_is_not_sized_from_a_pod_without_gpus(monkeypatch):
+    """`mangacolor pools` runs in the code server's pod, which holds no GPU: 'auto' there would give the whole cluster
+    one slot. It says what to set instead."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    monkeypatch.delenv("MANGACOLOR_GPUS_TOTAL", raising=False)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    with pytest.raises(ValueError, match="MANGACOLOR_GPUS_TOTAL"):
+        pool_limits()
+    monkeypatch.setenv("MANGACOLOR_GPUS_TOTAL", "16")
+    assert pool_limits()["gpu"] == 16

@@ -37,3 +37,29 @@ def test_size_batches_group_by_size_and_cut_at_batch_size():
     assert size_batches(keys, 2) == [[0, 2], [3, 6], [1, 4], [5]]
     with pytest.raises(ValueError, match="batch_size"):
         size_batches(keys, 0)
+
+
+def _opencv_threads(_item) -> int:
+    import cv2
+
+    return cv2.getNumThreads()
+
+
+def test_workers_run_opencv_on_one_thread_and_the_parent_keeps_its_own():
+    """Each worker is one of many processes on the cores: OpenCV's pool the size of the machine in each only makes them
+    wait on each other. Set in the parent around the fork (a child reconfiguring its parent's pool can hang)."""
+    import cv2
+    import torch
+
+    from mangacolor.io.pagemap import ordered_map
+    from mangacolor.training.loader import step_batches
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(4)
+    try:
+        assert list(ordered_map(_opencv_threads, list(range(4)), workers=2)) == [1, 1, 1, 1]
+        steps = [int(batch) for _, batch in step_batches(lambda s: torch.tensor(_opencv_threads(s)), 0, 4, torch.device("cpu"), 2)]
+        assert steps == [1, 1, 1, 1]
+        assert cv2.getNumThreads() == 4
+    finally:
+        cv2.setNumThreads(before)

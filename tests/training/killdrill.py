@@ -154,6 +154,26 @@ DDP_BATCH = {"colorizer_adapt": 4, "colorizer_self_train": 4, "colorizer_finetun
              "drafting_network": 4, "inversion_encoder": 4, "refiner": 2, "cut": 2}
 
 
+def local_nodes(nnodes: int, nproc_per_node: int, args: list[str], env: dict, cwd: Path) -> list:
+    """`torchrun` as `nnodes` "nodes" on 127.0.0.1, `nproc_per_node` processes each, meeting through a c10d rendezvous
+    as the pods of a multi-node training Job do (assets/launch.py `pod_command`): node 0 hosts the rendezvous store
+    (`is_host`), the others join it. One Popen per node, `args` after torchrun's own."""
+    import socket
+    import subprocess
+    import sys
+    import uuid
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rdzv = ["--nnodes", str(nnodes), "--nproc-per-node", str(nproc_per_node), "--rdzv-backend", "c10d",
+            "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", uuid.uuid4().hex[:12], "--local-addr", "127.0.0.1"]
+    env = {**env, "GLOO_SOCKET_IFNAME": env.get("GLOO_SOCKET_IFNAME", "lo")}
+    return [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", *rdzv, "--rdzv-conf", f"is_host={str(node == 0).lower()}",
+                              *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for node in range(nnodes)]
+
+
 def max_abs_diff(a: Path, b: Path) -> float:
     """Largest absolute difference between the floating-point tensors of two safetensors files."""
     from safetensors.torch import load_file
@@ -165,16 +185,19 @@ def max_abs_diff(a: Path, b: Path) -> float:
 
 
 def run(loop: str, out_dir: Path, workers: int = 0, step_delay: float = 0.0, batch: int | None = None,
-        fp32: bool = False) -> list[Path]:
+        fp32: bool = False, say: Callable[[str], None] | None = None, device: str = "cpu") -> list[Path]:
     """Run (or resume) one drill loop; `step_delay` seconds of sleep per progress message (kill window);
-    `batch`: the global batch (default: the drill's); `fp32`: without the drill's autocast."""
+    `batch`: the global batch (default: the drill's); `fp32`: without the drill's autocast; `say`: gets the
+    loop's progress messages ("resuming at step ..."); `device`: cpu or cuda (benchmarks/gpu_check.py)."""
     import warnings
 
     torch.set_num_threads(1)
     drill = LOOPS[loop]
-    spec = DeviceSpec(torch.device("cpu"), None if fp32 else drill.amp, seed=7)
+    spec = DeviceSpec(torch.device(device), None if fp32 else drill.amp, seed=7)
 
-    def progress(_message: str) -> None:
+    def progress(message: str) -> None:
+        if say is not None:
+            say(message)
         if step_delay:
             time.sleep(step_delay)
 
@@ -193,6 +216,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--step-delay", type=float, default=0.0)
     parser.add_argument("--fp32", action="store_true", help="no autocast (the drills' fp16 exercises the GradScaler)")
+    parser.add_argument("--verbose", action="store_true", help="print the loops' progress messages")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
     runs = [(name, int(batch) if batch else None) for name, _, batch in (entry.partition(":") for entry in args.loop)]
     unknown = [name for name, _ in runs if name not in LOOPS]
@@ -201,7 +226,8 @@ def main() -> None:
     with distributed.process_group("cpu"):
         for loop, batch in runs:
             out = args.out_dir / loop if len(runs) > 1 else args.out_dir
-            for path in run(loop, out, args.workers, args.step_delay, batch, args.fp32):
+            say = (lambda m: print(m, flush=True)) if args.verbose else None
+            for path in run(loop, out, args.workers, args.step_delay, batch, args.fp32, say, args.device):
                 print(path)
 
 

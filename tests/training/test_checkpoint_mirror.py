@@ -1,5 +1,13 @@
 """Checkpoints mirrored to the store (S3-compatible moto server): a fresh pod with an empty work folder resumes."""
 
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -51,3 +59,50 @@ def test_crawl_state_folder_survives_a_new_pod(tmp_path, monkeypatch, s3_env):  
     with mirrored_dir(tmp_path / "pod2" / "crawl" / "site") as crawl:
         assert (crawl / "index.json").read_text() == '{"etag": "x"}'
         assert (crawl / "pages" / "001.png").read_bytes() == b"png"
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_a_killed_stage_resumes_on_a_fresh_pod_from_the_mirror_alone(tmp_path, s3_env):  # noqa: F811
+    """What a pod sees: MANGACOLOR_WORK_MIRROR set, no MANGACOLOR_WORK_DIR (the work folder is the project's `.cache/`).
+    The refiner's loop is SIGKILLed once a checkpoint reached the mirror, its pod (work folder and all) is deleted,
+    and the same stage on a new pod resumes from the mirror and ends bit-identical to a run never killed."""
+    from safetensors.torch import load_file
+
+    from tests.training import killdrill
+
+    _, s3 = s3_env
+    reference = killdrill.run("refiner", tmp_path / "reference")[0]
+    stage = Path(".cache/checkpoints/refiner_model/all/0123456789ab")  # where an asset keeps it, below the work folder
+    env = {k: v for k, v in os.environ.items() if k != "MANGACOLOR_WORK_DIR"}
+    env |= {"MANGACOLOR_WORK_MIRROR": "s3://mangacolor/pods", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+    def pod(name: str, delay: float) -> subprocess.Popen:
+        home = tmp_path / name
+        home.mkdir()
+        drill = [sys.executable, "-m", "tests.training.killdrill", "refiner", str(home / stage), "--verbose", "--step-delay", str(delay)]
+        return subprocess.Popen(drill, cwd=ROOT, env={**env, "MANGACOLOR_HOME": str(home)}, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+
+    first = pod("pod1", delay=0.5)
+    prefix = f"pods/{stage.relative_to('.cache').as_posix()}/"
+    deadline = time.monotonic() + 240
+    while first.poll() is None and time.monotonic() < deadline:
+        listed = s3.list_objects_v2(Bucket="mangacolor", Prefix=prefix).get("Contents", [])
+        if any(o["Key"].endswith("/state.json") for o in listed):
+            break
+        time.sleep(0.1)
+    assert first.poll() is None, f"the first pod ended before a checkpoint reached the mirror:\n{first.communicate()[0][-3000:]}"
+    first.send_signal(signal.SIGKILL)
+    first.wait(30)
+    shutil.rmtree(tmp_path / "pod1")  # the pod is gone, its work folder with it
+
+    second = pod("pod2", delay=0.0)
+    out, _ = second.communicate(timeout=300)
+    assert second.returncode == 0, out[-3000:]
+    resumed = [line for line in out.splitlines() if "resuming at step" in line]
+    assert resumed and int(resumed[0].split("resuming at step ")[1].split()[0]) >= 1, out[-3000:]
+    final = tmp_path / "pod2" / stage / reference.name
+    a, b = load_file(str(reference)), load_file(str(final))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -61,3 +61,21 @@ def test_two_processes_train_the_weights_of_one(runs, loop):
     states = sorted((runs / "two" / loop).rglob("checkpoints/step-*/state.json"))
     assert states, f"{loop}: no checkpoint under torchrun"
     assert all(json.loads(p.read_text())["extra"]["written_by"] == {"rank": 0, "world_size": 2} for p in states)
+
+
+def test_two_nodes_train_step1_to_the_weights_of_one_process(runs, tmp_path):
+    """Two `torchrun` agents on 127.0.0.1 (--nnodes 2 --nproc-per-node 1) meet through a c10d rendezvous, as the pods
+    of a multi-node Job meet at node 0's address, and train the colorizer's step 1 as the one process did."""
+    from tests.training.killdrill import local_nodes
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MANGACOLOR_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    nodes = local_nodes(2, 1, ["-m", "tests.training.killdrill", "--fp32", f"colorizer_adapt:{GLOBAL_BATCH['colorizer_adapt']}",
+                               str(tmp_path / "nodes")], env, ROOT)
+    for node in nodes:
+        out, _ = node.communicate(timeout=600)
+        assert node.returncode == 0, out[-4000:]
+    for name in ("generator.safetensors", "discriminator.safetensors"):
+        diff = max_abs_diff(runs / "one" / "colorizer_adapt" / name, tmp_path / "nodes" / name)
+        assert diff <= TOLERANCE, f"{name}: 1 process vs 2 nodes differ by {diff}"
+    states = sorted((tmp_path / "nodes").rglob("checkpoints/step-*/state.json"))
+    assert states and all(json.loads(p.read_text())["extra"]["written_by"] == {"rank": 0, "world_size": 2} for p in states)

@@ -24,3 +24,21 @@ def test_the_tail_logs_samples_and_checkpoints_in_that_order_at_intervals_and_at
 
 def test_only_rank_0_samples_and_checkpoints_every_rank_logs():
     assert _run(1) == [("log", 2), ("say", 2), ("log", 4), ("say", 4), ("log", 6), ("say", 6), ("log", 7), ("say", 7)]
+
+
+def test_non_finite_losses_are_caught_at_the_check_not_by_reading_every_step():
+    """The loops hand their losses over as tensors and check them at logging and checkpoint steps (a host sync there
+    only): a nan at step 3 stops the run at the check of step 4, before its checkpoint."""
+    import pytest
+    import torch
+
+    from mangacolor.training.loop import FiniteLosses
+
+    watch = FiniteLosses("refiner")
+    for loss in (1.0, 2.0):
+        watch.add(torch.tensor(loss))
+    watch.check(2)
+    watch.add(torch.tensor(float("nan")))
+    watch.add(torch.tensor(0.5))
+    with pytest.raises(FloatingPointError, match="refiner loss became inf or nan between steps 3 and 4"):
+        watch.check(4)

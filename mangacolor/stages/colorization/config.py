@@ -60,6 +60,12 @@ class StepSection(BaseModel):
     lr_g: float = 1e-4
     lr_d: float = 4e-4
     losses: dict = Field(default_factory=dict, description="λ's overriding the step's Appendix D weights, e.g. {per: 0}")
+    # The batch in GPU memory (mangacolor/training/memory.py): the step's result is the same, its memory smaller.
+    micro_batch: int | None = Field(None, ge=1, description="rows per forward/backward, gradients added up over the step "
+                                                            "(null: the whole per-GPU batch); needs batchnorm: frozen")
+    checkpointing: bool = Field(False, description="recompute the generator's activations in the backward pass")
+    batchnorm: Literal["batch", "frozen"] = Field("batch", description="frozen: normalise with the encoder's running statistics")
+    channels_last: bool | None = Field(None, description="channels-last layout for the networks (null: on a GPU)")
 
 
 class Step1Section(StepSection):
